@@ -1,0 +1,176 @@
+"""The Python API: ``submit``, ``attach``, ``list_jobs`` and the :class:`Job` handle.
+
+The magics, the REST API and the side panel all go through these functions.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+from .backends import get_backend
+from .backends.base import Backend, JobStatus
+from .config import current_config, current_owner
+from .monitor import JobState, Monitor, event_to_point
+from .payload import Payload
+from .spec import JobSpec, make_spec
+
+_backends: dict[str, Backend] = {}
+
+
+def backend_for(name: str | None = None) -> Backend:
+    """The (cached) backend called ``name``; the configured default when ``None``."""
+    name = name or current_config().backend
+    if name not in _backends:
+        _backends[name] = get_backend(name)
+    return _backends[name]
+
+
+class Job:
+    """A handle on one submitted job. Cheap to create; every property asks the backend."""
+
+    def __init__(self, name: str, backend: Backend):
+        self.name = name
+        self.backend = backend
+        self._monitor: Monitor | None = None
+
+    def __repr__(self) -> str:
+        return f"<Job {self.name} backend={self.backend.name} phase={self.phase}>"
+
+    @property
+    def spec(self) -> JobSpec:
+        return self.backend.spec(self.name)
+
+    @property
+    def status(self) -> JobStatus:
+        """Phase plus one entry per replica (role, index, state, restarts, pid/pod)."""
+        return self.backend.get(self.name)
+
+    @property
+    def phase(self) -> str:
+        return self.status.phase
+
+    def wait(self, timeout: float | None = None, poll: float = 0.5) -> str:
+        """Block until the job ends; return ``succeeded``, ``failed`` or ``stopped``.
+
+        Raises:
+            TimeoutError: the job is still running after ``timeout`` seconds (it keeps running).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            status = self.status
+            if status.done:
+                return status.phase
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"job {self.name} is still {status.phase} after {timeout:g} s; "
+                    "wait longer, or stop it with job.stop()."
+                )
+            time.sleep(poll)
+
+    def events(self) -> list[dict]:
+        """Every protocol event so far (start, metric, epoch, checkpoint, end, error)."""
+        return self.backend.events(self.name)
+
+    def metrics(self) -> list[dict]:
+        """Metric points so far: ``{"kind": "step"|"epoch", "epoch", "step", "t", "values": {...}}``."""
+        return [p for p in map(event_to_point, self.events()) if p is not None]
+
+    def logs(self, replica: str | None = None, tail: int | None = None) -> str:
+        """A replica's output (default: the reporting replica, chief-0 or worker-0)."""
+        return self.backend.logs(self.name, replica or self.spec.reporting_replica, tail=tail)
+
+    def stop(self) -> JobStatus:
+        """Stop every replica; the record stays, with phase ``stopped``."""
+        return self.backend.stop(self.name)
+
+    def delete(self) -> None:
+        """Stop the job if needed and remove it and its record."""
+        if self._monitor:
+            self._monitor.stop()
+        self.backend.delete(self.name)
+
+    @property
+    def state(self) -> JobState:
+        """The live :class:`JobState`, kept current by a background monitor started on first use."""
+        return self.monitor().state
+
+    def monitor(self) -> Monitor:
+        if self._monitor is None:
+            self._monitor = Monitor(self.backend, self.name).start()
+        return self._monitor
+
+
+def submit(
+    code: str,
+    *,
+    ps: int | None = None,
+    workers: int | None = None,
+    gpus: int | Mapping[str, int] | None = None,
+    strategy: str | None = None,
+    backend: str | None = None,
+    name: str | None = None,
+    payload: Payload | None = None,
+    **options,
+) -> Job:
+    """Start ``code`` as a distributed training job and return at once.
+
+    Unset arguments take the configured defaults (:class:`tfk8s_jupyter.config.TFK8s`).
+
+    Args:
+        code: the cell source; it runs unchanged on every replica.
+        ps: parameter servers; ``> 0`` means asynchronous ParameterServerStrategy plus a chief.
+        workers: workers; ``> 1`` with ``ps=0`` means synchronous MultiWorkerMirroredStrategy.
+        gpus: GPUs per worker and chief (never the ps).
+        strategy: ``auto``, ``parameter_server``, ``multi_worker_mirrored`` or ``mirrored``.
+        backend: ``local`` (default) or ``kubernetes``.
+        name: job name (DNS-1123, at most 40 characters); generated when omitted.
+        payload: the cell plus its notebook context (see ``capture.py``); default: the code alone.
+        **options: other :class:`~tfk8s_jupyter.spec.JobSpec` fields (cpu, memory, env, max_restarts, ...).
+
+    Raises:
+        SpecError: an invalid option, named in one sentence with its fix; nothing is started.
+
+    Example:
+        >>> job = submit(code, ps=1, workers=2)   # doctest: +SKIP
+        >>> job.wait(timeout=300)                 # doctest: +SKIP
+        'succeeded'
+    """
+    defaults = current_config().job_options()
+    given = {"ps": ps, "workers": workers, "gpus": gpus, "strategy": strategy, "backend": backend}
+    merged = {**defaults, **{k: v for k, v in options.items()}}
+    for k, v in given.items():
+        if v is not None:
+            merged[k] = v
+    if ps is None and (workers is not None or strategy is not None):
+        merged["ps"] = 0 if (strategy or "auto") != "parameter_server" else max(1, defaults["ps"])
+    merged.setdefault("owner", current_owner())
+    if merged.get("owner") is None:
+        merged["owner"] = current_owner()
+    spec = make_spec(code, name=name, **merged)
+    return submit_spec(spec, payload or Payload(code=code))
+
+
+def submit_spec(spec: JobSpec, payload: Payload) -> Job:
+    """Submit an already-built spec (the magics and REST handlers use this)."""
+    b = backend_for(spec.backend)
+    b.submit(spec, payload)
+    return Job(spec.name, b)
+
+
+def attach(name: str, backend: str | None = None) -> Job:
+    """A handle on an existing job (e.g. after a kernel restart); its history comes with it.
+
+    Raises:
+        JobNotFound: no such job on that backend.
+    """
+    b = backend_for(backend)
+    b.get(name)
+    return Job(name, b)
+
+
+def list_jobs(backend: str | None = None, owner: str | None = None) -> list[JobStatus]:
+    """The jobs of ``owner`` (default: the current user), newest first."""
+    b = backend_for(backend)
+    jobs = b.list(owner=owner if owner is not None else current_owner())
+    return sorted(jobs, key=lambda s: s.created, reverse=True)

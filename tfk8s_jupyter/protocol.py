@@ -1,0 +1,76 @@
+"""The line protocol the reporting replica prints and every monitor parses.
+
+One JSON object per line behind a fixed marker, e.g.::
+
+    @tfk8s {"v":1,"type":"metric","run":"a1b2c3d4","seq":7,"t":1764170000.1,"epoch":0,"step":40,
+            "values":{"loss":0.31}}
+
+The marker is matched anywhere in a line, because Keras progress bars write ``\\r`` and ANSI codes into
+pipes and glue them onto the next line. Unknown fields are ignored; lines with a newer major version or
+broken JSON are skipped, never fatal.
+
+Every event carries ``run`` (one id per replica process start) and ``seq`` (a counter within that run):
+``(run, seq)`` identifies an event, so a monitor that re-reads a log after a dropped stream or a restart
+neither loses nor duplicates a point.
+
+This module is stdlib-only: the runner imports it inside replicas, where only TensorFlow is installed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+MARKER = "@tfk8s "
+VERSION = 1
+TYPES = ("start", "metric", "epoch", "checkpoint", "end", "error")
+
+
+def encode(event_type: str, **fields) -> str:
+    """One protocol line (without the trailing newline). Non-finite floats become ``null``."""
+    body = {"v": VERSION, "type": event_type}
+    body.update(fields)
+    return MARKER + json.dumps(_finite(body), separators=(",", ":"), allow_nan=False)
+
+
+def _finite(obj):
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def parse_line(line: str) -> dict | None:
+    """The event in ``line``, or ``None`` when the line carries none (user output, TF noise)."""
+    pos = line.find(MARKER)
+    if pos < 0:
+        return None
+    text = line[pos + len(MARKER) :].strip()
+    try:
+        event, _ = json.JSONDecoder().raw_decode(text)
+    except ValueError:
+        return None
+    if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+        return None
+    if not isinstance(event.get("v"), int) or event["v"] > VERSION:
+        return None
+    return event
+
+
+def parse_lines(lines) -> list[dict]:
+    """All events in an iterable of lines (or one text blob), in order."""
+    if isinstance(lines, str):
+        lines = lines.splitlines()
+    return [e for e in map(parse_line, lines) if e is not None]
+
+
+def event_key(event: dict) -> tuple:
+    """The identity of an event for de-duplication: ``(run, seq)``."""
+    return (event.get("run"), event.get("seq"))
+
+
+def is_metric(event: dict) -> bool:
+    return event.get("type") in ("metric", "epoch")

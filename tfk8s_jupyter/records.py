@@ -1,0 +1,126 @@
+"""Job records on disk, the same layout for every backend.
+
+``<root>/<name>/``::
+
+    spec.json        the JobSpec (JSON)
+    payload.json     the Payload shipped to replicas
+    status.json      the latest JobStatus (written atomically)
+    events.jsonl     protocol events of the reporting replica, de-duplicated by (run, seq)
+    logs/<role>-<index>.log   each replica's output (kept after processes or pods are gone)
+
+``root`` is ``$TFK8S_HOME`` when set, else ``<jupyter data dir>/tfk8s/jobs``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .protocol import event_key
+
+
+def records_root() -> Path:
+    home = os.environ.get("TFK8S_HOME")
+    if home:
+        return Path(home)
+    from jupyter_core.paths import jupyter_data_dir
+
+    return Path(jupyter_data_dir()) / "tfk8s" / "jobs"
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+class JobRecord:
+    """One job's folder."""
+
+    def __init__(self, name: str, root: Path | None = None):
+        self.name = name
+        self.dir = Path(root or records_root()) / name
+
+    @classmethod
+    def all(cls, root: Path | None = None) -> list[JobRecord]:
+        root = Path(root or records_root())
+        if not root.is_dir():
+            return []
+        return [cls(p.name, root) for p in sorted(root.iterdir()) if (p / "spec.json").exists()]
+
+    def exists(self) -> bool:
+        return (self.dir / "spec.json").exists()
+
+    # spec / payload / status -------------------------------------------------
+    def write_spec(self, spec_json: dict) -> None:
+        write_json_atomic(self.dir / "spec.json", spec_json)
+
+    def read_spec(self) -> dict:
+        return json.loads((self.dir / "spec.json").read_text())
+
+    def write_payload(self, payload_json: str) -> Path:
+        path = self.dir / "payload.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(payload_json)
+        return path
+
+    def write_status(self, status_json: dict) -> None:
+        write_json_atomic(self.dir / "status.json", status_json)
+
+    def read_status(self) -> dict | None:
+        try:
+            return json.loads((self.dir / "status.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    # events -------------------------------------------------------------------
+    @property
+    def events_path(self) -> Path:
+        return self.dir / "events.jsonl"
+
+    def read_events(self) -> list[dict]:
+        try:
+            text = self.events_path.read_text()
+        except FileNotFoundError:
+            return []
+        out = []
+        for line in text.splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line being written right now
+        return out
+
+    def append_events(self, events: list[dict], seen: set | None = None) -> list[dict]:
+        """Append events not yet recorded; return the ones actually appended.
+
+        ``seen`` is the caller's cache of recorded keys; it is filled from disk when empty.
+        """
+        if seen is None:
+            seen = set()
+        if not seen:
+            seen.update(event_key(e) for e in self.read_events())
+        new = []
+        for e in events:
+            k = event_key(e)
+            if k in seen:
+                continue
+            seen.add(k)
+            new.append(e)
+        if new:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            with open(self.events_path, "a") as f:
+                f.write("".join(json.dumps(e, separators=(",", ":")) + "\n" for e in new))
+        return new
+
+    # logs ---------------------------------------------------------------------
+    def log_path(self, replica: str) -> Path:
+        return self.dir / "logs" / f"{replica}.log"
+
+    def delete(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -1,0 +1,395 @@
+"""Job specifications: what to run, how many of each replica, with which resources.
+
+Pure data and validation, no I/O. Every invalid value raises :class:`SpecError` with one sentence that
+names the value and says how to fix it; nothing is ever started for an invalid spec.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+STRATEGIES = ("parameter_server", "multi_worker_mirrored", "mirrored")
+STRATEGY_ALIASES = {
+    "auto": "auto",
+    "ps": "parameter_server",
+    "parameter_server": "parameter_server",
+    "parameterserver": "parameter_server",
+    "mwms": "multi_worker_mirrored",
+    "multi_worker_mirrored": "multi_worker_mirrored",
+    "multiworkermirrored": "multi_worker_mirrored",
+    "mirrored": "mirrored",
+}
+BACKENDS = ("local", "kubernetes")
+FLAVORS = ("auto", "native", "tfjob")
+ROLES = ("chief", "worker", "ps")
+MAX_NAME_LENGTH = 40
+
+_NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_QUANTITY_RE = re.compile(
+    r"^(?P<num>[0-9]+(\.[0-9]*)?|\.[0-9]+)(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E|[eE][-+]?[0-9]+)?$"
+)
+_SUFFIX_FACTORS = {
+    None: 1,
+    "m": 1e-3,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "P": 1e15,
+    "E": 1e18,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+    "Ei": 2**60,
+}
+_ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+
+
+class SpecError(ValueError):
+    """An invalid job specification; the message is one sentence naming the value and the fix."""
+
+
+def parse_quantity(value: str | int | float, what: str = "quantity") -> float:
+    """Parse a Kubernetes resource quantity (``"500m"``, ``"2Gi"``, ``"1.5"``) into a number.
+
+    Raises:
+        SpecError: the value is not a Kubernetes quantity.
+    """
+    if isinstance(value, bool):
+        raise SpecError(
+            f"{what} {value!r} is not a quantity; use a number or a string like '2', '500m' or '4Gi'."
+        )
+    if isinstance(value, (int, float)):
+        if value <= 0:
+            raise SpecError(f"{what} {value!r} must be positive; use a value like '2', '500m' or '4Gi'.")
+        return float(value)
+    m = _QUANTITY_RE.match(str(value).strip())
+    if not m:
+        raise SpecError(
+            f"{what} {value!r} is not a Kubernetes quantity; use a number with an optional suffix "
+            "(m, k, M, G, T or Ki, Mi, Gi, Ti), e.g. '500m', '2', '4Gi'."
+        )
+    suffix = m.group("suffix")
+    number = float(m.group("num"))
+    if suffix and suffix[0] in "eE" and len(suffix) > 1 and suffix not in _SUFFIX_FACTORS:
+        factor = 10 ** int(suffix[1:])
+    else:
+        factor = _SUFFIX_FACTORS[suffix]
+    if number * factor <= 0:
+        raise SpecError(f"{what} {value!r} must be positive; use a value like '2', '500m' or '4Gi'.")
+    return number * factor
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Per-replica compute resources. ``cpu``/``memory`` are Kubernetes quantities (requests = limits)."""
+
+    cpu: str | None = None
+    memory: str | None = None
+    gpus: int = 0
+
+    def validate(self, role: str) -> None:
+        if self.cpu is not None:
+            parse_quantity(self.cpu, "cpu")
+        if self.memory is not None:
+            parse_quantity(self.memory, "memory")
+        if not isinstance(self.gpus, int) or isinstance(self.gpus, bool) or self.gpus < 0:
+            raise SpecError(f"gpus for {role} is {self.gpus!r}; use a whole number of GPUs, 0 or more.")
+        if role == "ps" and self.gpus:
+            raise SpecError(
+                f"ps replicas were given {self.gpus} GPU(s), but parameter servers only hold variables; "
+                "drop the GPUs for ps (GPUs go to the chief and workers)."
+            )
+
+
+@dataclass(frozen=True)
+class ReplicaSpec:
+    """One role of the job: how many replicas, their resources and restart limit."""
+
+    role: str
+    count: int
+    resources: Resources = Resources()
+    max_restarts: int = 3
+
+    @property
+    def names(self) -> list[str]:
+        return [f"{self.role}-{i}" for i in range(self.count)]
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A validated, immutable description of one distributed training job.
+
+    Build it with :func:`make_spec`, which resolves ``strategy="auto"`` and validates every field.
+    """
+
+    name: str
+    code: str
+    strategy: str
+    workers: int
+    ps: int = 0
+    gpus: int = 0
+    cpu: str | None = None
+    memory: str | None = None
+    backend: str = "local"
+    flavor: str = "auto"
+    image: str | None = None
+    namespace: str | None = None
+    context: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    max_restarts: int = 3
+    checkpoint_dir: str | None = None
+    metric_interval: float = 1.0
+    setup_timeout: float = 120.0
+    owner: str = "user"
+    labels: Mapping[str, str] = field(default_factory=dict)
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    tolerations: tuple[Mapping[str, str], ...] = ()
+    image_pull_secrets: tuple[str, ...] = ()
+    service_account: str | None = None
+    gpu_resource: str = "nvidia.com/gpu"
+    ttl_seconds_after_finished: int = 3600
+
+    @property
+    def has_chief(self) -> bool:
+        """Parameter-server jobs get one chief (the coordinator); all-reduce jobs use worker 0."""
+        return self.strategy == "parameter_server"
+
+    @property
+    def reporting_replica(self) -> str:
+        """The replica whose stdout carries the line protocol and whose exit decides the job."""
+        return "chief-0" if self.has_chief else "worker-0"
+
+    @property
+    def replicas(self) -> tuple[ReplicaSpec, ...]:
+        """The roles in creation order: ps first, then chief, then workers."""
+        worker_res = Resources(self.cpu, self.memory, self.gpus)
+        out = []
+        if self.ps:
+            out.append(ReplicaSpec("ps", self.ps, Resources(self.cpu, self.memory, 0), self.max_restarts))
+        if self.has_chief:
+            out.append(ReplicaSpec("chief", 1, worker_res, self.max_restarts))
+        out.append(ReplicaSpec("worker", self.workers, worker_res, self.max_restarts))
+        return tuple(out)
+
+    @property
+    def replica_names(self) -> list[str]:
+        return [n for r in self.replicas for n in r.names]
+
+    @property
+    def total_gpus(self) -> int:
+        return sum(r.count * r.resources.gpus for r in self.replicas)
+
+    def to_json(self) -> dict:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["env"] = dict(self.env)
+        d["labels"] = dict(self.labels)
+        d["node_selector"] = dict(self.node_selector)
+        d["tolerations"] = [dict(t) for t in self.tolerations]
+        d["image_pull_secrets"] = list(self.image_pull_secrets)
+        return d
+
+    @classmethod
+    def from_json(cls, d: Mapping) -> JobSpec:
+        d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        d["tolerations"] = tuple(d.get("tolerations") or ())
+        d["image_pull_secrets"] = tuple(d.get("image_pull_secrets") or ())
+        return cls(**d)
+
+    def with_(self, **changes) -> JobSpec:
+        """A copy with some fields changed, validated again."""
+        spec = replace(self, **changes)
+        validate(spec)
+        return spec
+
+
+def generate_name(code: str) -> str:
+    """``tf-<cell-hash>-<random>``: stable prefix per cell, unique per submission, DNS-1123."""
+    digest = hashlib.sha256(code.encode()).hexdigest()[:6]
+    return f"tf-{digest}-{secrets.token_hex(3)[:5]}"
+
+
+def resolve_strategy(strategy: str | None, ps: int, workers: int, gpus: int) -> str:
+    """Resolve ``auto`` and aliases to one of :data:`STRATEGIES`."""
+    key = str(strategy or "auto").strip().lower().replace("-", "_")
+    resolved = STRATEGY_ALIASES.get(key) or STRATEGY_ALIASES.get(key.replace("_", ""))
+    if resolved is None:
+        raise SpecError(
+            f"strategy {strategy!r} is unknown; use auto, parameter_server, multi_worker_mirrored or mirrored."
+        )
+    if resolved != "auto":
+        return resolved
+    if ps > 0:
+        return "parameter_server"
+    if workers > 1:
+        return "multi_worker_mirrored"
+    return "mirrored"
+
+
+def _check_count(value, what: str, minimum: int, fix: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        try:
+            if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+                value = int(value)
+            else:
+                raise ValueError
+        except ValueError:
+            raise SpecError(f"{what} {value!r} is not a whole number; {fix}.") from None
+    if value < minimum:
+        raise SpecError(f"{what} is {value}; {fix}.")
+    return value
+
+
+def check_code(code: str) -> None:
+    """Reject empty code and code that does not compile (naming the line)."""
+    if not isinstance(code, str) or not code.strip():
+        raise SpecError("the cell is empty; write the model and its model.fit(...) call in the cell.")
+    try:
+        compile(code, "<cell>", "exec")
+    except SyntaxError as e:
+        raise SpecError(
+            f"the cell has a syntax error on line {e.lineno}: {e.msg}; fix that line and run the cell again."
+        ) from None
+
+
+def check_name(name: str) -> None:
+    if not isinstance(name, str) or not name:
+        raise SpecError("the job name is empty; use lowercase letters, digits and '-', e.g. 'mnist-ps'.")
+    if len(name) > MAX_NAME_LENGTH:
+        raise SpecError(
+            f"job name {name!r} is {len(name)} characters long; use at most {MAX_NAME_LENGTH} "
+            "(it becomes part of Kubernetes object and DNS names)."
+        )
+    if not _NAME_RE.match(name):
+        raise SpecError(
+            f"job name {name!r} is not a valid DNS-1123 label; use lowercase letters, digits and '-', "
+            "starting with a letter and ending with a letter or digit, e.g. 'mnist-ps'."
+        )
+
+
+def validate(spec: JobSpec) -> None:
+    """Validate every field of a spec; raise :class:`SpecError` naming the first bad value."""
+    check_name(spec.name)
+    check_code(spec.code)
+    if spec.strategy not in STRATEGIES:
+        raise SpecError(
+            f"strategy {spec.strategy!r} is unknown; use auto, parameter_server, multi_worker_mirrored or mirrored."
+        )
+    workers = _check_count(spec.workers, "workers", 1, "use at least 1 worker")
+    ps = _check_count(spec.ps, "ps", 0, "use 0 parameter servers (all-reduce) or more (asynchronous)")
+    if spec.strategy == "parameter_server" and ps == 0:
+        raise SpecError(
+            "strategy parameter_server needs at least one parameter server; pass ps=1 or more, "
+            "or use strategy multi_worker_mirrored for synchronous training."
+        )
+    if spec.strategy != "parameter_server" and ps > 0:
+        raise SpecError(
+            f"ps={ps} does not fit strategy {spec.strategy}, which is synchronous and has no parameter servers; "
+            "use ps=0, or strategy parameter_server (or auto) for asynchronous training."
+        )
+    if spec.strategy == "mirrored" and workers > 1:
+        raise SpecError(
+            f"strategy mirrored runs on one machine but workers={workers}; use workers=1, "
+            "or strategy multi_worker_mirrored for several workers."
+        )
+    for r in spec.replicas:
+        r.resources.validate(r.role)
+    if spec.backend not in BACKENDS:
+        raise SpecError(f"backend {spec.backend!r} is unknown; use 'local' or 'kubernetes'.")
+    if spec.flavor not in FLAVORS:
+        raise SpecError(f"flavor {spec.flavor!r} is unknown; use auto, native or tfjob.")
+    _check_count(spec.max_restarts, "max_restarts", 0, "use 0 (never restart) or more")
+    if not isinstance(spec.metric_interval, (int, float)) or spec.metric_interval < 0:
+        raise SpecError(f"metric_interval {spec.metric_interval!r} must be 0 or more seconds, e.g. 1.0.")
+    if not isinstance(spec.setup_timeout, (int, float)) or spec.setup_timeout <= 0:
+        raise SpecError(
+            f"setup_timeout {spec.setup_timeout!r} must be a positive number of seconds, e.g. 120."
+        )
+    for key, value in spec.env.items():
+        if not _ENV_KEY_RE.match(str(key)):
+            raise SpecError(
+                f"environment variable name {key!r} is invalid; use letters, digits and '_' "
+                "(starting with a letter or '_'), as in KEY=VALUE."
+            )
+        if not isinstance(value, str):
+            raise SpecError(
+                f"environment variable {key} has a non-string value {value!r}; pass it as a string."
+            )
+
+
+def parse_gpus(gpus) -> tuple[int, int]:
+    """Accept ``gpus`` as an int (per worker) or a role mapping; return (per-worker GPUs, ps GPUs)."""
+    if isinstance(gpus, Mapping):
+        unknown = set(gpus) - set(ROLES)
+        if unknown:
+            raise SpecError(f"gpus names unknown role(s) {sorted(unknown)}; use chief, worker or ps.")
+        worker = gpus.get("worker", gpus.get("chief", 0))
+        return _check_count(worker, "gpus", 0, "use a whole number of GPUs, 0 or more"), gpus.get("ps", 0)
+    return _check_count(
+        gpus if gpus is not None else 0, "gpus", 0, "use a whole number of GPUs, 0 or more"
+    ), 0
+
+
+def make_spec(
+    code: str,
+    *,
+    ps: int = 0,
+    workers: int = 1,
+    gpus: int | Mapping[str, int] = 0,
+    strategy: str | None = "auto",
+    name: str | None = None,
+    **options,
+) -> JobSpec:
+    """Build and validate a :class:`JobSpec`.
+
+    Args:
+        code: the cell's Python source.
+        ps: parameter servers (``> 0`` means asynchronous ParameterServerStrategy with a chief).
+        workers: workers (``> 1`` with ``ps=0`` means synchronous MultiWorkerMirroredStrategy).
+        gpus: GPUs per worker and chief (never ps), or a mapping ``{"worker": 1}``.
+        strategy: ``auto``, ``parameter_server``, ``multi_worker_mirrored`` or ``mirrored``.
+        name: DNS-1123 job name, generated from the code when omitted.
+        **options: any other :class:`JobSpec` field (cpu, memory, backend, image, env, ...).
+
+    Raises:
+        SpecError: one sentence naming the bad value and the fix.
+
+    Example:
+        >>> make_spec("print(1)", ps=1, workers=2).strategy
+        'parameter_server'
+    """
+    unknown = set(options) - set(JobSpec.__dataclass_fields__)
+    if unknown:
+        raise SpecError(
+            f"unknown option(s) {sorted(unknown)}; see help(tfk8s_jupyter.submit) for the options."
+        )
+    check_code(code)
+    ps = _check_count(ps, "ps", 0, "use 0 parameter servers (all-reduce) or more (asynchronous)")
+    workers = _check_count(workers, "workers", 1, "use at least 1 worker")
+    worker_gpus, ps_gpus = parse_gpus(gpus)
+    if ps_gpus:
+        Resources(gpus=ps_gpus).validate("ps")
+    resolved = resolve_strategy(strategy, ps, workers, worker_gpus)
+    if "env" in options and options["env"] is not None:
+        options["env"] = dict(options["env"])
+    for key in ("tolerations", "image_pull_secrets"):
+        if options.get(key) is not None:
+            options[key] = tuple(options[key])
+    options = {k: v for k, v in options.items() if v is not None}
+    spec = JobSpec(
+        name=name or generate_name(code),
+        code=code,
+        strategy=resolved,
+        workers=workers,
+        ps=ps,
+        gpus=worker_gpus,
+        **options,
+    )
+    validate(spec)
+    return spec
