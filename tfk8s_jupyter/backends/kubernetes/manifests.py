@@ -1,0 +1,369 @@
+"""Kubernetes manifests of a job, as pure functions returning plain dicts.
+
+Two flavors:
+
+``native`` (no operator needed)
+    One ConfigMap ``<job>`` (the payload, the runner and the spec), one headless Service ``<job>`` and per
+    role one Indexed Job ``<job>-<role>``. Indexed Job pods get the hostname ``<job>-<role>-<i>`` and, with
+    ``subdomain: <job>``, the stable DNS name ``<job>-<role>-<i>.<job>.<namespace>.svc``. The runner builds
+    TF_CONFIG in the pod from ``TFK8S_ROLE`` + ``JOB_COMPLETION_INDEX`` + ``TFK8S_CLUSTER``.
+
+``tfjob``
+    A Kubeflow training-operator v1 ``TFJob`` (Chief/PS/Worker); the operator creates pods and services and
+    sets TF_CONFIG. The payload ConfigMap is shared with the native flavor.
+
+The ConfigMap is the parent of everything else in both flavors: it is created first (pods mount it, so it
+must exist before any of them), and every later object carries an ``ownerReference`` to it, so deleting the
+ConfigMap garbage-collects the job, and no object can ever exist without an existing parent — a submission
+that dies half-way leaves nothing that the parent's deletion does not remove. Owner references need the
+parent's uid, known only once it is created: :func:`set_owner` adds them at submit time (``--dry-run``
+output has none).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from importlib import resources
+
+from ...payload import Payload
+from ...spec import JobSpec
+
+MANAGED_BY = "tfk8s-jupyter"
+LABEL_JOB = "tfk8s.io/job"
+LABEL_ROLE = "tfk8s.io/role"
+LABEL_OWNER = "tfk8s.io/owner"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+ANNOTATION_OWNER = "tfk8s.io/owner"
+ANNOTATION_FLAVOR = "tfk8s.io/flavor"
+INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+TF_PORT = 2222
+CONTAINER = "tensorflow"  # the TFJob operator finds the port on the container of this name
+PAYLOAD_DIR = "/etc/tfk8s"
+SCRATCH_DIR = "/tmp"
+CHECKPOINT_BASE = "/tmp/tfk8s-checkpoints"
+CONFIGMAP_LIMIT = 1_000_000  # bytes; the API server refuses objects over ~1 MiB
+RUNNER_FILES = ("runner.py", "protocol.py", "payload.py")
+TFJOB_ROLES = {"chief": "Chief", "ps": "PS", "worker": "Worker"}
+FLAVORS = ("native", "tfjob")
+
+_LABEL_VALUE_BAD = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class ManifestError(ValueError):
+    """The job cannot be expressed as Kubernetes objects (e.g. the payload is too large)."""
+
+
+def label_value(text: str) -> str:
+    """``text`` made a valid label value (≤ 63 chars, alphanumeric at both ends), e.g. for user names."""
+    value = _LABEL_VALUE_BAD.sub("-", str(text))[:63].strip("-._")
+    return value or "unknown"
+
+
+def job_labels(spec: JobSpec, role: str | None = None) -> dict[str, str]:
+    labels = {str(k): str(v) for k, v in spec.labels.items()}
+    labels.update(
+        {
+            LABEL_MANAGED_BY: MANAGED_BY,
+            LABEL_JOB: spec.name,
+            LABEL_OWNER: label_value(spec.owner),
+        }
+    )
+    if role:
+        labels[LABEL_ROLE] = role
+    return labels
+
+
+def job_selector(name: str) -> str:
+    """The label selector of every object (and pod) of job ``name``."""
+    return f"{LABEL_JOB}={name}"
+
+
+def owner_selector(owner: str | None) -> str:
+    sel = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+    if owner is not None:
+        sel += f",{LABEL_OWNER}={label_value(owner)}"
+    return sel
+
+
+def service_name(spec: JobSpec) -> str:
+    return spec.name
+
+
+def replica_host(spec: JobSpec, role: str, index: int, namespace: str) -> str:
+    """The stable DNS name of one replica (native flavor)."""
+    return f"{spec.name}-{role}-{index}.{service_name(spec)}.{namespace}.svc"
+
+
+def cluster_map(spec: JobSpec, namespace: str) -> dict[str, list[str]]:
+    """``TFK8S_CLUSTER``: every replica's ``host:port`` by role (native flavor)."""
+    return {
+        r.role: [f"{replica_host(spec, r.role, i, namespace)}:{TF_PORT}" for i in range(r.count)]
+        for r in spec.replicas
+    }
+
+
+def no_proxy(spec: JobSpec) -> str:
+    """Hosts the replicas must reach directly, never through a proxy (gRPC would hang on one)."""
+    hosts = ["localhost", "127.0.0.1", ".svc", ".cluster.local", service_name(spec)]
+    extra = spec.env.get("no_proxy") or spec.env.get("NO_PROXY")
+    if extra:
+        hosts += [h for h in extra.split(",") if h and h not in hosts]
+    return ",".join(hosts)
+
+
+def runner_files() -> dict[str, str]:
+    """The runner and the two stdlib-only modules it needs, read as text (never imported)."""
+    pkg = resources.files("tfk8s_jupyter")
+    out = {}
+    for name in RUNNER_FILES:
+        f = pkg / name
+        if f.is_file():
+            out[name] = f.read_text()
+    return out
+
+
+def checkpoint_dir(spec: JobSpec) -> str:
+    base = spec.checkpoint_dir or CHECKPOINT_BASE
+    return f"{base.rstrip('/')}/{spec.name}"
+
+
+def container_env(spec: JobSpec, role: str, namespace: str, flavor: str) -> list[dict]:
+    env = {k: v for k, v in spec.env.items() if k not in ("no_proxy", "NO_PROXY")}
+    env.update(
+        {
+            "TFK8S_JOB": spec.name,
+            "TFK8S_ROLE": role,
+            "TFK8S_STRATEGY": spec.strategy,
+            "TFK8S_PAYLOAD": f"{PAYLOAD_DIR}/payload.json",
+            "TFK8S_CHECKPOINT_DIR": checkpoint_dir(spec),
+            "TFK8S_METRIC_INTERVAL": f"{spec.metric_interval:g}",
+            "TFK8S_SETUP_TIMEOUT": f"{spec.setup_timeout:g}",
+            "TFK8S_WORKDIR": f"{SCRATCH_DIR}/work",
+            "PYTHONUNBUFFERED": "1",
+            "HOME": SCRATCH_DIR,
+            "no_proxy": no_proxy(spec),
+            "NO_PROXY": no_proxy(spec),
+        }
+    )
+    if flavor == "native":
+        # The runner builds TF_CONFIG from these and JOB_COMPLETION_INDEX; the TFJob operator sets TF_CONFIG.
+        env["TFK8S_CLUSTER"] = json.dumps(cluster_map(spec, namespace), separators=(",", ":"))
+    return [{"name": k, "value": str(v)} for k, v in env.items()]
+
+
+def resources_for(spec: JobSpec, role: str) -> dict:
+    requests: dict[str, str] = {}
+    if spec.cpu:
+        requests["cpu"] = str(spec.cpu)
+    if spec.memory:
+        requests["memory"] = str(spec.memory)
+    limits = dict(requests)
+    if role != "ps" and spec.gpus:
+        limits[spec.gpu_resource] = str(spec.gpus)
+    out: dict[str, dict[str, str]] = {}
+    if requests:
+        out["requests"] = requests
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+def pod_template(spec: JobSpec, role: str, namespace: str, flavor: str) -> dict:
+    """The pod template of one role: restricted Pod Security, payload mounted, scratch dir writable."""
+    container = {
+        "name": CONTAINER,
+        "image": spec.image or "tfk8s/trainer:0.1.0",
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["python", f"{PAYLOAD_DIR}/runner.py"],
+        "env": container_env(spec, role, namespace, flavor),
+        "ports": [{"name": "tfjob-port", "containerPort": TF_PORT, "protocol": "TCP"}],
+        "resources": resources_for(spec, role),
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "runAsNonRoot": True,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [
+            {"name": "tfk8s-payload", "mountPath": PAYLOAD_DIR, "readOnly": True},
+            {"name": "scratch", "mountPath": SCRATCH_DIR},
+        ],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if not container["resources"]:
+        del container["resources"]
+    pod_spec: dict = {
+        "containers": [container],
+        "restartPolicy": "OnFailure",
+        "automountServiceAccountToken": False,  # replicas never call the API
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 1000,
+            "runAsGroup": 1000,
+            "fsGroup": 1000,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumes": [
+            {"name": "tfk8s-payload", "configMap": {"name": spec.name}},
+            {"name": "scratch", "emptyDir": {}},
+        ],
+    }
+    if flavor == "native":
+        pod_spec["subdomain"] = service_name(spec)
+    if spec.node_selector:
+        pod_spec["nodeSelector"] = {str(k): str(v) for k, v in spec.node_selector.items()}
+    if spec.tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in spec.tolerations]
+    if spec.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": s} for s in spec.image_pull_secrets]
+    if spec.service_account:
+        pod_spec["serviceAccountName"] = spec.service_account
+    return {"metadata": {"labels": job_labels(spec, role)}, "spec": pod_spec}
+
+
+def _metadata(spec: JobSpec, name: str, namespace: str, role: str | None = None) -> dict:
+    return {
+        "name": name,
+        "namespace": namespace,
+        "labels": job_labels(spec, role),
+        "annotations": {ANNOTATION_OWNER: str(spec.owner)},
+    }
+
+
+def configmap(spec: JobSpec, payload: Payload, namespace: str, flavor: str) -> dict:
+    """The job's parent object: payload, runner files and the spec (so any client can attach)."""
+    data = {"payload.json": payload.to_json(), "spec.json": json.dumps(spec.to_json(), sort_keys=True)}
+    data.update(runner_files())
+    size = sum(len(v.encode()) for v in data.values())
+    if size > CONFIGMAP_LIMIT:
+        raise ManifestError(
+            f"the cell and its notebook context take {size / 1e6:.1f} MB, more than the 1 MB a Kubernetes "
+            "ConfigMap holds; load large data inside the cell (from a file or URL) instead of shipping it."
+        )
+    meta = _metadata(spec, spec.name, namespace)
+    meta["annotations"][ANNOTATION_FLAVOR] = flavor
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data}
+
+
+def headless_service(spec: JobSpec, namespace: str) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(spec, service_name(spec), namespace),
+        "spec": {
+            "clusterIP": "None",
+            "selector": {LABEL_JOB: spec.name},
+            # Replicas look each other up while starting, before any of them is Ready.
+            "publishNotReadyAddresses": True,
+            "ports": [{"name": "tfjob-port", "port": TF_PORT, "targetPort": TF_PORT, "protocol": "TCP"}],
+        },
+    }
+
+
+def indexed_job(spec: JobSpec, role: str, count: int, namespace: str) -> dict:
+    template = pod_template(spec, role, namespace, "native")
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _metadata(spec, f"{spec.name}-{role}", namespace, role),
+        "spec": {
+            "completionMode": "Indexed",
+            "completions": count,
+            "parallelism": count,
+            # restartPolicy OnFailure restarts containers in place; this bounds restarts over the role.
+            "backoffLimit": spec.max_restarts * count,
+            "ttlSecondsAfterFinished": spec.ttl_seconds_after_finished,
+            "template": template,
+        },
+    }
+
+
+def tfjob(spec: JobSpec, namespace: str) -> dict:
+    replica_specs = {}
+    for r in spec.replicas:
+        restart = "OnFailure"
+        if r.role == "worker" and spec.strategy != "parameter_server":
+            # All-reduce workers cannot be restarted alone; ExitCode restarts only on retryable (signal) codes.
+            restart = "ExitCode"
+        replica_specs[TFJOB_ROLES[r.role]] = {
+            "replicas": r.count,
+            "restartPolicy": restart,
+            "template": pod_template(spec, r.role, namespace, "tfjob"),
+        }
+    return {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "TFJob",
+        "metadata": _metadata(spec, spec.name, namespace),
+        "spec": {
+            "runPolicy": {
+                "cleanPodPolicy": "Running",
+                "backoffLimit": spec.max_restarts,
+                "ttlSecondsAfterFinished": spec.ttl_seconds_after_finished,
+            },
+            "tfReplicaSpecs": replica_specs,
+        },
+    }
+
+
+def render_manifests(
+    spec: JobSpec, payload: Payload | None = None, flavor: str = "native", namespace: str | None = None
+) -> list[dict]:
+    """Every object of the job, in creation order (the parent ConfigMap first).
+
+    Args:
+        spec: the validated job spec.
+        payload: what the replicas run; default: the spec's code alone.
+        flavor: ``native`` or ``tfjob`` (``auto`` means ``native`` here: nothing is asked of a cluster).
+        namespace: the target namespace; default: the spec's, else ``default``.
+
+    Raises:
+        ManifestError: the payload does not fit in a ConfigMap.
+    """
+    if flavor == "auto":
+        flavor = "native"
+    if flavor not in FLAVORS:
+        raise ManifestError(f"flavor {flavor!r} is unknown; use auto, native or tfjob.")
+    payload = payload or Payload(code=spec.code)
+    namespace = namespace or spec.namespace or "default"
+    objs = [configmap(spec, payload, namespace, flavor)]
+    if flavor == "tfjob":
+        objs.append(tfjob(spec, namespace))
+        return objs
+    objs.append(headless_service(spec, namespace))
+    for r in spec.replicas:
+        objs.append(indexed_job(spec, r.role, r.count, namespace))
+    return objs
+
+
+def set_owner(obj: dict, parent: dict) -> dict:
+    """Make ``parent`` (a created object with a uid) the controller-less owner of ``obj``; returns ``obj``."""
+    meta = parent["metadata"]
+    obj["metadata"]["ownerReferences"] = [
+        {
+            "apiVersion": parent["apiVersion"],
+            "kind": parent["kind"],
+            "name": meta["name"],
+            "uid": meta["uid"],
+            "blockOwnerDeletion": True,
+        }
+    ]
+    return obj
+
+
+def manifests_yaml(objs: list[dict]) -> str:
+    """The objects as one multi-document YAML stream (what ``--dry-run`` prints)."""
+    import yaml
+
+    class _Dumper(yaml.SafeDumper):
+        pass
+
+    def _str(dumper, value: str):
+        style = "|" if "\n" in value else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+    _Dumper.add_representer(str, _str)
+    return "---\n" + "---\n".join(
+        yaml.dump(o, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=120) for o in objs
+    )
