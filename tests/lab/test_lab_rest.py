@@ -1,0 +1,189 @@
+"""The REST API (/tfk8s/api/jobs) on a real Jupyter server, through pytest-jupyter's jp_fetch."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from labjobs import attach_sleeping_supervisor, write_record
+from tornado.httpclient import HTTPClientError
+
+from tfk8s_jupyter import api
+from tfk8s_jupyter.backends.base import BackendUnavailable
+
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
+
+@pytest.fixture
+def jp_server_config(tfk8s_home, kube_absent):
+    return {"ServerApp": {"jpserver_extensions": {"tfk8s_jupyter": True}}}
+
+
+async def get_json(jp_fetch, *parts, **kwargs):
+    response = await jp_fetch("tfk8s", "api", "jobs", *parts, **kwargs)
+    return response.code, json.loads(response.body)
+
+
+async def error_of(jp_fetch, *parts, **kwargs) -> tuple[int, str]:
+    with pytest.raises(HTTPClientError) as info:
+        await jp_fetch("tfk8s", "api", "jobs", *parts, **kwargs)
+    body = json.loads(info.value.response.body)
+    return info.value.code, body["message"]
+
+
+async def test_list_shows_only_the_users_jobs_newest_first(jp_fetch, tfk8s_home):
+    now = time.time()
+    write_record(tfk8s_home, "older-job", created=now - 600)
+    write_record(tfk8s_home, "newer-job", created=now - 60, phase="failed")
+    write_record(tfk8s_home, "bobs-job", owner="bob")
+
+    code, body = await get_json(jp_fetch)
+
+    assert code == 200
+    assert [j["name"] for j in body["jobs"]] == ["newer-job", "older-job"]
+    assert body["warnings"] == [] and body["backends"] == ["local"] and body["owner"] == "alice"
+    job = body["jobs"][1]
+    assert job["backend"] == "local" and job["strategy"] == "parameter_server" and job["phase"] == "succeeded"
+    assert job["counts"] == {"succeeded": 4} and job["replicas_total"] == 4
+    assert job["last_metrics"]["loss"] == pytest.approx(2.0 / 30)
+    assert job["sparkline"]["metric"] == "loss" and len(job["sparkline"]["values"]) == 30
+    assert job["sparkline"]["values"][0] > job["sparkline"]["values"][-1]
+    assert body["jobs"][0]["message"] == "the training cell raised ValueError: boom"
+
+
+async def test_detail_has_replicas_and_downsampled_series(jp_fetch, tfk8s_home):
+    write_record(tfk8s_home, "long-run", points=5000)
+
+    code, job = await get_json(jp_fetch, "long-run")
+
+    assert code == 200
+    assert [r["name"] for r in job["replicas"]] == ["ps-0", "chief-0", "worker-0", "worker-1"]
+    loss = job["series"]["step"]["loss"]
+    assert 1000 <= len(loss["x"]) <= 2000 and len(loss["x"]) == len(loss["y"])
+    assert loss["x"][-1] == 4999 * 10  # the last point is always kept
+    assert job["n_points"] == 5000
+    assert job["spec"]["ps"] == 1 and job["spec"]["workers"] == 2
+
+
+async def test_logs_tail_of_a_replica(jp_fetch, tfk8s_home):
+    write_record(tfk8s_home, "with-logs")
+
+    code, body = await get_json(jp_fetch, "with-logs", "logs", params={"replica": "worker-1", "tail": "3"})
+
+    assert code == 200 and body["replica"] == "worker-1"
+    assert body["text"].splitlines() == ["worker-1 line 47", "worker-1 line 48", "worker-1 line 49"]
+    assert "supervisor" in body["replicas"] and "ps-0" in body["replicas"]
+    code, body = await get_json(jp_fetch, "with-logs", "logs")
+    assert body["replica"] == "chief-0"  # the reporting replica by default
+
+
+async def test_unknown_replica_and_bad_tail_are_explained(jp_fetch, tfk8s_home):
+    write_record(tfk8s_home, "with-logs")
+    code, message = await error_of(jp_fetch, "with-logs", "logs", params={"replica": "worker-9"})
+    assert code == 404 and "worker-9" in message and "worker-1" in message
+    code, message = await error_of(jp_fetch, "with-logs", "logs", params={"tail": "lots"})
+    assert code == 400 and "tail" in message
+
+
+async def test_bad_and_missing_names(jp_fetch, tfk8s_home):
+    code, message = await error_of(jp_fetch, "Bad_Name")
+    assert code == 400 and "DNS-1123" in message
+    code, message = await error_of(jp_fetch, "no-such-job")
+    assert code == 404 and "no-such-job" in message
+    code, message = await error_of(jp_fetch, "no-such-job", "stop", method="POST", body=b"")
+    assert code == 404
+
+
+async def test_stop_a_running_job_then_stop_again_conflicts(jp_fetch, tfk8s_home):
+    record = write_record(tfk8s_home, "running-job", phase="running")
+    proc = attach_sleeping_supervisor(record)
+    try:
+        response = await jp_fetch("tfk8s", "api", "jobs", "running-job", "stop", method="POST", body=b"")
+        job = json.loads(response.body)
+        assert job["phase"] == "stopped" and job["counts"] == {"stopped": 4}
+        assert proc.wait(timeout=10) is not None  # the supervisor process really ended
+
+        code, message = await error_of(jp_fetch, "running-job", "stop", method="POST", body=b"")
+        assert code == 409 and "already stopped" in message
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+async def test_stop_of_a_finished_job_is_a_conflict(jp_fetch, tfk8s_home):
+    write_record(tfk8s_home, "done-job")
+    code, message = await error_of(jp_fetch, "done-job", "stop", method="POST", body=b"")
+    assert code == 409 and "already succeeded" in message
+
+
+async def test_delete_removes_the_record(jp_fetch, tfk8s_home):
+    record = write_record(tfk8s_home, "to-delete")
+    response = await jp_fetch("tfk8s", "api", "jobs", "to-delete", method="DELETE")
+    assert json.loads(response.body) == {"name": "to-delete", "deleted": True}
+    assert not record.dir.exists()
+    _, body = await get_json(jp_fetch)
+    assert body["jobs"] == []
+
+
+async def test_another_users_job_is_refused(jp_fetch, tfk8s_home):
+    record = write_record(tfk8s_home, "bobs-job", owner="bob")
+    for parts, kwargs in [
+        (("bobs-job",), {}),
+        (("bobs-job", "logs"), {}),
+        (("bobs-job", "stop"), {"method": "POST", "body": b""}),
+        (("bobs-job",), {"method": "DELETE"}),
+    ]:
+        code, message = await error_of(jp_fetch, *parts, **kwargs)
+        assert code == 403 and "belongs to bob" in message
+    assert record.exists()
+
+
+class BrokenBackend:
+    name = "kubernetes"
+
+    def list(self, owner=None):
+        raise BackendUnavailable(
+            "the Kubernetes API at https://10.0.0.1:6443 is unreachable; check your kubeconfig."
+        )
+
+    def get(self, name):
+        raise BackendUnavailable("the Kubernetes API is unreachable; check your kubeconfig.")
+
+
+async def test_a_backend_that_raises_becomes_a_warning(jp_fetch, jp_serverapp, tfk8s_home, monkeypatch):
+    jp_serverapp.web_app.settings["tfk8s_jobs_manager"].backends = ["local", "kubernetes"]
+    monkeypatch.setitem(api._backends, "kubernetes", BrokenBackend())
+    write_record(tfk8s_home, "local-job")
+
+    code, body = await get_json(jp_fetch)
+
+    assert code == 200
+    assert [j["name"] for j in body["jobs"]] == ["local-job"]
+    assert body["warnings"] == [
+        {
+            "backend": "kubernetes",
+            "message": "the Kubernetes API at https://10.0.0.1:6443 is unreachable; check your kubeconfig.",
+        }
+    ]
+    code, job = await get_json(jp_fetch, "local-job")  # found on local even though kubernetes is down
+    assert code == 200
+    code, message = await error_of(jp_fetch, "local-job", params={"backend": "kubernetes"})
+    assert code == 503 and "unreachable" in message
+
+
+async def test_unauthenticated_requests_are_refused(jp_fetch, tfk8s_home):
+    write_record(tfk8s_home, "secret-job")
+    for method, parts, body in [
+        ("GET", (), None),
+        ("GET", ("secret-job",), None),
+        ("GET", ("secret-job", "logs"), None),
+        ("POST", ("secret-job", "stop"), b""),
+        ("DELETE", ("secret-job",), None),
+    ]:
+        with pytest.raises(HTTPClientError) as info:
+            await jp_fetch(
+                "tfk8s", "api", "jobs", *parts, method=method, body=body, headers={"Authorization": ""}
+            )
+        assert info.value.code == 403, (method, parts)
+    assert (tfk8s_home / "secret-job").exists()

@@ -1,0 +1,122 @@
+"""REST handlers: thin wrappers that parse, call :class:`JobsManager` in a thread and map errors.
+
+Routes (under the server's base URL)::
+
+    GET    /tfk8s/api/jobs                               the user's jobs, every configured backend
+    GET    /tfk8s/api/jobs/{name}[?backend=]             detail: replicas, metric series
+    GET    /tfk8s/api/jobs/{name}/logs?replica=&tail=    a replica's last lines
+    POST   /tfk8s/api/jobs/{name}/stop                   stop every replica
+    DELETE /tfk8s/api/jobs/{name}                        stop if needed, remove the record
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import tornado.web
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.utils import url_path_join
+
+from ..backends.base import BackendUnavailable, Forbidden, JobConflict, JobNotFound, TFK8sError
+from .manager import BadRequest, JobsManager
+
+NAME = r"(?P<name>[^/]+)"
+
+_STATUS = (
+    (BadRequest, 400),
+    (Forbidden, 403),
+    (JobNotFound, 404),
+    (JobConflict, 409),
+    (BackendUnavailable, 503),
+    (TFK8sError, 400),
+)
+
+
+class JobsBaseHandler(APIHandler):
+    @property
+    def manager(self) -> JobsManager:
+        return self.settings["tfk8s_jobs_manager"]
+
+    async def call(self, fn, *args):
+        """Run a blocking manager method off the event loop; map its errors to HTTP statuses."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+        except tornado.web.HTTPError:
+            raise
+        except Exception as e:
+            for cls, code in _STATUS:
+                if isinstance(e, cls):
+                    raise tornado.web.HTTPError(code, "%s", _message(e)) from e
+            self.log.exception("tfk8s: %s failed", getattr(fn, "__name__", fn))
+            raise tornado.web.HTTPError(500, "%s", _message(e)) from e
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        # One JSON shape for every error: {"message": <one sentence>}; the panel shows it as is.
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, tornado.web.HTTPError) and exc.log_message:
+            message = exc.log_message % exc.args if exc.args else exc.log_message
+        else:
+            message = self._reason
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"message": message, "status": status_code}))
+
+    def reply(self, obj) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(obj))
+
+
+def _message(e: Exception) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+class JobsHandler(JobsBaseHandler):
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        self.reply(await self.call(self.manager.list_jobs))
+
+
+class JobHandler(JobsBaseHandler):
+    @tornado.web.authenticated
+    async def get(self, name: str) -> None:
+        self.reply(await self.call(self.manager.get_job, name, self.get_query_argument("backend", None)))
+
+    @tornado.web.authenticated
+    async def delete(self, name: str) -> None:
+        self.reply(await self.call(self.manager.delete, name, self.get_query_argument("backend", None)))
+
+
+class JobLogsHandler(JobsBaseHandler):
+    @tornado.web.authenticated
+    async def get(self, name: str) -> None:
+        tail_arg = self.get_query_argument("tail", None)
+        try:
+            tail = int(tail_arg) if tail_arg not in (None, "") else None
+        except ValueError:
+            raise tornado.web.HTTPError(
+                400, "%s", f"tail={tail_arg!r} is not a number; ask for the last N lines with tail=N."
+            ) from None
+        replica = self.get_query_argument("replica", None) or None
+        backend = self.get_query_argument("backend", None)
+        self.reply(await self.call(self.manager.logs, name, replica, tail, backend))
+
+
+class JobStopHandler(JobsBaseHandler):
+    @tornado.web.authenticated
+    async def post(self, name: str) -> None:
+        self.reply(await self.call(self.manager.stop, name, self.get_query_argument("backend", None)))
+
+
+def setup_handlers(web_app, manager: JobsManager) -> None:
+    web_app.settings["tfk8s_jobs_manager"] = manager
+    base = url_path_join(web_app.settings["base_url"], "tfk8s", "api", "jobs")
+    web_app.add_handlers(
+        ".*$",
+        [
+            (base, JobsHandler),
+            (url_path_join(base, NAME, "logs"), JobLogsHandler),
+            (url_path_join(base, NAME, "stop"), JobStopHandler),
+            (url_path_join(base, NAME), JobHandler),
+        ],
+    )

@@ -1,0 +1,276 @@
+"""The one object behind the REST API: lists, inspects, stops and deletes the current user's jobs.
+
+Every backend call here is blocking (files, the Kubernetes API); the handlers run them in a thread pool.
+One function, :func:`job_model`, builds the JSON the side panel shows; :func:`job_detail` adds the
+replicas and the downsampled metric series.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import threading
+from pathlib import Path
+
+from traitlets import Float, Int, List, Unicode
+from traitlets.config import LoggingConfigurable
+
+from ..backends.base import Backend, Forbidden, JobConflict, JobNotFound, JobStatus, TFK8sError
+from ..config import current_config, current_owner
+from ..monitor import JobState
+from ..spec import SpecError, check_name
+
+SPARKLINE_POINTS = 60
+MAX_SERIES_POINTS = 2000
+MAX_TAIL_LINES = 5000
+
+
+class BadRequest(TFK8sError, ValueError):
+    """A request the API cannot act on (bad job name, bad parameter)."""
+
+
+def preferred_metric(names) -> str | None:
+    """The metric a curve shows by default: ``loss`` when present, else the first in sorted order."""
+    names = sorted(names)
+    if not names:
+        return None
+    return "loss" if "loss" in names else names[0]
+
+
+def summarize_events(events: list[dict]) -> JobState:
+    """A :class:`JobState` folded from a job's recorded protocol events."""
+    state = JobState("summary", max_points=MAX_SERIES_POINTS)
+    state.add_events(events)
+    return state
+
+
+def sparkline(state: JobState, points: int = SPARKLINE_POINTS) -> dict:
+    """The short series the list row draws: the preferred metric, per step (per epoch when no steps)."""
+    for kind, series in (("step", state.step_series), ("epoch", state.epoch_series)):
+        metric = preferred_metric(series)
+        if metric is not None:
+            _, y = series[metric].points(points)
+            return {"metric": metric, "kind": kind, "values": y}
+    return {"metric": None, "kind": None, "values": []}
+
+
+def job_model(status: JobStatus, state: JobState) -> dict:
+    """The JSON model of one job in the list (mirrored field by field by ``labextension/src/model.ts``)."""
+    return {
+        "name": status.name,
+        "backend": status.backend,
+        "flavor": status.flavor,
+        "strategy": status.strategy,
+        "owner": status.owner,
+        "namespace": status.namespace,
+        "phase": status.phase,
+        "done": status.done,
+        "message": status.message,
+        "created": status.created,
+        "finished": status.finished,
+        "counts": status.counts(),
+        "replicas_total": len(status.replicas),
+        "epoch": state.epoch,
+        "step": state.step,
+        "last_metrics": dict(state.last_values),
+        "error": state.error,
+        "sparkline": sparkline(state),
+    }
+
+
+def job_detail(status: JobStatus, state: JobState, spec: dict | None) -> dict:
+    """The list model plus replicas, the job's settings and every metric series (≤ 2,000 points each)."""
+    model = job_model(status, state)
+    model["replicas"] = [{**r.__dict__, "name": r.name} for r in status.replicas]
+    model["series"] = {
+        "step": state.series("step", MAX_SERIES_POINTS),
+        "epoch": state.series("epoch", MAX_SERIES_POINTS),
+    }
+    model["n_points"] = state.n_points
+    model["checkpoints"] = state.checkpoints
+    keep = ("ps", "workers", "gpus", "cpu", "memory", "image", "max_restarts", "reporting_replica")
+    model["spec"] = {k: spec.get(k) for k in keep if k in spec} if spec else {}
+    return model
+
+
+def _kubernetes_configured() -> bool:
+    if current_config().backend == "kubernetes" or os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return True
+    kubeconfig = os.environ.get("KUBECONFIG")
+    if kubeconfig:
+        return any(Path(p).expanduser().exists() for p in kubeconfig.split(os.pathsep) if p)
+    return Path("~/.kube/config").expanduser().exists()
+
+
+class JobsManager(LoggingConfigurable):
+    """Lists and acts on the current user's jobs across every configured backend."""
+
+    backends = List(
+        Unicode(),
+        default_value=None,
+        allow_none=True,
+        help="Backends whose jobs are listed; default: local, plus kubernetes when a kubeconfig, an "
+        "in-cluster service account or c.TFK8s.backend = 'kubernetes' is present.",
+    ).tag(config=True)
+    backend_timeout = Float(
+        8.0, help="Seconds a backend may take to list its jobs before it is reported as unreachable."
+    ).tag(config=True)
+    default_tail = Int(400, help="Log lines returned when a request gives no tail.").tag(config=True)
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._lock = threading.Lock()
+        # Finished jobs never change: their summary is computed once.
+        self._done_cache: dict[tuple[str, str, float], JobState] = {}
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="tfk8s-list")
+
+    # backends -----------------------------------------------------------------
+    def backend_names(self) -> list[str]:
+        if self.backends is not None:
+            return list(self.backends)
+        return ["local", "kubernetes"] if _kubernetes_configured() else ["local"]
+
+    def backend(self, name: str) -> Backend:
+        from ..api import backend_for
+
+        if name not in ("local", "kubernetes"):
+            raise BadRequest(f"backend {name!r} is unknown; use 'local' or 'kubernetes'.")
+        return backend_for(name)
+
+    # listing ------------------------------------------------------------------
+    def _state_for(self, backend: Backend, status: JobStatus) -> JobState:
+        key = (backend.name, status.name, status.created)
+        if status.done:
+            with self._lock:
+                cached = self._done_cache.get(key)
+            if cached is not None:
+                return cached
+        state = summarize_events(backend.events(status.name))
+        if status.done:
+            with self._lock:
+                self._done_cache[key] = state
+        return state
+
+    def _list_backend(self, name: str, owner: str) -> list[dict]:
+        backend = self.backend(name)
+        out = []
+        for status in backend.list(owner=owner):
+            try:
+                state = self._state_for(backend, status)
+            except JobNotFound:
+                continue  # deleted while we listed
+            out.append(job_model(status, state))
+        return out
+
+    def list_jobs(self) -> dict:
+        """``{"jobs": [...newest first], "warnings": [{"backend", "message"}], "backends": [...], "owner"}``."""
+        owner = current_owner()
+        names = self.backend_names()
+        futures = {n: self._pool.submit(self._list_backend, n, owner) for n in names}
+        jobs: list[dict] = []
+        warnings: list[dict] = []
+        for name, future in futures.items():
+            try:
+                jobs.extend(future.result(timeout=self.backend_timeout))
+            except concurrent.futures.TimeoutError:
+                warnings.append(
+                    {
+                        "backend": name,
+                        "message": f"the {name} backend did not answer within {self.backend_timeout:g} s; "
+                        "its jobs are not shown (check the cluster connection).",
+                    }
+                )
+            except Exception as e:  # a broken backend must not hide the others' jobs
+                self.log.warning("tfk8s: listing %s jobs failed: %s", name, e)
+                warnings.append({"backend": name, "message": _one_sentence(name, e)})
+        jobs.sort(key=lambda j: j["created"] or 0, reverse=True)
+        return {"jobs": jobs, "warnings": warnings, "backends": names, "owner": owner}
+
+    # one job ------------------------------------------------------------------
+    def _find(self, name: str, backend: str | None) -> tuple[Backend, JobStatus]:
+        """The job's backend and status; checks the name and that it belongs to the current user."""
+        try:
+            check_name(name)
+        except SpecError as e:
+            raise BadRequest(str(e)) from None
+        candidates = [backend] if backend else self.backend_names()
+        last_error: Exception | None = None
+        for bname in candidates:
+            try:
+                b = self.backend(bname)
+                status = b.get(name)
+            except JobNotFound:
+                continue
+            except BadRequest:
+                raise
+            except Exception as e:
+                last_error = e
+                continue
+            owner = current_owner()
+            if status.owner and status.owner != owner:
+                raise Forbidden(
+                    f"job {name} belongs to {status.owner}; you can only see and stop your own jobs."
+                )
+            return b, status
+        if last_error is not None and backend:
+            raise last_error
+        raise JobNotFound(f"no job named {name!r}; it may have been deleted; refresh the jobs list.")
+
+    def get_job(self, name: str, backend: str | None = None) -> dict:
+        b, status = self._find(name, backend)
+        state = self._state_for(b, status)
+        try:
+            job_spec = b.spec(name)
+            spec = {**job_spec.to_json(), "reporting_replica": job_spec.reporting_replica}
+        except Exception:
+            spec = None
+        return job_detail(status, state, spec)
+
+    def logs(self, name: str, replica: str | None, tail: int | None, backend: str | None = None) -> dict:
+        b, status = self._find(name, backend)
+        if tail is None:
+            tail = self.default_tail
+        if tail < 1:
+            raise BadRequest(f"tail={tail} must be at least 1; ask for the last N lines with tail=N.")
+        tail = min(tail, MAX_TAIL_LINES)
+        names = [r.name for r in status.replicas]
+        if b.name == "local":
+            names.append("supervisor")  # the local supervisor's own log: restarts, teardown, errors
+        if replica is None:
+            try:
+                replica = b.spec(name).reporting_replica
+            except Exception:
+                replica = names[0] if names else None
+        if replica is None or (names and replica not in names):
+            raise JobNotFound(
+                f"job {name} has no replica {replica!r}; choose one of {', '.join(names) or 'none yet'}."
+            )
+        text = b.logs(name, replica, tail=tail)
+        return {"name": name, "replica": replica, "replicas": names, "tail": tail, "text": text}
+
+    def stop(self, name: str, backend: str | None = None) -> dict:
+        b, status = self._find(name, backend)
+        if status.done:
+            raise JobConflict(f"job {name} has already {status.phase}; there is nothing to stop.")
+        status = b.stop(name)
+        return job_model(status, self._state_for(b, status))
+
+    def delete(self, name: str, backend: str | None = None) -> dict:
+        b, _ = self._find(name, backend)
+        b.delete(name)
+        with self._lock:
+            for key in [k for k in self._done_cache if k[:2] == (b.name, name)]:
+                del self._done_cache[key]
+        return {"name": name, "deleted": True}
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _one_sentence(backend: str, e: Exception) -> str:
+    text = str(e).strip() or type(e).__name__
+    if isinstance(e, TFK8sError):
+        return text
+    if isinstance(e, ImportError):
+        return f"the {backend} backend is not available ({text}); install it or remove it from c.JobsManager.backends."
+    return f"the {backend} backend failed to list jobs ({text}); local jobs are still shown."
