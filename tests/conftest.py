@@ -1,0 +1,66 @@
+"""Shared fixtures: a private ``TFK8S_HOME`` per test, and no process of any job left alive after it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tfk8s_jupyter.backends.local import job_processes, process_alive
+from tfk8s_jupyter.records import JobRecord
+
+STANDIN_RUNNER = Path(__file__).with_name("standin_runner.py")
+
+
+def children_of(pid: int) -> list[int]:
+    """Live (non-zombie) direct children of ``pid``."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] not in ("Z", "X") and int(fields[1]) == pid:
+            out.append(int(entry.name))
+    return out
+
+
+@pytest.fixture(autouse=True)
+def tfk8s_home(tmp_path, monkeypatch) -> Path:
+    """Every test gets its own job records root."""
+    home = tmp_path / "tfk8s-home"
+    home.mkdir()
+    monkeypatch.setenv("TFK8S_HOME", str(home))
+    for key in ("TF_CONFIG", "TFK8S_LOCAL_RUNNER", "TFK8S_TEST_STALL_REPLICA"):
+        monkeypatch.delenv(key, raising=False)
+    return home
+
+
+@pytest.fixture(autouse=True)
+def no_job_process_left(tfk8s_home):
+    """After each test: every process any job ever started (by the pids in its record) is gone."""
+    yield
+    leftovers = []
+    deadline = time.monotonic() + 20
+    for record in JobRecord.all(tfk8s_home):
+        for what, pid, ticks in job_processes(record):
+            while process_alive(pid, ticks) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if process_alive(pid, ticks):
+                leftovers.append(f"{record.name}/{what} (pid {pid})")
+                os.kill(pid, signal.SIGKILL)
+    if leftovers:
+        pytest.fail(f"processes left running after the test: {', '.join(leftovers)}")
+
+
+@pytest.fixture
+def standin(monkeypatch) -> Path:
+    """Replicas run the TensorFlow-free stand-in runner instead of the real one."""
+    monkeypatch.setenv("TFK8S_LOCAL_RUNNER", str(STANDIN_RUNNER))
+    return STANDIN_RUNNER

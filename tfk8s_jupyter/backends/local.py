@@ -1,0 +1,541 @@
+"""The embedded default backend: every replica is a process on this machine.
+
+``submit`` validates the spec against the machine (GPUs), writes the job record, picks every port up front
+and starts one detached supervisor (:mod:`.local_supervisor`) per job, which outlives the submitting
+process. The supervisor owns the replica processes, their restarts and teardown, and keeps ``status.json``
+and ``events.jsonl`` current; everything here reads the record, so any process can follow any job.
+
+Local-only files in the record: ``supervisor.json`` (the supervisor's pid and every process it started,
+with kernel start times so a recycled pid is never mistaken for ours) and ``supervisor.log``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from ..payload import Payload
+from ..records import JobRecord, records_root, write_json_atomic
+from ..spec import JobSpec, SpecError, validate
+from .base import (
+    FAILED,
+    PENDING,
+    R_FAILED,
+    R_PENDING,
+    R_STOPPED,
+    STOPPED,
+    Backend,
+    EventsCallback,
+    JobConflict,
+    JobNotFound,
+    JobStatus,
+    ReplicaStatus,
+    StatusCallback,
+    TFK8sError,
+)
+
+HOST = "127.0.0.1"
+SUPERVISOR_FILE = "supervisor.json"
+SUPERVISOR_LOG = "supervisor.log"
+STOP_WAIT = 60.0  # seconds stop() waits for the supervisor to tear the job down
+
+
+# --------------------------------------------------------------------------- machine facts (pure-ish)
+def detect_gpus() -> list[str]:
+    """The GPU ids this machine offers to jobs (``CUDA_VISIBLE_DEVICES`` of this process narrows them)."""
+    count = 0
+    proc = Path("/proc/driver/nvidia/gpus")
+    if proc.is_dir():
+        count = sum(1 for _ in proc.iterdir())
+    elif shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(
+                ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10, check=False
+            ).stdout
+            count = sum(1 for line in out.splitlines() if line.startswith("GPU "))
+        except (OSError, subprocess.SubprocessError):
+            count = 0
+    ids = [str(i) for i in range(count)]
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and count:
+        # This process was given a subset (ids or GPU-UUIDs); jobs share that subset only.
+        wanted = [v.strip() for v in visible.split(",") if v.strip()]
+        ids = [v for v in wanted if v in ids or v.startswith(("GPU-", "MIG-"))][:count]
+    return ids
+
+
+def gpu_slices(spec: JobSpec, available: list[str]) -> dict[str, str]:
+    """``CUDA_VISIBLE_DEVICES`` for every replica: consecutive slices of ``spec.gpus`` for the chief and
+    workers, ``""`` (no GPU) for ps and for every replica of a job without GPUs.
+
+    Raises:
+        SpecError: the job needs more GPUs than ``available`` holds; the message says how many there are.
+    """
+    gpu_replicas = [n for r in spec.replicas if r.role != "ps" for n in r.names]
+    need = spec.gpus * len(gpu_replicas)
+    if need > len(available):
+        have = f"{len(available)} ({', '.join('GPU ' + g for g in available)})" if available else "none"
+        raise SpecError(
+            f"the job asks for {need} GPU(s) ({spec.gpus} for each of {len(gpu_replicas)} chief/worker "
+            f"replicas) but this machine has {have}; use gpus={len(available) // max(1, len(gpu_replicas))} "
+            "or fewer workers, or the kubernetes backend."
+        )
+    out = {name: "" for name in spec.replica_names}
+    for i, name in enumerate(gpu_replicas):
+        out[name] = ",".join(available[i * spec.gpus : (i + 1) * spec.gpus])
+    return out
+
+
+def allocate_ports(n: int, host: str = HOST) -> list[int]:
+    """``n`` distinct free ports: bind them all to port 0 at once, read them, close them."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((host, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def cluster_of(spec: JobSpec, ports: list[int], host: str = HOST) -> dict[str, list[str]]:
+    """``{"ps": [...], "chief": [...], "worker": [...]}`` with one ``host:port`` per replica."""
+    it = iter(ports)
+    return {r.role: [f"{host}:{next(it)}" for _ in range(r.count)] for r in spec.replicas}
+
+
+# --------------------------------------------------------------------------- process facts
+def proc_start_ticks(pid: int) -> int | None:
+    """The kernel start time of ``pid`` (clock ticks since boot), or None when it is gone or a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+def process_alive(pid: int | None, start_ticks: int | None = None) -> bool:
+    """Whether ``pid`` runs (not a zombie) and, when given, is still the process started at ``start_ticks``."""
+    if not pid:
+        return False
+    ticks = proc_start_ticks(pid)
+    if ticks is None:
+        return False
+    return start_ticks is None or ticks == start_ticks
+
+
+def read_supervisor(record: JobRecord) -> dict:
+    try:
+        return json.loads((record.dir / SUPERVISOR_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def job_processes(record: JobRecord) -> list[tuple[str, int, int | None]]:
+    """Every process the job ever had: ``(what, pid, start_ticks)``; the supervisor first."""
+    sup = read_supervisor(record)
+    out = []
+    if sup.get("pid"):
+        out.append(("supervisor", sup["pid"], sup.get("start_ticks")))
+    for p in sup.get("processes", []):
+        out.append((p["replica"], p["pid"], p.get("start_ticks")))
+    return out
+
+
+def live_processes(record: JobRecord) -> list[tuple[str, int, int | None]]:
+    return [p for p in job_processes(record) if process_alive(p[1], p[2])]
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+# --------------------------------------------------------------------------- the backend
+class LocalBackend(Backend):
+    """Jobs as local processes under a detached supervisor; the record is the source of truth.
+
+    Args:
+        root: where job records live; default ``$TFK8S_HOME`` or the Jupyter data dir (read at every call).
+    """
+
+    name = "local"
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self._root = Path(root) if root else None
+
+    # helpers ----------------------------------------------------------------
+    @property
+    def root(self) -> Path:
+        return self._root or records_root()
+
+    def _record(self, name: str) -> JobRecord:
+        record = JobRecord(name, self.root)
+        if not record.exists():
+            raise JobNotFound(
+                f"there is no local job named {name!r}; see tfk8s_jupyter.list_jobs() for the jobs that exist."
+            )
+        return record
+
+    # submit -----------------------------------------------------------------
+    def submit(self, spec: JobSpec, payload: Payload) -> JobStatus:
+        """Validate, write the record, pick ports and start the job's supervisor; return at once.
+
+        Raises:
+            SpecError: an invalid spec, or more GPUs than this machine has; nothing is started or written.
+            JobConflict: a job with that name exists already.
+        """
+        validate(spec)
+        if spec.backend != "local":
+            raise SpecError(
+                f"spec.backend is {spec.backend!r}; submit it to that backend, not the local one."
+            )
+        slices = gpu_slices(spec, detect_gpus() if spec.gpus else [])
+        record = JobRecord(spec.name, self.root)
+        record.dir.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            record.dir.mkdir()
+        except FileExistsError:
+            raise JobConflict(
+                f"a job named {spec.name!r} exists already; choose another name, or delete the old job "
+                f"with tfk8s_jupyter.attach({spec.name!r}).delete()."
+            ) from None
+        try:
+            return self._start(spec, payload, record, slices)
+        except BaseException:
+            # Nothing half-made stays behind: no process, no record.
+            for _, pid, ticks in live_processes(record):
+                if process_alive(pid, ticks):
+                    _signal(pid, signal.SIGKILL)
+            record.delete()
+            raise
+
+    def _start(self, spec: JobSpec, payload: Payload, record: JobRecord, slices: dict[str, str]) -> JobStatus:
+        record.write_spec(spec.to_json())
+        record.write_payload(payload.to_json())
+        (record.dir / "logs").mkdir(exist_ok=True)
+        ports = allocate_ports(len(spec.replica_names))
+        cluster = cluster_of(spec, ports)
+        status = JobStatus(
+            name=spec.name,
+            backend="local",
+            strategy=spec.strategy,
+            phase=PENDING,
+            owner=spec.owner,
+            replicas=[
+                ReplicaStatus(role=r.role, index=i, state=R_PENDING, host=cluster[r.role][i])
+                for r in spec.replicas
+                for i in range(r.count)
+            ],
+            message="starting the supervisor",
+        )
+        record.write_status(status.to_json())
+        write_json_atomic(
+            record.dir / "local.json",
+            {
+                "cluster": cluster,
+                "gpus": slices,
+                "cwd": os.getcwd(),
+                "checkpoint_dir": str(checkpoint_dir(spec, record)),
+            },
+        )
+        env = dict(os.environ)
+        pkg_parent = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_parent, env.get("PYTHONPATH")) if p)
+        with open(record.dir / SUPERVISOR_LOG, "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "tfk8s_jupyter.backends.local_supervisor", str(record.dir)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=str(record.dir),
+                env=env,
+                start_new_session=True,
+                close_fds=True,
+            )
+        ticks = proc_start_ticks(proc.pid)
+        sup = read_supervisor(record)  # the supervisor may have written its own file already
+        if not sup:
+            write_json_atomic(
+                record.dir / SUPERVISOR_FILE, {"pid": proc.pid, "start_ticks": ticks, "processes": []}
+            )
+        # Reap the supervisor when it ends so it never lingers as a zombie of this process.
+        threading.Thread(target=proc.wait, name=f"tfk8s-reap-{spec.name}", daemon=True).start()
+        return status
+
+    # reading ----------------------------------------------------------------
+    def _status(self, record: JobRecord) -> JobStatus:
+        d = record.read_status()
+        if d is None:
+            spec = JobSpec.from_json(record.read_spec())
+            return JobStatus(
+                name=spec.name, backend="local", strategy=spec.strategy, owner=spec.owner, phase=PENDING
+            )
+        status = JobStatus.from_json(d)
+        if not status.done and not self._supervisor_alive(record):
+            status = self._supervisor_vanished(record)
+        return status
+
+    def _supervisor_alive(self, record: JobRecord) -> bool:
+        sup = read_supervisor(record)
+        if not sup:
+            # Written by submit right after the supervisor starts; absent only for a moment.
+            return True
+        return process_alive(sup.get("pid"), sup.get("start_ticks"))
+
+    def _supervisor_vanished(self, record: JobRecord) -> JobStatus:
+        """The supervisor is gone but the status says the job runs: clean up and record the failure."""
+        d = record.read_status()  # it may have written its final status just before exiting
+        status = JobStatus.from_json(d) if d else None
+        if status is not None and status.done:
+            return status
+        for _, pid, _ in live_processes(record):
+            _signal(pid, signal.SIGKILL)
+        sup = read_supervisor(record)
+        status = status or JobStatus(name=record.name, backend="local", strategy="?")
+        status.phase = FAILED
+        status.finished = time.time()
+        status.message = (
+            f"the job's supervisor process (pid {sup.get('pid')}) ended unexpectedly, so its replicas were "
+            f"stopped; see {record.dir / SUPERVISOR_LOG} and submit the job again."
+        )
+        for r in status.replicas:
+            if r.state not in ("succeeded", "failed", "stopped"):
+                r.state = R_FAILED
+                r.message = "stopped because the supervisor ended"
+        record.write_status(status.to_json())
+        return status
+
+    def list(self, owner: str | None = None) -> list[JobStatus]:
+        out = []
+        for record in JobRecord.all(self.root):
+            try:
+                status = self._status(record)
+            except (OSError, ValueError, KeyError):
+                continue  # a record being deleted right now
+            if owner is None or status.owner == owner:
+                out.append(status)
+        return out
+
+    def get(self, name: str) -> JobStatus:
+        return self._status(self._record(name))
+
+    def spec(self, name: str) -> JobSpec:
+        return JobSpec.from_json(self._record(name).read_spec())
+
+    def events(self, name: str) -> list[dict]:
+        return self._record(name).read_events()
+
+    def logs(self, name: str, replica: str, tail: int | None = None) -> str:
+        record = self._record(name)
+        if replica == "supervisor":
+            path = record.dir / SUPERVISOR_LOG
+        else:
+            names = JobSpec.from_json(record.read_spec()).replica_names
+            if replica not in names:
+                raise TFK8sError(
+                    f"job {name!r} has no replica {replica!r}; use one of {', '.join(names)} (or 'supervisor')."
+                )
+            path = record.log_path(replica)
+        return read_log(path, tail)
+
+    def watch(
+        self,
+        name: str,
+        on_status: StatusCallback,
+        on_events: EventsCallback,
+        stop: threading.Event,
+        poll: float = 0.25,
+    ) -> None:
+        """Poll ``status.json`` (by mtime/size) and the tail of ``events.jsonl`` until the job ends."""
+        record = self._record(name)
+        offset = 0
+        partial = b""
+        seen: set = set()
+        last_stat = None
+        last_alive_check = 0.0
+
+        def read_new_events() -> None:
+            nonlocal offset, partial
+            try:
+                with open(record.events_path, "rb") as f:
+                    f.seek(offset)
+                    chunk = f.read()
+            except FileNotFoundError:
+                return
+            if not chunk:
+                return
+            offset += len(chunk)
+            data = partial + chunk
+            lines = data.split(b"\n")
+            partial = lines.pop()
+            new = []
+            for line in lines:
+                try:
+                    e = json.loads(line)
+                except ValueError:
+                    continue
+                k = (e.get("run"), e.get("seq"))
+                if k in seen:
+                    continue
+                seen.add(k)
+                new.append(e)
+            if new:
+                on_events(new)
+
+        while not stop.is_set():
+            read_new_events()
+            try:
+                st = os.stat(record.dir / "status.json")
+                key = (st.st_mtime_ns, st.st_size, st.st_ino)
+            except FileNotFoundError:
+                key = None
+            now = time.monotonic()
+            if key != last_stat or now - last_alive_check > 2.0:
+                last_alive_check = now
+                if not record.exists():
+                    raise JobNotFound(f"job {name!r} was deleted while it was being watched.")
+                status = self._status(record)
+                if key != last_stat:
+                    last_stat = key
+                    read_new_events()  # the supervisor writes events before the status that follows them
+                    on_status(status)
+                elif status.done:
+                    on_status(status)
+                if status.done:
+                    read_new_events()
+                    return
+            stop.wait(poll)
+
+    # control ----------------------------------------------------------------
+    def stop(self, name: str) -> JobStatus:
+        """SIGTERM the supervisor, which stops every replica and records ``stopped``; wait for it.
+
+        A supervisor that does not finish in time is killed and the replicas with it.
+        """
+        record = self._record(name)
+        status = self._status(record)
+        if status.done:
+            return status
+        sup = read_supervisor(record)
+        (record.dir / "stop.request").touch()
+        if sup.get("pid") and process_alive(sup["pid"], sup.get("start_ticks")):
+            _signal(sup["pid"], signal.SIGTERM)
+        deadline = time.monotonic() + STOP_WAIT
+        while time.monotonic() < deadline:
+            sup = read_supervisor(record)
+            if sup and not process_alive(sup.get("pid"), sup.get("start_ticks")):
+                break
+            time.sleep(0.1)
+        leftovers = live_processes(record)
+        for _, pid, _ in leftovers:
+            _signal(pid, signal.SIGKILL)
+        d = record.read_status()
+        status = JobStatus.from_json(d) if d else JobStatus(name=name, backend="local", strategy="?")
+        if not status.done:
+            status.phase = STOPPED
+            status.finished = time.time()
+            status.message = "stopped by the user"
+            for r in status.replicas:
+                if r.state not in ("succeeded", "failed", "stopped"):
+                    r.state = R_STOPPED
+            record.write_status(status.to_json())
+        return status
+
+    def delete(self, name: str) -> None:
+        record = self._record(name)
+        spec = JobSpec.from_json(record.read_spec())
+        self.stop(name)
+        if spec.checkpoint_dir:
+            shutil.rmtree(checkpoint_dir(spec, record), ignore_errors=True)
+        record.delete()
+
+
+def checkpoint_dir(spec: JobSpec, record: JobRecord) -> Path:
+    """The job-scoped checkpoint base: ``<checkpoint_dir>/<job>`` when configured, else inside the record."""
+    if spec.checkpoint_dir:
+        return Path(spec.checkpoint_dir).expanduser() / spec.name
+    return record.dir / "checkpoints"
+
+
+def read_log(path: Path, tail: int | None = None, max_bytes: int = 4 << 20) -> str:
+    """A log file as text (only its last ``max_bytes``), or its last ``tail`` lines."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            data = f.read()
+    except FileNotFoundError:
+        return ""
+    text = data.decode("utf-8", errors="replace")
+    if tail is not None:
+        lines = text.splitlines()
+        return "\n".join(lines[-tail:]) + ("\n" if lines and tail > 0 else "") if tail > 0 else ""
+    return text
+
+
+def replica_env(
+    spec: JobSpec,
+    replica: str,
+    cluster: Mapping[str, list[str]],
+    *,
+    payload_path: Path,
+    checkpoint: Path,
+    workdir: Path,
+    cuda_visible_devices: str,
+    base: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment of one replica process: the runner contract plus ``no_proxy`` and the user's env."""
+    role, index = replica.rsplit("-", 1)
+    env = dict(os.environ if base is None else base)
+    for key in list(env):
+        # Never let the submitting process's own cluster settings leak into a replica.
+        if key.startswith("TFK8S_") or key in ("TF_CONFIG", "JOB_COMPLETION_INDEX"):
+            del env[key]
+    no_proxy = ",".join(
+        dict.fromkeys(
+            [
+                "localhost",
+                "127.0.0.1",
+                "::1",
+                *[v for v in env.get("no_proxy", env.get("NO_PROXY", "")).split(",") if v],
+            ]
+        )
+    )
+    env.update(
+        {
+            "TFK8S_JOB": spec.name,
+            "TFK8S_ROLE": role,
+            "TFK8S_INDEX": index,
+            "TFK8S_CLUSTER": json.dumps(dict(cluster), separators=(",", ":")),
+            "TFK8S_STRATEGY": spec.strategy,
+            "TFK8S_PAYLOAD": str(payload_path),
+            "TFK8S_CHECKPOINT_DIR": str(checkpoint),
+            "TFK8S_METRIC_INTERVAL": str(spec.metric_interval),
+            "TFK8S_WORKDIR": str(workdir),
+            "CUDA_VISIBLE_DEVICES": cuda_visible_devices,
+            "no_proxy": no_proxy,
+            "NO_PROXY": no_proxy,
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env.update({str(k): str(v) for k, v in spec.env.items()})
+    return env

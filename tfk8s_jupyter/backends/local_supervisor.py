@@ -1,0 +1,502 @@
+"""The supervisor of one local job: ``python -m tfk8s_jupyter.backends.local_supervisor <job dir>``.
+
+Started detached by :class:`~tfk8s_jupyter.backends.local.LocalBackend` (own session, outlives the
+submitting process). One single-threaded loop:
+
+- starts one process per replica (``python -m tfk8s_jupyter.runner`` with the runner contract's
+  environment), output into ``logs/<replica>.log``; each replica dies with the supervisor
+  (``PR_SET_PDEATHSIG``), so a killed supervisor leaves no orphan;
+- tails the reporting replica's log and appends its protocol events to ``events.jsonl`` as they arrive,
+  so metrics persist with no monitor running;
+- writes ``status.json`` on every change;
+- applies the lifecycle rules: success when the chief (PS) or worker 0 exits 0, then SIGTERM the rest
+  (SIGINT does not stop a blocked ``server.join()``) and SIGKILL stragglers; restarts per role up to
+  ``max_restarts`` (PS: a dead worker alone, a dead ps or chief: everything; all-reduce: every worker
+  together); an error raised by the cell fails the job at once (it would only fail again); a setup deadline
+  that names the replica that never came up; SIGTERM from ``stop()`` stops everything and records ``stopped``.
+
+Test-only environment of the supervisor: ``TFK8S_LOCAL_RUNNER`` (a Python file run instead of the runner
+module) and ``TFK8S_TEST_STALL_REPLICA`` (a replica name started as a process that never comes up).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ..protocol import parse_line
+from ..records import JobRecord, write_json_atomic
+from ..spec import JobSpec
+from .base import (
+    FAILED,
+    PENDING,
+    R_FAILED,
+    R_PENDING,
+    R_RESTARTING,
+    R_RUNNING,
+    R_STARTING,
+    R_STOPPED,
+    R_SUCCEEDED,
+    RUNNING,
+    STOPPED,
+    SUCCEEDED,
+    JobStatus,
+    ReplicaStatus,
+)
+from .local import SUPERVISOR_FILE, proc_start_ticks, read_log, replica_env
+
+TICK = 0.1  # seconds between loop iterations
+TERM_GRACE = 10.0  # seconds a replica gets between SIGTERM and SIGKILL
+PEER_GRACE = 5.0  # seconds all-reduce workers get to finish by themselves once worker 0 has
+UP_CHECK_EVERY = 1.0
+GATHER = 0.7  # seconds to collect peers that fail together before deciding what to do
+# Error texts that mean a peer was lost rather than a bug in the cell: restarts can cure these.
+TRANSIENT_ERRORS = (
+    "UnavailableError",
+    "AbortedError",
+    "DeadlineExceeded",
+    "CancelledError",
+    "Socket closed",
+    "Connection reset",
+    "failed to connect",
+    "Failed to connect",
+    "CollectiveReduce",
+    "coordination service",
+    "Coordination",
+    "heartbeat",
+)
+PR_SET_PDEATHSIG = 1
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _die_with_parent(parent: int):
+    def preexec() -> None:
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the supervisor died between fork and prctl
+            os._exit(1)
+
+    return preexec
+
+
+def listening_ports(pid: int) -> set[int]:
+    """TCP ports process ``pid`` listens on (from its socket fds and ``/proc/net/tcp*``)."""
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    except OSError:
+        return set()
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.split()
+            if len(parts) > 9 and parts[3] == "0A" and parts[9] in inodes:
+                ports.add(int(parts[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def last_lines(text: str, n: int = 5, width: int = 600) -> str:
+    lines = [line.strip() for line in text.replace("\r", "\n").splitlines() if line.strip()]
+    out = " | ".join(lines[-n:])
+    return out if len(out) <= width else "…" + out[-width:]
+
+
+class LogTail:
+    """Complete lines appended to a file since the last call."""
+
+    def __init__(self, path: Path, max_partial: int = 1 << 20):
+        self.path = path
+        self.offset = 0
+        self.partial = b""
+        self.max_partial = max_partial
+
+    def read(self) -> list[str]:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                chunk = f.read()
+        except FileNotFoundError:
+            return []
+        if not chunk:
+            return []
+        self.offset += len(chunk)
+        lines = (self.partial + chunk).split(b"\n")
+        self.partial = lines.pop()[-self.max_partial :]
+        return [line.decode("utf-8", errors="replace") for line in lines]
+
+
+class Replica:
+    def __init__(self, status: ReplicaStatus, log: Path):
+        self.status = status
+        self.log = log
+        self.proc: subprocess.Popen | None = None
+        self.start_at: float | None = None  # monotonic time of a scheduled (re)start
+        self.up = False  # its port accepted connections / it reported start
+
+    @property
+    def name(self) -> str:
+        return self.status.name
+
+    @property
+    def port(self) -> int:
+        return int(str(self.status.host).rsplit(":", 1)[1])
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class Supervisor:
+    def __init__(self, job_dir: Path):
+        self.record = JobRecord(job_dir.name, job_dir.parent)
+        self.spec = JobSpec.from_json(self.record.read_spec())
+        self.local = json.loads((job_dir / "local.json").read_text())
+        self.cluster = self.local["cluster"]
+        status = self.record.read_status()
+        self.status = JobStatus.from_json(status) if status else JobStatus(self.spec.name, "local", "?")
+        self.replicas = [Replica(r, self.record.log_path(r.name)) for r in self.status.replicas]
+        self.by_name = {r.name: r for r in self.replicas}
+        self.reporting = self.by_name[self.spec.reporting_replica]
+        self.tail = LogTail(self.reporting.log)
+        self.seen: set = set()
+        self.run_error: dict | None = None  # the reporting replica's error event in its current run
+        self.awaiting_start_until: float | None = None
+        self.stop_requested = False
+        self.processes: list[dict] = []
+        self.last_up_check = 0.0
+        self.workdir = job_dir / "work"
+        self.checkpoint = Path(self.local["checkpoint_dir"])
+        self.cwd = self.local.get("cwd") or str(job_dir)
+        if not os.path.isdir(self.cwd):
+            self.cwd = str(job_dir)
+        runner = os.environ.get("TFK8S_LOCAL_RUNNER")
+        self.command = [sys.executable, runner] if runner else [sys.executable, "-m", "tfk8s_jupyter.runner"]
+        self.stall = os.environ.get("TFK8S_TEST_STALL_REPLICA")
+
+    # bookkeeping ----------------------------------------------------------------
+    def save(self) -> None:
+        self.record.write_status(self.status.to_json())
+
+    def save_processes(self) -> None:
+        write_json_atomic(
+            self.record.dir / SUPERVISOR_FILE,
+            {"pid": os.getpid(), "start_ticks": proc_start_ticks(os.getpid()), "processes": self.processes},
+        )
+
+    def pump_events(self) -> None:
+        events = [e for e in map(parse_line, self.tail.read()) if e is not None]
+        if not events:
+            return
+        changed = False
+        for e in events:
+            if e.get("type") == "start" and self.awaiting_start_until is not None:
+                self.awaiting_start_until = None
+                self.status.phase = RUNNING
+                self.status.message = None
+                for r in self.replicas:
+                    if r.alive:
+                        r.up = True
+                        r.status.state = R_RUNNING
+                changed = True
+            elif e.get("type") == "error":
+                self.run_error = e
+        self.record.append_events(events, self.seen)
+        if changed:
+            self.save()
+
+    def stop_signalled(self) -> bool:
+        return self.stop_requested or (self.record.dir / "stop.request").exists()
+
+    # processes --------------------------------------------------------------------
+    def spawn(self, r: Replica) -> None:
+        env = replica_env(
+            self.spec,
+            r.name,
+            self.cluster,
+            payload_path=self.record.dir / "payload.json",
+            checkpoint=self.checkpoint,
+            workdir=self.workdir,
+            cuda_visible_devices=self.local.get("gpus", {}).get(r.name, ""),
+        )
+        command = self.command
+        if self.stall == r.name:
+            command = [sys.executable, "-c", "import time\nwhile True: time.sleep(60)"]
+        r.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(r.log, "ab") as log:
+            if r.status.restarts:
+                log.write(
+                    f"\n---- tfk8s: {r.name} restarted ({r.status.restarts} of {self.spec.max_restarts}) ----\n".encode()
+                )
+                log.flush()
+            r.proc = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self.cwd,
+                close_fds=True,
+                preexec_fn=_die_with_parent(os.getpid()),
+            )
+        r.start_at = None
+        r.up = False
+        r.status.pid = r.proc.pid
+        r.status.state = R_STARTING
+        r.status.exit_code = None
+        r.status.started = time.time()
+        self.processes.append(
+            {"replica": r.name, "pid": r.proc.pid, "start_ticks": proc_start_ticks(r.proc.pid)}
+        )
+        self.save_processes()
+        if r is self.reporting:
+            self.run_error = None
+            self.awaiting_start_until = time.monotonic() + float(self.spec.setup_timeout)
+
+    def terminate(self, replicas: list[Replica], grace: float = TERM_GRACE) -> None:
+        """SIGTERM, wait up to ``grace`` seconds, SIGKILL what is left; record every exit code."""
+        live = [r for r in replicas if r.alive]
+        for r in live:
+            r.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while any(r.alive for r in live) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for r in live:
+            if r.alive:
+                r.proc.kill()
+            r.status.exit_code = r.proc.wait()
+        for r in replicas:
+            r.start_at = None
+
+    # lifecycle -------------------------------------------------------------------
+    def finish(self, phase: str, message: str | None) -> None:
+        if phase == SUCCEEDED and self.spec.strategy != "parameter_server":
+            # All-reduce peers finish together with worker 0; let them exit by themselves.
+            deadline = time.monotonic() + PEER_GRACE
+            while any(r.alive for r in self.replicas) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        self.mark_exited(self.newly_exited())
+        live = [r for r in self.replicas if r.alive]
+        self.terminate(self.replicas)
+        for r in self.replicas:
+            if r.proc is not None and r.status.exit_code is None:
+                r.status.exit_code = r.proc.wait()
+            if r in live:
+                r.status.state = R_SUCCEEDED if phase == SUCCEEDED else R_STOPPED
+                r.status.message = {
+                    SUCCEEDED: f"stopped after {self.reporting.name} finished",
+                    STOPPED: "stopped by the user",
+                }.get(phase, "stopped because the job failed")
+            elif r.status.state in (R_PENDING, R_STARTING, R_RUNNING, R_RESTARTING):
+                r.status.state = R_STOPPED
+        self.pump_events()
+        self.status.phase = phase
+        self.status.message = message
+        self.status.finished = time.time()
+        self.save()
+
+    def last_error_event(self, r: Replica) -> dict | None:
+        """The last ``error`` event ``r`` printed since its latest (re)start, if any."""
+        if r is self.reporting and self.run_error:
+            return self.run_error
+        text = read_log(r.log, max_bytes=256 << 10)
+        text = text[text.rfind("\n---- tfk8s: ") + 1 :]
+        errors = [e for e in map(parse_line, text.splitlines()) if e and e.get("type") == "error"]
+        return errors[-1] if errors else None
+
+    def diagnose(self, r: Replica) -> tuple[str, bool]:
+        """``(message, curable)`` for a replica that failed: a restart may cure it unless the cell raised."""
+        code = r.status.exit_code
+        if code is not None and code < 0:
+            return f"{r.name} was killed by signal {-code}", True
+        event = self.last_error_event(r)
+        if event:
+            text = str(event.get("message") or event.get("error") or "the cell raised an error")
+            full = text + " " + str(event.get("traceback") or "")
+            return f"{r.name} failed: {text}", any(marker in full for marker in TRANSIENT_ERRORS)
+        tail = last_lines(read_log(r.log, tail=40))
+        return f"{r.name} exited with code {code}" + (f"; its last log lines: {tail}" if tail else ""), True
+
+    def mark_exited(self, exited: list[tuple[Replica, int]]) -> None:
+        for r, code in exited:
+            r.status.exit_code = code
+            r.status.state = R_SUCCEEDED if code == 0 else R_FAILED
+
+    def newly_exited(self) -> list[tuple[Replica, int]]:
+        return [
+            (r, r.proc.returncode)
+            for r in self.replicas
+            if r.proc is not None
+            and r.proc.poll() is not None
+            and r.status.state not in (R_SUCCEEDED, R_FAILED)
+        ]
+
+    def on_exits(self, exited: list[tuple[Replica, int]]) -> bool:
+        """React to replicas that ended; return True when the job is finished."""
+        self.mark_exited(exited)
+        if any(r is self.reporting and code == 0 for r, code in exited):
+            self.finish(SUCCEEDED, None)
+            return True
+        failed = [r for r, code in exited if code != 0]
+        if not failed:
+            return False
+        # Peers fail together (a lost ps takes the chief down within milliseconds, an error in the cell
+        # ends every all-reduce worker): gather them for a moment, then judge the whole picture.
+        time.sleep(GATHER)
+        later = self.newly_exited()
+        self.mark_exited(later)
+        if any(r is self.reporting and code == 0 for r, code in later):
+            self.finish(SUCCEEDED, None)
+            return True
+        failed += [r for r, code in later if code != 0]
+        self.pump_events()
+        verdicts = {r: self.diagnose(r) for r in failed}
+        killed = any((r.status.exit_code or 0) < 0 for r in failed)
+        cell_errors = [r for r in failed if not verdicts[r][1]]
+        if cell_errors and not killed:
+            r = self.reporting if self.reporting in cell_errors else cell_errors[0]
+            self.finish(FAILED, verdicts[r][0])
+            return True
+        culprit = next((r for r in failed if r is not self.reporting), failed[0])
+        message = verdicts[culprit][0]
+        if culprit.status.restarts >= self.spec.max_restarts:
+            if self.spec.max_restarts:
+                message += f" (after {culprit.status.restarts} restart(s))"
+            self.finish(FAILED, message)
+            return True
+        if self.spec.strategy == "parameter_server" and all(r.status.role == "worker" for r in failed):
+            self.schedule_restart(failed)
+            self.status.message = f"restarting {', '.join(r.name for r in failed)}: {message}"
+        else:
+            self.terminate([r for r in self.replicas if r.alive])
+            self.schedule_restart(self.replicas)
+            self.status.message = f"restarting every replica because {message}"
+        self.save()
+        return False
+
+    def schedule_restart(self, replicas: list[Replica]) -> None:
+        for r in replicas:
+            r.proc = None
+            r.status.restarts += 1
+            r.status.state = R_RESTARTING
+            r.start_at = time.monotonic() + min(8.0, 2.0 ** (r.status.restarts - 1))
+        if self.reporting in replicas:
+            self.status.phase = RUNNING if self.status.phase == RUNNING else PENDING
+            self.awaiting_start_until = None
+
+    def check_up(self) -> bool:
+        """Mark replicas whose port listens as running; return True when something changed."""
+        changed = False
+        for r in self.replicas:
+            if r.alive and not r.up and r is not self.reporting and r.port in listening_ports(r.proc.pid):
+                r.up = True
+                r.status.state = R_RUNNING
+                changed = True
+        return changed
+
+    def deadline_message(self) -> str:
+        waited = float(self.spec.setup_timeout)
+        self.check_up()
+        missing = [r for r in self.replicas if r is not self.reporting and not r.up]
+        if missing:
+            first = missing[0]
+            names = ", ".join(r.name for r in missing)
+            verb = "was" if len(missing) == 1 else "were"
+            tail = last_lines(read_log(first.log, tail=20), n=2)
+            return (
+                f"{names} did not come up within setup_timeout={waited:g} s (never listened on "
+                f"{', '.join(str(r.status.host) for r in missing)}) and {verb} stopped with the job; "
+                f"see job.logs({first.name!r})" + (f" — last lines: {tail}" if tail else "") + "."
+            )
+        tail = last_lines(read_log(self.reporting.log, tail=20), n=2)
+        return (
+            f"{self.reporting.name} did not start training within setup_timeout={waited:g} s; "
+            f"see job.logs({self.reporting.name!r})" + (f" — last lines: {tail}" if tail else "") + "."
+        )
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        self.save_processes()
+        if self.stop_signalled():
+            self.finish(STOPPED, "stopped by the user")
+            return
+        self.checkpoint.mkdir(parents=True, exist_ok=True)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for r in self.replicas:
+            self.spawn(r)
+        self.status.message = "waiting for every replica to come up"
+        self.save()
+        while True:
+            if self.stop_signalled():
+                self.finish(STOPPED, "stopped by the user")
+                return
+            self.pump_events()
+            exited = self.newly_exited()
+            if exited:
+                self.pump_events()
+                if self.on_exits(exited):
+                    return
+                self.save()
+            now = time.monotonic()
+            started = [r for r in self.replicas if r.start_at is not None and r.start_at <= now]
+            if started:
+                for r in started:
+                    self.spawn(r)
+                self.save()
+            if now - self.last_up_check >= UP_CHECK_EVERY and any(
+                r.alive and not r.up for r in self.replicas
+            ):
+                self.last_up_check = now
+                if self.check_up():
+                    self.save()
+            if self.awaiting_start_until is not None and now > self.awaiting_start_until:
+                self.finish(FAILED, self.deadline_message())
+                return
+            time.sleep(TICK)
+
+    def _on_signal(self, signum, frame) -> None:
+        self.stop_requested = True
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m tfk8s_jupyter.backends.local_supervisor <job dir>", file=sys.stderr)
+        return 2
+    supervisor = Supervisor(Path(argv[0]).resolve())
+    try:
+        supervisor.run()
+    except BaseException as e:
+        # Never leave replicas behind, and say why the job ended.
+        supervisor.terminate(supervisor.replicas, grace=3.0)
+        supervisor.status.phase = FAILED
+        supervisor.status.finished = time.time()
+        supervisor.status.message = (
+            f"the job's supervisor crashed ({type(e).__name__}: {e}); see supervisor.log."
+        )
+        for r in supervisor.replicas:
+            if r.status.state not in (R_SUCCEEDED, R_FAILED):
+                r.status.state = R_STOPPED
+        supervisor.save()
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
