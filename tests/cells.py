@@ -1,0 +1,86 @@
+"""Tiny seeded training cells, run unchanged by the runner in tests (and reused by other test files).
+
+Every cell fits a small MLP on synthetic regression data made with a fixed seed, so every MWMS worker
+sees the same data, ``epochs=3, steps_per_epoch=20``: a few seconds of training on 2 cores.
+"""
+
+from __future__ import annotations
+
+EPOCHS = 3
+STEPS_PER_EPOCH = 20
+
+_DATA = """\
+import numpy as np
+rng = np.random.default_rng(7)
+x = rng.normal(size=(2048, 8)).astype("float32")
+true_w = rng.normal(size=(8, 1)).astype("float32")
+y = (x @ true_w + 0.1 * rng.normal(size=(2048, 1))).astype("float32")
+"""
+
+# `tf.keras` style.
+TF_KERAS = (
+    "import tensorflow as tf\n"
+    + _DATA
+    + """\
+tf.keras.utils.set_random_seed(7)
+ds = tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(64)
+model = tf.keras.Sequential([
+    tf.keras.Input(shape=(8,)),
+    tf.keras.layers.Dense(16, activation="relu"),
+    tf.keras.layers.Dense(1),
+])
+model.compile(optimizer=tf.keras.optimizers.Adam(0.01), loss="mse", metrics=["mae"])
+history = model.fit(ds, epochs=3, steps_per_epoch=20)
+print("cell done, losses:", [round(v, 4) for v in history.history["loss"]])
+"""
+)
+
+# `import keras` style (functional model, from-imports).
+KERAS = (
+    _DATA
+    + """\
+import tensorflow as tf
+import keras
+from keras import layers
+
+keras.utils.set_random_seed(7)
+ds = tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(64)
+inputs = keras.Input(shape=(8,))
+hidden = layers.Dense(16, activation="relu")(inputs)
+outputs = layers.Dense(1)(hidden)
+model = keras.Model(inputs, outputs)
+model.compile(optimizer=keras.optimizers.Adam(learning_rate=0.01), loss="mse")
+history = model.fit(ds, epochs=3, steps_per_epoch=20)
+print("cell done, losses:", [round(v, 4) for v in history.history["loss"]])
+"""
+)
+
+# `clear_session()` at the top, as notebooks often do: must still train distributed.
+CLEAR_SESSION = "import tensorflow as tf\ntf.keras.backend.clear_session()\n" + TF_KERAS
+
+# `keras.ops` is Keras 3 only: a parameter-server job must refuse it clearly.
+KERAS3_ONLY = (
+    _DATA
+    + """\
+import keras
+scale = keras.ops.convert_to_tensor(2.0)
+"""
+)
+
+# The user's own progress bar (verbose=1) must not corrupt the protocol stream.
+VERBOSE1 = TF_KERAS.replace("steps_per_epoch=20)", "steps_per_epoch=20, verbose=1)")
+
+# An exception on a known line of the cell.
+RAISES = (
+    "import tensorflow as tf\n"
+    "x = 1\n"
+    "def prepare(n):\n"
+    "    raise ValueError(f'bad input shape {n}')\n"
+    "prepare(3)\n"
+)
+RAISES_LINE = 5
+
+# Training that goes to NaN, with the built-in TerminateOnNaN (parameter-server logs are RemoteValues).
+NAN_TERMINATES = TF_KERAS.replace(
+    'loss="mse"', "loss=lambda a, b: tf.reduce_mean(tf.math.log(b - 1e9))"
+).replace("steps_per_epoch=20)", "steps_per_epoch=20, callbacks=[tf.keras.callbacks.TerminateOnNaN()])")
