@@ -80,6 +80,12 @@ class TFK8s(Configurable):
         config=True
     )
     panel = Bool(True, help="Show the live panel under a training cell.").tag(config=True)
+    frontend = Enum(
+        ["auto", "widgets", "text"],
+        "auto",
+        help="How a training cell shows progress: widgets (the live panel), text (progress lines), or auto "
+        "(widgets in a kernel, text in terminal IPython).",
+    ).tag(config=True)
 
     def job_options(self) -> dict:
         """The defaults as keyword arguments of :func:`tfk8s_jupyter.spec.make_spec`."""

@@ -1,0 +1,814 @@
+"""The notebook panels: the live :class:`JobPanel`, the :class:`SettingsPanel` form and the plain-text
+fallback (:class:`TextProgress`) for frontends without widgets.
+
+A panel observes a :class:`~tfk8s_jupyter.monitor.JobState` and never talks to a backend; only its Stop
+button and log chooser call methods of the job handle it was given (``job.stop()``, ``job.logs()``).
+
+Updates are coalesced by a timer thread: at most ``2 / interval`` widget messages per second per panel
+(4/s at the default 0.5 s), at most ``max_points`` points per series sent to the browser. Background
+updates only mutate widget traits (never ``with output:`` from a thread), so they land in the panel's own
+cell whatever cell runs meanwhile.
+
+CSS classes (stable, for tests and themes): ``tfk8s-job-panel``, ``tfk8s-status-badge`` (text = phase),
+``tfk8s-replica-table``, ``tfk8s-curve`` (the bqplot Figure), ``tfk8s-log-tail``, ``tfk8s-stop-button``,
+``tfk8s-settings-panel``, ``tfk8s-launch-button``; plus ``tfk8s-header``, ``tfk8s-error``,
+``tfk8s-phase-<phase>`` and ``tfk8s-danger`` on a failed panel.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
+
+import ipywidgets as W
+
+from .backends.base import JobStatus
+from .monitor import JobState
+from .protocol import MARKER
+
+PHASE_COLORS = {
+    "pending": ("#6c757d", "white"),
+    "running": ("#0d6efd", "white"),
+    "succeeded": ("#198754", "white"),
+    "failed": ("#dc3545", "white"),
+    "stopped": ("#6c757d", "white"),
+}
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
+LOG_TAIL_LINES = 15
+LOG_REFRESH_SECONDS = 2.0
+MESSAGES_PER_TICK = 2
+
+
+# -- small formatting helpers --------------------------------------------------------------------
+def format_duration(seconds: float | None) -> str:
+    """``"42s"``, ``"3m 05s"``, ``"1h 02m"``."""
+    if seconds is None or seconds < 0:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s // 3600}h {s % 3600 // 60:02d}m"
+
+
+def _coarse_age(seconds: float | None) -> str:
+    """Ages in the replica table change at most every 10 s (fewer messages)."""
+    if seconds is None or seconds < 0:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{s // 10 * 10}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    return f"{s // 3600}h {s % 3600 // 60:02d}m"
+
+
+def format_value(v: float) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "nan"
+    return f"{v:.4g}"
+
+
+def elapsed(status: JobStatus | None, now: float | None = None) -> float | None:
+    if status is None:
+        return None
+    end = status.finished if status.finished else (now or time.time())
+    return max(0.0, end - status.created)
+
+
+def progress_text(state: JobState, now: float | None = None) -> str:
+    """One line: ``job x · running · 1m 05s · epoch 2 · step 140 · loss 0.31 · 4/4 replicas running``."""
+    status = state.status
+    phase = status.phase if status else "pending"
+    parts = [f"job {state.name}", phase, format_duration(elapsed(status, now))]
+    if state.epoch is not None:
+        parts.append(f"epoch {state.epoch}")
+    if state.step is not None:
+        parts.append(f"step {state.step}")
+    if state.last_values:
+        parts.append(" ".join(f"{k} {format_value(v)}" for k, v in sorted(state.last_values.items())))
+    if status and status.replicas:
+        n = len(status.replicas)
+        counts = status.counts()
+        parts.append(", ".join(f"{c}/{n} {s}" for s, c in sorted(counts.items())) + " replicas")
+    return " · ".join(parts)
+
+
+def summary_text(state: JobState, now: float | None = None) -> str:
+    """The final summary (plain text): status line, last metrics, error if any."""
+    status = state.status
+    phase = status.phase if status else "pending"
+    lines = [f"tfk8s job {state.name}: {phase}"]
+    if status:
+        lines[0] += f" after {format_duration(elapsed(status, now))} ({status.backend}, {status.strategy})"
+    if state.epoch is not None or state.step is not None:
+        lines.append(f"  reached epoch {state.epoch}, step {state.step}; {state.n_points} metric points")
+    if state.last_values:
+        lines.append(
+            "  last: " + ", ".join(f"{k}={format_value(v)}" for k, v in sorted(state.last_values.items()))
+        )
+    if status and status.replicas:
+        lines.append(
+            "  replicas: "
+            + ", ".join(
+                f"{r.name} {r.state}" + (f" ({r.restarts} restarts)" if r.restarts else "")
+                for r in status.replicas
+            )
+        )
+    if state.error:
+        lines.append(f"  error: {state.error}")
+    return "\n".join(lines)
+
+
+def summary_html(state: JobState, now: float | None = None) -> str:
+    status = state.status
+    phase = status.phase if status else "pending"
+    bg, fg = PHASE_COLORS.get(phase, PHASE_COLORS["pending"])
+    rows = summary_text(state, now).splitlines()
+    head = html.escape(rows[0]).replace(
+        html.escape(phase),
+        f'<span style="background:{bg};color:{fg};padding:0 6px;border-radius:8px">{phase}</span>',
+        1,
+    )
+    body = "<br>".join(html.escape(r.strip()) for r in rows[1:])
+    return f'<div class="tfk8s-summary"><b>{head}</b><br>{body}</div>'
+
+
+class Summary:
+    """A display object with the final summary as text and HTML (for viewers without a kernel)."""
+
+    def __init__(self, state: JobState):
+        self.text = summary_text(state)
+        self.html = summary_html(state)
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return {"text/plain": self.text, "text/html": self.html}
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def replica_table_html(status: JobStatus | None, now: float | None = None) -> str:
+    now = now or time.time()
+    head = "".join(f"<th>{h}</th>" for h in ("role", "index", "state", "restarts", "host/pod", "age"))
+    rows = []
+    for r in status.replicas if status else []:
+        bg, _ = PHASE_COLORS.get(r.state, ("#6c757d", "white"))
+        age = _coarse_age(now - r.started) if r.started else "-"
+        cells = [
+            r.role,
+            str(r.index),
+            f'<span style="color:{bg};font-weight:bold">{html.escape(r.state)}</span>',
+            str(r.restarts),
+            html.escape(r.host or (f"pid {r.pid}" if r.pid else "-")),
+            age,
+        ]
+        rows.append(
+            f'<tr data-replica="{html.escape(r.name)}">' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+        )
+    if not rows:
+        rows.append('<tr><td colspan="6"><i>waiting for replicas…</i></td></tr>')
+    return (
+        '<table style="border-collapse:collapse;font-size:12px" cellpadding="3">'
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def clean_log(text: str, tail: int = LOG_TAIL_LINES) -> str:
+    """The last ``tail`` human lines: protocol lines dropped, progress-bar carriage returns resolved."""
+    import re
+
+    ansi = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x08]")
+    out = []
+    for line in text.splitlines():
+        line = ansi.sub("", line.rsplit("\r", 1)[-1])
+        pos = line.find(MARKER)
+        if pos >= 0:
+            line = line[:pos]
+        if line.strip():
+            out.append(line)
+    return "\n".join(out[-tail:])
+
+
+def merge_series(
+    series: Mapping[str, Mapping[str, list]], max_points: int
+) -> tuple[list[str], list[float], list[list[float]]]:
+    """Put every metric on one shared x axis (NaN where a metric has no point), at most ``max_points``."""
+    names = sorted(series)
+    if not names:
+        return [], [], []
+    xs = [list(series[n]["x"]) for n in names]
+    if all(x == xs[0] for x in xs):
+        x = xs[0]
+        ys = [list(series[n]["y"]) for n in names]
+    else:
+        x = sorted({v for xx in xs for v in xx})
+        index = {v: i for i, v in enumerate(x)}
+        ys = []
+        for n in names:
+            row = [math.nan] * len(x)
+            for xv, yv in zip(series[n]["x"], series[n]["y"], strict=True):
+                row[index[xv]] = yv
+            ys.append(row)
+    if len(x) > max_points:
+        step = -(-len(x) // max_points)
+        keep = list(range(0, len(x), step))
+        if keep[-1] != len(x) - 1:
+            keep[-1] = len(x) - 1
+        x = [x[i] for i in keep]
+        ys = [[row[i] for i in keep] for row in ys]
+    return names, x, ys
+
+
+# -- the live panel --------------------------------------------------------------------------------
+class JobPanel(W.VBox):
+    """The live panel of one job: header, status badge, curve, replica table, log tail, Stop button.
+
+    Args:
+        job: the job handle (``name``, ``state``, ``stop()``, ``logs(replica, tail)``), e.g. from
+            ``tfk8s_jupyter.submit``. Only the Stop button and the log chooser call it.
+        state: the :class:`JobState` to observe (default: ``job.state``).
+        interval: seconds between coalesced updates (each sends at most two widget messages).
+        max_points: points per series sent to the browser.
+
+    Example:
+        >>> panel = JobPanel(tfk8s_jupyter.attach("mnist-ps"))   # doctest: +SKIP
+        >>> panel.show()                                         # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        job=None,
+        *,
+        state: JobState | None = None,
+        interval: float = 0.5,
+        max_points: int = 2000,
+        start: bool = True,
+    ):
+        import bqplot as bq
+
+        self.job = job
+        self.state: JobState = state if state is not None else job.state
+        self.interval = interval
+        self.max_points = max_points
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._closed = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._rendered_version = -1
+        self._lines_key = None
+        self._last_log_fetch = 0.0
+        self._log_text: str | None = None
+        self._log_error: str | None = None
+        self._final = False
+        self._done_callbacks: list[Callable[[JobPanel], None]] = []
+        self.messages = 0  # widget messages this panel's updates sent (for tests and benchmarks)
+        self.last_update: float | None = None  # time.time() of the last curve update
+
+        # header
+        self.title = W.HTML(f"<b>{html.escape(self.state.name)}</b>")
+        self.badge = W.Label("pending")
+        self.badge.add_class("tfk8s-status-badge")
+        self.badge.add_class("tfk8s-phase-pending")
+        bg, fg = PHASE_COLORS["pending"]
+        self.badge.style.background = bg
+        self.badge.style.text_color = fg
+        self.badge.layout = W.Layout(padding="0 8px", margin="0 6px")
+        self.info = W.HTML("")
+        self.info.add_class("tfk8s-header")
+        self.stop_button = W.Button(
+            description="Stop", icon="stop", button_style="warning", tooltip="Stop every replica"
+        )
+        self.stop_button.layout = W.Layout(width="90px", margin="0 0 0 auto")
+        self.stop_button.add_class("tfk8s-stop-button")
+        self.stop_button.on_click(self._on_stop)
+        header = W.HBox([self.title, self.badge, self.info, self.stop_button])
+        header.layout = W.Layout(align_items="center", width="100%")
+
+        # curve
+        self._xscale = bq.LinearScale()
+        self._yscale_lin = bq.LinearScale()
+        self._yscale_log = bq.LogScale()
+        self.lines = bq.Lines(
+            x=[],
+            y=[],
+            scales={"x": self._xscale, "y": self._yscale_lin},
+            labels=[],
+            display_legend=True,
+            colors=PALETTE,
+            stroke_width=1.5,
+        )
+        self._xaxis = bq.Axis(scale=self._xscale, label="step", grid_lines="dashed")
+        self._yaxis = bq.Axis(
+            scale=self._yscale_lin, orientation="vertical", grid_lines="dashed", tick_format=".3g"
+        )
+        self.figure = bq.Figure(
+            marks=[self.lines],
+            axes=[self._xaxis, self._yaxis],
+            legend_location="top-right",
+            animation_duration=0,
+            fig_margin={"top": 20, "bottom": 40, "left": 60, "right": 20},
+            layout=W.Layout(width="100%", height="280px"),
+        )
+        self.figure.add_class("tfk8s-curve")
+        self.kind = W.ToggleButtons(options=[("per step", "step"), ("per epoch", "epoch")], value="step")
+        self.kind.style.button_width = "80px"
+        self.kind.observe(lambda _: self._render_lines_now(), "value")
+        self.log_scale = W.ToggleButton(value=False, description="log y", tooltip="Logarithmic y axis")
+        self.log_scale.layout = W.Layout(width="70px")
+        self.log_scale.observe(self._on_log_scale, "value")
+        controls = W.HBox([self.kind, self.log_scale])
+
+        # replicas, logs, error
+        self.table = W.HTML(replica_table_html(None))
+        self.table.add_class("tfk8s-replica-table")
+        self.replica_chooser = W.Dropdown(options=[], description="logs of", layout=W.Layout(width="220px"))
+        self.replica_chooser.observe(self._on_replica_chosen, "value")
+        self.log_tail = W.HTML("<pre style='font-size:11px;max-height:220px;overflow:auto;margin:0'></pre>")
+        self.log_tail.add_class("tfk8s-log-tail")
+        self.error_box = W.HTML("", layout=W.Layout(display="none"))
+        self.error_box.add_class("tfk8s-error")
+        details = W.VBox([self.table, W.VBox([self.replica_chooser, self.log_tail])])
+
+        super().__init__([header, controls, self.figure, self.error_box, details])
+        self.add_class("tfk8s-job-panel")
+        self.layout = W.Layout(border="1px solid #ddd", padding="6px", width="100%")
+
+        self._observer = lambda _state: self._wake.set()
+        self.state.observe(self._observer)
+        self.render(budget=None)  # initial state: no messages before display
+        if start:
+            self.start()
+
+    # display -------------------------------------------------------------------------------------
+    def _repr_mimebundle_(self, **kwargs):
+        data = super()._repr_mimebundle_(**kwargs)
+        if isinstance(data, tuple):
+            data = data[0]
+        data = dict(data or {})
+        data["text/plain"] = progress_text(self.state)
+        return data
+
+    def show(self, summary: bool = True) -> None:
+        """Display the panel, plus a summary output that fills in when the job ends."""
+        from IPython.display import display
+
+        display(self)
+        if summary:
+            handle = display({"text/plain": ""}, raw=True, display_id=True)
+
+            def _fill(panel: JobPanel) -> None:
+                if handle is not None:
+                    handle.update(Summary(panel.state))
+
+            self.on_done(_fill)
+
+    def on_done(self, callback: Callable[[JobPanel], None]) -> None:
+        """Call ``callback(panel)`` once, after the final render of a finished job."""
+        if self._final:
+            callback(self)
+        else:
+            self._done_callbacks.append(callback)
+
+    # lifecycle -----------------------------------------------------------------------------------
+    def start(self) -> JobPanel:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._loop, name=f"tfk8s-panel-{self.state.name}", daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def close(self) -> None:
+        if hasattr(self, "_closed"):
+            self._closed.set()
+            self._wake.set()
+        observer = getattr(self, "_observer", None)
+        if observer is not None:
+            self.state.unobserve(observer)
+        super().close()
+
+    @property
+    def done(self) -> bool:
+        return self._final
+
+    def _loop(self) -> None:
+        while not self._closed.is_set():
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if self._closed.is_set():
+                return
+            try:
+                status = self.state.status
+                if status is not None and status.done and self._final_ready():
+                    self.flush()
+                    return
+                self.render(budget=MESSAGES_PER_TICK)
+            except Exception as e:  # never die silently: show it
+                self._show_error(f"panel update failed: {e}")
+            time.sleep(max(0.0, self.interval - 0.001))
+
+    def _final_ready(self) -> bool:
+        """The monitor has delivered everything (or gave up) once its thread ended."""
+        mon = getattr(self.job, "_monitor", None) if self.job is not None else None
+        done = getattr(mon, "done", None)
+        if done is not None:
+            done.wait(timeout=5.0)
+        return True
+
+    def flush(self) -> None:
+        """Render everything now (the final state of a finished job) and fire the done callbacks."""
+        with self._lock:
+            status = self.state.status
+            if status is not None and status.done and self.job is not None:
+                self._refresh_log(force=True)
+            self.render(budget=None)
+            if status is not None and status.done and not self._final:
+                self._final = True
+                self.stop_button.disabled = True
+                callbacks, self._done_callbacks = self._done_callbacks, []
+                for cb in callbacks:
+                    try:
+                        cb(self)
+                    except Exception:
+                        pass
+
+    # rendering -----------------------------------------------------------------------------------
+    def _set(self, widget: W.Widget, **traits) -> bool:
+        """Set traits in one message; return whether anything changed."""
+        changed = {k: v for k, v in traits.items() if not _same(getattr(widget, k), v)}
+        if not changed:
+            return False
+        with widget.hold_sync():
+            for k, v in changed.items():
+                setattr(widget, k, v)
+        self.messages += 1
+        return True
+
+    def render(self, budget: int | None = MESSAGES_PER_TICK) -> int:
+        """Bring the widgets up to date; send at most ``budget`` messages (all when ``None``)."""
+        with self._lock:
+            sent = 0
+            now = time.time()
+            updates = [
+                self._update_badge,
+                self._update_error,
+                self._update_lines,
+                lambda: self._update_info(now),
+                lambda: self._update_table(now),
+                self._update_log,
+            ]
+            for update in updates:
+                if budget is not None and sent >= budget:
+                    break
+                sent += update()
+            return sent
+
+    def _update_badge(self) -> int:
+        status = self.state.status
+        phase = status.phase if status else "pending"
+        if self.badge.value == phase:
+            return 0
+        bg, fg = PHASE_COLORS.get(phase, PHASE_COLORS["pending"])
+        classes = [c for c in self.badge._dom_classes if not c.startswith("tfk8s-phase-")]
+        self._set(self.badge, value=phase, _dom_classes=(*classes, f"tfk8s-phase-{phase}"))
+        self._set(self.badge.style, background=bg, text_color=fg)
+        if phase == "failed":
+            self.add_class("tfk8s-danger")
+            self.layout.border = "2px solid #dc3545"
+        if status is not None and status.done:
+            self.stop_button.disabled = True
+        return 2
+
+    def _update_error(self) -> int:
+        error = self.state.error or self._log_error
+        status = self.state.status
+        if not error or (status is not None and status.phase == "succeeded" and not self.state.error):
+            return 0
+        value = (
+            "<div style='color:#842029;background:#f8d7da;border:1px solid #f5c2c7;padding:6px;"
+            f"border-radius:4px'><b>Error</b><pre style='white-space:pre-wrap;margin:4px 0 0 0'>"
+            f"{html.escape(error)}</pre></div>"
+        )
+        if self.error_box.value == value:
+            return 0
+        self._set(self.error_box, value=value)
+        self.error_box.layout.display = "block"
+        return 1
+
+    def _current_series(self) -> tuple[str, dict]:
+        kind = self.kind.value
+        series = self.state.series(kind, limit=self.max_points)
+        if not series and kind == "step":
+            epoch = self.state.series("epoch", limit=self.max_points)
+            if epoch:
+                return "epoch", epoch
+        return kind, series
+
+    def _update_lines(self, force: bool = False) -> int:
+        version = self.state.version
+        key = (version, self.kind.value)
+        if key == self._lines_key and not force:
+            return 0
+        self._lines_key = key
+        kind, series = self._current_series()
+        names, x, ys = merge_series(series, self.max_points)
+        if not names:
+            return 0
+        import numpy as np
+
+        if self._xaxis.label != ("epoch" if kind == "epoch" else "step"):
+            self._xaxis.label = "epoch" if kind == "epoch" else "step"
+        changed = self._set(
+            self.lines,
+            x=np.asarray(x, dtype=float),
+            y=np.asarray(ys, dtype=float),
+            labels=names,
+            marker="circle" if kind == "epoch" else None,
+        )
+        if changed:
+            self.last_update = time.time()
+        return int(changed)
+
+    def _render_lines_now(self) -> None:
+        self._update_lines(force=True)
+
+    def _update_info(self, now: float) -> int:
+        status = self.state.status
+        parts = []
+        if status is not None:
+            parts.append(f"{html.escape(status.backend)} · {html.escape(status.strategy)}")
+        parts.append(f"elapsed {format_duration(elapsed(status, now))}")
+        if self.state.epoch is not None:
+            parts.append(f"epoch {self.state.epoch}")
+        if self.state.step is not None:
+            parts.append(f"step {self.state.step}")
+        for k, v in sorted(self.state.last_values.items())[:4]:
+            parts.append(f"{html.escape(k)} {format_value(v)}")
+        if self.state.checkpoints:
+            parts.append(f"{self.state.checkpoints} checkpoints")
+        value = "<span style='color:#555'>" + " · ".join(parts) + "</span>"
+        return int(self._set(self.info, value=value))
+
+    def _update_table(self, now: float) -> int:
+        status = self.state.status
+        sent = int(self._set(self.table, value=replica_table_html(status, now)))
+        if status is not None and status.replicas:
+            names = [r.name for r in status.replicas]
+            if list(self.replica_chooser.options) != names:
+                current = self.replica_chooser.value
+                default = next((n for n in names if n in ("chief-0", "worker-0")), names[0])
+                with self.replica_chooser.hold_sync():
+                    self.replica_chooser.options = names
+                    self.replica_chooser.value = current if current in names else default
+                sent += 1
+        return sent
+
+    def _update_log(self) -> int:
+        status = self.state.status
+        if self.job is None or status is None or status.done:
+            return 0
+        if time.monotonic() - self._last_log_fetch < LOG_REFRESH_SECONDS:
+            return 0
+        return self._refresh_log()
+
+    def _refresh_log(self, force: bool = False) -> int:
+        replica = self.replica_chooser.value
+        if not replica or self.job is None:
+            return 0
+        self._last_log_fetch = time.monotonic()
+        try:
+            text = clean_log(self.job.logs(replica, tail=200))
+        except Exception as e:
+            text = f"(no log for {replica}: {e})"
+        value = (
+            "<pre style='font-size:11px;max-height:220px;overflow:auto;margin:0'>"
+            f"{html.escape(text) or '<i>(no output yet)</i>'}</pre>"
+        )
+        return int(self._set(self.log_tail, value=value))
+
+    # user actions --------------------------------------------------------------------------------
+    def _on_replica_chosen(self, change) -> None:
+        if change["new"]:
+            threading.Thread(target=self._refresh_log, daemon=True).start()
+
+    def _on_log_scale(self, change) -> None:
+        scale = self._yscale_log if change["new"] else self._yscale_lin
+        self.lines.scales = {"x": self._xscale, "y": scale}
+        self._yaxis.scale = scale
+
+    def _on_stop(self, _button=None) -> None:
+        if self.job is None:
+            return
+        self.stop_button.disabled = True
+        self.stop_button.description = "Stopping…"
+
+        def stop() -> None:
+            try:
+                self.job.stop()
+                self.stop_button.description = "Stopped"
+            except Exception as e:
+                self._show_error(f"stop failed: {e}")
+                self.stop_button.description = "Stop"
+                self.stop_button.disabled = False
+            self._wake.set()
+
+        threading.Thread(target=stop, name=f"tfk8s-stop-{self.state.name}", daemon=True).start()
+
+    def _show_error(self, message: str) -> None:
+        self._log_error = message
+        self._update_error()
+
+
+def _same(a, b) -> bool:
+    try:
+        import numpy as np
+
+        if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+            a, b = np.asarray(a), np.asarray(b)
+            return a.shape == b.shape and bool(np.array_equal(a, b, equal_nan=a.dtype.kind == "f"))
+    except (TypeError, ValueError):
+        return False
+    return a == b
+
+
+# -- plain text fallback -------------------------------------------------------------------------------
+class TextProgress:
+    """Progress lines and a final summary for frontends without widgets (terminal IPython, nbconvert).
+
+    Prints a line at every phase change and epoch end and at most every ``every`` seconds otherwise,
+    then the summary when the job ends.
+    """
+
+    def __init__(self, state: JobState, *, every: float = 10.0, write: Callable[[str], None] | None = None):
+        self.state = state
+        self.every = every
+        self.write = write or (lambda s: print(s, flush=True))
+        self._last_line = 0.0
+        self._last_phase: str | None = None
+        self._last_epoch = None
+        self._finished = False
+        self._lock = threading.Lock()
+        state.observe(self._on_change)
+        self._on_change(state)
+
+    def _on_change(self, state: JobState) -> None:
+        with self._lock:
+            if self._finished:
+                return
+            status = state.status
+            phase = status.phase if status else None
+            now = time.monotonic()
+            if status is not None and status.done:
+                self._finished = True
+                self.write(summary_text(state))
+                return
+            if (
+                phase != self._last_phase
+                or state.epoch != self._last_epoch
+                or now - self._last_line >= self.every
+            ):
+                if phase is None and state.epoch is None:
+                    return
+                self._last_phase, self._last_epoch, self._last_line = phase, state.epoch, now
+                self.write("[tfk8s] " + progress_text(state))
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+
+# -- the settings form -------------------------------------------------------------------------------------
+SETTINGS_FIELDS = ("strategy", "ps", "workers", "gpus", "backend", "image", "namespace", "cpu", "memory")
+
+
+class SettingsPanel(W.VBox):
+    """The ``%%tfk8s_train --panel`` form; Launch submits the cell and the form becomes its JobPanel.
+
+    Args:
+        defaults: initial values of the fields (from config and the magic's flags).
+        on_launch: called with the chosen options (``{"strategy": ..., "ps": ..., ...}``); returns the
+            job handle, or raises an error whose message is shown under the form.
+        panel_factory: builds the live panel for the returned job (default :class:`JobPanel`).
+    """
+
+    def __init__(
+        self,
+        defaults: Mapping[str, object],
+        on_launch: Callable[[dict], object],
+        panel_factory: Callable[[object], W.Widget] | None = None,
+    ):
+        self.on_launch = on_launch
+        self.panel_factory = panel_factory or (lambda job: JobPanel(job))
+        self.job = None
+        self.job_panel: W.Widget | None = None
+        style = {"description_width": "120px"}
+        lay = W.Layout(width="360px")
+        self.fields: dict[str, W.Widget] = {
+            "strategy": W.Dropdown(
+                options=["auto", "parameter_server", "multi_worker_mirrored", "mirrored"],
+                value=defaults.get("strategy") or "auto",
+                description="strategy",
+                style=style,
+                layout=lay,
+            ),
+            "ps": W.BoundedIntText(
+                value=int(defaults.get("ps") or 0),
+                min=0,
+                max=64,
+                description="parameter servers",
+                style=style,
+                layout=lay,
+            ),
+            "workers": W.BoundedIntText(
+                value=int(defaults.get("workers") or 1),
+                min=1,
+                max=256,
+                description="workers",
+                style=style,
+                layout=lay,
+            ),
+            "gpus": W.BoundedIntText(
+                value=int(defaults.get("gpus") or 0),
+                min=0,
+                max=16,
+                description="GPUs per worker",
+                style=style,
+                layout=lay,
+            ),
+            "backend": W.Dropdown(
+                options=["local", "kubernetes"],
+                value=defaults.get("backend") or "local",
+                description="backend",
+                style=style,
+                layout=lay,
+            ),
+            "image": W.Text(value=defaults.get("image") or "", description="image", style=style, layout=lay),
+            "namespace": W.Text(
+                value=defaults.get("namespace") or "",
+                description="namespace",
+                placeholder="(default)",
+                style=style,
+                layout=lay,
+            ),
+            "cpu": W.Text(
+                value=defaults.get("cpu") or "",
+                description="CPU",
+                placeholder="e.g. 2 or 500m",
+                style=style,
+                layout=lay,
+            ),
+            "memory": W.Text(
+                value=defaults.get("memory") or "",
+                description="memory",
+                placeholder="e.g. 4Gi",
+                style=style,
+                layout=lay,
+            ),
+        }
+        for name, w in self.fields.items():
+            w.add_class(f"tfk8s-field-{name}")
+        self.launch_button = W.Button(description="Launch", icon="rocket", button_style="primary")
+        self.launch_button.add_class("tfk8s-launch-button")
+        self.launch_button.on_click(self._on_launch)
+        self.message = W.HTML("")
+        self.message.add_class("tfk8s-error")
+        title = W.HTML("<b>Distributed training</b> — choose the cluster shape, then Launch")
+        super().__init__([title, *self.fields.values(), W.HBox([self.launch_button]), self.message])
+        self.add_class("tfk8s-settings-panel")
+        self.layout = W.Layout(border="1px solid #ddd", padding="6px")
+
+    def options(self) -> dict:
+        """The form's values as job options (empty text fields left out)."""
+        out: dict[str, object] = {}
+        for name, w in self.fields.items():
+            value = w.value
+            if isinstance(value, str):
+                value = value.strip()
+                if not value:
+                    continue
+            out[name] = value
+        return out
+
+    def _on_launch(self, _button=None) -> None:
+        self.launch_button.disabled = True
+        self.message.value = "<i>submitting…</i>"
+        try:
+            job = self.on_launch(self.options())
+        except Exception as e:
+            self.message.value = (
+                f"<span style='color:#dc3545'>{html.escape(type(e).__name__)}: {html.escape(str(e))}</span>"
+            )
+            self.launch_button.disabled = False
+            return
+        self.job = job
+        self.job_panel = self.panel_factory(job)
+        self.remove_class("tfk8s-settings-panel")
+        self.add_class("tfk8s-launched")
+        self.layout.border = ""
+        self.layout.padding = "0"
+        self.children = [self.job_panel]
