@@ -530,6 +530,9 @@ def replica_env(
             "TFK8S_CHECKPOINT_DIR": str(checkpoint),
             "TFK8S_METRIC_INTERVAL": str(spec.metric_interval),
             "TFK8S_WORKDIR": str(workdir),
+            # Serving replicas give up on a chief they never saw a little after our own deadline,
+            # which names the replica that did not come up.
+            "TFK8S_SETUP_TIMEOUT": str(float(spec.setup_timeout) + 30.0),
             "CUDA_VISIBLE_DEVICES": cuda_visible_devices,
             "no_proxy": no_proxy,
             "NO_PROXY": no_proxy,

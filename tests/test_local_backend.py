@@ -1,0 +1,250 @@
+"""The local backend: pure helpers, the supervisor's lifecycle (with a TF-free stand-in runner, fast), and
+real TensorFlow end to end (PS and all-reduce, ``tf.keras`` and ``import keras``)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+
+import pytest
+from local_helpers import epoch_events, keras_cell, tf_keras_cell, wait_for
+
+import tfk8s_jupyter as tk
+from tfk8s_jupyter.backends.base import JobConflict, JobNotFound, TFK8sError
+from tfk8s_jupyter.backends.local import (
+    LocalBackend,
+    allocate_ports,
+    cluster_of,
+    gpu_slices,
+    live_processes,
+    process_alive,
+    replica_env,
+)
+from tfk8s_jupyter.payload import Payload
+from tfk8s_jupyter.records import JobRecord
+from tfk8s_jupyter.spec import SpecError, make_spec
+
+
+# --------------------------------------------------------------------------- pure helpers
+def test_gpu_slices_give_each_chief_and_worker_its_own_gpus_and_ps_none():
+    spec = make_spec("print(1)", ps=1, workers=2, gpus=2)
+    slices = gpu_slices(spec, ["0", "1", "2", "3", "4", "5"])
+    assert slices == {"ps-0": "", "chief-0": "0,1", "worker-0": "2,3", "worker-1": "4,5"}
+
+
+def test_gpu_slices_without_gpus_hide_every_gpu():
+    spec = make_spec("print(1)", workers=2)
+    assert gpu_slices(spec, ["0", "1"]) == {"worker-0": "", "worker-1": ""}
+
+
+def test_too_many_gpus_says_how_many_the_machine_has():
+    spec = make_spec("print(1)", workers=2, gpus=2)
+    with pytest.raises(SpecError) as e:
+        gpu_slices(spec, ["0", "1", "2"])
+    assert "asks for 4 GPU(s)" in str(e.value) and "this machine has 3" in str(e.value)
+    with pytest.raises(SpecError, match="this machine has none"):
+        gpu_slices(spec, [])
+
+
+def test_submit_with_more_gpus_than_the_machine_starts_nothing(tfk8s_home, monkeypatch):
+    monkeypatch.setattr("tfk8s_jupyter.backends.local.detect_gpus", lambda: ["0"])
+    with pytest.raises(SpecError, match="this machine has 1"):
+        tk.submit("print(1)", workers=2, gpus=1, name="gpu-job")
+    assert not any(tfk8s_home.iterdir())
+
+
+def test_allocate_ports_are_distinct_and_free():
+    ports = allocate_ports(8)
+    assert len(set(ports)) == 8
+    for port in ports:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))
+
+
+def test_replica_env_follows_the_runner_contract(tmp_path):
+    spec = make_spec("print(1)", ps=1, workers=2, env={"MY_FLAG": "on"}, metric_interval=0.5)
+    cluster = cluster_of(spec, [1001, 1002, 1003, 1004])
+    base = {
+        "PATH": "/bin",
+        "TF_CONFIG": "{}",
+        "TFK8S_ROLE": "ps",
+        "no_proxy": "corp.example",
+        "http_proxy": "x",
+    }
+    env = replica_env(
+        spec,
+        "worker-1",
+        cluster,
+        payload_path=tmp_path / "payload.json",
+        checkpoint=tmp_path / "ckpt",
+        workdir=tmp_path / "work",
+        cuda_visible_devices="",
+        base=base,
+    )
+    assert env["TFK8S_ROLE"] == "worker" and env["TFK8S_INDEX"] == "1"
+    assert json.loads(env["TFK8S_CLUSTER"]) == {
+        "ps": ["127.0.0.1:1001"],
+        "chief": ["127.0.0.1:1002"],
+        "worker": ["127.0.0.1:1003", "127.0.0.1:1004"],
+    }
+    assert env["TFK8S_STRATEGY"] == "parameter_server"
+    assert env["TFK8S_PAYLOAD"] == str(tmp_path / "payload.json")
+    assert env["TFK8S_METRIC_INTERVAL"] == "0.5"
+    assert env["CUDA_VISIBLE_DEVICES"] == ""
+    assert "TF_CONFIG" not in env  # the submitter's own TF_CONFIG must never reach a replica
+    assert {"localhost", "127.0.0.1", "corp.example"} <= set(env["no_proxy"].split(","))
+    assert env["NO_PROXY"] == env["no_proxy"]
+    assert env["MY_FLAG"] == "on" and env["PATH"] == "/bin"
+
+
+# --------------------------------------------------------------------------- lifecycle (stand-in runner)
+def test_ps_job_succeeds_and_the_rest_is_stopped(standin, tfk8s_home):
+    started = time.monotonic()
+    job = tk.submit("EPOCHS = 3\nSTEPS = 10", ps=1, workers=2, name="ps-ok")
+    assert time.monotonic() - started < 2.0, "submit must return at once"
+    assert job.wait(timeout=60) == "succeeded"
+    status = job.status
+    assert [r.name for r in status.replicas] == ["ps-0", "chief-0", "worker-0", "worker-1"]
+    assert status.replica("chief-0").exit_code == 0
+    for name in ("ps-0", "worker-0", "worker-1"):
+        r = status.replica(name)
+        assert r.state == "succeeded" and r.exit_code in (0, -15), r
+        assert not process_alive(r.pid)
+    epochs = epoch_events(job.events())
+    assert [e["epoch"] for e in epochs] == [0, 1, 2]
+    record = JobRecord("ps-ok", tfk8s_home)
+    for f in (
+        "spec.json",
+        "payload.json",
+        "status.json",
+        "events.jsonl",
+        "logs/chief-0.log",
+        "logs/ps-0.log",
+    ):
+        assert (record.dir / f).exists(), f
+    assert "listening" in job.logs("ps-0")
+
+
+def test_all_reduce_job_succeeds_with_every_worker_exiting_by_itself(standin):
+    job = tk.submit("EPOCHS = 2\nSTEPS = 5", workers=3, name="mw-ok")
+    assert job.wait(timeout=60) == "succeeded"
+    states = {r.name: (r.state, r.exit_code) for r in job.status.replicas}
+    assert states["worker-0"] == ("succeeded", 0)
+    assert all(state == "succeeded" for state, _ in states.values()), states
+
+
+def test_a_name_that_exists_is_a_conflict(standin):
+    job = tk.submit("EPOCHS = 1\nSTEPS = 2", workers=1, name="twice")
+    with pytest.raises(JobConflict, match="a job named 'twice' exists already"):
+        tk.submit("EPOCHS = 1\nSTEPS = 2", workers=1, name="twice")
+    assert job.wait(timeout=60) == "succeeded"
+
+
+def test_unknown_job_and_unknown_replica_are_clear_errors(standin):
+    backend = LocalBackend()
+    with pytest.raises(JobNotFound, match="no local job named 'nope'"):
+        backend.get("nope")
+    job = tk.submit("EPOCHS = 1\nSTEPS = 2", workers=1, name="one")
+    job.wait(timeout=60)
+    with pytest.raises(TFK8sError, match="has no replica 'worker-7'"):
+        job.logs("worker-7")
+
+
+def test_watch_delivers_metrics_while_the_job_runs(standin):
+    job = tk.submit("EPOCHS = 3\nSTEPS = 20\nSTEP_SECONDS = 0.1", ps=1, workers=1, name="watched")
+    seen = []  # (phase at delivery, number of metric events)
+    statuses = []
+
+    def on_events(events):
+        last = statuses[-1].phase if statuses else "pending"
+        seen.append((last, sum(e["type"] == "metric" for e in events)))
+
+    job.backend.watch(job.name, statuses.append, on_events, threading.Event())
+    assert statuses[-1].phase == "succeeded"
+    while_running = [n for phase, n in seen if phase == "running" and n]
+    assert len(while_running) >= 3, seen  # points came in several batches during training
+    assert sum(n for _, n in seen) == sum(e["type"] == "metric" for e in job.events())
+
+
+def test_delete_removes_the_record_and_every_process(standin, tfk8s_home):
+    job = tk.submit("EPOCHS = 50\nSTEPS = 20", workers=2, name="doomed")
+    wait_for(lambda: job.metrics(), 60, "the first metric point")
+    record = JobRecord("doomed", tfk8s_home)
+    pids = [r.pid for r in job.status.replicas]
+    job.delete()
+    assert not record.dir.exists()
+    assert not any(process_alive(p) for p in pids)
+    assert tk.list_jobs() == []
+
+
+# --------------------------------------------------------------------------- real TensorFlow
+def _train_and_check(job, timeout=240):
+    """Follow a job: metric points must arrive while it runs, and it must succeed with a falling loss."""
+    points_while_running = wait_for(
+        lambda: (lambda st, m: len(m) if (m and not st.done) else 0)(job.status, job.metrics()),
+        timeout,
+        "a metric point while the job runs",
+        poll=0.2,
+    )
+    assert points_while_running >= 1
+    assert job.wait(timeout=timeout) == "succeeded", job.status.message
+    epochs = epoch_events(job.events())
+    losses = [e["values"]["loss"] for e in epochs]
+    assert len(losses) >= 3 and losses[-1] < losses[0], losses
+    return losses
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(600)
+def test_tf_parameter_server_job_trains_end_to_end():
+    job = tk.submit(
+        tf_keras_cell(epochs=4, steps=40, step_sleep=0.05),
+        ps=1,
+        workers=2,
+        name="tf-ps",
+        metric_interval=0.2,
+        setup_timeout=180,
+    )
+    _train_and_check(job)
+    status = job.status
+    assert status.replica("chief-0").exit_code == 0
+    assert {r.name for r in status.replicas} == {"ps-0", "chief-0", "worker-0", "worker-1"}
+    start = next(e for e in job.events() if e["type"] == "start")
+    assert start["strategy"] == "parameter_server"
+    assert "variable_device=/job:ps" in job.logs("chief-0")
+    assert not live_processes(JobRecord("tf-ps"))
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(600)
+def test_tf_all_reduce_job_with_import_keras_trains_end_to_end():
+    job = tk.submit(
+        keras_cell(epochs=4, steps=60), workers=2, name="tf-mw", metric_interval=0.2, setup_timeout=180
+    )
+    _train_and_check(job)
+    start = next(e for e in job.events() if e["type"] == "start")
+    assert start["strategy"] == "multi_worker_mirrored" and start["keras"] == "keras3"
+    assert {r.exit_code for r in job.status.replicas} == {0}
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(600)
+def test_tf_parameter_server_job_with_import_keras_trains_end_to_end():
+    job = tk.submit(keras_cell(epochs=3, steps=60), ps=1, workers=1, name="tf-ps-k", setup_timeout=180)
+    _train_and_check(job)
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(600)
+def test_tf_all_reduce_job_with_tf_keras_trains_end_to_end():
+    job = tk.submit(tf_keras_cell(epochs=3, steps=60), workers=2, name="tf-mw-t", setup_timeout=180)
+    _train_and_check(job)
+
+
+def test_submit_of_a_spec_for_another_backend_is_refused(tfk8s_home):
+    spec = make_spec("print(1)", workers=1, backend="kubernetes", name="elsewhere")
+    with pytest.raises(SpecError, match="submit it to that backend"):
+        LocalBackend().submit(spec, Payload(code="print(1)"))
+    assert not any(tfk8s_home.iterdir())
