@@ -1,0 +1,157 @@
+import { strict as assert } from 'node:assert';
+import { test } from 'node:test';
+
+import {
+  ageSince,
+  formatAge,
+  formatCounts,
+  formatMetric,
+  phaseClass,
+  phaseLabel,
+  preferredMetric,
+  scalePoints,
+  sparklinePoints,
+  strategyLabel,
+  trainCellProblem,
+  trainFlags,
+  trainMagic,
+  trainOptionsProblem
+} from '../format';
+import { ITrainOptions } from '../model';
+
+test('ages are compact and never negative', () => {
+  assert.equal(formatAge(0), '0s');
+  assert.equal(formatAge(59.9), '59s');
+  assert.equal(formatAge(61), '1m');
+  assert.equal(formatAge(3600), '1h');
+  assert.equal(formatAge(3 * 3600 + 20 * 60), '3h 20m');
+  assert.equal(formatAge(2 * 86400 + 5), '2d');
+  assert.equal(formatAge(-5), '0s');
+  assert.equal(ageSince(1000, 1_090_000), '1m');
+});
+
+test('replica counts list states in a fixed order and skip zeros', () => {
+  assert.equal(
+    formatCounts({ succeeded: 1, pending: 1, running: 3, failed: 0 }),
+    '3 running · 1 pending · 1 succeeded'
+  );
+  assert.equal(formatCounts({ weird: 2, stopped: 4 }), '4 stopped · 2 weird');
+  assert.equal(formatCounts({}), '');
+});
+
+test('phase chips have a label and a class per phase', () => {
+  assert.equal(phaseLabel('succeeded'), 'Succeeded');
+  assert.equal(phaseClass('failed'), 'tfk8s-chip tfk8s-chip-failed');
+  assert.equal(phaseClass('exploded'), 'tfk8s-chip tfk8s-chip-unknown');
+  assert.equal(strategyLabel('parameter_server'), 'PS');
+  assert.equal(strategyLabel('multi_worker_mirrored'), 'MWMS');
+});
+
+test('metric values keep 4 significant digits', () => {
+  assert.equal(formatMetric(0.123456), '0.1235');
+  assert.equal(formatMetric(2), '2');
+  assert.equal(formatMetric(0.00001234), '1.23e-5');
+  assert.equal(formatMetric(123456789), '1.23e+8');
+  assert.equal(formatMetric(null), '–');
+  assert.equal(formatMetric(NaN), '–');
+  assert.equal(formatMetric(Infinity), '∞');
+});
+
+test('the default curve is loss, else the first metric by name', () => {
+  assert.equal(preferredMetric(['accuracy', 'loss']), 'loss');
+  assert.equal(preferredMetric(['val_mae', 'mae']), 'mae');
+  assert.equal(preferredMetric([]), null);
+});
+
+test('points scale into the box, y down, dropping non-finite values', () => {
+  const pts = scalePoints([0, 5, 10], [2, NaN, 0], 104, 24, 2);
+  assert.deepEqual(pts, [
+    [2, 2],
+    [102, 22]
+  ]);
+  // A flat series sits in the middle; a single point too.
+  assert.deepEqual(scalePoints([0, 1], [3, 3], 10, 10, 0), [
+    [0, 5],
+    [10, 5]
+  ]);
+  assert.deepEqual(scalePoints([7], [1], 10, 10, 0), [[5, 5]]);
+  // Log scale ignores values <= 0.
+  assert.equal(scalePoints([0, 1, 2], [1, 0, 100], 10, 10, 0, true).length, 2);
+  assert.deepEqual(scalePoints([], [], 10, 10), []);
+});
+
+test('a sparkline of a falling loss goes down and to the right', () => {
+  const attr = sparklinePoints([4, 2, 1, 0.5], 80, 22);
+  const pts = attr.split(' ').map(p => p.split(',').map(Number));
+  assert.equal(pts.length, 4);
+  assert.deepEqual(pts[0], [2, 2]);
+  assert.deepEqual(pts[3], [78, 20]);
+  for (let i = 1; i < pts.length; i++) {
+    assert.ok(pts[i][0] > pts[i - 1][0] && pts[i][1] > pts[i - 1][1]);
+  }
+  assert.equal(sparklinePoints([], 80, 22), '');
+});
+
+const opts = (o: Partial<ITrainOptions> = {}): ITrainOptions => ({
+  strategy: 'auto',
+  ps: 1,
+  workers: 2,
+  gpus: 0,
+  backend: 'local',
+  ...o
+});
+
+test('the magic keeps the cell source byte for byte under the flags line', () => {
+  const source =
+    'model = build_model(LR)\nmodel.fit(ds, epochs=2)  # trailing\n\n';
+  const code = trainMagic(opts(), source);
+  assert.equal(
+    code,
+    '%%tfk8s_train --ps 1 --workers 2 --backend local\n' + source
+  );
+  assert.equal(
+    trainFlags(
+      opts({
+        strategy: 'multi_worker_mirrored',
+        ps: 0,
+        gpus: 1,
+        backend: 'kubernetes'
+      })
+    ),
+    '--strategy multi_worker_mirrored --ps 0 --workers 2 --gpus 1 --backend kubernetes'
+  );
+});
+
+test('form settings that the spec would refuse are explained before launch', () => {
+  assert.equal(trainOptionsProblem(opts()), null);
+  assert.equal(
+    trainOptionsProblem(opts({ strategy: 'multi_worker_mirrored', ps: 0 })),
+    null
+  );
+  assert.match(trainOptionsProblem(opts({ workers: 0 }))!, /at least 1/);
+  assert.match(trainOptionsProblem(opts({ workers: 1.5 }))!, /whole number/);
+  assert.match(trainOptionsProblem(opts({ ps: -1 }))!, /Parameter servers/);
+  assert.match(
+    trainOptionsProblem(opts({ strategy: 'multi_worker_mirrored', ps: 1 }))!,
+    /set ps to 0/
+  );
+  assert.match(
+    trainOptionsProblem(opts({ strategy: 'parameter_server', ps: 0 }))!,
+    /at least 1 parameter server/
+  );
+  assert.match(
+    trainOptionsProblem(opts({ strategy: 'mirrored', ps: 0, workers: 2 }))!,
+    /workers to 1/
+  );
+  assert.match(trainOptionsProblem(opts({ strategy: 'fast' }))!, /unknown/);
+});
+
+test('cells that cannot be trained say why', () => {
+  assert.equal(trainCellProblem('model.fit(x, y)\n'), null);
+  assert.match(trainCellProblem('  \n\n')!, /empty/);
+  assert.match(
+    trainCellProblem('%%tfk8s_train --workers 2\nfit()')!,
+    /Shift\+Enter/
+  );
+  assert.match(trainCellProblem('%%time\nfit()')!, /%%time/);
+});

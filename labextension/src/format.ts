@@ -1,0 +1,223 @@
+/**
+ * Pure formatting and validation used by the side panel, the job view and the train form.
+ * No JupyterLab imports here, so it is unit-tested under plain Node.
+ */
+import type { ITrainOptions, ReplicaCounts } from './model';
+
+/** Replica states in the order the counts are shown. */
+export const STATE_ORDER = [
+  'running',
+  'starting',
+  'restarting',
+  'pending',
+  'succeeded',
+  'failed',
+  'stopped'
+];
+
+export const STRATEGIES = [
+  'auto',
+  'parameter_server',
+  'multi_worker_mirrored',
+  'mirrored'
+];
+
+/** A compact age: `42s`, `5m`, `3h 20m`, `2d`. */
+export function formatAge(seconds: number): string {
+  const s = Math.max(0, Math.floor(seconds));
+  if (s < 60) {
+    return `${s}s`;
+  }
+  const m = Math.floor(s / 60);
+  if (m < 60) {
+    return `${m}m`;
+  }
+  const h = Math.floor(m / 60);
+  if (h < 24) {
+    return m % 60 ? `${h}h ${m % 60}m` : `${h}h`;
+  }
+  return `${Math.floor(h / 24)}d`;
+}
+
+/** Age of something created at `created` (Unix seconds) as seen at `nowMs` (milliseconds). */
+export function ageSince(created: number, nowMs: number = Date.now()): string {
+  return formatAge(nowMs / 1000 - created);
+}
+
+/** `3 running · 1 pending`; states in a fixed order, unknown ones last. */
+export function formatCounts(counts: ReplicaCounts): string {
+  const known = STATE_ORDER.filter(s => counts[s]);
+  const other = Object.keys(counts)
+    .filter(s => !STATE_ORDER.includes(s) && counts[s])
+    .sort();
+  return [...known, ...other].map(s => `${counts[s]} ${s}`).join(' · ');
+}
+
+/** The label of a phase chip: `Running`, `Succeeded`, ... */
+export function phaseLabel(phase: string): string {
+  return phase ? phase[0].toUpperCase() + phase.slice(1) : 'Unknown';
+}
+
+/** CSS classes of a phase chip. */
+export function phaseClass(phase: string): string {
+  const known = ['pending', 'running', 'succeeded', 'failed', 'stopped'];
+  return `tfk8s-chip tfk8s-chip-${known.includes(phase) ? phase : 'unknown'}`;
+}
+
+/** A metric value with 4 significant digits, exponent form for very small or large values. */
+export function formatMetric(value: number | null | undefined): string {
+  if (value === null || value === undefined || Number.isNaN(value)) {
+    return '–';
+  }
+  if (!Number.isFinite(value)) {
+    return value > 0 ? '∞' : '-∞';
+  }
+  const a = Math.abs(value);
+  if (a !== 0 && (a < 1e-3 || a >= 1e5)) {
+    return value.toExponential(2);
+  }
+  return String(Number(value.toPrecision(4)));
+}
+
+/** Short strategy names for narrow rows. */
+export function strategyLabel(strategy: string): string {
+  const short: { [k: string]: string } = {
+    parameter_server: 'PS',
+    multi_worker_mirrored: 'MWMS',
+    mirrored: 'Mirrored'
+  };
+  return short[strategy] ?? strategy;
+}
+
+/**
+ * Scale points into a `width` × `height` box (SVG coordinates, y down) with `pad` pixels of margin.
+ * Non-finite values are dropped; `logY` plots log10 of positive values only.
+ */
+export function scalePoints(
+  xs: number[],
+  ys: number[],
+  width: number,
+  height: number,
+  pad = 2,
+  logY = false
+): [number, number][] {
+  const pts: [number, number][] = [];
+  for (let i = 0; i < Math.min(xs.length, ys.length); i++) {
+    let y = ys[i];
+    if (logY) {
+      y = y > 0 ? Math.log10(y) : NaN;
+    }
+    if (Number.isFinite(xs[i]) && Number.isFinite(y)) {
+      pts.push([xs[i], y]);
+    }
+  }
+  if (pts.length === 0) {
+    return [];
+  }
+  let [x0, x1, y0, y1] = [Infinity, -Infinity, Infinity, -Infinity];
+  for (const [x, y] of pts) {
+    x0 = Math.min(x0, x);
+    x1 = Math.max(x1, x);
+    y0 = Math.min(y0, y);
+    y1 = Math.max(y1, y);
+  }
+  const w = width - 2 * pad;
+  const h = height - 2 * pad;
+  const round = (v: number) => Math.round(v * 10) / 10;
+  return pts.map(([x, y]) => [
+    round(pad + (x1 > x0 ? ((x - x0) / (x1 - x0)) * w : w / 2)),
+    round(pad + (y1 > y0 ? (1 - (y - y0) / (y1 - y0)) * h : h / 2))
+  ]);
+}
+
+/** The `points` attribute of an SVG polyline for a sparkline of `values` (x = index). */
+export function sparklinePoints(
+  values: number[],
+  width: number,
+  height: number,
+  pad = 2
+): string {
+  const xs = values.map((_, i) => i);
+  return scalePoints(xs, values, width, height, pad)
+    .map(([x, y]) => `${x},${y}`)
+    .join(' ');
+}
+
+/** Why a cell cannot be trained as is, or null when it can. */
+export function trainCellProblem(source: string): string | null {
+  const first = source.split('\n').find(l => l.trim() !== '') ?? '';
+  if (first.trim() === '') {
+    return 'The cell is empty; write the training code (build the model, call fit) and try again.';
+  }
+  if (first.trimStart().startsWith('%%tfk8s_train')) {
+    return 'This cell already starts with %%tfk8s_train; run it with Shift+Enter instead.';
+  }
+  if (first.trimStart().startsWith('%%')) {
+    return `This cell starts with the cell magic ${first.trim().split(/\s/)[0]}; only plain Python cells can be trained on the cluster.`;
+  }
+  return null;
+}
+
+/** Why the form's settings are invalid, or null when they are fine (mirrors the spec's rules). */
+export function trainOptionsProblem(o: ITrainOptions): string | null {
+  const isCount = (v: number) => Number.isInteger(v) && v >= 0;
+  if (!STRATEGIES.includes(o.strategy)) {
+    return `Strategy ${o.strategy} is unknown; choose one of ${STRATEGIES.join(', ')}.`;
+  }
+  if (!isCount(o.workers) || o.workers < 1) {
+    return 'Workers must be a whole number of at least 1.';
+  }
+  if (!isCount(o.ps)) {
+    return 'Parameter servers must be a whole number, 0 or more.';
+  }
+  if (!isCount(o.gpus)) {
+    return 'GPUs per worker must be a whole number, 0 or more.';
+  }
+  if (o.strategy === 'parameter_server' && o.ps < 1) {
+    return 'parameter_server needs at least 1 parameter server; set ps to 1 or more, or choose multi_worker_mirrored.';
+  }
+  if (
+    (o.strategy === 'multi_worker_mirrored' || o.strategy === 'mirrored') &&
+    o.ps > 0
+  ) {
+    return `${o.strategy} is synchronous and has no parameter servers; set ps to 0, or choose parameter_server.`;
+  }
+  if (o.strategy === 'mirrored' && o.workers > 1) {
+    return 'mirrored runs on one machine; set workers to 1, or choose multi_worker_mirrored.';
+  }
+  if (!/^[a-z]+$/.test(o.backend)) {
+    return `Backend ${o.backend} is unknown; choose local or kubernetes.`;
+  }
+  return null;
+}
+
+/** The flags of `%%tfk8s_train` for these settings (`--strategy` only when not auto). */
+export function trainFlags(o: ITrainOptions): string {
+  const flags = [];
+  if (o.strategy !== 'auto') {
+    flags.push(`--strategy ${o.strategy}`);
+  }
+  flags.push(`--ps ${o.ps}`, `--workers ${o.workers}`);
+  if (o.gpus) {
+    flags.push(`--gpus ${o.gpus}`);
+  }
+  flags.push(`--backend ${o.backend}`);
+  return flags.join(' ');
+}
+
+/** The code sent to the kernel: the magic line, then the cell's own source unchanged. */
+export function trainMagic(o: ITrainOptions, source: string): string {
+  return `%%tfk8s_train ${trainFlags(o)}\n${source}`;
+}
+
+/** The kernel code that loads the magics quietly (no "already loaded" message). */
+export const LOAD_MAGICS =
+  'get_ipython().extension_manager.load_extension("tfk8s_jupyter")';
+
+/** The metric a curve shows by default: `loss` when present, else the first by name. */
+export function preferredMetric(names: string[]): string | null {
+  if (names.length === 0) {
+    return null;
+  }
+  return names.includes('loss') ? 'loss' : [...names].sort()[0];
+}

@@ -1,0 +1,179 @@
+/**
+ * The wire model of the REST API (`/tfk8s/api/jobs`), field by field as
+ * `tfk8s_jupyter/server/manager.py` (`job_model`, `job_detail`) builds it.
+ * Times are Unix seconds (floats); `null` means "not known (yet)".
+ */
+
+/** Job phases; the last three are terminal. */
+export type JobPhase =
+  'pending' | 'running' | 'succeeded' | 'failed' | 'stopped';
+
+/** Replica states as reported by every backend. */
+export type ReplicaState =
+  | 'pending'
+  | 'starting'
+  | 'running'
+  | 'restarting'
+  | 'succeeded'
+  | 'failed'
+  | 'stopped';
+
+/** Number of replicas in each state, e.g. `{running: 3, pending: 1}`. */
+export type ReplicaCounts = { [state: string]: number };
+
+/** The short series a list row draws as a sparkline. */
+export interface ISparkline {
+  /** Metric drawn (`loss` when the job reports it), or null before the first point. */
+  metric: string | null;
+  /** `step` (per-step points) or `epoch` (only epoch ends were reported), or null. */
+  kind: 'step' | 'epoch' | null;
+  /** At most 60 values, evenly thinned, always ending with the latest one. */
+  values: number[];
+}
+
+/** One job in `GET /tfk8s/api/jobs`. */
+export interface IJob {
+  /** Job name (DNS-1123 label, unique per backend). */
+  name: string;
+  /** Where it runs: `local` or `kubernetes`. */
+  backend: string;
+  /** Kubernetes flavor (`native` Jobs or `tfjob`), null for local jobs. */
+  flavor: string | null;
+  /** `parameter_server`, `multi_worker_mirrored` or `mirrored`. */
+  strategy: string;
+  /** User who submitted it (the JupyterHub user under JupyterHub). */
+  owner: string | null;
+  /** Kubernetes namespace, null for local jobs. */
+  namespace: string | null;
+  /** Current phase. */
+  phase: JobPhase;
+  /** True once the phase is terminal (succeeded, failed or stopped). */
+  done: boolean;
+  /** One sentence from the backend: the diagnosis or the error. */
+  message: string | null;
+  /** When the job was submitted. */
+  created: number;
+  /** When it reached a terminal phase, null while it runs. */
+  finished: number | null;
+  /** Replica counts by state. */
+  counts: ReplicaCounts;
+  /** Total number of replicas (chief, workers, ps). */
+  replicas_total: number;
+  /** Latest epoch reported by the training cell. */
+  epoch: number | null;
+  /** Latest step reported by the training cell. */
+  step: number | null;
+  /** Latest value of every numeric metric, e.g. `{loss: 0.12, accuracy: 0.97}`. */
+  last_metrics: { [metric: string]: number };
+  /** The error the training cell raised, if any. */
+  error: string | null;
+  /** The row's sparkline. */
+  sparkline: ISparkline;
+}
+
+/** A backend that could not be listed (no kubeconfig, API down); its jobs are missing. */
+export interface IBackendWarning {
+  /** Backend name. */
+  backend: string;
+  /** One sentence: what is wrong and what to do. */
+  message: string;
+}
+
+/** `GET /tfk8s/api/jobs`. */
+export interface IJobsResponse {
+  /** The current user's jobs, newest first. */
+  jobs: IJob[];
+  /** One entry per backend that failed to answer. */
+  warnings: IBackendWarning[];
+  /** Backends that were asked. */
+  backends: string[];
+  /** The user whose jobs these are. */
+  owner: string;
+}
+
+/** One replica in the job detail. */
+export interface IReplica {
+  /** `chief`, `worker` or `ps`. */
+  role: string;
+  /** Index within the role. */
+  index: number;
+  /** `<role>-<index>`, the name logs are asked for. */
+  name: string;
+  /** Current state. */
+  state: ReplicaState;
+  /** Restarts so far. */
+  restarts: number;
+  /** Local process id, null on Kubernetes or before start. */
+  pid: number | null;
+  /** `host:port` locally, the pod name on Kubernetes. */
+  host: string | null;
+  /** Exit code once ended. */
+  exit_code: number | null;
+  /** When the current process/pod started. */
+  started: number | null;
+  /** One sentence about this replica (why it failed or restarted). */
+  message: string | null;
+}
+
+/** One metric series: parallel arrays, at most 2,000 points. */
+export interface ISeries {
+  /** Step (per-step series) or epoch (per-epoch series). */
+  x: number[];
+  /** Metric values. */
+  y: number[];
+}
+
+/** `GET /tfk8s/api/jobs/{name}`: the list model plus detail. */
+export interface IJobDetail extends IJob {
+  /** Every replica. */
+  replicas: IReplica[];
+  /** Metric series by kind, then by metric name. */
+  series: {
+    /** Per-step points. */
+    step: { [metric: string]: ISeries };
+    /** Per-epoch points. */
+    epoch: { [metric: string]: ISeries };
+  };
+  /** Metric points received in total (before downsampling). */
+  n_points: number;
+  /** Checkpoints written so far. */
+  checkpoints: number;
+  /** The settings it was submitted with (ps, workers, gpus, cpu, memory, image, max_restarts, reporting_replica). */
+  spec: { [key: string]: unknown };
+}
+
+/** `GET /tfk8s/api/jobs/{name}/logs`. */
+export interface ILogsResponse {
+  /** Job name. */
+  name: string;
+  /** Replica whose log this is. */
+  replica: string;
+  /** Replicas whose logs can be asked for (plus `supervisor` for local jobs). */
+  replicas: string[];
+  /** Lines asked for. */
+  tail: number;
+  /** The last `tail` lines. */
+  text: string;
+}
+
+/** Error body of every failed request. */
+export interface IErrorResponse {
+  /** One sentence: what went wrong and how to fix it. */
+  message: string;
+  /** HTTP status. */
+  status: number;
+}
+
+/** The settings the "Train this cell" form asks for. */
+export interface ITrainOptions {
+  /** `auto`, `parameter_server`, `multi_worker_mirrored` or `mirrored`. */
+  strategy: string;
+  /** Parameter servers. */
+  ps: number;
+  /** Workers. */
+  workers: number;
+  /** GPUs per worker and chief. */
+  gpus: number;
+  /** `local` or `kubernetes`. */
+  backend: string;
+}

@@ -1,0 +1,42 @@
+import { URLExt } from '@jupyterlab/coreutils';
+import { ServerConnection } from '@jupyterlab/services';
+
+/**
+ * Call the REST API under `<base>/tfk8s/api/jobs/<endPoint>`; every request of the extension goes here.
+ *
+ * @throws ServerConnection.ResponseError carrying the server's one-sentence message.
+ */
+export async function requestAPI<T>(
+  endPoint = '',
+  init: RequestInit = {}
+): Promise<T> {
+  const settings = ServerConnection.makeSettings();
+  const url = URLExt.join(settings.baseUrl, 'tfk8s', 'api', 'jobs', endPoint);
+  let response: Response;
+  try {
+    response = await ServerConnection.makeRequest(url, init, settings);
+  } catch (error) {
+    throw new ServerConnection.NetworkError(error as TypeError);
+  }
+  const text = await response.text();
+  let data: any = text;
+  if (text.length > 0) {
+    try {
+      data = JSON.parse(text);
+    } catch {
+      // Not JSON (a proxy's error page): keep the text as the message.
+    }
+  }
+  if (!response.ok) {
+    const message =
+      (data && typeof data === 'object' && data.message) ||
+      `${response.status} ${response.statusText}`;
+    throw new ServerConnection.ResponseError(response, message);
+  }
+  return data as T;
+}
+
+/** The path of one job's endpoint, e.g. `jobPath('mnist', 'logs')` → `mnist/logs`. */
+export function jobPath(name: string, ...rest: string[]): string {
+  return [encodeURIComponent(name), ...rest].join('/');
+}

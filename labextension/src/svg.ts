@@ -1,0 +1,87 @@
+import { scalePoints, sparklinePoints } from './format';
+
+const NS = 'http://www.w3.org/2000/svg';
+
+function svgEl<K extends keyof SVGElementTagNameMap>(
+  tag: K,
+  attrs: { [k: string]: string | number }
+): SVGElementTagNameMap[K] {
+  const el = document.createElementNS(NS, tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    el.setAttribute(k, String(v));
+  }
+  return el;
+}
+
+/** An inline SVG sparkline (class `tfk8s-sparkline`), empty when there are no values. */
+export function sparklineSvg(
+  values: number[],
+  width = 80,
+  height = 22
+): SVGSVGElement {
+  const svg = svgEl('svg', {
+    class: 'tfk8s-sparkline',
+    width,
+    height,
+    viewBox: `0 0 ${width} ${height}`
+  });
+  svg.dataset.points = String(values.length);
+  if (values.length > 0) {
+    svg.appendChild(
+      svgEl('polyline', {
+        points: sparklinePoints(values, width, height),
+        fill: 'none',
+        'stroke-width': 1.5
+      })
+    );
+  }
+  return svg;
+}
+
+/** A larger curve with min/max labels (class `tfk8s-lab-curve`). */
+export function curveSvg(
+  xs: number[],
+  ys: number[],
+  width: number,
+  height: number,
+  logY = false
+): SVGSVGElement {
+  const svg = svgEl('svg', {
+    class: 'tfk8s-lab-curve',
+    width,
+    height,
+    viewBox: `0 0 ${width} ${height}`
+  });
+  const pts = scalePoints(xs, ys, width, height, 24, logY);
+  svg.dataset.points = String(pts.length);
+  svg.appendChild(
+    svgEl('rect', {
+      x: 24,
+      y: 24,
+      width: width - 48,
+      height: height - 48,
+      class: 'tfk8s-curve-frame'
+    })
+  );
+  if (pts.length > 0) {
+    svg.appendChild(
+      svgEl('polyline', {
+        points: pts.map(([x, y]) => `${x},${y}`).join(' '),
+        fill: 'none',
+        'stroke-width': 2
+      })
+    );
+    const finite = ys.filter(v => Number.isFinite(v));
+    const label = (text: string, x: number, y: number, anchor: string) => {
+      const t = svgEl('text', { x, y, 'text-anchor': anchor });
+      t.textContent = text;
+      svg.appendChild(t);
+    };
+    const fmt = (v: number) => String(Number(v.toPrecision(3)));
+    label(fmt(Math.max(...finite)), 28, 38, 'start');
+    label(fmt(Math.min(...finite)), 28, height - 30, 'start');
+    label(`${xs[0]}`, 24, height - 8, 'start');
+    label(`${xs[xs.length - 1]}`, width - 24, height - 8, 'end');
+  }
+  return svg;
+}
