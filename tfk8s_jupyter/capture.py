@@ -114,14 +114,40 @@ class _Names(ast.NodeVisitor):
         self.top_binds: dict[str, tuple[int, int]] = {}
         self.imports: list[tuple[str, int]] = []  # (module name, level)
         self._depth = 0
+        self._locals: list[set[str]] = []
+
+    _bind_at: tuple[int, int] | None = None
 
     def _bind(self, name: str, node: ast.AST) -> None:
         if self._depth == 0:
-            pos = (getattr(node, "lineno", 0), getattr(node, "col_offset", 0))
+            pos = self._bind_at or (getattr(node, "lineno", 0), getattr(node, "col_offset", 0))
             self.top_binds.setdefault(name, pos)
+
+    def visit_Assign(self, node: ast.Assign | ast.AnnAssign) -> None:
+        # The value is evaluated before the targets are bound: `x = x + 1` reads the notebook's `x`.
+        if node.value is not None:
+            self.visit(node.value)
+        if isinstance(node, ast.AnnAssign):
+            self.visit(node.annotation)
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        self._bind_at = (node.end_lineno or 0, node.end_col_offset or 0)
+        try:
+            for t in targets:
+                self.visit(t)
+        finally:
+            self._bind_at = None
+
+    visit_AnnAssign = visit_Assign
+
+    def visit_AugAssign(self, node: ast.AugAssign) -> None:
+        if isinstance(node.target, ast.Name):
+            self.loads.setdefault(node.target.id, (node.lineno, node.col_offset))
+        self.generic_visit(node)
 
     def visit_Name(self, node: ast.Name) -> None:
         if isinstance(node.ctx, ast.Load):
+            if any(node.id in scope for scope in self._locals):
+                return
             self.loads.setdefault(node.id, (node.lineno, node.col_offset))
         else:
             self._bind(node.id, node)
@@ -160,8 +186,10 @@ class _Names(ast.NodeVisitor):
             self.visit(node.returns)
         self._depth += 1
         body = node.body if isinstance(node.body, list) else [node.body]
+        self._locals.append(_local_names(node) if not isinstance(node, ast.ClassDef) else set())
         for stmt in body:
             self.visit(stmt)
+        self._locals.pop()
         self._depth -= 1
 
     def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
@@ -177,17 +205,51 @@ class _Names(ast.NodeVisitor):
 
     def _comprehension(self, node) -> None:
         self._depth += 1
+        self._locals.append(
+            {n.id for g in node.generators for n in ast.walk(g.target) if isinstance(n, ast.Name)}
+        )
         self.generic_visit(node)
+        self._locals.pop()
         self._depth -= 1
 
     visit_ListComp = visit_SetComp = visit_DictComp = visit_GeneratorExp = _comprehension
 
 
+def _local_names(node: ast.AST) -> set[str]:
+    """Parameters and names a function (or lambda) binds in its own body, unless declared global."""
+    out: set[str] = set()
+    args = getattr(node, "args", None)
+    if isinstance(args, ast.arguments):
+        for a in [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]:
+            if a is not None:
+                out.add(a.arg)
+    declared_global: set[str] = set()
+    body = node.body if isinstance(node.body, list) else [node.body]
+    stack = list(body)
+    while stack:
+        n = stack.pop()
+        if isinstance(n, ast.Global):
+            declared_global.update(n.names)
+        elif isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load):
+            out.add(n.id)
+        elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            out.add(n.name)
+            stack.extend(n.decorator_list)
+            continue  # its body is its own scope
+        elif isinstance(n, (ast.Import, ast.ImportFrom)):
+            out.update((a.asname or a.name.split(".")[0]) for a in n.names)
+        elif isinstance(n, ast.ExceptHandler) and n.name:
+            out.add(n.name)
+        elif isinstance(n, ast.Lambda):
+            continue
+        stack.extend(ast.iter_child_nodes(n))
+    return out - declared_global
+
+
 def free_names(source: str) -> tuple[set[str], list[tuple[str, int]]]:
     """Names ``source`` reads that it does not bind first, and the modules it imports.
 
-    Local names of functions are reported too (a superset is harmless: only names the notebook
-    defines are shipped).
+    Parameters and local variables of functions defined in ``source`` are not reported.
     """
     tree = ast.parse(source)
     v = _Names()

@@ -1,0 +1,184 @@
+"""The notebook's context travels with the cell: capture on a real InteractiveShell, replayed like a replica."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+from notebook_helpers import run, run_payload
+
+from tfk8s_jupyter.capture import CaptureError, capture, check_cell, free_names
+
+
+def test_functions_classes_constants_and_nested_helpers_travel(shell, tmp_path):
+    run(shell, "import math\nfrom collections import OrderedDict as OD")
+    run(shell, "LR = 0.01\nSHAPE = (4, 8)\nLAYERS = {'hidden': [16, 8]}")
+    run(
+        shell,
+        """
+        def scale(n):
+            return n * LR * 100
+
+        def helper(n):
+            return round(scale(n) + math.sqrt(16), 4)
+
+        def build_model(lr):
+            return Net(helper(SHAPE[0]), lr, LAYERS["hidden"])
+        """,
+    )
+    run(
+        shell,
+        """
+        class Base:
+            kind = "base"
+
+        class Net(Base):
+            def __init__(self, a, lr, hidden):
+                self.a, self.lr, self.hidden = a, lr, hidden
+
+            def describe(self):
+                return f"{self.kind} a={self.a} lr={self.lr} hidden={self.hidden} od={type(OD()).__name__}"
+        """,
+    )
+    code = "model = build_model(LR)\nprint(model.describe())\n"
+    cap = capture(code, shell)
+    assert set(cap.definitions) == {"scale", "helper", "build_model", "Base", "Net"}
+    assert set(cap.constants) == {"LR", "SHAPE", "LAYERS"}
+    assert set(cap.imports) == {"math", "OD"}
+    assert "from collections import OrderedDict as OD" in cap.payload.prelude
+    # a class is shipped before its subclass
+    assert cap.payload.prelude.index("class Base") < cap.payload.prelude.index("class Net(Base)")
+    out = run_payload(cap.payload, tmp_path)
+    assert out.strip() == "base a=8.0 lr=0.01 hidden=[16, 8] od=OrderedDict"
+
+
+def test_small_values_are_pickled_and_instances_of_notebook_classes_work(shell, tmp_path):
+    run(shell, "import numpy as np\nclass Config:\n    def __init__(self, n):\n        self.n = n")
+    run(shell, "WEIGHTS = np.arange(6, dtype='float32').reshape(2, 3)\ncfg = Config(5)")
+    cap = capture("print(float(WEIGHTS.sum()) * cfg.n)", shell)
+    assert set(cap.values) == {"WEIGHTS", "cfg"}
+    assert "Config" in cap.definitions
+    assert pickle.loads(cap.payload.values["WEIGHTS"]).shape == (2, 3)
+    assert run_payload(cap.payload, tmp_path).strip() == "75.0"
+
+
+def test_local_module_and_its_local_imports_travel_as_files(shell, notebook_dir, tmp_path):
+    (notebook_dir / "nbhelpers.py").write_text(
+        "import nbconst\n\ndef double(x):\n    return 2 * x * nbconst.K\n"
+    )
+    (notebook_dir / "nbconst.py").write_text("K = 3\n")
+    pkg = notebook_dir / "nbpkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("from .core import triple\n")
+    (pkg / "core.py").write_text("def triple(x):\n    return 3 * x\n")
+    run(shell, "import nbhelpers\nfrom nbpkg import triple")
+    cap = capture("import nbconst\nprint(nbhelpers.double(5), triple(2), nbconst.K)", shell)
+    assert set(cap.payload.files) == {"nbhelpers.py", "nbconst.py", "nbpkg/__init__.py", "nbpkg/core.py"}
+    # installed packages are imported on the replica, never shipped
+    run(shell, "import json")
+    assert "json.py" not in capture("json.dumps(1)", shell).payload.files
+    assert run_payload(cap.payload, tmp_path).strip() == "30 6 3"
+
+
+def test_cell_names_it_binds_itself_are_not_shipped(shell):
+    run(shell, "model = object()\nepochs = 3")
+    cap = capture("model = 1\nfor epochs in range(2):\n    pass\nprint(model)", shell)
+    assert cap.payload.prelude == "" and cap.payload.values == {}
+    # but a name read before the cell rebinds it is shipped
+    cap = capture("epochs = epochs + 1", shell)
+    assert cap.constants == ["epochs"]
+
+
+def test_lambda_by_source_and_aliases(shell, tmp_path):
+    run(shell, "OFFSET = 10\nshift = lambda x: x + OFFSET\ndef base(x):\n    return x * 2\nalias = base")
+    cap = capture("print(shift(1), alias(4))", shell)
+    assert "shift = lambda x: x + OFFSET" in cap.payload.prelude
+    assert run_payload(cap.payload, tmp_path).strip() == "11 8"
+
+
+def test_extra_files(shell, notebook_dir, tmp_path):
+    (notebook_dir / "conf").mkdir()
+    (notebook_dir / "conf" / "a.yaml").write_text("lr: 0.1\n")
+    (notebook_dir / "labels.txt").write_text("cat\ndog\n")
+    cap = capture(
+        "print(open('labels.txt').read().split(), open('conf/a.yaml').read().strip())",
+        shell,
+        files=["labels.txt", "conf/*.yaml"],
+    )
+    assert set(cap.payload.files) == {"labels.txt", "conf/a.yaml"}
+    with pytest.raises(CaptureError, match="matches no file"):
+        capture("x = 1", shell, files=["missing.csv"])
+    (notebook_dir / "blob.bin").write_bytes(bytes(range(256)))
+    with pytest.raises(CaptureError, match="not a text file"):
+        capture("x = 1", shell, files=["blob.bin"])
+
+
+@pytest.mark.parametrize(
+    ("setup", "cell", "expected"),
+    [
+        (
+            "fh = open(__file__ if '__file__' in dir() else 'x.txt', 'w')",
+            "fh.write('x')",
+            "'fh', an open file",
+        ),
+        ("import socket\nsock = socket.socket()", "sock.close()", "'sock', a socket"),
+        (
+            "fh = open('y.txt', 'w')\nread = lambda: fh.write('y')",
+            "read()",
+            "'read', which uses 'fh', an open file",
+        ),
+        (
+            "class DBSession:\n    def __reduce__(self):\n        raise TypeError('cannot pickle a live session')\n"
+            "session = DBSession()",
+            "session.query()",
+            "'session', a live session",
+        ),
+        (
+            "def outer():\n    k = 2\n    def inner(x):\n        return x * k\n    return inner\nf = outer()",
+            "f(1)",
+            "closure",
+        ),
+    ],
+)
+def test_unshippable_names_are_named(shell, setup, cell, expected):
+    run(shell, setup)
+    with pytest.raises(CaptureError) as e:
+        capture(cell, shell)
+    assert expected in str(e.value)
+    assert "inside the training cell" in str(e.value)
+
+
+def test_oversized_context_tells_the_user_to_load_data_in_the_cell(shell):
+    run(shell, "import numpy as np\nDATA = np.zeros((1000, 1000))")
+    with pytest.raises(CaptureError) as e:
+        capture("print(DATA.shape)", shell, max_bytes=1_000_000)
+    msg = str(e.value)
+    assert "'DATA' (7.6 MB)" in msg and "load the data inside the training cell" in msg
+    assert "max_payload_bytes" in msg
+
+
+@pytest.mark.parametrize(
+    ("cell", "what"),
+    [
+        ("import os\n!ls -l\nx = 1", "line 2 of the training cell is a shell escape"),
+        ("files = !ls\n", "line 1 of the training cell is a shell escape"),
+        ("%time x = 1", "line 1 of the training cell is an IPython magic"),
+        ("x = 1\n  %matplotlib inline", "line 2 of the training cell is an IPython magic"),
+        ("%%time\nx = 1", "line 1 of the training cell is an IPython magic"),
+    ],
+)
+def test_magics_and_shell_escapes_in_the_cell_are_an_error(cell, what):
+    with pytest.raises(CaptureError, match=what):
+        check_cell(cell)
+
+
+def test_python_that_looks_like_an_escape_is_fine():
+    check_cell("a = 7 % 3\nb = a != 1\ns = '''\n!not an escape\n%nor a magic\n'''\n")
+
+
+def test_free_names():
+    names, imports = free_names(
+        "import os\nfrom a.b import c\nx = f(y)\ndef g(p=DEFAULT):\n    return p + z\nclass K(Base):\n    pass\n"
+    )
+    assert names == {"f", "y", "DEFAULT", "z", "Base"}
+    assert ("os", 0) in imports and ("a.b", 0) in imports
