@@ -78,9 +78,45 @@ RAISES = (
     "    raise ValueError(f'bad input shape {n}')\n"
     "prepare(3)\n"
 )
-RAISES_LINE = 5
+RAISES_LINE = 4  # the innermost cell line: the `raise`
 
 # Training that goes to NaN, with the built-in TerminateOnNaN (parameter-server logs are RemoteValues).
 NAN_TERMINATES = TF_KERAS.replace(
     'loss="mse"', "loss=lambda a, b: tf.reduce_mean(tf.math.log(b - 1e9))"
 ).replace("steps_per_epoch=20)", "steps_per_epoch=20, callbacks=[tf.keras.callbacks.TerminateOnNaN()])")
+
+# A model built in a thread the cell starts: no default strategy there, so fit() must refuse.
+THREAD_MODEL = (
+    "import threading\nimport tensorflow as tf\n"
+    + _DATA
+    + """\
+ds = tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(64)
+holder = {}
+
+def build():
+    holder["model"] = tf.keras.Sequential([tf.keras.Input(shape=(8,)), tf.keras.layers.Dense(1)])
+
+thread = threading.Thread(target=build)
+thread.start()
+thread.join()
+model = holder["model"]
+model.compile(optimizer="adam", loss="mse")
+model.fit(ds, epochs=1, steps_per_epoch=5)
+"""
+)
+
+# Crashes at the end of epoch 1 the first time it runs on a replica (marker file in the work dir's parent),
+# so a relaunch resumes from the checkpoint.
+CRASH_ONCE = TF_KERAS.replace(
+    "history = model.fit(ds, epochs=3, steps_per_epoch=20)",
+    """import os
+marker = os.path.join(os.path.dirname(os.getcwd()), "crashed-" + os.environ["TFK8S_ROLE"] + os.environ["TFK8S_INDEX"])
+
+class CrashOnce(tf.keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 1 and not os.path.exists(marker):
+            open(marker, "w").close()
+            raise RuntimeError("simulated crash after epoch 1")
+
+history = model.fit(ds, epochs=3, steps_per_epoch=20, callbacks=[CrashOnce()])""",
+)

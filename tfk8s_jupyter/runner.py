@@ -78,6 +78,11 @@ except ImportError:  # standalone: protocol.py and payload.py sit beside this fi
     import protocol  # type: ignore[no-redef]
 
 STRATEGIES = ("parameter_server", "multi_worker_mirrored", "mirrored")
+STRATEGY_CLASSES = {
+    "parameter_server": "ParameterServerStrategy",
+    "multi_worker_mirrored": "MultiWorkerMirroredStrategy",
+    "mirrored": "MirroredStrategy",
+}
 ROLES = ("chief", "worker", "ps")
 CELL_FILENAME = "<tfk8s-cell>"
 PRELUDE_FILENAME = "<tfk8s-prelude>"
@@ -641,7 +646,7 @@ class Runtime:
     def before_fit(self, model, arguments: dict) -> None:
         got = self._model_strategy(model)
         if got is not self.strategy:
-            kind = type(self.strategy).__name__
+            kind = STRATEGY_CLASSES[self.renv.strategy]
             where = "with no strategy" if got is None else f"under another strategy ({type(got).__name__})"
             raise DistributionError(
                 f"this model was built {where}, not under the job's {kind}, so fit() would train it on one "
@@ -961,7 +966,7 @@ def summarize_exception(exc: BaseException) -> tuple[str, str, int | None]:
     for f in cell_frames:
         where = "cell" if f.filename == CELL_FILENAME else "prelude"
         lines.append(f"{where} line {f.lineno}: {(f.line or '').strip()}")
-    if frames and frames[-1] not in cell_frames:
+    if frames and frames[-1] not in cell_frames and Path(frames[-1].filename).name != Path(__file__).name:
         last = frames[-1]
         lines.append(f"in {Path(last.filename).name}:{last.lineno} ({last.name})")
     lines.append(message)

@@ -1,0 +1,392 @@
+"""The runner: TF_CONFIG and environment (no TensorFlow), then real TensorFlow replicas launched by hand."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import cells  # noqa: E402
+from handlaunch import REPO, HandLaunch  # noqa: E402
+
+from tfk8s_jupyter import protocol, runner  # noqa: E402
+
+PS = "parameter_server"
+MWMS = "multi_worker_mirrored"
+JOB_TIMEOUT = 150
+
+
+# ------------------------------------------------------------------------------------------------
+# Pure: environment and TF_CONFIG
+
+
+def _env(**over) -> dict[str, str]:
+    env = {
+        "TFK8S_JOB": "j1",
+        "TFK8S_ROLE": "worker",
+        "TFK8S_INDEX": "1",
+        "TFK8S_STRATEGY": PS,
+        "TFK8S_CLUSTER": json.dumps(
+            {"chief": ["h0:1"], "worker": ["h1:2", "h2:3"], "ps": ["h3:4"]},
+        ),
+        "TFK8S_PAYLOAD": "/p.json",
+        "TFK8S_CHECKPOINT_DIR": "/ck",
+        "TFK8S_METRIC_INTERVAL": "2.5",
+    }
+    env.update(over)
+    return {k: v for k, v in env.items() if v is not None}
+
+
+def test_tf_config_from_cluster_role_and_index():
+    renv = runner.read_env(_env())
+    assert renv.tf_config == {
+        "cluster": {"chief": ["h0:1"], "worker": ["h1:2", "h2:3"], "ps": ["h3:4"]},
+        "task": {"type": "worker", "index": 1},
+    }
+    assert renv.metric_interval == 2.5 and renv.serves_only and not renv.reporting
+
+
+def test_tf_config_drops_empty_roles_and_uses_completion_index():
+    env = _env(
+        TFK8S_STRATEGY=MWMS,
+        TFK8S_INDEX=None,
+        JOB_COMPLETION_INDEX="0",
+        TFK8S_CLUSTER=json.dumps({"worker": ["a:1", "b:2"], "ps": [], "chief": []}),
+    )
+    renv = runner.read_env(env)
+    assert renv.tf_config == {"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 0}}
+    assert renv.reporting and not renv.serves_only and not renv.uses_tf_keras
+
+
+def test_existing_tf_config_is_kept():
+    given = {"cluster": {"worker": ["x:1", "y:2"]}, "task": {"type": "worker", "index": 1}}
+    renv = runner.read_env(_env(TFK8S_STRATEGY=MWMS, TF_CONFIG=json.dumps(given), TFK8S_CLUSTER=None))
+    assert renv.tf_config == given and renv.cluster == given["cluster"]
+
+
+@pytest.mark.parametrize(
+    ("over", "words"),
+    [
+        ({"TFK8S_ROLE": "boss"}, "TFK8S_ROLE"),
+        ({"TFK8S_INDEX": "one"}, "TFK8S_INDEX"),
+        ({"TFK8S_INDEX": "5"}, "TFK8S_INDEX is 5"),
+        ({"TFK8S_STRATEGY": "async"}, "TFK8S_STRATEGY"),
+        ({"TFK8S_CLUSTER": "{not json"}, "TFK8S_CLUSTER is not JSON"),
+        ({"TFK8S_CLUSTER": None}, "TFK8S_CLUSTER is not set"),
+        ({"TFK8S_ROLE": "ps", "TFK8S_CLUSTER": json.dumps({"chief": ["a:1"], "worker": ["b:1"]})}, "ps"),
+        ({"TFK8S_METRIC_INTERVAL": "fast"}, "TFK8S_METRIC_INTERVAL"),
+    ],
+)
+def test_bad_environment_is_one_clear_sentence(over, words):
+    with pytest.raises(runner.SetupError, match=re.escape(words)):
+        runner.read_env(_env(**over))
+
+
+def test_reporting_replica():
+    cluster_ps = {"chief": ["a:1"], "worker": ["b:1"], "ps": ["c:1"]}
+    assert runner.is_reporting("chief", 0, PS, cluster_ps)
+    assert not runner.is_reporting("worker", 0, PS, cluster_ps)
+    assert runner.is_reporting("worker", 0, MWMS, {"worker": ["a:1", "b:1"]})
+    assert not runner.is_reporting("worker", 1, MWMS, {"worker": ["a:1", "b:1"]})
+
+
+def test_process_env_for_parameter_servers_and_all_reduce():
+    env = {"no_proxy": "corp.example", "http_proxy": "http://proxy:3128", "TF_USE_LEGACY_KERAS": "1"}
+    runner.prepare_process_env(runner.read_env(_env(TFK8S_STRATEGY=MWMS, TFK8S_ROLE="worker")), env)
+    for key in ("no_proxy", "NO_PROXY"):
+        hosts = env[key].split(",")
+        assert {"localhost", "127.0.0.1", ".svc", ".cluster.local", "h1", "h2"} <= set(hosts)
+    assert env["no_proxy"].startswith("corp.example,")
+    assert "TF_USE_LEGACY_KERAS" not in env and "GRPC_FAIL_FAST" not in env
+    assert json.loads(env["TF_CONFIG"])["task"] == {"type": "worker", "index": 1}
+
+    env = {}
+    runner.prepare_process_env(runner.read_env(_env()), env)
+    assert env["TF_USE_LEGACY_KERAS"] == "1" and env["GRPC_FAIL_FAST"] == "use_caller"
+
+
+def test_protocol_line_is_whole_after_a_progress_bar(capsys):
+    import io
+
+    raw = io.StringIO()
+    out = runner._LineTrackingStdout(raw)
+    reporter = runner.Reporter(out, enabled=True)
+    out.write("\r 3/20 [==>....] - loss: 0.5\x1b[K")
+    reporter.emit("metric", epoch=0, step=3, values={"loss": 0.5})
+    out.write("\b\b\b\r 4/20 [===>...]")
+    reporter.emit("epoch", epoch=0, step=20, values={"loss": float("nan")})
+    lines = raw.getvalue().split("\n")
+    marked = [line for line in lines if protocol.MARKER in line]
+    assert all(line.startswith(protocol.MARKER) for line in marked), marked
+    events = [protocol.parse_line(line) for line in marked]
+    assert [e["seq"] for e in events] == [1, 2] and events[1]["values"]["loss"] is None
+    assert len({e["run"] for e in events}) == 1
+
+
+def _listen() -> tuple[socket.socket, tuple[str, int]]:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(8)
+    return s, s.getsockname()
+
+
+def test_watchdog_exits_zero_after_the_chief_is_gone():
+    server, address = _listen()
+    codes: list[int] = []
+    t = threading.Thread(target=runner.watch_chief, args=(address, 30.0, codes.append, 0.1, 3), daemon=True)
+    t.start()
+    time.sleep(0.5)
+    assert codes == [] and t.is_alive()
+    server.close()
+    t.join(timeout=5)
+    assert codes == [0]
+
+
+def test_watchdog_gives_up_when_the_chief_never_comes():
+    _, address = _listen()  # bound, then closed below: nobody listens there
+    _.close()
+    codes: list[int] = []
+    started = time.monotonic()
+    runner.watch_chief(address, 0.5, codes.append, 0.1, 3)
+    assert codes == [runner.EXIT_SETUP_ERROR] and time.monotonic() - started < 5
+
+
+def test_exception_summary_points_at_the_cell_line():
+    source = "x = 1\ndef f():\n    raise KeyError('missing column')\nf()\n"
+    runner._register_source(runner.CELL_FILENAME, source)
+    try:
+        exec(compile(source, runner.CELL_FILENAME, "exec"), {})
+    except KeyError as exc:
+        message, summary, line = runner.summarize_exception(exc)
+    assert message.startswith("KeyError: 'missing column'") and "cell line 3" in message
+    assert line == 3
+    assert "cell line 4: f()" in summary and "cell line 3: raise KeyError('missing column')" in summary
+
+
+def test_runner_import_does_not_import_tensorflow():
+    code = "import sys, tfk8s_jupyter.runner; print('tensorflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_standalone_runner_reports_a_bad_environment(tmp_path):
+    for name in ("runner.py", "protocol.py", "payload.py"):
+        shutil.copy(REPO / "tfk8s_jupyter" / name, tmp_path / name)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TFK8S_") and k != "PYTHONPATH"}
+    env.update(TFK8S_ROLE="worker", TFK8S_STRATEGY="async")
+    proc = subprocess.run(
+        [sys.executable, "runner.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == runner.EXIT_SETUP_ERROR
+    (event,) = protocol.parse_lines(proc.stdout)
+    assert event["type"] == "error" and "TFK8S_STRATEGY is 'async'" in event["message"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Real TensorFlow replicas
+
+
+def _run(tmp_path, code, strategy, workers, ps=0, **kw) -> HandLaunch:
+    return HandLaunch(code, strategy, workers, tmp_path, ps=ps, **kw).start()
+
+
+def _epoch_losses(events) -> list[float]:
+    return [e["values"]["loss"] for e in events if e["type"] == "epoch"]
+
+
+def _checksums(h: HandLaunch) -> dict[str, str]:
+    found = {}
+    for name in h.replicas:
+        m = re.search(r"weights_sha256=([0-9a-f]+)", h.stderr(name))
+        if m:
+            found[name] = m.group(1)
+    return found
+
+
+def _wait_all(h: HandLaunch, timeout: float = JOB_TIMEOUT) -> dict[str, int]:
+    return {name: h.wait(name, timeout) for name in h.replicas}
+
+
+def _assert_trained(h: HandLaunch) -> list[dict]:
+    events = h.events()
+    types = [e["type"] for e in events]
+    assert types[0] == "start" and types[-1] == "end", h.tail(h.reporting)
+    assert events[-1]["status"] == "succeeded"
+    assert [e["epoch"] for e in events if e["type"] == "epoch"] == [0, 1, 2]
+    assert [e["step"] for e in events if e["type"] == "epoch"] == [20, 40, 60]
+    losses = _epoch_losses(events)
+    assert losses[0] > losses[1] > losses[2], losses
+    metrics = [e for e in events if e["type"] == "metric"]
+    assert metrics and all(0 < m["step"] <= 60 and "loss" in m["values"] for m in metrics)
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    return events
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("cell", ["TF_KERAS", "KERAS"])
+def test_parameter_servers_train_an_unchanged_cell(tmp_path, cell):
+    h = _run(tmp_path, getattr(cells, cell), PS, workers=2, ps=1)
+    try:
+        assert h.wait("chief-0", JOB_TIMEOUT) == 0, h.tail("chief-0")
+        chief_end = time.monotonic()
+        events = _assert_trained(h)
+        start, end = events[0], events[-1]
+        assert start["keras"] == "tf_keras" and start["ps"] == 1 and start["workers"] == 2
+        assert "/job:ps" in end["model"]["variable_device"]
+        # ps and workers serve until the chief is gone, then their watchdog ends them
+        for name in ("ps-0", "worker-0", "worker-1"):
+            assert h.wait(name, 20) == 0, h.tail(name)
+        assert time.monotonic() - chief_end < 10
+        assert protocol.parse_lines(h.stdout("worker-0")) == []
+    finally:
+        h.teardown()
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("cell", ["TF_KERAS", "KERAS"])
+def test_all_reduce_workers_train_an_unchanged_cell_to_identical_weights(tmp_path, cell):
+    h = _run(tmp_path, getattr(cells, cell), MWMS, workers=2)
+    try:
+        assert _wait_all(h) == {"worker-0": 0, "worker-1": 0}, h.tail("worker-0") + h.tail("worker-1")
+        events = _assert_trained(h)
+        assert events[0]["keras"] == "keras3" and events[0]["replicas"] == 2
+        sums = _checksums(h)
+        assert len(sums) == 2 and sums["worker-0"] == sums["worker-1"], sums
+        assert events[-1]["model"]["weights_sha256"] == sums["worker-0"]
+        # the second worker trains but reports nothing, and shows no progress bar
+        assert protocol.parse_lines(h.stdout("worker-1")) == []
+        assert "\r" not in h.stdout("worker-1") and "20/20" in h.stdout("worker-1")
+    finally:
+        h.teardown()
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("strategy", [MWMS, PS])
+def test_clear_session_at_the_top_still_trains_distributed(tmp_path, strategy):
+    h = _run(
+        tmp_path, cells.CLEAR_SESSION, strategy, workers=2 if strategy == MWMS else 1, ps=int(strategy == PS)
+    )
+    try:
+        assert h.wait(h.reporting, JOB_TIMEOUT) == 0, h.tail(h.reporting)
+        events = _assert_trained(h)
+        if strategy == MWMS:
+            assert h.wait("worker-1", 30) == 0
+            sums = _checksums(h)
+            assert sums["worker-0"] == sums["worker-1"], sums
+        else:
+            assert "/job:ps" in events[-1]["model"]["variable_device"]
+    finally:
+        h.teardown()
+
+
+@pytest.mark.tf
+def test_a_model_built_outside_the_strategy_is_refused(tmp_path):
+    h = _run(tmp_path, cells.THREAD_MODEL, MWMS, workers=2)
+    try:
+        codes = _wait_all(h)
+        assert codes == {"worker-0": 1, "worker-1": 1}
+        error = h.events()[-1]
+        assert error["type"] == "error" and error["message"].startswith("DistributionError")
+        assert "MultiWorkerMirroredStrategy" in error["message"] and "one replica" in error["message"]
+        assert not [e for e in h.events() if e["type"] in ("metric", "epoch")]
+    finally:
+        h.teardown()
+
+
+@pytest.mark.tf
+def test_keras3_only_api_in_parameter_servers_is_a_clear_error(tmp_path):
+    h = _run(tmp_path, cells.KERAS3_ONLY, PS, workers=1, ps=1)
+    try:
+        assert h.wait("chief-0", JOB_TIMEOUT) == 1
+        error = h.events()[-1]
+        assert error["type"] == "error"
+        assert (
+            "keras.ops is a Keras 3 API" in error["message"] and "multi_worker_mirrored" in error["message"]
+        )
+        assert error["line"] == 7
+    finally:
+        h.teardown()
+
+
+@pytest.mark.tf
+def test_progress_bars_do_not_corrupt_the_protocol(tmp_path):
+    h = _run(tmp_path, cells.VERBOSE1, MWMS, workers=2, metric_interval=0.0)
+    try:
+        assert _wait_all(h) == {"worker-0": 0, "worker-1": 0}
+        out = h.stdout("worker-0")
+        assert "\r" in out or "\x1b[" in out or "\b" in out, "the cell's progress bar should be there"
+        marked = [line for line in out.split("\n") if protocol.MARKER in line]
+        assert marked and all(protocol.parse_line(line) is not None for line in marked)
+        assert all(line.startswith(protocol.MARKER) for line in marked)
+        events = _assert_trained(h)
+        assert len([e for e in events if e["type"] == "metric"]) >= 30  # interval 0: every step
+    finally:
+        h.teardown()
+
+
+@pytest.mark.tf
+def test_exception_in_the_cell_is_an_error_event_and_exit_1(tmp_path):
+    h = _run(tmp_path, cells.RAISES, MWMS, workers=1)
+    try:
+        assert h.wait("worker-0", JOB_TIMEOUT) == 1
+        events = h.events()
+        assert [e["type"] for e in events] == ["start", "error"]
+        error = events[-1]
+        assert error["message"].startswith("ValueError: bad input shape 3")
+        assert error["line"] == cells.RAISES_LINE
+        assert "cell line 4: raise ValueError" in error["traceback"]
+        assert 'File "<tfk8s-cell>", line 4' in h.stderr("worker-0")
+    finally:
+        h.teardown()
+
+
+@pytest.mark.tf
+def test_terminate_on_nan_works_with_parameter_servers(tmp_path):
+    h = _run(tmp_path, cells.NAN_TERMINATES, PS, workers=1, ps=1)
+    try:
+        assert h.wait("chief-0", JOB_TIMEOUT) == 0, h.tail("chief-0")
+        events = h.events()
+        assert events[-1]["type"] == "end"
+        assert len([e for e in events if e["type"] == "epoch"]) < 3  # stopped early
+        assert "invalid loss, terminating training" in h.stderr("chief-0")
+    finally:
+        h.teardown()
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("strategy", [PS, MWMS])
+def test_relaunched_job_resumes_from_the_checkpoint(tmp_path, strategy):
+    workers, ps = (1, 1) if strategy == PS else (2, 0)
+    first = _run(tmp_path, cells.CRASH_ONCE, strategy, workers=workers, ps=ps)
+    try:
+        assert first.wait(first.reporting, JOB_TIMEOUT) == 1
+        assert "simulated crash after epoch 1" in first.events()[-1]["message"]
+    finally:
+        first.teardown()
+    second = HandLaunch(cells.CRASH_ONCE, strategy, workers, tmp_path, ps=ps)
+    for name in ("payload.json",):
+        (tmp_path / name).unlink()
+    for log in (tmp_path / "logs").iterdir():
+        log.unlink()
+    second.start()
+    try:
+        assert second.wait(second.reporting, JOB_TIMEOUT) == 0, second.tail(second.reporting)
+        events = second.events()
+        restored = [e for e in events if e["type"] == "checkpoint" and e["action"] == "restored"]
+        assert restored and restored[0]["epoch"] >= 1
+        epochs = [e["epoch"] for e in events if e["type"] == "epoch"]
+        assert epochs and epochs[0] == restored[0]["epoch"] and epochs[-1] == 2
+        assert events[-1]["type"] == "end"
+    finally:
+        second.teardown()
