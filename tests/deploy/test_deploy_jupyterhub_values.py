@@ -1,0 +1,105 @@
+"""The Zero to JupyterHub values: merged over the chart's defaults as Helm does and validated against the
+chart's own values schema (4.4.0, offline), and consistent with the cluster manifests and the package."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import tomllib
+from deploytools import (
+    DEPLOY,
+    OVERLAYS,
+    ROOT,
+    find_object,
+    helm_merge,
+    load_yaml,
+    render_overlay,
+    values_errors,
+)
+from traitlets.config.loader import JSONFileConfigLoader
+
+from tfk8s_jupyter.config import TFK8s
+
+VALUES = DEPLOY / "jupyterhub" / "values.yaml"
+PER_USER = DEPLOY / "jupyterhub" / "values-per-user-namespace.yaml"
+VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+
+
+def tfk8s_defaults(values: dict) -> dict[str, dict]:
+    """The c.TFK8s defaults each extra file gives, by mount path."""
+    files = values["singleuser"]["extraFiles"]
+    return {f["mountPath"]: f["data"]["TFK8s"] for f in files.values() if "TFK8s" in (f.get("data") or {})}
+
+
+@pytest.mark.parametrize(
+    "files", [[VALUES], [VALUES, PER_USER]], ids=["shared-namespace", "per-user-namespace"]
+)
+def test_values_pass_the_chart_schema(files):
+    assert values_errors(*files) == []
+
+
+def test_unknown_key_fails_naming_it(tmp_path):
+    bad = tmp_path / "values.yaml"
+    bad.write_text(VALUES.read_text().replace("  serviceAccountName:", "  serviceAcountName:"))
+    errors = values_errors(bad)
+    assert any(e.startswith("singleuser:") and "serviceAcountName" in e for e in errors), errors
+
+
+def test_wrong_type_fails_naming_the_path(tmp_path):
+    bad = tmp_path / "values.yaml"
+    bad.write_text(VALUES.read_text().replace('tag: "0.1.0"', "tag: [0, 1]"))
+    errors = values_errors(bad)
+    assert any(e.startswith("singleuser.image.tag:") for e in errors), errors
+
+
+def test_server_and_kernels_get_the_same_defaults_and_only_real_options(tmp_path):
+    defaults = tfk8s_defaults(load_yaml(VALUES))
+    # The server extension reads jupyter_server_config.d, the kernel's magics IPython's system config.
+    assert set(defaults) == {
+        "/etc/jupyter/jupyter_server_config.d/tfk8s-deploy.json",
+        "/etc/ipython/ipython_config.json",
+    }
+    server, kernel = defaults.values()
+    assert server == kernel
+    known = set(TFK8s.class_trait_names(config=True))
+    assert set(server) <= known, f"unknown c.TFK8s options: {sorted(set(server) - known)}"
+    # Load the file the pod sees the way Jupyter and IPython do; traitlets checks every value's type.
+    path = tmp_path / "tfk8s-deploy.json"
+    path.write_text(json.dumps({"TFK8s": server}))
+    cfg = TFK8s(config=JSONFileConfigLoader(path.name, str(tmp_path)).load_config())
+    assert (cfg.backend, cfg.namespace, cfg.image) == ("kubernetes", server["namespace"], server["image"])
+
+
+def test_values_match_the_cluster_manifests_and_the_images():
+    values = load_yaml(VALUES)
+    shared = render_overlay(OVERLAYS / "shared-namespace")
+    sa = find_object(shared, "ServiceAccount")
+    role = find_object(shared, "Role", "tfk8s-jobs")
+    assert values["singleuser"]["serviceAccountName"] == sa["metadata"]["name"]
+    defaults = next(iter(tfk8s_defaults(values).values()))
+    assert defaults["namespace"] == role["metadata"]["namespace"]
+    assert values["singleuser"]["image"]["tag"] == VERSION
+    assert defaults["image"].endswith(f":{VERSION}")
+    assert defaults["image"].split(":")[0].endswith("/trainer")
+
+
+def test_per_user_mode_drops_the_fixed_namespace_and_prepares_each_namespace():
+    merged = helm_merge(load_yaml(VALUES), load_yaml(PER_USER))
+    for defaults in tfk8s_defaults(merged).values():
+        assert "namespace" not in defaults  # jobs go to the server's own namespace
+        assert defaults["backend"] == "kubernetes"
+    hook = merged["hub"]["extraConfig"]["tfk8s-user-namespaces"]
+    compile(hook, "tfk8s-user-namespaces", "exec")
+    assert "enable_user_namespaces = True" in hook
+    per_user = render_overlay(OVERLAYS / "per-user-namespace")
+    find_object(per_user, "ClusterRole", "tfk8s-jobs")
+    assert '"name": "tfk8s-jobs"' in hook and '"kind": "ClusterRole"' in hook
+    assert f'"name": "{merged["singleuser"]["serviceAccountName"]}"' in hook
+
+
+def test_the_api_server_is_reachable_through_the_chart_network_policy():
+    egress = load_yaml(VALUES)["singleuser"]["networkPolicy"]["egress"]
+    ports = {p["port"] for rule in egress for p in rule.get("ports", [])}
+    assert {443, 6443} <= ports
+    json.dumps(egress)  # plain data, no YAML-only types
