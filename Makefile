@@ -7,20 +7,41 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint format system-deps clean
+.PHONY: demo test lint format system-deps clean labextension-check node-check
 
-$(STAMP): pyproject.toml
+VENV_PATH = PATH="$(abspath $(VENV))/bin:$$PATH"
+LABEXT := tfk8s_jupyter/labextension/static/style.js
+LABEXT_SRC := $(wildcard labextension/src/*.ts labextension/style/* labextension/schema/*.json) labextension/package.json
+
+# pip builds the JupyterLab extension from labextension/ (hatch-jupyter-builder) into the package;
+# `labextension develop` links it where JupyterLab looks, so a rebuild is picked up as is.
+$(STAMP): pyproject.toml labextension/package.json
+	@$(MAKE) --no-print-directory node-check
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[tensorflow,test]"
+	$(VENV_PATH) $(PY) -m pip install -q -e ".[tensorflow,test]"
+	$(VENV_PATH) $(VENV)/bin/jupyter labextension develop --overwrite . >/dev/null
 	@touch $@
+
+## The built extension, rebuilt when a source under labextension/ is newer.
+$(LABEXT): $(STAMP) $(LABEXT_SRC)
+	cd labextension && $(VENV_PATH) jlpm install --silent && $(VENV_PATH) jlpm build:prod
+	@touch $@
+
+## TypeScript unit tests, prettier and eslint of the extension (a few seconds).
+labextension-check: $(LABEXT)
+	cd labextension && $(VENV_PATH) jlpm lint:check && $(VENV_PATH) jlpm test 2>&1 | grep -E "^# (tests|pass|fail)|^not ok" ; exit $${PIPESTATUS[0]}
+
+node-check:
+	@command -v node >/dev/null || { echo "make test needs Node.js >= 20.19 to build the JupyterLab extension: install nodejs (https://nodejs.org)"; exit 1; }
+	@node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a===20&&b>=19)?0:1)' || { echo "make test needs Node.js >= 20.19 to build the JupyterLab extension, found $$(node --version): upgrade nodejs"; exit 1; }
 
 ## Train a small model with 1 ps + 2 workers + a chief on local processes, with live progress.
 demo: $(STAMP)
 	$(PY) -m tfk8s_jupyter.demo
 
 ## Everything CI runs: lint, then every test tier.
-test: $(STAMP) system-deps lint
+test: $(STAMP) system-deps lint labextension-check
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -36,7 +57,7 @@ system-deps:
 	@command -v chromium >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "make test needs Debian's chromium for the browser tests: run 'sudo apt-get install -y chromium'"; exit 1; fi; }
-	@command -v node >/dev/null || { echo "make test needs Node.js >= 20.19 to build the JupyterLab extension: install nodejs"; exit 1; }
+	@$(MAKE) --no-print-directory node-check
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache
