@@ -1,0 +1,286 @@
+"""The magics on a real InteractiveShell: flags, help, --dry-run, bad input, config, submitting jobs.
+
+Jobs here run the TensorFlow-free stand-in runner (``standin`` fixture) through the real local backend;
+``test_e2e_tf.py`` runs real TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import numpy as np
+import pytest
+from IPython.core.error import UsageError
+from notebook_helpers import magics_of, make_shell, run
+from traitlets.config.loader import PyFileConfigLoader
+
+CELL = "x = 1\n"
+QUICK = "EPOCHS = 2\nSTEPS = 5\nSTEP_SECONDS = 0.02\n"
+
+
+def dry_run(shell, capsys, line: str, cell: str = CELL) -> tuple[dict, str]:
+    capsys.readouterr()
+    shell.run_cell_magic("tfk8s_train", f"{line} --dry-run", cell)
+    out = capsys.readouterr().out
+    spec_text = out.split("# spec\n", 1)[1].split("\n# replicas", 1)[0]
+    return json.loads(spec_text), out
+
+
+def records(home) -> list[str]:
+    return sorted(p.name for p in home.iterdir()) if home.exists() else []
+
+
+# -- help and flags ------------------------------------------------------------------------------
+def test_help_shows_usage_every_flag_and_examples(shell, capsys):
+    shell.run_cell("%%tfk8s_train?\n")
+    out = capsys.readouterr().out
+    assert "%%tfk8s_train [--ps PS] [--workers WORKERS]" in out
+    for flag in (
+        "--ps --workers --gpus --strategy --backend --name --image --namespace --cpu --memory "
+        "--checkpoint-dir --max-restarts --env --dry-run --wait --panel --no-panel --flavor --context "
+        "--files --out"
+    ).split():
+        assert flag in out, flag
+    assert "Examples" in out and "%%tfk8s_train --ps 1 --workers 2" in out
+    for magic in ("tfk8s_jobs", "tfk8s_attach", "tfk8s_logs", "tfk8s_stop", "tfk8s_config", "tfk8s_wait"):
+        shell.run_cell(f"%{magic}?\n")
+        assert "Example" in capsys.readouterr().out, magic
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("--ps 2 --workers 3", {"ps": 2, "workers": 3, "strategy": "parameter_server"}),
+        ("--workers 3", {"ps": 0, "workers": 3, "strategy": "multi_worker_mirrored"}),
+        ("--workers 1 --gpus 2", {"workers": 1, "gpus": 2, "strategy": "mirrored"}),
+        ("--strategy mwms --workers 2", {"strategy": "multi_worker_mirrored", "ps": 0}),
+        ("--strategy parameter_server", {"strategy": "parameter_server", "ps": 1}),
+        ("--backend kubernetes", {"backend": "kubernetes"}),
+        ("--backend kubernetes --flavor tfjob", {"flavor": "tfjob"}),
+        ("--context kind-dev", {"context": "kind-dev"}),
+        ("--name mnist-ps", {"name": "mnist-ps"}),
+        ("--image registry.local/tf:2.21", {"image": "registry.local/tf:2.21"}),
+        ("--namespace team-a", {"namespace": "team-a"}),
+        ("--cpu 500m --memory 4Gi", {"cpu": "500m", "memory": "4Gi"}),
+        ("--checkpoint-dir /data/ckpt", {"checkpoint_dir": "/data/ckpt"}),
+        ("--max-restarts 0", {"max_restarts": 0}),
+        ("--metric-interval 0.25", {"metric_interval": 0.25}),
+        ("--env A=1 --env 'B=x=y z'", {"env": {"A": "1", "B": "x=y z"}}),
+    ],
+)
+def test_every_flag_reaches_the_spec(shell, capsys, tfk8s_home, line, expected):
+    spec, out = dry_run(shell, capsys, line)
+    for key, value in expected.items():
+        assert spec[key] == value, (key, spec)
+    assert "nothing was started" in out
+    assert records(tfk8s_home) == []
+
+
+def test_dry_run_summarizes_payload_and_files(shell, capsys, notebook_dir, tfk8s_home):
+    (notebook_dir / "vocab.txt").write_text("a\nb\n")
+    run(shell, "LR = 0.1\ndef build_model(lr):\n    return lr")
+    _, out = dry_run(shell, capsys, "--ps 1 --workers 2 --files vocab.txt", "model = build_model(LR)\n")
+    assert "# replicas: ps-0, chief-0, worker-0, worker-1 (reporting: chief-0)" in out
+    assert "definitions: build_model" in out and "constants:   LR" in out
+    assert "vocab.txt (4 B)" in out
+    assert records(tfk8s_home) == []
+    assert "_tfk8s_job" not in shell.user_ns
+
+
+def test_dry_run_prints_kubernetes_manifests(shell, capsys):
+    _, out = dry_run(shell, capsys, "--backend kubernetes --ps 1 --workers 2 --name mnist-ps --namespace ml")
+    assert "# manifests" in out
+    assert "kind: ConfigMap" in out and "kind: Service" in out
+    for role in ("ps", "chief", "worker"):
+        assert f"name: mnist-ps-{role}\n" in out
+    _, out = dry_run(shell, capsys, "--backend kubernetes --flavor tfjob --workers 2 --name mnist-ar")
+    assert "kind: TFJob" in out
+
+
+# -- bad input: one sentence, nothing started ------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("line", "cell", "expected"),
+    [
+        (
+            "--wrkers 2",
+            CELL,
+            "unknown option --wrkers; did you mean --workers? run %%tfk8s_train? to see the options.",
+        ),
+        ("--workers -1", CELL, "workers is -1; use at least 1 worker."),
+        ("--workers two", CELL, "invalid int value: 'two'; give a number"),
+        ("--ps 1 --strategy multi_worker_mirrored", CELL, "ps=1 does not fit strategy multi_worker_mirrored"),
+        ("--memory 12XB", CELL, "memory '12XB' is not a Kubernetes quantity"),
+        ("--name my_job", CELL, "job name 'my_job' is not a valid DNS-1123 label"),
+        ("--env NOVALUE", CELL, "--env 'NOVALUE' is not KEY=VALUE"),
+        ("--strategy fast", CELL, "strategy 'fast' is unknown"),
+        ("--panel --no-panel", CELL, "--panel and --no-panel contradict each other"),
+        ("", "model.fit(x, epochs=2\n", "the cell has a syntax error on line 1"),
+        ("", "\n\n", "the cell is empty"),
+        ("", "import os\n!nvidia-smi\nx = 1\n", "line 2 of the training cell is a shell escape"),
+        ("", "%matplotlib inline\nx = 1\n", "line 1 of the training cell is an IPython magic"),
+        ("--files nope.csv", CELL, "--files 'nope.csv' matches no file"),
+    ],
+)
+def test_bad_input_gives_its_sentence_and_starts_nothing(shell, tfk8s_home, line, cell, expected):
+    with pytest.raises(UsageError) as e:
+        shell.run_cell_magic("tfk8s_train", line, cell)
+    message = str(e.value)
+    assert expected in message
+    assert re.search(r"\. [A-Z]", message) is None and message.endswith("."), message  # one sentence
+    assert records(tfk8s_home) == []
+    assert "_tfk8s_job" not in shell.user_ns
+
+
+def test_unshippable_name_and_oversized_context_start_nothing(shell, tfk8s_home):
+    run(shell, "log = open('train.log', 'w')")
+    with pytest.raises(UsageError, match="the cell uses 'log', an open file"):
+        shell.run_cell_magic("tfk8s_train", "", "log.write('hi')\n")
+    run(shell, "import numpy as np\nDATA = np.ones((800, 800))")
+    run(shell, "%config TFK8s.max_payload_bytes = 1000000")
+    with pytest.raises(UsageError, match="over the 976.6 KB limit .*load the data inside the training cell"):
+        shell.run_cell_magic("tfk8s_train", "", "print(DATA.sum())\n")
+    assert records(tfk8s_home) == []
+
+
+# -- config ------------------------------------------------------------------------------------------
+def test_config_defaults_sources_and_flag_override(ipython_dir, notebook_dir, capsys):
+    profile = ipython_dir / "profile_default"
+    profile.mkdir()
+    (profile / "ipython_config.py").write_text("c.TFK8s.workers = 3\nc.TFK8s.image = 'corp/tf:1'\n")
+    cfg = PyFileConfigLoader("ipython_config.py", path=str(profile)).load_config()
+    shell = make_shell(ipython_dir, cfg)
+    shell.run_line_magic("load_ext", "tfk8s_jupyter")
+    shell.run_line_magic("config", "TFK8s.gpus = 1")
+    capsys.readouterr()
+    shell.run_line_magic("tfk8s_config", "")
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}
+    assert rows["TFK8s.workers"][1:] == ["3", "config", "file"]
+    assert rows["TFK8s.image"][1:] == ["'corp/tf:1'", "config", "file"]
+    assert rows["TFK8s.gpus"][1:] == ["1", "%config"]
+    assert rows["TFK8s.backend"][1:] == ["'local'", "default"]
+    assert len(rows) == len(magics_of(shell).defaults.trait_names(config=True))
+    spec, _ = dry_run(shell, capsys, "")
+    assert (spec["workers"], spec["gpus"], spec["image"]) == (3, 1, "corp/tf:1")
+    spec, _ = dry_run(shell, capsys, "--workers 2 --gpus 0 --image other:2")
+    assert (spec["workers"], spec["gpus"], spec["image"]) == (2, 0, "other:2")
+    with pytest.raises(UsageError, match="takes no arguments"):
+        shell.run_line_magic("tfk8s_config", "workers")
+
+
+# -- submitting (stand-in runner, real local backend) ---------------------------------------------------
+def test_cell_returns_at_once_then_line_magics_follow_the_job(shell, standin, capsys, tfk8s_home):
+    start = time.perf_counter()
+    shell.run_cell_magic("tfk8s_train", "--ps 1 --workers 2 --name quick-ps --out job", QUICK)
+    returned = time.perf_counter() - start
+    assert returned < 2.0, returned
+    job = shell.user_ns["job"]
+    assert shell.user_ns["_tfk8s_job"] is job and job.name == "quick-ps"
+    assert records(tfk8s_home) == ["quick-ps"]
+    shell.run_line_magic("tfk8s_wait", "--timeout 120")
+    out = capsys.readouterr().out
+    assert "tfk8s: submitted job quick-ps (local); progress follows." in out
+    assert out.rstrip().endswith("tfk8s job quick-ps: succeeded")
+    # plain-text fallback: progress lines and a final summary
+    assert "[tfk8s] job quick-ps · " in out
+    assert "tfk8s job quick-ps: succeeded after" in out and "last: loss=0.09091" in out
+    shell.run_line_magic("tfk8s_jobs", "")
+    table = capsys.readouterr().out
+    assert table.splitlines()[0].split() == ["name", "phase", "backend", "strategy", "replicas", "age"]
+    assert table.splitlines()[1].split()[:4] == ["quick-ps", "succeeded", "local", "parameter_server"]
+    shell.run_line_magic("tfk8s_logs", "quick-ps --tail 3")
+    assert '"type":"end"' in capsys.readouterr().out
+    shell.run_line_magic("tfk8s_logs", "quick-ps --replica ps-0")
+    assert "stand-in ps-0" in capsys.readouterr().out
+    with pytest.raises(
+        UsageError, match="has no replica 'worker-7'; use one of ps-0, chief-0, worker-0, worker-1"
+    ):
+        shell.run_line_magic("tfk8s_logs", "quick-ps --replica worker-7")
+    with pytest.raises(UsageError, match="there is no local job named 'nope'; %tfk8s_jobs lists your jobs"):
+        shell.run_line_magic("tfk8s_attach", "nope")
+
+
+def test_wait_flag_blocks_and_surfaces_a_failure(shell, standin, capsys):
+    with pytest.raises(UsageError, match=r"job bad-cell failed: ValueError: no data"):
+        shell.run_cell_magic(
+            "tfk8s_train", "--workers 2 --name bad-cell --wait --timeout 120", "raise ValueError('no data')\n"
+        )
+    assert shell.user_ns["_tfk8s_job"].phase == "failed"
+
+
+def test_stop_and_no_panel(shell, standin, capsys):
+    shell.run_cell_magic(
+        "tfk8s_train",
+        "--workers 2 --name long-run --no-panel",
+        "EPOCHS = 50\nSTEPS = 100\nSTEP_SECONDS = 0.05\n",
+    )
+    assert "tfk8s: submitted job long-run; %tfk8s_attach long-run shows its panel." in capsys.readouterr().out
+    job = shell.user_ns["_tfk8s_job"]
+    deadline = time.monotonic() + 60
+    while job.phase == "pending" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    shell.run_line_magic("tfk8s_stop", "long-run")
+    assert capsys.readouterr().out.strip() == "tfk8s: job long-run is stopped."
+    assert job.phase == "stopped"
+
+
+def test_widget_panel_final_state_and_attach_after_a_kernel_restart(
+    shell, standin, ipython_dir, notebook_dir
+):
+    run(shell, "%config TFK8s.frontend = 'widgets'")
+    shell.run_cell_magic("tfk8s_train", "--ps 1 --workers 2 --name panel-ps --wait --timeout 120", QUICK)
+    (panel,) = magics_of(shell).panels["panel-ps"]
+    assert panel.done and panel.badge.value == "succeeded"
+    assert "tfk8s-phase-succeeded" in panel.badge._dom_classes
+    assert list(panel.lines.labels) == ["loss"]
+    assert list(panel.lines.x) == list(range(1, 11))  # 2 epochs x 5 steps, every point
+    assert np.atleast_2d(panel.lines.y)[0][-1] == pytest.approx(1 / 11)
+    for replica in ("ps-0", "chief-0", "worker-0", "worker-1"):
+        assert f'data-replica="{replica}"' in panel.table.value
+    assert panel.table.value.count(">succeeded<") + panel.table.value.count(">stopped<") == 4
+    assert panel.stop_button.disabled
+
+    # a new kernel: the job's history comes back with %tfk8s_attach
+    restarted = make_shell(ipython_dir)
+    restarted.run_line_magic("load_ext", "tfk8s_jupyter")
+    restarted.run_line_magic("config", "TFK8s.frontend = 'widgets'")
+    restarted.run_line_magic("tfk8s_attach", "panel-ps")
+    (again,) = magics_of(restarted).panels["panel-ps"]
+    deadline = time.monotonic() + 30
+    while not again.done and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert again.done and again.badge.value == "succeeded"
+    assert list(again.lines.x) == list(range(1, 11))
+    again.kind.value = "epoch"
+    assert list(again.lines.x) == [0, 1]
+    again.close()
+
+
+def test_settings_panel_launches_and_becomes_the_job_panel(shell, standin):
+    run(shell, "%config TFK8s.frontend = 'widgets'")
+    shell.run_cell_magic("tfk8s_train", "--panel --workers 3 --name form-job", QUICK)
+    form = shell.user_ns["_tfk8s_settings"]
+    assert "tfk8s-settings-panel" in form._dom_classes
+    assert form.fields["workers"].value == 3 and form.fields["backend"].value == "local"
+    # a contradictory choice: the sentence shows under the form, nothing starts
+    form.fields["ps"].value = 1
+    form.fields["strategy"].value = "multi_worker_mirrored"
+    form.launch_button.click()
+    assert "ps=1 does not fit strategy multi_worker_mirrored" in form.message.value
+    assert form.job is None and not form.launch_button.disabled
+    form.fields["ps"].value = 0
+    form.fields["workers"].value = 2
+    form.launch_button.click()
+    assert form.job is not None and form.job.name == "form-job"
+    assert form.job.spec.workers == 2 and form.job.spec.strategy == "multi_worker_mirrored"
+    assert form.children == (form.job_panel,) and "tfk8s-job-panel" in form.job_panel._dom_classes
+    assert "tfk8s-settings-panel" not in form._dom_classes
+    assert shell.user_ns["_tfk8s_job"] is form.job
+    shell.run_line_magic("tfk8s_wait", "form-job --timeout 120")
+    assert form.job_panel.badge.value == "succeeded"
+
+
+def test_panel_needs_a_widget_frontend(shell):
+    with pytest.raises(UsageError, match="--panel needs a widget frontend"):
+        shell.run_cell_magic("tfk8s_train", "--panel", CELL)

@@ -1,0 +1,627 @@
+"""IPython magics: ``%%tfk8s_train`` and ``%tfk8s_jobs/attach/logs/stop/wait/config``.
+
+``%load_ext tfk8s_jupyter`` registers them. Defaults come from the ``TFK8s`` configurable (config files
+and ``%config TFK8s.<option> = ...``); flags override them per call.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import shlex
+import time
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments
+
+from .capture import CaptureError, capture, check_cell
+from .config import TFK8s, current_owner, set_current_config
+from .spec import SpecError, make_spec
+
+# Flags that map 1:1 to JobSpec fields (argparse dest -> spec field).
+_SPEC_FLAGS = (
+    "ps",
+    "workers",
+    "gpus",
+    "strategy",
+    "backend",
+    "flavor",
+    "context",
+    "image",
+    "namespace",
+    "cpu",
+    "memory",
+    "checkpoint_dir",
+    "max_restarts",
+    "metric_interval",
+)
+
+
+def _fix(message: str, func=None) -> str:
+    """Argparse's wording, turned into one sentence that names the fix."""
+    import difflib
+
+    message = str(message).strip().rstrip(".")
+    name = f"%{func.parser.prog}" if func is not None else "%%tfk8s_train"
+    if message.startswith("unrecognized arguments:"):
+        words = message.split(":", 1)[1].split()
+        bad = next((w for w in words if w.startswith("-")), None)
+        if bad is None:
+            return f"unexpected argument(s) {' '.join(words)}; run {name}? to see what it takes."
+        known = [o for a in func.parser._actions for o in a.option_strings] if func is not None else []
+        close = difflib.get_close_matches(bad.split("=")[0], known, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        return f"unknown option {bad}; {hint}run {name}? to see the options."
+    if "invalid int value" in message or "invalid float value" in message:
+        return f"{message}; give a number, e.g. --workers 2."
+    if "expected one argument" in message:
+        return f"{message}; give it a value, e.g. --workers 2."
+    return f"{message}; run %%tfk8s_train? for the options and examples."
+
+
+def _parse(func, line: str):
+    """Parse a magic's line with shell quoting (``--env 'MSG=a b'``)."""
+    try:
+        argv = shlex.split(line)
+    except ValueError as e:
+        raise UsageError(f"the magic line has {e}; close the quote.") from None
+    try:
+        return func.parser.parse_args(argv)
+    except UsageError as e:
+        raise UsageError(_fix(str(e), func)) from None
+
+
+def _parse_env(items: list[str] | None) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--env {item!r} is not KEY=VALUE; write it as --env {item or 'KEY'}=value.")
+        env[key] = value
+    return env
+
+
+def _files(items: list[str] | None) -> list[str]:
+    out: list[str] = []
+    for item in items or []:
+        out.extend(p for p in item.split(",") if p)
+    return out
+
+
+def _in_kernel(shell) -> bool:
+    return getattr(shell, "kernel", None) is not None
+
+
+@magics_class
+class TFK8sMagics(Magics):
+    """The tfk8s magics; one instance per shell holds the ``TFK8s`` defaults and this kernel's jobs."""
+
+    def __init__(self, shell):
+        super().__init__(shell)
+        self.defaults = TFK8s(parent=shell)
+        if self.defaults not in shell.configurables:
+            shell.configurables.append(self.defaults)
+        set_current_config(self.defaults)
+        self._file_config = dict(shell.config.get("TFK8s", {})) if shell is not None else {}
+        self._config_files = self._loaded_config_files()
+        self._runtime: dict[str, Any] = {}
+        self.defaults.observe(self._on_default_changed)
+        self.jobs: dict[str, Any] = {}
+        self.panels: dict[str, list] = {}
+        self.progress: dict[str, Any] = {}
+        self.last_job: str | None = None
+
+    # -- config provenance ------------------------------------------------------------------------
+    @staticmethod
+    def _loaded_config_files() -> list[str]:
+        try:
+            from traitlets.config import Application
+
+            if Application.initialized():
+                return list(getattr(Application.instance(), "loaded_config_files", []) or [])
+        except Exception:
+            pass
+        return []
+
+    def _on_default_changed(self, change) -> None:
+        self._runtime[change["name"]] = change["new"]
+
+    def config_sources(self) -> list[tuple[str, Any, str]]:
+        """``(option, value, where it came from)`` for every ``TFK8s`` default."""
+        where_file = "config file"
+        if self._config_files:
+            where_file = "config file " + ", ".join(os.path.basename(p) for p in self._config_files)
+        out = []
+        for name in sorted(self.defaults.trait_names(config=True)):
+            value = getattr(self.defaults, name)
+            if name in self._runtime:
+                source = "%config"
+            elif name in self._file_config:
+                source = where_file
+            else:
+                source = "default"
+            out.append((name, value, source))
+        return out
+
+    # -- building jobs ----------------------------------------------------------------------------
+    def job_options(self, args, overrides: dict | None = None) -> dict:
+        """Config defaults overridden by flags (and by ``overrides``, e.g. the settings form)."""
+        cfg = self.defaults
+        merged = cfg.job_options()
+        given = {k: getattr(args, k, None) for k in _SPEC_FLAGS}
+        given.update(overrides or {})
+        for k, v in given.items():
+            if v is not None:
+                merged[k] = v
+        ps_given = given.get("ps") is not None
+        if not ps_given and (given.get("workers") is not None or given.get("strategy") is not None):
+            strategy = str(given.get("strategy") or "auto").replace("-", "_").lower()
+            merged["ps"] = 0 if strategy not in ("parameter_server", "ps") else max(1, cfg.ps)
+        env = dict(merged.get("env") or {})
+        env.update(_parse_env(getattr(args, "env", None)))
+        merged["env"] = env
+        merged["owner"] = current_owner()
+        return merged
+
+    def build(self, code: str, args, overrides: dict | None = None):
+        """Validate the flags and the cell and capture its context: ``(spec, capture)``; nothing starts.
+
+        Raises:
+            UsageError: one sentence naming the problem and the fix.
+        """
+        try:
+            check_cell(code)
+            spec = make_spec(code, name=getattr(args, "name", None), **self.job_options(args, overrides))
+            cap = capture(
+                code,
+                self.shell,
+                files=_files(getattr(args, "files", None)),
+                max_bytes=self.defaults.max_payload_bytes,
+            )
+        except (SpecError, CaptureError) as e:
+            raise UsageError(str(e)) from None
+        return spec, cap
+
+    def launch(self, spec, cap, args):
+        """Submit and remember the job; ``--out`` and ``_tfk8s_job`` get the handle."""
+        from .api import submit_spec
+        from .backends.base import TFK8sError
+
+        try:
+            job = submit_spec(spec, cap.payload)
+        except (TFK8sError, SpecError) as e:
+            raise UsageError(str(e)) from None
+        self.jobs[job.name] = job
+        self.last_job = job.name
+        self.shell.user_ns["_tfk8s_job"] = job
+        out = getattr(args, "out", None)
+        if out:
+            self.shell.user_ns[out] = job
+        return job
+
+    def frontend(self, args=None) -> str:
+        mode = self.defaults.frontend
+        if mode == "auto":
+            mode = "widgets" if _in_kernel(self.shell) else "text"
+        return mode
+
+    def show(self, job, args=None) -> None:
+        """The live panel under the cell (or progress lines without widgets)."""
+        if (args is not None and getattr(args, "no_panel", False)) or not self.defaults.panel:
+            print(f"tfk8s: submitted job {job.name}; %tfk8s_attach {job.name} shows its panel.")
+            return
+        if self.frontend() == "widgets":
+            from .widgets import JobPanel
+
+            panel = JobPanel(job)
+            self.panels.setdefault(job.name, []).append(panel)
+            panel.show()
+        else:
+            from .widgets import TextProgress
+
+            print(f"tfk8s: submitted job {job.name} ({job.backend.name}); progress follows.")
+            self.progress[job.name] = TextProgress(job.state)
+
+    def wait_for(self, job, timeout: float | None = None) -> str:
+        """Block until ``job`` ends, then render its final state in this cell's context."""
+        try:
+            phase = job.wait(timeout=timeout)
+        except TimeoutError as e:
+            raise UsageError(str(e)) from None
+        mon = job.monitor()
+        mon.done.wait(timeout=30)
+        for panel in self.panels.get(job.name, []):
+            panel.flush()
+        return phase
+
+    # -- %%tfk8s_train --------------------------------------------------------------------------
+    @magic_arguments(name="%tfk8s_train")
+    @argument(
+        "--ps", type=int, default=None, help="Parameter servers (> 0: asynchronous training with a chief)."
+    )
+    @argument("--workers", type=int, default=None, help="Workers.")
+    @argument("--gpus", type=int, default=None, help="GPUs per worker and chief (never the ps).")
+    @argument(
+        "--strategy",
+        default=None,
+        help="auto (default), parameter_server, multi_worker_mirrored or mirrored.",
+    )
+    @argument("--backend", default=None, help="local (processes on this machine) or kubernetes.")
+    @argument("--flavor", default=None, help="Kubernetes flavor: auto, native or tfjob.")
+    @argument("--context", default=None, help="kubeconfig context (Kubernetes).")
+    @argument("--name", default=None, help="Job name (lowercase letters, digits, '-'); generated if omitted.")
+    @argument("--image", default=None, help="Container image of the replicas (Kubernetes).")
+    @argument("--namespace", default=None, help="Kubernetes namespace.")
+    @argument("--cpu", default=None, help="CPU per replica, e.g. 2 or 500m.")
+    @argument("--memory", default=None, help="Memory per replica, e.g. 4Gi.")
+    @argument("--checkpoint-dir", dest="checkpoint_dir", default=None, help="Where checkpoints go.")
+    @argument("--max-restarts", dest="max_restarts", type=int, default=None, help="Restarts before failing.")
+    @argument(
+        "--metric-interval",
+        dest="metric_interval",
+        type=float,
+        default=None,
+        help="Seconds between per-step metric points.",
+    )
+    @argument(
+        "--env",
+        action="append",
+        metavar="KEY=VALUE",
+        help="Environment variable for every replica (repeatable).",
+    )
+    @argument(
+        "--files",
+        action="append",
+        metavar="PATH",
+        help="Extra files or globs next to the notebook to ship (repeatable or comma-separated).",
+    )
+    @argument("--out", default=None, metavar="VAR", help="Also store the job handle in this variable.")
+    @argument("--dry-run", dest="dry_run", action="store_true", help="Validate and print; start nothing.")
+    @argument("--wait", action="store_true", help="Block until the job ends (the panel still updates).")
+    @argument(
+        "--timeout", type=float, default=None, help="With --wait: give up waiting after this many seconds."
+    )
+    @argument("--panel", action="store_true", help="Show a settings form with a Launch button first.")
+    @argument(
+        "--no-panel", dest="no_panel", action="store_true", help="Submit without showing the live panel."
+    )
+    @cell_magic
+    def tfk8s_train(self, line: str, cell: str):
+        """Train this cell as a distributed TensorFlow job and show a live panel under it.
+
+        The cell runs unchanged on every replica. Names it uses from earlier cells (functions, classes,
+        constants, small values, imports, local .py modules) travel with it. The cell returns at once; the
+        handle is in ``_tfk8s_job`` (and in ``--out VAR``). Defaults come from ``%config TFK8s.<option>``
+        (see ``%tfk8s_config``); flags override them.
+
+        Examples::
+
+            %%tfk8s_train --ps 1 --workers 2
+            model = build_model(LR)          # defined in earlier cells
+            model.fit(train_ds(), epochs=5, steps_per_epoch=100)
+
+            %%tfk8s_train --workers 2 --strategy multi_worker_mirrored --wait --out job
+            ...
+
+            %%tfk8s_train --backend kubernetes --gpus 1 --memory 8Gi --env WANDB_MODE=offline --dry-run
+            ...
+
+            %%tfk8s_train --panel            # choose the cluster shape in a form, then Launch
+            ...
+        """
+        args = _parse(self.tfk8s_train, line)
+        if args.panel and args.no_panel:
+            raise UsageError("--panel and --no-panel contradict each other; pass only one of them.")
+        if args.panel and (args.dry_run or args.wait):
+            raise UsageError(
+                "--panel launches from the form, so it cannot be combined with --dry-run or --wait."
+            )
+        if args.panel:
+            return self._settings_panel(cell, args)
+        spec, cap = self.build(cell, args)
+        if args.dry_run:
+            self._print_dry_run(spec, cap)
+            return None
+        job = self.launch(spec, cap, args)
+        self.show(job, args)
+        if args.wait:
+            phase = self.wait_for(job, args.timeout)
+            if phase == "failed":
+                error = job.state.error or job.status.message or "see %tfk8s_logs " + job.name
+                raise UsageError(f"job {job.name} failed: {error}")
+        return None
+
+    def _print_dry_run(self, spec, cap) -> None:
+        import json
+
+        print(f"# tfk8s dry run: job {spec.name} is valid; nothing was started.")
+        d = spec.to_json()
+        d.pop("code", None)
+        shown = {k: v for k, v in d.items() if v not in (None, {}, [], ())}
+        print("# spec")
+        print(json.dumps(shown, indent=1, sort_keys=True))
+        print(f"# replicas: {', '.join(spec.replica_names)} (reporting: {spec.reporting_replica})")
+        print("# " + cap.summary().replace("\n", "\n# "))
+        if spec.backend == "kubernetes":
+            from .backends.kubernetes import manifests_yaml, render_manifests
+
+            try:
+                objs = render_manifests(spec, cap.payload, flavor=spec.flavor)
+            except Exception as e:
+                raise UsageError(str(e)) from None
+            print("# manifests")
+            print(manifests_yaml(objs))
+
+    def _settings_panel(self, cell: str, args):
+        from .widgets import JobPanel, SettingsPanel
+
+        try:
+            check_cell(cell)
+        except CaptureError as e:
+            raise UsageError(str(e)) from None
+        opts = self.job_options(args)
+        defaults = {
+            k: opts.get(k)
+            for k in ("strategy", "ps", "workers", "gpus", "backend", "image", "namespace", "cpu", "memory")
+        }
+
+        def on_launch(options: dict):
+            spec, cap = self.build(cell, args, overrides=options)
+            return self.launch(spec, cap, args)
+
+        def make_panel(job):
+            panel = JobPanel(job)
+            self.panels.setdefault(job.name, []).append(panel)
+            return panel
+
+        form = SettingsPanel(defaults, on_launch, panel_factory=make_panel)
+        self.shell.user_ns["_tfk8s_settings"] = form
+        if self.frontend() == "widgets":
+            from IPython.display import display
+
+            display(form)
+            return None
+        raise UsageError(
+            "--panel needs a widget frontend (JupyterLab or Notebook); pass the options as flags instead."
+        )
+
+    # -- line magics ------------------------------------------------------------------------------
+    def _job(self, name: str | None, backend: str | None = None):
+        from .api import attach
+        from .backends.base import TFK8sError
+
+        name = name or self.last_job
+        if not name:
+            raise UsageError(
+                "no job named and none started in this kernel; give a job name (see %tfk8s_jobs)."
+            )
+        if name in self.jobs and (backend is None or self.jobs[name].backend.name == backend):
+            return self.jobs[name]
+        try:
+            job = attach(name, backend=backend)
+        except LookupError:
+            where = backend or self.defaults.backend
+            raise UsageError(
+                f"there is no {where} job named {name!r}; %tfk8s_jobs lists your jobs (add --backend for another backend)."
+            ) from None
+        except (TFK8sError, SpecError) as e:
+            raise UsageError(f"{e}") from None
+        self.jobs[name] = job
+        return job
+
+    @magic_arguments()
+    @argument("--backend", default=None, help="local or kubernetes (default: the configured backend).")
+    @argument("--all", action="store_true", help="Every user's jobs, not only yours.")
+    @line_magic
+    def tfk8s_jobs(self, line: str):
+        """Table of your jobs, newest first: name, phase, strategy, replicas, age, last metrics.
+
+        Example::
+
+            %tfk8s_jobs
+            %tfk8s_jobs --backend kubernetes
+        """
+        from .api import backend_for
+        from .backends.base import TFK8sError
+
+        args = _parse(self.tfk8s_jobs, line)
+        try:
+            b = backend_for(args.backend)
+            jobs = b.list(owner=None if args.all else current_owner())
+        except (TFK8sError, SpecError) as e:
+            raise UsageError(str(e)) from None
+        jobs.sort(key=lambda s: s.created, reverse=True)
+        from IPython.display import display
+
+        display(JobsTable(jobs))
+
+    @magic_arguments()
+    @argument("name", nargs="?", default=None, help="Job name (default: the last job of this kernel).")
+    @argument("--backend", default=None, help="local or kubernetes.")
+    @line_magic
+    def tfk8s_attach(self, line: str):
+        """Show the live panel of an existing job, with its full history (e.g. after a kernel restart).
+
+        Example::
+
+            %tfk8s_attach mnist-ps
+        """
+        args = _parse(self.tfk8s_attach, line)
+        job = self._job(args.name, args.backend)
+        self.last_job = job.name
+        self.shell.user_ns["_tfk8s_job"] = job
+        self.show(job)
+
+    @magic_arguments()
+    @argument("name", nargs="?", default=None, help="Job name (default: the last job of this kernel).")
+    @argument(
+        "--replica", default=None, help="e.g. chief-0, worker-1, ps-0 (default: the reporting replica)."
+    )
+    @argument("--tail", type=int, default=None, help="Only the last N lines.")
+    @argument(
+        "--follow",
+        action="store_true",
+        help="Keep printing new lines until the job ends (interrupt to stop).",
+    )
+    @argument("--backend", default=None, help="local or kubernetes.")
+    @line_magic
+    def tfk8s_logs(self, line: str):
+        """Print a replica's output.
+
+        Examples::
+
+            %tfk8s_logs mnist-ps
+            %tfk8s_logs mnist-ps --replica worker-1 --tail 50
+            %tfk8s_logs mnist-ps --follow
+        """
+        import threading
+
+        args = _parse(self.tfk8s_logs, line)
+        job = self._job(args.name, args.backend)
+        replica = args.replica or job.spec.reporting_replica
+        if replica not in job.spec.replica_names:
+            raise UsageError(
+                f"job {job.name} has no replica {replica!r}; use one of {', '.join(job.spec.replica_names)}."
+            )
+        if not args.follow:
+            print(job.logs(replica, tail=args.tail), end="")
+            return
+        stop = threading.Event()
+        try:
+            for text in job.backend.follow_logs(job.name, replica, stop):
+                print(text, flush=True)
+        except KeyboardInterrupt:
+            stop.set()
+
+    @magic_arguments()
+    @argument("name", nargs="?", default=None, help="Job name (default: the last job of this kernel).")
+    @argument("--backend", default=None, help="local or kubernetes.")
+    @line_magic
+    def tfk8s_stop(self, line: str):
+        """Stop every replica of a job; its record (status, metrics, logs) stays.
+
+        Example::
+
+            %tfk8s_stop mnist-ps
+        """
+        from .backends.base import TFK8sError
+
+        args = _parse(self.tfk8s_stop, line)
+        job = self._job(args.name, args.backend)
+        try:
+            status = job.stop()
+        except TFK8sError as e:
+            raise UsageError(str(e)) from None
+        print(f"tfk8s: job {job.name} is {status.phase}.")
+
+    @magic_arguments()
+    @argument("name", nargs="?", default=None, help="Job name (default: the last job of this kernel).")
+    @argument("--timeout", type=float, default=None, help="Give up waiting after this many seconds.")
+    @argument("--backend", default=None, help="local or kubernetes.")
+    @line_magic
+    def tfk8s_wait(self, line: str):
+        """Block until a job ends, then print its final status line (its panels show the final state).
+
+        Example::
+
+            %tfk8s_wait mnist-ps --timeout 600
+        """
+        args = _parse(self.tfk8s_wait, line)
+        job = self._job(args.name, args.backend)
+        phase = self.wait_for(job, args.timeout)
+        print(f"tfk8s job {job.name}: {phase}")
+
+    @line_magic
+    def tfk8s_config(self, line: str):
+        """Show every default of ``%%tfk8s_train`` and where it came from.
+
+        Sources: ``default``, ``config file`` (``ipython_config.py``: ``c.TFK8s.workers = 4``) or
+        ``%config`` (``%config TFK8s.workers = 4``). Flags of ``%%tfk8s_train`` override all of them.
+
+        Example::
+
+            %config TFK8s.backend = "kubernetes"
+            %tfk8s_config
+        """
+        if line.strip():
+            raise UsageError(
+                "%tfk8s_config takes no arguments; set a default with %config TFK8s.<option> = value."
+            )
+        from IPython.display import display
+
+        display(ConfigTable(self.config_sources()))
+
+
+class JobsTable:
+    """``%tfk8s_jobs`` output: HTML in a notebook, an aligned text table elsewhere."""
+
+    COLUMNS = ("name", "phase", "backend", "strategy", "replicas", "age")
+
+    def __init__(self, jobs):
+        now = time.time()
+        from .widgets import format_duration
+
+        self.rows = []
+        for s in jobs:
+            counts = s.counts()
+            replicas = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "-"
+            self.rows.append(
+                (s.name, s.phase, s.backend, s.strategy, replicas, format_duration(now - s.created))
+            )
+
+    def __repr__(self) -> str:
+        if not self.rows:
+            return "no tfk8s jobs"
+        return _text_table(self.COLUMNS, self.rows)
+
+    def _repr_html_(self) -> str:
+        if not self.rows:
+            return "<i>no tfk8s jobs</i>"
+        return _html_table(self.COLUMNS, self.rows, "tfk8s-jobs")
+
+
+class ConfigTable:
+    """``%tfk8s_config`` output."""
+
+    COLUMNS = ("option", "value", "source")
+
+    def __init__(self, rows):
+        self.rows = [(f"TFK8s.{n}", repr(v), s) for n, v, s in rows]
+
+    def __repr__(self) -> str:
+        return _text_table(self.COLUMNS, self.rows)
+
+    def _repr_html_(self) -> str:
+        return _html_table(self.COLUMNS, self.rows, "tfk8s-config")
+
+
+def _text_table(columns, rows) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(columns, *rows, strict=False)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
+    for row in rows:
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return "\n".join(lines)
+
+
+def _html_table(columns, rows, cls: str) -> str:
+    head = "".join(f"<th style='text-align:left'>{html.escape(c)}</th>" for c in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td style='text-align:left'>{html.escape(str(c))}</td>" for c in row) + "</tr>"
+        for row in rows
+    )
+    return f"<table class='{cls}'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def load_ipython_extension(ipython) -> None:
+    """Register the magics on ``ipython`` (``%load_ext tfk8s_jupyter``)."""
+    magics = TFK8sMagics(ipython)
+    ipython.register_magics(magics)
+
+
+def unload_ipython_extension(ipython) -> None:
+    pass
+
+
+__all__ = ["TFK8sMagics", "load_ipython_extension"]
