@@ -1,0 +1,85 @@
+"""Fixtures of the Kubernetes tests: the test API server, the test kubelet, a kubeconfig, the backend.
+
+Set ``TFK8S_REQUEST_LOG=<path>`` to append every request the client makes in the whole suite (JSON lines:
+verb, group, resource, subresource, namespace, name, status) to one file, e.g. to derive the RBAC Role.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from apiserver import ApiServer  # noqa: E402
+from kubelet import TestCluster  # noqa: E402
+
+STANDIN_RUNNER = Path(__file__).parent.parent / "standin_runner.py"
+_log_lock = threading.Lock()
+
+
+@pytest.fixture
+def apiserver(request):
+    """A running test API server with namespaces ``default`` and ``team``."""
+    server = ApiServer(namespaces=("default", "team")).start()
+    yield server
+    server.stop()
+    path = os.environ.get("TFK8S_REQUEST_LOG")
+    if path:
+        with _log_lock, open(path, "a") as f:
+            for entry in server.request_log:
+                f.write(json.dumps({**entry, "test": request.node.nodeid}) + "\n")
+
+
+@pytest.fixture
+def kubeconfig(apiserver, tmp_path, monkeypatch) -> Path:
+    """A kubeconfig whose current context ``test`` (namespace ``default``) points at the test server;
+    context ``team`` uses namespace ``team``."""
+    path = apiserver.kubeconfig(tmp_path / "kubeconfig", contexts={"team": "team"})
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    from tfk8s_jupyter.config import TFK8s, set_current_config
+
+    set_current_config(TFK8s())
+    return path
+
+
+@pytest.fixture
+def backend(kubeconfig):
+    from tfk8s_jupyter.backends.kubernetes import KubernetesBackend
+
+    return KubernetesBackend(config_file=str(kubeconfig))
+
+
+def _make_cluster(apiserver, tmp_path, **kw):
+    cluster = TestCluster(apiserver, workdir=tmp_path / "kubelet", **kw).start()
+    return cluster
+
+
+@pytest.fixture
+def standin_cluster(apiserver, tmp_path):
+    """Job controller + kubelet running the TensorFlow-free stand-in runner as the pods' runner."""
+    cluster = _make_cluster(apiserver, tmp_path, runner_override=STANDIN_RUNNER)
+    yield cluster
+    cluster.stop()
+    assert not cluster.running(), "container processes left running"
+
+
+@pytest.fixture
+def make_cluster(apiserver, tmp_path):
+    """Factory for a test cluster with options (capacity, bad images, quota, real runner)."""
+    made = []
+
+    def make(**kw):
+        c = _make_cluster(apiserver, tmp_path, **kw)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.stop()

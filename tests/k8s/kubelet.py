@@ -1,0 +1,548 @@
+"""A test Job controller and kubelet beside the test API server: pods run as local processes.
+
+Job controller: an Indexed Job gets one pod per index (``JOB_COMPLETION_INDEX`` in the env, hostname
+``<job>-<index>``, ownerReference to the Job); restarts count against ``backoffLimit``; the Job gets
+``Complete`` / ``Failed`` conditions; a quota (``pod_quota``) refused pod creation is a FailedCreate Event.
+
+Kubelet: "schedules" a pod (``Insufficient <resource>`` when it asks more than the node has), "pulls" its
+image (``bad_images`` fail with ErrImagePull / ImagePullBackOff), runs its container as a process
+(``python`` → this interpreter; ConfigMap volumes written to a temp dir and every path under a mount
+rewritten to it; each ``host:port`` in ``TFK8S_CLUSTER`` mapped to a free local port), restarts it per
+``restartPolicy`` (CrashLoopBackOff in between), reports phases, container states, exit codes and
+``terminationMessagePolicy: FallbackToLogsOnError`` messages, and serves its output as the pod log.
+``oom(pod)`` kills a container the way the OOM killer does (exit 137, reason OOMKilled).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from apiserver import ApiError, ApiServer, WatchEvent, now_rfc3339
+
+INDEX_KEY = "batch.kubernetes.io/job-completion-index"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _quantity(v: str | int) -> float:
+    s = str(v)
+    for suffix, f in (("m", 1e-3), ("Ki", 2**10), ("Mi", 2**20), ("Gi", 2**30)):
+        if s.endswith(suffix):
+            return float(s[: -len(suffix)]) * f
+    return float(s)
+
+
+class Container:
+    """One running container process of a pod."""
+
+    def __init__(self, proc: subprocess.Popen, buf):
+        self.proc = proc
+        self.buf = buf
+        self.oom = False
+        self.reader: threading.Thread | None = None
+
+
+class TestCluster:
+    """Job controller + kubelet for one :class:`ApiServer`; ``start()`` / ``stop()``."""
+
+    def __init__(
+        self,
+        server: ApiServer,
+        workdir: Path | None = None,
+        node_capacity: dict[str, str] | None = None,
+        bad_images: tuple[str, ...] = (),
+        pod_quota: int | None = None,
+        extra_env: dict[str, str] | None = None,
+        crash_backoff: float = 0.3,
+        runner_override: Path | None = None,
+    ):
+        self.server = server
+        self.store = server.store
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="tfk8s-kubelet-"))
+        self.capacity = {"cpu": "64", "memory": "256Gi", "pods": "500", **(node_capacity or {})}
+        self.bad_images = set(bad_images)
+        self.pod_quota = pod_quota
+        self.extra_env = dict(extra_env or {})
+        self.crash_backoff = crash_backoff
+        self.runner_override = runner_override
+        self.ports: dict[str, int] = {}
+        self.containers: dict[tuple[str, str], Container] = {}  # (ns, pod) -> running container
+        self.restarts: dict[tuple[str, str], int] = {}
+        self.queue: queue.Queue = queue.Queue()
+        self._stop = threading.Event()
+        self._lock = threading.RLock()
+        self.thread = threading.Thread(target=self._loop, name="test-kubelet", daemon=True)
+        self.started_pids: list[int] = []
+
+    # lifecycle ----------------------------------------------------------------------------------
+    def start(self) -> TestCluster:
+        self.store.subscribers.append(self.queue.put)
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.queue.put in self.store.subscribers:
+            self.store.subscribers.remove(self.queue.put)
+        self.queue.put(None)
+        with self._lock:
+            containers = list(self.containers.values())
+        for c in containers:
+            self._kill(c)
+        self.thread.join(5)
+
+    def _kill(self, c: Container, grace: float = 5.0) -> None:
+        if c.proc.poll() is not None:
+            return
+        try:
+            os.killpg(c.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            c.proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(c.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            c.proc.wait(5)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            ev = self.queue.get()
+            if ev is None:
+                return
+            try:
+                self._on_event(ev)
+            except ApiError:
+                pass  # the object went away meanwhile
+            except Exception as e:  # keep the controller alive; the test sees the consequence
+                print(f"test kubelet: {type(e).__name__}: {e}", file=sys.stderr)
+
+    def _on_event(self, ev: WatchEvent) -> None:
+        if (ev.group, ev.resource) == ("batch", "jobs"):
+            if ev.type == "ADDED":
+                self._create_job_pods(ev.obj)
+        elif (ev.group, ev.resource) == ("", "pods"):
+            if ev.type == "ADDED":
+                threading.Thread(target=self._run_pod, args=(ev.obj,), daemon=True).start()
+            elif ev.type == "DELETED":
+                key = (ev.namespace, ev.obj["metadata"]["name"])
+                with self._lock:
+                    c = self.containers.pop(key, None)
+                if c is not None:
+                    threading.Thread(target=self._kill, args=(c,), daemon=True).start()
+                self._sync_job_of(ev.obj)
+
+    # Job controller -----------------------------------------------------------------------------
+    def _create_job_pods(self, job: dict) -> None:
+        spec = job["spec"]
+        if spec.get("completionMode") != "Indexed":
+            return
+        ns = job["metadata"]["namespace"]
+        for index in range(spec.get("completions", 1)):
+            if self.pod_quota is not None and len(self.store.list("", "pods", ns)[0]) >= self.pod_quota:
+                self._event(
+                    job,
+                    "FailedCreate",
+                    f'Error creating: pods "{job["metadata"]["name"]}-{index}-x" is forbidden: exceeded quota: '
+                    f"compute-resources, requested: pods=1, used: pods={self.pod_quota}, limited: pods={self.pod_quota}",
+                )
+                continue
+            self._create_pod(job, index)
+
+    def _create_pod(self, job: dict, index: int) -> None:
+        tpl = json.loads(json.dumps(job["spec"]["template"]))
+        meta = tpl.setdefault("metadata", {})
+        name = job["metadata"]["name"]
+        labels = {
+            **(meta.get("labels") or {}),
+            INDEX_KEY: str(index),
+            "batch.kubernetes.io/job-name": name,
+            "job-name": name,
+        }
+        pod_spec = tpl["spec"]
+        pod_spec["hostname"] = f"{name}-{index}"
+        for c in pod_spec["containers"]:
+            c.setdefault("env", []).append({"name": "JOB_COMPLETION_INDEX", "value": str(index)})
+        pod = {
+            "metadata": {
+                "name": f"{name}-{index}-{uuid.uuid4().hex[:5]}",
+                "namespace": job["metadata"]["namespace"],
+                "labels": labels,
+                "annotations": {INDEX_KEY: str(index)},
+                "ownerReferences": [
+                    {
+                        "apiVersion": "batch/v1",
+                        "kind": "Job",
+                        "name": name,
+                        "uid": job["metadata"]["uid"],
+                        "controller": True,
+                        "blockOwnerDeletion": True,
+                    }
+                ],
+            },
+            "spec": pod_spec,
+        }
+        self.store.create("", "pods", pod)
+
+    def _event(self, obj: dict, reason: str, message: str) -> None:
+        meta = obj["metadata"]
+        self.store.create(
+            "",
+            "events",
+            {
+                "metadata": {
+                    "name": f"{meta['name']}.{uuid.uuid4().hex[:8]}",
+                    "namespace": meta["namespace"],
+                },
+                "involvedObject": {
+                    "kind": obj.get("kind"),
+                    "name": meta["name"],
+                    "namespace": meta["namespace"],
+                    "uid": meta.get("uid"),
+                },
+                "reason": reason,
+                "message": message,
+                "type": "Warning",
+                "count": 1,
+            },
+        )
+
+    def _job_of(self, pod: dict) -> tuple[str, str] | None:
+        for ref in pod["metadata"].get("ownerReferences") or []:
+            if ref.get("kind") == "Job":
+                return pod["metadata"]["namespace"], ref["name"]
+        return None
+
+    def _sync_job_of(self, pod: dict) -> None:
+        """Job status from its pods: counts, Complete when every index succeeded, Failed past backoffLimit."""
+        owner = self._job_of(pod)
+        if owner is None:
+            return
+        ns, name = owner
+        job = self.store.get("batch", "jobs", ns, name)
+        if job is None:
+            return
+        pods = [p for p in self.store.list("", "pods", ns, f"batch.kubernetes.io/job-name={name}")[0]]
+        done = {p["metadata"]["labels"][INDEX_KEY] for p in pods if p["status"].get("phase") == "Succeeded"}
+        failed_pods = sum(1 for p in pods if p["status"].get("phase") == "Failed")
+        restarts = (
+            sum((p["status"].get("containerStatuses") or [{}])[0].get("restartCount", 0) for p in pods)
+            + failed_pods
+        )
+        active = sum(1 for p in pods if p["status"].get("phase") in ("Pending", "Running"))
+        limit = job["spec"].get("backoffLimit", 6)
+        conditions = list(job.get("status", {}).get("conditions") or [])
+        finished = any(c["type"] in ("Complete", "Failed") and c["status"] == "True" for c in conditions)
+        to_delete = []
+        if not finished and len(done) >= job["spec"].get("completions", 1):
+            conditions.append(
+                {
+                    "type": "Complete",
+                    "status": "True",
+                    "lastTransitionTime": now_rfc3339(),
+                    "reason": "CompletionsReached",
+                }
+            )
+        elif not finished and restarts > limit:
+            conditions.append(
+                {
+                    "type": "Failed",
+                    "status": "True",
+                    "lastTransitionTime": now_rfc3339(),
+                    "reason": "BackoffLimitExceeded",
+                    "message": "Job has reached the specified backoff limit",
+                }
+            )
+            to_delete = [p for p in pods if p["status"].get("phase") in ("Pending", "Running")]
+
+        def mutate(obj):
+            obj["status"].update(
+                {
+                    "active": active,
+                    "succeeded": len(done),
+                    "failed": restarts,
+                    "completedIndexes": ",".join(sorted(done, key=int)),
+                    "conditions": conditions,
+                }
+            )
+            obj["status"].setdefault("startTime", now_rfc3339())
+
+        self.store.update("batch", "jobs", ns, name, mutate)
+        for p in to_delete:
+            try:
+                self.store.delete("", "pods", ns, p["metadata"]["name"], "Background")
+            except ApiError:
+                pass
+
+    # kubelet ------------------------------------------------------------------------------------
+    def _set_status(self, pod: dict, **changes) -> dict | None:
+        ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+
+        def mutate(obj):
+            obj.setdefault("status", {}).update(changes)
+
+        try:
+            out = self.store.update("", "pods", ns, name, mutate)
+        except ApiError:
+            return None
+        self._sync_job_of(out)
+        return out
+
+    def _alive(self, pod: dict) -> bool:
+        return (
+            not self._stop.is_set()
+            and self.store.get("", "pods", pod["metadata"]["namespace"], pod["metadata"]["name"]) is not None
+        )
+
+    def _schedule(self, pod: dict) -> str | None:
+        short = []
+        for c in pod["spec"]["containers"]:
+            limits = {
+                **((c.get("resources") or {}).get("requests") or {}),
+                **((c.get("resources") or {}).get("limits") or {}),
+            }
+            for res, want in limits.items():
+                have = self.capacity.get(res, "0")
+                if _quantity(want) > _quantity(have):
+                    short.append(res)
+        if short:
+            return (
+                "0/1 nodes are available: "
+                + ", ".join(f"1 Insufficient {r}" for r in sorted(set(short)))
+                + ". preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod."
+            )
+        return None
+
+    def _run_pod(self, pod: dict) -> None:
+        ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+        reason = self._schedule(pod)
+        if reason:
+            self._set_status(
+                pod,
+                phase="Pending",
+                conditions=[
+                    {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": reason}
+                ],
+            )
+            return
+        container = pod["spec"]["containers"][0]
+        scheduled = [{"type": "PodScheduled", "status": "True"}]
+        waiting = {"waiting": {"reason": "ContainerCreating"}}
+        self._set_status(
+            pod,
+            phase="Pending",
+            conditions=scheduled,
+            hostIP="127.0.0.1",
+            containerStatuses=[self._cs(container, waiting, 0)],
+        )
+        if container["image"] in self.bad_images:
+            for reason in ("ErrImagePull", "ImagePullBackOff"):
+                msg = (
+                    f'Back-off pulling image "{container["image"]}"'
+                    if reason == "ImagePullBackOff"
+                    else (f'failed to pull and unpack image "{container["image"]}": not found')
+                )
+                self._set_status(
+                    pod,
+                    containerStatuses=[
+                        self._cs(container, {"waiting": {"reason": reason, "message": msg}}, 0)
+                    ],
+                )
+                time.sleep(0.2)
+            return
+        podroot = self.workdir / ns / name
+        mounts = self._mount(pod, podroot)
+        restarts = 0
+        last_state: dict = {}
+        start_time = now_rfc3339()
+        while self._alive(pod):
+            c = self._start(pod, container, mounts, podroot, restarts > 0)
+            with self._lock:
+                self.containers[(ns, name)] = c
+            self._set_status(
+                pod,
+                phase="Running",
+                startTime=start_time,
+                podIP="127.0.0.1",
+                conditions=[*scheduled, {"type": "Ready", "status": "True"}],
+                containerStatuses=[
+                    self._cs(
+                        container,
+                        {"running": {"startedAt": now_rfc3339()}},
+                        restarts,
+                        last_state,
+                        started=True,
+                    )
+                ],
+            )
+            code = c.proc.wait()
+            if c.reader:
+                c.reader.join(10)
+            c.buf.close()
+            with self._lock:
+                if self.containers.get((ns, name)) is c:
+                    del self.containers[(ns, name)]
+            if not self._alive(pod):
+                return
+            if code < 0:
+                code = 128 - code
+            reason = "OOMKilled" if c.oom else ("Completed" if code == 0 else "Error")
+            term = {"exitCode": code, "reason": reason, "finishedAt": now_rfc3339()}
+            if code != 0 and container.get("terminationMessagePolicy") == "FallbackToLogsOnError":
+                term["message"] = "\n".join(s for _, s in c.buf.lines[-80:])[-2048:]
+            policy = pod["spec"].get("restartPolicy", "Always")
+            if code == 0 and policy != "Always" or policy == "Never":
+                self._set_status(
+                    pod,
+                    phase="Succeeded" if code == 0 else "Failed",
+                    conditions=[*scheduled, {"type": "Ready", "status": "False"}],
+                    containerStatuses=[self._cs(container, {"terminated": term}, restarts, last_state)],
+                )
+                return
+            restarts += 1
+            last_state = {"terminated": term}
+            self._set_status(
+                pod,
+                containerStatuses=[
+                    self._cs(
+                        container,
+                        {
+                            "waiting": {
+                                "reason": "CrashLoopBackOff",
+                                "message": f"back-off restarting failed container {container['name']}",
+                            }
+                        },
+                        restarts,
+                        last_state,
+                    )
+                ],
+            )
+            time.sleep(self.crash_backoff)
+
+    @staticmethod
+    def _cs(
+        container: dict, state: dict, restarts: int, last: dict | None = None, started: bool = False
+    ) -> dict:
+        return {
+            "name": container["name"],
+            "image": container["image"],
+            "imageID": "",
+            "ready": "running" in state,
+            "started": started,
+            "restartCount": restarts,
+            "state": state,
+            "lastState": last or {},
+        }
+
+    def _mount(self, pod: dict, podroot: Path) -> dict[str, Path]:
+        """Write ConfigMap volumes, create emptyDirs; return mountPath -> local dir."""
+        ns = pod["metadata"]["namespace"]
+        volumes = {v["name"]: v for v in pod["spec"].get("volumes") or []}
+        out = {}
+        for vm in pod["spec"]["containers"][0].get("volumeMounts") or []:
+            vol = volumes[vm["name"]]
+            local = podroot / "volumes" / vm["name"]
+            local.mkdir(parents=True, exist_ok=True)
+            if "configMap" in vol:
+                cm = self.store.get("", "configmaps", ns, vol["configMap"]["name"])
+                for key, value in ((cm or {}).get("data") or {}).items():
+                    (local / key).write_text(value)
+            out[vm["mountPath"].rstrip("/")] = local
+        return out
+
+    def _map_hosts(self, text: str) -> str:
+        """``TFK8S_CLUSTER`` with each ``host:port`` replaced by its local port (the same for every pod)."""
+        cluster = json.loads(text)
+        out = {}
+        with self._lock:
+            for role, addrs in cluster.items():
+                mapped = []
+                for addr in addrs:
+                    host = addr.rsplit(":", 1)[0]
+                    if host not in self.ports:
+                        self.ports[host] = free_port()
+                    mapped.append(f"127.0.0.1:{self.ports[host]}")
+                out[role] = mapped
+        return json.dumps(out)
+
+    def _start(
+        self, pod: dict, container: dict, mounts: dict[str, Path], podroot: Path, restarted: bool
+    ) -> Container:
+        def rewrite(value: str) -> str:
+            for mount in sorted(mounts, key=len, reverse=True):
+                if value == mount or value.startswith(mount + "/"):
+                    return str(mounts[mount]) + value[len(mount) :]
+            return value
+
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "LANG": "C.UTF-8",
+            "HOSTNAME": pod["spec"].get("hostname", pod["metadata"]["name"]),
+        }
+        for item in container.get("env") or []:
+            env[item["name"]] = rewrite(str(item.get("value", "")))
+        if "TFK8S_CLUSTER" in env:
+            env["TFK8S_CLUSTER"] = self._map_hosts(env["TFK8S_CLUSTER"])
+        env.update(self.extra_env)
+        argv = [rewrite(a) for a in (container.get("command") or []) + (container.get("args") or [])]
+        if argv and argv[0] in ("python", "python3"):
+            argv[0] = sys.executable
+        if self.runner_override and len(argv) > 1 and argv[1].endswith("runner.py"):
+            # an "image" whose runner is the TF-free stand-in (it reads TFK8S_INDEX only)
+            argv[1] = str(self.runner_override)
+            env.setdefault("TFK8S_INDEX", env.get("JOB_COMPLETION_INDEX", "0"))
+            if env.get("TFK8S_CHECKPOINT_DIR"):
+                Path(env["TFK8S_CHECKPOINT_DIR"]).mkdir(parents=True, exist_ok=True)
+        buf = self.server.log_buffer(
+            pod["metadata"]["namespace"], pod["metadata"]["name"], container["name"], new=True
+        )
+        cwd = mounts.get("/tmp", podroot)
+        proc = subprocess.Popen(
+            argv,
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.started_pids.append(proc.pid)
+        c = Container(proc, buf)
+
+        def read():
+            for raw in proc.stdout:
+                buf.append(raw.decode("utf-8", "replace"))
+
+        c.reader = threading.Thread(target=read, daemon=True)
+        c.reader.start()
+        return c
+
+    def oom(self, namespace: str, pod: str) -> None:
+        """Kill the pod's container as the OOM killer would (SIGKILL, reported as OOMKilled)."""
+        with self._lock:
+            c = self.containers.get((namespace, pod))
+        if c is None:
+            raise LookupError(f"pod {pod} has no running container")
+        c.oom = True
+        os.killpg(c.proc.pid, signal.SIGKILL)
+
+    def running(self) -> list[int]:
+        with self._lock:
+            return [c.proc.pid for c in self.containers.values() if c.proc.poll() is None]
