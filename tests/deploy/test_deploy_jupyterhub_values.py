@@ -4,7 +4,9 @@ chart's own values schema (4.4.0, offline), and consistent with the cluster mani
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import jupyter_core.paths
 import pytest
 import tomllib
 from deploytools import (
@@ -17,7 +19,9 @@ from deploytools import (
     render_overlay,
     values_errors,
 )
-from traitlets.config.loader import JSONFileConfigLoader
+from ipykernel.kernelapp import IPKernelApp
+from IPython.core.application import SYSTEM_CONFIG_DIRS as IPYTHON_SYSTEM_CONFIG_DIRS
+from jupyter_server.serverapp import ServerApp
 
 from tfk8s_jupyter.config import TFK8s
 
@@ -53,22 +57,30 @@ def test_wrong_type_fails_naming_the_path(tmp_path):
     assert any(e.startswith("singleuser.image.tag:") for e in errors), errors
 
 
-def test_server_and_kernels_get_the_same_defaults_and_only_real_options(tmp_path):
+def test_server_and_kernels_load_the_same_defaults_and_only_real_options(tmp_path, monkeypatch):
+    """The files land where the Jupyter server and IPython kernels read their config, under the names they
+    load (general config is never read from jupyter_server_config.d/), and hold only real c.TFK8s options."""
     defaults = tfk8s_defaults(load_yaml(VALUES))
-    # The server extension reads jupyter_server_config.d, the kernel's magics IPython's system config.
-    assert set(defaults) == {
-        "/etc/jupyter/jupyter_server_config.d/tfk8s-deploy.json",
-        "/etc/ipython/ipython_config.json",
-    }
-    server, kernel = defaults.values()
+    by_dir = {str(Path(p).parent): Path(p).name for p in defaults}
+    assert by_dir == {"/etc/jupyter": "jupyter_server_config.json", "/etc/ipython": "ipython_config.json"}
+    assert "/etc/jupyter" in jupyter_core.paths.SYSTEM_CONFIG_PATH
+    assert "/etc/ipython" in IPYTHON_SYSTEM_CONFIG_DIRS
+    server, kernel = (defaults[f"{d}/{n}"] for d, n in sorted(by_dir.items()))
     assert server == kernel
     known = set(TFK8s.class_trait_names(config=True))
     assert set(server) <= known, f"unknown c.TFK8s options: {sorted(set(server) - known)}"
-    # Load the file the pod sees the way Jupyter and IPython do; traitlets checks every value's type.
-    path = tmp_path / "tfk8s-deploy.json"
-    path.write_text(json.dumps({"TFK8s": server}))
-    cfg = TFK8s(config=JSONFileConfigLoader(path.name, str(tmp_path)).load_config())
-    assert (cfg.backend, cfg.namespace, cfg.image) == ("kubernetes", server["namespace"], server["image"])
+
+    for path, data in defaults.items():
+        (tmp_path / Path(path).name).write_text(json.dumps({"TFK8s": data}))
+    monkeypatch.setenv("JUPYTER_CONFIG_DIR", str(tmp_path))
+    server_app = ServerApp()
+    server_app.load_config_file()
+    kernel_app = IPKernelApp()
+    kernel_app.config_file_paths = [str(tmp_path)]
+    kernel_app.load_config_file()
+    for app in (server_app, kernel_app):
+        cfg = TFK8s(config=app.config)  # traitlets checks every value's type
+        assert (cfg.backend, cfg.namespace, cfg.image) == ("kubernetes", server["namespace"], server["image"])
 
 
 def test_values_match_the_cluster_manifests_and_the_images():
