@@ -246,6 +246,14 @@ def _check_count(value, what: str, minimum: int, fix: str) -> int:
     return value
 
 
+def _check_ps_has_workers(ps: int, workers) -> None:
+    if ps > 0 and isinstance(workers, int) and not isinstance(workers, bool) and workers < 1:
+        raise SpecError(
+            f"ps={ps} with workers={workers} cannot train: parameter servers only hold variables and "
+            "workers compute; use workers=1 or more."
+        )
+
+
 def check_code(code: str) -> None:
     """Reject empty code and code that does not compile (naming the line)."""
     if not isinstance(code, str) or not code.strip():
@@ -281,8 +289,9 @@ def validate(spec: JobSpec) -> None:
         raise SpecError(
             f"strategy {spec.strategy!r} is unknown; use auto, parameter_server, multi_worker_mirrored or mirrored."
         )
-    workers = _check_count(spec.workers, "workers", 1, "use at least 1 worker")
     ps = _check_count(spec.ps, "ps", 0, "use 0 parameter servers (all-reduce) or more (asynchronous)")
+    _check_ps_has_workers(ps, spec.workers)
+    workers = _check_count(spec.workers, "workers", 1, "use at least 1 worker")
     if spec.strategy == "parameter_server" and ps == 0:
         raise SpecError(
             "strategy parameter_server needs at least one parameter server; pass ps=1 or more, "
@@ -371,6 +380,7 @@ def make_spec(
         )
     check_code(code)
     ps = _check_count(ps, "ps", 0, "use 0 parameter servers (all-reduce) or more (asynchronous)")
+    _check_ps_has_workers(ps, workers)
     workers = _check_count(workers, "workers", 1, "use at least 1 worker")
     worker_gpus, ps_gpus = parse_gpus(gpus)
     if ps_gpus:

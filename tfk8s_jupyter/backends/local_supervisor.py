@@ -52,7 +52,10 @@ from .base import (
 from .local import SUPERVISOR_FILE, proc_start_ticks, read_log, replica_env
 
 TICK = 0.1  # seconds between loop iterations
-TERM_GRACE = 10.0  # seconds a replica gets between SIGTERM and SIGKILL
+# Seconds a replica gets between SIGTERM and SIGKILL. All-reduce workers catch SIGTERM (TensorFlow's
+# preemption notifier) and ignore it while setting up, so a failed job does not wait long for them.
+TERM_GRACE = 5.0
+FAILED_GRACE = 2.0
 PEER_GRACE = 5.0  # seconds all-reduce workers get to finish by themselves once worker 0 has
 UP_CHECK_EVERY = 1.0
 GATHER = 0.7  # seconds to collect peers that fail together before deciding what to do
@@ -292,7 +295,7 @@ class Supervisor:
                 time.sleep(0.05)
         self.mark_exited(self.newly_exited())
         live = [r for r in self.replicas if r.alive]
-        self.terminate(self.replicas)
+        self.terminate(self.replicas, grace=FAILED_GRACE if phase == FAILED else TERM_GRACE)
         for r in self.replicas:
             if r.proc is not None and r.status.exit_code is None:
                 r.status.exit_code = r.proc.wait()
@@ -383,7 +386,7 @@ class Supervisor:
             self.schedule_restart(failed)
             self.status.message = f"restarting {', '.join(r.name for r in failed)}: {message}"
         else:
-            self.terminate([r for r in self.replicas if r.alive])
+            self.terminate([r for r in self.replicas if r.alive], grace=FAILED_GRACE)
             self.schedule_restart(self.replicas)
             self.status.message = f"restarting every replica because {message}"
         self.save()
