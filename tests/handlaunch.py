@@ -125,10 +125,15 @@ class HandLaunch:
         env.update(self.extra_env)
         return env
 
-    def start(self) -> HandLaunch:
+    def prepare(self) -> HandLaunch:
+        """Write the payload and the logs dir; ``start`` does it, ``start_replica`` alone does not."""
         self.tmp.mkdir(parents=True, exist_ok=True)
         (self.tmp / "payload.json").write_text(self.payload.to_json())
         (self.tmp / "logs").mkdir(exist_ok=True)
+        return self
+
+    def start(self) -> HandLaunch:
+        self.prepare()
         self.t0 = time.time()
         order = [r for r in ("ps", "worker", "chief") if r in self.cluster]
         for role in order:

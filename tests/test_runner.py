@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +23,7 @@ import cells  # noqa: E402
 from handlaunch import REPO, HandLaunch  # noqa: E402
 
 from tfk8s_jupyter import protocol, runner  # noqa: E402
+from tfk8s_jupyter.payload import Payload  # noqa: E402
 
 PS = "parameter_server"
 MWMS = "multi_worker_mirrored"
@@ -261,6 +264,11 @@ def test_all_reduce_workers_train_an_unchanged_cell_to_identical_weights(tmp_pat
         assert _wait_all(h) == {"worker-0": 0, "worker-1": 0}, h.tail("worker-0") + h.tail("worker-1")
         events = _assert_trained(h)
         assert events[0]["keras"] == "keras3" and events[0]["replicas"] == 2
+        # means, not sums over the two replicas: the values one replica reports for these batches
+        assert _epoch_losses(events)[0] == pytest.approx(4.7601, rel=0.02)
+        assert next(e for e in events if e["type"] == "metric")["values"]["loss"] == pytest.approx(
+            6.212, rel=0.02
+        )
         sums = _checksums(h)
         assert len(sums) == 2 and sums["worker-0"] == sums["worker-1"], sums
         assert events[-1]["model"]["weights_sha256"] == sums["worker-0"]
@@ -390,3 +398,138 @@ def test_relaunched_job_resumes_from_the_checkpoint(tmp_path, strategy):
         assert events[-1]["type"] == "end"
     finally:
         second.teardown()
+
+
+PAYLOAD_CELL = """\
+import pickle
+import tensorflow as tf
+from helpers.data import make_data
+
+x, y = make_data()
+model = make_model(tf)
+model.compile(optimizer=tf.keras.optimizers.Adam(LEARNING_RATE), loss="mse")
+model.fit(x, y, batch_size=64, epochs=2, verbose=1)
+
+class Point:
+    pass
+
+print("cell namespace:", __name__, len(pickle.dumps(Point())) > 0)
+"""
+
+
+@pytest.mark.tf
+def test_standalone_runner_file_runs_a_mirrored_job_from_the_payload(tmp_path):
+    image = tmp_path / "image"
+    image.mkdir()
+    for name in ("runner.py", "protocol.py", "payload.py"):
+        shutil.copy(REPO / "tfk8s_jupyter" / name, image / name)
+    # the package is not in an image that only carries the three files
+    (image / "tfk8s_jupyter").mkdir()
+    (image / "tfk8s_jupyter" / "__init__.py").write_text("raise ImportError('not installed')\n")
+    payload = Payload(
+        code=PAYLOAD_CELL,
+        prelude=(
+            "def make_model(tf):\n"
+            "    return tf.keras.Sequential([tf.keras.Input(shape=(8,)), tf.keras.layers.Dense(1)])\n"
+        ),
+        values={"LEARNING_RATE": pickle.dumps(0.05)},
+        files={
+            "helpers/data.py": cells._DATA.replace("\n", "\n    ").replace(
+                "import numpy", "def make_data():\n    import numpy", 1
+            )
+            + "return x, y\n"
+        },
+    )
+    h = HandLaunch(
+        "",
+        "mirrored",
+        1,
+        tmp_path / "job",
+        payload=payload,
+        command=[sys.executable, str(image / "runner.py")],
+        env={"PYTHONPATH": ""},
+    ).start()
+    try:
+        assert h.wait("worker-0", JOB_TIMEOUT) == 0, h.tail("worker-0")
+        events = h.events()
+        assert events[0]["strategy"] == "mirrored" and events[0]["keras"] == "keras3"
+        losses = _epoch_losses(events)
+        assert len(losses) == 2 and losses[1] < losses[0]
+        assert [e["step"] for e in events if e["type"] == "epoch"] == [32, 64]
+        assert "cell namespace: __main__ True" in h.stdout("worker-0")
+        assert (tmp_path / "job" / "work" / "worker-0" / "helpers" / "data.py").exists()
+    finally:
+        h.teardown()
+
+
+@pytest.mark.tf
+def test_serving_replicas_stop_on_sigterm_and_give_up_on_a_chief_that_never_comes(tmp_path):
+    h = HandLaunch("", PS, 1, tmp_path, ps=1, env={"TFK8S_SETUP_TIMEOUT": "6"}).prepare()
+    h.start_replica("ps", 0)
+    h.start_replica("worker", 0)
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline and not all("serving on" in h.stderr(n) for n in ("ps-0", "worker-0")):
+            time.sleep(0.1)
+        assert "serving on" in h.stderr("ps-0"), h.tail("ps-0")
+        started = time.monotonic()
+        h.kill("ps-0", signal.SIGTERM)
+        h.wait("ps-0", 10)
+        assert time.monotonic() - started < 2
+        assert h.wait("worker-0", 60) == runner.EXIT_SETUP_ERROR
+        assert "did not come up within 6 s" in h.stderr("worker-0")
+    finally:
+        h.teardown()
+
+
+def _shim(tmp_path, package: str, body: str) -> str:
+    shim = tmp_path / "shim"
+    (shim / package).mkdir(parents=True)
+    (shim / package / "__init__.py").write_text(body)
+    return str(shim) + os.pathsep + str(REPO)
+
+
+@pytest.mark.tf
+def test_an_image_without_working_tensorflow_fails_with_one_sentence(tmp_path):
+    path = _shim(tmp_path, "tensorflow", "raise ImportError('libtensorflow_framework.so.2: cannot open')\n")
+    h = HandLaunch(cells.TF_KERAS, "mirrored", 1, tmp_path / "job", env={"PYTHONPATH": path}).start()
+    try:
+        assert h.wait("worker-0", 60) == runner.EXIT_SETUP_ERROR
+        (error,) = h.events()
+        assert error["message"].startswith("TensorFlow is installed but does not import (ImportError")
+        assert "reinstall tensorflow" in error["message"]
+    finally:
+        h.teardown()
+
+
+@pytest.mark.tf
+def test_parameter_servers_need_a_matching_tf_keras(tmp_path):
+    path = _shim(tmp_path, "tf_keras", "__version__ = '2.15.0'\n")
+    h = HandLaunch(cells.TF_KERAS, PS, 1, tmp_path / "job", ps=1, env={"PYTHONPATH": path}).prepare()
+    h.start_replica("chief", 0)
+    try:
+        assert h.wait("chief-0", 90) == runner.EXIT_SETUP_ERROR
+        (error,) = h.events()
+        assert "tf_keras 2.15.0 with TensorFlow 2.21" in error["message"]
+        assert "tf-keras==2.21.*" in error["message"]
+    finally:
+        h.teardown()
+
+
+@pytest.mark.tf
+def test_legacy_keras_all_reduce_reports_mean_losses(tmp_path):
+    h = _run(tmp_path, cells.TF_KERAS, MWMS, workers=2, env={"TFK8S_KERAS": "legacy"})
+    try:
+        assert _wait_all(h) == {"worker-0": 0, "worker-1": 0}, h.tail("worker-0")
+        events = _assert_trained(h)
+        assert events[0]["keras"] == "tf_keras" and events[0]["replicas"] == 2
+        # The same global batches as one replica: Keras 3 and parameter-server runs of this cell report
+        # these losses; tf_keras's raw batch logs are twice as large (summed over the two replicas).
+        assert _epoch_losses(events) == pytest.approx([4.7601, 1.0521, 0.1967], rel=0.02)
+        first = next(e for e in events if e["type"] == "metric")
+        assert first["step"] == 1 and first["values"]["loss"] == pytest.approx(6.212, rel=0.02)
+        sums = _checksums(h)
+        assert sums["worker-0"] == sums["worker-1"]
+        assert (tmp_path / "checkpoints" / "fit-0" / "shared").is_dir()
+    finally:
+        h.teardown()

@@ -708,14 +708,18 @@ class Runtime:
             f"variable_device={info['variable_device']}"
         )
 
-    def reported_values(self, logs) -> dict[str, float]:
-        """Python floats from Keras logs; tf_keras sums per-replica results, so divide back to means."""
+    def reported_values(self, logs, per_batch: bool = False) -> dict[str, float]:
+        """Python floats from Keras logs.
+
+        tf_keras under all-reduce sums each batch's per-replica results (its epoch logs are right), so
+        batch values are divided back to means.
+        """
         values: dict[str, float] = {}
         if hasattr(logs, "fetch"):  # parameter servers: the whole logs dict is one RemoteValue
             logs = logs.fetch()
         if not logs:
             return values
-        scale = self.replicas if self.renv.uses_tf_keras and self.replicas > 1 else 1
+        scale = self.replicas if per_batch and self.renv.uses_tf_keras and self.replicas > 1 else 1
         for key, value in dict(logs).items():
             number = _to_float(value)
             if number is not None:
@@ -769,7 +773,7 @@ def _metrics_callback(keras, runtime: Runtime):
             if self.last_point and now - self.last_point < self.interval:
                 return
             try:
-                values = runtime.reported_values(logs)
+                values = runtime.reported_values(logs, per_batch=True)
             except _fetch_errors(tf) as exc:
                 log(f"skipped a metric point ({type(exc).__name__}); a replica is restarting")
                 return
