@@ -4,8 +4,8 @@ fallback (:class:`TextProgress`) for frontends without widgets.
 A panel observes a :class:`~tfk8s_jupyter.monitor.JobState` and never talks to a backend; only its Stop
 button and log chooser call methods of the job handle it was given (``job.stop()``, ``job.logs()``).
 
-Updates are coalesced by a timer thread: at most ``2 / interval`` widget messages per second per panel
-(4/s at the default 0.5 s), at most ``max_points`` points per series sent to the browser. Background
+Updates are coalesced by a timer thread: ticks at least ``interval`` (0.525 s) apart, each sending at
+most two widget messages, so a panel sends at most 4 messages in any second; at most ``max_points`` points per series sent to the browser. Background
 updates only mutate widget traits (never ``with output:`` from a thread), so they land in the panel's own
 cell whatever cell runs meanwhile.
 
@@ -184,8 +184,8 @@ def clean_log(text: str, tail: int = LOG_TAIL_LINES) -> str:
 
     ansi = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x08]")
     out = []
-    for line in text.splitlines():
-        line = ansi.sub("", line.rsplit("\r", 1)[-1])
+    for line in text.split("\n"):
+        line = ansi.sub("", line.rstrip("\r").rsplit("\r", 1)[-1])
         pos = line.find(MARKER)
         if pos >= 0:
             line = line[:pos]
@@ -245,7 +245,7 @@ class JobPanel(W.VBox):
         job=None,
         *,
         state: JobState | None = None,
-        interval: float = 0.5,
+        interval: float = 0.525,
         max_points: int = 2000,
         start: bool = True,
     ):
@@ -395,11 +395,16 @@ class JobPanel(W.VBox):
         return self._final
 
     def _loop(self) -> None:
+        last = 0.0
         while not self._closed.is_set():
+            # Ticks start at least `interval` apart, so any 1-second window holds at most
+            # ceil(1 / interval) ticks of MESSAGES_PER_TICK messages each.
+            self._closed.wait(max(0.0, last + self.interval - time.monotonic()))
             self._wake.wait(self.interval)
             self._wake.clear()
             if self._closed.is_set():
                 return
+            last = time.monotonic()
             try:
                 status = self.state.status
                 if status is not None and status.done and self._final_ready():
@@ -408,7 +413,6 @@ class JobPanel(W.VBox):
                 self.render(budget=MESSAGES_PER_TICK)
             except Exception as e:  # never die silently: show it
                 self._show_error(f"panel update failed: {e}")
-            time.sleep(max(0.0, self.interval - 0.001))
 
     def _final_ready(self) -> bool:
         """The monitor has delivered everything (or gave up) once its thread ended."""
