@@ -1,0 +1,232 @@
+"""Least privilege, proven: the Role tfk8s-jobs grants exactly the (apiGroup, resource, subresource, verb)
+set the Kubernetes backend uses, taken from the test API server's request log while the backend does
+everything a user does; with the Role enforced the backend works end to end, and with one rule missing the
+backend's 403 diagnostic names the verb, the resource and the namespace.
+
+To check the request log of the whole Kubernetes test suite as well (slow)::
+
+    TFK8S_REQUEST_LOG=/tmp/k8s-requests.jsonl .venv/bin/python -m pytest -m k8s tests/k8s
+    TFK8S_SUITE_REQUEST_LOG=/tmp/k8s-requests.jsonl .venv/bin/python -m pytest tests/deploy -k least
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import json
+import os
+import re
+from pathlib import Path
+
+import k8s_scenarios as sc  # noqa: I001  (skips the module when the test API server is missing)
+import pytest
+from deploytools import (
+    OVERLAYS,
+    ROOT,
+    Permission,
+    find_object,
+    format_permission,
+    format_rule,
+    render_overlay,
+    request_permission,
+    rule_permissions,
+)
+
+from tfk8s_jupyter.backends.base import Forbidden
+
+pytestmark = pytest.mark.k8s
+
+ROLE_FILE = "deploy/kubernetes/base/role.yaml"
+CLIENT = ROOT / "tfk8s_jupyter" / "backends" / "kubernetes" / "client.py"
+
+
+def role_rules() -> list[dict]:
+    role = find_object(render_overlay(OVERLAYS / "shared-namespace"), "Role", "tfk8s-jobs")
+    return role["rules"]
+
+
+def compare(rules: list[dict], requests: list[dict]) -> tuple[list[str], list[str]]:
+    """(calls the rules do not grant, grants no call uses), each as one sentence naming the call or rule."""
+    granted = rule_permissions(rules)
+    used: dict[Permission, dict] = {}
+    for entry in requests:
+        used.setdefault(request_permission(entry), entry)
+    missing = [
+        f"the backend calls {format_permission(p)} — e.g. {e['verb']} "
+        f"{e['namespace'] or '-'}/{e['name'] or '*'} during {e.get('scenario') or e.get('test') or '?'} — "
+        f"but the Role does not grant it; add it to {ROLE_FILE}"
+        for p, e in sorted(used.items(), key=lambda kv: str(kv[0]))
+        if p not in granted
+    ]
+    unused = [
+        f"rule #{i} ({format_rule(rules[i])}) grants {format_permission(p)}, which the backend never uses; "
+        f"remove it from {ROLE_FILE}"
+        for p, i in sorted(granted.items(), key=lambda kv: str(kv[0]))
+        if p not in used
+    ]
+    return missing, unused
+
+
+def rules_without(rules: list[dict], perm: Permission) -> list[dict]:
+    group, resource, sub, verb = perm
+    name = f"{resource}/{sub}" if sub else resource
+    out = []
+    for rule in copy.deepcopy(rules):
+        if group in rule["apiGroups"] and name in rule["resources"] and verb in rule["verbs"]:
+            rule["verbs"] = [v for v in rule["verbs"] if v != verb]
+            if not rule["verbs"]:
+                continue
+        out.append(rule)
+    assert rule_permissions(out).keys() == rule_permissions(rules).keys() - {perm}
+    return out
+
+
+def run_everything(tmp_path: Path, rules: list[dict] | None) -> list[dict]:
+    """Every scenario, each on its own test cluster; the union of the request logs, tagged by scenario."""
+    log: list[dict] = []
+
+    def keep(server, scenario):
+        log.extend({**e, "scenario": scenario} for e in server.request_log)
+
+    with sc.test_cluster(tmp_path / "native", rules=rules) as (server, _, kc):
+        sc.native_lifecycle(kc, tmp_path / "native")
+        keep(server, "native lifecycle (submit, watch, logs, list, attach, stop, delete)")
+    with sc.test_cluster(tmp_path / "undo", rules=rules) as (server, _, kc):
+        sc.failed_submission(server, kc)
+        keep(server, "a failed submission undone")
+    with sc.test_cluster(tmp_path / "tfjob", tfjob_crd=True, rules=rules) as (server, _, kc):
+        sc.tfjob_lifecycle(kc)
+        keep(server, "TFJob lifecycle (discovery, submit, get, stop, delete)")
+    with sc.test_cluster(tmp_path / "quota", rules=rules, pod_quota=1) as (server, _, kc):
+        status = sc.diagnostics_lifecycle(kc)
+        assert "quota" in (status.message or ""), status.message
+        keep(server, "diagnostics (quota exceeded)")
+    return log
+
+
+@pytest.fixture(scope="module")
+def used(tmp_path_factory) -> list[dict]:
+    tmp = tmp_path_factory.mktemp("least-privilege")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TFK8S_HOME", str(tmp / "home"))
+        mp.setenv("JUPYTERHUB_USER", "alice")
+        return run_everything(tmp, rules=None)
+
+
+def test_the_backend_uses_nothing_the_role_lacks(used):
+    missing, _ = compare(role_rules(), used)
+    assert not missing, "\n".join(missing)
+
+
+def test_the_role_grants_nothing_the_backend_never_uses(used):
+    _, unused = compare(role_rules(), used)
+    assert not unused, "\n".join(unused)
+
+
+def test_the_role_is_plain_and_namespaced():
+    for rule in role_rules():
+        assert set(rule) == {"apiGroups", "resources", "verbs"}, f"unexpected fields in {rule}"
+        for key in ("apiGroups", "resources", "verbs"):
+            assert "*" not in rule[key]
+        assert not {"secrets", "serviceaccounts", "roles", "rolebindings"} & set(rule["resources"])
+    # API discovery (flavor auto) is no resource request: the default system:discovery ClusterRole allows it
+    # to every authenticated user, so the Role carries no nonResourceURLs (a Role cannot hold them anyway).
+
+
+API_METHOD = re.compile(r"^(create|read|list|patch|replace|delete)_namespaced_(\w+?)(_log)?$")
+VERBS = {
+    "create": "create",
+    "read": "get",
+    "list": "list",
+    "patch": "patch",
+    "replace": "update",
+    "delete": "delete",
+}
+RESOURCES = {"config_map": ("", "configmaps"), "service": ("", "services"), "job": ("batch", "jobs")}
+RESOURCES |= {"pod": ("", "pods"), "event": ("", "events"), "custom_object": ("kubeflow.org", "tfjobs")}
+
+
+def test_every_api_call_in_the_backend_code_is_granted():
+    """A static cross-check: each ``*_namespaced_*`` client method the backend's code names is granted,
+    including calls on paths the scenarios above do not reach."""
+    names = {
+        node.attr
+        for node in ast.walk(ast.parse(CLIENT.read_text()))
+        if isinstance(node, ast.Attribute) and API_METHOD.match(node.attr)
+    }
+    assert names, f"no Kubernetes API call found in {CLIENT}"
+    granted = rule_permissions(role_rules())
+    for method in sorted(names):
+        verb, kind, log = API_METHOD.match(method).groups()
+        group, resource = RESOURCES[kind]
+        perm = (group, resource, "log" if log else None, VERBS[verb])
+        assert perm in granted, f"{CLIENT.name} calls {method}, which needs {format_permission(perm)}"
+
+
+@pytest.mark.skipif(not os.environ.get("TFK8S_SUITE_REQUEST_LOG"), reason="set TFK8S_SUITE_REQUEST_LOG")
+def test_the_whole_kubernetes_suite_uses_nothing_the_role_lacks():
+    path = Path(os.environ["TFK8S_SUITE_REQUEST_LOG"])
+    entries = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    assert entries, f"{path} is empty; run the Kubernetes tests with TFK8S_REQUEST_LOG={path} first"
+    missing, _ = compare(role_rules(), entries)
+    assert not missing, "\n".join(missing)
+
+
+# Bad input: a rule removed ------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "perm",
+    [("batch", "jobs", None, "create"), ("", "pods", "log", "get"), ("", "configmaps", None, "patch")],
+    ids=lambda p: format_permission(p),
+)
+def test_a_removed_rule_is_named_with_the_call_that_needs_it(used, perm):
+    missing, unused = compare(rules_without(role_rules(), perm), used)
+    assert len(missing) == 1 and not unused, missing + unused
+    assert format_permission(perm) in missing[0] and "during" in missing[0], missing[0]
+
+
+# Enforced ------------------------------------------------------------------------------------------
+def test_with_the_role_enforced_the_backend_works_end_to_end(tmp_path, monkeypatch):
+    monkeypatch.setenv("JUPYTERHUB_USER", "alice")
+    log = run_everything(tmp_path, rules=role_rules())
+    refused = [e for e in log if e["status"] == 403]
+    assert not refused, f"refused under the Role: {refused}"
+
+
+CASES = {
+    "submit": (("batch", "jobs", None, "create"), "create", "jobs"),
+    "list": (("", "configmaps", None, "list"), "list", "configmaps"),
+    "logs": (("", "pods", "log", "get"), "get", "pods/log"),
+    "stop": (("", "configmaps", None, "patch"), "patch", "configmaps"),
+    "delete": (("", "configmaps", None, "delete"), "delete", "configmaps"),
+}
+
+
+@pytest.mark.parametrize("operation", list(CASES))
+def test_a_missing_rule_gives_a_403_diagnostic_naming_it(tmp_path, monkeypatch, operation):
+    perm, verb, resource = CASES[operation]
+    monkeypatch.setenv("JUPYTERHUB_USER", "alice")
+    with sc.test_cluster(tmp_path, rules=rules_without(role_rules(), perm)) as (server, _, kc):
+        b = sc.backend_for(kc)
+        with pytest.raises(Forbidden) as err:
+            if operation == "submit":
+                sc.submit(b, "lp-403", ps=1, workers=1)
+            else:
+                sc.submit(b, "lp-403", code=sc.LONG, workers=1)
+                assert sc.wait_running(b, "lp-403").phase == "running"
+                if operation == "list":
+                    b.list()
+                elif operation == "logs":
+                    b.logs("lp-403", "worker-0")
+                elif operation == "stop":
+                    b.stop("lp-403")
+                else:
+                    b.delete("lp-403")
+        message = str(err.value)
+        assert f"{verb} {resource}" in message and sc.NAMESPACE in message, message
+        assert "deploy/" in message, message  # points the operator at the Role
+        if operation == "submit":
+            assert server.objects(namespace=sc.NAMESPACE) == [], "a refused submission left objects behind"
+        elif operation != "delete":
+            server.enforce_rules(None)
+            # A fresh connection: the test API server answers a refused PATCH without reading its body.
+            sc.backend_for(kc).delete("lp-403")
