@@ -248,3 +248,39 @@ def test_submit_of_a_spec_for_another_backend_is_refused(tfk8s_home):
     with pytest.raises(SpecError, match="submit it to that backend"):
         LocalBackend().submit(spec, Payload(code="print(1)"))
     assert not any(tfk8s_home.iterdir())
+
+
+# --------------------------------------------------------------------------- make demo
+def test_demo_exits_non_zero_when_the_job_fails(standin, monkeypatch, capsys):
+    from tfk8s_jupyter import demo
+
+    monkeypatch.setattr(demo, "CELL", "raise ValueError('demo cell broke')")
+    assert demo.main(["--epochs", "1", "--steps", "2"]) == 1
+    out = capsys.readouterr().out
+    assert "status       failed — chief-0 failed: ValueError: demo cell broke" in out
+    assert "chief-0: exit 1" in out
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(600)
+def test_demo_trains_with_live_progress_and_prints_a_summary():
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "tfk8s_jupyter.demo", "--epochs", "3", "--steps", "80"],
+        capture_output=True,
+        text=True,
+        timeout=500,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("submitted demo-") and "ps-0, chief-0, worker-0, worker-1" in lines[0]
+    progress = [line for line in lines if "step " in line and "loss " in line]
+    assert progress, out.stdout
+    assert [line for line in lines if "epoch 3/3 done" in line]
+    assert "  status       succeeded" in lines
+    assert any(line.startswith("  final loss   ") for line in lines)
+    replicas = next(line for line in lines if line.startswith("  replicas"))
+    assert "chief-0: exit 0" in replicas and "ps-0: exit" in replicas and "worker-1: exit" in replicas
