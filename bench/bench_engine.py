@@ -1,0 +1,199 @@
+"""Engine overhead, measured side by side in one run: the same training hand-launched and via ``tk.submit``.
+
+    .venv/bin/python bench/bench_engine.py [--rounds 3] [--epochs 8] [--steps 200]
+
+For parameter servers (chief + 2 workers + 1 ps) and all-reduce (2 workers), alternating hand and tfk8s
+runs ``--rounds`` times each, it prints:
+
+* steps/s ratio = tfk8s ÷ hand (target >= 0.97), steps/s measured by the cell itself over epochs 2..N;
+* launch overhead ratio = (submit -> first metric point) ÷ (hand start -> first batch) (target <= 1.10);
+* ``import tfk8s_jupyter`` time (target < 0.3 s, and TensorFlow not imported).
+
+"Hand" replicas run ``bench/hand_replica.py`` (TF_CONFIG from the same cluster, the strategy, the cell
+under its scope) through ``tests/handlaunch.py``; tfk8s replicas run the runner under the local backend's
+supervisor. Both run the same cell, which times its own batches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+from handlaunch import HandLaunch  # noqa: E402
+
+CELL = """\
+import json, time
+import numpy as np
+import tensorflow as tf
+
+rng = np.random.default_rng(11)
+x = rng.normal(size=(8192, 32)).astype("float32")
+y = (x @ rng.normal(size=(32, 1)) + 0.1 * rng.normal(size=(8192, 1))).astype("float32")
+tf.keras.utils.set_random_seed(11)
+ds = tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(64)
+model = tf.keras.Sequential([
+    tf.keras.Input(shape=(32,)),
+    tf.keras.layers.Dense(64, activation="relu"),
+    tf.keras.layers.Dense(64, activation="relu"),
+    tf.keras.layers.Dense(1),
+])
+model.compile(optimizer=tf.keras.optimizers.Adam(0.005), loss="mse")
+
+class BenchTiming(tf.keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self._supports_tf_logs = True
+        self.first = None
+        self.epoch_ends = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.first is None:
+            if hasattr(logs, "fetch"):  # parameter servers: wait until the step really ran
+                logs.fetch()
+            self.first = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch_ends.append(time.time())
+
+timing = BenchTiming()
+model.fit(ds, epochs=EPOCHS, steps_per_epoch=STEPS, verbose=2, callbacks=[timing])
+ends = timing.epoch_ends
+print("BENCH " + json.dumps({"first_batch": timing.first,
+                             "steps_per_s": STEPS * (len(ends) - 1) / (ends[-1] - ends[0])}))
+"""
+
+SETUPS = {
+    "parameter_server": {"workers": 2, "ps": 1},
+    "multi_worker_mirrored": {"workers": 2, "ps": 0},
+}
+
+
+def bench_line(text: str) -> dict:
+    for line in reversed(text.splitlines()):
+        if line.startswith("BENCH "):
+            return json.loads(line[len("BENCH ") :])
+    raise RuntimeError(f"the cell printed no BENCH line:\n{text[-3000:]}")
+
+
+def run_hand(code: str, strategy: str, tmp: Path) -> dict:
+    setup = SETUPS[strategy]
+    h = HandLaunch(
+        code,
+        strategy,
+        setup["workers"],
+        tmp,
+        ps=setup["ps"],
+        command=[sys.executable, str(REPO / "bench" / "hand_replica.py")],
+    )
+    t0 = time.time()
+    h.start()
+    try:
+        rc = h.wait(h.reporting, 600)
+        if rc != 0:
+            raise RuntimeError(f"hand-launched {strategy} failed:\n{h.tail(h.reporting)}")
+        result = bench_line(h.stdout(h.reporting))
+    finally:
+        h.teardown()
+    return {"launch": result["first_batch"] - t0, "steps_per_s": result["steps_per_s"]}
+
+
+def run_tfk8s(code: str, strategy: str) -> dict:
+    import tfk8s_jupyter as tk
+
+    setup = SETUPS[strategy]
+    t0 = time.time()
+    job = tk.submit(code, workers=setup["workers"], ps=setup["ps"], strategy=strategy)
+    observed = None
+    while observed is None and time.time() - t0 < 600:
+        if any(p.get("kind") == "step" for p in job.metrics()):
+            observed = time.time()
+            break
+        if job.phase in ("failed", "stopped", "succeeded"):
+            break
+        time.sleep(0.05)
+    phase = job.wait(timeout=600)
+    reporting = "chief-0" if setup["ps"] else "worker-0"
+    if phase != "succeeded":
+        raise RuntimeError(f"tfk8s {strategy} job ended {phase}:\n{job.logs(reporting)[-3000:]}")
+    first_point = next(p for p in job.metrics() if p.get("kind") == "step")
+    result = bench_line(job.logs(reporting))
+    return {
+        "launch": first_point["t"] - t0,
+        "launch_observed": (observed or float("nan")) - t0,
+        "steps_per_s": result["steps_per_s"],
+    }
+
+
+def import_time(runs: int = 5) -> tuple[float, bool]:
+    code = (
+        "import time, sys; t = time.perf_counter(); import tfk8s_jupyter; "
+        "print(time.perf_counter() - t, 'tensorflow' in sys.modules)"
+    )
+    times, tf_loaded = [], False
+    for _ in range(runs):
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+        )
+        seconds, loaded = out.stdout.split()
+        times.append(float(seconds))
+        tf_loaded = tf_loaded or loaded == "True"
+    return statistics.median(times), tf_loaded
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--strategies", default="parameter_server,multi_worker_mirrored")
+    args = parser.parse_args(argv)
+    code = CELL.replace("EPOCHS", str(args.epochs)).replace("STEPS", str(args.steps))
+    os.environ.setdefault("TFK8S_HOME", tempfile.mkdtemp(prefix="tfk8s-bench-home-"))
+
+    seconds, tf_loaded = import_time()
+    print(
+        f"import tfk8s_jupyter: {seconds * 1000:.0f} ms (target < 300 ms); TensorFlow imported: {tf_loaded}"
+    )
+    failed = seconds >= 0.3 or tf_loaded
+
+    for strategy in args.strategies.split(","):
+        hand, tfk8s = [], []
+        for r in range(args.rounds):
+            with tempfile.TemporaryDirectory(prefix="tfk8s-bench-") as tmp:
+                hand.append(run_hand(code, strategy, Path(tmp)))
+            tfk8s.append(run_tfk8s(code, strategy))
+            print(f"  {strategy} round {r + 1}: hand {fmt(hand[-1])} | tfk8s {fmt(tfk8s[-1])}", flush=True)
+        steps_ratio = median(tfk8s, "steps_per_s") / median(hand, "steps_per_s")
+        launch_ratio = median(tfk8s, "launch") / median(hand, "launch")
+        print(
+            f"{strategy}: steps/s tfk8s {median(tfk8s, 'steps_per_s'):.1f} / hand "
+            f"{median(hand, 'steps_per_s'):.1f} = {steps_ratio:.3f} (target >= 0.97); launch tfk8s "
+            f"{median(tfk8s, 'launch'):.2f} s (seen by the API {median(tfk8s, 'launch_observed'):.2f} s) / "
+            f"hand {median(hand, 'launch'):.2f} s = {launch_ratio:.3f} (target <= 1.10)",
+            flush=True,
+        )
+        failed = failed or steps_ratio < 0.97 or launch_ratio > 1.10
+    return 1 if failed else 0
+
+
+def median(results: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in results)
+
+
+def fmt(result: dict) -> str:
+    return ", ".join(f"{k} {v:.2f}" for k, v in result.items())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
