@@ -269,12 +269,16 @@ class LocalBackend(Backend):
                 start_new_session=True,
                 close_fds=True,
             )
-        ticks = proc_start_ticks(proc.pid)
-        sup = read_supervisor(record)  # the supervisor may have written its own file already
-        if not sup:
-            write_json_atomic(
-                record.dir / SUPERVISOR_FILE, {"pid": proc.pid, "start_ticks": ticks, "processes": []}
-            )
+        # The supervisor rewrites this file with every process it starts; create it only if it has not yet.
+        try:
+            fd = os.open(record.dir / SUPERVISOR_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as f:
+                json.dump(
+                    {"pid": proc.pid, "start_ticks": proc_start_ticks(proc.pid) or 0, "processes": []}, f
+                )
         # Reap the supervisor when it ends so it never lingers as a zombie of this process.
         threading.Thread(target=proc.wait, name=f"tfk8s-reap-{spec.name}", daemon=True).start()
         return status

@@ -264,7 +264,7 @@ class Supervisor:
         r.status.exit_code = None
         r.status.started = time.time()
         self.processes.append(
-            {"replica": r.name, "pid": r.proc.pid, "start_ticks": proc_start_ticks(r.proc.pid)}
+            {"replica": r.name, "pid": r.proc.pid, "start_ticks": proc_start_ticks(r.proc.pid) or 0}
         )
         self.save_processes()
         if r is self.reporting:
