@@ -5,8 +5,10 @@ import { Widget } from '@lumino/widgets';
 
 import {
   ageSince,
+  cleanLog,
   formatCounts,
   formatMetric,
+  pickSeries,
   preferredMetric,
   strategyLabel
 } from './format';
@@ -264,9 +266,12 @@ export class JobDetailView extends Widget {
     });
     this._replicas.replaceChildren(head, ...rows);
 
-    const names = Object.keys(job.series.step).length
-      ? Object.keys(job.series.step)
-      : Object.keys(job.series.epoch);
+    const names = Array.from(
+      new Set([
+        ...Object.keys(job.series.step),
+        ...Object.keys(job.series.epoch)
+      ])
+    );
     const current = this._metric.value || preferredMetric(names) || '';
     this._metric.replaceChildren(
       ...names.sort().map(n => {
@@ -286,7 +291,8 @@ export class JobDetailView extends Widget {
         return o;
       });
       this._replicaSelect.replaceChildren(...options);
-      this._logView.textContent = this._logs.text || '(no output yet)';
+      this._logView.textContent =
+        cleanLog(this._logs.text) || '(no output yet)';
       if (this._followTail) {
         this._logView.scrollTop = this._logView.scrollHeight;
       }
@@ -299,16 +305,25 @@ export class JobDetailView extends Widget {
       return;
     }
     const metric = this._metric.value;
-    const series = job.series.step[metric] ?? job.series.epoch[metric];
-    if (!series) {
+    const picked = pickSeries(job.series, metric);
+    if (!picked) {
       this._curve.replaceChildren(
         el('div', 'tfk8s-empty', 'No metrics reported yet.')
       );
       return;
     }
     const width = Math.max(320, Math.min(900, this._curve.clientWidth || 640));
+    const svg = curveSvg(
+      picked.xy.x,
+      picked.xy.y,
+      width,
+      240,
+      this._log.checked
+    );
+    svg.dataset.kind = picked.kind;
     this._curve.replaceChildren(
-      curveSvg(series.x, series.y, width, 240, this._log.checked)
+      svg,
+      el('div', 'tfk8s-curve-caption', `${metric} per ${picked.kind}`)
     );
   }
 

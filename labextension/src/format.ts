@@ -221,3 +221,60 @@ export function preferredMetric(names: string[]): string | null {
   }
   return names.includes('loss') ? 'loss' : [...names].sort()[0];
 }
+
+/** Parallel x/y arrays. */
+export interface IXY {
+  x: number[];
+  y: number[];
+}
+
+/**
+ * The series a curve draws for `metric`: per step, or per epoch when that has more points
+ * (a fast job reports one step point per metric interval but one point per epoch).
+ */
+export function pickSeries(
+  series: { step: { [m: string]: IXY }; epoch: { [m: string]: IXY } },
+  metric: string
+): { kind: 'step' | 'epoch'; xy: IXY } | null {
+  const step = series.step[metric];
+  const epoch = series.epoch[metric];
+  if (!step && !epoch) {
+    return null;
+  }
+  if (step && step.x.length >= (epoch?.x.length ?? 0)) {
+    return { kind: 'step', xy: step };
+  }
+  return { kind: 'epoch', xy: epoch! };
+}
+
+// eslint-disable-next-line no-control-regex
+const ANSI = /\x1b\[[0-9;?]*[A-Za-z]/g;
+
+/**
+ * A replica log as a terminal would show it: ANSI colours removed, backspaces and carriage returns
+ * applied (Keras progress bars), and the `@tfk8s {...}` protocol events (drawn as curves) left out.
+ */
+export function cleanLog(text: string): string {
+  const out: string[] = [];
+  for (const raw of text.replace(ANSI, '').split('\n')) {
+    const segments = raw.split('\r');
+    let line = '';
+    for (const seg of segments) {
+      // A bare `\r` returns to the line start: the next segment overwrites what was there.
+      line = seg.length >= line.length ? seg : seg + line.slice(seg.length);
+    }
+    let applied = '';
+    for (const ch of line) {
+      applied = ch === '\b' ? applied.slice(0, -1) : applied + ch;
+    }
+    const marker = applied.indexOf('@tfk8s {');
+    if (marker >= 0) {
+      applied = applied.slice(0, marker).trimEnd();
+      if (!applied) {
+        continue;
+      }
+    }
+    out.push(applied);
+  }
+  return out.join('\n');
+}

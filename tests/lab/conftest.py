@@ -27,3 +27,35 @@ def kube_absent(monkeypatch, tmp_path):
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-such-kubeconfig"))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     return os.environ["KUBECONFIG"]
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    from browser import launch_browser
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = launch_browser(p)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def lab(tmp_path, tfk8s_home):
+    """A JupyterLab whose server, kernels and job records share this test's ``TFK8S_HOME``."""
+    from browser import LabServer
+
+    server = LabServer(tmp_path / "lab", env={"TFK8S_HOME": str(tfk8s_home)}).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def lab_page(request, chromium, lab):
+    from browser import LabPage
+
+    context = chromium.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    yield LabPage(page, lab, request.node.name)
+    context.close()

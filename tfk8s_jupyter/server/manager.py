@@ -45,13 +45,17 @@ def summarize_events(events: list[dict]) -> JobState:
 
 
 def sparkline(state: JobState, points: int = SPARKLINE_POINTS) -> dict:
-    """The short series the list row draws: the preferred metric, per step (per epoch when no steps)."""
-    for kind, series in (("step", state.step_series), ("epoch", state.epoch_series)):
-        metric = preferred_metric(series)
-        if metric is not None:
-            _, y = series[metric].points(points)
-            return {"metric": metric, "kind": kind, "values": y}
-    return {"metric": None, "kind": None, "values": []}
+    """The short series a list row draws: the preferred metric per step, or per epoch when that has more points.
+
+    A fast job reports few per-step points (one per metric interval) but one point per epoch.
+    """
+    metric = preferred_metric(set(state.step_series) | set(state.epoch_series))
+    if metric is None:
+        return {"metric": None, "kind": None, "values": []}
+    step, epoch = state.step_series.get(metric), state.epoch_series.get(metric)
+    kind, series = ("step", step) if step and len(step) >= len(epoch or ()) else ("epoch", epoch)
+    _, y = series.points(points)
+    return {"metric": metric, "kind": kind, "values": y}
 
 
 def job_model(status: JobStatus, state: JobState) -> dict:

@@ -3,9 +3,11 @@ import { test } from 'node:test';
 
 import {
   ageSince,
+  cleanLog,
   formatAge,
   formatCounts,
   formatMetric,
+  pickSeries,
   phaseClass,
   phaseLabel,
   preferredMetric,
@@ -154,4 +156,39 @@ test('cells that cannot be trained say why', () => {
     /Shift\+Enter/
   );
   assert.match(trainCellProblem('%%time\nfit()')!, /%%time/);
+});
+
+test('curves use per-step points unless per-epoch points are more', () => {
+  const xy = (n: number) => ({
+    x: Array.from({ length: n }, (_, i) => i),
+    y: Array.from({ length: n }, (_, i) => 1 / (i + 1))
+  });
+  assert.equal(
+    pickSeries({ step: { loss: xy(50) }, epoch: { loss: xy(3) } }, 'loss')!
+      .kind,
+    'step'
+  );
+  assert.equal(
+    pickSeries({ step: { loss: xy(1) }, epoch: { loss: xy(3) } }, 'loss')!.kind,
+    'epoch'
+  );
+  assert.equal(
+    pickSeries({ step: {}, epoch: { mae: xy(2) } }, 'mae')!.xy.x.length,
+    2
+  );
+  assert.equal(pickSeries({ step: {}, epoch: {} }, 'loss'), null);
+});
+
+test('logs read like a terminal: no escapes, progress bars collapsed, no protocol lines', () => {
+  const raw =
+    'Epoch 1/3\n' +
+    '\x1b[1m 1/20\x1b[0m \x1b[32m━\x1b[0m\r\x1b[1m20/20\x1b[0m done - loss: 1.05\n' +
+    '@tfk8s {"type":"epoch","seq":5}\n' +
+    '12/20 ━━━@tfk8s {"type":"metric"}\n' +
+    'abc\b\bX\n' +
+    'cell done';
+  assert.equal(
+    cleanLog(raw),
+    'Epoch 1/3\n20/20 done - loss: 1.05\n12/20 ━━━\naX\ncell done'
+  );
 });

@@ -1,0 +1,198 @@
+"""The JupyterLab side panel and the notebook integration in a real browser (Debian chromium + Playwright).
+
+Each test starts its own JupyterLab (``lab`` fixture) and saves screenshots under ``test-output/browser/``.
+Real TensorFlow jobs, kept small: one replica (``mirrored``) where the test is about the panel.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+import cells
+import nbformat
+import pytest
+from browser import PANEL_REFRESH_SECONDS, REPO
+
+import tfk8s_jupyter as tk
+from tfk8s_jupyter.backends.local import job_processes, process_alive
+from tfk8s_jupyter.records import JobRecord
+
+pytestmark = [pytest.mark.browser, pytest.mark.tf]
+
+ONE_REPLICA = {"strategy": "mirrored", "workers": 1, "ps": 0, "metric_interval": 0.2}
+LONG_CELL = cells.TF_KERAS.replace("epochs=3", "epochs=2000")
+
+
+def test_panel_lists_a_local_job_until_it_succeeds_with_a_sparkline(lab_page, tfk8s_home):
+    job = tk.submit(cells.TF_KERAS, name="panel-succeeds", **ONE_REPLICA)
+    lab_page.open()
+    lab_page.show_jobs_panel()
+    row = lab_page.job_row(job.name)
+    row.wait_for(timeout=60_000)
+    assert row.locator(".tfk8s-job-backend").inner_text() == "local"
+    assert row.locator(".tfk8s-job-strategy").inner_text() == "Mirrored"
+
+    assert lab_page.wait_for_phase(job.name, ("succeeded", "failed"), timeout=240) == "succeeded", job.logs()
+    lab_page.wait(PANEL_REFRESH_SECONDS + 0.5)  # the refresh after the phase change carries the final points
+    assert row.locator(".tfk8s-chip").inner_text() == "Succeeded"
+    assert row.locator(".tfk8s-job-counts").inner_text() == "1 succeeded"
+    sparkline = row.locator("svg.tfk8s-sparkline")
+    points = sparkline.locator("polyline").get_attribute("points").split()
+    assert len(points) >= 3 and int(sparkline.get_attribute("data-points")) >= 3
+    ys = [float(p.split(",")[1]) for p in points]
+    assert ys[-1] > ys[0], "a falling loss is drawn going down (SVG y grows downwards)"
+    assert "loss" in row.locator(".tfk8s-job-metric").inner_text()
+    lab_page.screenshot("panel")
+
+    # The job view: replicas, the larger curve and the reporting replica's log.
+    row.click()
+    view = lab_page.page.locator(f"#tfk8s-job-{job.name} .tfk8s-JobDetail")
+    view.locator('.tfk8s-lab-replicas tr[data-replica="worker-0"]').wait_for()
+    assert "succeeded" in view.locator('tr[data-replica="worker-0"]').inner_text()
+    assert int(view.locator("svg.tfk8s-lab-curve").get_attribute("data-points")) >= 3
+    lab_page.page.wait_for_function(
+        "() => (document.querySelector('.tfk8s-log-view')?.textContent || '').includes('cell done')"
+    )
+    assert view.locator(".tfk8s-stop").is_disabled()
+    lab_page.screenshot("detail")
+
+    # Hidden panel, no requests: the poll stands by while the panel is collapsed.
+    lab_page.page.click(
+        ".lm-DockPanel-tabBar .lm-TabBar-tab.lm-mod-current .lm-TabBar-tabCloseIcon"
+    )  # close the job view (it polls too)
+    lab_page.hide_jobs_panel()
+    lab_page.wait(1)
+    since = time.monotonic()
+    lab_page.wait(6 * PANEL_REFRESH_SECONDS)
+    assert lab_page.jobs_requests(since) == 0
+    lab_page.show_jobs_panel()
+    since = time.monotonic()
+    lab_page.wait(3 * PANEL_REFRESH_SECONDS)
+    assert lab_page.jobs_requests(since) >= 2
+
+
+def test_stop_from_the_panel_leaves_no_process(lab_page, tfk8s_home):
+    job = tk.submit(LONG_CELL, name="panel-stop", **ONE_REPLICA)
+    lab_page.open()
+    lab_page.show_jobs_panel()
+    lab_page.job_row(job.name).wait_for(timeout=60_000)
+    deadline = time.monotonic() + 240
+    while not job.metrics() and time.monotonic() < deadline:  # training, not just importing TensorFlow
+        assert not job.status.done, job.logs()
+        time.sleep(0.5)
+    assert lab_page.wait_for_phase(job.name, ("running",), timeout=30) == "running"
+    record = JobRecord(job.name, tfk8s_home)
+    pids = [r.pid for r in job.status.replicas if r.pid] + [pid for _, pid, _ in job_processes(record)]
+    assert pids and all(process_alive(p) for p in pids[:1])
+
+    lab_page.job_row(job.name).click()
+    view = lab_page.page.locator(f"#tfk8s-job-{job.name} .tfk8s-JobDetail")
+    view.locator(".tfk8s-stop").wait_for()
+    lab_page.page.wait_for_function(
+        f"() => !document.querySelector('#tfk8s-job-{job.name} .tfk8s-stop').disabled"
+    )
+    lab_page.screenshot("running")
+    view.locator(".tfk8s-stop").click()
+
+    assert lab_page.wait_for_phase(job.name, ("stopped",), timeout=90) == "stopped"
+    view.locator('.tfk8s-chip[data-phase="stopped"]').wait_for(timeout=30_000)
+    assert view.locator(".tfk8s-stop").is_disabled()
+    status = job.status
+    assert status.phase == "stopped"
+    assert all(r.state in ("stopped", "succeeded", "failed") for r in status.replicas)
+    leftovers = [(what, pid) for what, pid, ticks in job_processes(record) if process_alive(pid, ticks)]
+    assert leftovers == []
+    assert not any(process_alive(p) for p in pids)
+    lab_page.screenshot("stopped")
+
+
+def write_notebook(path, sources: list[str]) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(s) for s in sources]
+    nbformat.write(nb, path)
+
+
+def test_train_this_cell_button_shows_the_live_panel_under_the_cell(lab_page, lab, tfk8s_home):
+    write_notebook(lab.root / "train.ipynb", [cells.TF_KERAS])
+    lab_page.open_notebook("train.ipynb")
+    page = lab_page.page
+    cell = page.locator(".jp-NotebookPanel .jp-CodeCell").first
+    cell.locator(".jp-InputArea-editor").click()
+
+    page.click(".jp-NotebookPanel-toolbar .tfk8s-train-button")
+    form = page.locator(".jp-Dialog .tfk8s-TrainForm")
+    form.wait_for()
+    form.locator('select[name="strategy"]').select_option("mirrored")
+    form.locator('input[name="ps"]').fill("0")
+    form.locator('input[name="workers"]').fill("1")
+    form.locator('select[name="backend"]').select_option("local")
+    lab_page.screenshot("form")
+    page.click(".jp-Dialog .jp-mod-accept")
+
+    job_panel = cell.locator(".jp-OutputArea .tfk8s-job-panel")
+    job_panel.wait_for(timeout=60_000)
+    badge = job_panel.locator(".tfk8s-status-badge")
+    page.wait_for_function(
+        """() => /succeeded|failed|stopped/.test(
+              document.querySelector('.jp-CodeCell .tfk8s-status-badge')?.textContent || '')""",
+        timeout=240_000,
+    )
+    lab_page.screenshot("cell-panel")
+    assert "succeeded" in badge.inner_text().lower()
+    assert job_panel.locator(".tfk8s-replica-table").count() == 1
+
+    # The cell's text is still the user's, and the job is in the side panel.
+    source = page.evaluate(
+        "() => document.querySelector('.jp-NotebookPanel .jp-CodeCell .cm-content').innerText"
+    )
+    assert "%%tfk8s_train" not in source and source.startswith("import tensorflow as tf")
+    lab_page.show_jobs_panel()
+    jobs = lab.api("GET", "/tfk8s/api/jobs")["jobs"]
+    assert len(jobs) == 1 and jobs[0]["strategy"] == "mirrored" and jobs[0]["phase"] == "succeeded"
+    lab_page.job_row(jobs[0]["name"]).wait_for(timeout=30_000)
+    lab_page.screenshot("cell-and-side-panel")
+
+
+def curve_points(page) -> int:
+    """Points of the longest line the bqplot curve of the notebook's live panel draws."""
+    return page.evaluate(
+        """() => Math.max(0, ...Array.from(
+              document.querySelectorAll('.tfk8s-job-panel .tfk8s-curve path.line'))
+              .map(p => ((p.getAttribute('d') || '').match(/[ML]/g) || []).length))"""
+    )
+
+
+def test_quickstart_notebook_shows_a_curve_and_a_replica_table(lab_page, lab, tfk8s_home):
+    src = REPO / "notebooks"
+    quickstart = src / "quickstart.ipynb"
+    assert quickstart.exists(), "notebooks/quickstart.ipynb is missing"
+    for f in src.iterdir():
+        if f.suffix in (".ipynb", ".py"):
+            shutil.copy(f, lab.root / f.name)
+    lab_page.open_notebook("quickstart.ipynb")
+    page = lab_page.page
+    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+    page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+
+    job_panel = page.locator(".tfk8s-job-panel").first
+    job_panel.wait_for(timeout=120_000)
+    page.wait_for_function(
+        """() => /succeeded|failed|stopped/.test(
+              document.querySelector('.tfk8s-job-panel .tfk8s-status-badge')?.textContent || '')""",
+        timeout=300_000,
+    )
+    time.sleep(1)  # the panel's last throttled update
+    lab_page.screenshot("quickstart")
+    assert "succeeded" in job_panel.locator(".tfk8s-status-badge").inner_text().lower()
+    assert curve_points(page) >= 3
+    table = job_panel.locator(".tfk8s-replica-table")
+    assert table.count() == 1
+    text = table.inner_text()
+    assert "chief" in text and "worker" in text and "ps" in text
+    job_panel.scroll_into_view_if_needed()
+    lab_page.screenshot("quickstart-panel")
+    jobs = lab.api("GET", "/tfk8s/api/jobs")["jobs"]
+    assert jobs and jobs[0]["phase"] == "succeeded", json.dumps(jobs)[:500]
