@@ -36,10 +36,19 @@ def _no_process_alive(job) -> None:
 
 # --------------------------------------------------------------------------- stand-in runner (fast)
 def test_killed_ps_worker_is_restarted_alone_and_the_job_succeeds(standin):
-    job = tk.submit("EPOCHS = 4\nSTEPS = 10\nSTEP_SECONDS = 0.1", ps=1, workers=2, name="ps-kill-w")
+    job = tk.submit("EPOCHS = 8\nSTEPS = 10\nSTEP_SECONDS = 0.1", ps=1, workers=2, name="ps-kill-w")
     wait_for(lambda: epoch_events(job.events()), 60, "the first epoch")
     chief_pid = job.status.replica("chief-0").pid
-    kill(job.status.replica("worker-1").pid)
+    killed = job.status.replica("worker-1").pid
+    kill(killed)
+    wait_for(lambda: job.status.message and "restarting worker-1" in job.status.message, 10, "the restart")
+    # Back up: running again, and the restart note is gone from the job's message.
+    wait_for(lambda: job.status.replica("worker-1").state == "running", 30, "worker-1 running again")
+    wait_for(lambda: job.status.message is None, 10, "the message to clear")
+    assert job.status.phase == "running"
+    supervisor_log = job.logs("supervisor")
+    assert f"worker-1 (pid {killed}) exited with code -9" in supervisor_log
+    assert "started worker-1 as pid" in supervisor_log and "(restart 1)" in supervisor_log
     assert job.wait(timeout=60) == "succeeded", job.status.message
     status = job.status
     assert status.replica("worker-1").restarts == 1

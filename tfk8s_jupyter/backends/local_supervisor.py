@@ -88,6 +88,11 @@ def _die_with_parent(parent: int):
     return preexec
 
 
+def say(text: str) -> None:
+    """One line of the supervisor's own log (``job.logs("supervisor")``)."""
+    print(f"{time.strftime('%H:%M:%S')} {text}", flush=True)
+
+
 def listening_ports(pid: int) -> set[int]:
     """TCP ports process ``pid`` listens on (from its socket fds and ``/proc/net/tcp*``)."""
     inodes = set()
@@ -209,6 +214,7 @@ class Supervisor:
         changed = False
         for e in events:
             if e.get("type") == "start" and self.awaiting_start_until is not None:
+                say(f"{self.reporting.name} started training (run {e.get('run')})")
                 self.awaiting_start_until = None
                 self.status.phase = RUNNING
                 self.status.message = None
@@ -257,6 +263,10 @@ class Supervisor:
                 close_fds=True,
                 preexec_fn=_die_with_parent(os.getpid()),
             )
+        say(
+            f"started {r.name} as pid {r.proc.pid}"
+            + (f" (restart {r.status.restarts})" if r.status.restarts else "")
+        )
         r.start_at = None
         r.up = False
         r.status.pid = r.proc.pid
@@ -288,6 +298,7 @@ class Supervisor:
 
     # lifecycle -------------------------------------------------------------------
     def finish(self, phase: str, message: str | None) -> None:
+        say(f"job {phase}" + (f": {message}" if message else ""))
         if phase == SUCCEEDED and self.spec.strategy != "parameter_server":
             # All-reduce peers finish together with worker 0; let them exit by themselves.
             deadline = time.monotonic() + PEER_GRACE
@@ -337,6 +348,7 @@ class Supervisor:
 
     def mark_exited(self, exited: list[tuple[Replica, int]]) -> None:
         for r, code in exited:
+            say(f"{r.name} (pid {r.proc.pid if r.proc else '?'}) exited with code {code}")
             r.status.exit_code = code
             r.status.state = R_SUCCEEDED if code == 0 else R_FAILED
 
@@ -389,6 +401,7 @@ class Supervisor:
             self.terminate([r for r in self.replicas if r.alive], grace=FAILED_GRACE)
             self.schedule_restart(self.replicas)
             self.status.message = f"restarting every replica because {message}"
+        say(self.status.message)
         self.save()
         return False
 
@@ -410,6 +423,9 @@ class Supervisor:
                 r.up = True
                 r.status.state = R_RUNNING
                 changed = True
+                say(f"{r.name} is up (listening on {r.status.host})")
+        if changed and self.status.phase == RUNNING and all(r.up for r in self.replicas if r.alive):
+            self.status.message = None  # a restarted replica is back
         return changed
 
     def deadline_message(self) -> str:
