@@ -23,6 +23,7 @@ from ipykernel.kernelapp import IPKernelApp
 from IPython.core.application import SYSTEM_CONFIG_DIRS as IPYTHON_SYSTEM_CONFIG_DIRS
 from jupyter_server.serverapp import ServerApp
 
+import tfk8s_jupyter
 from tfk8s_jupyter.config import TFK8s
 
 VALUES = DEPLOY / "jupyterhub" / "values.yaml"
@@ -70,8 +71,9 @@ def test_server_and_kernels_load_the_same_defaults_and_only_real_options(tmp_pat
     known = set(TFK8s.class_trait_names(config=True))
     assert set(server) <= known, f"unknown c.TFK8s options: {sorted(set(server) - known)}"
 
-    for path, data in defaults.items():
-        (tmp_path / Path(path).name).write_text(json.dumps({"TFK8s": data}))
+    files = load_yaml(VALUES)["singleuser"]["extraFiles"].values()
+    for f in files:
+        (tmp_path / Path(f["mountPath"]).name).write_text(json.dumps(f["data"]))
     monkeypatch.setenv("JUPYTER_CONFIG_DIR", str(tmp_path))
     server_app = ServerApp()
     server_app.load_config_file()
@@ -81,6 +83,9 @@ def test_server_and_kernels_load_the_same_defaults_and_only_real_options(tmp_pat
     for app in (server_app, kernel_app):
         cfg = TFK8s(config=app.config)  # traitlets checks every value's type
         assert (cfg.backend, cfg.namespace, cfg.image) == ("kubernetes", server["namespace"], server["image"])
+    # Kernels load the magics themselves (no %load_ext in every notebook).
+    assert kernel_app.config.InteractiveShellApp.extensions == ["tfk8s_jupyter"]
+    assert callable(tfk8s_jupyter.load_ipython_extension)
 
 
 def test_values_match_the_cluster_manifests_and_the_images():
