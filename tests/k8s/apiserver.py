@@ -470,6 +470,8 @@ class ApiServer:
         self.rules: list[dict] | None = None
         self.user = "system:serviceaccount:default:tester"
         self.tfjob_crd = tfjob_crd
+        self.watch_versions: list[str | None] = []  # the resourceVersion of every watch request
+        self.gone_sent = 0  # watches answered with 410 Gone
         self.logs: dict[tuple[str, str, str], list[LogBuffer]] = {}  # (ns, pod, container) -> runs
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -586,7 +588,7 @@ class ApiServer:
     def expire(self) -> None:
         """Compact the history: every watch resumed from a resourceVersion seen so far gets 410 Gone."""
         with self.store.cond:
-            self.store.compacted = self.store.rv
+            self.store.compacted = self.store.rv + 1
             self.store.cond.notify_all()
 
     def enforce_rules(self, rules: list[dict] | None) -> None:
@@ -654,6 +656,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _start_chunked(self, content_type: str) -> None:
         self.streaming = True
+        self.api.log_request(self.req, 200)  # streams are logged when they start, not when they end
         self.send_response(200)
         self.send_header("Content-Type", content_type)
         self.send_header("Transfer-Encoding", "chunked")
@@ -668,8 +671,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def _body(self):
-        n = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(n) if n else b""
+        raw = self.raw_body
         return json.loads(raw) if raw else None
 
     def do_GET(self):
@@ -720,9 +722,13 @@ class _Handler(BaseHTTPRequestHandler):
         }
 
     def _dispatch(self, method: str) -> None:
+        # read the body first: an error answered before reading it would corrupt the kept-alive connection
+        n = int(self.headers.get("Content-Length") or 0)
+        self.raw_body = self.rfile.read(n) if n else b""
         url = urlparse(self.path)
         query = parse_qs(url.query)
         req = self._route(method, url.path, query)
+        self.req = req
         if req is None:
             return self._discovery(url.path, method)
         api = self.api
@@ -766,7 +772,8 @@ class _Handler(BaseHTTPRequestHandler):
             if getattr(self, "streaming", False):
                 status = 200  # the client went away mid-stream (it stopped following)
         finally:
-            api.log_request(req, status)
+            if not self.streaming:
+                api.log_request(req, status)
 
     def _discovery(self, path: str, method: str) -> None:
         api = self.api
@@ -935,6 +942,7 @@ class _Handler(BaseHTTPRequestHandler):
         timeout = float(q.get("timeoutSeconds") or 1800)
         deadline = time.monotonic() + timeout
         rv_param = q.get("resourceVersion")
+        api.watch_versions.append(rv_param)
         fault = api._take_fault(
             {"verb": "watch", "group": g, "resource": r, "subresource": None, "namespace": ns, "name": None},
             stream=True,
@@ -961,6 +969,7 @@ class _Handler(BaseHTTPRequestHandler):
                         410, "Expired", f"too old resource version: {last} ({store.compacted})"
                     )
                     pending = [("ERROR", gone)]
+                    api.gone_sent += 1
                     last = None
         for etype, obj in pending:
             send(etype, obj)

@@ -70,6 +70,7 @@ class TestCluster:
         extra_env: dict[str, str] | None = None,
         crash_backoff: float = 0.3,
         runner_override: Path | None = None,
+        pull_seconds: float = 0.0,
     ):
         self.server = server
         self.store = server.store
@@ -80,6 +81,7 @@ class TestCluster:
         self.extra_env = dict(extra_env or {})
         self.crash_backoff = crash_backoff
         self.runner_override = runner_override
+        self.pull_seconds = pull_seconds  # ContainerCreating time before a container starts
         self.ports: dict[str, int] = {}
         self.containers: dict[tuple[str, str], Container] = {}  # (ns, pod) -> running container
         self.restarts: dict[tuple[str, str], int] = {}
@@ -352,6 +354,7 @@ class TestCluster:
             hostIP="127.0.0.1",
             containerStatuses=[self._cs(container, waiting, 0)],
         )
+        time.sleep(self.pull_seconds)
         if container["image"] in self.bad_images:
             for reason in ("ErrImagePull", "ImagePullBackOff"):
                 msg = (

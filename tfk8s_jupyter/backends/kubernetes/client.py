@@ -408,6 +408,30 @@ class KubernetesBackend(Backend):
         if "payload.json" in data:
             record.write_payload(data["payload.json"])
 
+    def _owners(
+        self, spec: JobSpec, namespace: str, flavor: str, cluster: _Cluster
+    ) -> tuple[list, dict | None]:
+        """The role Jobs (native) or the TFJob of a job: one request."""
+        if flavor == "tfjob":
+            try:
+                return [], cluster.raw(
+                    ApiErrorContext("get", "tfjobs", namespace, spec.name),
+                    cluster.custom.get_namespaced_custom_object,
+                    *TFJOB[:2],
+                    namespace,
+                    TFJOB[2],
+                    spec.name,
+                )
+            except JobNotFound:
+                return [], None
+        jobs = cluster.raw(
+            ApiErrorContext("list", "jobs", namespace),
+            cluster.batch.list_namespaced_job,
+            namespace,
+            label_selector=m.job_selector(spec.name),
+        )["items"]
+        return jobs, None
+
     def _snapshot(self, spec: JobSpec, namespace: str, flavor: str, cluster: _Cluster) -> dict:
         """Pods, owning Jobs/TFJob and parent of one job: O(1) requests whatever the replica count."""
         sel = m.job_selector(spec.name)
@@ -423,25 +447,7 @@ class KubernetesBackend(Backend):
             "jobs": [],
             "tfjob": None,
         }
-        if flavor == "tfjob":
-            try:
-                out["tfjob"] = cluster.raw(
-                    ApiErrorContext("get", "tfjobs", namespace, spec.name),
-                    cluster.custom.get_namespaced_custom_object,
-                    *TFJOB[:2],
-                    namespace,
-                    TFJOB[2],
-                    spec.name,
-                )
-            except JobNotFound:
-                pass
-        else:
-            out["jobs"] = cluster.raw(
-                ApiErrorContext("list", "jobs", namespace),
-                cluster.batch.list_namespaced_job,
-                namespace,
-                label_selector=sel,
-            )["items"]
+        out["jobs"], out["tfjob"] = self._owners(spec, namespace, flavor, cluster)
         if not out["pods"] and not out["jobs"] and not out["tfjob"]:
             try:
                 out["parent"] = cluster.raw(
@@ -809,8 +815,7 @@ class _JobFollower:
         self.parent_gone = "parent" in snap and snap["parent"] is None
 
     def refresh_owners(self) -> None:
-        snap_jobs = self.b._snapshot(self.spec, self.namespace, self.flavor, self.cluster)
-        self.jobs, self.tfjob = snap_jobs["jobs"], snap_jobs["tfjob"]
+        self.jobs, self.tfjob = self.b._owners(self.spec, self.namespace, self.flavor, self.cluster)
 
     def publish(self) -> JobStatus:
         snap = {"pods": list(self.pods.values()), "jobs": self.jobs, "tfjob": self.tfjob}
