@@ -222,7 +222,24 @@ class TFK8sMagics(Magics):
             from .widgets import TextProgress
 
             print(f"tfk8s: submitted job {job.name} ({job.backend.name}); progress follows.")
-            self.progress[job.name] = TextProgress(job.state)
+            self.progress[job.name] = TextProgress(job.state, write=self._text_writer())
+
+    def _text_writer(self):
+        """Where progress lines go: stdout in a terminal; in a kernel, one output of this cell updated by
+        display id (a print from the monitor thread would land in whatever cell runs at that moment)."""
+        if not _in_kernel(self.shell):
+            return None
+        from IPython.display import display
+
+        handle = display({"text/plain": ""}, raw=True, display_id=True)
+        lines: list[str] = []
+
+        def write(text: str) -> None:
+            lines.extend(text.splitlines())
+            del lines[:-40]
+            handle.update({"text/plain": "\n".join(lines)}, raw=True)
+
+        return write
 
     def wait_for(self, job, timeout: float | None = None) -> str:
         """Block until ``job`` ends, then render its final state in this cell's context."""
@@ -465,10 +482,11 @@ class TFK8sMagics(Magics):
         action="store_true",
         help="Keep printing new lines until the job ends (interrupt to stop).",
     )
+    @argument("--raw", action="store_true", help="Keep protocol lines and progress-bar control characters.")
     @argument("--backend", default=None, help="local or kubernetes.")
     @line_magic
     def tfk8s_logs(self, line: str):
-        """Print a replica's output.
+        """Print a replica's output (protocol lines left out unless ``--raw``).
 
         Examples::
 
@@ -485,13 +503,22 @@ class TFK8sMagics(Magics):
             raise UsageError(
                 f"job {job.name} has no replica {replica!r}; use one of {', '.join(job.spec.replica_names)}."
             )
+        from .protocol import MARKER
+        from .widgets import clean_log
+
         if not args.follow:
-            print(job.logs(replica, tail=args.tail), end="")
+            text = job.logs(replica)
+            if not args.raw:
+                text = clean_log(text, tail=args.tail or 10**9)
+            elif args.tail:
+                text = "\n".join(text.splitlines()[-args.tail :])
+            print(text.rstrip("\n"))
             return
         stop = threading.Event()
         try:
             for text in job.backend.follow_logs(job.name, replica, stop):
-                print(text, flush=True)
+                if args.raw or MARKER not in text:
+                    print(text if args.raw else clean_log(text), flush=True)
         except KeyboardInterrupt:
             stop.set()
 

@@ -190,7 +190,11 @@ def test_cell_returns_at_once_then_line_magics_follow_the_job(shell, standin, ca
     assert table.splitlines()[0].split() == ["name", "phase", "backend", "strategy", "replicas", "age"]
     assert table.splitlines()[1].split()[:4] == ["quick-ps", "succeeded", "local", "parameter_server"]
     shell.run_line_magic("tfk8s_logs", "quick-ps --tail 3")
-    assert '"type":"end"' in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert out.startswith("stand-in chief-0 listening on 127.0.0.1:") and "@tfk8s" not in out
+    shell.run_line_magic("tfk8s_logs", "quick-ps --tail 3 --raw")
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 3 and '"type":"end"' in out[-1]
     shell.run_line_magic("tfk8s_logs", "quick-ps --replica ps-0")
     assert "stand-in ps-0" in capsys.readouterr().out
     with pytest.raises(
