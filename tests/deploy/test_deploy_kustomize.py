@@ -123,3 +123,18 @@ def test_unknown_key_in_a_resource_fails_validation_naming_it(tmp_path):
 
 def test_overlays_are_the_documented_ones():
     assert (OVERLAYS / "shared-namespace").is_dir() and (OVERLAYS / "per-user-namespace").is_dir()
+
+
+def test_the_readme_table_states_the_role_exactly(rendered):
+    """Operators read the README's least-privilege table: it must say what the Role grants."""
+    readme = (KUSTOMIZE.parent / "README.md").read_text()
+    section = readme.split("## Least privilege", 1)[1].split("\n## ", 1)[0]
+    stated = set()
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0].startswith("`"):
+            group = cells[0].strip("`").strip('"')
+            resource, _, sub = cells[1].partition("/")
+            stated |= {(group, resource, sub or None, v.strip()) for v in cells[2].split(",")}
+    role = find_object(rendered["shared-namespace"], "Role", "tfk8s-jobs")
+    assert stated == set(rule_permissions(role["rules"]))
