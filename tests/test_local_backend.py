@@ -17,6 +17,7 @@ from tfk8s_jupyter.backends.local import (
     LocalBackend,
     allocate_ports,
     cluster_of,
+    detect_gpus,
     gpu_slices,
     live_processes,
     process_alive,
@@ -284,3 +285,24 @@ def test_demo_trains_with_live_progress_and_prints_a_summary():
     assert any(line.startswith("  final loss   ") for line in lines)
     replicas = next(line for line in lines if line.startswith("  replicas"))
     assert "chief-0: exit 0" in replicas and "ps-0: exit" in replicas and "worker-1: exit" in replicas
+
+
+def test_detect_gpus_from_the_driver_or_nvidia_smi(tmp_path, monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    proc = tmp_path / "gpus"
+    proc.mkdir()
+    for bus in ("0000:01:00.0", "0000:02:00.0", "0000:03:00.0"):
+        (proc / bus).mkdir()
+    assert detect_gpus(proc_dir=str(proc), nvidia_smi="no-such-tool") == ["0", "1", "2"]
+    smi = tmp_path / "fake-nvidia-smi"
+    smi.write_text(
+        "#!/bin/sh\necho 'GPU 0: Tesla T4 (UUID: GPU-aaa)'\necho 'GPU 1: Tesla T4 (UUID: GPU-bbb)'\n"
+    )
+    smi.chmod(0o755)
+    missing = str(tmp_path / "no-driver")
+    assert detect_gpus(proc_dir=missing, nvidia_smi=str(smi)) == ["0", "1"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    assert detect_gpus(proc_dir=missing, nvidia_smi=str(smi)) == ["1"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    assert detect_gpus(proc_dir=missing, nvidia_smi=str(smi)) == []
+    assert detect_gpus(proc_dir=missing, nvidia_smi="no-such-tool") == []

@@ -50,16 +50,16 @@ STOP_WAIT = 60.0  # seconds stop() waits for the supervisor to tear the job down
 
 
 # --------------------------------------------------------------------------- machine facts (pure-ish)
-def detect_gpus() -> list[str]:
+def detect_gpus(proc_dir: str = "/proc/driver/nvidia/gpus", nvidia_smi: str = "nvidia-smi") -> list[str]:
     """The GPU ids this machine offers to jobs (``CUDA_VISIBLE_DEVICES`` of this process narrows them)."""
     count = 0
-    proc = Path("/proc/driver/nvidia/gpus")
+    proc = Path(proc_dir)
     if proc.is_dir():
         count = sum(1 for _ in proc.iterdir())
-    elif shutil.which("nvidia-smi"):
+    elif shutil.which(nvidia_smi):
         try:
             out = subprocess.run(
-                ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10, check=False
+                [nvidia_smi, "-L"], capture_output=True, text=True, timeout=10, check=False
             ).stdout
             count = sum(1 for line in out.splitlines() if line.startswith("GPU "))
         except (OSError, subprocess.SubprocessError):
