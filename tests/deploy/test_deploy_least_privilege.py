@@ -16,6 +16,7 @@ import copy
 import json
 import os
 import re
+import threading
 from pathlib import Path
 
 import k8s_scenarios as sc  # noqa: I001  (skips the module when the test API server is missing)
@@ -230,3 +231,36 @@ def test_a_missing_rule_gives_a_403_diagnostic_naming_it(tmp_path, monkeypatch, 
             server.enforce_rules(None)
             # A fresh connection: the test API server answers a refused PATCH without reading its body.
             sc.backend_for(kc).delete("lp-403")
+
+
+def test_a_missing_watch_rule_is_reported_not_retried_silently(tmp_path, monkeypatch):
+    """Without ``watch pods`` the follower cannot see replicas: the user must be told, not left looking at
+    a job that stays "running"."""
+    monkeypatch.setenv("JUPYTERHUB_USER", "alice")
+    rules = rules_without(role_rules(), ("", "pods", None, "watch"))
+    with sc.test_cluster(tmp_path, rules=rules) as (server, _, kc):
+        b = sc.backend_for(kc)
+        sc.submit(b, "lp-watch", workers=1)
+        seen, errors, stop = [], [], threading.Event()
+
+        def follow():
+            try:
+                b.watch("lp-watch", seen.append, lambda events: None, stop)
+            except Exception as e:  # noqa: BLE001 - the error is the result
+                errors.append(e)
+
+        t = threading.Thread(target=follow, daemon=True)
+        t.start()
+        t.join(10)
+        stop.set()
+        t.join(10)
+        assert any(e["verb"] == "watch" and e["status"] == 403 for e in server.request_log)
+        told = [str(e) for e in errors] + [s.message or "" for s in seen]
+        if not any("watch pods" in m for m in told):
+            pytest.xfail(
+                "the pod watch's 403 is retried silently (client.py _JobFollower.run catches TFK8sError and "
+                "backs off forever): the job shows 'running' with no diagnostic; a Forbidden should end the "
+                "watch with its sentence (verb watch, resource pods, namespace)"
+            )
+        server.enforce_rules(None)
+        sc.backend_for(kc).delete("lp-watch")
