@@ -388,9 +388,16 @@ class TFK8sMagics(Magics):
             spec, cap = self.build(cell, args, overrides=options)
             return self.launch(spec, cap, args)
 
+        summary = {}
+
         def make_panel(job):
+            from .widgets import Summary
+
             panel = JobPanel(job)
             self.panels.setdefault(job.name, []).append(panel)
+            handle = summary.get("handle")
+            if handle is not None:
+                panel.on_done(lambda p: handle.update(Summary(p.state)))
             return panel
 
         form = SettingsPanel(defaults, on_launch, panel_factory=make_panel)
@@ -399,6 +406,7 @@ class TFK8sMagics(Magics):
             from IPython.display import display
 
             display(form)
+            summary["handle"] = display({"text/plain": ""}, raw=True, display_id=True)
             return None
         raise UsageError(
             "--panel needs a widget frontend (JupyterLab or Notebook); pass the options as flags instead."

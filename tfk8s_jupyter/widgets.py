@@ -784,6 +784,15 @@ class SettingsPanel(W.VBox):
         self.add_class("tfk8s-settings-panel")
         self.layout = W.Layout(border="1px solid #ddd", padding="6px")
 
+    def _repr_mimebundle_(self, **kwargs):
+        data = super()._repr_mimebundle_(**kwargs)
+        if isinstance(data, tuple):
+            data = data[0]
+        data = dict(data or {})
+        opts = ", ".join(f"{k}={v}" for k, v in self.options().items())
+        data["text/plain"] = f"tfk8s settings form ({opts})"
+        return data
+
     def options(self) -> dict:
         """The form's values as job options (empty text fields left out)."""
         out: dict[str, object] = {}

@@ -1,0 +1,145 @@
+"""The example notebooks, executed with nbclient (``store_widget_state=True``): what they leave behind —
+outputs and the saved widget state (final status, metric points, panel contents) — is what a reader sees.
+
+``make test`` also runs them under nbval (``pytest --nbval-lax notebooks/``), which compares the outputs
+of cells marked ``# NBVAL_CHECK_OUTPUT``; nbval never looks at widget state, hence these tests.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+from nbclient import NotebookClient
+
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+
+
+def execute(name: str, tmp_path: Path) -> nbformat.NotebookNode:
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = []
+    work = tmp_path / "nbwork"
+    work.mkdir()
+    NotebookClient(
+        nb,
+        timeout=900,
+        kernel_name="python3",
+        store_widget_state=True,
+        resources={"metadata": {"path": str(work)}},
+    ).execute()
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors, errors[0]
+    return nb
+
+
+def widget_states(nb) -> dict[str, dict]:
+    """model id -> state, with binary buffers (bqplot arrays) decoded into numpy arrays."""
+    saved = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    out = {}
+    for model_id, model in saved.items():
+        state = dict(model["state"])
+        state["_model_name"] = model["model_name"]
+        for buf in model.get("buffers", []):
+            raw = base64.b64decode(buf["data"])
+            target = state
+            for key in buf["path"][:-1]:
+                target = target[key]
+            target[buf["path"][-1]] = raw
+        for key in ("x", "y"):
+            value = state.get(key)
+            if isinstance(value, dict) and isinstance(value.get("value"), bytes):
+                state[key] = np.frombuffer(value["value"], dtype=value["dtype"]).reshape(value["shape"])
+        out[model_id] = state
+    return out
+
+
+def by_class(states: dict, cls: str) -> list[dict]:
+    return [s for s in states.values() if cls in (s.get("_dom_classes") or [])]
+
+
+def ref(value: str) -> str:
+    return value.removeprefix("IPY_MODEL_")
+
+
+def assert_finished_panel(states: dict, replicas: list[str]) -> dict:
+    (panel,) = by_class(states, "tfk8s-job-panel")
+    (badge,) = by_class(states, "tfk8s-status-badge")
+    assert badge["value"] == "succeeded" and "tfk8s-phase-succeeded" in badge["_dom_classes"]
+    (figure,) = by_class(states, "tfk8s-curve")
+    (lines,) = [states[ref(m)] for m in figure["marks"]]
+    assert "loss" in lines["labels"]
+    x, y = lines["x"], np.atleast_2d(lines["y"])
+    assert 3 <= len(x) <= 2000 and np.all(np.diff(x) > 0)
+    loss = y[lines["labels"].index("loss")]
+    assert loss[-1] < loss[0]
+    (table,) = by_class(states, "tfk8s-replica-table")
+    for name in replicas:
+        assert f'data-replica="{name}"' in table["value"]
+    assert table["value"].count("data-replica=") == len(replicas)
+    (stop,) = by_class(states, "tfk8s-stop-button")
+    assert stop["disabled"]
+    (log_tail,) = by_class(states, "tfk8s-log-tail")
+    assert "<pre" in log_tail["value"]
+    return panel
+
+
+def outputs_of(nb, startswith: str):
+    (cell,) = [c for c in nb.cells if c.cell_type == "code" and c.source.startswith(startswith)]
+    return cell.outputs
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(900)
+def test_quickstart_leaves_a_finished_panel_and_a_summary(tmp_path):
+    nb = execute("quickstart", tmp_path)
+    states = widget_states(nb)
+    panel = assert_finished_panel(states, ["ps-0", "chief-0", "worker-0", "worker-1"])
+    train = outputs_of(nb, "%%tfk8s_train")
+    view = train[0]["data"]["application/vnd.jupyter.widget-view+json"]["model_id"]
+    assert states[view] is panel
+    summary = train[1]["data"]
+    assert summary["text/plain"].startswith("tfk8s job tf-") and ": succeeded after" in summary["text/plain"]
+    assert "tfk8s-summary" in summary["text/html"]
+    wait = outputs_of(nb, "%tfk8s_wait")[0]["text"]
+    assert wait.startswith("tfk8s job tf-") and wait.rstrip().endswith(": succeeded")
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(900)
+def test_mwms_notebook(tmp_path):
+    nb = execute("mwms_sync", tmp_path)
+    assert_finished_panel(widget_states(nb), ["worker-0", "worker-1"])
+    printed = outputs_of(nb, "# NBVAL_CHECK_OUTPUT\nprint(job.phase")[0]["text"]
+    assert printed.strip() == "succeeded multi_worker_mirrored ['worker-0', 'worker-1']"
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(900)
+def test_settings_panel_notebook_form_becomes_the_job_panel(tmp_path):
+    nb = execute("settings_panel", tmp_path)
+    states = widget_states(nb)
+    (form,) = by_class(states, "tfk8s-launched")
+    assert not by_class(states, "tfk8s-settings-panel")
+    panel = assert_finished_panel(states, ["ps-0", "chief-0", "worker-0", "worker-1"])
+    assert [states[ref(c)] for c in form["children"]] == [panel]
+    (launch,) = by_class(states, "tfk8s-launch-button")
+    assert launch["description"] == "Launch"
+    workers = [s for s in states.values() if "tfk8s-field-workers" in (s.get("_dom_classes") or [])]
+    assert workers[0]["value"] == 2
+    summary = outputs_of(nb, "%%tfk8s_train --panel")[1]["data"]["text/plain"]
+    assert ": succeeded after" in summary
+
+
+def test_dry_run_notebook_prints_manifests_and_starts_nothing(tmp_path, tfk8s_home):
+    nb = execute("kubernetes_dry_run", tmp_path)
+    text = outputs_of(nb, "%%tfk8s_train")[0]["text"]
+    assert "# tfk8s dry run: job mnist-ps is valid; nothing was started." in text
+    for kind in ("kind: ConfigMap", "kind: Service", "kind: Job"):
+        assert kind in text
+    assert "image: registry.example.com/ml/tf-trainer:2.21" in text and "nvidia.com/gpu: '1'" in text
+    assert list(tfk8s_home.iterdir()) == []
