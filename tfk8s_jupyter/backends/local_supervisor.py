@@ -229,6 +229,10 @@ class Supervisor:
         if changed:
             self.save()
 
+    def limit(self, r: Replica) -> int:
+        """How many restarts ``r``'s role allows."""
+        return next(rs.max_restarts for rs in self.spec.replicas if rs.role == r.status.role)
+
     def stop_signalled(self) -> bool:
         return self.stop_requested or (self.record.dir / "stop.request").exists()
 
@@ -250,7 +254,7 @@ class Supervisor:
         with open(r.log, "ab") as log:
             if r.status.restarts:
                 log.write(
-                    f"\n---- tfk8s: {r.name} restarted ({r.status.restarts} of {self.spec.max_restarts}) ----\n".encode()
+                    f"\n---- tfk8s: {r.name} restarted ({r.status.restarts} of {self.limit(r)}) ----\n".encode()
                 )
                 log.flush()
             r.proc = subprocess.Popen(
@@ -389,8 +393,8 @@ class Supervisor:
             return True
         culprit = next((r for r in failed if r is not self.reporting), failed[0])
         message = verdicts[culprit][0]
-        if culprit.status.restarts >= self.spec.max_restarts:
-            if self.spec.max_restarts:
+        if culprit.status.restarts >= self.limit(culprit):
+            if self.limit(culprit):
                 message += f" (after {culprit.status.restarts} restart(s))"
             self.finish(FAILED, message)
             return True
