@@ -306,3 +306,17 @@ def test_detect_gpus_from_the_driver_or_nvidia_smi(tmp_path, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
     assert detect_gpus(proc_dir=missing, nvidia_smi=str(smi)) == []
     assert detect_gpus(proc_dir=missing, nvidia_smi="no-such-tool") == []
+
+
+def test_a_submission_that_fails_half_way_leaves_nothing(tfk8s_home, monkeypatch):
+    import subprocess
+
+    def broken_popen(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", args[0][0])
+
+    monkeypatch.setattr(subprocess, "Popen", broken_popen)
+    with pytest.raises(
+        TFK8sError, match=r"could not start job 'half-way' \(.*Permission denied.*\); check that"
+    ):
+        tk.submit("print(1)", workers=1, name="half-way")
+    assert list(tfk8s_home.iterdir()) == []

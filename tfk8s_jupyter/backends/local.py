@@ -218,13 +218,23 @@ class LocalBackend(Backend):
             ) from None
         try:
             return self._start(spec, payload, record, slices)
+        except OSError as e:
+            self._undo(record)
+            raise TFK8sError(
+                f"could not start job {spec.name!r} ({e}); check that {record.dir.parent} is writable "
+                f"and that {sys.executable} runs, then submit again."
+            ) from e
         except BaseException:
-            # Nothing half-made stays behind: no process, no record.
-            for _, pid, ticks in live_processes(record):
-                if process_alive(pid, ticks):
-                    _signal(pid, signal.SIGKILL)
-            record.delete()
+            self._undo(record)
             raise
+
+    @staticmethod
+    def _undo(record: JobRecord) -> None:
+        """Remove everything a half-done submission made: its processes and its record."""
+        for _, pid, ticks in live_processes(record):
+            if process_alive(pid, ticks):
+                _signal(pid, signal.SIGKILL)
+        record.delete()
 
     def _start(self, spec: JobSpec, payload: Payload, record: JobRecord, slices: dict[str, str]) -> JobStatus:
         record.write_spec(spec.to_json())
