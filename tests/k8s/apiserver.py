@@ -777,6 +777,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _discovery(self, path: str, method: str) -> None:
         api = self.api
+        path = path.rstrip("/") or "/"
         groups = [("batch", "v1")] + ([("kubeflow.org", "v1")] if api.tfjob_crd else [])
         if path == "/api":
             return self._send_json(

@@ -17,9 +17,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from apiserver import ApiServer  # noqa: E402
-from kubelet import TestCluster  # noqa: E402
+from kubelet import STANDIN_RUNNER, TestCluster  # noqa: E402
 
-STANDIN_RUNNER = Path(__file__).parent.parent / "standin_runner.py"
 _log_lock = threading.Lock()
 
 

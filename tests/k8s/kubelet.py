@@ -31,6 +31,7 @@ from pathlib import Path
 from apiserver import ApiError, ApiServer, WatchEvent, now_rfc3339
 
 INDEX_KEY = "batch.kubernetes.io/job-completion-index"
+STANDIN_RUNNER = Path(__file__).resolve().parent.parent / "standin_runner.py"  # the TF-free stand-in runner
 
 
 def free_port() -> int:

@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from conftest import STANDIN_RUNNER
+from kubelet import STANDIN_RUNNER
 
 import tfk8s_jupyter as tk
 from tfk8s_jupyter.backends.base import BackendUnavailable, Forbidden, JobConflict, JobNotFound

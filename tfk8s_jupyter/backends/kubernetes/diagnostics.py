@@ -59,7 +59,7 @@ def unschedulable(pod: dict) -> str | None:
     if cond is None or cond.get("reason") != "Unschedulable":
         return None
     message = cond.get("message") or ""
-    short = sorted(set(_INSUFFICIENT.findall(message.split("preemption:")[0])))
+    short = sorted({r.rstrip(".") for r in _INSUFFICIENT.findall(message.split("preemption:")[0])})
     who = _replica(pod)
     if short:
         res = _container(pod).get("resources") or {}
