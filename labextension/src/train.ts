@@ -149,6 +149,9 @@ export async function trainCell(
       `The kernel could not load tfk8s_jupyter (${c.ename ?? 'error'}: ${c.evalue ?? ''}); install tfk8s-jupyter in the kernel's environment.`
     );
   }
+  // Outputs of code the user asked to run are trusted, as with Shift+Enter: JupyterLab renders the
+  // live panel (a widget) only in trusted outputs.
+  cell.model.trusted = true;
   await OutputArea.execute(
     trainMagic(options, source),
     cell.outputArea,

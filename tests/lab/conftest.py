@@ -57,5 +57,16 @@ def lab_page(request, chromium, lab):
     context = chromium.new_context(viewport={"width": 1400, "height": 900})
     page = context.new_page()
     page.set_default_timeout(60_000)
-    yield LabPage(page, lab, request.node.name)
+    lab_page = LabPage(page, lab, request.node.name)
+    yield lab_page
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        lab_page.screenshot("failure")
     context.close()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    setattr(item, f"rep_{report.when}", report)  # lets lab_page screenshot a failed test
+    return report
