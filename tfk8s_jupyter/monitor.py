@@ -83,7 +83,8 @@ class JobState:
         self.checkpoints: int = 0
         self.n_points = 0
         self.version = 0  # bumps on every change; faces compare it to skip redundant renders
-        self._seen: set = set()
+        self._seen: set = set()  # keys of events without an integer seq
+        self._last_seq: dict = {}  # run -> highest seq folded in (a run's events arrive in order)
         self._lock = threading.RLock()
         self._observers: list[Callable[[JobState], None]] = []
 
@@ -117,7 +118,13 @@ class JobState:
         with self._lock:
             for e in events:
                 k = event_key(e)
-                if k[1] is not None:
+                run, seq = k
+                if isinstance(seq, int) and not isinstance(seq, bool):
+                    # Memory stays O(runs), not O(events): a re-read log repeats a run's events in order.
+                    if seq <= self._last_seq.get(run, -1):
+                        continue
+                    self._last_seq[run] = seq
+                elif seq is not None:
                     if k in self._seen:
                         continue
                     self._seen.add(k)
