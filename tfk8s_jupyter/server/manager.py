@@ -55,7 +55,8 @@ def sparkline(state: JobState, points: int = SPARKLINE_POINTS) -> dict:
     step, epoch = state.step_series.get(metric), state.epoch_series.get(metric)
     kind, series = ("step", step) if step and len(step) >= len(epoch or ()) else ("epoch", epoch)
     _, y = series.points(points)
-    return {"metric": metric, "kind": kind, "values": y}
+    # A 80-pixel line needs no more than 4 significant digits; it halves the list's JSON.
+    return {"metric": metric, "kind": kind, "values": [float(f"{v:.4g}") for v in y]}
 
 
 def job_model(status: JobStatus, state: JobState) -> dict:
