@@ -423,11 +423,21 @@ class Supervisor:
         """Mark replicas whose port listens as running; return True when something changed."""
         changed = False
         for r in self.replicas:
-            if r.alive and not r.up and r is not self.reporting and r.port in listening_ports(r.proc.pid):
+            if r is self.reporting or r.up or not r.alive:
+                continue
+            if r.port in listening_ports(r.proc.pid):
                 r.up = True
                 r.status.state = R_RUNNING
+                r.status.message = None
                 changed = True
                 say(f"{r.name} is up (listening on {r.status.host})")
+            elif r.status.message is None and time.time() - (r.status.started or 0) > self.spec.setup_timeout:
+                # Training may go on without it (parameter servers tolerate a missing worker); say so.
+                r.status.message = (
+                    f"not up after setup_timeout={float(self.spec.setup_timeout):g} s "
+                    f"(never listened on {r.status.host}); see job.logs({r.name!r})"
+                )
+                changed = True
         if changed and self.status.phase == RUNNING and all(r.up for r in self.replicas if r.alive):
             self.status.message = None  # a restarted replica is back
         return changed
