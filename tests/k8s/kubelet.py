@@ -538,6 +538,14 @@ class TestCluster:
         c.reader.start()
         return c
 
+    def kill(self, namespace: str, pod: str) -> None:
+        """SIGKILL the pod's container (a crashed process; the kubelet restarts it per restartPolicy)."""
+        with self._lock:
+            c = self.containers.get((namespace, pod))
+        if c is None:
+            raise LookupError(f"pod {pod} has no running container")
+        os.killpg(c.proc.pid, signal.SIGKILL)
+
     def oom(self, namespace: str, pod: str) -> None:
         """Kill the pod's container as the OOM killer would (SIGKILL, reported as OOMKilled)."""
         with self._lock:

@@ -423,3 +423,51 @@ def test_one_watch_and_one_log_stream_per_job(apiserver, make_cluster, backend):
     assert 2 <= len(follows) <= 3
     others = [r for r in apiserver.request_log if r["subresource"] == "log" and "chief" not in r["name"]]
     assert len(others) == 8  # one capture per other replica, no stream
+
+
+# faults ---------------------------------------------------------------------------------------
+def _pod_of(apiserver, role, index):
+    for p in apiserver.objects("pods"):
+        labels = p["metadata"]["labels"]
+        if labels["tfk8s.io/role"] == role and p["metadata"]["annotations"][
+            "batch.kubernetes.io/job-completion-index"
+        ] == str(index):
+            if p["status"].get("phase") == "Running":
+                return p["metadata"]["name"]
+    return None
+
+
+def _wait_events(backend, name, kind, n=1, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sum(e["type"] == kind for e in backend.events(name)) >= n:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"fewer than {n} {kind} events after {timeout} s")
+
+
+def test_a_killed_all_reduce_worker_restarts_every_worker_and_the_job_resumes(
+    apiserver, standin_cluster, backend
+):
+    spec = make_spec(
+        "STEPS = 20\nEPOCHS = 3\nSTEP_SECONDS = 0.05", workers=2, name="mwf", backend="kubernetes"
+    )
+    submit(backend, spec)
+    f = Follow(backend, "mwf")
+    _wait_events(backend, "mwf", "checkpoint")
+    standin_cluster.kill("default", _pod_of(apiserver, "worker", 1))
+    final = f.wait()
+    assert final.phase == "succeeded", final.message
+    assert final.replica("worker-0").restarts >= 1  # it lost its peer and restarted too
+    starts = [e for e in backend.events("mwf") if e["type"] == "start"]
+    assert len(starts) == 2 and starts[1]["initial_epoch"] >= 1  # resumed from its checkpoint
+
+
+def test_a_killed_ps_worker_restarts_alone_and_the_job_succeeds(apiserver, standin_cluster, backend):
+    submit(backend, spec_of("psf", code="STEPS = 20\nEPOCHS = 3\nSTEP_SECONDS = 0.05"))
+    f = Follow(backend, "psf")
+    _wait_events(backend, "psf", "metric", 5)
+    standin_cluster.kill("default", _pod_of(apiserver, "worker", 0))
+    final = f.wait()
+    assert final.phase == "succeeded", final.message
+    assert final.replica("chief-0").restarts == 0

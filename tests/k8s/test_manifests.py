@@ -104,7 +104,7 @@ def test_tfjob_passes_the_upstream_crd_schema(spec):
     for rs in tfjob["spec"]["tfReplicaSpecs"].values():
         # the operator finds the TF port on the container named "tensorflow"
         assert rs["template"]["spec"]["containers"][0]["name"] == "tensorflow"
-        assert rs["restartPolicy"] in ("OnFailure", "ExitCode")
+        assert rs["restartPolicy"] == "OnFailure"
         assert "TFK8S_CLUSTER" not in env_of(
             rs["template"]["spec"]["containers"][0]
         )  # the operator sets TF_CONFIG

@@ -283,10 +283,9 @@ def indexed_job(spec: JobSpec, role: str, count: int, namespace: str) -> dict:
 def tfjob(spec: JobSpec, namespace: str) -> dict:
     replica_specs = {}
     for r in spec.replicas:
+        # In place, like the native flavor: when one all-reduce worker dies the others fail within
+        # milliseconds (UnavailableError), so every worker restarts and they meet again.
         restart = "OnFailure"
-        if r.role == "worker" and spec.strategy != "parameter_server":
-            # All-reduce workers cannot be restarted alone; ExitCode restarts only on retryable (signal) codes.
-            restart = "ExitCode"
         replica_specs[TFJOB_ROLES[r.role]] = {
             "replicas": r.count,
             "restartPolicy": restart,
