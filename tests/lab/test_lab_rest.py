@@ -187,3 +187,40 @@ async def test_unauthenticated_requests_are_refused(jp_fetch, tfk8s_home):
             )
         assert info.value.code == 403, (method, parts)
     assert (tfk8s_home / "secret-job").exists()
+
+
+DEAD_CLUSTER = """\
+apiVersion: v1
+kind: Config
+clusters:
+- cluster: {server: "https://127.0.0.1:1"}
+  name: dead
+contexts:
+- context: {cluster: dead, user: u, namespace: default}
+  name: dead
+current-context: dead
+users:
+- name: u
+  user: {token: not-a-real-token}
+"""
+
+
+async def test_an_unreachable_cluster_is_a_warning_and_is_not_asked_on_every_poll(
+    jp_fetch, jp_serverapp, tfk8s_home, tmp_path, monkeypatch
+):
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(DEAD_CLUSTER)
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.setattr(api, "_backends", {})  # a fresh Kubernetes backend on this kubeconfig
+    write_record(tfk8s_home, "local-job")
+
+    _, body = await get_json(jp_fetch)
+    assert body["backends"] == ["local", "kubernetes"]  # configured because a kubeconfig exists
+    assert [j["name"] for j in body["jobs"]] == ["local-job"]
+    [warning] = body["warnings"]
+    assert warning["backend"] == "kubernetes" and "127.0.0.1" in warning["message"]
+
+    start = time.monotonic()
+    _, again = await get_json(jp_fetch)
+    assert time.monotonic() - start < 1.0  # the standing failure is reported without a new attempt
+    assert again["warnings"] == body["warnings"] and [j["name"] for j in again["jobs"]] == ["local-job"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import threading
+import time
 from pathlib import Path
 
 from traitlets import Float, Int, List, Unicode
@@ -120,6 +121,9 @@ class JobsManager(LoggingConfigurable):
     backend_timeout = Float(
         8.0, help="Seconds a backend may take to list its jobs before it is reported as unreachable."
     ).tag(config=True)
+    retry_after = Float(
+        15.0, help="Seconds a backend that failed to list is not asked again (its warning stays shown)."
+    ).tag(config=True)
     default_tail = Int(400, help="Log lines returned when a request gives no tail.").tag(config=True)
 
     def __init__(self, **kwargs):
@@ -128,6 +132,9 @@ class JobsManager(LoggingConfigurable):
         # Finished jobs never change: their summary is computed once.
         self._done_cache: dict[tuple[str, str, float], JobState] = {}
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="tfk8s-list")
+        self._inflight: dict[tuple[str, str], concurrent.futures.Future] = {}
+        self._failed_at: dict[str, float] = {}
+        self._failed: dict[str, concurrent.futures.Future] = {}
 
     # backends -----------------------------------------------------------------
     def backend_names(self) -> list[str]:
@@ -167,16 +174,37 @@ class JobsManager(LoggingConfigurable):
             out.append(job_model(status, state))
         return out
 
+    def _listing(self, name: str, owner: str) -> concurrent.futures.Future:
+        """The listing of one backend: a slow backend is asked once at a time, a failed one not again
+        for ``retry_after`` seconds (its last error stands), so a cluster that is down never slows the
+        panel's polling or piles up threads."""
+        with self._lock:
+            future = self._inflight.get((name, owner))
+            if future is not None and not future.done():
+                return future
+            failed_at = self._failed_at.get(name)
+            if (
+                future is not None
+                and failed_at is not None
+                and time.monotonic() - failed_at < self.retry_after
+            ):
+                return future
+            future = self._pool.submit(self._list_backend, name, owner)
+            self._inflight[(name, owner)] = future
+            return future
+
     def list_jobs(self) -> dict:
         """``{"jobs": [...newest first], "warnings": [{"backend", "message"}], "backends": [...], "owner"}``."""
         owner = current_owner()
         names = self.backend_names()
-        futures = {n: self._pool.submit(self._list_backend, n, owner) for n in names}
+        futures = {n: self._listing(n, owner) for n in names}
         jobs: list[dict] = []
         warnings: list[dict] = []
         for name, future in futures.items():
             try:
                 jobs.extend(future.result(timeout=self.backend_timeout))
+                self._failed.pop(name, None)
+                self._failed_at.pop(name, None)
             except concurrent.futures.TimeoutError:
                 warnings.append(
                     {
@@ -186,7 +214,12 @@ class JobsManager(LoggingConfigurable):
                     }
                 )
             except Exception as e:  # a broken backend must not hide the others' jobs
-                self.log.warning("tfk8s: listing %s jobs failed: %s", name, e)
+                with self._lock:
+                    if self._failed.get(name) is not future:  # a new failure, not the standing one
+                        if name not in self._failed:
+                            self.log.warning("tfk8s: listing %s jobs failed: %s", name, e)
+                        self._failed[name] = future
+                        self._failed_at[name] = time.monotonic()
                 warnings.append({"backend": name, "message": _one_sentence(name, e)})
         jobs.sort(key=lambda j: j["created"] or 0, reverse=True)
         return {"jobs": jobs, "warnings": warnings, "backends": names, "owner": owner}
