@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import functools
 import importlib.util
 import inspect
 import linecache
@@ -422,19 +423,34 @@ def _describe(value) -> str:
 
 # -- local modules ----------------------------------------------------------------------------------
 def _site_roots() -> list[Path]:
-    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix}
-    for key in ("purelib", "platlib", "stdlib"):
+    roots = set()
+    for key in ("purelib", "platlib", "stdlib", "platstdlib"):
         p = sysconfig.get_paths().get(key)
         if p:
             roots.add(p)
+    roots.update(p for p in sys.path if p and p.rstrip("/").endswith(("site-packages", "dist-packages")))
     return [Path(r).resolve() for r in roots]
 
 
+@functools.lru_cache(maxsize=1)
+def _installed_top_levels() -> frozenset[str]:
+    """Top-level module names that belong to an installed distribution (editable installs included)."""
+    try:
+        from importlib.metadata import packages_distributions
+
+        return frozenset(packages_distributions())
+    except Exception:
+        return frozenset()
+
+
 def _local_origin(modname: str, root: Path) -> Path | None:
-    """The file (or package directory) of ``modname`` when it lives under ``root`` and not in a venv."""
+    """The file (or package directory) of ``modname`` when it is the notebook's own code: under ``root``,
+    not in a site-packages directory, and not an installed distribution."""
     if not modname:
         return None
     top = modname.split(".")[0]
+    if top in sys.builtin_module_names or top in getattr(sys, "stdlib_module_names", ()):
+        return None
     mod = sys.modules.get(top)
     origin = getattr(mod, "__file__", None) if mod is not None else None
     if origin is None:
@@ -450,9 +466,12 @@ def _local_origin(modname: str, root: Path) -> Path | None:
         path.relative_to(root)
     except ValueError:
         return None
-    for site in _site_roots():
-        if site != root and root not in site.parents and (site == path or site in path.parents):
-            return None
+    if any(part in ("site-packages", "dist-packages") for part in path.parts):
+        return None
+    if any(site == path or site in path.parents for site in _site_roots()):
+        return None
+    if top in _installed_top_levels():
+        return None
     if path.name == "__init__.py":
         return path.parent
     return path if path.suffix == ".py" else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import pytest
 from notebook_helpers import run, run_payload
@@ -182,3 +183,18 @@ def test_free_names():
     )
     assert names == {"f", "y", "DEFAULT", "z", "Base"}
     assert ("os", 0) in imports and ("a.b", 0) in imports
+
+
+def test_installed_packages_are_never_shipped_even_inside_the_notebook_dir(shell, notebook_dir, monkeypatch):
+    site = notebook_dir / ".venv" / "lib" / "python3.11" / "site-packages"
+    site.mkdir(parents=True)
+    (site / "vendored_lib.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(site))
+    run(shell, "import vendored_lib")
+    assert capture("print(vendored_lib.X)", shell).payload.files == {}
+    # the project's own package, installed in editable mode from the notebook's directory
+    repo = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(repo)
+    run(shell, "import tfk8s_jupyter")
+    cap = capture("import tensorflow\nprint(tfk8s_jupyter.__version__)", shell, root=repo)
+    assert cap.payload.files == {} and cap.imports == ["tfk8s_jupyter"]
