@@ -252,6 +252,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs and a shorter stream")
     args = parser.parse_args()
+    os.chdir(tempfile.mkdtemp(prefix="tfk8s-bench-notebook-"))  # the notebook's directory
     runs = 3 if args.quick else 10
     counter = MessageCounter()
     shell = new_shell()

@@ -434,13 +434,30 @@ def _site_roots() -> list[Path]:
 
 @functools.lru_cache(maxsize=1)
 def _installed_top_levels() -> frozenset[str]:
-    """Top-level module names that belong to an installed distribution (editable installs included)."""
+    """Top-level module names that belong to an installed distribution."""
     try:
         from importlib.metadata import packages_distributions
 
-        return frozenset(packages_distributions())
+        return frozenset(packages_distributions()) | {"tfk8s_jupyter"}
     except Exception:
-        return frozenset()
+        return frozenset({"tfk8s_jupyter"})
+
+
+@functools.lru_cache(maxsize=1)
+def _editable_roots() -> frozenset[Path]:
+    """Directories that ``.pth`` files put on ``sys.path`` (where editable installs live)."""
+    out = set()
+    for site in _site_roots():
+        for pth in site.glob("*.pth") if site.is_dir() else []:
+            try:
+                lines = pth.read_text().splitlines()
+            except OSError:
+                continue
+            for line in lines:
+                line = line.strip()
+                if line and not line.startswith(("#", "import")) and Path(line).is_dir():
+                    out.add(Path(line).resolve())
+    return frozenset(out)
 
 
 def _local_origin(modname: str, root: Path) -> Path | None:
@@ -473,6 +490,8 @@ def _local_origin(modname: str, root: Path) -> Path | None:
     if top in _installed_top_levels():
         return None
     if path.name == "__init__.py":
+        if path.parent.parent in _editable_roots():
+            return None  # a package installed in editable mode
         return path.parent
     return path if path.suffix == ".py" else None
 
