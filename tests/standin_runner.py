@@ -79,6 +79,10 @@ def main() -> int:
                 if misses >= 3:
                     return 0
 
+    # STANDIN_WAIT_FOR=ps,chief: start without waiting for the workers (as if it tolerated missing ones).
+    wait_roles = os.environ.get("STANDIN_WAIT_FOR")
+    if wait_roles:
+        peers = [a for r, addrs in cluster.items() if r in wait_roles.split(",") for a in addrs if a != me]
     while not all(reachable(p) for p in peers):
         time.sleep(0.1)
     payload = json.loads(open(os.environ["TFK8S_PAYLOAD"]).read())

@@ -218,10 +218,9 @@ class Supervisor:
                 self.awaiting_start_until = None
                 self.status.phase = RUNNING
                 self.status.message = None
-                for r in self.replicas:
-                    if r.alive:
-                        r.up = True
-                        r.status.state = R_RUNNING
+                self.reporting.up = True
+                self.reporting.status.state = R_RUNNING
+                self.check_up()
                 changed = True
             elif e.get("type") == "error":
                 self.run_error = e
