@@ -23,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from handlaunch import HandLaunch  # noqa: E402
 
 CELL = """\
 import json, time
+cell_start = time.time()
 import numpy as np
 import tensorflow as tf
 
@@ -69,7 +71,7 @@ class BenchTiming(tf.keras.callbacks.Callback):
 timing = BenchTiming()
 model.fit(ds, epochs=EPOCHS, steps_per_epoch=STEPS, verbose=2, callbacks=[timing])
 ends = timing.epoch_ends
-print("BENCH " + json.dumps({"first_batch": timing.first,
+print("BENCH " + json.dumps({"first_batch": timing.first, "cell_start": cell_start,
                              "steps_per_s": STEPS * (len(ends) - 1) / (ends[-1] - ends[0])}))
 """
 
@@ -86,53 +88,100 @@ def bench_line(text: str) -> dict:
     raise RuntimeError(f"the cell printed no BENCH line:\n{text[-3000:]}")
 
 
-def run_hand(code: str, strategy: str, tmp: Path) -> dict:
-    setup = SETUPS[strategy]
-    h = HandLaunch(
-        code,
-        strategy,
-        setup["workers"],
-        tmp,
-        ps=setup["ps"],
-        command=[sys.executable, str(REPO / "bench" / "hand_replica.py")],
-    )
-    t0 = time.time()
-    h.start()
-    try:
-        rc = h.wait(h.reporting, 600)
-        if rc != 0:
-            raise RuntimeError(f"hand-launched {strategy} failed:\n{h.tail(h.reporting)}")
-        result = bench_line(h.stdout(h.reporting))
-    finally:
-        h.teardown()
-    return {"launch": result["first_batch"] - t0, "steps_per_s": result["steps_per_s"]}
+class HandRun:
+    """The training launched by hand (``bench/hand_replica.py`` replicas via ``tests/handlaunch.py``)."""
+
+    def __init__(self, code: str, strategy: str, tmp: Path) -> None:
+        setup = SETUPS[strategy]
+        self.strategy = strategy
+        self.launch = HandLaunch(
+            code,
+            strategy,
+            setup["workers"],
+            tmp,
+            ps=setup["ps"],
+            command=[sys.executable, str(REPO / "bench" / "hand_replica.py")],
+        )
+
+    def start(self) -> HandRun:
+        self.t0 = time.time()
+        self.launch.start()
+        return self
+
+    def finish(self) -> dict:
+        h = self.launch
+        try:
+            if h.wait(h.reporting, 900) != 0:
+                raise RuntimeError(f"hand-launched {self.strategy} failed:\n{h.tail(h.reporting)}")
+            result = bench_line(h.stdout(h.reporting))
+        finally:
+            h.teardown()
+        return {
+            "launch": result["first_batch"] - self.t0,
+            "to_cell": result["cell_start"] - self.t0,
+            "steps_per_s": result["steps_per_s"],
+        }
 
 
-def run_tfk8s(code: str, strategy: str) -> dict:
-    import tfk8s_jupyter as tk
+class Tfk8sRun:
+    """The same training via ``tk.submit`` (local backend: supervisor + runner)."""
 
-    setup = SETUPS[strategy]
-    t0 = time.time()
-    job = tk.submit(code, workers=setup["workers"], ps=setup["ps"], strategy=strategy)
-    observed = None
-    while observed is None and time.time() - t0 < 600:
-        if any(p.get("kind") == "step" for p in job.metrics()):
-            observed = time.time()
-            break
-        if job.phase in ("failed", "stopped", "succeeded"):
-            break
-        time.sleep(0.05)
-    phase = job.wait(timeout=600)
-    reporting = "chief-0" if setup["ps"] else "worker-0"
-    if phase != "succeeded":
-        raise RuntimeError(f"tfk8s {strategy} job ended {phase}:\n{job.logs(reporting)[-3000:]}")
-    first_point = next(p for p in job.metrics() if p.get("kind") == "step")
-    result = bench_line(job.logs(reporting))
-    return {
-        "launch": first_point["t"] - t0,
-        "launch_observed": (observed or float("nan")) - t0,
-        "steps_per_s": result["steps_per_s"],
-    }
+    def __init__(self, code: str, strategy: str) -> None:
+        self.code = code
+        self.strategy = strategy
+        self.observed: float | None = None
+
+    def start(self) -> Tfk8sRun:
+        import tfk8s_jupyter as tk
+
+        setup = SETUPS[self.strategy]
+        self.reporting = "chief-0" if setup["ps"] else "worker-0"
+        self.t0 = time.time()
+        self.job = tk.submit(self.code, workers=setup["workers"], ps=setup["ps"], strategy=self.strategy)
+        self.watcher = threading.Thread(target=self._watch, daemon=True)
+        self.watcher.start()
+        return self
+
+    def _watch(self) -> None:
+        """When the first metric point is visible through the API (polled every 0.25 s)."""
+        while time.time() - self.t0 < 900:
+            if any(p.get("kind") == "step" for p in self.job.metrics()):
+                self.observed = time.time()
+                return
+            if self.job.phase in ("failed", "stopped", "succeeded"):
+                return
+            time.sleep(0.25)
+
+    def finish(self) -> dict:
+        phase = self.job.wait(timeout=900)
+        self.watcher.join(timeout=5)
+        if phase != "succeeded":
+            raise RuntimeError(
+                f"tfk8s {self.strategy} job ended {phase}:\n{self.job.logs(self.reporting)[-3000:]}"
+            )
+        first_point = next(p for p in self.job.metrics() if p.get("kind") == "step")
+        result = bench_line(self.job.logs(self.reporting))
+        return {
+            "launch": first_point["t"] - self.t0,
+            "launch_observed": (self.observed or float("nan")) - self.t0,
+            "to_cell": result["cell_start"] - self.t0,
+            "steps_per_s": result["steps_per_s"],
+        }
+
+
+def one_round(code: str, strategy: str, tmp: Path, concurrent: bool, tfk8s_first: bool) -> tuple[dict, dict]:
+    hand = HandRun(code, strategy, tmp)
+    tfk8s = Tfk8sRun(code, strategy)
+    first, second = (tfk8s, hand) if tfk8s_first else (hand, tfk8s)
+    if concurrent:
+        first.start()
+        second.start()
+        return hand.finish(), tfk8s.finish()
+    first.start()
+    a = first.finish()
+    second.start()
+    b = second.finish()
+    return (b, a) if tfk8s_first else (a, b)
 
 
 def import_time(runs: int = 5) -> tuple[float, bool]:
@@ -157,13 +206,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--strategies", default="parameter_server,multi_worker_mirrored")
+    parser.add_argument(
+        "--mode",
+        choices=("concurrent", "alternate"),
+        default="concurrent",
+        help="concurrent: both sides start together and share the machine's load (fair on a busy box); "
+        "alternate: one after the other",
+    )
     args = parser.parse_args(argv)
     code = CELL.replace("EPOCHS", str(args.epochs)).replace("STEPS", str(args.steps))
     os.environ.setdefault("TFK8S_HOME", tempfile.mkdtemp(prefix="tfk8s-bench-home-"))
 
     seconds, tf_loaded = import_time()
     print(
-        f"import tfk8s_jupyter: {seconds * 1000:.0f} ms (target < 300 ms); TensorFlow imported: {tf_loaded}"
+        f"import tfk8s_jupyter: {seconds * 1000:.2f} ms (target < 300 ms); TensorFlow imported: {tf_loaded}"
     )
     failed = seconds >= 0.3 or tf_loaded
 
@@ -171,16 +227,21 @@ def main(argv: list[str] | None = None) -> int:
         hand, tfk8s = [], []
         for r in range(args.rounds):
             with tempfile.TemporaryDirectory(prefix="tfk8s-bench-") as tmp:
-                hand.append(run_hand(code, strategy, Path(tmp)))
-            tfk8s.append(run_tfk8s(code, strategy))
-            print(f"  {strategy} round {r + 1}: hand {fmt(hand[-1])} | tfk8s {fmt(tfk8s[-1])}", flush=True)
-        steps_ratio = median(tfk8s, "steps_per_s") / median(hand, "steps_per_s")
-        launch_ratio = median(tfk8s, "launch") / median(hand, "launch")
+                h, t = one_round(code, strategy, Path(tmp), args.mode == "concurrent", tfk8s_first=r % 2 == 1)
+            hand.append(h)
+            tfk8s.append(t)
+            print(f"  {strategy} round {r + 1}: hand {fmt(h)} | tfk8s {fmt(t)}", flush=True)
+        # paired: each round's tfk8s figure over the hand figure measured beside it, then the median
+        steps_ratio = statistics.median(
+            t["steps_per_s"] / h["steps_per_s"] for h, t in zip(hand, tfk8s, strict=True)
+        )
+        launch_ratio = statistics.median(t["launch"] / h["launch"] for h, t in zip(hand, tfk8s, strict=True))
         print(
-            f"{strategy}: steps/s tfk8s {median(tfk8s, 'steps_per_s'):.1f} / hand "
-            f"{median(hand, 'steps_per_s'):.1f} = {steps_ratio:.3f} (target >= 0.97); launch tfk8s "
-            f"{median(tfk8s, 'launch'):.2f} s (seen by the API {median(tfk8s, 'launch_observed'):.2f} s) / "
-            f"hand {median(hand, 'launch'):.2f} s = {launch_ratio:.3f} (target <= 1.10)",
+            f"{strategy}: steps/s ratio {steps_ratio:.3f} (target >= 0.97; medians tfk8s "
+            f"{median(tfk8s, 'steps_per_s'):.1f}, hand {median(hand, 'steps_per_s'):.1f}); "
+            f"launch ratio {launch_ratio:.3f} (target <= 1.10; medians tfk8s {median(tfk8s, 'launch'):.2f} s, "
+            f"seen through the API {median(tfk8s, 'launch_observed'):.2f} s, hand {median(hand, 'launch'):.2f} s; "
+            f"to the cell's first line tfk8s {median(tfk8s, 'to_cell'):.2f} s, hand {median(hand, 'to_cell'):.2f} s)",
             flush=True,
         )
         failed = failed or steps_ratio < 0.97 or launch_ratio > 1.10

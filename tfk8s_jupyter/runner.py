@@ -441,7 +441,7 @@ def check_image(renv: ReplicaEnv):
             f"this image has TensorFlow {tf.__version__}, but tfk8s needs 2.16 or newer (tested with 2.21); "
             "upgrade tensorflow in the image."
         )
-    if renv.uses_tf_keras:
+    if renv.uses_tf_keras and not renv.serves_only:  # ps and serving workers never run Keras
         if importlib.util.find_spec("tf_keras") is None:
             what = "parameter-server jobs" if renv.strategy == "parameter_server" else "TFK8S_KERAS=legacy"
             raise SetupError(
@@ -518,7 +518,10 @@ def _to_float(value) -> float | None:
         return None
 
 
-def weights_digest(model) -> str:
+def weights_digest(model, max_params: int = 10_000_000) -> str | None:
+    """A short hash of the model's weights (replicas of an all-reduce job must agree); None for big models."""
+    if model.count_params() > max_params:
+        return None
     digest = hashlib.sha256()
     for w in model.get_weights():
         import numpy as np
@@ -678,7 +681,9 @@ class Runtime:
         if not has_backup and self.renv.checkpoint_dir:
             backup_dir = self.backup_dir(fit_index)
             if backup_dir is not None:
-                callbacks.append(keras.callbacks.BackupAndRestore(backup_dir))
+                backup = keras.callbacks.BackupAndRestore(backup_dir)
+                backup.async_safe = True  # save_freq="epoch": its batch-end hook does nothing
+                callbacks.append(backup)
         if self.renv.reporting:
             initial_epoch = int(arguments.get("initial_epoch", 0) or 0)
             callbacks.append(
@@ -749,6 +754,10 @@ def _metrics_callback(keras, runtime: Runtime):
             self.last_point = 0.0
             self.first_epoch_seen = False
             self.interval = runtime.renv.metric_interval
+            self.lock = threading.Lock()
+            # Keras 3 runs batch-end callbacks in a thread pool only when every one says it is safe; a
+            # plain cell would otherwise lose that overlap just because the runner added a callback.
+            self.async_safe = True
 
         def on_train_begin(self, logs=None):
             self.steps_per_epoch = (self.params or {}).get("steps")
@@ -768,19 +777,22 @@ def _metrics_callback(keras, runtime: Runtime):
             return self.step + 1
 
         def on_train_batch_end(self, batch, logs=None):
-            self.step = self._global_step(batch)
-            now = time.monotonic()
-            if self.last_point and now - self.last_point < self.interval:
-                return
+            # Keras 3 may call this from its callback thread pool (async_safe): one batch at a time here.
+            with self.lock:
+                step = self._global_step(batch)
+                self.step = max(self.step, step)
+                now = time.monotonic()
+                if self.last_point and now - self.last_point < self.interval:
+                    return
+                self.last_point = now
             try:
                 values = runtime.reported_values(logs, per_batch=True)
             except _fetch_errors(tf) as exc:
                 log(f"skipped a metric point ({type(exc).__name__}); a replica is restarting")
                 return
-            self.last_point = now
             if values:
                 runtime.reporter.emit(
-                    "metric", epoch=self.epoch, step=self.step, values=values, fit=self.fit_index
+                    "metric", epoch=self.epoch, step=step, values=values, fit=self.fit_index
                 )
 
         def on_epoch_end(self, epoch, logs=None):
