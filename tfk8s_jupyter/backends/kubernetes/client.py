@@ -16,6 +16,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import urllib3
@@ -41,11 +42,12 @@ from ..base import (
     JobConflict,
     JobNotFound,
     JobStatus,
+    ReplicaStatus,
     StatusCallback,
     TFK8sError,
 )
 from . import manifests as m
-from .status import compute_status, parse_time
+from .status import assemble_status, compute_status, parse_time, pod_replica, replica_from_pods
 
 SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 ANNOTATION_STOPPED = "tfk8s.io/stopped"
@@ -663,9 +665,7 @@ class KubernetesBackend(Backend):
         status.phase = STOPPED
         status.finished = time.time()
         status.message = None
-        for r in status.replicas:
-            if r.state not in ("succeeded", "failed"):
-                r.state = "stopped"
+        status.replicas = _stopped_rest(status.replicas)
         record.write_status(status.to_json())
         return status
 
@@ -751,9 +751,7 @@ class KubernetesBackend(Backend):
             except TFK8sError:
                 pass  # ttlSecondsAfterFinished and the ps watchdog clean up anyway
             status.finished = status.finished or time.time()
-            for r in status.replicas:
-                if r.state not in ("succeeded", "failed"):
-                    r.state = "stopped"
+            status.replicas = _stopped_rest(status.replicas)
             record.write_status(status.to_json())
             return status
         finally:
@@ -802,14 +800,38 @@ class _JobFollower:
         self.pods_changed = threading.Condition()
         self.watch_requests = 0
         self.relists = 0
+        self.parent_gone = False
+        self.names = spec.replica_names
+        self.by_replica: dict[str, dict[str, dict]] = {n: {} for n in self.names}
+        self.rstatus = {
+            n: ReplicaStatus(role=n.rsplit("-", 1)[0], index=int(n.rsplit("-", 1)[1])) for n in self.names
+        }
+        self.last_sig: tuple | None = None
+        self.last_write = 0.0
+        self.unwritten: JobStatus | None = None
+        self.created = (record.read_status() or {}).get("created")
 
     # status -------------------------------------------------------------------------------------
+    def _recompute(self, replica: str) -> None:
+        role, index = replica.rsplit("-", 1)
+        # a new object, never mutated: statuses already handed out stay consistent snapshots
+        self.rstatus[replica] = replica_from_pods(role, int(index), list(self.by_replica[replica].values()))[
+            0
+        ]
+
     def relist(self) -> None:
         snap = self.b._snapshot(self.spec, self.namespace, self.flavor, self.cluster)
         self.relists += 1
         with self.pods_changed:
             self.pods = {p["metadata"]["name"]: p for p in snap["pods"]}
+            self.by_replica = {n: {} for n in self.names}
+            for name, pod in self.pods.items():
+                key = pod_replica(pod)
+                if key is not None and f"{key[0]}-{key[1]}" in self.by_replica:
+                    self.by_replica[f"{key[0]}-{key[1]}"][name] = pod
             self.pods_changed.notify_all()
+        for n in self.names:
+            self._recompute(n)
         self.jobs, self.tfjob = snap["jobs"], snap["tfjob"]
         self.rv = snap["pods_rv"]
         self.parent_gone = "parent" in snap and snap["parent"] is None
@@ -817,25 +839,44 @@ class _JobFollower:
     def refresh_owners(self) -> None:
         self.jobs, self.tfjob = self.b._owners(self.spec, self.namespace, self.flavor, self.cluster)
 
-    def publish(self) -> JobStatus:
-        snap = {"pods": list(self.pods.values()), "jobs": self.jobs, "tfjob": self.tfjob}
-        if getattr(self, "parent_gone", False):
-            snap["parent"] = None
-        status = self.b._status_from(
-            self.spec, self.namespace, self.flavor, self.cluster, self.record, snap, allow_events=False
-        )
+    def publish(self, force_write: bool = False) -> JobStatus:
+        """Deliver the status if it changed; cheap per event (no pod is re-read, O(replicas))."""
+        prev = None
+        if self.parent_gone or force_write:
+            prev = self.record.read_status() or {}
+        if prev and prev.get("phase") in TERMINAL:
+            status = JobStatus.from_json(prev)  # stopped (or finished) by another caller
+        else:
+            status = assemble_status(
+                self.spec,
+                [self.rstatus[n] for n in self.names],
+                flavor=self.flavor,
+                namespace=self.namespace,
+                jobs=self.jobs,
+                tfjob=self.tfjob,
+                created=self.created,
+            )
+            if self.parent_gone:
+                status.phase = STOPPED
+                status.message = status.message or "the job's objects were deleted from the cluster."
         if status.done and status.phase != STOPPED:
             self.log_done.wait(30)  # the metric stream reads the reporting replica to its end first
             status = self.b._finalize(
                 self.spec, self.namespace, self.flavor, self.cluster, self.record, status
             )
-        j = status.to_json()
-        j_cmp = {k: v for k, v in j.items() if k != "created"}
-        if j_cmp != self.last_json:
-            self.last_json = j_cmp
-            if not status.done:
-                self.record.write_status(j)
+        sig = (
+            status.phase,
+            status.message,
+            tuple((r.state, r.restarts, r.exit_code, r.message, r.host) for r in status.replicas),
+        )
+        if sig != self.last_sig:
+            self.last_sig = sig
+            self.unwritten = None if status.done else status
             self.on_status(status)
+        now = time.monotonic()
+        if self.unwritten is not None and (force_write or now - self.last_write >= 1.0):
+            self.record.write_status(self.unwritten.to_json())  # at most once a second while running
+            self.last_write, self.unwritten = now, None
         return status
 
     def handle_event(self, event: dict) -> bool:
@@ -851,15 +892,29 @@ class _JobFollower:
         if etype == "BOOKMARK":
             return True
         name = obj["metadata"]["name"]
+        key = pod_replica(obj)
+        replica = f"{key[0]}-{key[1]}" if key else None
         with self.pods_changed:
             if etype == "DELETED":
                 self.pods.pop(name, None)
+                if replica in self.by_replica:
+                    self.by_replica[replica].pop(name, None)
             else:
                 self.pods[name] = obj
+                if replica in self.by_replica:
+                    self.by_replica[replica][name] = obj
             self.pods_changed.notify_all()
+        if replica in self.by_replica:
+            self._recompute(replica)
         if etype == "DELETED" or _terminated(obj):
             self.refresh_owners()  # did the Job give up on it (backoff limit)?
+            if etype == "DELETED":
+                self.parent_gone = self.parent_gone or self._stopped_elsewhere()
         return True
+
+    def _stopped_elsewhere(self) -> bool:
+        prev = self.record.read_status() or {}
+        return prev.get("phase") in TERMINAL
 
     def run(self) -> None:
         log_thread = threading.Thread(
@@ -893,6 +948,8 @@ class _JobFollower:
             stop_logs.set()
             with self.pods_changed:
                 self.pods_changed.notify_all()
+            if self.unwritten is not None:
+                self.record.write_status(self.unwritten.to_json())
 
     def stream_once(self) -> bool:
         """One watch request from ``self.rv``; returns ``True`` when the server says 410 Gone."""
@@ -1022,6 +1079,11 @@ class _JobFollower:
         if obj is None:
             return True
         return (obj.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+
+
+def _stopped_rest(replicas: list[ReplicaStatus]) -> list[ReplicaStatus]:
+    """Replicas that had not ended are ``stopped``: copies, since delivered statuses share these objects."""
+    return [r if r.state in ("succeeded", "failed") else replace(r, state="stopped") for r in replicas]
 
 
 def _terminated(pod: dict) -> bool:

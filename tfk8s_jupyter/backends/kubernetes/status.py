@@ -87,6 +87,23 @@ def replica_state(pod: dict) -> tuple[str, int | None]:
     return R_PENDING, None
 
 
+def replica_from_pods(role: str, index: int, candidates: list[dict]) -> tuple[ReplicaStatus, dict | None]:
+    """The status of one replica from its pods (the newest wins; older failed ones count as restarts)."""
+    rs = ReplicaStatus(role=role, index=index)
+    if not candidates:
+        return rs, None
+    candidates = sorted(candidates, key=_sort_key)
+    pod = candidates[-1]
+    rs.state, rs.exit_code = replica_state(pod)
+    cs = ((pod.get("status") or {}).get("containerStatuses") or [{}])[0]
+    older_failures = sum(1 for p in candidates[:-1] if (p.get("status") or {}).get("phase") == "Failed")
+    rs.restarts = int(cs.get("restartCount") or 0) + older_failures
+    rs.host = pod["metadata"].get("name")
+    rs.started = parse_time((pod.get("status") or {}).get("startTime"))
+    rs.message = diagnostics.diagnose_pod(pod)
+    return rs, pod
+
+
 def replicas_from_pods(spec: JobSpec, pods: list[dict]) -> tuple[list[ReplicaStatus], dict[str, dict]]:
     """One :class:`ReplicaStatus` per expected replica (newest pod wins), and replica name → that pod."""
     by_replica: dict[tuple[str, int], list[dict]] = {}
@@ -97,20 +114,9 @@ def replicas_from_pods(spec: JobSpec, pods: list[dict]) -> tuple[list[ReplicaSta
     out, current = [], {}
     for r in spec.replicas:
         for i in range(r.count):
-            candidates = sorted(by_replica.get((r.role, i), []), key=_sort_key)
-            rs = ReplicaStatus(role=r.role, index=i)
-            if candidates:
-                pod = candidates[-1]
+            rs, pod = replica_from_pods(r.role, i, by_replica.get((r.role, i), []))
+            if pod is not None:
                 current[rs.name] = pod
-                rs.state, rs.exit_code = replica_state(pod)
-                cs = ((pod.get("status") or {}).get("containerStatuses") or [{}])[0]
-                older_failures = sum(
-                    1 for p in candidates[:-1] if (p.get("status") or {}).get("phase") == "Failed"
-                )
-                rs.restarts = int(cs.get("restartCount") or 0) + older_failures
-                rs.host = pod["metadata"].get("name")
-                rs.started = parse_time((pod.get("status") or {}).get("startTime"))
-                rs.message = diagnostics.diagnose_pod(pod)
             out.append(rs)
     return out, current
 
@@ -128,7 +134,33 @@ def compute_status(
     stopped: bool = False,
 ) -> JobStatus:
     """The job's status from what the cluster shows now."""
-    replicas, current = replicas_from_pods(spec, pods)
+    replicas, _ = replicas_from_pods(spec, pods)
+    return assemble_status(
+        spec,
+        replicas,
+        flavor=flavor,
+        namespace=namespace,
+        jobs=jobs,
+        tfjob=tfjob,
+        events=events,
+        created=created,
+        stopped=stopped,
+    )
+
+
+def assemble_status(
+    spec: JobSpec,
+    replicas: list[ReplicaStatus],
+    *,
+    flavor: str,
+    namespace: str,
+    jobs: list[dict] | None = None,
+    tfjob: dict | None = None,
+    events: list[dict] | None = None,
+    created: float | None = None,
+    stopped: bool = False,
+) -> JobStatus:
+    """The job's status from its replicas' statuses (each already diagnosed) and the owning objects."""
     status = JobStatus(
         name=spec.name,
         backend="kubernetes",
@@ -141,8 +173,9 @@ def compute_status(
     if created is not None:
         status.created = created
     reporting = next(r for r in replicas if r.name == spec.reporting_replica)
-    ordered = [current[n] for n in [spec.reporting_replica, *sorted(current)] if n in current]
-    message = diagnostics.diagnose(ordered)
+    message = reporting.message
+    if message is None:
+        message = next((r.message for r in sorted(replicas, key=lambda r: r.name) if r.message), None)
     owners = list(jobs or []) + ([tfjob] if tfjob else [])
     failure = next((m for m in map(diagnostics.job_failure, owners) if m), None)
     tfjob_done = _tfjob_condition(tfjob)
@@ -154,7 +187,7 @@ def compute_status(
         message = None
     elif failure or reporting.state == R_FAILED or tfjob_done == "Failed":
         status.phase = FAILED
-        message = message or failure or reporting.message or f"{reporting.name} failed."
+        message = message or failure or f"{reporting.name} failed."
     elif reporting.state in (R_RUNNING, R_RESTARTING):
         status.phase = RUNNING
     else:
