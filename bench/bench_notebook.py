@@ -14,6 +14,8 @@ Prints:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import statistics
 import sys
@@ -166,9 +168,10 @@ def bench_streaming(shell, counter: MessageCounter, epochs: int, steps: int) -> 
     stream_start = time.monotonic()
     cell_latencies = []
     while not job.status.done:
-        start = time.perf_counter()
-        shell.run_cell("1+1")
-        cell_latencies.append(time.perf_counter() - start)
+        with contextlib.redirect_stdout(io.StringIO()):
+            start = time.perf_counter()
+            shell.run_cell("1+1")
+            cell_latencies.append(time.perf_counter() - start)
         time.sleep(0.05)
     stream_end = time.monotonic()
     magics_of(shell).wait_for(job, timeout=120)
@@ -258,12 +261,14 @@ def main() -> None:
     shell = new_shell()
 
     print(f"tfk8s notebook benchmark (TFK8S_HOME={os.environ['TFK8S_HOME']}, {os.cpu_count()} cores)")
-    times = bench_cell_return(shell, runs)
+    with contextlib.redirect_stdout(io.StringIO()):
+        times = bench_cell_return(shell, runs)
     print(
         f"1. cell return, 1 ps + 2 workers: median {statistics.median(times) * 1000:.0f} ms over {runs} "
         f"(min {min(times) * 1000:.0f}, max {max(times) * 1000:.0f}); target < 500 ms"
     )
-    s = bench_streaming(shell, counter, epochs=3 if args.quick else 5, steps=100 if args.quick else 200)
+    with contextlib.redirect_stdout(io.StringIO()):
+        s = bench_streaming(shell, counter, epochs=3 if args.quick else 5, steps=100 if args.quick else 400)
     print(
         f"   streaming job: {s['phase']}, {s['points']} metric points in {s['stream_seconds']:.1f} s "
         f"(metric interval 0: every batch)"
