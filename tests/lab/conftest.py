@@ -11,14 +11,12 @@ from tfk8s_jupyter import config as tfk8s_config
 
 
 @pytest.fixture
-def tfk8s_home(tmp_path, monkeypatch) -> Path:
-    home = tmp_path / "tfk8s-home"
-    home.mkdir()
-    monkeypatch.setenv("TFK8S_HOME", str(home))
+def tfk8s_home(tfk8s_home, monkeypatch) -> Path:
+    """The shared per-test ``TFK8S_HOME``, with a fixed owner and the process-wide config restored after."""
     monkeypatch.setenv("JUPYTERHUB_USER", "alice")
     # The server extension installs its own TFK8s config; put the process-wide one back afterwards.
     monkeypatch.setattr(tfk8s_config, "_current", tfk8s_config._current)
-    return home
+    return tfk8s_home
 
 
 @pytest.fixture

@@ -72,6 +72,17 @@ def test_panel_lists_a_local_job_until_it_succeeds_with_a_sparkline(lab_page, tf
     lab_page.wait(3 * PANEL_REFRESH_SECONDS)
     assert lab_page.jobs_requests(since) >= 2
 
+    # Delete, with confirmation: the row goes and so does the record.
+    row.click()
+    view.locator(".tfk8s-delete").click()
+    dialog = lab_page.page.locator(".jp-Dialog")
+    assert f"Delete job {job.name}?" in dialog.inner_text()
+    lab_page.screenshot("delete-confirmation")
+    dialog.locator(".jp-mod-accept").click()
+    row.wait_for(state="detached", timeout=30_000)
+    assert not JobRecord(job.name, tfk8s_home).exists()
+    assert lab_page.page.locator(f"#tfk8s-job-{job.name}").count() == 0  # the job view closed itself
+
 
 def test_stop_from_the_panel_leaves_no_process(lab_page, tfk8s_home):
     job = tk.submit(LONG_CELL, name="panel-stop", **ONE_REPLICA)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import time
+from pathlib import Path
 
 import pytest
 from labjobs import attach_sleeping_supervisor, write_record
@@ -224,3 +226,30 @@ async def test_an_unreachable_cluster_is_a_warning_and_is_not_asked_on_every_pol
     _, again = await get_json(jp_fetch)
     assert time.monotonic() - start < 1.0  # the standing failure is reported without a new attempt
     assert again["warnings"] == body["warnings"] and [j["name"] for j in again["jobs"]] == ["local-job"]
+
+
+def ts_fields(interface: str) -> set[str]:
+    """Field names of a TypeScript interface in labextension/src/model.ts."""
+    source = (Path(__file__).resolve().parents[2] / "labextension" / "src" / "model.ts").read_text()
+    match = re.search(rf"export interface {interface}\b[^{{]*\{{(.*?)\n\}}", source, re.S)
+    assert match, f"interface {interface} not found in model.ts"
+    return set(re.findall(r"^  (\w+)\??:", match.group(1), re.M))
+
+
+async def test_the_typescript_wire_model_mirrors_the_json_field_by_field(jp_fetch, tfk8s_home):
+    write_record(tfk8s_home, "mirrored-job")
+    _, listing = await get_json(jp_fetch)
+    _, detail = await get_json(jp_fetch, "mirrored-job")
+    _, logs = await get_json(jp_fetch, "mirrored-job", "logs")
+
+    assert ts_fields("IJobsResponse") == set(listing)
+    assert ts_fields("IJob") == set(listing["jobs"][0])
+    assert ts_fields("ISparkline") == set(listing["jobs"][0]["sparkline"])
+    assert ts_fields("IBackendWarning") == {"backend", "message"}
+    assert ts_fields("IJob") | ts_fields("IJobDetail") == set(detail)
+    assert ts_fields("IReplica") == set(detail["replicas"][0])
+    assert ts_fields("ISeries") == set(detail["series"]["step"]["loss"])
+    assert ts_fields("ILogsResponse") == set(logs)
+    with pytest.raises(HTTPClientError) as info:
+        await jp_fetch("tfk8s", "api", "jobs", "no-such-job")
+    assert ts_fields("IErrorResponse") == set(json.loads(info.value.response.body))
