@@ -190,6 +190,12 @@ def _train_and_check(job, timeout=240):
         poll=0.2,
     )
     assert points_while_running >= 1
+    # Every replica shows as running while training goes on (their TF servers listen on their ports).
+    wait_for(
+        lambda: (lambda st: st.done or all(r.state == "running" for r in st.replicas))(job.status),
+        30,
+        "every replica to show as running",
+    )
     assert job.wait(timeout=timeout) == "succeeded", job.status.message
     epochs = epoch_events(job.events())
     losses = [e["values"]["loss"] for e in epochs]
