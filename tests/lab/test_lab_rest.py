@@ -172,6 +172,8 @@ async def test_a_backend_that_raises_becomes_a_warning(jp_fetch, jp_serverapp, t
     assert code == 200
     code, message = await error_of(jp_fetch, "local-job", params={"backend": "kubernetes"})
     assert code == 503 and "unreachable" in message
+    code, message = await error_of(jp_fetch, "elsewhere-job")  # not local, and kubernetes cannot say
+    assert code == 503 and "elsewhere-job" in message and "kubernetes backend could not be asked" in message
 
 
 async def test_unauthenticated_requests_are_refused(jp_fetch, tfk8s_home):

@@ -16,7 +16,15 @@ from pathlib import Path
 from traitlets import Float, Int, List, Unicode
 from traitlets.config import LoggingConfigurable
 
-from ..backends.base import Backend, Forbidden, JobConflict, JobNotFound, JobStatus, TFK8sError
+from ..backends.base import (
+    Backend,
+    BackendUnavailable,
+    Forbidden,
+    JobConflict,
+    JobNotFound,
+    JobStatus,
+    TFK8sError,
+)
 from ..config import current_config, current_owner
 from ..monitor import JobState
 from ..spec import SpecError, check_name
@@ -233,6 +241,7 @@ class JobsManager(LoggingConfigurable):
             raise BadRequest(str(e)) from None
         candidates = [backend] if backend else self.backend_names()
         last_error: Exception | None = None
+        failed_backend = None
         for bname in candidates:
             try:
                 b = self.backend(bname)
@@ -242,7 +251,7 @@ class JobsManager(LoggingConfigurable):
             except BadRequest:
                 raise
             except Exception as e:
-                last_error = e
+                last_error, failed_backend = e, bname
                 continue
             owner = current_owner()
             if status.owner and status.owner != owner:
@@ -250,8 +259,14 @@ class JobsManager(LoggingConfigurable):
                     f"job {name} belongs to {status.owner}; you can only see and stop your own jobs."
                 )
             return b, status
-        if last_error is not None and backend:
-            raise last_error
+        if last_error is not None:
+            if backend:
+                raise last_error
+            reason = " ".join(str(last_error).split()).rstrip(".") or type(last_error).__name__
+            raise BackendUnavailable(
+                f"no job named {name!r} was found here, and the {failed_backend} backend could not be asked "
+                f"({reason}); try again once it answers."
+            ) from last_error
         raise JobNotFound(f"no job named {name!r}; it may have been deleted; refresh the jobs list.")
 
     def get_job(self, name: str, backend: str | None = None) -> dict:
