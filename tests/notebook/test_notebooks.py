@@ -143,3 +143,43 @@ def test_dry_run_notebook_prints_manifests_and_starts_nothing(tmp_path, tfk8s_ho
         assert kind in text
     assert "image: registry.example.com/ml/tf-trainer:2.21" in text and "nvidia.com/gpu: '1'" in text
     assert list(tfk8s_home.iterdir()) == []
+
+
+def test_background_updates_land_in_the_training_cell_of_a_real_kernel(tmp_path, standin):
+    """ipykernel 7: while another cell runs, the job's progress updates its own cell's output (text mode:
+    a display updated by id) and the panel's widget models; nothing leaks into the running cell."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [
+        nbformat.v4.new_code_cell("%load_ext tfk8s_jupyter\n%config TFK8s.frontend = 'text'"),
+        nbformat.v4.new_code_cell(
+            "%%tfk8s_train --workers 2 --name text-job\nEPOCHS = 3\nSTEPS = 10\nSTEP_SECONDS = 0.1\n"
+        ),
+        nbformat.v4.new_code_cell("%config TFK8s.frontend = 'widgets'"),
+        nbformat.v4.new_code_cell(
+            "%%tfk8s_train --workers 2 --name widget-job\nEPOCHS = 3\nSTEPS = 10\nSTEP_SECONDS = 0.1\n"
+        ),
+        nbformat.v4.new_code_cell("import time\nfor _ in range(60):\n    time.sleep(0.25)\nprint('slept')"),
+        nbformat.v4.new_code_cell("%tfk8s_wait text-job --timeout 120\n%tfk8s_wait widget-job --timeout 120"),
+    ]
+    work = tmp_path / "nbwork"
+    work.mkdir()
+    NotebookClient(
+        nb,
+        timeout=300,
+        kernel_name="python3",
+        store_widget_state=True,
+        resources={"metadata": {"path": str(work)}},
+    ).execute()
+    text_cell, widget_cell, sleep_cell = nb.cells[1], nb.cells[3], nb.cells[4]
+    assert [o.get("text") for o in sleep_cell.outputs] == ["slept\n"]
+    progress = text_cell.outputs[-1]["data"]["text/plain"]
+    assert "[tfk8s] job text-job · running" in progress
+    assert "tfk8s job text-job: succeeded after" in progress and "reached epoch 2, step 30" in progress
+    states = widget_states(nb)
+    (badge,) = by_class(states, "tfk8s-status-badge")
+    assert badge["value"] == "succeeded"
+    (figure,) = by_class(states, "tfk8s-curve")
+    (lines,) = [states[ref(m)] for m in figure["marks"]]
+    assert list(lines["x"]) == list(range(1, 31))
+    assert ": succeeded after" in widget_cell.outputs[1]["data"]["text/plain"]
