@@ -6,7 +6,8 @@ the first request (every job summarized from its events) and the median / p95 of
 
     .venv/bin/python bench/bench_server.py [--jobs 200] [--requests 50]
 
-Target: median < 100 ms.
+Target: median < 100 ms. ``--browser`` also counts the side panel's requests in a real JupyterLab
+(Debian chromium) over 10 s visible, then 10 s hidden: the hidden count must be 0.
 """
 
 from __future__ import annotations
@@ -34,8 +35,46 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--points", type=int, default=200, help="metric events per job")
     parser.add_argument("--requests", type=int, default=50)
+    parser.add_argument("--browser", action="store_true", help="also count the panel's requests in chromium")
     args = parser.parse_args()
+    status = list_latency(args)
+    if args.browser:
+        status |= hidden_panel_requests()
+    return status
 
+
+def hidden_panel_requests(seconds: float = 10) -> int:
+    """Requests of the TF Jobs panel while visible and while hidden, in a real JupyterLab."""
+    from browser import PANEL_REFRESH_SECONDS, LabPage, LabServer, launch_browser
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as tmp:
+        lab = LabServer(Path(tmp) / "lab", env={"TFK8S_HOME": str(Path(tmp) / "home")}).start()
+        try:
+            with sync_playwright() as p:
+                browser = launch_browser(p)
+                page = LabPage(browser.new_page(), lab, "bench").open()
+                page.show_jobs_panel()
+                page.wait(2)
+                since = time.monotonic()
+                page.wait(seconds)
+                visible = page.jobs_requests(since)
+                page.hide_jobs_panel()
+                page.wait(2)
+                since = time.monotonic()
+                page.wait(seconds)
+                hidden = page.jobs_requests(since)
+                browser.close()
+        finally:
+            lab.stop()
+    print(
+        f"TF Jobs panel (refresh every {PANEL_REFRESH_SECONDS} s): {visible} requests in {seconds:g} s visible, "
+    )
+    print(f"  {hidden} requests in {seconds:g} s hidden  (target: 0 while hidden)")
+    return 0 if hidden == 0 else 1
+
+
+def list_latency(args) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
         now = time.time()
