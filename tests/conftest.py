@@ -37,7 +37,7 @@ def tfk8s_home(tmp_path, monkeypatch) -> Path:
     home = tmp_path / "tfk8s-home"
     home.mkdir()
     monkeypatch.setenv("TFK8S_HOME", str(home))
-    for key in ("TF_CONFIG", "TFK8S_LOCAL_RUNNER", "TFK8S_TEST_STALL_REPLICA"):
+    for key in ("TF_CONFIG", "TFK8S_LOCAL_RUNNER", "TFK8S_TEST_STALL_REPLICA", "TFK8S_TEST_END_GRACE"):
         monkeypatch.delenv(key, raising=False)
     return home
 

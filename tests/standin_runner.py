@@ -6,7 +6,8 @@ see: it listens on its port; the reporting replica waits for its peers, prints `
 a lost peer ends a replica with an ``UnavailableError``; an exception in the cell prints an ``error`` event
 and exits 1; ps and PS workers serve until SIGTERM or until the chief is gone (watchdog, exit 0).
 
-The payload's code runs first and may set ``EPOCHS``, ``STEPS`` and ``STEP_SECONDS`` or raise.
+The payload's code runs first and may set ``EPOCHS``, ``STEPS``, ``STEP_SECONDS`` and ``HANG_AFTER_END``
+(never exit after ``end``) or raise.
 """
 
 from __future__ import annotations
@@ -115,6 +116,8 @@ def main() -> int:
             json.dump({"epoch": epoch + 1}, f)
         emit("checkpoint", epoch=epoch, path=ckpt)
     emit("end", status="succeeded", step=step)
+    while ns.get("HANG_AFTER_END"):  # like a process whose threads keep it from exiting
+        time.sleep(1)
     return 0
 
 

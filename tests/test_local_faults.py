@@ -272,3 +272,18 @@ def test_a_worker_that_never_comes_up_is_named_in_its_status_while_training_goes
     assert status.replica("worker-1").message.startswith("not up after setup_timeout=2 s")
     assert status.replica("worker-0").message is None
     assert job.wait(timeout=60) == "succeeded"
+
+
+def test_a_reporting_replica_that_hangs_after_the_end_of_training_is_stopped_and_the_job_succeeds(
+    standin, monkeypatch
+):
+    monkeypatch.setenv("TFK8S_TEST_END_GRACE", "2")
+    job = tk.submit("EPOCHS = 1\nSTEPS = 5\nHANG_AFTER_END = True", workers=1, name="hangs-at-exit")
+    assert job.wait(timeout=60) == "succeeded"
+    status = job.status
+    assert (
+        status.message
+        == "worker-0 reported the end of training but did not exit within 2 s, so it was stopped"
+    )
+    assert status.replica("worker-0").exit_code == -15
+    _no_process_alive(job)

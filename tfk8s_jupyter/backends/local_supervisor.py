@@ -16,7 +16,8 @@ submitting process). One single-threaded loop:
   that names the replica that never came up; SIGTERM from ``stop()`` stops everything and records ``stopped``.
 
 Test-only environment of the supervisor: ``TFK8S_LOCAL_RUNNER`` (a Python file run instead of the runner
-module) and ``TFK8S_TEST_STALL_REPLICA`` (a replica name started as a process that never comes up).
+module), ``TFK8S_TEST_STALL_REPLICA`` (a replica name started as a process that never comes up) and
+``TFK8S_TEST_END_GRACE`` (seconds instead of :data:`END_GRACE`).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ TICK = 0.1  # seconds between loop iterations
 TERM_GRACE = 5.0
 FAILED_GRACE = 2.0
 PEER_GRACE = 5.0  # seconds all-reduce workers get to finish by themselves once worker 0 has
+END_GRACE = 30.0  # seconds the reporting replica may take to exit after it reported a successful end
 UP_CHECK_EVERY = 1.0
 GATHER = 0.7  # seconds to collect peers that fail together before deciding what to do
 # Error texts that mean a peer was lost rather than a bug in the cell: restarts can cure these.
@@ -196,6 +198,8 @@ class Supervisor:
         runner = os.environ.get("TFK8S_LOCAL_RUNNER")
         self.command = [sys.executable, runner] if runner else [sys.executable, "-m", "tfk8s_jupyter.runner"]
         self.stall = os.environ.get("TFK8S_TEST_STALL_REPLICA")
+        self.end_grace = float(os.environ.get("TFK8S_TEST_END_GRACE") or END_GRACE)
+        self.ended_at: float | None = None  # when the reporting replica's current run reported success
 
     # bookkeeping ----------------------------------------------------------------
     def save(self) -> None:
@@ -222,6 +226,8 @@ class Supervisor:
                 self.reporting.status.state = R_RUNNING
                 self.check_up()
                 changed = True
+            elif e.get("type") == "end" and e.get("status") == "succeeded":
+                self.ended_at = time.monotonic()
             elif e.get("type") == "error":
                 self.run_error = e
         self.record.append_events(events, self.seen)
@@ -282,6 +288,7 @@ class Supervisor:
         self.save_processes()
         if r is self.reporting:
             self.run_error = None
+            self.ended_at = None
             self.awaiting_start_until = time.monotonic() + float(self.spec.setup_timeout)
 
     def terminate(self, replicas: list[Replica], grace: float = TERM_GRACE) -> None:
@@ -305,7 +312,9 @@ class Supervisor:
         if phase == SUCCEEDED and self.spec.strategy != "parameter_server":
             # All-reduce peers finish together with worker 0; let them exit by themselves.
             deadline = time.monotonic() + PEER_GRACE
-            while any(r.alive for r in self.replicas) and time.monotonic() < deadline:
+            while (
+                any(r.alive for r in self.replicas if r is not self.reporting) and time.monotonic() < deadline
+            ):
                 time.sleep(0.05)
         self.mark_exited(self.newly_exited())
         live = [r for r in self.replicas if r.alive]
@@ -316,7 +325,9 @@ class Supervisor:
             if r in live:
                 r.status.state = R_SUCCEEDED if phase == SUCCEEDED else R_STOPPED
                 r.status.message = {
-                    SUCCEEDED: f"stopped after {self.reporting.name} finished",
+                    SUCCEEDED: "stopped after it reported the end of training"
+                    if r is self.reporting
+                    else f"stopped after {self.reporting.name} finished",
                     STOPPED: "stopped by the user",
                 }.get(phase, "stopped because the job failed")
             elif r.status.state in (R_PENDING, R_STARTING, R_RUNNING, R_RESTARTING):
@@ -497,6 +508,14 @@ class Supervisor:
                 self.last_up_check = now
                 if self.check_up():
                     self.save()
+            if self.ended_at is not None and self.reporting.alive and now - self.ended_at > self.end_grace:
+                # Training finished but the process hangs on its way out (TensorFlow threads): end it.
+                self.finish(
+                    SUCCEEDED,
+                    f"{self.reporting.name} reported the end of training but did not exit within "
+                    f"{self.end_grace:g} s, so it was stopped",
+                )
+                return
             if self.awaiting_start_until is not None and now > self.awaiting_start_until:
                 self.finish(FAILED, self.deadline_message())
                 return
