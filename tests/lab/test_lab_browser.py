@@ -133,6 +133,13 @@ def test_train_this_cell_button_shows_the_live_panel_under_the_cell(lab_page, la
     cell = page.locator(".jp-NotebookPanel .jp-CodeCell").first
     cell.locator(".jp-InputArea-editor").click()
 
+    # Also offered in the cell's context menu.
+    cell.locator(".jp-InputArea-editor").click(button="right")
+    item = page.locator(".lm-Menu-itemLabel", has_text="Train this cell on the cluster")
+    item.wait_for()
+    page.keyboard.press("Escape")
+    item.wait_for(state="hidden")
+
     page.click(".jp-NotebookPanel-toolbar .tfk8s-train-button")
     form = page.locator(".jp-Dialog .tfk8s-TrainForm")
     form.wait_for()
