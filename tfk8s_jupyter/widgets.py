@@ -265,6 +265,7 @@ class JobPanel(W.VBox):
         self._log_text: str | None = None
         self._log_error: str | None = None
         self._final = False
+        self._last_sent: dict[str, float] = {}
         self._done_callbacks: list[Callable[[JobPanel], None]] = []
         self.messages = 0  # widget messages this panel's updates sent (for tests and benchmarks)
         self.last_update: float | None = None  # time.time() of the last curve update
@@ -314,7 +315,7 @@ class JobPanel(W.VBox):
         )
         self.figure.add_class("tfk8s-curve")
         self.kind = W.ToggleButtons(options=[("per step", "step"), ("per epoch", "epoch")], value="step")
-        self.kind.style.button_width = "80px"
+        self.kind.style.button_width = "92px"
         self.kind.observe(lambda _: self._render_lines_now(), "value")
         self.log_scale = W.ToggleButton(value=False, description="log y", tooltip="Logarithmic y axis")
         self.log_scale.layout = W.Layout(width="70px")
@@ -456,18 +457,27 @@ class JobPanel(W.VBox):
         with self._lock:
             sent = 0
             now = time.time()
+            # Phase, error and curve first; the header, table and log tail take turns for what is left
+            # (least recently sent first), so a busy curve never starves them.
+            rotating = {
+                "info": lambda: self._update_info(now),
+                "table": lambda: self._update_table(now),
+                "log": self._update_log,
+            }
+            order = sorted(rotating, key=lambda k: self._last_sent.get(k, 0.0))
             updates = [
-                self._update_badge,
-                self._update_error,
-                self._update_lines,
-                lambda: self._update_info(now),
-                lambda: self._update_table(now),
-                self._update_log,
+                ("badge", self._update_badge),
+                ("error", self._update_error),
+                ("lines", self._update_lines),
+                *((k, rotating[k]) for k in order),
             ]
-            for update in updates:
+            for key, update in updates:
                 if budget is not None and sent >= budget:
                     break
-                sent += update()
+                n = update()
+                if n:
+                    self._last_sent[key] = time.monotonic()
+                sent += n
             return sent
 
     def _update_badge(self) -> int:

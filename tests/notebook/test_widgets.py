@@ -365,3 +365,46 @@ def test_settings_panel_form():
     assert launched[-1]["workers"] == 4 and launched[-1]["memory"] == "2Gi"
     assert isinstance(form.job_panel, JobPanel) and form.children == (form.job_panel,)
     form.job_panel.close()
+
+
+def test_a_busy_curve_does_not_starve_the_replica_table():
+    state = JobState("busy")
+    created = time.time()
+    state.set_status(status("running", created, rstate="starting"))
+    panel = JobPanel(FakeJob("busy", state))
+    stop = threading.Event()
+
+    def stream():
+        step = 0
+        while not stop.is_set():
+            step += 1
+            state.add_events(
+                [
+                    {
+                        "v": 1,
+                        "type": "metric",
+                        "run": "r",
+                        "seq": step,
+                        "t": time.time(),
+                        "epoch": 0,
+                        "step": step,
+                        "values": {"loss": 1.0 / step},
+                    }
+                ]
+            )
+            time.sleep(0.01)
+
+    feeder = threading.Thread(target=stream)
+    feeder.start()
+    try:
+        time.sleep(1.0)
+        assert ">starting<" in panel.table.value
+        state.set_status(status("running", created, rstate="running"))
+        changed = time.monotonic()
+        wait_for(lambda: panel.table.value.count(">running<") == 4, timeout=5)
+        assert time.monotonic() - changed < 2.0
+        assert len(panel.lines.x) > 50  # the curve kept moving meanwhile
+    finally:
+        stop.set()
+        feeder.join()
+        panel.close()
