@@ -288,3 +288,14 @@ def test_settings_panel_launches_and_becomes_the_job_panel(shell, standin):
 def test_panel_needs_a_widget_frontend(shell):
     with pytest.raises(UsageError, match="--panel needs a widget frontend"):
         shell.run_cell_magic("tfk8s_train", "--panel", CELL)
+
+
+def test_logs_follow_prints_until_the_job_ends(shell, standin, capsys):
+    shell.run_cell_magic("tfk8s_train", "--workers 2 --name follow-me --no-panel", QUICK)
+    capsys.readouterr()
+    start = time.monotonic()
+    shell.run_line_magic("tfk8s_logs", "follow-me --follow")
+    assert time.monotonic() - start < 60
+    out = capsys.readouterr().out
+    assert "stand-in worker-0 listening on 127.0.0.1:" in out and "@tfk8s" not in out
+    assert shell.user_ns["_tfk8s_job"].status.done
