@@ -61,6 +61,7 @@ def main() -> int:
     except OSError as e:
         print(f"UnknownError: Could not start gRPC server on {me}: {e}", file=sys.stderr, flush=True)
         return 1
+    os.makedirs(os.environ["TFK8S_WORKDIR"], exist_ok=True)
     server.listen(64)
     threading.Thread(target=serve, args=(server,), daemon=True).start()
     print(f"stand-in {role}-{index} listening on {me}", file=sys.stderr, flush=True)
@@ -87,6 +88,7 @@ def main() -> int:
     while not all(reachable(p) for p in peers):
         time.sleep(0.1)
     payload = json.loads(open(os.environ["TFK8S_PAYLOAD"]).read())
+    os.chdir(os.environ["TFK8S_WORKDIR"])
     ckpt = os.path.join(os.environ["TFK8S_CHECKPOINT_DIR"], "standin.json")
     initial_epoch = json.load(open(ckpt))["epoch"] if os.path.exists(ckpt) else 0
     emit("start", role=role, index=index, initial_epoch=initial_epoch, replicas=len(peers) + 1)

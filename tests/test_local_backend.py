@@ -326,3 +326,12 @@ def test_a_submission_that_fails_half_way_leaves_nothing(tfk8s_home, monkeypatch
     ):
         tk.submit("print(1)", workers=1, name="half-way")
     assert list(tfk8s_home.iterdir()) == []
+
+
+def test_each_replica_works_in_its_own_directory_inside_the_record(standin, tfk8s_home):
+    code = "import os\nopen('where.txt', 'w').write(os.getcwd())\nEPOCHS = 1\nSTEPS = 2"
+    job = tk.submit(code, ps=1, workers=1, name="workdirs")
+    assert job.wait(timeout=60) == "succeeded"
+    work = JobRecord("workdirs", tfk8s_home).dir / "work"
+    assert (work / "chief-0" / "where.txt").read_text() == str(work / "chief-0")
+    assert {p.name for p in work.iterdir()} == {"ps-0", "chief-0", "worker-0"}

@@ -5,8 +5,12 @@ and starts one detached supervisor (:mod:`.local_supervisor`) per job, which out
 process. The supervisor owns the replica processes, their restarts and teardown, and keeps ``status.json``
 and ``events.jsonl`` current; everything here reads the record, so any process can follow any job.
 
-Local-only files in the record: ``supervisor.json`` (the supervisor's pid and every process it started,
-with kernel start times so a recycled pid is never mistaken for ours) and ``supervisor.log``.
+Local-only files in the record: ``local.json`` (cluster addresses, GPU slices), ``supervisor.json`` (the
+supervisor's pid and every process it started, with kernel start times so a recycled pid is never mistaken
+for ours), ``supervisor.log`` (its decisions, ``job.logs("supervisor")``), ``checkpoints/`` (unless
+``checkpoint_dir`` is configured) and ``work/<replica>/``, each replica's working directory (as a pod has
+its own filesystem): files the cell writes with relative paths, e.g. ``model.save("m.keras")`` on the
+chief, land there.
 """
 
 from __future__ import annotations

@@ -249,7 +249,7 @@ class Supervisor:
             self.cluster,
             payload_path=self.record.dir / "payload.json",
             checkpoint=self.checkpoint,
-            workdir=self.workdir,
+            workdir=self.workdir / r.name,
             cuda_visible_devices=self.local.get("gpus", {}).get(r.name, ""),
         )
         command = self.command
