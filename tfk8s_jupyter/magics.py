@@ -247,6 +247,11 @@ class TFK8sMagics(Magics):
             phase = job.wait(timeout=timeout)
         except TimeoutError as e:
             raise UsageError(str(e)) from None
+        except KeyboardInterrupt:
+            raise UsageError(
+                f"stopped waiting; job {job.name} keeps running (the panel still follows it), "
+                f"and %tfk8s_stop {job.name} stops it."
+            ) from None
         mon = job.monitor()
         mon.done.wait(timeout=30)
         for panel in self.panels.get(job.name, []):

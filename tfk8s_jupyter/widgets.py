@@ -547,7 +547,8 @@ class JobPanel(W.VBox):
         return int(changed)
 
     def _render_lines_now(self) -> None:
-        self._update_lines(force=True)
+        with self._lock:
+            self._update_lines(force=True)
 
     def _update_info(self, now: float) -> int:
         status = self.state.status

@@ -299,3 +299,23 @@ def test_logs_follow_prints_until_the_job_ends(shell, standin, capsys):
     out = capsys.readouterr().out
     assert "stand-in worker-0 listening on 127.0.0.1:" in out and "@tfk8s" not in out
     assert shell.user_ns["_tfk8s_job"].status.done
+
+
+def test_interrupting_a_wait_leaves_the_job_running(shell, standin, monkeypatch):
+    from tfk8s_jupyter.api import Job
+
+    shell.run_cell_magic(
+        "tfk8s_train", "--workers 2 --name keeps-going --no-panel", "EPOCHS = 50\nSTEPS = 100\n"
+    )
+
+    def interrupted(self, timeout=None, poll=0.5):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Job, "wait", interrupted)
+    with pytest.raises(
+        UsageError, match="stopped waiting; job keeps-going keeps running .* %tfk8s_stop keeps-going"
+    ):
+        shell.run_line_magic("tfk8s_wait", "keeps-going")
+    job = shell.user_ns["_tfk8s_job"]
+    assert not job.status.done
+    job.stop()
