@@ -43,3 +43,28 @@ def shell(ipython_dir, notebook_dir):
         for p in panels:
             p.close()
     InteractiveShell.clear_instance()
+
+
+@pytest.fixture
+def kube_cluster(tmp_path, monkeypatch):
+    """The Kubernetes tests' in-repo API server plus test kubelet (running the stand-in runner), with a
+    kubeconfig whose current context is ``test`` (namespace ``default``) and a context ``team``."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "k8s"))
+    from apiserver import ApiServer
+    from kubelet import STANDIN_RUNNER, TestCluster
+
+    import tfk8s_jupyter.api as api
+
+    server = ApiServer(namespaces=("default", "team")).start()
+    path = server.kubeconfig(tmp_path / "kubeconfig", contexts={"team": "team"})
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    cluster = TestCluster(server, workdir=tmp_path / "kubelet", runner_override=STANDIN_RUNNER).start()
+    api._backends.pop("kubernetes", None)
+    yield server
+    api._backends.pop("kubernetes", None)
+    cluster.stop()
+    server.stop()
+    assert not cluster.running(), "container processes left running"

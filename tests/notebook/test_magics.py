@@ -319,3 +319,31 @@ def test_interrupting_a_wait_leaves_the_job_running(shell, standin, monkeypatch)
     job = shell.user_ns["_tfk8s_job"]
     assert not job.status.done
     job.stop()
+
+
+@pytest.mark.k8s
+def test_train_on_kubernetes_through_the_magic(shell, kube_cluster, capsys):
+    run(shell, "%config TFK8s.frontend = 'widgets'")
+    shell.run_cell_magic(
+        "tfk8s_train",
+        "--backend kubernetes --context team --ps 1 --workers 2 --name kube-ps --wait --timeout 120",
+        "EPOCHS = 2\nSTEPS = 5\nSTEP_SECONDS = 0.02\n",
+    )
+    (panel,) = magics_of(shell).panels["kube-ps"]
+    assert panel.done and panel.badge.value == "succeeded"
+    assert list(panel.lines.x) == list(range(1, 11))
+    assert panel.table.value.count("data-replica=") == 4 and "kube-ps-chief-0" in panel.table.value
+    assert {p["metadata"]["namespace"] for p in kube_cluster.objects("pods")} == {"team"}
+    capsys.readouterr()
+    shell.run_line_magic("tfk8s_jobs", "--backend kubernetes")
+    assert capsys.readouterr().out.strip() == "no tfk8s jobs"  # the current context's namespace is default
+    run(shell, "%config TFK8s.context = 'team'")
+    shell.run_line_magic("tfk8s_jobs", "--backend kubernetes")
+    assert capsys.readouterr().out.splitlines()[1].split()[:4] == [
+        "kube-ps",
+        "succeeded",
+        "kubernetes",
+        "parameter_server",
+    ]
+    shell.run_line_magic("tfk8s_logs", "kube-ps --replica ps-0")
+    assert "stand-in ps-0 listening on" in capsys.readouterr().out
