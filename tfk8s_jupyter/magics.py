@@ -446,7 +446,7 @@ class TFK8sMagics(Magics):
     @argument("--all", action="store_true", help="Every user's jobs, not only yours.")
     @line_magic
     def tfk8s_jobs(self, line: str):
-        """Table of your jobs, newest first: name, phase, strategy, replicas, age, last metrics.
+        """Table of your jobs, newest first: name, phase, backend, strategy, replica states, age.
 
         Example::
 

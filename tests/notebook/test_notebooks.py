@@ -183,3 +183,24 @@ def test_background_updates_land_in_the_training_cell_of_a_real_kernel(tmp_path,
     (lines,) = [states[ref(m)] for m in figure["marks"]]
     assert list(lines["x"]) == list(range(1, 31))
     assert ": succeeded after" in widget_cell.outputs[1]["data"]["text/plain"]
+
+
+def test_kernel_reads_defaults_from_ipython_config(tmp_path, monkeypatch):
+    profile = tmp_path / "ipython" / "profile_default"
+    profile.mkdir(parents=True)
+    (profile / "ipython_config.py").write_text("c.TFK8s.workers = 3\nc.TFK8s.backend = 'kubernetes'\n")
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [
+        nbformat.v4.new_code_cell("%load_ext tfk8s_jupyter\n%config TFK8s.gpus = 2"),
+        nbformat.v4.new_code_cell("%tfk8s_config"),
+    ]
+    NotebookClient(nb, timeout=120, kernel_name="python3").execute()
+    table = nb.cells[1].outputs[0]["data"]
+    rows = {line.split()[0]: " ".join(line.split()[1:]) for line in table["text/plain"].splitlines()[1:]}
+    assert rows["TFK8s.workers"] == "3 config file ipython_config.py"
+    assert rows["TFK8s.backend"] == "'kubernetes' config file ipython_config.py"
+    assert rows["TFK8s.gpus"] == "2 %config"
+    assert rows["TFK8s.ps"] == "0 default"
+    assert "<table class='tfk8s-config'>" in table["text/html"]
