@@ -335,3 +335,15 @@ def test_each_replica_works_in_its_own_directory_inside_the_record(standin, tfk8
     work = JobRecord("workdirs", tfk8s_home).dir / "work"
     assert (work / "chief-0" / "where.txt").read_text() == str(work / "chief-0")
     assert {p.name for p in work.iterdir()} == {"ps-0", "chief-0", "worker-0"}
+
+
+def test_follow_logs_streams_a_replica_log_to_the_end(standin):
+    job = tk.submit(
+        "print('hello from the cell')\nEPOCHS = 2\nSTEPS = 10\nSTEP_SECONDS = 0.05", workers=1, name="follow"
+    )
+    lines = list(job.backend.follow_logs(job.name, "worker-0", threading.Event()))
+    assert job.status.done
+    assert "hello from the cell" in lines
+    assert sum('"type":"metric"' in line for line in lines) == 20
+    assert lines[-1].startswith("@tfk8s") and '"type":"end"' in lines[-1]
+    assert lines == job.logs("worker-0").splitlines()

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from ..payload import Payload
@@ -372,6 +372,35 @@ class LocalBackend(Backend):
                 )
             path = record.log_path(replica)
         return read_log(path, tail)
+
+    def follow_logs(
+        self, name: str, replica: str, stop: threading.Event, poll: float = 0.25
+    ) -> Iterator[str]:
+        """Yield the replica's output lines as they are written (from the start), until the job ends."""
+        self.logs(name, replica, tail=0)  # validates the job and the replica name
+        record = self._record(name)
+        path = record.dir / SUPERVISOR_LOG if replica == "supervisor" else record.log_path(replica)
+        offset, partial = 0, b""
+        done = False
+        while not stop.is_set():
+            try:
+                with open(path, "rb") as f:
+                    f.seek(offset)
+                    chunk = f.read()
+            except FileNotFoundError:
+                chunk = b""
+            offset += len(chunk)
+            lines = (partial + chunk).split(b"\n")
+            partial = lines.pop()
+            for line in lines:
+                yield line.decode("utf-8", errors="replace")
+            if done:
+                if partial:
+                    yield partial.decode("utf-8", errors="replace")
+                return
+            done = self._status(record).done  # one more read after the end catches the last lines
+            if not done:
+                stop.wait(poll)
 
     def watch(
         self,
