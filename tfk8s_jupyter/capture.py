@@ -551,6 +551,14 @@ class _Collector:
             self._add_import(name, stmt)
             self.ship_module_files(module)
             return
+        inner = getattr(value, "python_function", None) or getattr(value, "__wrapped__", None)
+        if isinstance(inner, types.FunctionType) and inner.__module__ == "__main__":
+            # A decorated notebook function (`@tf.function`, a functools.wraps decorator): its source,
+            # decorators included, rebuilds it.
+            src = _function_source(inner, name)
+            if src is not None:
+                self._ship_source(name, src, chain)
+                return
         if isinstance(value, types.FunctionType):
             if value.__module__ != "__main__" and value.__name__ != "<lambda>":
                 if self._ship_by_reference(name, value):

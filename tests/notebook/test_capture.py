@@ -198,3 +198,25 @@ def test_installed_packages_are_never_shipped_even_inside_the_notebook_dir(shell
     run(shell, "import tfk8s_jupyter")
     cap = capture("import tensorflow\nprint(tfk8s_jupyter.__version__)", shell, root=repo)
     assert cap.payload.files == {} and cap.imports == ["tfk8s_jupyter"]
+
+
+def test_decorated_notebook_functions_travel_with_their_decorators(shell, tmp_path):
+    run(
+        shell,
+        """
+        import functools
+
+        def logged(fn):
+            @functools.wraps(fn)
+            def wrapper(*args):
+                return f"{fn.__name__}{args} = {fn(*args)}"
+            return wrapper
+
+        @logged
+        def area(w, h):
+            return w * h
+        """,
+    )
+    cap = capture("print(area(3, 4))", shell)
+    assert "@logged\ndef area(w, h):" in cap.payload.prelude and "logged" in cap.definitions
+    assert run_payload(cap.payload, tmp_path).strip() == "area(3, 4) = 12"
