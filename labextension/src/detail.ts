@@ -193,6 +193,11 @@ export class JobDetailView extends Widget {
       );
       this._logReplica = this._logs.replica;
       this._lastError = null;
+      // A finished job changes no more (unless restarted elsewhere): look less often.
+      const interval = this._job.done ? 10000 : 2000;
+      if (this._poll.frequency.interval !== interval) {
+        this._poll.frequency = { ...this._poll.frequency, interval };
+      }
     } catch (error) {
       const message = (error as Error).message;
       if (message !== this._lastError) {
