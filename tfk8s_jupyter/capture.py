@@ -36,6 +36,7 @@ from .payload import Payload
 _LITERAL_TYPES = (int, float, complex, str, bytes, bool, type(None))
 _MAX_LITERAL_REPR = 2000
 # Namespace entries IPython itself puts there; never shipped.
+_TF_MODULES = {"tensorflow", "keras", "tf_keras", "tensorflow_datasets"}
 _ESCAPE_RE = re.compile(r"^\s*(?:[A-Za-z_][\w.,\s]*=\s*)?([!%])")
 _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
 
@@ -636,13 +637,23 @@ class _Collector:
         self.def_names.append(name)
 
     def _ship_value(self, name: str, value, chain: list[str]) -> None:
+        top = type(value).__module__.split(".")[0]
+        if top in _TF_MODULES:
+            # Models, datasets, variables and optimizers must be built on the replicas, under the job's
+            # strategy; one built in the kernel would train outside it.
+            raise CaptureError(
+                f"{_chain_text(chain)} a TensorFlow/Keras object ({_describe(value)}) built in the notebook, "
+                "which must be created on the replicas under the job's strategy; build it inside the training "
+                "cell, or in a function the cell calls."
+            )
         try:
             data = pickle.dumps(value, protocol=4)
         except Exception as e:
             what = _unshippable_kind(value)
             raise CaptureError(
                 f"{_chain_text(chain)} {what} ({_describe(value)}), which cannot be sent to the replicas "
-                f"({type(e).__name__}: {str(e)[:80]}); create it inside the training cell instead."
+                f"({type(e).__name__}: {str(e)[:80]}); create it inside the training cell, or in a function "
+                "the cell calls, instead."
             ) from None
         cls = type(value)
         if cls.__module__ == "__main__" and cls.__qualname__ in self.ns:

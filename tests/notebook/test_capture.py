@@ -220,3 +220,16 @@ def test_decorated_notebook_functions_travel_with_their_decorators(shell, tmp_pa
     cap = capture("print(area(3, 4))", shell)
     assert "@logged\ndef area(w, h):" in cap.payload.prelude and "logged" in cap.definitions
     assert run_payload(cap.payload, tmp_path).strip() == "area(3, 4) = 12"
+
+
+@pytest.mark.tf
+def test_tensorflow_objects_built_in_the_kernel_are_refused_by_name(shell):
+    run(shell, "import tensorflow as tf\nds = tf.data.Dataset.range(8).batch(2)\nEPOCHS = 2")
+    with pytest.raises(CaptureError) as e:
+        capture("model.fit(ds, epochs=EPOCHS)", shell)
+    message = str(e.value)
+    assert message.startswith("the cell uses 'ds', a TensorFlow/Keras object (tensorflow.")
+    assert "build it inside the training cell, or in a function the cell calls." in message
+    # the module itself travels as its import
+    cap = capture("ds2 = tf.data.Dataset.range(EPOCHS)", shell)
+    assert cap.payload.prelude.startswith("import tensorflow as tf\n")
