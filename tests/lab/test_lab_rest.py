@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from tornado.httpclient import HTTPClientError
 
 from tfk8s_jupyter import api
 from tfk8s_jupyter.backends.base import BackendUnavailable
+from tfk8s_jupyter.payload import Payload
+from tfk8s_jupyter.spec import make_spec
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
@@ -255,3 +258,37 @@ async def test_the_typescript_wire_model_mirrors_the_json_field_by_field(jp_fetc
     with pytest.raises(HTTPClientError) as info:
         await jp_fetch("tfk8s", "api", "jobs", "no-such-job")
     assert ts_fields("IErrorResponse") == set(json.loads(info.value.response.body))
+
+
+@pytest.mark.k8s
+async def test_kubernetes_jobs_list_beside_local_ones(jp_fetch, tfk8s_home, tmp_path, monkeypatch):
+    """The real Kubernetes backend against the in-repo test API server (no kubelet: pods stay pending)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "k8s"))
+    from apiserver import ApiServer
+
+    server = ApiServer(namespaces=("default",)).start()
+    try:
+        monkeypatch.setenv("KUBECONFIG", str(server.kubeconfig(tmp_path / "kubeconfig")))
+        monkeypatch.setattr(api, "_backends", {})
+        write_record(tfk8s_home, "local-job")
+        spec = make_spec("STEPS = 5", workers=2, name="k8s-job", backend="kubernetes", owner="alice")
+        api.backend_for("kubernetes").submit(spec, Payload(code=spec.code))
+        other = make_spec("STEPS = 5", workers=1, name="bobs-k8s-job", backend="kubernetes", owner="bob")
+        api.backend_for("kubernetes").submit(other, Payload(code=other.code))
+
+        _, body = await get_json(jp_fetch)
+        assert body["warnings"] == [] and body["backends"] == ["local", "kubernetes"]
+        by_name = {j["name"]: j for j in body["jobs"]}
+        assert set(by_name) == {"local-job", "k8s-job"}  # bob's job is not listed
+        job = by_name["k8s-job"]
+        assert job["backend"] == "kubernetes" and job["namespace"] == "default"
+        assert job["strategy"] == "multi_worker_mirrored" and job["replicas_total"] == 2
+
+        _, detail = await get_json(jp_fetch, "k8s-job")
+        assert [r["name"] for r in detail["replicas"]] == ["worker-0", "worker-1"]
+        code, message = await error_of(jp_fetch, "bobs-k8s-job", "stop", method="POST", body=b"")
+        assert code == 403
+        code, message = await error_of(jp_fetch, "k8s-job", "logs", params={"replica": "ps-0"})
+        assert code == 404 and "worker-1" in message
+    finally:
+        server.stop()
