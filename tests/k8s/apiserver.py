@@ -641,6 +641,7 @@ class _Abort(Exception):
 class _Handler(BaseHTTPRequestHandler):
     api: ApiServer
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are separate writes: avoid the delayed-ACK stall
 
     def log_message(self, *args) -> None:  # quiet
         pass

@@ -471,3 +471,17 @@ def test_a_killed_ps_worker_restarts_alone_and_the_job_succeeds(apiserver, stand
     final = f.wait()
     assert final.phase == "succeeded", final.message
     assert final.replica("chief-0").restarts == 0
+
+
+def test_watch_returns_promptly_when_told_to_stop_while_nothing_happens(apiserver, backend):
+    submit(backend, spec_of())  # no kubelet: the pods never appear, the watch stream stays silent
+    f = Follow(backend, "job1")
+    deadline = time.monotonic() + 10
+    while not [r for r in apiserver.request_log if r["verb"] == "watch"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    t = time.monotonic()
+    f.stop.set()
+    f.thread.join(5)
+    assert not f.thread.is_alive() and time.monotonic() - t < 2
+    assert f.statuses[-1].phase == "pending"

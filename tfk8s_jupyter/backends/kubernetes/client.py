@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -807,6 +808,9 @@ class _JobFollower:
             n: ReplicaStatus(role=n.rsplit("-", 1)[0], index=int(n.rsplit("-", 1)[1])) for n in self.names
         }
         self.last_sig: tuple | None = None
+        self.version = 1  # bumps when a replica's status or the owners change
+        self.last_status: JobStatus | None = None
+        self.published_version = 0
         self.last_write = 0.0
         self.unwritten: JobStatus | None = None
         self.created = (record.read_status() or {}).get("created")
@@ -815,9 +819,10 @@ class _JobFollower:
     def _recompute(self, replica: str) -> None:
         role, index = replica.rsplit("-", 1)
         # a new object, never mutated: statuses already handed out stay consistent snapshots
-        self.rstatus[replica] = replica_from_pods(role, int(index), list(self.by_replica[replica].values()))[
-            0
-        ]
+        new, _ = replica_from_pods(role, int(index), list(self.by_replica[replica].values()))
+        if new != self.rstatus.get(replica):
+            self.rstatus[replica] = new
+            self.version += 1
 
     def relist(self) -> None:
         snap = self.b._snapshot(self.spec, self.namespace, self.flavor, self.cluster)
@@ -835,12 +840,17 @@ class _JobFollower:
         self.jobs, self.tfjob = snap["jobs"], snap["tfjob"]
         self.rv = snap["pods_rv"]
         self.parent_gone = "parent" in snap and snap["parent"] is None
+        self.version += 1
 
     def refresh_owners(self) -> None:
         self.jobs, self.tfjob = self.b._owners(self.spec, self.namespace, self.flavor, self.cluster)
+        self.version += 1
 
     def publish(self, force_write: bool = False) -> JobStatus:
         """Deliver the status if it changed; cheap per event (no pod is re-read, O(replicas))."""
+        if self.version == self.published_version and not (self.parent_gone or force_write):
+            return self.last_status  # nothing changed since the last delivery
+        self.published_version = self.version
         prev = None
         if self.parent_gone or force_write:
             prev = self.record.read_status() or {}
@@ -864,11 +874,8 @@ class _JobFollower:
             status = self.b._finalize(
                 self.spec, self.namespace, self.flavor, self.cluster, self.record, status
             )
-        sig = (
-            status.phase,
-            status.message,
-            tuple((r.state, r.restarts, r.exit_code, r.message, r.host) for r in status.replicas),
-        )
+        self.last_status = status
+        sig = (status.phase, status.message, self.version)
         if sig != self.last_sig:
             self.last_sig = sig
             self.unwritten = None if status.done else status
@@ -968,16 +975,18 @@ class _JobFollower:
             _request_timeout=(10, READ_TIMEOUT),
         )
         try:
-            for line in iter_lines(resp):
-                if self.stop.is_set():
-                    return False
-                if not line.strip():
-                    continue
-                if not self.handle_event(json.loads(line)):
-                    return True
-                if self.publish().done:
-                    self.stop_done = True
-                    return False
+            with _closed_when(self.stop, resp):
+                for line in iter_lines(resp):
+                    if not line.strip():
+                        continue
+                    if not self.handle_event(json.loads(line)):
+                        return True
+                    if self.publish().done or self.stop.is_set():
+                        return False
+        except Exception:
+            if self.stop.is_set():
+                return False  # we closed the stream to stop promptly
+            raise
         finally:
             resp.release_conn()
             resp.close()
@@ -1046,7 +1055,7 @@ class _JobFollower:
                     log_path.parent.mkdir(parents=True, exist_ok=True)
                     # the log is re-read whole on every (re)connect: rewrite the copy, never append twice
                     try:
-                        with open(log_path, "w") as copy:
+                        with _closed_when(self.stop_logs, resp), open(log_path, "w") as copy:
                             batch: list[str] = []
                             for line in iter_lines(resp):
                                 copy.write(line + "\n")
@@ -1079,6 +1088,34 @@ class _JobFollower:
         if obj is None:
             return True
         return (obj.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+
+
+class _closed_when:
+    """Close a streaming response as soon as ``stop`` is set, so a blocked read returns at once."""
+
+    def __init__(self, stop: threading.Event, resp):
+        self.stop, self.resp, self.done = stop, resp, threading.Event()
+
+    def _wait(self) -> None:
+        while not self.done.is_set():
+            if self.stop.wait(0.2):
+                # closing alone does not wake a thread blocked in recv(); shutting the socket down does
+                conn = getattr(self.resp, "connection", None) or getattr(self.resp, "_connection", None)
+                sock = getattr(conn, "sock", None)
+                try:
+                    if sock is not None:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    self.resp.close()
+                except Exception:
+                    pass
+                return
+
+    def __enter__(self) -> _closed_when:
+        threading.Thread(target=self._wait, name="tfk8s-stream-stop", daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
 
 
 def _stopped_rest(replicas: list[ReplicaStatus]) -> list[ReplicaStatus]:

@@ -172,10 +172,13 @@ def assemble_status(
     )
     if created is not None:
         status.created = created
-    reporting = next(r for r in replicas if r.name == spec.reporting_replica)
+    role, index = spec.reporting_replica.rsplit("-", 1)
+    reporting = next(r for r in replicas if r.index == int(index) and r.role == role)
     message = reporting.message
     if message is None:
-        message = next((r.message for r in sorted(replicas, key=lambda r: r.name) if r.message), None)
+        troubled = [r for r in replicas if r.message]
+        if troubled:
+            message = min(troubled, key=lambda r: r.name).message
     owners = list(jobs or []) + ([tfjob] if tfjob else [])
     failure = next((m for m in map(diagnostics.job_failure, owners) if m), None)
     tfjob_done = _tfjob_condition(tfjob)
