@@ -533,3 +533,16 @@ def test_legacy_keras_all_reduce_reports_mean_losses(tmp_path):
         assert (tmp_path / "checkpoints" / "fit-0" / "shared").is_dir()
     finally:
         h.teardown()
+
+
+@pytest.mark.tf
+def test_verbose_1_is_coerced_for_parameter_servers(tmp_path):
+    # tf_keras refuses verbose=1 with ParameterServerStrategy; the runner turns it into per-epoch lines
+    h = _run(tmp_path, cells.VERBOSE1, PS, workers=1, ps=1)
+    try:
+        assert h.wait("chief-0", JOB_TIMEOUT) == 0, h.tail("chief-0")
+        _assert_trained(h)
+        out = h.stdout("chief-0")
+        assert "20/20 - " in out and "\r" not in out and "not allowed" not in h.stderr("chief-0")
+    finally:
+        h.teardown()
