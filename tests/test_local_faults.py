@@ -136,7 +136,7 @@ def test_a_port_taken_by_another_process_fails_after_the_restarts(standin, monke
         squatter.close()
     message = job.status.message
     assert message.startswith("worker-1 exited with code 1") and "Could not start gRPC server" in message
-    assert "after 1 restart(s)" in message
+    assert f"another process holds its port 127.0.0.1:{taken}" in message and "after 1 restart(s)" in message
 
 
 def test_a_vanished_supervisor_is_reported_failed_and_leaves_no_orphan(standin):
@@ -286,4 +286,24 @@ def test_a_reporting_replica_that_hangs_after_the_end_of_training_is_stopped_and
         == "worker-0 reported the end of training but did not exit within 2 s, so it was stopped"
     )
     assert status.replica("worker-0").exit_code == -15
+    _no_process_alive(job)
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(600)
+def test_tf_a_port_taken_by_another_process_fails_the_job_with_a_hint(monkeypatch):
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen(1)
+    taken = squatter.getsockname()[1]
+    real = local.allocate_ports
+    monkeypatch.setattr(local, "allocate_ports", lambda n, host="127.0.0.1": [*real(n - 1), taken])
+    try:
+        job = tk.submit(keras_cell(epochs=1, steps=5), workers=2, name="tf-port-taken", setup_timeout=180)
+        assert job.wait(timeout=300) == "failed"
+    finally:
+        squatter.close()
+    message = job.status.message
+    assert message.startswith("worker-1 failed: UnknownError: Could not start gRPC server"), message
+    assert f"another process holds its port 127.0.0.1:{taken}; submit the job again" in message
     _no_process_alive(job)

@@ -356,9 +356,16 @@ class Supervisor:
         if event:
             text = str(event.get("message") or event.get("error") or "the cell raised an error")
             full = text + " " + str(event.get("traceback") or "")
-            return f"{r.name} failed: {text}", any(marker in full for marker in TRANSIENT_ERRORS)
+            return f"{r.name} failed: {text}{self.hint(r, full)}", any(m in full for m in TRANSIENT_ERRORS)
         tail = last_lines(read_log(r.log, tail=40))
-        return f"{r.name} exited with code {code}" + (f"; its last log lines: {tail}" if tail else ""), True
+        message = f"{r.name} exited with code {code}" + (f"; its last log lines: {tail}" if tail else "")
+        return message + self.hint(r, tail), True
+
+    @staticmethod
+    def hint(r: Replica, text: str) -> str:
+        if "Could not start gRPC server" in text:
+            return f" (another process holds its port {r.status.host}; submit the job again to get new ports)"
+        return ""
 
     def mark_exited(self, exited: list[tuple[Replica, int]]) -> None:
         for r, code in exited:
