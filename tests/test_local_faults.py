@@ -307,3 +307,21 @@ def test_tf_a_port_taken_by_another_process_fails_the_job_with_a_hint(monkeypatc
     assert message.startswith("worker-1 failed: UnknownError: Could not start gRPC server"), message
     assert f"another process holds its port 127.0.0.1:{taken}; submit the job again" in message
     _no_process_alive(job)
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(600)
+def test_tf_a_killed_supervisor_takes_every_replica_with_it():
+    job = tk.submit(
+        tf_keras_cell(epochs=50, steps=30, step_sleep=0.05),
+        ps=1,
+        workers=2,
+        name="tf-orphans",
+        setup_timeout=180,
+    )
+    wait_for(lambda: job.metrics(), 240, "a metric point")
+    pids = [r.pid for r in job.status.replicas]
+    os.kill(read_supervisor(JobRecord("tf-orphans"))["pid"], signal.SIGKILL)
+    wait_for(lambda: not any(process_alive(p) for p in pids), 10, "every replica to die with the supervisor")
+    assert job.phase == "failed"
+    assert "ended unexpectedly" in job.status.message
