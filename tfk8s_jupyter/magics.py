@@ -222,7 +222,9 @@ class TFK8sMagics(Magics):
             from .widgets import TextProgress
 
             print(f"tfk8s: submitted job {job.name} ({job.backend.name}); progress follows.")
-            self.progress[job.name] = TextProgress(job.state, write=self._text_writer())
+            self.progress[job.name] = TextProgress(
+                job.state, write=self._text_writer(), monitor_done=job.monitor().done
+            )
 
     def _text_writer(self):
         """Where progress lines go: stdout in a terminal; in a kernel, one output of this cell updated by
@@ -256,6 +258,9 @@ class TFK8sMagics(Magics):
         mon.done.wait(timeout=30)
         for panel in self.panels.get(job.name, []):
             panel.flush()
+        progress = self.progress.get(job.name)
+        if progress is not None:
+            progress.summary_written.wait(timeout=15)
         return phase
 
     # -- %%tfk8s_train --------------------------------------------------------------------------

@@ -657,10 +657,19 @@ class TextProgress:
     then the summary when the job ends.
     """
 
-    def __init__(self, state: JobState, *, every: float = 10.0, write: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        state: JobState,
+        *,
+        every: float = 10.0,
+        write: Callable[[str], None] | None = None,
+        monitor_done: threading.Event | None = None,
+    ):
         self.state = state
         self.every = every
         self.write = write or (lambda s: print(s, flush=True))
+        self.monitor_done = monitor_done
+        self.summary_written = threading.Event()
         self._last_line = 0.0
         self._last_phase: str | None = None
         self._last_epoch = None
@@ -678,7 +687,11 @@ class TextProgress:
             now = time.monotonic()
             if status is not None and status.done:
                 self._finished = True
-                self.write(summary_text(state))
+                if self.monitor_done is None or self.monitor_done.is_set():
+                    self._write_summary()
+                else:
+                    # The last events may follow the final status: summarize once the monitor is done.
+                    threading.Thread(target=self._write_summary, args=(10.0,), daemon=True).start()
                 return
             if (
                 phase != self._last_phase
@@ -689,6 +702,12 @@ class TextProgress:
                     return
                 self._last_phase, self._last_epoch, self._last_line = phase, state.epoch, now
                 self.write("[tfk8s] " + progress_text(state))
+
+    def _write_summary(self, wait: float = 0.0) -> None:
+        if wait and self.monitor_done is not None:
+            self.monitor_done.wait(wait)
+        self.write(summary_text(self.state))
+        self.summary_written.set()
 
     @property
     def finished(self) -> bool:
