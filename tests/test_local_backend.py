@@ -221,7 +221,8 @@ def test_tf_parameter_server_job_trains_end_to_end():
     start = next(e for e in job.events() if e["type"] == "start")
     assert start["strategy"] == "parameter_server"
     assert "variable_device=/job:ps" in job.logs("chief-0")
-    assert not live_processes(JobRecord("tf-ps"))
+    assert not any(process_alive(r.pid) for r in status.replicas)
+    wait_for(lambda: not live_processes(JobRecord("tf-ps")), 10, "the supervisor to exit")
 
 
 @pytest.mark.tf
