@@ -260,17 +260,17 @@ def test_tf_a_replica_that_never_comes_up_hits_the_setup_deadline(monkeypatch):
 def test_a_worker_that_never_comes_up_is_named_in_its_status_while_training_goes_on(standin, monkeypatch):
     monkeypatch.setenv("TFK8S_TEST_STALL_REPLICA", "worker-1")
     job = tk.submit(
-        "EPOCHS = 10\nSTEPS = 10\nSTEP_SECONDS = 0.1",
+        "EPOCHS = 15\nSTEPS = 10\nSTEP_SECONDS = 0.1",
         ps=1,
         workers=2,
         name="stall-ps-worker",
-        setup_timeout=2,
+        setup_timeout=5,
         env={"STANDIN_WAIT_FOR": "ps,chief"},
     )
     wait_for(lambda: job.status.replica("worker-1").message, 30, "a note on worker-1")
     status = job.status
     assert status.phase == "running"
-    assert status.replica("worker-1").message.startswith("not up after setup_timeout=2 s")
+    assert status.replica("worker-1").message.startswith("not up after setup_timeout=5 s")
     assert status.replica("worker-0").message is None
     assert job.wait(timeout=60) == "succeeded"
 
