@@ -547,10 +547,9 @@ class _Collector:
             self.ship_module_files(value.__name__)
             return
         stmt = self.imports_index.get(name)
-        module = getattr(value, "__module__", None)
-        if stmt is not None and module not in ("__main__", None):
+        if stmt is not None and _import_gives(stmt, value):
             self._add_import(name, stmt)
-            self.ship_module_files(module)
+            self.ship_module_files(stmt.split()[1])
             return
         inner = getattr(value, "python_function", None) or getattr(value, "__wrapped__", None)
         if isinstance(inner, types.FunctionType) and inner.__module__ == "__main__":
@@ -721,6 +720,22 @@ class _Collector:
                             f"--files {rel!r} is not a text file; only text files (code, configs, small CSVs) "
                             "travel with the cell, so load binary data inside the cell from shared storage."
                         ) from None
+
+
+def _import_gives(stmt: str, value) -> bool:
+    """Whether ``from m import n`` (as recorded in the history) still yields ``value``: a name the
+    notebook imported and later rebound to something else travels as that value, not as the import."""
+    try:
+        node = ast.parse(stmt).body[0]
+    except (SyntaxError, IndexError):
+        return False
+    if not isinstance(node, ast.ImportFrom) or not node.module:
+        return False
+    mod = sys.modules.get(node.module)
+    return mod is not None and getattr(mod, node.names[0].name, _MISSING) is value
+
+
+_MISSING = object()
 
 
 def _chain_text(chain: list[str]) -> str:

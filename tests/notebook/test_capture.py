@@ -233,3 +233,13 @@ def test_tensorflow_objects_built_in_the_kernel_are_refused_by_name(shell):
     # the module itself travels as its import
     cap = capture("ds2 = tf.data.Dataset.range(EPOCHS)", shell)
     assert cap.payload.prelude.startswith("import tensorflow as tf\n")
+
+
+def test_an_imported_name_rebound_later_travels_as_its_value(shell, tmp_path):
+    run(shell, "from math import pi\nfrom collections import Counter\nfrom os.path import join")
+    run(shell, "pi = 3\nCounter = {'a': 1}")
+    cap = capture("print(pi, Counter, join('a', 'b'))", shell)
+    assert "pi = 3" in cap.payload.prelude and "Counter = {'a': 1}" in cap.payload.prelude
+    assert "from math import pi" not in cap.payload.prelude
+    assert "from os.path import join" in cap.payload.prelude
+    assert run_payload(cap.payload, tmp_path).strip() == "3 {'a': 1} a/b"
