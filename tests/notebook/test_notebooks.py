@@ -204,3 +204,31 @@ def test_kernel_reads_defaults_from_ipython_config(tmp_path, monkeypatch):
     assert rows["TFK8s.gpus"] == "2 %config"
     assert rows["TFK8s.ps"] == "0 default"
     assert "<table class='tfk8s-config'>" in table["text/html"]
+
+
+def test_nbconvert_without_widgets_shows_text_status_and_the_final_summary(tmp_path, standin):
+    """``jupyter nbconvert --execute --to markdown``: no widget frontend, so readers get the panel's text
+    fallback and the summary written when the job ended."""
+    import subprocess
+    import sys
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [
+        nbformat.v4.new_code_cell("%load_ext tfk8s_jupyter"),
+        nbformat.v4.new_code_cell("%%tfk8s_train --workers 2 --name nbconvert-job\nEPOCHS = 2\nSTEPS = 5\n"),
+        nbformat.v4.new_code_cell("%tfk8s_wait"),
+    ]
+    path = tmp_path / "report.ipynb"
+    nbformat.write(nb, path)
+    subprocess.run(
+        [sys.executable, "-m", "jupyter", "nbconvert", "--execute", "--to", "markdown", str(path)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    text = (tmp_path / "report.md").read_text()
+    assert "job nbconvert-job · pending" in text  # the panel's plain-text face
+    assert "tfk8s job nbconvert-job: <span" in text and "succeeded</span> after" in text
+    assert "reached epoch 1, step 10" in text
+    assert "replicas: worker-0 succeeded, worker-1 succeeded" in text
