@@ -162,7 +162,8 @@ def replica_table_html(status: JobStatus | None, now: float | None = None) -> st
         cells = [
             r.role,
             str(r.index),
-            f'<span style="color:{bg};font-weight:bold">{html.escape(r.state)}</span>',
+            f'<span style="color:{bg};font-weight:bold">{html.escape(r.state)}</span>'
+            + (f' <span style="color:#6c757d">{html.escape(r.message[:160])}</span>' if r.message else ""),
             str(r.restarts),
             html.escape(r.host or (f"pid {r.pid}" if r.pid else "-")),
             age,
@@ -564,6 +565,8 @@ class JobPanel(W.VBox):
             parts.append(f"{html.escape(k)} {format_value(v)}")
         if self.state.checkpoints:
             parts.append(f"{self.state.checkpoints} checkpoints")
+        if status is not None and status.message and status.phase != "failed":
+            parts.append(f"<i>{html.escape(status.message[:200])}</i>")
         value = "<span style='color:#555'>" + " · ".join(parts) + "</span>"
         return int(self._set(self.info, value=value))
 

@@ -408,3 +408,26 @@ def test_a_busy_curve_does_not_starve_the_replica_table():
         stop.set()
         feeder.join()
         panel.close()
+
+
+def test_pending_diagnosis_shows_in_the_header_and_table():
+    state = JobState("stuck")
+    created = time.time()
+    reps = replicas("pending", created)
+    reps[1].message = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
+    state.set_status(
+        JobStatus(
+            "stuck",
+            "kubernetes",
+            "parameter_server",
+            phase="pending",
+            replicas=reps,
+            created=created,
+            message="chief-0 cannot be scheduled: not enough GPUs",
+        )
+    )
+    panel = JobPanel(FakeJob("stuck", state), interval=0.05)
+    wait_for(lambda: "cannot be scheduled" in panel.info.value)
+    assert "3 Insufficient nvidia.com/gpu." in panel.table.value
+    assert panel.error_box.layout.display == "none"
+    panel.close()
