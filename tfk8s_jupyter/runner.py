@@ -631,10 +631,8 @@ class Runtime:
         def fit(model, *args, **kwargs):
             bound = signature.bind(model, *args, **kwargs)
             runtime.before_fit(model, bound.arguments)
-            try:
-                history = original(*bound.args, **bound.kwargs)
-            finally:
-                runtime.after_fit(model)
+            history = original(*bound.args, **bound.kwargs)
+            runtime.after_fit(model)
             return history
 
         fit._tfk8s = True
