@@ -649,6 +649,10 @@ class _Handler(BaseHTTPRequestHandler):
     # plumbing ---------------------------------------------------------------------------------
     def _send_json(self, code: int, body: dict) -> None:
         data = json.dumps(body).encode()
+        if self.req is not None and not self.logged:
+            # logged before the answer leaves: a client acting on the answer finds its request in the log
+            self.logged = True
+            self.api.log_request(self.req, code)
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -657,7 +661,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _start_chunked(self, content_type: str) -> None:
         self.streaming = True
-        self.api.log_request(self.req, 200)  # streams are logged when they start, not when they end
+        if not self.logged:
+            self.logged = True
+            self.api.log_request(self.req, 200)  # streams are logged when they start, not when they end
         self.send_response(200)
         self.send_header("Content-Type", content_type)
         self.send_header("Transfer-Encoding", "chunked")
@@ -735,6 +741,7 @@ class _Handler(BaseHTTPRequestHandler):
         api = self.api
         status = 500
         self.streaming = False
+        self.logged = False
         try:
             try:
                 for f in [f for f in api.faults if f.delay and f.matches(req)]:
@@ -773,7 +780,7 @@ class _Handler(BaseHTTPRequestHandler):
             if getattr(self, "streaming", False):
                 status = 200  # the client went away mid-stream (it stopped following)
         finally:
-            if not self.streaming:
+            if not self.logged:
                 api.log_request(req, status)
 
     def _discovery(self, path: str, method: str) -> None:

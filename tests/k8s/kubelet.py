@@ -143,7 +143,7 @@ class TestCluster:
                 self._create_job_pods(ev.obj)
         elif (ev.group, ev.resource) == ("", "pods"):
             if ev.type == "ADDED":
-                threading.Thread(target=self._run_pod, args=(ev.obj,), daemon=True).start()
+                threading.Thread(target=self._run_pod_logged, args=(ev.obj,), daemon=True).start()
             elif ev.type == "DELETED":
                 key = (ev.namespace, ev.obj["metadata"]["name"])
                 with self._lock:
@@ -303,9 +303,9 @@ class TestCluster:
 
         try:
             out = self.store.update("", "pods", ns, name, mutate)
+            self._sync_job_of(out)
         except ApiError:
-            return None
-        self._sync_job_of(out)
+            return None  # the pod or its Job is gone
         return out
 
     def _alive(self, pod: dict) -> bool:
@@ -332,6 +332,13 @@ class TestCluster:
                 + ". preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod."
             )
         return None
+
+    def _run_pod_logged(self, pod: dict) -> None:
+        try:
+            self._run_pod(pod)
+        except Exception as e:  # a broken kubelet thread must be visible, not a silently stuck pod
+            print(f"test kubelet: pod {pod['metadata']['name']}: {type(e).__name__}: {e}", file=sys.stderr)
+            raise
 
     def _run_pod(self, pod: dict) -> None:
         ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]

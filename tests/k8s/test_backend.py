@@ -485,3 +485,11 @@ def test_watch_returns_promptly_when_told_to_stop_while_nothing_happens(apiserve
     f.thread.join(5)
     assert not f.thread.is_alive() and time.monotonic() - t < 2
     assert f.statuses[-1].phase == "pending"
+
+
+def test_follow_logs_streams_a_replica_until_it_ends(apiserver, standin_cluster, backend):
+    submit(backend, spec_of(code="STEPS = 10"))
+    lines = list(backend.follow_logs("job1", "chief-0", threading.Event()))
+    assert any('"type":"end"' in line for line in lines)
+    streams = [r for r in apiserver.request_log if r["subresource"] == "log"]
+    assert len(streams) >= 1

@@ -274,3 +274,23 @@ def test_live_quota_exceeded_pods(make_cluster, backend):
     status, seconds = wait_for_message(backend, "diag", "quota is exceeded")
     assert status.message.startswith("diag-worker cannot create its pods") and seconds < 10
     backend.delete("diag")
+
+
+def test_live_quota_exceeded_reaches_a_watcher(make_cluster, backend):
+    """No pod event ever comes for a refused pod: the follower looks at the Jobs' events by itself."""
+    import threading
+
+    make_cluster(runner_override=STANDIN_RUNNER, pod_quota=2)
+    submit(backend, workers=2)
+    statuses, stop = [], threading.Event()
+    t = threading.Thread(
+        target=backend.watch, args=("diag", statuses.append, lambda e: None, stop), daemon=True
+    )
+    t.start()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not any("quota is exceeded" in (s.message or "") for s in statuses):
+        time.sleep(0.2)
+    stop.set()
+    t.join(10)
+    assert any("quota is exceeded" in (s.message or "") for s in statuses), statuses[-1:]
+    backend.delete("diag")

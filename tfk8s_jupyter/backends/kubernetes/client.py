@@ -53,7 +53,8 @@ from .status import assemble_status, compute_status, parse_time, pod_replica, re
 SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 ANNOTATION_STOPPED = "tfk8s.io/stopped"
 WATCH_TIMEOUT = 60  # seconds per watch request; the server ends it, we resume from the last resourceVersion
-READ_TIMEOUT = 90  # a stream silent for this long is considered dead
+READ_TIMEOUT = 90
+MISSING_PODS_RECHECK = 3  # seconds between looks at the Jobs' events while pods are missing  # a stream silent for this long is considered dead
 TFJOB = ("kubeflow.org", "v1", "tfjobs")
 
 RESOURCE_NAMES = {
@@ -646,6 +647,50 @@ class KubernetesBackend(Backend):
         finally:
             resp.release_conn()
 
+    def follow_logs(self, name: str, replica: str, stop: threading.Event) -> Iterator[str]:
+        """The replica's log lines as they come, over one follow stream (the record's copy once it is gone)."""
+        spec, namespace, _, cluster, record = self._job_context(name)
+        if replica not in spec.replica_names:
+            raise JobNotFound(
+                f"job {name} has no replica {replica}; its replicas are {', '.join(spec.replica_names)}."
+            )
+        resp = None
+        while not stop.is_set() and resp is None:
+            status = record.read_status() or {}
+            if status.get("phase") in TERMINAL:
+                break
+            pod = self._pod_of(spec, namespace, cluster, replica)
+            if pod is not None:
+                try:
+                    resp = cluster.call(
+                        ApiErrorContext("get", "pods/log", namespace, pod),
+                        cluster.core.read_namespaced_pod_log,
+                        pod,
+                        namespace,
+                        container=m.CONTAINER,
+                        follow=True,
+                        _preload_content=False,
+                    )
+                    break
+                except TFK8sError as e:
+                    cause = e.__cause__
+                    if not (isinstance(cause, ApiException) and cause.status == 400):
+                        raise  # 400: the container has not started yet
+            stop.wait(1.0)
+        if resp is None:
+            if not stop.is_set():
+                yield from self.logs(name, replica).splitlines()
+            return
+        try:
+            with _closed_when(stop, resp):
+                yield from iter_lines(resp)
+        except Exception:
+            if not stop.is_set():
+                raise
+        finally:
+            resp.release_conn()
+            resp.close()
+
     def stop(self, name: str) -> JobStatus:
         spec, namespace, flavor, cluster, record = self._job_context(name)
         status = self.get(name)
@@ -814,6 +859,7 @@ class _JobFollower:
         self.last_write = 0.0
         self.unwritten: JobStatus | None = None
         self.created = (record.read_status() or {}).get("created")
+        self.job_events: list[dict] | None = None
 
     # status -------------------------------------------------------------------------------------
     def _recompute(self, replica: str) -> None:
@@ -864,6 +910,7 @@ class _JobFollower:
                 namespace=self.namespace,
                 jobs=self.jobs,
                 tfjob=self.tfjob,
+                events=self.job_events,
                 created=self.created,
             )
             if self.parent_gone:
@@ -919,6 +966,10 @@ class _JobFollower:
                 self.parent_gone = self.parent_gone or self._stopped_elsewhere()
         return True
 
+    def pods_missing(self) -> bool:
+        """Native jobs whose Jobs exist but not every pod does (the Job controller may be refused)."""
+        return self.flavor == "native" and bool(self.jobs) and len(self.pods) < len(self.names)
+
     def _stopped_elsewhere(self) -> bool:
         prev = self.record.read_status() or {}
         return prev.get("phase") in TERMINAL
@@ -942,6 +993,9 @@ class _JobFollower:
                         if self.publish().done:
                             return
                     expired = self.stream_once()
+                    if self.pods_missing():
+                        self.job_events = self.b._job_events(self.spec, self.namespace, self.cluster)
+                        self.version += 1
                     backoff = 0.2
                     if expired:
                         self.rv = None
@@ -970,7 +1024,8 @@ class _JobFollower:
             watch=True,
             resource_version=self.rv,
             allow_watch_bookmarks=True,
-            timeout_seconds=WATCH_TIMEOUT,
+            # pods missing (e.g. refused by a quota) make no pod event: look at the Jobs' events often
+            timeout_seconds=MISSING_PODS_RECHECK if self.pods_missing() else WATCH_TIMEOUT,
             _preload_content=False,
             _request_timeout=(10, READ_TIMEOUT),
         )
