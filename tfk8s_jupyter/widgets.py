@@ -532,6 +532,9 @@ class JobPanel(W.VBox):
         names, x, ys = merge_series(series, self.max_points)
         if not names:
             return 0
+        if len(x) == 1:
+            # bqplot squeezes arrays: one point would become a 0-d array (or m metrics one m-point line).
+            x, ys = x * 2, [row * 2 for row in ys]
         import numpy as np
 
         if self._xaxis.label != ("epoch" if kind == "epoch" else "step"):

@@ -431,3 +431,44 @@ def test_pending_diagnosis_shows_in_the_header_and_table():
     assert "3 Insufficient nvidia.com/gpu." in panel.table.value
     assert panel.error_box.layout.display == "none"
     panel.close()
+
+
+@pytest.mark.parametrize("metrics", [["loss"], ["loss", "mae"]])
+def test_a_single_point_is_drawn_for_one_or_several_metrics(metrics):
+    state = JobState("one")
+    state.set_status(status("running", time.time()))
+    state.add_events(
+        [
+            {
+                "v": 1,
+                "type": "metric",
+                "run": "r",
+                "seq": 1,
+                "t": time.time(),
+                "epoch": 0,
+                "step": 7,
+                "values": {m: 0.5 for m in metrics},
+            }
+        ]
+    )
+    panel = JobPanel(FakeJob("one", state), start=False)
+    assert list(panel.lines.labels) == metrics
+    assert set(np.asarray(panel.lines.x).ravel()) == {7.0}
+    assert np.atleast_2d(panel.lines.y).shape == (len(metrics), 2)
+    state.add_events(
+        [
+            {
+                "v": 1,
+                "type": "metric",
+                "run": "r",
+                "seq": 2,
+                "t": time.time(),
+                "epoch": 0,
+                "step": 8,
+                "values": {m: 0.25 for m in metrics},
+            }
+        ]
+    )
+    panel.render(budget=None)
+    assert list(panel.lines.x) == [7.0, 8.0]
+    panel.close()
