@@ -202,6 +202,32 @@ def json_patch(target: dict, ops: list[dict]) -> dict:
     return doc
 
 
+KUBERNETES_VERSION = "1.33"
+_tfjob_schema: dict | None = None
+
+
+def schema_check(group: str, obj: dict) -> None:
+    """Validate a created object as a real API server would (strict for core kinds; the CRD for TFJobs)."""
+    global _tfjob_schema
+    if group == "kubeflow.org":
+        import jsonschema
+
+        if _tfjob_schema is None:
+            crd = yaml.safe_load((DATA / "kubeflow.org_tfjobs.v1.9.0.yaml").read_text())
+            _tfjob_schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        try:
+            jsonschema.validate(obj, _tfjob_schema)
+        except jsonschema.ValidationError as e:
+            raise ApiError(422, f"TFJob is invalid: {e.message}", reason="Invalid") from None
+        return
+    import kubernetes_validate
+
+    try:
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as e:
+        raise ApiError(422, f"{obj.get('kind')} is invalid: {e.message}", reason="Invalid") from None
+
+
 # the store ----------------------------------------------------------------------------------------
 @dataclass
 class WatchEvent:
@@ -463,13 +489,16 @@ class Fault:
 class ApiServer:
     """The test API server. ``with ApiServer() as s: ...`` or ``s.start()`` / ``s.stop()``."""
 
-    def __init__(self, namespaces: tuple[str, ...] = ("default",), tfjob_crd: bool = False):
+    def __init__(
+        self, namespaces: tuple[str, ...] = ("default",), tfjob_crd: bool = False, validate: bool = False
+    ):
         self.store = Store()
         self.request_log: list[dict] = []
         self.faults: list[Fault] = []
         self.rules: list[dict] | None = None
         self.user = "system:serviceaccount:default:tester"
         self.tfjob_crd = tfjob_crd
+        self.validate = validate  # check created objects against the real schemas (422 when invalid)
         self.watch_versions: list[str | None] = []  # the resourceVersion of every watch request
         self.gone_sent = 0  # watches answered with 410 Gone
         self.logs: dict[tuple[str, str, str], list[LogBuffer]] = {}  # (ns, pod, container) -> runs
@@ -772,6 +801,11 @@ class _Handler(BaseHTTPRequestHandler):
             except ApiError as e:
                 status = e.code
                 self._send_json(e.code, e.body())
+            except (_Abort, BrokenPipeError, ConnectionResetError):
+                raise
+            except Exception as e:  # a bug here must answer 500, not drop the connection
+                status = 500
+                self._send_json(500, status_body(500, "InternalError", f"{type(e).__name__}: {e}"))
         except _Abort:
             self.close_connection = True
             status = 200
@@ -891,6 +925,11 @@ class _Handler(BaseHTTPRequestHandler):
                         "the namespace of the provided object does not match the namespace sent on the request",
                     )
                 body["metadata"]["namespace"] = ns
+            if self.api.validate:
+                version, kind = RESOURCES[(g, r)][:2]
+                body.setdefault("apiVersion", f"{g}/{version}" if g else version)
+                body.setdefault("kind", kind)
+                schema_check(g, body)
             if not body["metadata"].get("name") and not body["metadata"].get("generateName"):
                 raise ApiError(
                     422,

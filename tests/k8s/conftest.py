@@ -24,8 +24,9 @@ _log_lock = threading.Lock()
 
 @pytest.fixture
 def apiserver(request):
-    """A running test API server with namespaces ``default`` and ``team``."""
-    server = ApiServer(namespaces=("default", "team")).start()
+    """A running test API server with namespaces ``default`` and ``team``; every object the client creates
+    is checked against the real schemas (kubernetes-validate strict, the TFJob CRD), as a server would."""
+    server = ApiServer(namespaces=("default", "team"), validate=True).start()
     yield server
     server.stop()
     path = os.environ.get("TFK8S_REQUEST_LOG")

@@ -198,7 +198,12 @@ def test_discovery_shows_the_tfjob_crd_only_when_installed(api, apiserver):
         "v1",
         "default",
         "tfjobs",
-        {"apiVersion": "kubeflow.org/v1", "kind": "TFJob", "metadata": {"name": "t"}, "spec": {}},
+        {
+            "apiVersion": "kubeflow.org/v1",
+            "kind": "TFJob",
+            "metadata": {"name": "t"},
+            "spec": {"tfReplicaSpecs": {}},
+        },
     )
     assert out["metadata"]["uid"]
 
@@ -280,3 +285,27 @@ def test_a_cut_watch_stream_surfaces_as_an_error_the_client_can_resume_from(api,
         ):
             got.append(e["object"].metadata.name)
     assert got == ["a"]
+
+
+def test_schema_validation_refuses_an_invalid_object_with_422(apiserver):
+    """What the client's own checks let through (it sends any dict to custom endpoints, other clients
+    send anything) the server refuses as a real one would."""
+    import urllib.error
+    import urllib.request
+
+    body = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "s"},
+        "spec": {"ports": [{"port": "http"}]},
+    }
+    req = urllib.request.Request(
+        f"{apiserver.url}/api/v1/namespaces/default/services",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=10)
+    assert e.value.code == 422 and "Service is invalid" in json.loads(e.value.read())["message"]
+    assert apiserver.count() == 0

@@ -493,3 +493,30 @@ def test_follow_logs_streams_a_replica_until_it_ends(apiserver, standin_cluster,
     assert any('"type":"end"' in line for line in lines)
     streams = [r for r in apiserver.request_log if r["subresource"] == "log"]
     assert len(streams) >= 1
+
+
+def test_a_service_account_without_pods_log_sees_why_metrics_are_missing(apiserver, standin_cluster, backend):
+    rules = [
+        {"apiGroups": [""], "resources": ["configmaps", "services", "pods", "events"], "verbs": ["*"]},
+        {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["*"]},
+    ]
+    apiserver.enforce_rules(rules)  # everything but pods/log
+    submit(backend, spec_of(code="STEPS = 10"))
+    f = Follow(backend, "job1")
+    f.wait()
+    messages = [s.message for s in f.statuses if s.message]
+    assert any("no metrics" in m and "may not get pods/log in namespace default" in m for m in messages), (
+        messages
+    )
+
+
+def test_a_watch_the_account_may_not_make_raises_forbidden(apiserver, backend):
+    submit(backend, spec_of())
+    apiserver.enforce_rules(
+        [
+            {"apiGroups": [""], "resources": ["pods", "configmaps"], "verbs": ["get", "list"]},
+            {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["list"]},
+        ]
+    )
+    with pytest.raises(Forbidden, match="may not watch pods in namespace default"):
+        backend.watch("job1", lambda s: None, lambda e: None, threading.Event())

@@ -860,6 +860,7 @@ class _JobFollower:
         self.unwritten: JobStatus | None = None
         self.created = (record.read_status() or {}).get("created")
         self.job_events: list[dict] | None = None
+        self.metrics_error: str | None = None
 
     # status -------------------------------------------------------------------------------------
     def _recompute(self, replica: str) -> None:
@@ -913,6 +914,8 @@ class _JobFollower:
                 events=self.job_events,
                 created=self.created,
             )
+            if self.metrics_error and not status.message:
+                status.message = self.metrics_error
             if self.parent_gone:
                 status.phase = STOPPED
                 status.message = status.message or "the job's objects were deleted from the cluster."
@@ -999,6 +1002,8 @@ class _JobFollower:
                     backoff = 0.2
                     if expired:
                         self.rv = None
+                except (Forbidden, JobNotFound):
+                    raise  # retrying cannot help: the caller shows the sentence
                 except (TFK8sError, urllib3.exceptions.HTTPError, OSError, ValueError):
                     if self.stop.wait(backoff):
                         return
@@ -1129,6 +1134,10 @@ class _JobFollower:
                     # the stream ended: the container ended (or the connection was cut); ended pods are done
                     if ended or self._pod_ended(pod):
                         return
+                except Forbidden as e:
+                    self.metrics_error = f"no metrics: {e}"
+                    self.version += 1
+                    return
                 except (TFK8sError, urllib3.exceptions.HTTPError, OSError):
                     pass
                 if self.stop_logs.wait(backoff):
