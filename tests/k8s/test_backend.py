@@ -304,9 +304,10 @@ def test_list_shows_the_owners_jobs_in_three_requests(apiserver, backend):
 
 
 def test_attach_after_a_kernel_restart_from_the_cluster_alone(
-    apiserver, standin_cluster, kubeconfig, tmp_path
+    apiserver, standin_cluster, kubeconfig, tmp_path, monkeypatch
 ):
     """A new process with an empty record root finds the job by name and follows it to the end."""
+    monkeypatch.setenv("JUPYTERHUB_USER", "alice")  # the owner of spec_of() jobs
     b1 = KubernetesBackend(config_file=str(kubeconfig), root=tmp_path / "kernel1")
     submit(b1, spec_of(code="STEPS = 10"))
     b2 = KubernetesBackend(config_file=str(kubeconfig), root=tmp_path / "kernel2")
@@ -520,3 +521,21 @@ def test_a_watch_the_account_may_not_make_raises_forbidden(apiserver, backend):
     )
     with pytest.raises(Forbidden, match="may not watch pods in namespace default"):
         backend.watch("job1", lambda s: None, lambda e: None, threading.Event())
+
+
+def test_another_users_job_is_not_found_and_never_adopted(apiserver, kubeconfig, tmp_path, monkeypatch):
+    monkeypatch.setenv("JUPYTERHUB_USER", "alice@example.org")
+    alice = KubernetesBackend(config_file=str(kubeconfig), root=tmp_path / "alice")
+    submit(alice, spec_of("shared", owner="alice@example.org"))
+    monkeypatch.setenv("JUPYTERHUB_USER", "alice-example.org")  # the same sanitized label value
+    other = KubernetesBackend(config_file=str(kubeconfig), root=tmp_path / "other")
+    assert other.list(owner="alice-example.org") == []
+    for action in (other.get, other.spec, lambda n: other.logs(n, "worker-0"), other.stop, other.delete):
+        with pytest.raises(JobNotFound):
+            action("shared")
+    assert not (tmp_path / "other" / "shared").exists()
+    assert [s.name for s in other.list(owner=None)] == ["shared"]  # everyone's, read-only
+    assert not (tmp_path / "other" / "shared").exists()
+    assert apiserver.count() == 5
+    monkeypatch.setenv("JUPYTERHUB_USER", "alice@example.org")
+    assert [s.name for s in alice.list(owner="alice@example.org")] == ["shared"]

@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -398,6 +400,11 @@ class KubernetesBackend(Backend):
         )
         if (cm["metadata"].get("labels") or {}).get(m.LABEL_MANAGED_BY) != m.MANAGED_BY:
             raise JobNotFound(f"{name} in namespace {namespace} is not a tfk8s-jupyter job.")
+        if _owner_of(cm) != current_owner():
+            # another user's job (shared namespace): as if it did not exist, never adopted
+            raise JobNotFound(
+                f"job {name} was not found in namespace {namespace}; list yours with %tfk8s_jobs."
+            )
         self._adopt(cm, record)
         spec = JobSpec.from_json(record.read_spec())
         return spec, namespace, spec.flavor, cluster, record
@@ -554,10 +561,16 @@ class KubernetesBackend(Backend):
             namespace,
             label_selector=sel,
         )["items"]
+        if owner is not None:
+            # label values cannot hold every user name ('@' is sanitized): compare the exact annotation too
+            parents = [cm for cm in parents if _owner_of(cm) == owner]
+        me = current_owner()
         out = []
         for cm in parents:
             name = cm["metadata"]["name"]
             record = self.record(name)
+            if _owner_of(cm) != me:
+                record = JobRecord(name, Path(tempfile.mkdtemp(prefix="tfk8s-foreign-")))  # seen, not adopted
             if not record.exists():
                 self._adopt(cm, record)
             prev = record.read_status() or {}
@@ -579,6 +592,8 @@ class KubernetesBackend(Backend):
             status = self._status_from(spec, namespace, flavor, cluster, record, snap, allow_events=False)
             status.created = parse_time(cm["metadata"].get("creationTimestamp")) or status.created
             out.append(status)
+            if record.dir.parent.name.startswith("tfk8s-foreign-"):
+                shutil.rmtree(record.dir.parent, ignore_errors=True)
         return out
 
     def logs(self, name: str, replica: str, tail: int | None = None) -> str:
@@ -1180,6 +1195,14 @@ class _closed_when:
 
     def __exit__(self, *exc) -> None:
         self.done.set()
+
+
+def _owner_of(obj: dict) -> str | None:
+    """The exact owner of a job's object (the annotation; the label is sanitized)."""
+    meta = obj.get("metadata") or {}
+    return (meta.get("annotations") or {}).get(m.ANNOTATION_OWNER) or (meta.get("labels") or {}).get(
+        m.LABEL_OWNER
+    )
 
 
 def _stopped_rest(replicas: list[ReplicaStatus]) -> list[ReplicaStatus]:
