@@ -599,8 +599,14 @@ class Runtime:
             return clear_session
 
         wrapped = {id(fn): wrap(fn) for fn in originals}
-        for m in list(sys.modules.values()):
-            fn = getattr(m, "clear_session", None) if isinstance(m, types.ModuleType) else None
+        # Every public alias (keras.backend, keras.utils, tf.keras.backend, ...). vars(), not getattr():
+        # getattr on TensorFlow's lazy modules would import them.
+        for name, m in list(sys.modules.items()):
+            if not name.startswith(("keras", "tf_keras", "tensorflow")) or not isinstance(
+                m, types.ModuleType
+            ):
+                continue
+            fn = vars(m).get("clear_session")
             if fn is not None and id(fn) in wrapped:
                 try:
                     m.clear_session = wrapped[id(fn)]
