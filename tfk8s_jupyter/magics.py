@@ -7,6 +7,7 @@ and ``%config TFK8s.<option> = ...``); flags override them per call.
 from __future__ import annotations
 
 import html
+import keyword
 import os
 import shlex
 import time
@@ -345,6 +346,8 @@ class TFK8sMagics(Magics):
             raise UsageError(
                 "--panel launches from the form, so it cannot be combined with --dry-run or --wait."
             )
+        if args.out is not None and not (args.out.isidentifier() and not keyword.iskeyword(args.out)):
+            raise UsageError(f"--out {args.out!r} is not a Python variable name; use one like --out job.")
         if args.panel:
             return self._settings_panel(cell, args)
         spec, cap = self.build(cell, args)

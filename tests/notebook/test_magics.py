@@ -116,6 +116,7 @@ def test_dry_run_prints_kubernetes_manifests(shell, capsys):
         ("--env NOVALUE", CELL, "--env 'NOVALUE' is not KEY=VALUE"),
         ("--strategy fast", CELL, "strategy 'fast' is unknown"),
         ("--panel --no-panel", CELL, "--panel and --no-panel contradict each other"),
+        ("--out 2fast", CELL, "--out '2fast' is not a Python variable name; use one like --out job."),
         ("", "model.fit(x, epochs=2\n", "the cell has a syntax error on line 1"),
         ("", "\n\n", "the cell is empty"),
         ("", "import os\n!nvidia-smi\nx = 1\n", "line 2 of the training cell is a shell escape"),
