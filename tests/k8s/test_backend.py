@@ -299,6 +299,7 @@ def test_list_shows_the_owners_jobs_in_three_requests(apiserver, backend):
     before = len(apiserver.request_log)
     jobs = backend.list(owner="alice")
     assert sorted(j.name for j in jobs) == ["a1", "a2"]
+    assert {j.phase for j in jobs} == {"pending"}
     assert len(apiserver.request_log) - before == 3
     assert {j.name for j in backend.list(owner=None)} == {"a1", "a2", "b1"}
 
@@ -539,3 +540,18 @@ def test_another_users_job_is_not_found_and_never_adopted(apiserver, kubeconfig,
     assert apiserver.count() == 5
     monkeypatch.setenv("JUPYTERHUB_USER", "alice@example.org")
     assert [s.name for s in alice.list(owner="alice@example.org")] == ["shared"]
+
+
+def test_the_outcome_survives_the_jobs_ttl_for_a_later_attach(
+    apiserver, standin_cluster, kubeconfig, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("JUPYTERHUB_USER", "alice")
+    b1 = KubernetesBackend(config_file=str(kubeconfig), root=tmp_path / "kernel1")
+    submit(b1, spec_of(code="STEPS = 5"))
+    assert Follow(b1, "job1").wait().phase == "succeeded"
+    for job in apiserver.objects("jobs"):  # what ttlSecondsAfterFinished does later
+        apiserver.store.delete("batch", "jobs", "default", job["metadata"]["name"], "Background")
+    assert apiserver.objects("pods") == []
+    b2 = KubernetesBackend(config_file=str(kubeconfig), root=tmp_path / "kernel2")
+    assert b2.get("job1").phase == "succeeded"
+    assert [s.phase for s in b2.list(owner="alice")] == ["succeeded"]

@@ -54,6 +54,8 @@ from .status import assemble_status, compute_status, parse_time, pod_replica, re
 
 SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 ANNOTATION_STOPPED = "tfk8s.io/stopped"
+ANNOTATION_PHASE = "tfk8s.io/phase"  # the final phase, noted on the parent when the job ends
+ANNOTATION_MESSAGE = "tfk8s.io/message"
 WATCH_TIMEOUT = 60  # seconds per watch request; the server ends it, we resume from the last resourceVersion
 READ_TIMEOUT = 90
 MISSING_PODS_RECHECK = 3  # seconds between looks at the Jobs' events while pods are missing  # a stream silent for this long is considered dead
@@ -508,10 +510,23 @@ class KubernetesBackend(Backend):
         if "parent" in snap and snap["parent"] is None:
             status.phase = STOPPED if prev else status.phase
             status.message = status.message or "the job's objects were deleted from the cluster."
-        elif "parent" in snap and (snap["parent"]["metadata"].get("annotations") or {}).get(
-            ANNOTATION_STOPPED
-        ):
-            status.phase = STOPPED
+        elif "parent" in snap:
+            annotations = snap["parent"]["metadata"].get("annotations") or {}
+            age = time.time() - (
+                parse_time(snap["parent"]["metadata"].get("creationTimestamp")) or time.time()
+            )
+            if annotations.get(ANNOTATION_STOPPED):
+                status.phase = STOPPED
+            elif annotations.get(ANNOTATION_PHASE) in TERMINAL:
+                status.phase = annotations[ANNOTATION_PHASE]  # the outcome, noted when the job ended
+                status.message = annotations.get(ANNOTATION_MESSAGE) or None
+                status.replicas = _stopped_rest(status.replicas)
+            elif age > 120 and not snap["pods"] and not snap["jobs"] and not snap["tfjob"]:
+                status.phase = STOPPED
+                status.message = (
+                    "the job's pods and Jobs are gone (ttlSecondsAfterFinished or deleted) and nobody saw it end; "
+                    "its outcome is unknown."
+                )
         return status
 
     # Backend interface --------------------------------------------------------------------------
@@ -814,6 +829,23 @@ class KubernetesBackend(Backend):
             status.finished = status.finished or time.time()
             status.replicas = _stopped_rest(status.replicas)
             record.write_status(status.to_json())
+            try:  # note the outcome on the parent, for clients that attach after the Jobs' TTL
+                cluster.raw(
+                    ApiErrorContext("patch", "configmaps", namespace, spec.name),
+                    cluster.core.patch_namespaced_config_map,
+                    spec.name,
+                    namespace,
+                    {
+                        "metadata": {
+                            "annotations": {
+                                ANNOTATION_PHASE: status.phase,
+                                ANNOTATION_MESSAGE: (status.message or "")[:1000],
+                            }
+                        }
+                    },
+                )
+            except TFK8sError:
+                pass
             return status
         finally:
             with self._lock:
