@@ -267,6 +267,7 @@ class JobPanel(W.VBox):
         self._log_error: str | None = None
         self._final = False
         self._last_sent: dict[str, float] = {}
+        self._plotted = 0  # distinct x values on the curve
         self._done_callbacks: list[Callable[[JobPanel], None]] = []
         self.messages = 0  # widget messages this panel's updates sent (for tests and benchmarks)
         self.last_update: float | None = None  # time.time() of the last curve update
@@ -548,6 +549,7 @@ class JobPanel(W.VBox):
         )
         if changed:
             self.last_update = time.time()
+            self._plotted = len(series[names[0]]["x"]) if len(names) == 1 else len(set(x))
         return int(changed)
 
     def _render_lines_now(self) -> None:
@@ -570,7 +572,9 @@ class JobPanel(W.VBox):
             parts.append(f"{self.state.checkpoints} checkpoints")
         if status is not None and status.message and status.phase != "failed":
             parts.append(f"<i>{html.escape(status.message[:200])}</i>")
-        value = "<span style='color:#555'>" + " · ".join(parts) + "</span>"
+        # For tests and tools reading the page: how many points the curve holds (the SVG path hides it).
+        marker = f'<span class="tfk8s-points" data-points="{self._plotted}" hidden></span>'
+        value = "<span style='color:#555'>" + " · ".join(parts) + "</span>" + marker
         return int(self._set(self.info, value=value))
 
     def _update_table(self, now: float) -> int:
