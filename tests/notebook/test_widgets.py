@@ -168,6 +168,7 @@ def test_panel_state_after_a_finished_job():
         and "step 60" in panel.info.value
         and "3 checkpoints" in panel.info.value
     )
+    assert 'class="tfk8s-points" data-points="60"' in panel.info.value  # for a browser to read
     # replica table
     table = panel.table.value
     for name, host in (("ps-0", "4001"), ("chief-0", "4002"), ("worker-0", "4003"), ("worker-1", "4004")):
