@@ -115,12 +115,11 @@ def translate(e: Exception, ctx: ApiErrorContext) -> TFK8sError:
                 f"namespace {ns} does not exist; create it, or choose another with --namespace / "
                 "TFK8s.namespace or your kubeconfig context."
             )
-        if ctx.resource == "tfjobs" and ctx.name is None or "could not find the requested resource" in msg:
-            if ctx.resource == "tfjobs":
-                return BackendUnavailable(
-                    "the Kubeflow training operator is not installed in this cluster (no kubeflow.org/v1 "
-                    "tfjobs); use --flavor native (or flavor='native'), which needs no operator."
-                )
+        if ctx.resource == "tfjobs" and "could not find the requested resource" in msg:
+            return BackendUnavailable(
+                "the Kubeflow training operator is not installed in this cluster (no kubeflow.org/v1 "
+                "tfjobs); use --flavor native (or flavor='native'), which needs no operator."
+            )
         return JobNotFound(f"{ctx.resource} {ctx.name} was not found in namespace {ns}.")
     if e.status == 409:
         return JobConflict(
@@ -886,7 +885,6 @@ class _JobFollower:
         self.jobs: list[dict] = []
         self.tfjob: dict | None = None
         self.rv: str | None = None
-        self.last_json: dict | None = None
         self.seen_events: set = set()
         self.events_lock = threading.Lock()
         self.log_done = threading.Event()
