@@ -306,7 +306,7 @@ class JobPanel(W.VBox):
             stroke_width=1.5,
         )
         self._xaxis = bq.Axis(scale=self._xscale, label="step", grid_lines="dashed")
-        self._yaxis = bq.Axis(scale=self._yscale_lin, side="left", grid_lines="dashed", tick_format=".3g")
+        self._yaxis = bq.Axis(scale=self._yscale_lin, side="left", grid_lines="dashed", tick_format=".3~g")
         self.figure = bq.Figure(
             marks=[self.lines],
             axes=[self._xaxis, self._yaxis],
