@@ -1,7 +1,7 @@
 """The magics on a real InteractiveShell: flags, help, --dry-run, bad input, config, submitting jobs.
 
 Jobs here run the TensorFlow-free stand-in runner (``standin`` fixture) through the real local backend;
-``test_e2e_tf.py`` runs real TensorFlow.
+``test_notebook_e2e_tf.py`` runs real TensorFlow.
 """
 
 from __future__ import annotations
