@@ -888,6 +888,7 @@ class _JobFollower:
         self.seen_events: set = set()
         self.events_lock = threading.Lock()
         self.log_done = threading.Event()
+        self.log_opened = threading.Event()  # a log stream of the reporting replica was opened once
         self.pods_changed = threading.Condition()
         self.watch_requests = 0
         self.relists = 0
@@ -965,7 +966,8 @@ class _JobFollower:
                 status.phase = STOPPED
                 status.message = status.message or "the job's objects were deleted from the cluster."
         if status.done and status.phase != STOPPED:
-            self.log_done.wait(30)  # the metric stream reads the reporting replica to its end first
+            # the metric stream reads the reporting replica to its end first (if it ever started)
+            self.log_done.wait(30 if self.log_opened.is_set() else 2)
             status = self.b._finalize(
                 self.spec, self.namespace, self.flavor, self.cluster, self.record, status
             )
@@ -1156,6 +1158,7 @@ class _JobFollower:
                         _preload_content=False,
                         _request_timeout=(10, READ_TIMEOUT),
                     )
+                    self.log_opened.set()
                     log_path = self.record.log_path(self.spec.reporting_replica)
                     log_path.parent.mkdir(parents=True, exist_ok=True)
                     # the log is re-read whole on every (re)connect: rewrite the copy, never append twice
