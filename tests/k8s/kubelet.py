@@ -141,6 +141,9 @@ class TestCluster:
         if (ev.group, ev.resource) == ("batch", "jobs"):
             if ev.type == "ADDED":
                 self._create_job_pods(ev.obj)
+        elif (ev.group, ev.resource) == ("kubeflow.org", "tfjobs"):
+            if ev.type == "ADDED":
+                self._create_tfjob_pods(ev.obj)
         elif (ev.group, ev.resource) == ("", "pods"):
             if ev.type == "ADDED":
                 threading.Thread(target=self._run_pod_logged, args=(ev.obj,), daemon=True).start()
@@ -227,6 +230,116 @@ class TestCluster:
             },
         )
 
+    # TFJob operator (the part of training-operator v1 the backend relies on) ---------------------
+    def _create_tfjob_pods(self, tfjob: dict) -> None:
+        """Per replica one pod and one Service, TF_CONFIG set, labels as the operator puts them."""
+        meta = tfjob["metadata"]
+        name, ns = meta["name"], meta["namespace"]
+        specs = tfjob["spec"]["tfReplicaSpecs"]
+        cluster = {
+            rtype.lower(): [f"{name}-{rtype.lower()}-{i}.{ns}.svc:2222" for i in range(rs.get("replicas", 1))]
+            for rtype, rs in specs.items()
+        }
+        owner = [
+            {
+                "apiVersion": "kubeflow.org/v1",
+                "kind": "TFJob",
+                "name": name,
+                "uid": meta["uid"],
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+        for rtype, rs in specs.items():
+            rt = rtype.lower()
+            for i in range(rs.get("replicas", 1)):
+                tpl = json.loads(json.dumps(rs["template"]))
+                labels = {
+                    **(tpl.get("metadata", {}).get("labels") or {}),
+                    "training.kubeflow.org/job-name": name,
+                    "training.kubeflow.org/replica-type": rt,
+                    "training.kubeflow.org/replica-index": str(i),
+                }
+                pod_spec = tpl["spec"]
+                pod_spec["restartPolicy"] = (
+                    "Never"
+                    if rs.get("restartPolicy") in ("Never", "ExitCode")
+                    else rs.get("restartPolicy", "Never")
+                )
+                tf_config = {"cluster": cluster, "task": {"type": rt, "index": i}, "environment": "cloud"}
+                for c in pod_spec["containers"]:
+                    c.setdefault("env", []).append({"name": "TF_CONFIG", "value": json.dumps(tf_config)})
+                self.store.create(
+                    "",
+                    "services",
+                    {
+                        "metadata": {
+                            "name": f"{name}-{rt}-{i}",
+                            "namespace": ns,
+                            "labels": labels,
+                            "ownerReferences": owner,
+                        },
+                        "spec": {"clusterIP": "None", "selector": labels, "ports": [{"port": 2222}]},
+                    },
+                )
+                self.store.create(
+                    "",
+                    "pods",
+                    {
+                        "metadata": {
+                            "name": f"{name}-{rt}-{i}",
+                            "namespace": ns,
+                            "labels": labels,
+                            "ownerReferences": owner,
+                        },
+                        "spec": pod_spec,
+                    },
+                )
+
+    def _sync_tfjob_of(self, pod: dict) -> None:
+        """Succeeded when the chief (or worker 0 without one) succeeds, then cleanPodPolicy Running."""
+        refs = [r for r in pod["metadata"].get("ownerReferences") or [] if r.get("kind") == "TFJob"]
+        if not refs:
+            return
+        ns, name = pod["metadata"]["namespace"], refs[0]["name"]
+        tfjob = self.store.get("kubeflow.org", "tfjobs", ns, name)
+        if tfjob is None:
+            return
+        conditions = list((tfjob.get("status") or {}).get("conditions") or [])
+        if any(c["type"] in ("Succeeded", "Failed") and c["status"] == "True" for c in conditions):
+            return
+        pods = self.store.list("", "pods", ns, f"training.kubeflow.org/job-name={name}")[0]
+        decider = "chief" if "Chief" in tfjob["spec"]["tfReplicaSpecs"] else "worker"
+        key = ("training.kubeflow.org/replica-type", "training.kubeflow.org/replica-index")
+        main = [
+            p
+            for p in pods
+            if (p["metadata"]["labels"][key[0]], p["metadata"]["labels"][key[1]]) == (decider, "0")
+        ]
+        restarts = sum((p["status"].get("containerStatuses") or [{}])[0].get("restartCount", 0) for p in pods)
+        limit = tfjob["spec"].get("runPolicy", {}).get("backoffLimit", 6)
+        if main and main[0]["status"].get("phase") == "Succeeded":
+            conditions.append({"type": "Succeeded", "status": "True", "reason": "TFJobSucceeded"})
+        elif restarts > limit or any(p["status"].get("phase") == "Failed" for p in pods):
+            conditions.append(
+                {"type": "Failed", "status": "True", "reason": "TFJobFailed", "message": "a replica failed"}
+            )
+        else:
+            return
+        self.store.update(
+            "kubeflow.org",
+            "tfjobs",
+            ns,
+            name,
+            lambda o: o.setdefault("status", {}).update(conditions=conditions),
+        )
+        for p in pods:  # cleanPodPolicy: Running
+            if p["status"].get("phase") in ("Pending", "Running"):
+                try:
+                    self.store.delete("", "pods", ns, p["metadata"]["name"], "Background")
+                except ApiError:
+                    pass
+
     def _job_of(self, pod: dict) -> tuple[str, str] | None:
         for ref in pod["metadata"].get("ownerReferences") or []:
             if ref.get("kind") == "Job":
@@ -304,6 +417,7 @@ class TestCluster:
         try:
             out = self.store.update("", "pods", ns, name, mutate)
             self._sync_job_of(out)
+            self._sync_tfjob_of(out)
         except ApiError:
             return None  # the pod or its Job is gone
         return out
@@ -511,6 +625,10 @@ class TestCluster:
             env[item["name"]] = rewrite(str(item.get("value", "")))
         if "TFK8S_CLUSTER" in env:
             env["TFK8S_CLUSTER"] = self._map_hosts(env["TFK8S_CLUSTER"])
+        if "TF_CONFIG" in env:  # set by the TFJob operator
+            tf_config = json.loads(env["TF_CONFIG"])
+            tf_config["cluster"] = json.loads(self._map_hosts(json.dumps(tf_config["cluster"])))
+            env["TF_CONFIG"] = json.dumps(tf_config)
         env.update(self.extra_env)
         argv = [rewrite(a) for a in (container.get("command") or []) + (container.get("args") or [])]
         if argv and argv[0] in ("python", "python3"):
@@ -518,6 +636,10 @@ class TestCluster:
         if self.runner_override and len(argv) > 1 and argv[1].endswith("runner.py"):
             # an "image" whose runner is the TF-free stand-in (it reads TFK8S_INDEX only)
             argv[1] = str(self.runner_override)
+            if "TF_CONFIG" in env and "TFK8S_CLUSTER" not in env:
+                tf_config = json.loads(env["TF_CONFIG"])
+                env["TFK8S_CLUSTER"] = json.dumps(tf_config["cluster"])
+                env["TFK8S_INDEX"] = str(tf_config["task"]["index"])
             env.setdefault("TFK8S_INDEX", env.get("JOB_COMPLETION_INDEX", "0"))
             if env.get("TFK8S_CHECKPOINT_DIR"):
                 Path(env["TFK8S_CHECKPOINT_DIR"]).mkdir(parents=True, exist_ok=True)

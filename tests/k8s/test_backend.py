@@ -555,3 +555,19 @@ def test_the_outcome_survives_the_jobs_ttl_for_a_later_attach(
     b2 = KubernetesBackend(config_file=str(kubeconfig), root=tmp_path / "kernel2")
     assert b2.get("job1").phase == "succeeded"
     assert [s.phase for s in b2.list(owner="alice")] == ["succeeded"]
+
+
+def test_tfjob_flavor_runs_to_success_through_the_operator_pods(apiserver, standin_cluster, backend):
+    """The test kubelet plays the training operator: pods per replica with TF_CONFIG and its labels."""
+    apiserver.tfjob_crd = True
+    submit(backend, spec_of(code="STEPS = 10", flavor="auto"))
+    final = Follow(backend, "job1").wait()
+    assert final.flavor == "tfjob" and final.phase == "succeeded", final.message
+    assert final.replica("chief-0").state == "succeeded"
+    assert sum(e["type"] == "metric" for e in backend.events("job1")) == 20
+    assert '"type":"end"' in backend.logs("job1", "chief-0")
+    # the operator's cleanPodPolicy Running deletes ps/workers as the chief exits; their logs are copied
+    # when the chief reports the end, which usually (not always) wins that race
+    services = [o for o in apiserver.objects("services")]
+    assert len(services) == 4  # the operator's Service per replica; the client created none
+    assert [r["resource"] for r in creates(apiserver)] == ["configmaps", "tfjobs"]

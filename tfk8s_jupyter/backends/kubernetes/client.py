@@ -1126,6 +1126,13 @@ class _JobFollower:
             new = self.record.append_events(events, self.seen_events)
         if new:
             self.on_events(new)
+            if self.flavor == "tfjob" and any(e.get("type") == "end" for e in new):
+                # the operator removes running replicas the moment the chief exits: copy their logs now
+                threading.Thread(
+                    target=self.b._capture_logs,
+                    args=(self.spec, self.namespace, self.cluster, self.record),
+                    daemon=True,
+                ).start()
 
     def follow_metrics(self) -> None:
         """Follow the reporting replica's log; after a drop re-read it and keep only unseen (run, seq)."""
