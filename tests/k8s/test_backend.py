@@ -571,3 +571,16 @@ def test_tfjob_flavor_runs_to_success_through_the_operator_pods(apiserver, stand
     services = [o for o in apiserver.objects("services")]
     assert len(services) == 4  # the operator's Service per replica; the client created none
     assert [r["resource"] for r in creates(apiserver)] == ["configmaps", "tfjobs"]
+
+
+def test_rejected_credentials_say_to_log_in_again(apiserver, backend):
+    apiserver.fail(401, verb="list", resource="configmaps", message="Unauthorized")
+    with pytest.raises(BackendUnavailable, match="rejected the credentials.*refresh your kubeconfig login"):
+        backend.list()
+
+
+def test_a_slow_api_server_still_gets_the_job_submitted(apiserver, backend):
+    apiserver.delay(0.5, verb="create", times=5)
+    t = time.monotonic()
+    submit(backend, spec_of())
+    assert time.monotonic() - t >= 2.5 and apiserver.count() == 5
