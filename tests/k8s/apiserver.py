@@ -647,7 +647,9 @@ class ApiServer:
     def _take_fault(self, req: dict, stream: bool = False) -> Fault | None:
         with self._lock:
             for f in self.faults:
-                if (f.drop_after is not None) != stream or not f.matches(req) or f.times <= 0:
+                if (f.drop_after is not None) != stream or (not stream and f.status is None):
+                    continue
+                if not f.matches(req) or f.times <= 0:
                     continue
                 f.seen += 1
                 if f.seen <= f.skip:
