@@ -53,6 +53,7 @@ def _env(**over) -> dict[str, str]:
 
 def test_tf_config_from_cluster_role_and_index():
     renv = runner.read_env(_env())
+    assert renv.checkpoint_interval == 10.0
     assert renv.tf_config == {
         "cluster": {"chief": ["h0:1"], "worker": ["h1:2", "h2:3"], "ps": ["h3:4"]},
         "task": {"type": "worker", "index": 1},
@@ -247,6 +248,9 @@ def test_parameter_servers_train_an_unchanged_cell(tmp_path, cell):
         start, end = events[0], events[-1]
         assert start["keras"] == "tf_keras" and start["ps"] == 1 and start["workers"] == 2
         assert "/job:ps" in end["model"]["variable_device"]
+        # the chief saves the first epoch, then at most every TFK8S_CHECKPOINT_INTERVAL (10 s) seconds
+        saved = [e["epoch"] for e in events if e["type"] == "checkpoint" and e["action"] == "saved"]
+        assert saved == [0]
         # ps and workers serve until the chief is gone, then their watchdog ends them
         for name in ("ps-0", "worker-0", "worker-1"):
             assert h.wait(name, 20) == 0, h.tail(name)
@@ -272,6 +276,9 @@ def test_all_reduce_workers_train_an_unchanged_cell_to_identical_weights(tmp_pat
         sums = _checksums(h)
         assert len(sums) == 2 and sums["worker-0"] == sums["worker-1"], sums
         assert events[-1]["model"]["weights_sha256"] == sums["worker-0"]
+        # all-reduce workers save every epoch (they must restore the same one)
+        saved = [e["epoch"] for e in events if e["type"] == "checkpoint" and e["action"] == "saved"]
+        assert saved == [0, 1, 2]
         # the second worker trains but reports nothing, and shows no progress bar
         assert protocol.parse_lines(h.stdout("worker-1")) == []
         assert "\r" not in h.stdout("worker-1") and "20/20" in h.stdout("worker-1")

@@ -10,7 +10,9 @@ Environment (the runner contract, shared by the local and Kubernetes backends):
     unless TF_CONFIG is already set), TFK8S_STRATEGY (parameter_server|multi_worker_mirrored|mirrored),
     TFK8S_PAYLOAD (path of payload.json), TFK8S_CHECKPOINT_DIR (job-scoped base dir),
     TFK8S_METRIC_INTERVAL (seconds), optional TFK8S_WORKDIR, TFK8S_SETUP_TIMEOUT (seconds a serving
-    replica waits to see the chief, default 600) and TFK8S_KERAS (``legacy`` runs all-reduce jobs on tf_keras).
+    replica waits to see the chief, default 600), TFK8S_CHECKPOINT_INTERVAL (seconds between the
+    chief's checkpoints with parameter servers, default 10; 0 = every epoch) and TFK8S_KERAS
+    (``legacy`` runs all-reduce jobs on tf_keras).
 
 How an unchanged cell trains distributed (the rule):
 
@@ -36,9 +38,10 @@ How an unchanged cell trains distributed (the rule):
 * ``Model.fit`` is patched on every replica: ``verbose`` becomes 2 where a progress bar cannot work or
   would be duplicated (non-reporting replicas, tf_keras with parameter servers); the reporting replica
   (chief-0 with parameter servers, worker-0 otherwise) gets a callback that prints protocol lines; a
-  ``BackupAndRestore`` in ``$TFK8S_CHECKPOINT_DIR`` lets a restarted job resume from its last epoch
-  (one shared dir for tf_keras all-reduce, one per worker for Keras 3, the chief's only with parameter
-  servers); ``TerminateOnNaN`` is replaced by a version that works with parameter-server logs.
+  ``BackupAndRestore`` in ``$TFK8S_CHECKPOINT_DIR`` lets a restarted job resume from its last saved
+  epoch (one shared dir for tf_keras all-reduce, one per worker for Keras 3, every epoch; with parameter
+  servers the chief's only, after the first epoch and then at most every TFK8S_CHECKPOINT_INTERVAL s);
+  ``TerminateOnNaN`` is replaced by a version that works with parameter-server logs.
 
 Output: protocol lines (``@tfk8s {json}``, see ``protocol.py``) and the cell's own prints go to stdout;
 TensorFlow's logs and the runner's diagnostics go to stderr. Exit status 0 means the cell finished; 1 means
@@ -145,6 +148,7 @@ class ReplicaEnv:
     metric_interval: float = 1.0
     workdir: str | None = None
     setup_timeout: float = 600.0
+    checkpoint_interval: float = 10.0
     legacy_keras: bool = False
     tf_config: dict | None = field(default=None)
 
@@ -273,6 +277,7 @@ def read_env(environ: dict[str, str] | None = None) -> ReplicaEnv:
         metric_interval=max(0.0, _float("TFK8S_METRIC_INTERVAL", 1.0)),
         workdir=env.get("TFK8S_WORKDIR") or None,
         setup_timeout=_float("TFK8S_SETUP_TIMEOUT", 600.0),
+        checkpoint_interval=max(0.0, _float("TFK8S_CHECKPOINT_INTERVAL", 10.0)),
         legacy_keras=env.get("TFK8S_KERAS", "").strip().lower() in ("legacy", "tf_keras", "tf-keras"),
         tf_config=tf_config,
     )
@@ -680,19 +685,16 @@ class Runtime:
                 _safe_terminate_on_nan(keras, self)() if type(cb) is keras.callbacks.TerminateOnNaN else cb
                 for cb in callbacks
             ]
-        backup_dir = None
-        has_backup = any(isinstance(cb, keras.callbacks.BackupAndRestore) for cb in callbacks)
-        if not has_backup and self.renv.checkpoint_dir:
-            backup_dir = self.backup_dir(fit_index)
-            if backup_dir is not None:
-                backup = keras.callbacks.BackupAndRestore(backup_dir)
-                backup.async_safe = True  # save_freq="epoch": its batch-end hook does nothing
-                callbacks.append(backup)
+        backup = next((cb for cb in callbacks if isinstance(cb, keras.callbacks.BackupAndRestore)), None)
+        if backup is None and self.renv.checkpoint_dir:
+            # Only the chief saves with parameter servers, so it may skip epochs; all-reduce workers must
+            # all save the same epochs (they restore and resume together), so they save every epoch.
+            interval = self.renv.checkpoint_interval if self.renv.strategy == "parameter_server" else 0.0
+            backup = _job_backup(keras)(self.backup_dir(fit_index), interval)
+            callbacks.append(backup)
         if self.renv.reporting:
             initial_epoch = int(arguments.get("initial_epoch", 0) or 0)
-            callbacks.append(
-                _metrics_callback(keras, self)(fit_index, initial_epoch, backup_dir or has_backup or None)
-            )
+            callbacks.append(_metrics_callback(keras, self)(fit_index, initial_epoch, backup))
         arguments["callbacks"] = callbacks
 
     def backup_dir(self, fit_index: int) -> str | None:
@@ -810,10 +812,39 @@ def _metrics_callback(keras, runtime: Runtime):
             runtime.reporter.emit(
                 "epoch", epoch=int(epoch), step=self.step, values=values, fit=self.fit_index
             )
-            if self.backup:
+            if self.backup is not None and getattr(self.backup, "last_saved_epoch", epoch) == epoch:
                 runtime.reporter.emit("checkpoint", action="saved", epoch=int(epoch), fit=self.fit_index)
 
     return TFK8sMetrics
+
+
+def _job_backup(keras):
+    class JobBackupAndRestore(keras.callbacks.BackupAndRestore):
+        """``BackupAndRestore`` that saves the first epoch, then at most every ``interval`` seconds.
+
+        A save costs ~0.1 s with parameter servers (variables come from the ps): with short epochs,
+        saving every one of them would cost several percent of the training time.
+        """
+
+        def __init__(self, backup_dir: str, interval: float) -> None:
+            super().__init__(backup_dir)
+            self.interval = interval
+            self.last_save: float | None = None
+            self.last_saved_epoch: int | None = None
+            self.async_safe = True  # save_freq="epoch": its batch-end hook does nothing
+
+        def on_epoch_end(self, epoch, logs=None):
+            now = time.monotonic()
+            if self.interval > 0 and self.last_save is not None and now - self.last_save < self.interval:
+                if hasattr(self, "_current_epoch"):  # Keras 3 keeps its epoch count here
+                    self._current_epoch = epoch + 1
+                    self._last_batch_seen = 0
+                return
+            super().on_epoch_end(epoch, logs)
+            self.last_save = time.monotonic()
+            self.last_saved_epoch = int(epoch)
+
+    return JobBackupAndRestore
 
 
 def _safe_terminate_on_nan(keras, runtime: Runtime):
