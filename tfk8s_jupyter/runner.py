@@ -761,6 +761,7 @@ def _metrics_callback(keras, runtime: Runtime):
             self.first_epoch_seen = False
             self.interval = runtime.renv.metric_interval
             self.lock = threading.Lock()
+            self.pending = None  # (RemoteValue logs, step, epoch) kept for the next tick
             # Keras 3 runs batch-end callbacks in a thread pool only when every one says it is safe; a
             # plain cell would otherwise lose that overlap just because the runner added a callback.
             self.async_safe = True
@@ -790,18 +791,27 @@ def _metrics_callback(keras, runtime: Runtime):
                 now = time.monotonic()
                 if self.last_point and now - self.last_point < self.interval:
                     return
+                first = not self.last_point
                 self.last_point = now
+                epoch = self.epoch
+                if hasattr(logs, "fetch") and not first:
+                    # Parameter servers: fetching this step's RemoteValue would stall the coordinator
+                    # until the step ran; report the one kept at the previous tick, long done by now.
+                    previous, self.pending = self.pending, (logs, step, epoch)
+                    if previous is None:
+                        return
+                    logs, step, epoch = previous
             try:
                 values = runtime.reported_values(logs, per_batch=True)
             except _fetch_errors(tf) as exc:
                 log(f"skipped a metric point ({type(exc).__name__}); a replica is restarting")
                 return
             if values:
-                runtime.reporter.emit(
-                    "metric", epoch=self.epoch, step=step, values=values, fit=self.fit_index
-                )
+                runtime.reporter.emit("metric", epoch=epoch, step=step, values=values, fit=self.fit_index)
 
         def on_epoch_end(self, epoch, logs=None):
+            with self.lock:
+                self.pending = None  # a point older than this epoch's end would go back in steps
             if self.steps_per_epoch:
                 self.step = (int(epoch) + 1) * int(self.steps_per_epoch)
             try:
