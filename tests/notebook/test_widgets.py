@@ -6,6 +6,7 @@ import math
 import threading
 import time
 
+import comm
 import ipywidgets as W
 import numpy as np
 import pytest
@@ -122,6 +123,9 @@ def message_log(monkeypatch):
     """Every widget message sent to the front end: (time, widget)."""
     sent: list[tuple[float, W.Widget]] = []
     original = W.Widget._send
+    # Importing ipykernel (other tests do) makes new comms kernel-bound; with no kernel running they would
+    # send nothing. Give the panel's widgets the front-end-less comm that still sends.
+    monkeypatch.setattr(comm, "create_comm", lambda *args, **kwargs: comm.DummyComm(*args, **kwargs))
 
     def counting(self, msg, buffers=None):
         sent.append((time.monotonic(), self))
