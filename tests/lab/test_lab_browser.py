@@ -25,6 +25,23 @@ ONE_REPLICA = {"strategy": "mirrored", "workers": 1, "ps": 0, "metric_interval":
 LONG_CELL = cells.TF_KERAS.replace("epochs=3", "epochs=2000")
 
 
+@pytest.fixture(autouse=True)
+def jp_asyncio_loop():
+    """Replace pytest-jupyter's per-test loop: Playwright's sync API owns this thread's running loop here.
+
+    These tests drive a JupyterLab subprocess over HTTP and need no in-process server loop; the plugin's
+    fixture would pick up Playwright's running loop (after any earlier test had set a loop) and fail to
+    close it at teardown.
+    """
+    yield None
+
+
+@pytest.fixture(autouse=True)
+def jp_server_cleanup():
+    """No in-process ServerApp runs in these tests, so pytest-jupyter's cleanup has nothing to do."""
+    yield
+
+
 def test_panel_lists_a_local_job_until_it_succeeds_with_a_sparkline(lab_page, tfk8s_home):
     job = tk.submit(cells.TF_KERAS, name="panel-succeeds", **ONE_REPLICA)
     lab_page.open()
