@@ -801,6 +801,9 @@ def _metrics_callback(keras, runtime: Runtime):
                     if previous is None:
                         return
                     logs, step, epoch = previous
+            self._emit_point(logs, step, epoch)
+
+        def _emit_point(self, logs, step: int, epoch: int) -> None:
             try:
                 values = runtime.reported_values(logs, per_batch=True)
             except _fetch_errors(tf) as exc:
@@ -811,7 +814,11 @@ def _metrics_callback(keras, runtime: Runtime):
 
         def on_epoch_end(self, epoch, logs=None):
             with self.lock:
-                self.pending = None  # a point older than this epoch's end would go back in steps
+                pending, self.pending = self.pending, None
+            if pending is not None:
+                # The point kept at the last tick belongs to this epoch: report it before the epoch's end
+                # (after it, steps would go back), so short epochs still get their per-step points.
+                self._emit_point(*pending)
             if self.steps_per_epoch:
                 self.step = (int(epoch) + 1) * int(self.steps_per_epoch)
             try:
