@@ -60,6 +60,9 @@ WATCH_TIMEOUT = 60  # seconds per watch request; the server ends it, we resume f
 READ_TIMEOUT = 90
 MISSING_PODS_RECHECK = 3  # seconds between looks at the Jobs' events while pods are missing  # a stream silent for this long is considered dead
 TFJOB = ("kubeflow.org", "v1", "tfjobs")
+# After a success, seconds the other replicas get to end by themselves (all-reduce workers finish their fit,
+# ps and workers see the chief gone) so their captured logs hold their last lines.
+FINISH_GRACE = 5.0
 
 RESOURCE_NAMES = {
     "ConfigMap": "configmaps",
@@ -791,6 +794,25 @@ class KubernetesBackend(Backend):
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(text)
 
+    def _await_replicas_ended(self, spec: JobSpec, namespace: str, cluster: _Cluster) -> None:
+        """Wait up to :data:`FINISH_GRACE` seconds for every pod of the job to end on its own."""
+        deadline = time.monotonic() + FINISH_GRACE
+        while True:
+            try:
+                pods = cluster.raw(
+                    ApiErrorContext("list", "pods", namespace),
+                    cluster.core.list_namespaced_pod,
+                    namespace,
+                    label_selector=m.job_selector(spec.name),
+                )["items"]
+            except TFK8sError:
+                return
+            if all((p.get("status") or {}).get("phase") in ("Succeeded", "Failed") for p in pods):
+                return
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(0.5)
+
     def _remove_replicas(
         self, spec: JobSpec, namespace: str, flavor: str, cluster: _Cluster, every: bool
     ) -> None:
@@ -813,6 +835,8 @@ class KubernetesBackend(Backend):
             prev = record.read_status() or {}
             if prev.get("phase") in TERMINAL:
                 return JobStatus.from_json(prev)
+            if status.phase == SUCCEEDED and flavor != "tfjob":
+                self._await_replicas_ended(spec, namespace, cluster)
             self._capture_logs(spec, namespace, cluster, record)
             # the reporting replica's log holds the protocol: keep every event even if no one followed it
             text = ""
