@@ -770,15 +770,20 @@ class KubernetesBackend(Backend):
         record.delete()
 
     # lifecycle ----------------------------------------------------------------------------------
+    @staticmethod
+    def _job_pods(spec: JobSpec, namespace: str, cluster: _Cluster) -> list[dict]:
+        """Every pod of the job (one list request)."""
+        return cluster.raw(
+            ApiErrorContext("list", "pods", namespace),
+            cluster.core.list_namespaced_pod,
+            namespace,
+            label_selector=m.job_selector(spec.name),
+        )["items"]
+
     def _capture_logs(self, spec: JobSpec, namespace: str, cluster: _Cluster, record: JobRecord) -> None:
         """Copy every replica's log into the record (kept after the pods are gone)."""
         try:
-            pods = cluster.raw(
-                ApiErrorContext("list", "pods", namespace),
-                cluster.core.list_namespaced_pod,
-                namespace,
-                label_selector=m.job_selector(spec.name),
-            )["items"]
+            pods = self._job_pods(spec, namespace, cluster)
         except TFK8sError:
             return
         from .status import replicas_from_pods
@@ -799,12 +804,7 @@ class KubernetesBackend(Backend):
         deadline = time.monotonic() + FINISH_GRACE
         while True:
             try:
-                pods = cluster.raw(
-                    ApiErrorContext("list", "pods", namespace),
-                    cluster.core.list_namespaced_pod,
-                    namespace,
-                    label_selector=m.job_selector(spec.name),
-                )["items"]
+                pods = self._job_pods(spec, namespace, cluster)
             except TFK8sError:
                 return
             if all((p.get("status") or {}).get("phase") in ("Succeeded", "Failed") for p in pods):
