@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from local_helpers import hooks_prelude, set_test_hooks
 
 from tfk8s_jupyter.backends.local import job_processes, process_alive
 from tfk8s_jupyter.records import JobRecord
@@ -37,8 +38,7 @@ def tfk8s_home(tmp_path, monkeypatch) -> Path:
     home = tmp_path / "tfk8s-home"
     home.mkdir()
     monkeypatch.setenv("TFK8S_HOME", str(home))
-    for key in ("TF_CONFIG", "TFK8S_LOCAL_RUNNER", "TFK8S_TEST_STALL_REPLICA", "TFK8S_TEST_END_GRACE"):
-        monkeypatch.delenv(key, raising=False)
+    monkeypatch.delenv("TF_CONFIG", raising=False)
     return home
 
 
@@ -60,7 +60,12 @@ def no_job_process_left(tfk8s_home):
 
 
 @pytest.fixture
-def standin(monkeypatch) -> Path:
-    """Replicas run the TensorFlow-free stand-in runner instead of the real one."""
-    monkeypatch.setenv("TFK8S_LOCAL_RUNNER", str(STANDIN_RUNNER))
+def standin(monkeypatch, tmp_path) -> Path:
+    """Replicas run the TensorFlow-free stand-in runner instead of the real one: in this process, and in
+    the kernels the test starts (through a startup file of the test's own IPython profile)."""
+    hooks = set_test_hooks(monkeypatch, runner=str(STANDIN_RUNNER))
+    startup = tmp_path / "ipython-standin" / "profile_default" / "startup"
+    startup.mkdir(parents=True)
+    (startup / "00-tfk8s-standin.py").write_text(hooks_prelude(hooks))
+    monkeypatch.setenv("IPYTHONDIR", str(startup.parents[1]))
     return STANDIN_RUNNER

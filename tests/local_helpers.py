@@ -6,8 +6,9 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import asdict, replace
 
-from tfk8s_jupyter.backends.local import process_alive
+from tfk8s_jupyter.backends.local import LocalBackend, SupervisorTestHooks, process_alive
 
 # Every cell seeds its data, so all-reduce workers see the same batches.
 _DATA = """\
@@ -92,3 +93,19 @@ def kill(pid: int, sig: int = signal.SIGKILL) -> None:
 
 def epoch_events(events: list[dict]) -> list[dict]:
     return [e for e in events if e.get("type") == "epoch"]
+
+
+def set_test_hooks(monkeypatch, **changes) -> SupervisorTestHooks:
+    """Change what local supervisors run from here on in this test (the stand-in runner, a stalled
+    replica, a shorter end grace), on top of what is set already."""
+    hooks = replace(LocalBackend.test_hooks or SupervisorTestHooks(), **changes)
+    monkeypatch.setattr(LocalBackend, "test_hooks", hooks)
+    return hooks
+
+
+def hooks_prelude(hooks: SupervisorTestHooks) -> str:
+    """Python source that installs ``hooks`` in another process (a kernel's startup file, a script)."""
+    return (
+        "from tfk8s_jupyter.backends.local import LocalBackend, SupervisorTestHooks\n"
+        f"LocalBackend.test_hooks = SupervisorTestHooks(**{asdict(hooks)!r})\n"
+    )

@@ -11,19 +11,19 @@ import time
 from pathlib import Path
 
 import pytest
-from local_helpers import tf_keras_cell, wait_for
+from local_helpers import hooks_prelude, tf_keras_cell, wait_for
 
 import tfk8s_jupyter as tk
 from tfk8s_jupyter.backends.base import JobNotFound
-from tfk8s_jupyter.backends.local import process_alive
+from tfk8s_jupyter.backends.local import LocalBackend, process_alive
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _python(script: str, timeout: float = 120) -> subprocess.CompletedProcess:
+def _python(script: str, timeout: float = 120, prelude: str = "") -> subprocess.CompletedProcess:
     """Run ``script`` in a brand-new Python process with the test's environment (TFK8S_HOME included)."""
     return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script)],
+        [sys.executable, "-c", prelude + textwrap.dedent(script)],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -90,7 +90,8 @@ def test_a_job_outlives_the_process_that_submitted_it_and_a_new_process_gets_its
         import json, tfk8s_jupyter as tk
         job = tk.submit("EPOCHS = 3\\nSTEPS = 10\\nSTEP_SECONDS = 0.1", ps=1, workers=1, name="survivor")
         print(json.dumps({"pid": job.status.replica("chief-0").pid}))
-        """
+        """,
+        prelude=hooks_prelude(LocalBackend.test_hooks),
     )
     assert out.returncode == 0, out.stderr
     # The submitting process is gone; the job goes on.

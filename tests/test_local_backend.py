@@ -21,7 +21,7 @@ from tfk8s_jupyter.backends.local import (
     gpu_slices,
     live_processes,
     process_alive,
-    replica_env,
+    process_env,
 )
 from tfk8s_jupyter.payload import Payload
 from tfk8s_jupyter.records import JobRecord
@@ -74,7 +74,7 @@ def test_replica_env_follows_the_runner_contract(tmp_path):
         "no_proxy": "corp.example",
         "http_proxy": "x",
     }
-    env = replica_env(
+    env = process_env(
         spec,
         "worker-1",
         cluster,
@@ -348,3 +348,18 @@ def test_follow_logs_streams_a_replica_log_to_the_end(standin):
     assert sum('"type":"metric"' in line for line in lines) == 20
     assert lines[-1].startswith("@tfk8s") and '"type":"end"' in lines[-1]
     assert lines == job.logs("worker-0").splitlines()
+
+
+def test_no_variable_of_the_submitting_process_changes_what_replicas_run(standin, monkeypatch, tmp_path):
+    """Test switches live in the test suite's hooks only: the old environment switches, set by a stray
+    kernel variable, are inert."""
+    marker = tmp_path / "hijacked"
+    impostor = tmp_path / "impostor.py"
+    impostor.write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    monkeypatch.setenv("TFK8S_LOCAL_RUNNER", str(impostor))
+    monkeypatch.setenv("TFK8S_TEST_STALL_REPLICA", "worker-1")
+    monkeypatch.setenv("TFK8S_TEST_END_GRACE", "0.01")
+    job = tk.submit("EPOCHS = 2\nSTEPS = 5", workers=2, name="env-inert")
+    assert job.wait(timeout=60) == "succeeded", job.status.message
+    assert not marker.exists()
+    assert len(job.metrics()) >= 10

@@ -9,7 +9,7 @@ import signal
 import socket
 
 import pytest
-from local_helpers import epoch_events, keras_cell, kill, tf_keras_cell, wait_for
+from local_helpers import epoch_events, keras_cell, kill, set_test_hooks, tf_keras_cell, wait_for
 
 import tfk8s_jupyter as tk
 from tfk8s_jupyter.backends import local
@@ -114,7 +114,7 @@ def test_stop_mid_run_leaves_no_process(standin):
 
 
 def test_a_replica_that_never_comes_up_fails_the_job_at_the_deadline(standin, monkeypatch):
-    monkeypatch.setenv("TFK8S_TEST_STALL_REPLICA", "worker-1")
+    set_test_hooks(monkeypatch, stall_replica="worker-1")
     job = tk.submit("EPOCHS = 1\nSTEPS = 2", workers=2, name="stall", setup_timeout=3)
     assert job.wait(timeout=60) == "failed"
     message = job.status.message
@@ -249,7 +249,7 @@ def test_tf_stop_mid_run_leaves_no_replica_alive():
 @pytest.mark.tf
 @pytest.mark.timeout(600)
 def test_tf_a_replica_that_never_comes_up_hits_the_setup_deadline(monkeypatch):
-    monkeypatch.setenv("TFK8S_TEST_STALL_REPLICA", "worker-1")
+    set_test_hooks(monkeypatch, stall_replica="worker-1")
     job = tk.submit(keras_cell(epochs=1, steps=5), workers=2, name="tf-stall", setup_timeout=30)
     assert job.wait(timeout=200) == "failed"
     message = job.status.message
@@ -258,7 +258,7 @@ def test_tf_a_replica_that_never_comes_up_hits_the_setup_deadline(monkeypatch):
 
 
 def test_a_worker_that_never_comes_up_is_named_in_its_status_while_training_goes_on(standin, monkeypatch):
-    monkeypatch.setenv("TFK8S_TEST_STALL_REPLICA", "worker-1")
+    set_test_hooks(monkeypatch, stall_replica="worker-1")
     job = tk.submit(
         "EPOCHS = 15\nSTEPS = 10\nSTEP_SECONDS = 0.1",
         ps=1,
@@ -278,7 +278,7 @@ def test_a_worker_that_never_comes_up_is_named_in_its_status_while_training_goes
 def test_a_reporting_replica_that_hangs_after_the_end_of_training_is_stopped_and_the_job_succeeds(
     standin, monkeypatch
 ):
-    monkeypatch.setenv("TFK8S_TEST_END_GRACE", "2")
+    set_test_hooks(monkeypatch, end_grace=2.0)
     job = tk.submit("EPOCHS = 1\nSTEPS = 5\nHANG_AFTER_END = True", workers=1, name="hangs-at-exit")
     assert job.wait(timeout=60) == "succeeded"
     status = job.status

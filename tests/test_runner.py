@@ -24,6 +24,7 @@ from handlaunch import REPO, HandLaunch  # noqa: E402
 
 from tfk8s_jupyter import protocol, runner  # noqa: E402
 from tfk8s_jupyter.payload import Payload  # noqa: E402
+from tfk8s_jupyter.replica_env import read_env  # noqa: E402
 
 PS = "parameter_server"
 MWMS = "multi_worker_mirrored"
@@ -43,71 +44,14 @@ def _env(**over) -> dict[str, str]:
         "TFK8S_CLUSTER": json.dumps(
             {"chief": ["h0:1"], "worker": ["h1:2", "h2:3"], "ps": ["h3:4"]},
         ),
-        "TFK8S_PAYLOAD": "/p.json",
-        "TFK8S_CHECKPOINT_DIR": "/ck",
-        "TFK8S_METRIC_INTERVAL": "2.5",
     }
     env.update(over)
     return {k: v for k, v in env.items() if v is not None}
 
 
-def test_tf_config_from_cluster_role_and_index():
-    renv = runner.read_env(_env())
-    assert renv.checkpoint_interval == 10.0
-    assert renv.tf_config == {
-        "cluster": {"chief": ["h0:1"], "worker": ["h1:2", "h2:3"], "ps": ["h3:4"]},
-        "task": {"type": "worker", "index": 1},
-    }
-    assert renv.metric_interval == 2.5 and renv.serves_only and not renv.reporting
-
-
-def test_tf_config_drops_empty_roles_and_uses_completion_index():
-    env = _env(
-        TFK8S_STRATEGY=MWMS,
-        TFK8S_INDEX=None,
-        JOB_COMPLETION_INDEX="0",
-        TFK8S_CLUSTER=json.dumps({"worker": ["a:1", "b:2"], "ps": [], "chief": []}),
-    )
-    renv = runner.read_env(env)
-    assert renv.tf_config == {"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 0}}
-    assert renv.reporting and not renv.serves_only and not renv.uses_tf_keras
-
-
-def test_existing_tf_config_is_kept():
-    given = {"cluster": {"worker": ["x:1", "y:2"]}, "task": {"type": "worker", "index": 1}}
-    renv = runner.read_env(_env(TFK8S_STRATEGY=MWMS, TF_CONFIG=json.dumps(given), TFK8S_CLUSTER=None))
-    assert renv.tf_config == given and renv.cluster == given["cluster"]
-
-
-@pytest.mark.parametrize(
-    ("over", "words"),
-    [
-        ({"TFK8S_ROLE": "boss"}, "TFK8S_ROLE"),
-        ({"TFK8S_INDEX": "one"}, "TFK8S_INDEX"),
-        ({"TFK8S_INDEX": "5"}, "TFK8S_INDEX is 5"),
-        ({"TFK8S_STRATEGY": "async"}, "TFK8S_STRATEGY"),
-        ({"TFK8S_CLUSTER": "{not json"}, "TFK8S_CLUSTER is not JSON"),
-        ({"TFK8S_CLUSTER": None}, "TFK8S_CLUSTER is not set"),
-        ({"TFK8S_ROLE": "ps", "TFK8S_CLUSTER": json.dumps({"chief": ["a:1"], "worker": ["b:1"]})}, "ps"),
-        ({"TFK8S_METRIC_INTERVAL": "fast"}, "TFK8S_METRIC_INTERVAL"),
-    ],
-)
-def test_bad_environment_is_one_clear_sentence(over, words):
-    with pytest.raises(runner.SetupError, match=re.escape(words)):
-        runner.read_env(_env(**over))
-
-
-def test_reporting_replica():
-    cluster_ps = {"chief": ["a:1"], "worker": ["b:1"], "ps": ["c:1"]}
-    assert runner.is_reporting("chief", 0, PS, cluster_ps)
-    assert not runner.is_reporting("worker", 0, PS, cluster_ps)
-    assert runner.is_reporting("worker", 0, MWMS, {"worker": ["a:1", "b:1"]})
-    assert not runner.is_reporting("worker", 1, MWMS, {"worker": ["a:1", "b:1"]})
-
-
 def test_process_env_for_parameter_servers_and_all_reduce():
     env = {"no_proxy": "corp.example", "http_proxy": "http://proxy:3128", "TF_USE_LEGACY_KERAS": "1"}
-    runner.prepare_process_env(runner.read_env(_env(TFK8S_STRATEGY=MWMS, TFK8S_ROLE="worker")), env)
+    runner.prepare_process_env(read_env(_env(TFK8S_STRATEGY=MWMS, TFK8S_ROLE="worker")), env)
     for key in ("no_proxy", "NO_PROXY"):
         hosts = env[key].split(",")
         assert {"localhost", "127.0.0.1", ".svc", ".cluster.local", "h1", "h2"} <= set(hosts)
@@ -116,7 +60,7 @@ def test_process_env_for_parameter_servers_and_all_reduce():
     assert json.loads(env["TF_CONFIG"])["task"] == {"type": "worker", "index": 1}
 
     env = {}
-    runner.prepare_process_env(runner.read_env(_env()), env)
+    runner.prepare_process_env(read_env(_env()), env)
     assert env["TF_USE_LEGACY_KERAS"] == "1" and env["GRPC_FAIL_FAST"] == "use_caller"
 
 

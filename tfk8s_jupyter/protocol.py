@@ -72,5 +72,32 @@ def event_key(event: dict) -> tuple:
     return (event.get("run"), event.get("seq"))
 
 
+class EventDedup:
+    """The events not seen before, by :func:`event_key`: every follower de-duplicates through one of these.
+
+    Args:
+        known: events (or their keys) already delivered or recorded.
+    """
+
+    def __init__(self, known=()):
+        self._seen: set = {k if isinstance(k, tuple) else event_key(k) for k in known}
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def __contains__(self, event: dict) -> bool:
+        return event_key(event) in self._seen
+
+    def new(self, events) -> list[dict]:
+        """The events of ``events`` not seen before, in order; they count as seen from now on."""
+        out = []
+        for e in events:
+            k = event_key(e)
+            if k not in self._seen:
+                self._seen.add(k)
+                out.append(e)
+        return out
+
+
 def is_metric(event: dict) -> bool:
     return event.get("type") in ("metric", "epoch")

@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .protocol import event_key
+from .protocol import EventDedup
 
 
 def records_root() -> Path:
@@ -96,22 +96,16 @@ class JobRecord:
                 continue  # a line being written right now
         return out
 
-    def append_events(self, events: list[dict], seen: set | None = None) -> list[dict]:
+    def append_events(self, events: list[dict], dedup: EventDedup | None = None) -> list[dict]:
         """Append events not yet recorded; return the ones actually appended.
 
-        ``seen`` is the caller's cache of recorded keys; it is filled from disk when empty.
+        ``dedup`` is the caller's memory of recorded events; it is filled from disk when empty.
         """
-        if seen is None:
-            seen = set()
-        if not seen:
-            seen.update(event_key(e) for e in self.read_events())
-        new = []
-        for e in events:
-            k = event_key(e)
-            if k in seen:
-                continue
-            seen.add(k)
-            new.append(e)
+        if dedup is None:
+            dedup = EventDedup()
+        if not len(dedup):
+            dedup.new(self.read_events())
+        new = dedup.new(events)
         if new:
             self.dir.mkdir(parents=True, exist_ok=True)
             with open(self.events_path, "a") as f:

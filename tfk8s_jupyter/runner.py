@@ -70,23 +70,32 @@ import threading
 import time
 import traceback
 import types
-from dataclasses import dataclass, field
 from pathlib import Path
 
 try:
     from tfk8s_jupyter import payload as payload_mod
     from tfk8s_jupyter import protocol
-except ImportError:  # standalone: protocol.py and payload.py sit beside this file
+    from tfk8s_jupyter.replica_env import (
+        ReplicaEnv,
+        SetupError,
+        add_no_proxy,
+        read_env,
+    )
+except ImportError:  # standalone: the shipped modules sit beside this file
     import payload as payload_mod  # type: ignore[no-redef]
     import protocol  # type: ignore[no-redef]
+    from replica_env import (  # type: ignore[no-redef]
+        ReplicaEnv,
+        SetupError,
+        add_no_proxy,
+        read_env,
+    )
 
-STRATEGIES = ("parameter_server", "multi_worker_mirrored", "mirrored")
 STRATEGY_CLASSES = {
     "parameter_server": "ParameterServerStrategy",
     "multi_worker_mirrored": "MultiWorkerMirroredStrategy",
     "mirrored": "MirroredStrategy",
 }
-ROLES = ("chief", "worker", "ps")
 CELL_FILENAME = "<tfk8s-cell>"
 PRELUDE_FILENAME = "<tfk8s-prelude>"
 MIN_TF_VERSION = (2, 16)
@@ -106,10 +115,6 @@ _KERAS3_TOPLEVEL_IN_TF_KERAS = {
 }
 
 
-class SetupError(RuntimeError):
-    """The replica cannot start: bad environment or an image without what the job needs."""
-
-
 class DistributionError(RuntimeError):
     """The cell would train outside the job's strategy (a silent single-process run)."""
 
@@ -127,159 +132,6 @@ def _keras3_only_message(api: str) -> str:
         f"{api} is a Keras 3 API, but parameter-server jobs run the cell on tf_keras (Keras 2), which has "
         f"no {api}; use a tf.* equivalent, or train with all-reduce (workers only: ps=0, "
         "strategy='multi_worker_mirrored'), where Keras 3 is fully available."
-    )
-
-
-# ----------------------------------------------------------------------------------------------------
-# Environment and TF_CONFIG (pure; unit-tested without TensorFlow)
-
-
-@dataclass(frozen=True)
-class ReplicaEnv:
-    """What one replica learns from its environment."""
-
-    job: str
-    role: str
-    index: int
-    cluster: dict[str, list[str]]
-    strategy: str
-    payload_path: str | None
-    checkpoint_dir: str | None
-    metric_interval: float = 1.0
-    workdir: str | None = None
-    setup_timeout: float = 600.0
-    checkpoint_interval: float = 10.0
-    legacy_keras: bool = False
-    tf_config: dict | None = field(default=None)
-
-    @property
-    def name(self) -> str:
-        return f"{self.role}-{self.index}"
-
-    @property
-    def serves_only(self) -> bool:
-        """ps and non-chief workers of a parameter-server job serve and never run the cell."""
-        return self.strategy == "parameter_server" and self.role != "chief"
-
-    @property
-    def reporting(self) -> bool:
-        return is_reporting(self.role, self.index, self.strategy, self.cluster)
-
-    @property
-    def uses_tf_keras(self) -> bool:
-        return self.strategy == "parameter_server" or self.legacy_keras
-
-
-def is_reporting(role: str, index: int, strategy: str, cluster: dict[str, list[str]]) -> bool:
-    """The replica that prints protocol lines: chief-0 with parameter servers (or when a chief exists),
-    worker-0 otherwise."""
-    if strategy == "parameter_server" or cluster.get("chief"):
-        return role == "chief" and index == 0
-    return role == "worker" and index == 0
-
-
-def build_tf_config(cluster: dict[str, list[str]], role: str, index: int) -> dict:
-    """TF_CONFIG for one replica of ``cluster``.
-
-    Raises:
-        SetupError: the role is not in the cluster or the index is out of range.
-    """
-    clean = {r: list(addrs) for r, addrs in cluster.items() if addrs}
-    if role not in clean:
-        raise SetupError(
-            f"TFK8S_ROLE is {role!r}, but TFK8S_CLUSTER has no {role!r} entry; "
-            f"list its addresses in TFK8S_CLUSTER (roles present: {sorted(clean)})."
-        )
-    if not 0 <= index < len(clean[role]):
-        raise SetupError(
-            f"TFK8S_INDEX is {index}, but TFK8S_CLUSTER lists {len(clean[role])} {role} address(es); "
-            f"use an index from 0 to {len(clean[role]) - 1}."
-        )
-    return {"cluster": clean, "task": {"type": role, "index": index}}
-
-
-def add_no_proxy(environ: dict[str, str], hosts: list[str]) -> None:
-    """Extend ``no_proxy``/``NO_PROXY`` in place so gRPC never sends cluster traffic to a proxy."""
-    wanted = ["localhost", "127.0.0.1", "::1", ".svc", ".cluster.local", *hosts]
-    for key in ("no_proxy", "NO_PROXY"):
-        have = [h.strip() for h in environ.get(key, "").split(",") if h.strip()]
-        for host in wanted:
-            if host and host not in have:
-                have.append(host)
-        environ[key] = ",".join(have)
-
-
-def read_env(environ: dict[str, str] | None = None) -> ReplicaEnv:
-    """Parse the runner contract from ``environ`` (default ``os.environ``).
-
-    Raises:
-        SetupError: a variable is missing or malformed; the message names it and the fix.
-    """
-    env = os.environ if environ is None else environ
-    role = env.get("TFK8S_ROLE", "").strip()
-    if role not in ROLES:
-        raise SetupError(f"TFK8S_ROLE is {role!r}; set it to one of chief, worker, ps.")
-    raw_index = env.get("TFK8S_INDEX", env.get("JOB_COMPLETION_INDEX", "0")).strip() or "0"
-    try:
-        index = int(raw_index)
-    except ValueError:
-        raise SetupError(
-            f"TFK8S_INDEX is {raw_index!r}; set it to the replica's number (0, 1, ...)."
-        ) from None
-    strategy = env.get("TFK8S_STRATEGY", "").strip()
-    if strategy not in STRATEGIES:
-        raise SetupError(f"TFK8S_STRATEGY is {strategy!r}; set it to one of {', '.join(STRATEGIES)}.")
-    cluster_text = env.get("TFK8S_CLUSTER", "").strip()
-    tf_config = None
-    if env.get("TF_CONFIG", "").strip():
-        try:
-            tf_config = json.loads(env["TF_CONFIG"])
-            cluster = tf_config["cluster"]
-        except (ValueError, KeyError, TypeError):
-            raise SetupError("TF_CONFIG is not JSON with a 'cluster' entry; unset it or fix it.") from None
-    elif cluster_text:
-        try:
-            cluster = json.loads(cluster_text)
-        except ValueError:
-            raise SetupError(
-                'TFK8S_CLUSTER is not JSON; set it like {"worker": ["host:port", ...], "ps": [...]}.'
-            ) from None
-    elif strategy == "mirrored":
-        cluster = {"worker": ["localhost:0"]}
-    else:
-        raise SetupError(f"TFK8S_CLUSTER is not set; a {strategy} job needs every replica's host:port in it.")
-    if not isinstance(cluster, dict) or not all(
-        isinstance(v, list) and all(isinstance(a, str) for a in v) for v in cluster.values()
-    ):
-        raise SetupError('TFK8S_CLUSTER must map roles to lists of "host:port" strings.')
-    if strategy == "parameter_server" and not (cluster.get("chief") and cluster.get("ps")):
-        raise SetupError("a parameter_server job needs a chief and at least one ps in TFK8S_CLUSTER.")
-    if tf_config is None and strategy != "mirrored":
-        tf_config = build_tf_config(cluster, role, index)
-
-    def _float(key: str, default: float) -> float:
-        text = env.get(key, "").strip()
-        if not text:
-            return default
-        try:
-            return float(text)
-        except ValueError:
-            raise SetupError(f"{key} is {text!r}; set it to a number of seconds.") from None
-
-    return ReplicaEnv(
-        job=env.get("TFK8S_JOB", "").strip() or "tfk8s-job",
-        role=role,
-        index=index,
-        cluster={r: list(a) for r, a in cluster.items() if a},
-        strategy=strategy,
-        payload_path=env.get("TFK8S_PAYLOAD") or None,
-        checkpoint_dir=env.get("TFK8S_CHECKPOINT_DIR") or None,
-        metric_interval=max(0.0, _float("TFK8S_METRIC_INTERVAL", 1.0)),
-        workdir=env.get("TFK8S_WORKDIR") or None,
-        setup_timeout=_float("TFK8S_SETUP_TIMEOUT", 600.0),
-        checkpoint_interval=max(0.0, _float("TFK8S_CHECKPOINT_INTERVAL", 10.0)),
-        legacy_keras=env.get("TFK8S_KERAS", "").strip().lower() in ("legacy", "tf_keras", "tf-keras"),
-        tf_config=tf_config,
     )
 
 

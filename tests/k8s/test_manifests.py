@@ -186,7 +186,7 @@ def test_labels_on_every_object_and_pod_template():
 
 def test_native_dns_names_and_the_runner_builds_tf_config_from_them():
     """Each pod's env (+ the JOB_COMPLETION_INDEX the Job controller adds) gives the runner its TF_CONFIG."""
-    from tfk8s_jupyter.runner import read_env
+    from tfk8s_jupyter.replica_env import read_env
 
     spec = ps_spec()
     objs = render_manifests(spec, namespace="ml")

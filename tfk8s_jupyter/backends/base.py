@@ -21,6 +21,7 @@ TERMINAL = (SUCCEEDED, FAILED, STOPPED)
 # Replica states.
 R_PENDING, R_STARTING, R_RUNNING, R_RESTARTING = "pending", "starting", "running", "restarting"
 R_SUCCEEDED, R_FAILED, R_STOPPED = "succeeded", "failed", "stopped"
+REPLICA_DONE = (R_SUCCEEDED, R_FAILED, R_STOPPED)
 
 
 class TFK8sError(Exception):
@@ -87,6 +88,29 @@ class JobStatus:
         for r in self.replicas:
             out[r.state] = out.get(r.state, 0) + 1
         return out
+
+    def end(
+        self,
+        phase: str,
+        message: str | None = None,
+        *,
+        replica_state: str = R_STOPPED,
+        replica_message: str | None = None,
+        finished: float | None = None,
+    ) -> JobStatus:
+        """Make the job terminal: ``phase`` with its one-sentence ``message``, and every replica that has
+        not finished (not succeeded, failed or stopped) set to ``replica_state`` (with ``replica_message``
+        when given). Returns ``self``.
+        """
+        self.phase = phase
+        self.message = message
+        self.finished = time.time() if finished is None else finished
+        for r in self.replicas:
+            if r.state not in REPLICA_DONE:
+                r.state = replica_state
+                if replica_message is not None:
+                    r.message = replica_message
+        return self
 
     def to_json(self) -> dict:
         d = asdict(self)

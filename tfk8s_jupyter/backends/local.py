@@ -25,17 +25,21 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
+from ..logtext import FileTail, read_log
 from ..payload import Payload
+from ..protocol import EventDedup
 from ..records import JobRecord, records_root, write_json_atomic
+from ..replica_env import contract_env, merge_no_proxy
 from ..spec import JobSpec, SpecError, validate
 from .base import (
     FAILED,
     PENDING,
     R_FAILED,
     R_PENDING,
-    R_STOPPED,
     STOPPED,
     Backend,
     EventsCallback,
@@ -172,6 +176,17 @@ def _signal(pid: int, sig: int) -> None:
 
 
 # --------------------------------------------------------------------------- the backend
+@dataclass(frozen=True)
+class SupervisorTestHooks:
+    """Test-only changes to what a supervisor runs, set by the test suite on
+    :attr:`LocalBackend.test_hooks` and carried in the job's ``local.json``; never read from the
+    environment, so nothing a kernel inherits can change what replicas run."""
+
+    runner: str | None = None  # a Python file every replica runs instead of the runner module
+    stall_replica: str | None = None  # a replica started as a process that never comes up
+    end_grace: float | None = None  # seconds instead of the supervisor's END_GRACE
+
+
 class LocalBackend(Backend):
     """Jobs as local processes under a detached supervisor; the record is the source of truth.
 
@@ -180,6 +195,7 @@ class LocalBackend(Backend):
     """
 
     name = "local"
+    test_hooks: ClassVar[SupervisorTestHooks | None] = None
 
     def __init__(self, root: str | os.PathLike | None = None):
         self._root = Path(root) if root else None
@@ -267,6 +283,7 @@ class LocalBackend(Backend):
                 "gpus": slices,
                 "cwd": os.getcwd(),
                 "checkpoint_dir": str(checkpoint_dir(spec, record)),
+                "test_hooks": asdict(self.test_hooks) if self.test_hooks else None,
             },
         )
         env = dict(os.environ)
@@ -327,16 +344,13 @@ class LocalBackend(Backend):
             _signal(pid, signal.SIGKILL)
         sup = read_supervisor(record)
         status = status or JobStatus(name=record.name, backend="local", strategy="?")
-        status.phase = FAILED
-        status.finished = time.time()
-        status.message = (
+        status.end(
+            FAILED,
             f"the job's supervisor process (pid {sup.get('pid')}) ended unexpectedly, so its replicas were "
-            f"stopped; see {record.dir / SUPERVISOR_LOG} and submit the job again."
+            f"stopped; see {record.dir / SUPERVISOR_LOG} and submit the job again.",
+            replica_state=R_FAILED,
+            replica_message="stopped because the supervisor ended",
         )
-        for r in status.replicas:
-            if r.state not in ("succeeded", "failed", "stopped"):
-                r.state = R_FAILED
-                r.message = "stopped because the supervisor ended"
         record.write_status(status.to_json())
         return status
 
@@ -380,23 +394,14 @@ class LocalBackend(Backend):
         self.logs(name, replica, tail=0)  # validates the job and the replica name
         record = self._record(name)
         path = record.dir / SUPERVISOR_LOG if replica == "supervisor" else record.log_path(replica)
-        offset, partial = 0, b""
+        tail = FileTail(path)
         done = False
         while not stop.is_set():
-            try:
-                with open(path, "rb") as f:
-                    f.seek(offset)
-                    chunk = f.read()
-            except FileNotFoundError:
-                chunk = b""
-            offset += len(chunk)
-            lines = (partial + chunk).split(b"\n")
-            partial = lines.pop()
-            for line in lines:
-                yield line.decode("utf-8", errors="replace")
+            yield from tail.read()
             if done:
-                if partial:
-                    yield partial.decode("utf-8", errors="replace")
+                rest = tail.rest()
+                if rest is not None:
+                    yield rest
                 return
             done = self._status(record).done  # one more read after the end catches the last lines
             if not done:
@@ -412,37 +417,19 @@ class LocalBackend(Backend):
     ) -> None:
         """Poll ``status.json`` (by mtime/size) and the tail of ``events.jsonl`` until the job ends."""
         record = self._record(name)
-        offset = 0
-        partial = b""
-        seen: set = set()
+        tail = FileTail(record.events_path)
+        dedup = EventDedup()
         last_stat = None
         last_alive_check = 0.0
 
         def read_new_events() -> None:
-            nonlocal offset, partial
-            try:
-                with open(record.events_path, "rb") as f:
-                    f.seek(offset)
-                    chunk = f.read()
-            except FileNotFoundError:
-                return
-            if not chunk:
-                return
-            offset += len(chunk)
-            data = partial + chunk
-            lines = data.split(b"\n")
-            partial = lines.pop()
-            new = []
-            for line in lines:
+            events = []
+            for line in tail.read_bytes():
                 try:
-                    e = json.loads(line)
+                    events.append(json.loads(line))
                 except ValueError:
                     continue
-                k = (e.get("run"), e.get("seq"))
-                if k in seen:
-                    continue
-                seen.add(k)
-                new.append(e)
+            new = dedup.new(events)
             if new:
                 on_events(new)
 
@@ -496,12 +483,7 @@ class LocalBackend(Backend):
         d = record.read_status()
         status = JobStatus.from_json(d) if d else JobStatus(name=name, backend="local", strategy="?")
         if not status.done:
-            status.phase = STOPPED
-            status.finished = time.time()
-            status.message = "stopped by the user"
-            for r in status.replicas:
-                if r.state not in ("succeeded", "failed", "stopped"):
-                    r.state = R_STOPPED
+            status.end(STOPPED, "stopped by the user")
             record.write_status(status.to_json())
         return status
 
@@ -521,24 +503,7 @@ def checkpoint_dir(spec: JobSpec, record: JobRecord) -> Path:
     return record.dir / "checkpoints"
 
 
-def read_log(path: Path, tail: int | None = None, max_bytes: int = 4 << 20) -> str:
-    """A log file as text (only its last ``max_bytes``), or its last ``tail`` lines."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - max_bytes))
-            data = f.read()
-    except FileNotFoundError:
-        return ""
-    text = data.decode("utf-8", errors="replace")
-    if tail is not None:
-        lines = text.splitlines()
-        return "\n".join(lines[-tail:]) + ("\n" if lines and tail > 0 else "") if tail > 0 else ""
-    return text
-
-
-def replica_env(
+def process_env(
     spec: JobSpec,
     replica: str,
     cluster: Mapping[str, list[str]],
@@ -549,43 +514,30 @@ def replica_env(
     cuda_visible_devices: str,
     base: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The environment of one replica process: the runner contract plus ``no_proxy`` and the user's env."""
+    """The environment of one replica process: this process's environment (less any cluster settings of
+    its own) under the runner contract (:func:`~tfk8s_jupyter.replica_env.contract_env`)."""
     role, index = replica.rsplit("-", 1)
     env = dict(os.environ if base is None else base)
     for key in list(env):
         # Never let the submitting process's own cluster settings leak into a replica.
         if key.startswith("TFK8S_") or key in ("TF_CONFIG", "JOB_COMPLETION_INDEX"):
             del env[key]
-    no_proxy = ",".join(
-        dict.fromkeys(
-            [
-                "localhost",
-                "127.0.0.1",
-                "::1",
-                *[v for v in env.get("no_proxy", env.get("NO_PROXY", "")).split(",") if v],
-            ]
+    inherited_no_proxy = merge_no_proxy(env.get("no_proxy", ""), env.get("NO_PROXY", ""))
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env.update(
+        contract_env(
+            spec,
+            role,
+            index=int(index),
+            cluster=cluster,
+            payload=str(payload_path),
+            checkpoint_dir=str(checkpoint),
+            workdir=str(workdir),
+            # Serving replicas give up on a chief they never saw a little after the supervisor's own
+            # deadline, which names the replica that did not come up.
+            setup_timeout=float(spec.setup_timeout) + 30.0,
+            inherited_no_proxy=inherited_no_proxy,
+            extra={"CUDA_VISIBLE_DEVICES": cuda_visible_devices},
         )
     )
-    env.update(
-        {
-            "TFK8S_JOB": spec.name,
-            "TFK8S_ROLE": role,
-            "TFK8S_INDEX": index,
-            "TFK8S_CLUSTER": json.dumps(dict(cluster), separators=(",", ":")),
-            "TFK8S_STRATEGY": spec.strategy,
-            "TFK8S_PAYLOAD": str(payload_path),
-            "TFK8S_CHECKPOINT_DIR": str(checkpoint),
-            "TFK8S_METRIC_INTERVAL": str(spec.metric_interval),
-            "TFK8S_WORKDIR": str(workdir),
-            # Serving replicas give up on a chief they never saw a little after our own deadline,
-            # which names the replica that did not come up.
-            "TFK8S_SETUP_TIMEOUT": str(float(spec.setup_timeout) + 30.0),
-            "CUDA_VISIBLE_DEVICES": cuda_visible_devices,
-            "no_proxy": no_proxy,
-            "NO_PROXY": no_proxy,
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    env.update({str(k): str(v) for k, v in spec.env.items()})
     return env

@@ -15,9 +15,9 @@ submitting process). One single-threaded loop:
   together); an error raised by the cell fails the job at once (it would only fail again); a setup deadline
   that names the replica that never came up; SIGTERM from ``stop()`` stops everything and records ``stopped``.
 
-Test-only environment of the supervisor: ``TFK8S_LOCAL_RUNNER`` (a Python file run instead of the runner
-module), ``TFK8S_TEST_STALL_REPLICA`` (a replica name started as a process that never comes up) and
-``TFK8S_TEST_END_GRACE`` (seconds instead of :data:`END_GRACE`).
+Test-only settings come from ``local.json`` (``test_hooks``, written from
+:attr:`~tfk8s_jupyter.backends.local.LocalBackend.test_hooks` by the test suite), never from the
+environment, so no stray variable of a kernel can change what replicas run.
 """
 
 from __future__ import annotations
@@ -31,14 +31,14 @@ import sys
 import time
 from pathlib import Path
 
-from ..protocol import parse_line
+from ..logtext import FileTail, log_excerpt, read_log
+from ..protocol import EventDedup, parse_line
 from ..records import JobRecord, write_json_atomic
 from ..spec import JobSpec
 from .base import (
     FAILED,
     PENDING,
     R_FAILED,
-    R_PENDING,
     R_RESTARTING,
     R_RUNNING,
     R_STARTING,
@@ -50,7 +50,7 @@ from .base import (
     JobStatus,
     ReplicaStatus,
 )
-from .local import SUPERVISOR_FILE, proc_start_ticks, read_log, replica_env
+from .local import SUPERVISOR_FILE, proc_start_ticks, process_env
 
 TICK = 0.1  # seconds between loop iterations
 # Seconds a replica gets between SIGTERM and SIGKILL. All-reduce workers catch SIGTERM (TensorFlow's
@@ -121,36 +121,6 @@ def listening_ports(pid: int) -> set[int]:
     return ports
 
 
-def last_lines(text: str, n: int = 5, width: int = 600) -> str:
-    lines = [line.strip() for line in text.replace("\r", "\n").splitlines() if line.strip()]
-    out = " | ".join(lines[-n:])
-    return out if len(out) <= width else "…" + out[-width:]
-
-
-class LogTail:
-    """Complete lines appended to a file since the last call."""
-
-    def __init__(self, path: Path, max_partial: int = 1 << 20):
-        self.path = path
-        self.offset = 0
-        self.partial = b""
-        self.max_partial = max_partial
-
-    def read(self) -> list[str]:
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                chunk = f.read()
-        except FileNotFoundError:
-            return []
-        if not chunk:
-            return []
-        self.offset += len(chunk)
-        lines = (self.partial + chunk).split(b"\n")
-        self.partial = lines.pop()[-self.max_partial :]
-        return [line.decode("utf-8", errors="replace") for line in lines]
-
-
 class Replica:
     def __init__(self, status: ReplicaStatus, log: Path):
         self.status = status
@@ -183,8 +153,8 @@ class Supervisor:
         self.replicas = [Replica(r, self.record.log_path(r.name)) for r in self.status.replicas]
         self.by_name = {r.name: r for r in self.replicas}
         self.reporting = self.by_name[self.spec.reporting_replica]
-        self.tail = LogTail(self.reporting.log)
-        self.seen: set = set()
+        self.tail = FileTail(self.reporting.log)
+        self.dedup = EventDedup()
         self.run_error: dict | None = None  # the reporting replica's error event in its current run
         self.awaiting_start_until: float | None = None
         self.stop_requested = False
@@ -195,10 +165,11 @@ class Supervisor:
         self.cwd = self.local.get("cwd") or str(job_dir)
         if not os.path.isdir(self.cwd):
             self.cwd = str(job_dir)
-        runner = os.environ.get("TFK8S_LOCAL_RUNNER")
+        hooks = self.local.get("test_hooks") or {}
+        runner = hooks.get("runner")
         self.command = [sys.executable, runner] if runner else [sys.executable, "-m", "tfk8s_jupyter.runner"]
-        self.stall = os.environ.get("TFK8S_TEST_STALL_REPLICA")
-        self.end_grace = float(os.environ.get("TFK8S_TEST_END_GRACE") or END_GRACE)
+        self.stall = hooks.get("stall_replica")
+        self.end_grace = float(hooks.get("end_grace") or END_GRACE)
         self.ended_at: float | None = None  # when the reporting replica's current run reported success
 
     # bookkeeping ----------------------------------------------------------------
@@ -230,7 +201,7 @@ class Supervisor:
                 self.ended_at = time.monotonic()
             elif e.get("type") == "error":
                 self.run_error = e
-        self.record.append_events(events, self.seen)
+        self.record.append_events(events, self.dedup)
         if changed:
             self.save()
 
@@ -243,7 +214,7 @@ class Supervisor:
 
     # processes --------------------------------------------------------------------
     def spawn(self, r: Replica) -> None:
-        env = replica_env(
+        env = process_env(
             self.spec,
             r.name,
             self.cluster,
@@ -330,12 +301,8 @@ class Supervisor:
                     else f"stopped after {self.reporting.name} finished",
                     STOPPED: "stopped by the user",
                 }.get(phase, "stopped because the job failed")
-            elif r.status.state in (R_PENDING, R_STARTING, R_RUNNING, R_RESTARTING):
-                r.status.state = R_STOPPED
         self.pump_events()
-        self.status.phase = phase
-        self.status.message = message
-        self.status.finished = time.time()
+        self.status.end(phase, message)  # replicas that never ran or were waiting to restart: stopped
         self.save()
 
     def last_error_event(self, r: Replica) -> dict | None:
@@ -357,7 +324,7 @@ class Supervisor:
             text = str(event.get("message") or event.get("error") or "the cell raised an error")
             full = text + " " + str(event.get("traceback") or "")
             return f"{r.name} failed: {text}{self.hint(r, full)}", any(m in full for m in TRANSIENT_ERRORS)
-        tail = last_lines(read_log(r.log, tail=40))
+        tail = log_excerpt(read_log(r.log, tail=40), n=5, width=600)
         message = f"{r.name} exited with code {code}" + (f"; its last log lines: {tail}" if tail else "")
         return message + self.hint(r, tail), True
 
@@ -467,13 +434,13 @@ class Supervisor:
             first = missing[0]
             names = ", ".join(r.name for r in missing)
             verb = "was" if len(missing) == 1 else "were"
-            tail = last_lines(read_log(first.log, tail=20), n=2)
+            tail = log_excerpt(read_log(first.log, tail=20), n=2, width=600)
             return (
                 f"{names} did not come up within setup_timeout={waited:g} s (never listened on "
                 f"{', '.join(str(r.status.host) for r in missing)}) and {verb} stopped with the job; "
                 f"see job.logs({first.name!r})" + (f" — last lines: {tail}" if tail else "") + "."
             )
-        tail = last_lines(read_log(self.reporting.log, tail=20), n=2)
+        tail = log_excerpt(read_log(self.reporting.log, tail=20), n=2, width=600)
         return (
             f"{self.reporting.name} did not start training within setup_timeout={waited:g} s; "
             f"see job.logs({self.reporting.name!r})" + (f" — last lines: {tail}" if tail else "") + "."
@@ -543,14 +510,9 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException as e:
         # Never leave replicas behind, and say why the job ended.
         supervisor.terminate(supervisor.replicas, grace=3.0)
-        supervisor.status.phase = FAILED
-        supervisor.status.finished = time.time()
-        supervisor.status.message = (
-            f"the job's supervisor crashed ({type(e).__name__}: {e}); see supervisor.log."
+        supervisor.status.end(
+            FAILED, f"the job's supervisor crashed ({type(e).__name__}: {e}); see supervisor.log."
         )
-        for r in supervisor.replicas:
-            if r.status.state not in (R_SUCCEEDED, R_FAILED):
-                r.status.state = R_STOPPED
         supervisor.save()
         raise
     return 0

@@ -27,6 +27,7 @@ import re
 from importlib import resources
 
 from ...payload import Payload
+from ...replica_env import contract_env
 from ...spec import JobSpec
 
 MANAGED_BY = "tfk8s-jupyter"
@@ -43,7 +44,7 @@ PAYLOAD_DIR = "/etc/tfk8s"
 SCRATCH_DIR = "/tmp"
 CHECKPOINT_BASE = "/tmp/tfk8s-checkpoints"
 CONFIGMAP_LIMIT = 1_000_000  # bytes; the API server refuses objects over ~1 MiB
-RUNNER_FILES = ("runner.py", "protocol.py", "payload.py")
+RUNNER_FILES = ("runner.py", "replica_env.py", "protocol.py", "payload.py")
 TFJOB_ROLES = {"chief": "Chief", "ps": "PS", "worker": "Worker"}
 FLAVORS = ("native", "tfjob")
 
@@ -103,15 +104,6 @@ def cluster_map(spec: JobSpec, namespace: str) -> dict[str, list[str]]:
     }
 
 
-def no_proxy(spec: JobSpec) -> str:
-    """Hosts the replicas must reach directly, never through a proxy (gRPC would hang on one)."""
-    hosts = ["localhost", "127.0.0.1", ".svc", ".cluster.local", service_name(spec)]
-    extra = spec.env.get("no_proxy") or spec.env.get("NO_PROXY")
-    if extra:
-        hosts += [h for h in extra.split(",") if h and h not in hosts]
-    return ",".join(hosts)
-
-
 def runner_files() -> dict[str, str]:
     """The runner and the two stdlib-only modules it needs, read as text (never imported)."""
     pkg = resources.files("tfk8s_jupyter")
@@ -129,27 +121,23 @@ def checkpoint_dir(spec: JobSpec) -> str:
 
 
 def container_env(spec: JobSpec, role: str, namespace: str, flavor: str) -> list[dict]:
-    env = {k: v for k, v in spec.env.items() if k not in ("no_proxy", "NO_PROXY")}
-    env.update(
-        {
-            "TFK8S_JOB": spec.name,
-            "TFK8S_ROLE": role,
-            "TFK8S_STRATEGY": spec.strategy,
-            "TFK8S_PAYLOAD": f"{PAYLOAD_DIR}/payload.json",
-            "TFK8S_CHECKPOINT_DIR": checkpoint_dir(spec),
-            "TFK8S_METRIC_INTERVAL": f"{spec.metric_interval:g}",
-            "TFK8S_SETUP_TIMEOUT": f"{spec.setup_timeout:g}",
-            "TFK8S_WORKDIR": f"{SCRATCH_DIR}/work",
-            "PYTHONUNBUFFERED": "1",
-            "HOME": SCRATCH_DIR,
-            "no_proxy": no_proxy(spec),
-            "NO_PROXY": no_proxy(spec),
-        }
+    """The runner contract (:func:`~tfk8s_jupyter.replica_env.contract_env`) as a container's ``env``.
+
+    Native: the runner builds TF_CONFIG from ``TFK8S_CLUSTER`` and ``JOB_COMPLETION_INDEX``; TFJob: the
+    operator sets TF_CONFIG.
+    """
+    env = contract_env(
+        spec,
+        role,
+        payload=f"{PAYLOAD_DIR}/payload.json",
+        checkpoint_dir=checkpoint_dir(spec),
+        workdir=f"{SCRATCH_DIR}/work",
+        setup_timeout=spec.setup_timeout,
+        cluster=cluster_map(spec, namespace) if flavor == "native" else None,
+        direct_hosts=[service_name(spec)],
+        extra={"HOME": SCRATCH_DIR},
     )
-    if flavor == "native":
-        # The runner builds TF_CONFIG from these and JOB_COMPLETION_INDEX; the TFJob operator sets TF_CONFIG.
-        env["TFK8S_CLUSTER"] = json.dumps(cluster_map(spec, namespace), separators=(",", ":"))
-    return [{"name": k, "value": str(v)} for k, v in env.items()]
+    return [{"name": k, "value": v} for k, v in env.items()]
 
 
 def resources_for(spec: JobSpec, role: str) -> dict:

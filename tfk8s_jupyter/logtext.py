@@ -1,0 +1,81 @@
+"""Replica output as text: the last lines of a log, a one-line excerpt for messages, a file tail.
+
+Every backend and face uses these, so "the last N lines" means the same thing everywhere.
+Stdlib only.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def last_lines(text: str, n: int | None) -> str:
+    """The last ``n`` lines of ``text`` (all of it when ``n`` is None, nothing when ``n`` is 0 or less).
+
+    The result ends with a newline whenever it holds a line, so pieces can be concatenated.
+    """
+    if n is None:
+        return text
+    if n <= 0:
+        return ""
+    lines = text.splitlines()[-n:]
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def log_excerpt(text: str | None, n: int = 3, width: int = 400) -> str:
+    """The last ``n`` non-empty lines joined by `` | `` (progress-bar ``\\r`` resolved), at most ``width``
+    characters: a log's end quoted inside a one-sentence message."""
+    lines = [line.strip() for line in (text or "").replace("\r", "\n").splitlines() if line.strip()]
+    out = " | ".join(lines[-n:]) if n > 0 else ""
+    return out if len(out) <= width else "…" + out[-width:]
+
+
+def read_log(path: str | os.PathLike, tail: int | None = None, max_bytes: int = 4 << 20) -> str:
+    """A log file as text (only its last ``max_bytes``), or its last ``tail`` lines; ``""`` when absent."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            data = f.read()
+    except FileNotFoundError:
+        return ""
+    return last_lines(data.decode("utf-8", errors="replace"), tail)
+
+
+class FileTail:
+    """The complete lines appended to a file since the previous call (a file that does not exist yet is
+    empty). ``max_partial`` bounds the unfinished last line kept between calls."""
+
+    def __init__(self, path: str | os.PathLike, max_partial: int = 1 << 20):
+        self.path = Path(path)
+        self.offset = 0
+        self.partial = b""
+        self.max_partial = max_partial
+
+    def read_bytes(self) -> list[bytes]:
+        """New complete lines, undecoded."""
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                chunk = f.read()
+        except FileNotFoundError:
+            return []
+        if not chunk:
+            return []
+        self.offset += len(chunk)
+        lines = (self.partial + chunk).split(b"\n")
+        self.partial = lines.pop()[-self.max_partial :]
+        return lines
+
+    def read(self) -> list[str]:
+        """New complete lines as text."""
+        return [line.decode("utf-8", errors="replace") for line in self.read_bytes()]
+
+    def rest(self) -> str | None:
+        """The unfinished last line (for a file that will not grow any more), once; None when there is none."""
+        if not self.partial:
+            return None
+        text, self.partial = self.partial.decode("utf-8", errors="replace"), b""
+        return text

@@ -1,0 +1,245 @@
+"""The runner contract: the environment every replica of a job gets, built and read in one place.
+
+Both backends build a replica's environment with :func:`contract_env`, and the runner reads it back with
+:func:`read_env`. Stdlib only: this file travels with the runner in the job's ConfigMap.
+
+Variables:
+    TFK8S_JOB, TFK8S_ROLE (chief|worker|ps), TFK8S_INDEX (fallback JOB_COMPLETION_INDEX),
+    TFK8S_CLUSTER (JSON ``{"chief": [...], "worker": [...], "ps": [...]}``; TF_CONFIG is built from it
+    unless TF_CONFIG is already set), TFK8S_STRATEGY (parameter_server|multi_worker_mirrored|mirrored),
+    TFK8S_PAYLOAD (path of payload.json), TFK8S_CHECKPOINT_DIR (job-scoped base dir),
+    TFK8S_METRIC_INTERVAL (seconds), optional TFK8S_WORKDIR, TFK8S_SETUP_TIMEOUT (seconds a serving
+    replica waits to see the chief, default 600), TFK8S_CHECKPOINT_INTERVAL (seconds between the
+    chief's checkpoints with parameter servers, default 10; 0 = every epoch) and TFK8S_KERAS
+    (``legacy`` runs all-reduce jobs on tf_keras); ``no_proxy``/``NO_PROXY``.
+
+Precedence: the user's ``env`` comes first and the contract is laid over it, so a user variable can never
+change which replica a process is or where it finds its peers; a user ``no_proxy`` is merged into the
+contract's, never replacing localhost or the cluster domains.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+STRATEGIES = ("parameter_server", "multi_worker_mirrored", "mirrored")
+ROLES = ("chief", "worker", "ps")
+# Hosts gRPC must reach directly: through a proxy it hangs at strategy creation.
+DIRECT_HOSTS = ("localhost", "127.0.0.1", "::1", ".svc", ".cluster.local")
+NO_PROXY_KEYS = ("no_proxy", "NO_PROXY")
+
+
+class SetupError(RuntimeError):
+    """The replica cannot start: bad environment or an image without what the job needs."""
+
+
+def merge_no_proxy(*parts: str | Iterable[str]) -> str:
+    """One ``no_proxy`` value: every host of every part (comma-separated text or a list), first seen first."""
+    hosts: list[str] = []
+    for part in parts:
+        items = part.split(",") if isinstance(part, str) else part
+        hosts.extend(h.strip() for h in items if h and h.strip())
+    return ",".join(dict.fromkeys(hosts))
+
+
+def contract_env(
+    spec,
+    role: str,
+    *,
+    payload: str,
+    checkpoint_dir: str,
+    workdir: str,
+    setup_timeout: float,
+    index: int | None = None,
+    cluster: Mapping[str, list[str]] | None = None,
+    direct_hosts: Iterable[str] = (),
+    inherited_no_proxy: str = "",
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment of one replica: the user's ``spec.env`` with the contract laid over it.
+
+    Args:
+        spec: the job's ``JobSpec`` (``name``, ``strategy``, ``metric_interval``, ``env`` are read).
+        role: ``chief``, ``worker`` or ``ps``.
+        payload, checkpoint_dir, workdir: paths as the replica sees them.
+        setup_timeout: seconds a serving replica waits to see the chief.
+        index: the replica's index, when the backend knows it (Kubernetes Indexed Jobs give
+            ``JOB_COMPLETION_INDEX``, the TFJob operator TF_CONFIG).
+        cluster: every replica's ``host:port`` by role, when the backend provides it (TFJob: TF_CONFIG).
+        direct_hosts: more hosts for ``no_proxy`` (the job's Service).
+        inherited_no_proxy: the ``no_proxy`` the replica would inherit (local processes).
+        extra: backend-specific contract variables (``CUDA_VISIBLE_DEVICES``, ``HOME``).
+    """
+    user = {str(k): str(v) for k, v in spec.env.items()}
+    no_proxy = merge_no_proxy(
+        DIRECT_HOSTS, direct_hosts, inherited_no_proxy, user.get("no_proxy", ""), user.get("NO_PROXY", "")
+    )
+    env = {k: v for k, v in user.items() if k not in NO_PROXY_KEYS}
+    env.update(
+        {
+            "TFK8S_JOB": spec.name,
+            "TFK8S_ROLE": role,
+            "TFK8S_STRATEGY": spec.strategy,
+            "TFK8S_PAYLOAD": str(payload),
+            "TFK8S_CHECKPOINT_DIR": str(checkpoint_dir),
+            "TFK8S_METRIC_INTERVAL": f"{float(spec.metric_interval):g}",
+            "TFK8S_SETUP_TIMEOUT": f"{float(setup_timeout):g}",
+            "TFK8S_WORKDIR": str(workdir),
+            "PYTHONUNBUFFERED": "1",
+            "no_proxy": no_proxy,
+            "NO_PROXY": no_proxy,
+        }
+    )
+    if index is not None:
+        env["TFK8S_INDEX"] = str(index)
+    if cluster is not None:
+        env["TFK8S_CLUSTER"] = json.dumps(dict(cluster), separators=(",", ":"))
+    env.update({str(k): str(v) for k, v in (extra or {}).items()})
+    return env
+
+
+@dataclass(frozen=True)
+class ReplicaEnv:
+    """What one replica learns from its environment."""
+
+    job: str
+    role: str
+    index: int
+    cluster: dict[str, list[str]]
+    strategy: str
+    payload_path: str | None
+    checkpoint_dir: str | None
+    metric_interval: float = 1.0
+    workdir: str | None = None
+    setup_timeout: float = 600.0
+    checkpoint_interval: float = 10.0
+    legacy_keras: bool = False
+    tf_config: dict | None = field(default=None)
+
+    @property
+    def name(self) -> str:
+        return f"{self.role}-{self.index}"
+
+    @property
+    def serves_only(self) -> bool:
+        """ps and non-chief workers of a parameter-server job serve and never run the cell."""
+        return self.strategy == "parameter_server" and self.role != "chief"
+
+    @property
+    def reporting(self) -> bool:
+        return is_reporting(self.role, self.index, self.strategy, self.cluster)
+
+    @property
+    def uses_tf_keras(self) -> bool:
+        return self.strategy == "parameter_server" or self.legacy_keras
+
+
+def is_reporting(role: str, index: int, strategy: str, cluster: dict[str, list[str]]) -> bool:
+    """The replica that prints protocol lines: chief-0 with parameter servers (or when a chief exists),
+    worker-0 otherwise."""
+    if strategy == "parameter_server" or cluster.get("chief"):
+        return role == "chief" and index == 0
+    return role == "worker" and index == 0
+
+
+def build_tf_config(cluster: dict[str, list[str]], role: str, index: int) -> dict:
+    """TF_CONFIG for one replica of ``cluster``.
+
+    Raises:
+        SetupError: the role is not in the cluster or the index is out of range.
+    """
+    clean = {r: list(addrs) for r, addrs in cluster.items() if addrs}
+    if role not in clean:
+        raise SetupError(
+            f"TFK8S_ROLE is {role!r}, but TFK8S_CLUSTER has no {role!r} entry; "
+            f"list its addresses in TFK8S_CLUSTER (roles present: {sorted(clean)})."
+        )
+    if not 0 <= index < len(clean[role]):
+        raise SetupError(
+            f"TFK8S_INDEX is {index}, but TFK8S_CLUSTER lists {len(clean[role])} {role} address(es); "
+            f"use an index from 0 to {len(clean[role]) - 1}."
+        )
+    return {"cluster": clean, "task": {"type": role, "index": index}}
+
+
+def add_no_proxy(environ: dict[str, str], hosts: list[str]) -> None:
+    """Extend ``no_proxy``/``NO_PROXY`` in place so gRPC never sends cluster traffic to a proxy."""
+    for key in ("no_proxy", "NO_PROXY"):
+        environ[key] = merge_no_proxy(environ.get(key, ""), DIRECT_HOSTS, hosts)
+
+
+def read_env(environ: dict[str, str] | None = None) -> ReplicaEnv:
+    """Parse the runner contract from ``environ`` (default ``os.environ``).
+
+    Raises:
+        SetupError: a variable is missing or malformed; the message names it and the fix.
+    """
+    env = os.environ if environ is None else environ
+    role = env.get("TFK8S_ROLE", "").strip()
+    if role not in ROLES:
+        raise SetupError(f"TFK8S_ROLE is {role!r}; set it to one of chief, worker, ps.")
+    raw_index = env.get("TFK8S_INDEX", env.get("JOB_COMPLETION_INDEX", "0")).strip() or "0"
+    try:
+        index = int(raw_index)
+    except ValueError:
+        raise SetupError(
+            f"TFK8S_INDEX is {raw_index!r}; set it to the replica's number (0, 1, ...)."
+        ) from None
+    strategy = env.get("TFK8S_STRATEGY", "").strip()
+    if strategy not in STRATEGIES:
+        raise SetupError(f"TFK8S_STRATEGY is {strategy!r}; set it to one of {', '.join(STRATEGIES)}.")
+    cluster_text = env.get("TFK8S_CLUSTER", "").strip()
+    tf_config = None
+    if env.get("TF_CONFIG", "").strip():
+        try:
+            tf_config = json.loads(env["TF_CONFIG"])
+            cluster = tf_config["cluster"]
+        except (ValueError, KeyError, TypeError):
+            raise SetupError("TF_CONFIG is not JSON with a 'cluster' entry; unset it or fix it.") from None
+    elif cluster_text:
+        try:
+            cluster = json.loads(cluster_text)
+        except ValueError:
+            raise SetupError(
+                'TFK8S_CLUSTER is not JSON; set it like {"worker": ["host:port", ...], "ps": [...]}.'
+            ) from None
+    elif strategy == "mirrored":
+        cluster = {"worker": ["localhost:0"]}
+    else:
+        raise SetupError(f"TFK8S_CLUSTER is not set; a {strategy} job needs every replica's host:port in it.")
+    if not isinstance(cluster, dict) or not all(
+        isinstance(v, list) and all(isinstance(a, str) for a in v) for v in cluster.values()
+    ):
+        raise SetupError('TFK8S_CLUSTER must map roles to lists of "host:port" strings.')
+    if strategy == "parameter_server" and not (cluster.get("chief") and cluster.get("ps")):
+        raise SetupError("a parameter_server job needs a chief and at least one ps in TFK8S_CLUSTER.")
+    if tf_config is None and strategy != "mirrored":
+        tf_config = build_tf_config(cluster, role, index)
+
+    def _float(key: str, default: float) -> float:
+        text = env.get(key, "").strip()
+        if not text:
+            return default
+        try:
+            return float(text)
+        except ValueError:
+            raise SetupError(f"{key} is {text!r}; set it to a number of seconds.") from None
+
+    return ReplicaEnv(
+        job=env.get("TFK8S_JOB", "").strip() or "tfk8s-job",
+        role=role,
+        index=index,
+        cluster={r: list(a) for r, a in cluster.items() if a},
+        strategy=strategy,
+        payload_path=env.get("TFK8S_PAYLOAD") or None,
+        checkpoint_dir=env.get("TFK8S_CHECKPOINT_DIR") or None,
+        metric_interval=max(0.0, _float("TFK8S_METRIC_INTERVAL", 1.0)),
+        workdir=env.get("TFK8S_WORKDIR") or None,
+        setup_timeout=_float("TFK8S_SETUP_TIMEOUT", 600.0),
+        checkpoint_interval=max(0.0, _float("TFK8S_CHECKPOINT_INTERVAL", 10.0)),
+        legacy_keras=env.get("TFK8S_KERAS", "").strip().lower() in ("legacy", "tf_keras", "tf-keras"),
+        tf_config=tf_config,
+    )
