@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from notebook_helpers import run, run_payload
 
-from tfk8s_jupyter.capture import CaptureError, capture, check_cell, free_names
+from tfk8s_jupyter.capture import CaptureError, capture, check_cell
+from tfk8s_jupyter.cell_names import free_names
 
 
 def test_functions_classes_constants_and_nested_helpers_travel(shell, tmp_path):
