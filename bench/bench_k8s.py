@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "tests" / "k8s"))
 from apiserver import ApiServer  # noqa: E402
 
 from tfk8s_jupyter.backends.kubernetes import KubernetesBackend  # noqa: E402
-from tfk8s_jupyter.backends.kubernetes.client import _JobFollower  # noqa: E402
+from tfk8s_jupyter.backends.kubernetes.follower import JobFollower  # noqa: E402
 from tfk8s_jupyter.payload import Payload  # noqa: E402
 from tfk8s_jupyter.spec import make_spec  # noqa: E402
 
@@ -131,12 +131,11 @@ def main() -> None:
     # --- the monitor and 10,000 pod events --------------------------------------------------------
     spec = make_spec("x = 1", ps=8, workers=64, name="ev", backend="kubernetes", flavor="native")
     backend.submit(spec, Payload(code=spec.code))
-    _, namespace, flavor, cluster, record = backend._job_context("ev")
+    job = backend._job_context("ev")
+    namespace = job.namespace
     pods = synthetic_pods(spec, namespace)
     delivered = []
-    f = _JobFollower(
-        backend, spec, namespace, flavor, cluster, record, delivered.append, lambda e: None, threading.Event()
-    )
+    f = JobFollower(job, backend.finisher, delivered.append, lambda e: None, threading.Event())
     f.log_done.set()
     for p in pods:
         p["status"] = next(pod_states(1))
@@ -178,9 +177,7 @@ def main() -> None:
         k += 1
     stop = threading.Event()
     delivered2 = []
-    f2 = _JobFollower(
-        backend, spec, namespace, flavor, cluster, record, delivered2.append, lambda e: None, stop
-    )
+    f2 = JobFollower(job, backend.finisher, delivered2.append, lambda e: None, stop)
     f2.log_done.set()
     f2.rv = rv0
     seen = [0]

@@ -38,7 +38,7 @@ from tfk8s_jupyter.backends.base import Forbidden
 pytestmark = pytest.mark.k8s
 
 ROLE_FILE = "deploy/kubernetes/base/role.yaml"
-CLIENT = ROOT / "tfk8s_jupyter" / "backends" / "kubernetes" / "client.py"
+BACKEND = ROOT / "tfk8s_jupyter" / "backends" / "kubernetes"  # the only package that imports kubernetes
 
 
 def role_rules() -> list[dict]:
@@ -150,18 +150,19 @@ RESOURCES |= {"pod": ("", "pods"), "event": ("", "events"), "custom_object": ("k
 def test_every_api_call_in_the_backend_code_is_granted():
     """A static cross-check: each ``*_namespaced_*`` client method the backend's code names is granted,
     including calls on paths the scenarios above do not reach."""
-    names = {
-        node.attr
-        for node in ast.walk(ast.parse(CLIENT.read_text()))
+    calls = {
+        node.attr: path.name
+        for path in sorted(BACKEND.glob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
         if isinstance(node, ast.Attribute) and API_METHOD.match(node.attr)
     }
-    assert names, f"no Kubernetes API call found in {CLIENT}"
+    assert calls, f"no Kubernetes API call found in {BACKEND}"
     granted = rule_permissions(role_rules())
-    for method in sorted(names):
+    for method, module in sorted(calls.items()):
         verb, kind, log = API_METHOD.match(method).groups()
         group, resource = RESOURCES[kind]
         perm = (group, resource, "log" if log else None, VERBS[verb])
-        assert perm in granted, f"{CLIENT.name} calls {method}, which needs {format_permission(perm)}"
+        assert perm in granted, f"{module} calls {method}, which needs {format_permission(perm)}"
 
 
 @pytest.mark.skipif(not os.environ.get("TFK8S_SUITE_REQUEST_LOG"), reason="set TFK8S_SUITE_REQUEST_LOG")
@@ -258,7 +259,7 @@ def test_a_missing_watch_rule_is_reported_not_retried_silently(tmp_path, monkeyp
         told = [str(e) for e in errors] + [s.message or "" for s in seen]
         if not any("watch pods" in m for m in told):
             pytest.xfail(
-                "the pod watch's 403 is retried silently (client.py _JobFollower.run catches TFK8sError and "
+                "the pod watch's 403 is retried silently (follower.py JobFollower.run catches TFK8sError and "
                 "backs off forever): the job shows 'running' with no diagnostic; a Forbidden should end the "
                 "watch with its sentence (verb watch, resource pods, namespace)"
             )

@@ -193,7 +193,7 @@ def test_context_selects_the_namespace_of_the_job(apiserver, kubeconfig):
 
 def test_service_account_namespace_in_cluster(apiserver, tmp_path, monkeypatch):
     """Under JupyterHub: no kubeconfig, the pod's service account and its namespace file."""
-    from tfk8s_jupyter.backends.kubernetes import client as kc
+    from tfk8s_jupyter.backends.kubernetes import connection
 
     sa = tmp_path / "sa"
     sa.mkdir()
@@ -204,10 +204,10 @@ def test_service_account_namespace_in_cluster(apiserver, tmp_path, monkeypatch):
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
     monkeypatch.setenv("KUBERNETES_SERVICE_PORT", port)
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "none"))
-    monkeypatch.setattr(kc, "SA_NAMESPACE_FILE", sa / "namespace")
+    monkeypatch.setattr(connection, "SA_NAMESPACE_FILE", sa / "namespace")
     monkeypatch.setattr("kubernetes.config.incluster_config.SERVICE_TOKEN_FILENAME", str(sa / "token"))
     monkeypatch.setattr("kubernetes.config.incluster_config.SERVICE_CERT_FILENAME", str(sa / "ca.crt"))
-    cluster = kc.load_cluster()
+    cluster = connection.load_cluster()
     assert cluster.default_namespace == "team"
     assert cluster.api_client.configuration.host == f"https://127.0.0.1:{port}"
     assert "tok" in str(cluster.api_client.configuration.api_key)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from ...logtext import log_excerpt
+
 _INSUFFICIENT = re.compile(r"Insufficient ([A-Za-z0-9./_-]+)")
 IMAGE_PULL_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
 MAX_LOG_CHARS = 400
@@ -34,13 +36,6 @@ def _container(pod: dict, name: str | None = None) -> dict:
 
 def _statuses(pod: dict) -> list[dict]:
     return pod.get("status", {}).get("containerStatuses") or []
-
-
-def last_lines(text: str | None, n: int = 3) -> str:
-    """The last ``n`` non-empty lines of ``text`` joined by `` | ``, at most 400 characters."""
-    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
-    out = " | ".join(lines[-n:])
-    return out if len(out) <= MAX_LOG_CHARS else "…" + out[-MAX_LOG_CHARS:]
 
 
 def unschedulable(pod: dict) -> str | None:
@@ -118,7 +113,7 @@ def crash_loop(pod: dict, logs: str | None = None) -> str | None:
         if waiting.get("reason") != "CrashLoopBackOff":
             continue
         term = (cs.get("lastState") or {}).get("terminated") or {}
-        tail = last_lines(logs or term.get("message"))
+        tail = log_excerpt(logs or term.get("message"), 3, MAX_LOG_CHARS)
         code = term.get("exitCode")
         return (
             f"{_replica(pod)} keeps crashing (restarted {cs.get('restartCount', 0)} times"
@@ -148,7 +143,7 @@ def failed(pod: dict, logs: str | None = None) -> str | None:
         term = (cs.get("state") or {}).get("terminated") or {}
         code = term.get("exitCode")
         if code not in (None, 0):
-            tail = last_lines(logs or term.get("message"))
+            tail = log_excerpt(logs or term.get("message"), 3, MAX_LOG_CHARS)
             return (
                 f"{_replica(pod)} exited with code {code}"
                 + (f" ({term['reason']})" if term.get("reason") not in (None, "Error") else "")

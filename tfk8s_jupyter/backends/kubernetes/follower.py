@@ -1,0 +1,370 @@
+"""Following one job: a pod watch (resumed from the last resourceVersion, relisted after 410 Gone) folded
+into a :class:`JobStatus` per event, and one log stream on the reporting replica whose protocol lines
+become events, de-duplicated by ``(run, seq)`` across reconnects and container restarts.
+
+When the job is done, the follower hands it to :class:`.lifecycle.Finisher` (logs captured, replicas
+removed, final phase persisted) and delivers the final status.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import urllib3
+
+from ...protocol import EventDedup, parse_line
+from ..base import (
+    STOPPED,
+    TERMINAL,
+    BackendUnavailable,
+    EventsCallback,
+    Forbidden,
+    JobNotFound,
+    JobStatus,
+    ReplicaStatus,
+    StatusCallback,
+    TFK8sError,
+)
+from . import manifests as m
+from .connection import READ_TIMEOUT, LineStream
+from .errors import ApiErrorContext
+from .job_objects import JobRef, job_events, owners, snapshot
+from .lifecycle import POD_ENDED, Finisher, capture_logs
+from .status import assemble_status, pod_replica, replica_from_pods, replicas_from_pods
+
+WATCH_TIMEOUT = 60  # seconds per watch request; the server ends it, we resume from the last resourceVersion
+MISSING_PODS_RECHECK = 3  # seconds between looks at the Jobs' events while pods are missing
+
+
+def _terminated(pod: dict) -> bool:
+    status = pod.get("status") or {}
+    if status.get("phase") in POD_ENDED:
+        return True
+    return any("terminated" in (cs.get("state") or {}) for cs in status.get("containerStatuses") or [])
+
+
+class JobFollower:
+    """State of one ``watch`` call: the pods seen, the last resourceVersion, the log follower thread.
+
+    Args:
+        job: the job followed.
+        finisher: ends the job once it is done (the backend's, shared with ``get``).
+        on_status: called with each changed status, the final one last.
+        on_events: called with each batch of new protocol events.
+        stop: set to end the watch and the log stream promptly.
+    """
+
+    def __init__(
+        self,
+        job: JobRef,
+        finisher: Finisher,
+        on_status: StatusCallback,
+        on_events: EventsCallback,
+        stop: threading.Event,
+    ):
+        self.job, self.finisher = job, finisher
+        self.spec, self.namespace, self.flavor, self.cluster, self.record = (
+            job.spec,
+            job.namespace,
+            job.flavor,
+            job.cluster,
+            job.record,
+        )
+        self.on_status, self.on_events, self.stop = on_status, on_events, stop
+        self.pods: dict[str, dict] = {}
+        self.jobs: list[dict] = []
+        self.tfjob: dict | None = None
+        self.rv: str | None = None
+        self.dedup = EventDedup()
+        self.events_lock = threading.Lock()
+        self.log_done = threading.Event()
+        self.log_opened = threading.Event()  # a log stream of the reporting replica was opened once
+        self.pods_changed = threading.Condition()
+        self.watch_requests = 0
+        self.relists = 0
+        self.parent_gone = False
+        self.names = job.spec.replica_names
+        self.by_replica: dict[str, dict[str, dict]] = {n: {} for n in self.names}
+        self.rstatus = {
+            n: ReplicaStatus(role=n.rsplit("-", 1)[0], index=int(n.rsplit("-", 1)[1])) for n in self.names
+        }
+        self.last_sig: tuple | None = None
+        self.version = 1  # bumps when a replica's status or the owners change
+        self.last_status: JobStatus | None = None
+        self.published_version = 0
+        self.last_write = 0.0
+        self.unwritten: JobStatus | None = None
+        self.created = (self.record.read_status() or {}).get("created")
+        self.job_events: list[dict] | None = None
+        self.metrics_error: str | None = None
+
+    # status -------------------------------------------------------------------------------------
+    def _recompute(self, replica: str) -> None:
+        role, index = replica.rsplit("-", 1)
+        # a new object, never mutated: statuses already handed out stay consistent snapshots
+        new, _ = replica_from_pods(role, int(index), list(self.by_replica[replica].values()))
+        if new != self.rstatus.get(replica):
+            self.rstatus[replica] = new
+            self.version += 1
+
+    def relist(self) -> None:
+        snap = snapshot(self.job)
+        self.relists += 1
+        with self.pods_changed:
+            self.pods = {p["metadata"]["name"]: p for p in snap["pods"]}
+            self.by_replica = {n: {} for n in self.names}
+            for name, pod in self.pods.items():
+                key = pod_replica(pod)
+                if key is not None and f"{key[0]}-{key[1]}" in self.by_replica:
+                    self.by_replica[f"{key[0]}-{key[1]}"][name] = pod
+            self.pods_changed.notify_all()
+        for n in self.names:
+            self._recompute(n)
+        self.jobs, self.tfjob = snap["jobs"], snap["tfjob"]
+        self.rv = snap["pods_rv"]
+        self.parent_gone = "parent" in snap and snap["parent"] is None
+        self.version += 1
+
+    def refresh_owners(self) -> None:
+        self.jobs, self.tfjob = owners(self.job)
+        self.version += 1
+
+    def publish(self, force_write: bool = False) -> JobStatus:
+        """Deliver the status if it changed; cheap per event (no pod is re-read, O(replicas))."""
+        if self.version == self.published_version and not (self.parent_gone or force_write):
+            return self.last_status  # nothing changed since the last delivery
+        self.published_version = self.version
+        prev = None
+        if self.parent_gone or force_write:
+            prev = self.record.read_status() or {}
+        if prev and prev.get("phase") in TERMINAL:
+            status = JobStatus.from_json(prev)  # stopped (or finished) by another caller
+        else:
+            status = assemble_status(
+                self.spec,
+                [self.rstatus[n] for n in self.names],
+                flavor=self.flavor,
+                namespace=self.namespace,
+                jobs=self.jobs,
+                tfjob=self.tfjob,
+                events=self.job_events,
+                created=self.created,
+            )
+            if self.metrics_error and not status.message:
+                status.message = self.metrics_error
+            if self.parent_gone:
+                status.phase = STOPPED
+                status.message = status.message or "the job's objects were deleted from the cluster."
+        if status.done and status.phase != STOPPED:
+            # the metric stream reads the reporting replica to its end first (if it ever started)
+            self.log_done.wait(30 if self.log_opened.is_set() else 2)
+            status = self.finisher.finalize(self.job, status)
+        self.last_status = status
+        sig = (status.phase, status.message, self.version)
+        if sig != self.last_sig:
+            self.last_sig = sig
+            self.unwritten = None if status.done else status
+            self.on_status(status)
+        now = time.monotonic()
+        if self.unwritten is not None and (force_write or now - self.last_write >= 1.0):
+            self.record.write_status(self.unwritten.to_json())  # at most once a second while running
+            self.last_write, self.unwritten = now, None
+        return status
+
+    def handle_event(self, event: dict) -> bool:
+        """Fold one watch event in; returns ``False`` when the resourceVersion expired (relist needed)."""
+        etype, obj = event.get("type"), event.get("object") or {}
+        if etype == "ERROR":
+            if obj.get("code") == 410:
+                return False
+            raise BackendUnavailable(f"the pod watch failed: {obj.get('message')}")
+        rv = (obj.get("metadata") or {}).get("resourceVersion")
+        if rv:
+            self.rv = rv
+        if etype == "BOOKMARK":
+            return True
+        name = obj["metadata"]["name"]
+        key = pod_replica(obj)
+        replica = f"{key[0]}-{key[1]}" if key else None
+        with self.pods_changed:
+            if etype == "DELETED":
+                self.pods.pop(name, None)
+                if replica in self.by_replica:
+                    self.by_replica[replica].pop(name, None)
+            else:
+                self.pods[name] = obj
+                if replica in self.by_replica:
+                    self.by_replica[replica][name] = obj
+            self.pods_changed.notify_all()
+        if replica in self.by_replica:
+            self._recompute(replica)
+        if etype == "DELETED" or _terminated(obj):
+            self.refresh_owners()  # did the Job give up on it (backoff limit)?
+            if etype == "DELETED":
+                self.parent_gone = self.parent_gone or self._stopped_elsewhere()
+        return True
+
+    def pods_missing(self) -> bool:
+        """Native jobs whose Jobs exist but not every pod does (the Job controller may be refused)."""
+        return self.flavor == "native" and bool(self.jobs) and len(self.pods) < len(self.names)
+
+    def _stopped_elsewhere(self) -> bool:
+        prev = self.record.read_status() or {}
+        return prev.get("phase") in TERMINAL
+
+    def run(self) -> None:
+        log_thread = threading.Thread(
+            target=self.follow_metrics, name=f"tfk8s-log-{self.spec.name}", daemon=True
+        )
+        stop_logs = threading.Event()
+        self.stop_logs = stop_logs
+        backoff = 0.2
+        try:
+            self.relist()
+            log_thread.start()
+            if self.publish().done:
+                return
+            while not self.stop.is_set():
+                try:
+                    if self.rv is None:
+                        self.relist()
+                        if self.publish().done:
+                            return
+                    expired = self.stream_once()
+                    if self.pods_missing():
+                        self.job_events = job_events(self.job)
+                        self.version += 1
+                    backoff = 0.2
+                    if expired:
+                        self.rv = None
+                except (Forbidden, JobNotFound):
+                    raise  # retrying cannot help: the caller shows the sentence
+                except (TFK8sError, urllib3.exceptions.HTTPError, OSError, ValueError):
+                    if self.stop.wait(backoff):
+                        return
+                    backoff = min(backoff * 2, 5.0)
+                if self.publish().done:
+                    return
+        finally:
+            stop_logs.set()
+            with self.pods_changed:
+                self.pods_changed.notify_all()
+            if self.unwritten is not None:
+                self.record.write_status(self.unwritten.to_json())
+
+    def stream_once(self) -> bool:
+        """One watch request from ``self.rv``; returns ``True`` when the server says 410 Gone."""
+        ctx = ApiErrorContext("watch", "pods", self.namespace)
+        self.watch_requests += 1
+        resp = self.cluster.call(
+            ctx,
+            self.cluster.core.list_namespaced_pod,
+            self.namespace,
+            label_selector=m.job_selector(self.spec.name),
+            watch=True,
+            resource_version=self.rv,
+            allow_watch_bookmarks=True,
+            # pods missing (e.g. refused by a quota) make no pod event: look at the Jobs' events often
+            timeout_seconds=MISSING_PODS_RECHECK if self.pods_missing() else WATCH_TIMEOUT,
+            _preload_content=False,
+            _request_timeout=(10, READ_TIMEOUT),
+        )
+        with LineStream(resp, self.stop) as lines:  # ends quietly when we close it to stop promptly
+            for line in lines:
+                if not line.strip():
+                    continue
+                if not self.handle_event(json.loads(line)):
+                    return True
+                if self.publish().done or self.stop.is_set():
+                    return False
+        return False
+
+    # metrics ------------------------------------------------------------------------------------
+    def reporting_pod(self) -> tuple[str, int, bool] | None:
+        """(pod name, restart count, container ended) of the reporting replica, once it has started."""
+        with self.pods_changed:
+            pods = list(self.pods.values())
+        _, current = replicas_from_pods(self.spec, pods)
+        pod = current.get(self.spec.reporting_replica)
+        if pod is None:
+            return None
+        status = pod.get("status") or {}
+        cs = (status.get("containerStatuses") or [{}])[0]
+        state = cs.get("state") or {}
+        if not ("running" in state or "terminated" in state or cs.get("restartCount")):
+            return None
+        ended = status.get("phase") in POD_ENDED
+        return pod["metadata"]["name"], int(cs.get("restartCount") or 0), ended
+
+    def deliver(self, lines) -> None:
+        events = [e for e in map(parse_line, lines) if e]
+        if not events:
+            return
+        with self.events_lock:
+            new = self.record.append_events(events, self.dedup)
+        if new:
+            self.on_events(new)
+            if self.flavor == "tfjob" and any(e.get("type") == "end" for e in new):
+                # the operator removes running replicas the moment the chief exits: copy their logs now
+                threading.Thread(target=capture_logs, args=(self.job,), daemon=True).start()
+
+    def follow_metrics(self) -> None:
+        """Follow the reporting replica's log; after a drop re-read it and keep only unseen (run, seq)."""
+        with self.events_lock:
+            self.dedup.new(self.record.read_events())
+        read_restarts: dict[str, int] = {}
+        backoff = 0.2
+        try:
+            while not self.stop_logs.is_set():
+                target = self.reporting_pod()
+                if target is None:
+                    with self.pods_changed:
+                        self.pods_changed.wait(1.0)
+                    continue
+                pod, restarts, ended = target
+                if read_restarts.get(pod, restarts) < restarts:
+                    # the container restarted since we last read it: the previous one's tail may be unread
+                    self.deliver(self.cluster.read_log(self.namespace, pod, previous=True).splitlines())
+                read_restarts[pod] = restarts
+                try:
+                    resp = self.cluster.follow_log(self.namespace, pod, _request_timeout=(10, READ_TIMEOUT))
+                    self.log_opened.set()
+                    log_path = self.record.log_path(self.spec.reporting_replica)
+                    log_path.parent.mkdir(parents=True, exist_ok=True)
+                    # the log is re-read whole on every (re)connect: rewrite the copy, never append twice
+                    with LineStream(resp, self.stop_logs) as lines, open(log_path, "w") as copy:
+                        batch: list[str] = []
+                        for line in lines:
+                            copy.write(line + "\n")
+                            batch.append(line)
+                            if len(batch) >= 50 or "@tfk8s" in line:
+                                copy.flush()
+                                self.deliver(batch)
+                                batch = []
+                            if self.stop_logs.is_set():
+                                break
+                        self.deliver(batch)
+                    backoff = 0.2
+                    # the stream ended: the container ended (or the connection was cut); ended pods are done
+                    if ended or self._pod_ended(pod):
+                        return
+                except Forbidden as e:
+                    self.metrics_error = f"no metrics: {e}"
+                    self.version += 1
+                    return
+                except (TFK8sError, urllib3.exceptions.HTTPError, OSError):
+                    pass
+                if self.stop_logs.wait(backoff):
+                    return
+                backoff = min(backoff * 2, 5.0)
+        finally:
+            self.log_done.set()
+
+    def _pod_ended(self, pod: str) -> bool:
+        with self.pods_changed:
+            obj = self.pods.get(pod)
+        if obj is None:
+            return True
+        return (obj.get("status") or {}).get("phase") in POD_ENDED
