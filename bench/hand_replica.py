@@ -33,9 +33,9 @@ if strategy_name == "parameter_server":
         ).join()
     strategy = tf.distribute.experimental.ParameterServerStrategy(resolver)
 else:
-    from tfk8s_jupyter.runner import _patch_keras3_multi_worker
+    from tfk8s_jupyter.replica_keras import patch_keras3_multi_worker
 
-    _patch_keras3_multi_worker(tf)
+    patch_keras3_multi_worker(tf)
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
 
 with open(os.environ["TFK8S_PAYLOAD"]) as f:

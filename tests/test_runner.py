@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -23,8 +21,8 @@ import cells  # noqa: E402
 from handlaunch import REPO, HandLaunch  # noqa: E402
 
 from tfk8s_jupyter import protocol, runner  # noqa: E402
-from tfk8s_jupyter.payload import Payload  # noqa: E402
 from tfk8s_jupyter.replica_env import read_env  # noqa: E402
+from tfk8s_jupyter.replica_output import LineTrackingStdout, Reporter  # noqa: E402
 
 PS = "parameter_server"
 MWMS = "multi_worker_mirrored"
@@ -68,8 +66,8 @@ def test_protocol_line_is_whole_after_a_progress_bar(capsys):
     import io
 
     raw = io.StringIO()
-    out = runner._LineTrackingStdout(raw)
-    reporter = runner.Reporter(out, enabled=True)
+    out = LineTrackingStdout(raw)
+    reporter = Reporter(out, enabled=True)
     out.write("\r 3/20 [==>....] - loss: 0.5\x1b[K")
     reporter.emit("metric", epoch=0, step=3, values={"loss": 0.5})
     out.write("\b\b\b\r 4/20 [===>...]")
@@ -123,22 +121,12 @@ def test_exception_summary_points_at_the_cell_line():
 
 
 def test_runner_import_does_not_import_tensorflow():
-    code = "import sys, tfk8s_jupyter.runner; print('tensorflow' in sys.modules)"
+    modules = ", ".join(
+        f"tfk8s_jupyter.{m}" for m in ("runner", "replica_runtime", "replica_callbacks", "replica_keras")
+    )
+    code = f"import sys, {modules}; print('tensorflow' in sys.modules or 'keras' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
-
-
-def test_standalone_runner_reports_a_bad_environment(tmp_path):
-    for name in ("runner.py", "protocol.py", "payload.py"):
-        shutil.copy(REPO / "tfk8s_jupyter" / name, tmp_path / name)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TFK8S_") and k != "PYTHONPATH"}
-    env.update(TFK8S_ROLE="worker", TFK8S_STRATEGY="async")
-    proc = subprocess.run(
-        [sys.executable, "runner.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
-    )
-    assert proc.returncode == runner.EXIT_SETUP_ERROR
-    (event,) = protocol.parse_lines(proc.stdout)
-    assert event["type"] == "error" and "TFK8S_STRATEGY is 'async'" in event["message"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -349,68 +337,6 @@ def test_relaunched_job_resumes_from_the_checkpoint(tmp_path, strategy):
         assert events[-1]["type"] == "end"
     finally:
         second.teardown()
-
-
-PAYLOAD_CELL = """\
-import pickle
-import tensorflow as tf
-from helpers.data import make_data
-
-x, y = make_data()
-model = make_model(tf)
-model.compile(optimizer=tf.keras.optimizers.Adam(LEARNING_RATE), loss="mse")
-model.fit(x, y, batch_size=64, epochs=2, verbose=1)
-
-class Point:
-    pass
-
-print("cell namespace:", __name__, len(pickle.dumps(Point())) > 0)
-"""
-
-
-@pytest.mark.tf
-def test_standalone_runner_file_runs_a_mirrored_job_from_the_payload(tmp_path):
-    image = tmp_path / "image"
-    image.mkdir()
-    for name in ("runner.py", "protocol.py", "payload.py"):
-        shutil.copy(REPO / "tfk8s_jupyter" / name, image / name)
-    # the package is not in an image that only carries the three files
-    (image / "tfk8s_jupyter").mkdir()
-    (image / "tfk8s_jupyter" / "__init__.py").write_text("raise ImportError('not installed')\n")
-    payload = Payload(
-        code=PAYLOAD_CELL,
-        prelude=(
-            "def make_model(tf):\n"
-            "    return tf.keras.Sequential([tf.keras.Input(shape=(8,)), tf.keras.layers.Dense(1)])\n"
-        ),
-        values={"LEARNING_RATE": pickle.dumps(0.05)},
-        files={
-            "helpers/data.py": cells._DATA.replace("\n", "\n    ").replace(
-                "import numpy", "def make_data():\n    import numpy", 1
-            )
-            + "return x, y\n"
-        },
-    )
-    h = HandLaunch(
-        "",
-        "mirrored",
-        1,
-        tmp_path / "job",
-        payload=payload,
-        command=[sys.executable, str(image / "runner.py")],
-        env={"PYTHONPATH": ""},
-    ).start()
-    try:
-        assert h.wait("worker-0", JOB_TIMEOUT) == 0, h.tail("worker-0")
-        events = h.events()
-        assert events[0]["strategy"] == "mirrored" and events[0]["keras"] == "keras3"
-        losses = _epoch_losses(events)
-        assert len(losses) == 2 and losses[1] < losses[0]
-        assert [e["step"] for e in events if e["type"] == "epoch"] == [32, 64]
-        assert "cell namespace: __main__ True" in h.stdout("worker-0")
-        assert (tmp_path / "job" / "work" / "worker-0" / "helpers" / "data.py").exists()
-    finally:
-        h.teardown()
 
 
 @pytest.mark.tf

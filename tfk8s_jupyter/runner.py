@@ -1,18 +1,22 @@
 """The in-replica bootstrap: every replica of a job runs ``python -m tfk8s_jupyter.runner``.
 
-This is the only module of the package that imports TensorFlow. It also works as a standalone file
-(``python runner.py`` with ``protocol.py`` and ``payload.py`` beside it), which is how container images
-without the package run it.
+The runner is the only part of the package that imports TensorFlow, and only once the replica is set up
+(``import tfk8s_jupyter.runner`` imports no TensorFlow). Its modules:
 
-Environment (the runner contract, shared by the local and Kubernetes backends):
-    TFK8S_JOB, TFK8S_ROLE (chief|worker|ps), TFK8S_INDEX (fallback JOB_COMPLETION_INDEX),
-    TFK8S_CLUSTER (JSON ``{"chief": [...], "worker": [...], "ps": [...]}``; TF_CONFIG is built from it
-    unless TF_CONFIG is already set), TFK8S_STRATEGY (parameter_server|multi_worker_mirrored|mirrored),
-    TFK8S_PAYLOAD (path of payload.json), TFK8S_CHECKPOINT_DIR (job-scoped base dir),
-    TFK8S_METRIC_INTERVAL (seconds), optional TFK8S_WORKDIR, TFK8S_SETUP_TIMEOUT (seconds a serving
-    replica waits to see the chief, default 600), TFK8S_CHECKPOINT_INTERVAL (seconds between the
-    chief's checkpoints with parameter servers, default 10; 0 = every epoch) and TFK8S_KERAS
-    (``legacy`` runs all-reduce jobs on tf_keras).
+* ``runner.py`` (this file): the bootstrap (environment before TensorFlow, image check, strategy),
+  serving replicas, the payload and the cell, ``main``;
+* ``replica_env.py``: the runner contract, i.e. the environment every replica gets (``TFK8S_*`` variables,
+  TF_CONFIG, ``no_proxy``): see its docstring for the variables;
+* ``replica_runtime.py``: the default strategy and the ``Model.fit`` hooks;
+* ``replica_callbacks.py``: the callbacks ``fit`` gets (metrics, job backup, TerminateOnNaN);
+* ``replica_keras.py``: Keras 3 or tf_keras, the ``keras`` alias and the Keras patches;
+* ``replica_output.py``: protocol lines on stdout, diagnostics on stderr;
+* ``protocol.py`` and ``payload.py``: the line protocol and the payload format.
+
+They also work as standalone files (``python runner.py`` with the others beside it), which is how
+container images without the package run them: the Kubernetes backend ships them in the job's ConfigMap
+(``RUNNER_FILES`` in ``backends/kubernetes/manifests.py``). So each imports the others with a fallback to
+a plain ``import``, and none imports anything else from the package.
 
 How an unchanged cell trains distributed (the rule):
 
@@ -52,16 +56,11 @@ set up (bad environment, image without TensorFlow, chief never seen).
 from __future__ import annotations
 
 import builtins
-import hashlib
-import importlib
-import importlib.abc
-import importlib.machinery
 import importlib.util
 import json
 import linecache
 import os
 import pickle
-import secrets
 import signal
 import socket
 import sys
@@ -74,65 +73,46 @@ from pathlib import Path
 
 try:
     from tfk8s_jupyter import payload as payload_mod
-    from tfk8s_jupyter import protocol
+    from tfk8s_jupyter import replica_callbacks, replica_keras, replica_output, replica_runtime
     from tfk8s_jupyter.replica_env import (
         ReplicaEnv,
         SetupError,
         add_no_proxy,
         read_env,
     )
+    from tfk8s_jupyter.replica_keras import install_keras_alias, patch_keras3_multi_worker
+    from tfk8s_jupyter.replica_output import LineTrackingStdout, Reporter, log
+    from tfk8s_jupyter.replica_runtime import Runtime
 except ImportError:  # standalone: the shipped modules sit beside this file
     import payload as payload_mod  # type: ignore[no-redef]
-    import protocol  # type: ignore[no-redef]
+    import replica_callbacks  # type: ignore[no-redef]
+    import replica_keras  # type: ignore[no-redef]
+    import replica_output  # type: ignore[no-redef]
+    import replica_runtime  # type: ignore[no-redef]
     from replica_env import (  # type: ignore[no-redef]
         ReplicaEnv,
         SetupError,
         add_no_proxy,
         read_env,
     )
+    from replica_keras import install_keras_alias, patch_keras3_multi_worker  # type: ignore[no-redef]
+    from replica_output import LineTrackingStdout, Reporter, log  # type: ignore[no-redef]
+    from replica_runtime import Runtime  # type: ignore[no-redef]
 
-STRATEGY_CLASSES = {
-    "parameter_server": "ParameterServerStrategy",
-    "multi_worker_mirrored": "MultiWorkerMirroredStrategy",
-    "mirrored": "MirroredStrategy",
-}
 CELL_FILENAME = "<tfk8s-cell>"
 PRELUDE_FILENAME = "<tfk8s-prelude>"
 MIN_TF_VERSION = (2, 16)
 WATCHDOG_MISSES = 3
 EXIT_CELL_ERROR = 1
 EXIT_SETUP_ERROR = 2
-
-# Keras 3 names with a tf_keras home elsewhere: `keras.Layer` is `tf_keras.layers.Layer`.
-_KERAS3_TOPLEVEL_IN_TF_KERAS = {
-    "Layer": ("layers", "Layer"),
-    "InputSpec": ("layers", "InputSpec"),
-    "Loss": ("losses", "Loss"),
-    "Metric": ("metrics", "Metric"),
-    "Optimizer": ("optimizers", "Optimizer"),
-    "Initializer": ("initializers", "Initializer"),
-    "Regularizer": ("regularizers", "Regularizer"),
-}
-
-
-class DistributionError(RuntimeError):
-    """The cell would train outside the job's strategy (a silent single-process run)."""
-
-
-class KerasAPIUnavailable(AttributeError):
-    """A Keras 3 API used in a parameter-server job, which runs on tf_keras."""
-
-
-class KerasModuleUnavailable(ImportError):
-    """A Keras 3 module imported in a parameter-server job, which runs on tf_keras."""
-
-
-def _keras3_only_message(api: str) -> str:
-    return (
-        f"{api} is a Keras 3 API, but parameter-server jobs run the cell on tf_keras (Keras 2), which has "
-        f"no {api}; use a tf.* equivalent, or train with all-reduce (workers only: ps=0, "
-        "strategy='multi_worker_mirrored'), where Keras 3 is fully available."
+# The runner's own files: a traceback's last frame in one of them is not worth naming in an error summary.
+RUNNER_SOURCE_NAMES = frozenset(
+    Path(f).name
+    for f in (
+        __file__,
+        *(m.__file__ for m in (replica_callbacks, replica_keras, replica_output, replica_runtime)),
     )
+)
 
 
 def prepare_process_env(renv: ReplicaEnv, environ: dict[str, str] | None = None) -> None:
@@ -152,126 +132,6 @@ def prepare_process_env(renv: ReplicaEnv, environ: dict[str, str] | None = None)
     else:
         env.pop("TF_USE_LEGACY_KERAS", None)
         env["KERAS_BACKEND"] = "tensorflow"
-
-
-# ----------------------------------------------------------------------------------------------------
-# Output: whole protocol lines on stdout, whatever the cell's progress bars write
-
-
-class _LineTrackingStdout:
-    """Wraps ``sys.stdout``: remembers whether the last write ended a line, serialises writers."""
-
-    def __init__(self, stream) -> None:
-        self._stream = stream
-        self.lock = threading.RLock()
-        self.at_line_start = True
-
-    def write(self, text: str) -> int:
-        with self.lock:
-            n = self._stream.write(text)
-            if text:
-                self.at_line_start = text.endswith("\n")
-            return n
-
-    def writelines(self, lines) -> None:
-        for line in lines:
-            self.write(line)
-
-    def flush(self) -> None:
-        self._stream.flush()
-
-    def __getattr__(self, name: str):
-        return getattr(self._stream, name)
-
-
-class Reporter:
-    """Prints protocol events; only the reporting replica prints all of them, every replica prints errors."""
-
-    def __init__(self, out: _LineTrackingStdout | None, enabled: bool) -> None:
-        self.out = out
-        self.enabled = enabled
-        self.run = secrets.token_hex(4)
-        self.seq = 0
-
-    def emit(self, event_type: str, *, always: bool = False, **fields) -> None:
-        if not (self.enabled or always) or self.out is None:
-            return
-        with self.out.lock:
-            self.seq += 1
-            line = protocol.encode(event_type, run=self.run, seq=self.seq, t=round(time.time(), 3), **fields)
-            self.out.write(("" if self.out.at_line_start else "\n") + line + "\n")
-            self.out.flush()
-
-
-def log(message: str) -> None:
-    """A runner diagnostic on stderr."""
-    sys.stderr.write(f"tfk8s: {message}\n")
-    sys.stderr.flush()
-
-
-# ----------------------------------------------------------------------------------------------------
-# The keras -> tf_keras alias for parameter-server jobs
-
-
-class _KerasAlias(types.ModuleType):
-    """``keras`` (or ``keras.<sub>``) standing for the matching tf_keras module."""
-
-    def __init__(self, name: str, target: types.ModuleType) -> None:
-        super().__init__(name, getattr(target, "__doc__", None))
-        self.__dict__["_tfk8s_target"] = target
-
-    def __getattr__(self, attr: str):
-        target = self.__dict__["_tfk8s_target"]
-        if attr.startswith("__") and attr.endswith("__"):
-            return getattr(target, attr)
-        try:
-            return getattr(target, attr)
-        except AttributeError:
-            pass
-        if self.__name__ == "keras" and attr in _KERAS3_TOPLEVEL_IN_TF_KERAS:
-            module, name = _KERAS3_TOPLEVEL_IN_TF_KERAS[attr]
-            return getattr(getattr(target, module), name)
-        if self.__name__ == "keras" and attr == "version":
-            return lambda: target.__version__
-        raise KerasAPIUnavailable(_keras3_only_message(f"{self.__name__}.{attr}"))
-
-    def __dir__(self):
-        return dir(self.__dict__["_tfk8s_target"])
-
-
-class _KerasAliasFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Resolves ``import keras.x.y`` to ``tf_keras.x.y`` (wrapped), or a clear error for Keras-3-only modules."""
-
-    def find_spec(self, fullname, path, target=None):
-        if not fullname.startswith("keras."):
-            return None
-        rest = fullname[len("keras.") :]
-        try:
-            module = importlib.import_module("tf_keras." + rest)
-        except ImportError:
-            raise KerasModuleUnavailable(_keras3_only_message(fullname)) from None
-        spec = importlib.machinery.ModuleSpec(fullname, self, is_package=hasattr(module, "__path__"))
-        spec.loader_state = module
-        return spec
-
-    def create_module(self, spec):
-        return _KerasAlias(spec.name, spec.loader_state)
-
-    def exec_module(self, module) -> None:
-        return None
-
-
-def install_keras_alias() -> None:
-    """Make ``import keras`` (and ``from keras.layers import ...``) give tf_keras."""
-    import tf_keras
-
-    for name in [n for n in sys.modules if n == "keras" or n.startswith("keras.")]:
-        del sys.modules[name]
-    alias = _KerasAlias("keras", tf_keras)
-    alias.__dict__["__path__"] = []
-    alias.__dict__["__spec__"] = importlib.machinery.ModuleSpec("keras", None, is_package=True)
-    sys.modules["keras"] = alias
-    sys.meta_path.insert(0, _KerasAliasFinder())
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -322,435 +182,6 @@ def make_strategy(tf, renv: ReplicaEnv):
     if renv.strategy == "multi_worker_mirrored":
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.MirroredStrategy()
-
-
-def _patch_keras3_multi_worker(tf) -> None:
-    """Keras 3 ``fit`` under MultiWorkerMirroredStrategy (keras-team/keras#20585)."""
-    from keras.src.backend.tensorflow import trainer as tft
-
-    if getattr(tft, "_tfk8s_patched", False):
-        return
-    original_reduce = tft.reduce_per_replica
-
-    def reduce_per_replica(values, strategy, reduction):
-        if reduction in ("auto", "mean") and tft._collective_all_reduce_multi_worker(strategy):
-            return tf.nest.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
-        return original_reduce(values, strategy, reduction)
-
-    def _local(value, strategy):
-        if isinstance(value, tf.distribute.DistributedValues):
-            return strategy.experimental_local_results(value)[0]
-        return value
-
-    original_build = tft.TensorFlowTrainer._maybe_symbolic_build
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        if self._distribute_strategy is None or iterator is None:
-            return original_build(self, iterator=iterator, data_batch=data_batch)
-        strategy = self.distribute_strategy
-        for _, _, it in iterator:
-            data_batch = tf.nest.map_structure(lambda v: _local(v, strategy), next(it))
-            break
-        with strategy.scope():
-            self._symbolic_build(data_batch=data_batch)
-
-    tft.reduce_per_replica = reduce_per_replica
-    tft.TensorFlowTrainer._maybe_symbolic_build = _maybe_symbolic_build
-    tft._tfk8s_patched = True
-
-
-def _to_float(value) -> float | None:
-    if hasattr(value, "fetch"):  # a parameter-server RemoteValue
-        value = value.fetch()
-    if hasattr(value, "numpy"):
-        value = value.numpy()
-    try:
-        import numpy as np
-
-        arr = np.asarray(value)
-        if arr.size != 1:
-            return None
-        return float(arr.reshape(()))
-    except (TypeError, ValueError):
-        return None
-
-
-def weights_digest(model, max_params: int = 10_000_000) -> str | None:
-    """A short hash of the model's weights (replicas of an all-reduce job must agree); None for big models."""
-    if model.count_params() > max_params:
-        return None
-    digest = hashlib.sha256()
-    for w in model.get_weights():
-        import numpy as np
-
-        digest.update(np.ascontiguousarray(w).tobytes())
-    return digest.hexdigest()[:16]
-
-
-def variable_device(model) -> str:
-    variables = getattr(model, "trainable_variables", None) or []
-    if not variables:
-        return ""
-    v = variables[0]
-    for candidate in (v, getattr(v, "value", None), getattr(v, "_value", None)):
-        device = getattr(candidate, "device", None)
-        if isinstance(device, str) and device:
-            return device
-    return ""
-
-
-class Runtime:
-    """Everything the runner patches in for one replica: strategy, keras flavor, fit/clear_session hooks."""
-
-    def __init__(self, tf, renv: ReplicaEnv, strategy, reporter: Reporter) -> None:
-        self.tf = tf
-        self.renv = renv
-        self.strategy = strategy
-        self.reporter = reporter
-        self.fit_count = 0
-        self.last_model: dict = {}
-        self.replicas = int(getattr(strategy, "num_replicas_in_sync", 1) or 1)
-
-    # --- the default strategy
-    def set_default_strategy(self) -> None:
-        tf = self.tf
-        if tf.distribute.get_strategy() is not self.strategy:
-            tf.distribute.experimental_set_strategy(self.strategy)
-
-    def patch_clear_session(self) -> None:
-        originals = []
-        modules = []
-        names = ["tf_keras.backend", "tf_keras.utils", "tf_keras.src.backend"]
-        if not self.renv.uses_tf_keras:
-            names += [
-                "keras.backend",
-                "keras.utils",
-                "keras.src.backend.common.global_state",
-                "keras.src.utils",
-                "keras._tf_keras.keras.backend",
-                "keras._tf_keras.keras.utils",
-            ]
-        for name in names:
-            try:
-                modules.append(importlib.import_module(name))
-            except ImportError:
-                continue
-        for m in modules:
-            fn = getattr(m, "clear_session", None)
-            if fn is not None and not getattr(fn, "_tfk8s", False) and fn not in originals:
-                originals.append(fn)
-        runtime = self
-
-        def wrap(original):
-            def clear_session(*args, **kwargs):
-                result = original(*args, **kwargs)
-                try:
-                    runtime.set_default_strategy()
-                except RuntimeError as exc:  # called inside another strategy's scope: fit will refuse
-                    log(f"could not re-apply the job's strategy after clear_session(): {exc}")
-                return result
-
-            clear_session._tfk8s = True
-            clear_session.__wrapped__ = original
-            clear_session.__doc__ = original.__doc__
-            return clear_session
-
-        wrapped = {id(fn): wrap(fn) for fn in originals}
-        # Every public alias (keras.backend, keras.utils, tf.keras.backend, ...). vars(), not getattr():
-        # getattr on TensorFlow's lazy modules would import them.
-        for name, m in list(sys.modules.items()):
-            if not name.startswith(("keras", "tf_keras", "tensorflow")) or not isinstance(
-                m, types.ModuleType
-            ):
-                continue
-            fn = vars(m).get("clear_session")
-            if fn is not None and id(fn) in wrapped:
-                try:
-                    m.clear_session = wrapped[id(fn)]
-                except (AttributeError, TypeError):
-                    pass
-
-    # --- fit
-    def keras_modules(self):
-        if self.renv.uses_tf_keras:
-            import tf_keras
-
-            return tf_keras
-        import keras
-
-        return keras
-
-    def patch_fit(self) -> None:
-        keras = self.keras_modules()
-        model_cls = keras.Model
-        original = model_cls.fit
-        if getattr(original, "_tfk8s", False):
-            return
-        import inspect
-
-        signature = inspect.signature(original)
-        runtime = self
-
-        def fit(model, *args, **kwargs):
-            bound = signature.bind(model, *args, **kwargs)
-            runtime.before_fit(model, bound.arguments)
-            history = original(*bound.args, **bound.kwargs)
-            runtime.after_fit(model)
-            return history
-
-        fit._tfk8s = True
-        fit.__wrapped__ = original
-        fit.__doc__ = original.__doc__
-        model_cls.fit = fit
-
-    def _model_strategy(self, model):
-        attr = "_distribution_strategy" if self.renv.uses_tf_keras else "_distribute_strategy"
-        return getattr(model, attr, None)
-
-    def before_fit(self, model, arguments: dict) -> None:
-        got = self._model_strategy(model)
-        if got is not self.strategy:
-            kind = STRATEGY_CLASSES[self.renv.strategy]
-            where = "with no strategy" if got is None else f"under another strategy ({type(got).__name__})"
-            raise DistributionError(
-                f"this model was built {where}, not under the job's {kind}, so fit() would train it on one "
-                "replica only; build the model in the cell's main thread and do not enter another strategy "
-                "scope (the runner makes the job's strategy the default)."
-            )
-        fit_index = self.fit_count
-        self.fit_count += 1
-        keras = self.keras_modules()
-        verbose = arguments.get("verbose", "auto")
-        if verbose in (1, "auto", True) and (
-            not self.renv.reporting or self.renv.strategy == "parameter_server"
-        ):
-            arguments["verbose"] = 2
-        callbacks = arguments.get("callbacks")
-        if callbacks is None:
-            callbacks = []
-        if not isinstance(callbacks, (list, tuple)):
-            log("fit(callbacks=...) is not a list; metrics and checkpoints are not injected")
-            return
-        callbacks = list(callbacks)
-        if self.renv.strategy == "parameter_server":
-            callbacks = [
-                _safe_terminate_on_nan(keras, self)() if type(cb) is keras.callbacks.TerminateOnNaN else cb
-                for cb in callbacks
-            ]
-        backup = next((cb for cb in callbacks if isinstance(cb, keras.callbacks.BackupAndRestore)), None)
-        if backup is None and self.renv.checkpoint_dir:
-            # Only the chief saves with parameter servers, so it may skip epochs; all-reduce workers must
-            # all save the same epochs (they restore and resume together), so they save every epoch.
-            interval = self.renv.checkpoint_interval if self.renv.strategy == "parameter_server" else 0.0
-            backup = _job_backup(keras)(self.backup_dir(fit_index), interval)
-            callbacks.append(backup)
-        if self.renv.reporting:
-            initial_epoch = int(arguments.get("initial_epoch", 0) or 0)
-            callbacks.append(_metrics_callback(keras, self)(fit_index, initial_epoch, backup))
-        arguments["callbacks"] = callbacks
-
-    def backup_dir(self, fit_index: int) -> str | None:
-        base = Path(self.renv.checkpoint_dir) / f"fit-{fit_index}"
-        if self.renv.strategy == "parameter_server":
-            path = base / "chief"
-        elif self.renv.strategy == "multi_worker_mirrored" and not self.renv.uses_tf_keras:
-            path = base / self.renv.name  # Keras 3 locks its backup file: one dir per worker
-        else:
-            path = base / "shared"  # tf_keras all-reduce needs the same dir on every worker
-        path.mkdir(parents=True, exist_ok=True)
-        return str(path)
-
-    def after_fit(self, model) -> None:
-        try:
-            info = {"weights_sha256": weights_digest(model), "variable_device": variable_device(model)}
-        except Exception as exc:  # reading weights from a ps that is gone
-            info = {"weights_sha256": None, "variable_device": None, "note": f"{type(exc).__name__}"}
-        self.last_model = info
-        log(
-            f"fit {self.fit_count - 1} finished on {self.renv.name}: weights_sha256={info['weights_sha256']} "
-            f"variable_device={info['variable_device']}"
-        )
-
-    def reported_values(self, logs, per_batch: bool = False) -> dict[str, float]:
-        """Python floats from Keras logs.
-
-        tf_keras under all-reduce sums each batch's per-replica results (its epoch logs are right), so
-        batch values are divided back to means.
-        """
-        values: dict[str, float] = {}
-        if hasattr(logs, "fetch"):  # parameter servers: the whole logs dict is one RemoteValue
-            logs = logs.fetch()
-        if not logs:
-            return values
-        scale = self.replicas if per_batch and self.renv.uses_tf_keras and self.replicas > 1 else 1
-        for key, value in dict(logs).items():
-            number = _to_float(value)
-            if number is not None:
-                values[str(key)] = number / scale
-        return values
-
-
-def _fetch_errors(tf):
-    return (tf.errors.UnavailableError, tf.errors.CancelledError, tf.errors.AbortedError)
-
-
-def _metrics_callback(keras, runtime: Runtime):
-    tf = runtime.tf
-
-    class TFK8sMetrics(keras.callbacks.Callback):
-        """Prints throttled ``metric`` points and every ``epoch`` end (reporting replica only)."""
-
-        def __init__(self, fit_index: int, initial_epoch: int, backup) -> None:
-            super().__init__()
-            self._supports_tf_logs = True
-            self.fit_index = fit_index
-            self.initial_epoch = initial_epoch
-            self.backup = backup
-            self.epoch = 0
-            self.step = 0
-            self.steps_per_epoch = None
-            self.last_point = 0.0
-            self.first_epoch_seen = False
-            self.interval = runtime.renv.metric_interval
-            self.lock = threading.Lock()
-            self.pending = None  # (RemoteValue logs, step, epoch) kept for the next tick
-            # Keras 3 runs batch-end callbacks in a thread pool only when every one says it is safe; a
-            # plain cell would otherwise lose that overlap just because the runner added a callback.
-            self.async_safe = True
-
-        def on_train_begin(self, logs=None):
-            self.steps_per_epoch = (self.params or {}).get("steps")
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.epoch = int(epoch)
-            if not self.first_epoch_seen:
-                self.first_epoch_seen = True
-                if self.backup and epoch > self.initial_epoch:
-                    runtime.reporter.emit(
-                        "checkpoint", action="restored", epoch=int(epoch), fit=self.fit_index
-                    )
-
-        def _global_step(self, batch: int) -> int:
-            if self.steps_per_epoch:
-                return self.epoch * int(self.steps_per_epoch) + int(batch) + 1
-            return self.step + 1
-
-        def on_train_batch_end(self, batch, logs=None):
-            # Keras 3 may call this from its callback thread pool (async_safe): one batch at a time here.
-            with self.lock:
-                step = self._global_step(batch)
-                self.step = max(self.step, step)
-                now = time.monotonic()
-                if self.last_point and now - self.last_point < self.interval:
-                    return
-                first = not self.last_point
-                self.last_point = now
-                epoch = self.epoch
-                if hasattr(logs, "fetch") and not first:
-                    # Parameter servers: fetching this step's RemoteValue would stall the coordinator
-                    # until the step ran; report the one kept at the previous tick, long done by now.
-                    previous, self.pending = self.pending, (logs, step, epoch)
-                    if previous is None:
-                        return
-                    logs, step, epoch = previous
-            self._emit_point(logs, step, epoch)
-
-        def _emit_point(self, logs, step: int, epoch: int) -> None:
-            try:
-                values = runtime.reported_values(logs, per_batch=True)
-            except _fetch_errors(tf) as exc:
-                log(f"skipped a metric point ({type(exc).__name__}); a replica is restarting")
-                return
-            if values:
-                runtime.reporter.emit("metric", epoch=epoch, step=step, values=values, fit=self.fit_index)
-
-        def on_epoch_end(self, epoch, logs=None):
-            with self.lock:
-                pending, self.pending = self.pending, None
-            if pending is not None:
-                # The point kept at the last tick belongs to this epoch: report it before the epoch's end
-                # (after it, steps would go back), so short epochs still get their per-step points.
-                self._emit_point(*pending)
-            if self.steps_per_epoch:
-                self.step = (int(epoch) + 1) * int(self.steps_per_epoch)
-            try:
-                values = runtime.reported_values(logs)
-            except _fetch_errors(tf) as exc:
-                log(f"epoch {epoch} metrics unavailable ({type(exc).__name__})")
-                values = {}
-            runtime.reporter.emit(
-                "epoch", epoch=int(epoch), step=self.step, values=values, fit=self.fit_index
-            )
-            if self.backup is not None and getattr(self.backup, "last_saved_epoch", epoch) == epoch:
-                runtime.reporter.emit("checkpoint", action="saved", epoch=int(epoch), fit=self.fit_index)
-
-    return TFK8sMetrics
-
-
-def _job_backup(keras):
-    class JobBackupAndRestore(keras.callbacks.BackupAndRestore):
-        """``BackupAndRestore`` that saves the first epoch, then at most every ``interval`` seconds.
-
-        A save costs ~0.1 s with parameter servers (variables come from the ps): with short epochs,
-        saving every one of them would cost several percent of the training time.
-        """
-
-        def __init__(self, backup_dir: str, interval: float) -> None:
-            super().__init__(backup_dir)
-            self.interval = interval
-            self.last_save: float | None = None
-            self.last_saved_epoch: int | None = None
-            self.async_safe = True  # save_freq="epoch": its batch-end hook does nothing
-
-        def on_epoch_end(self, epoch, logs=None):
-            now = time.monotonic()
-            if self.interval > 0 and self.last_save is not None and now - self.last_save < self.interval:
-                if hasattr(self, "_current_epoch"):  # Keras 3 keeps its epoch count here
-                    self._current_epoch = epoch + 1
-                    self._last_batch_seen = 0
-                return
-            super().on_epoch_end(epoch, logs)
-            self.last_save = time.monotonic()
-            self.last_saved_epoch = int(epoch)
-
-    return JobBackupAndRestore
-
-
-def _safe_terminate_on_nan(keras, runtime: Runtime):
-    tf = runtime.tf
-
-    class SafeTerminateOnNaN(keras.callbacks.Callback):
-        """``TerminateOnNaN`` that reads parameter-server RemoteValue logs (fetched at most every interval)."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self._supports_tf_logs = True
-            self.last = 0.0
-
-        def _check(self, logs) -> None:
-            try:
-                if hasattr(logs, "fetch"):
-                    logs = logs.fetch()
-                loss = (logs or {}).get("loss")
-                if loss is None:
-                    return
-                value = _to_float(loss)
-            except _fetch_errors(tf):
-                return
-            if value is not None and (value != value or value in (float("inf"), float("-inf"))):
-                log("invalid loss, terminating training")
-                self.model.stop_training = True
-
-        def on_train_batch_end(self, batch, logs=None):
-            now = time.monotonic()
-            if now - self.last >= max(runtime.renv.metric_interval, 1.0):
-                self.last = now
-                self._check(logs)
-
-        def on_epoch_end(self, epoch, logs=None):
-            self._check(logs)
-
-    return SafeTerminateOnNaN
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -886,7 +317,7 @@ def summarize_exception(exc: BaseException) -> tuple[str, str, int | None]:
     for f in cell_frames:
         where = "cell" if f.filename == CELL_FILENAME else "prelude"
         lines.append(f"{where} line {f.lineno}: {(f.line or '').strip()}")
-    if frames and frames[-1] not in cell_frames and Path(frames[-1].filename).name != Path(__file__).name:
+    if frames and frames[-1] not in cell_frames and Path(frames[-1].filename).name not in RUNNER_SOURCE_NAMES:
         last = frames[-1]
         lines.append(f"in {Path(last.filename).name}:{last.lineno} ({last.name})")
     lines.append(message)
@@ -901,7 +332,7 @@ def summarize_exception(exc: BaseException) -> tuple[str, str, int | None]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run this replica per the runner contract; returns the process exit status."""
-    out = _LineTrackingStdout(sys.stdout)
+    out = LineTrackingStdout(sys.stdout)
     sys.stdout = out
     try:
         out.reconfigure(line_buffering=True)
@@ -935,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
             import keras  # noqa: F401  (Keras 3 must exist before the patches)
 
             if renv.strategy == "multi_worker_mirrored":
-                _patch_keras3_multi_worker(tf)
+                patch_keras3_multi_worker(tf)
         else:
             import tf_keras  # noqa: F401
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from tfk8s_jupyter.backends.kubernetes import ManifestError, manifests_yaml, render_manifests
-from tfk8s_jupyter.backends.kubernetes.manifests import set_owner
+from tfk8s_jupyter.backends.kubernetes.manifests import RUNNER_FILES, set_owner
 from tfk8s_jupyter.payload import Payload
 from tfk8s_jupyter.spec import make_spec
 
@@ -228,13 +228,14 @@ def test_the_configmap_carries_payload_spec_and_a_standalone_runner(tmp_path):
     data = cm["data"]
     assert Payload.from_json(data["payload.json"]) == payload
     assert json.loads(data["spec.json"])["name"] == "sync"
-    assert {"runner.py", "protocol.py", "payload.py"} <= set(data)
+    assert set(RUNNER_FILES) <= set(data)
     for name, text in data.items():
         (tmp_path / name).write_text(text)
-    # outside the repo, with no tfk8s_jupyter importable: the copy must run on its own
+    # outside the repo, with no tfk8s_jupyter importable (-S: not even through the editable install's
+    # .pth in site-packages): the copy must run on its own
     env = {"PATH": os.environ["PATH"], "TFK8S_ROLE": "nonsense"}
     proc = subprocess.run(
-        [sys.executable, "-I", str(tmp_path / "runner.py")],
+        [sys.executable, "-S", str(tmp_path / "runner.py")],
         cwd=tmp_path,
         env=env,
         capture_output=True,

@@ -44,7 +44,16 @@ PAYLOAD_DIR = "/etc/tfk8s"
 SCRATCH_DIR = "/tmp"
 CHECKPOINT_BASE = "/tmp/tfk8s-checkpoints"
 CONFIGMAP_LIMIT = 1_000_000  # bytes; the API server refuses objects over ~1 MiB
-RUNNER_FILES = ("runner.py", "replica_env.py", "protocol.py", "payload.py")
+RUNNER_FILES = (
+    "runner.py",
+    "replica_env.py",
+    "replica_runtime.py",
+    "replica_callbacks.py",
+    "replica_keras.py",
+    "replica_output.py",
+    "protocol.py",
+    "payload.py",
+)
 TFJOB_ROLES = {"chief": "Chief", "ps": "PS", "worker": "Worker"}
 FLAVORS = ("native", "tfjob")
 

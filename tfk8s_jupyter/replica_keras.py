@@ -1,0 +1,210 @@
+"""Which Keras a replica's cell runs on, and the patches that make it train under the job's strategy.
+
+* Parameter-server jobs run the cell on tf_keras: :func:`install_keras_alias` makes ``import keras`` (and
+  ``from keras.layers import ...``) give tf_keras; a Keras-3-only API or module raises
+  :class:`KerasAPIUnavailable` / :class:`KerasModuleUnavailable`, naming the API and pointing to all-reduce.
+* All-reduce jobs on Keras 3: :func:`patch_keras3_multi_worker` fixes ``fit`` under
+  MultiWorkerMirroredStrategy (keras-team/keras#20585).
+* Both: :func:`patch_clear_session` re-applies the job's default strategy after ``clear_session()``, which
+  drops it with the graph.
+
+Part of the runner (see ``runner.py``): TensorFlow and Keras are imported only inside these functions, and
+``tf`` is passed in. It travels with the runner in the job's ConfigMap.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.machinery
+import sys
+import types
+from collections.abc import Callable
+
+try:
+    from tfk8s_jupyter.replica_output import log
+except ImportError:  # standalone: the shipped modules sit beside this file
+    from replica_output import log  # type: ignore[no-redef]
+
+# Keras 3 names with a tf_keras home elsewhere: `keras.Layer` is `tf_keras.layers.Layer`.
+_KERAS3_TOPLEVEL_IN_TF_KERAS = {
+    "Layer": ("layers", "Layer"),
+    "InputSpec": ("layers", "InputSpec"),
+    "Loss": ("losses", "Loss"),
+    "Metric": ("metrics", "Metric"),
+    "Optimizer": ("optimizers", "Optimizer"),
+    "Initializer": ("initializers", "Initializer"),
+    "Regularizer": ("regularizers", "Regularizer"),
+}
+
+
+class KerasAPIUnavailable(AttributeError):
+    """A Keras 3 API used in a parameter-server job, which runs on tf_keras."""
+
+
+class KerasModuleUnavailable(ImportError):
+    """A Keras 3 module imported in a parameter-server job, which runs on tf_keras."""
+
+
+def _keras3_only_message(api: str) -> str:
+    return (
+        f"{api} is a Keras 3 API, but parameter-server jobs run the cell on tf_keras (Keras 2), which has "
+        f"no {api}; use a tf.* equivalent, or train with all-reduce (workers only: ps=0, "
+        "strategy='multi_worker_mirrored'), where Keras 3 is fully available."
+    )
+
+
+# The keras -> tf_keras alias for parameter-server jobs
+
+
+class _KerasAlias(types.ModuleType):
+    """``keras`` (or ``keras.<sub>``) standing for the matching tf_keras module."""
+
+    def __init__(self, name: str, target: types.ModuleType) -> None:
+        super().__init__(name, getattr(target, "__doc__", None))
+        self.__dict__["_tfk8s_target"] = target
+
+    def __getattr__(self, attr: str):
+        target = self.__dict__["_tfk8s_target"]
+        if attr.startswith("__") and attr.endswith("__"):
+            return getattr(target, attr)
+        try:
+            return getattr(target, attr)
+        except AttributeError:
+            pass
+        if self.__name__ == "keras" and attr in _KERAS3_TOPLEVEL_IN_TF_KERAS:
+            module, name = _KERAS3_TOPLEVEL_IN_TF_KERAS[attr]
+            return getattr(getattr(target, module), name)
+        if self.__name__ == "keras" and attr == "version":
+            return lambda: target.__version__
+        raise KerasAPIUnavailable(_keras3_only_message(f"{self.__name__}.{attr}"))
+
+    def __dir__(self):
+        return dir(self.__dict__["_tfk8s_target"])
+
+
+class _KerasAliasFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Resolves ``import keras.x.y`` to ``tf_keras.x.y`` (wrapped), or a clear error for Keras-3-only modules."""
+
+    def find_spec(self, fullname, path, target=None):
+        if not fullname.startswith("keras."):
+            return None
+        rest = fullname[len("keras.") :]
+        try:
+            module = importlib.import_module("tf_keras." + rest)
+        except ImportError:
+            raise KerasModuleUnavailable(_keras3_only_message(fullname)) from None
+        spec = importlib.machinery.ModuleSpec(fullname, self, is_package=hasattr(module, "__path__"))
+        spec.loader_state = module
+        return spec
+
+    def create_module(self, spec):
+        return _KerasAlias(spec.name, spec.loader_state)
+
+    def exec_module(self, module) -> None:
+        return None
+
+
+def install_keras_alias() -> None:
+    """Make ``import keras`` (and ``from keras.layers import ...``) give tf_keras."""
+    import tf_keras
+
+    for name in [n for n in sys.modules if n == "keras" or n.startswith("keras.")]:
+        del sys.modules[name]
+    alias = _KerasAlias("keras", tf_keras)
+    alias.__dict__["__path__"] = []
+    alias.__dict__["__spec__"] = importlib.machinery.ModuleSpec("keras", None, is_package=True)
+    sys.modules["keras"] = alias
+    sys.meta_path.insert(0, _KerasAliasFinder())
+
+
+def patch_keras3_multi_worker(tf) -> None:
+    """Keras 3 ``fit`` under MultiWorkerMirroredStrategy (keras-team/keras#20585)."""
+    from keras.src.backend.tensorflow import trainer as tft
+
+    if getattr(tft, "_tfk8s_patched", False):
+        return
+    original_reduce = tft.reduce_per_replica
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and tft._collective_all_reduce_multi_worker(strategy):
+            return tf.nest.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
+        return original_reduce(values, strategy, reduction)
+
+    def _local(value, strategy):
+        if isinstance(value, tf.distribute.DistributedValues):
+            return strategy.experimental_local_results(value)[0]
+        return value
+
+    original_build = tft.TensorFlowTrainer._maybe_symbolic_build
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if self._distribute_strategy is None or iterator is None:
+            return original_build(self, iterator=iterator, data_batch=data_batch)
+        strategy = self.distribute_strategy
+        for _, _, it in iterator:
+            data_batch = tf.nest.map_structure(lambda v: _local(v, strategy), next(it))
+            break
+        with strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    tft.reduce_per_replica = reduce_per_replica
+    tft.TensorFlowTrainer._maybe_symbolic_build = _maybe_symbolic_build
+    tft._tfk8s_patched = True
+
+
+def patch_clear_session(uses_tf_keras: bool, reapply_strategy: Callable[[], None]) -> None:
+    """Make every public ``clear_session`` call ``reapply_strategy()`` after resetting the graph.
+
+    ``clear_session()`` (common at the top of a cell) drops the default strategy with the graph: training
+    would then run locally on each replica and look like success. tf_keras is always patched, Keras 3
+    unless ``uses_tf_keras``.
+    """
+    originals = []
+    modules = []
+    names = ["tf_keras.backend", "tf_keras.utils", "tf_keras.src.backend"]
+    if not uses_tf_keras:
+        names += [
+            "keras.backend",
+            "keras.utils",
+            "keras.src.backend.common.global_state",
+            "keras.src.utils",
+            "keras._tf_keras.keras.backend",
+            "keras._tf_keras.keras.utils",
+        ]
+    for name in names:
+        try:
+            modules.append(importlib.import_module(name))
+        except ImportError:
+            continue
+    for m in modules:
+        fn = getattr(m, "clear_session", None)
+        if fn is not None and not getattr(fn, "_tfk8s", False) and fn not in originals:
+            originals.append(fn)
+
+    def wrap(original):
+        def clear_session(*args, **kwargs):
+            result = original(*args, **kwargs)
+            try:
+                reapply_strategy()
+            except RuntimeError as exc:  # called inside another strategy's scope: fit will refuse
+                log(f"could not re-apply the job's strategy after clear_session(): {exc}")
+            return result
+
+        clear_session._tfk8s = True
+        clear_session.__wrapped__ = original
+        clear_session.__doc__ = original.__doc__
+        return clear_session
+
+    wrapped = {id(fn): wrap(fn) for fn in originals}
+    # Every public alias (keras.backend, keras.utils, tf.keras.backend, ...). vars(), not getattr():
+    # getattr on TensorFlow's lazy modules would import them.
+    for name, m in list(sys.modules.items()):
+        if not name.startswith(("keras", "tf_keras", "tensorflow")) or not isinstance(m, types.ModuleType):
+            continue
+        fn = vars(m).get("clear_session")
+        if fn is not None and id(fn) in wrapped:
+            try:
+                m.clear_session = wrapped[id(fn)]
+            except (AttributeError, TypeError):
+                pass

@@ -1,0 +1,213 @@
+"""What the runner hooks into one replica's Keras: the job's strategy as the default, and ``Model.fit``.
+
+:class:`Runtime` makes the job's strategy the default strategy (and keeps it across ``clear_session()``)
+and patches ``Model.fit`` on every replica: it refuses a model not built under the job's strategy
+(:class:`DistributionError`: never a silent single-process run), coerces ``verbose`` where a progress bar
+cannot work or would be duplicated, and adds the callbacks of ``replica_callbacks.py`` (job backup,
+metrics on the reporting replica, a TerminateOnNaN that reads parameter-server logs). After ``fit`` it logs
+a digest of the weights, which the replicas of an all-reduce job must agree on.
+
+Part of the runner (see ``runner.py``): ``tf`` is passed in, Keras is imported only inside methods. It
+travels with the runner in the job's ConfigMap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+try:
+    from tfk8s_jupyter.replica_callbacks import (
+        job_backup,
+        metrics_callback,
+        safe_terminate_on_nan,
+        to_float,
+    )
+    from tfk8s_jupyter.replica_env import ReplicaEnv
+    from tfk8s_jupyter.replica_keras import patch_clear_session
+    from tfk8s_jupyter.replica_output import Reporter, log
+except ImportError:  # standalone: the shipped modules sit beside this file
+    from replica_callbacks import (  # type: ignore[no-redef]
+        job_backup,
+        metrics_callback,
+        safe_terminate_on_nan,
+        to_float,
+    )
+    from replica_env import ReplicaEnv  # type: ignore[no-redef]
+    from replica_keras import patch_clear_session  # type: ignore[no-redef]
+    from replica_output import Reporter, log  # type: ignore[no-redef]
+
+STRATEGY_CLASSES = {
+    "parameter_server": "ParameterServerStrategy",
+    "multi_worker_mirrored": "MultiWorkerMirroredStrategy",
+    "mirrored": "MirroredStrategy",
+}
+
+
+class DistributionError(RuntimeError):
+    """The cell would train outside the job's strategy (a silent single-process run)."""
+
+
+def weights_digest(model, max_params: int = 10_000_000) -> str | None:
+    """A short hash of the model's weights (replicas of an all-reduce job must agree); None for big models."""
+    if model.count_params() > max_params:
+        return None
+    digest = hashlib.sha256()
+    for w in model.get_weights():
+        import numpy as np
+
+        digest.update(np.ascontiguousarray(w).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def variable_device(model) -> str:
+    variables = getattr(model, "trainable_variables", None) or []
+    if not variables:
+        return ""
+    v = variables[0]
+    for candidate in (v, getattr(v, "value", None), getattr(v, "_value", None)):
+        device = getattr(candidate, "device", None)
+        if isinstance(device, str) and device:
+            return device
+    return ""
+
+
+class Runtime:
+    """Everything the runner patches in for one replica: strategy, keras flavor, fit/clear_session hooks."""
+
+    def __init__(self, tf, renv: ReplicaEnv, strategy, reporter: Reporter) -> None:
+        self.tf = tf
+        self.renv = renv
+        self.strategy = strategy
+        self.reporter = reporter
+        self.fit_count = 0
+        self.last_model: dict = {}
+        self.replicas = int(getattr(strategy, "num_replicas_in_sync", 1) or 1)
+
+    # --- the default strategy
+    def set_default_strategy(self) -> None:
+        tf = self.tf
+        if tf.distribute.get_strategy() is not self.strategy:
+            tf.distribute.experimental_set_strategy(self.strategy)
+
+    def patch_clear_session(self) -> None:
+        patch_clear_session(self.renv.uses_tf_keras, self.set_default_strategy)
+
+    # --- fit
+    def keras_modules(self):
+        if self.renv.uses_tf_keras:
+            import tf_keras
+
+            return tf_keras
+        import keras
+
+        return keras
+
+    def patch_fit(self) -> None:
+        keras = self.keras_modules()
+        model_cls = keras.Model
+        original = model_cls.fit
+        if getattr(original, "_tfk8s", False):
+            return
+        import inspect
+
+        signature = inspect.signature(original)
+        runtime = self
+
+        def fit(model, *args, **kwargs):
+            bound = signature.bind(model, *args, **kwargs)
+            runtime.before_fit(model, bound.arguments)
+            history = original(*bound.args, **bound.kwargs)
+            runtime.after_fit(model)
+            return history
+
+        fit._tfk8s = True
+        fit.__wrapped__ = original
+        fit.__doc__ = original.__doc__
+        model_cls.fit = fit
+
+    def _model_strategy(self, model):
+        attr = "_distribution_strategy" if self.renv.uses_tf_keras else "_distribute_strategy"
+        return getattr(model, attr, None)
+
+    def before_fit(self, model, arguments: dict) -> None:
+        got = self._model_strategy(model)
+        if got is not self.strategy:
+            kind = STRATEGY_CLASSES[self.renv.strategy]
+            where = "with no strategy" if got is None else f"under another strategy ({type(got).__name__})"
+            raise DistributionError(
+                f"this model was built {where}, not under the job's {kind}, so fit() would train it on one "
+                "replica only; build the model in the cell's main thread and do not enter another strategy "
+                "scope (the runner makes the job's strategy the default)."
+            )
+        fit_index = self.fit_count
+        self.fit_count += 1
+        keras = self.keras_modules()
+        verbose = arguments.get("verbose", "auto")
+        if verbose in (1, "auto", True) and (
+            not self.renv.reporting or self.renv.strategy == "parameter_server"
+        ):
+            arguments["verbose"] = 2
+        callbacks = arguments.get("callbacks")
+        if callbacks is None:
+            callbacks = []
+        if not isinstance(callbacks, (list, tuple)):
+            log("fit(callbacks=...) is not a list; metrics and checkpoints are not injected")
+            return
+        callbacks = list(callbacks)
+        if self.renv.strategy == "parameter_server":
+            callbacks = [
+                safe_terminate_on_nan(keras, self)() if type(cb) is keras.callbacks.TerminateOnNaN else cb
+                for cb in callbacks
+            ]
+        backup = next((cb for cb in callbacks if isinstance(cb, keras.callbacks.BackupAndRestore)), None)
+        if backup is None and self.renv.checkpoint_dir:
+            # Only the chief saves with parameter servers, so it may skip epochs; all-reduce workers must
+            # all save the same epochs (they restore and resume together), so they save every epoch.
+            interval = self.renv.checkpoint_interval if self.renv.strategy == "parameter_server" else 0.0
+            backup = job_backup(keras)(self.backup_dir(fit_index), interval)
+            callbacks.append(backup)
+        if self.renv.reporting:
+            initial_epoch = int(arguments.get("initial_epoch", 0) or 0)
+            callbacks.append(metrics_callback(keras, self)(fit_index, initial_epoch, backup))
+        arguments["callbacks"] = callbacks
+
+    def backup_dir(self, fit_index: int) -> str | None:
+        base = Path(self.renv.checkpoint_dir) / f"fit-{fit_index}"
+        if self.renv.strategy == "parameter_server":
+            path = base / "chief"
+        elif self.renv.strategy == "multi_worker_mirrored" and not self.renv.uses_tf_keras:
+            path = base / self.renv.name  # Keras 3 locks its backup file: one dir per worker
+        else:
+            path = base / "shared"  # tf_keras all-reduce needs the same dir on every worker
+        path.mkdir(parents=True, exist_ok=True)
+        return str(path)
+
+    def after_fit(self, model) -> None:
+        try:
+            info = {"weights_sha256": weights_digest(model), "variable_device": variable_device(model)}
+        except Exception as exc:  # reading weights from a ps that is gone
+            info = {"weights_sha256": None, "variable_device": None, "note": f"{type(exc).__name__}"}
+        self.last_model = info
+        log(
+            f"fit {self.fit_count - 1} finished on {self.renv.name}: weights_sha256={info['weights_sha256']} "
+            f"variable_device={info['variable_device']}"
+        )
+
+    def reported_values(self, logs, per_batch: bool = False) -> dict[str, float]:
+        """Python floats from Keras logs.
+
+        tf_keras under all-reduce sums each batch's per-replica results (its epoch logs are right), so
+        batch values are divided back to means.
+        """
+        values: dict[str, float] = {}
+        if hasattr(logs, "fetch"):  # parameter servers: the whole logs dict is one RemoteValue
+            logs = logs.fetch()
+        if not logs:
+            return values
+        scale = self.replicas if per_batch and self.renv.uses_tf_keras and self.replicas > 1 else 1
+        for key, value in dict(logs).items():
+            number = to_float(value)
+            if number is not None:
+                values[str(key)] = number / scale
+        return values
