@@ -190,8 +190,8 @@ def bench_streaming(shell, counter: MessageCounter, epochs: int, steps: int) -> 
 
 def bench_synthetic(counter: MessageCounter, total: int = 100_000) -> dict:
     from tfk8s_jupyter.backends.base import JobStatus
+    from tfk8s_jupyter.job_panel import JobPanel
     from tfk8s_jupyter.monitor import JobState
-    from tfk8s_jupyter.widgets import JobPanel
 
     state = JobState("synthetic")
     state.set_status(JobStatus("synthetic", "local", "parameter_server", phase="running"))

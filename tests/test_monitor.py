@@ -141,3 +141,27 @@ def test_monitor_of_a_finished_job_has_the_whole_history(standin):
     wait_for(lambda: state.status is not None and state.status.done, 10, "the monitor's first status")
     assert state.n_points == len(job.metrics()) > 0
     assert state.series("epoch")["loss"]["x"] == [0, 1]
+
+
+# --------------------------------------------------------------------------- log tails
+def test_the_monitor_serves_log_tails_from_its_own_thread():
+    calls: list[tuple[str, int | None, str]] = []
+
+    class Logs:
+        def logs(self, name: str, replica: str, tail: int | None = None) -> str:
+            calls.append((replica, tail, threading.current_thread().name))
+            if replica == "ps-0":
+                raise RuntimeError("pod ps-0 is gone")
+            return f"{replica} says hi\n"
+
+    state = JobState("j")
+    assert state.refresh_log("chief-0").is_set()  # no monitor: nothing to wait for
+    assert state.log_tail("chief-0") is None
+    changes = []
+    state.observe(lambda st: changes.append(st.log_tail("chief-0")))
+    Monitor(Logs(), "j", state)
+    assert state.refresh_log("chief-0").wait(5)
+    assert state.log_tail("chief-0").text == "chief-0 says hi\n" and changes[-1] is state.log_tail("chief-0")
+    assert state.refresh_log("ps-0").wait(5)
+    assert state.log_tail("ps-0").error == "pod ps-0 is gone"
+    assert calls == [("chief-0", 200, "tfk8s-logs-j"), ("ps-0", 200, "tfk8s-logs-j")]

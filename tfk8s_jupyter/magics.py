@@ -1,16 +1,14 @@
 """IPython magics: ``%%tfk8s_train`` and ``%tfk8s_jobs/attach/logs/stop/wait/config``.
 
 ``%load_ext tfk8s_jupyter`` registers them. Defaults come from the ``TFK8s`` configurable (config files
-and ``%config TFK8s.<option> = ...``); flags override them per call.
+and ``%config TFK8s.<option> = ...``); flags override them per call. The arguments and their translation
+into job options live in :mod:`.magic_args`; the text the magics print in :mod:`.display_text`.
 """
 
 from __future__ import annotations
 
-import html
 import keyword
 import os
-import shlex
-import time
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -19,76 +17,17 @@ from IPython.core.magic_arguments import argument, magic_arguments
 
 from .capture import CaptureError, capture, check_cell
 from .config import TFK8s, current_owner, set_current_config
-from .spec import SpecError, make_spec
-
-# Flags that map 1:1 to JobSpec fields (argparse dest -> spec field).
-_SPEC_FLAGS = (
-    "ps",
-    "workers",
-    "gpus",
-    "strategy",
-    "backend",
-    "flavor",
-    "context",
-    "image",
-    "namespace",
-    "cpu",
-    "memory",
-    "checkpoint_dir",
-    "max_restarts",
-    "metric_interval",
+from .display_text import ConfigTable, JobsTable
+from .logtext import last_lines
+from .magic_args import (
+    job_backend_argument,
+    job_name_argument,
+    job_options,
+    parse_magic_line,
+    split_files,
+    train_arguments,
 )
-
-
-def _fix(message: str, func=None) -> str:
-    """Argparse's wording, turned into one sentence that names the fix."""
-    import difflib
-
-    message = str(message).strip().rstrip(".")
-    name = f"%{func.parser.prog}" if func is not None else "%%tfk8s_train"
-    if message.startswith("unrecognized arguments:"):
-        words = message.split(":", 1)[1].split()
-        bad = next((w for w in words if w.startswith("-")), None)
-        if bad is None:
-            return f"unexpected argument(s) {' '.join(words)}; run {name}? to see what it takes."
-        known = [o for a in func.parser._actions for o in a.option_strings] if func is not None else []
-        close = difflib.get_close_matches(bad.split("=")[0], known, n=1)
-        hint = f"did you mean {close[0]}? " if close else ""
-        return f"unknown option {bad}; {hint}run {name}? to see the options."
-    if "invalid int value" in message or "invalid float value" in message:
-        return f"{message}; give a number, e.g. --workers 2."
-    if "expected one argument" in message:
-        return f"{message}; give it a value, e.g. --workers 2."
-    return f"{message}; run %%tfk8s_train? for the options and examples."
-
-
-def _parse(func, line: str):
-    """Parse a magic's line with shell quoting (``--env 'MSG=a b'``)."""
-    try:
-        argv = shlex.split(line)
-    except ValueError as e:
-        raise UsageError(f"the magic line has {e}; close the quote.") from None
-    try:
-        return func.parser.parse_args(argv)
-    except UsageError as e:
-        raise UsageError(_fix(str(e), func)) from None
-
-
-def _parse_env(items: list[str] | None) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--env {item!r} is not KEY=VALUE; write it as --env {item or 'KEY'}=value.")
-        env[key] = value
-    return env
-
-
-def _files(items: list[str] | None) -> list[str]:
-    out: list[str] = []
-    for item in items or []:
-        out.extend(p for p in item.split(",") if p)
-    return out
+from .spec import SpecError, make_spec
 
 
 def _in_kernel(shell) -> bool:
@@ -149,22 +88,7 @@ class TFK8sMagics(Magics):
     # -- building jobs ----------------------------------------------------------------------------
     def job_options(self, args, overrides: dict | None = None) -> dict:
         """Config defaults overridden by flags (and by ``overrides``, e.g. the settings form)."""
-        cfg = self.defaults
-        merged = cfg.job_options()
-        given = {k: getattr(args, k, None) for k in _SPEC_FLAGS}
-        given.update(overrides or {})
-        for k, v in given.items():
-            if v is not None:
-                merged[k] = v
-        ps_given = given.get("ps") is not None
-        if not ps_given and (given.get("workers") is not None or given.get("strategy") is not None):
-            strategy = str(given.get("strategy") or "auto").replace("-", "_").lower()
-            merged["ps"] = 0 if strategy not in ("parameter_server", "ps") else max(1, cfg.ps)
-        env = dict(merged.get("env") or {})
-        env.update(_parse_env(getattr(args, "env", None)))
-        merged["env"] = env
-        merged["owner"] = current_owner()
-        return merged
+        return job_options(self.defaults, args, overrides)
 
     def build(self, code: str, args, overrides: dict | None = None):
         """Validate the flags and the cell and capture its context: ``(spec, capture)``; nothing starts.
@@ -178,7 +102,7 @@ class TFK8sMagics(Magics):
             cap = capture(
                 code,
                 self.shell,
-                files=_files(getattr(args, "files", None)),
+                files=split_files(getattr(args, "files", None)),
                 max_bytes=self.defaults.max_payload_bytes,
             )
         except (SpecError, CaptureError) as e:
@@ -214,13 +138,13 @@ class TFK8sMagics(Magics):
             print(f"tfk8s: submitted job {job.name}; %tfk8s_attach {job.name} shows its panel.")
             return
         if self.frontend() == "widgets":
-            from .widgets import JobPanel
+            from .job_panel import JobPanel
 
             panel = JobPanel(job)
             self.panels.setdefault(job.name, []).append(panel)
             panel.show()
         else:
-            from .widgets import TextProgress
+            from .text_progress import TextProgress
 
             print(f"tfk8s: submitted job {job.name} ({job.backend.name}); progress follows.")
             self.progress[job.name] = TextProgress(
@@ -266,55 +190,7 @@ class TFK8sMagics(Magics):
 
     # -- %%tfk8s_train --------------------------------------------------------------------------
     @magic_arguments(name="%tfk8s_train")
-    @argument(
-        "--ps", type=int, default=None, help="Parameter servers (> 0: asynchronous training with a chief)."
-    )
-    @argument("--workers", type=int, default=None, help="Workers.")
-    @argument("--gpus", type=int, default=None, help="GPUs per worker and chief (never the ps).")
-    @argument(
-        "--strategy",
-        default=None,
-        help="auto (default), parameter_server, multi_worker_mirrored or mirrored.",
-    )
-    @argument("--backend", default=None, help="local (processes on this machine) or kubernetes.")
-    @argument("--flavor", default=None, help="Kubernetes flavor: auto, native or tfjob.")
-    @argument("--context", default=None, help="kubeconfig context (Kubernetes).")
-    @argument("--name", default=None, help="Job name (lowercase letters, digits, '-'); generated if omitted.")
-    @argument("--image", default=None, help="Container image of the replicas (Kubernetes).")
-    @argument("--namespace", default=None, help="Kubernetes namespace.")
-    @argument("--cpu", default=None, help="CPU per replica, e.g. 2 or 500m.")
-    @argument("--memory", default=None, help="Memory per replica, e.g. 4Gi.")
-    @argument("--checkpoint-dir", dest="checkpoint_dir", default=None, help="Where checkpoints go.")
-    @argument("--max-restarts", dest="max_restarts", type=int, default=None, help="Restarts before failing.")
-    @argument(
-        "--metric-interval",
-        dest="metric_interval",
-        type=float,
-        default=None,
-        help="Seconds between per-step metric points.",
-    )
-    @argument(
-        "--env",
-        action="append",
-        metavar="KEY=VALUE",
-        help="Environment variable for every replica (repeatable).",
-    )
-    @argument(
-        "--files",
-        action="append",
-        metavar="PATH",
-        help="Extra files or globs next to the notebook to ship (repeatable or comma-separated).",
-    )
-    @argument("--out", default=None, metavar="VAR", help="Also store the job handle in this variable.")
-    @argument("--dry-run", dest="dry_run", action="store_true", help="Validate and print; start nothing.")
-    @argument("--wait", action="store_true", help="Block until the job ends (the panel still updates).")
-    @argument(
-        "--timeout", type=float, default=None, help="With --wait: give up waiting after this many seconds."
-    )
-    @argument("--panel", action="store_true", help="Show a settings form with a Launch button first.")
-    @argument(
-        "--no-panel", dest="no_panel", action="store_true", help="Submit without showing the live panel."
-    )
+    @train_arguments
     @cell_magic
     def tfk8s_train(self, line: str, cell: str):
         """Train this cell as a distributed TensorFlow job and show a live panel under it.
@@ -339,7 +215,7 @@ class TFK8sMagics(Magics):
             %%tfk8s_train --panel            # choose the cluster shape in a form, then Launch
             ...
         """
-        args = _parse(self.tfk8s_train, line)
+        args = parse_magic_line(self.tfk8s_train, line)
         if args.panel and args.no_panel:
             raise UsageError("--panel and --no-panel contradict each other; pass only one of them.")
         if args.panel and (args.dry_run or args.wait):
@@ -385,17 +261,16 @@ class TFK8sMagics(Magics):
             print(manifests_yaml(objs))
 
     def _settings_panel(self, cell: str, args):
-        from .widgets import JobPanel, SettingsPanel
+        from .display_text import Summary
+        from .job_panel import JobPanel
+        from .settings_form import SETTINGS_FIELDS, SettingsPanel
 
         try:
             check_cell(cell)
         except CaptureError as e:
             raise UsageError(str(e)) from None
         opts = self.job_options(args)
-        defaults = {
-            k: opts.get(k)
-            for k in ("strategy", "ps", "workers", "gpus", "backend", "image", "namespace", "cpu", "memory")
-        }
+        defaults = {k: opts.get(k) for k in SETTINGS_FIELDS}
 
         def on_launch(options: dict):
             spec, cap = self.build(cell, args, overrides=options)
@@ -404,8 +279,6 @@ class TFK8sMagics(Magics):
         summary = {}
 
         def make_panel(job):
-            from .widgets import Summary
-
             panel = JobPanel(job)
             self.panels.setdefault(job.name, []).append(panel)
             handle = summary.get("handle")
@@ -464,7 +337,7 @@ class TFK8sMagics(Magics):
         from .api import backend_for
         from .backends.base import TFK8sError
 
-        args = _parse(self.tfk8s_jobs, line)
+        args = parse_magic_line(self.tfk8s_jobs, line)
         try:
             b = backend_for(args.backend)
             jobs = b.list(owner=None if args.all else current_owner())
@@ -476,8 +349,8 @@ class TFK8sMagics(Magics):
         display(JobsTable(jobs))
 
     @magic_arguments()
-    @argument("name", nargs="?", default=None, help="Job name (default: the last job of this kernel).")
-    @argument("--backend", default=None, help="local or kubernetes.")
+    @job_name_argument
+    @job_backend_argument
     @line_magic
     def tfk8s_attach(self, line: str):
         """Show the live panel of an existing job, with its full history (e.g. after a kernel restart).
@@ -486,14 +359,14 @@ class TFK8sMagics(Magics):
 
             %tfk8s_attach mnist-ps
         """
-        args = _parse(self.tfk8s_attach, line)
+        args = parse_magic_line(self.tfk8s_attach, line)
         job = self._job(args.name, args.backend)
         self.last_job = job.name
         self.shell.user_ns["_tfk8s_job"] = job
         self.show(job)
 
     @magic_arguments()
-    @argument("name", nargs="?", default=None, help="Job name (default: the last job of this kernel).")
+    @job_name_argument
     @argument(
         "--replica", default=None, help="e.g. chief-0, worker-1, ps-0 (default: the reporting replica)."
     )
@@ -504,7 +377,7 @@ class TFK8sMagics(Magics):
         help="Keep printing new lines until the job ends (interrupt to stop).",
     )
     @argument("--raw", action="store_true", help="Keep protocol lines and progress-bar control characters.")
-    @argument("--backend", default=None, help="local or kubernetes.")
+    @job_backend_argument
     @line_magic
     def tfk8s_logs(self, line: str):
         """Print a replica's output (protocol lines left out unless ``--raw``).
@@ -517,22 +390,19 @@ class TFK8sMagics(Magics):
         """
         import threading
 
-        args = _parse(self.tfk8s_logs, line)
+        args = parse_magic_line(self.tfk8s_logs, line)
         job = self._job(args.name, args.backend)
         replica = args.replica or job.spec.reporting_replica
         if replica not in job.spec.replica_names:
             raise UsageError(
                 f"job {job.name} has no replica {replica!r}; use one of {', '.join(job.spec.replica_names)}."
             )
+        from .display_text import clean_log
         from .protocol import MARKER
-        from .widgets import clean_log
 
         if not args.follow:
             text = job.logs(replica)
-            if not args.raw:
-                text = clean_log(text, tail=args.tail or 10**9)
-            elif args.tail:
-                text = "\n".join(text.splitlines()[-args.tail :])
+            text = last_lines(text, args.tail) if args.raw else clean_log(text, tail=args.tail)
             print(text.rstrip("\n"))
             return
         stop = threading.Event()
@@ -544,8 +414,8 @@ class TFK8sMagics(Magics):
             stop.set()
 
     @magic_arguments()
-    @argument("name", nargs="?", default=None, help="Job name (default: the last job of this kernel).")
-    @argument("--backend", default=None, help="local or kubernetes.")
+    @job_name_argument
+    @job_backend_argument
     @line_magic
     def tfk8s_stop(self, line: str):
         """Stop every replica of a job; its record (status, metrics, logs) stays.
@@ -556,7 +426,7 @@ class TFK8sMagics(Magics):
         """
         from .backends.base import TFK8sError
 
-        args = _parse(self.tfk8s_stop, line)
+        args = parse_magic_line(self.tfk8s_stop, line)
         job = self._job(args.name, args.backend)
         try:
             status = job.stop()
@@ -565,9 +435,9 @@ class TFK8sMagics(Magics):
         print(f"tfk8s: job {job.name} is {status.phase}.")
 
     @magic_arguments()
-    @argument("name", nargs="?", default=None, help="Job name (default: the last job of this kernel).")
+    @job_name_argument
     @argument("--timeout", type=float, default=None, help="Give up waiting after this many seconds.")
-    @argument("--backend", default=None, help="local or kubernetes.")
+    @job_backend_argument
     @line_magic
     def tfk8s_wait(self, line: str):
         """Block until a job ends, then print its final status line (its panels show the final state).
@@ -576,7 +446,7 @@ class TFK8sMagics(Magics):
 
             %tfk8s_wait mnist-ps --timeout 600
         """
-        args = _parse(self.tfk8s_wait, line)
+        args = parse_magic_line(self.tfk8s_wait, line)
         job = self._job(args.name, args.backend)
         phase = self.wait_for(job, args.timeout)
         print(f"tfk8s job {job.name}: {phase}")
@@ -600,66 +470,6 @@ class TFK8sMagics(Magics):
         from IPython.display import display
 
         display(ConfigTable(self.config_sources()))
-
-
-class JobsTable:
-    """``%tfk8s_jobs`` output: HTML in a notebook, an aligned text table elsewhere."""
-
-    COLUMNS = ("name", "phase", "backend", "strategy", "replicas", "age")
-
-    def __init__(self, jobs):
-        now = time.time()
-        from .widgets import format_duration
-
-        self.rows = []
-        for s in jobs:
-            counts = s.counts()
-            replicas = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "-"
-            self.rows.append(
-                (s.name, s.phase, s.backend, s.strategy, replicas, format_duration(now - s.created))
-            )
-
-    def __repr__(self) -> str:
-        if not self.rows:
-            return "no tfk8s jobs"
-        return _text_table(self.COLUMNS, self.rows)
-
-    def _repr_html_(self) -> str:
-        if not self.rows:
-            return "<i>no tfk8s jobs</i>"
-        return _html_table(self.COLUMNS, self.rows, "tfk8s-jobs")
-
-
-class ConfigTable:
-    """``%tfk8s_config`` output."""
-
-    COLUMNS = ("option", "value", "source")
-
-    def __init__(self, rows):
-        self.rows = [(f"TFK8s.{n}", repr(v), s) for n, v, s in rows]
-
-    def __repr__(self) -> str:
-        return _text_table(self.COLUMNS, self.rows)
-
-    def _repr_html_(self) -> str:
-        return _html_table(self.COLUMNS, self.rows, "tfk8s-config")
-
-
-def _text_table(columns, rows) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(columns, *rows, strict=False)]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
-    for row in rows:
-        lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-    return "\n".join(lines)
-
-
-def _html_table(columns, rows, cls: str) -> str:
-    head = "".join(f"<th style='text-align:left'>{html.escape(c)}</th>" for c in columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td style='text-align:left'>{html.escape(str(c))}</td>" for c in row) + "</tr>"
-        for row in rows
-    )
-    return f"<table class='{cls}'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def load_ipython_extension(ipython) -> None:

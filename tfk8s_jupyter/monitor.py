@@ -1,17 +1,28 @@
 """JobState (what a face shows) and Monitor (one per job: follows a backend and fills a JobState).
 
-JobState is observable: ``state.observe(callback)``; callbacks run on the monitor's thread, so a face
-throttles and marshals as it needs. Memory is bounded whatever the run length: each metric series keeps
-at most ``2 * max_points`` points, thinning older points by halving its stride when full.
+JobState is observable: ``state.observe(callback)``; callbacks run on the monitor's threads, so a face
+throttles and marshals as it needs. Each metric series keeps at most ``2 * max_points`` points, thinning
+older points by halving its stride when full.
+
+Log tails come the same way: a face asks the state for a replica's log (:meth:`JobState.follow_log`,
+:meth:`JobState.refresh_log`); the monitor fetches it from the backend in its own log thread (at once,
+then every ``LOG_REFRESH_SECONDS`` while the job runs) and puts it into the state, which notifies the
+observers. A face never calls the backend.
 """
 
 from __future__ import annotations
 
 import threading
+import time
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from .backends.base import Backend, JobStatus
-from .protocol import event_key
+from .protocol import EventDedup
+
+LOG_REFRESH_SECONDS = 2.0  # how often a followed replica's log is fetched again while the job runs
+LOG_FETCH_LINES = 200  # lines of a replica's log fetched per refresh
 
 
 def event_to_point(event: dict) -> dict | None:
@@ -66,8 +77,18 @@ class Series:
         return self._count
 
 
+@dataclass(frozen=True)
+class LogTail:
+    """The last lines of one replica's log as the monitor last fetched them (``error``: why it could not)."""
+
+    replica: str
+    text: str = ""
+    error: str | None = None
+    fetched: float = 0.0  # time.monotonic() of the fetch
+
+
 class JobState:
-    """The live view of one job: status, metric series, last values, lifecycle events."""
+    """The live view of one job: status, metric series, last values, lifecycle events, log tails."""
 
     def __init__(self, name: str, max_points: int = 2000):
         self.name = name
@@ -83,10 +104,14 @@ class JobState:
         self.checkpoints: int = 0
         self.n_points = 0
         self.version = 0  # bumps on every change; faces compare it to skip redundant renders
-        self._seen: set = set()  # keys of events without an integer seq
-        self._last_seq: dict = {}  # run -> highest seq folded in (a run's events arrive in order)
+        self._dedup = EventDedup()
         self._lock = threading.RLock()
         self._observers: list[Callable[[JobState], None]] = []
+        # log tails: what faces asked for, what the monitor fetched
+        self._logs: dict[str, LogTail] = {}
+        self._logs_followed: Counter[str] = Counter()
+        self._log_waiters: dict[str, list[threading.Event]] = {}
+        self._log_source: Callable[[], None] | None = None
 
     # observation ------------------------------------------------------------
     def observe(self, callback: Callable[[JobState], None]) -> None:
@@ -110,24 +135,16 @@ class JobState:
             self.status = status
             if status.phase == "failed" and status.message and not self.error:
                 self.error = status.message
+            source = self._log_source if self._logs_followed else None
+        if source is not None:  # followed tails are refreshed while the job runs
+            source()
         self._changed()
 
     def add_events(self, events: list[dict]) -> int:
         """Fold new protocol events in (duplicates by ``(run, seq)`` are ignored); return how many were new."""
         added = 0
         with self._lock:
-            for e in events:
-                k = event_key(e)
-                run, seq = k
-                if isinstance(seq, int) and not isinstance(seq, bool):
-                    # Memory stays O(runs), not O(events): a re-read log repeats a run's events in order.
-                    if seq <= self._last_seq.get(run, -1):
-                        continue
-                    self._last_seq[run] = seq
-                elif seq is not None:
-                    if k in self._seen:
-                        continue
-                    self._seen.add(k)
+            for e in self._dedup.new(events):
                 added += 1
                 t = e.get("type")
                 if t == "error":
@@ -156,6 +173,73 @@ class JobState:
             self._changed()
         return added
 
+    # log tails -------------------------------------------------------------
+    def follow_log(self, replica: str) -> threading.Event:
+        """Keep ``replica``'s log tail current while the job runs (until :meth:`unfollow_log`).
+
+        Returns:
+            The event of :meth:`refresh_log`: set once the state holds a tail fetched after this call.
+        """
+        with self._lock:
+            self._logs_followed[replica] += 1
+        return self.refresh_log(replica)
+
+    def unfollow_log(self, replica: str) -> None:
+        """Undo one :meth:`follow_log` of ``replica``."""
+        with self._lock:
+            self._logs_followed[replica] -= 1
+            if self._logs_followed[replica] <= 0:
+                del self._logs_followed[replica]
+
+    def refresh_log(self, replica: str) -> threading.Event:
+        """Ask for a fresh tail of ``replica``'s log; the monitor fetches it in its own thread.
+
+        Returns:
+            An event set once :meth:`log_tail` holds a tail fetched after this call (at once when no
+            monitor serves this state's logs).
+        """
+        delivered = threading.Event()
+        with self._lock:
+            source = self._log_source
+            if source is None:
+                delivered.set()
+                return delivered
+            self._log_waiters.setdefault(replica, []).append(delivered)
+        source()
+        return delivered
+
+    def log_tail(self, replica: str | None) -> LogTail | None:
+        """The last fetched tail of ``replica``'s log, or ``None`` before the first fetch."""
+        with self._lock:
+            return self._logs.get(replica) if replica else None
+
+    def logs_followed(self) -> set[str]:
+        """The replicas whose log a face follows."""
+        with self._lock:
+            return set(self._logs_followed)
+
+    def logs_requested(self) -> set[str]:
+        """The replicas whose log a face asked for and has not got yet."""
+        with self._lock:
+            return set(self._log_waiters)
+
+    def set_log(self, tail: LogTail) -> None:
+        """Store a fetched tail (the monitor's log thread calls this) and notify the observers."""
+        with self._lock:
+            self._logs[tail.replica] = tail
+            waiters = self._log_waiters.pop(tail.replica, [])
+        for delivered in waiters:  # before the observers, so a face waiting for it is not kept waiting
+            delivered.set()
+        self._changed()
+
+    def serve_logs(self, source: Callable[[], None] | None) -> None:
+        """Register the monitor that fetches log tails: ``source()`` is called after every request."""
+        with self._lock:
+            self._log_source = source
+            waiting = bool(self._log_waiters)
+        if waiting and source is not None:
+            source()
+
     def series(self, kind: str = "step", limit: int | None = None) -> dict[str, dict[str, list[float]]]:
         """``{metric: {"x": [...], "y": [...]}}`` with at most ``limit`` points each (x = step or epoch)."""
         with self._lock:
@@ -168,7 +252,11 @@ class JobState:
 
 
 class Monitor:
-    """Follows one job on a backend in a daemon thread and keeps a :class:`JobState` current."""
+    """Follows one job on a backend in a daemon thread and keeps a :class:`JobState` current.
+
+    It also serves the state's log tails from the moment it is created: a second daemon thread,
+    running only while there is something to fetch, calls ``backend.logs(name, replica, tail=...)``.
+    """
 
     def __init__(self, backend: Backend, name: str, state: JobState | None = None):
         self.backend = backend
@@ -177,6 +265,10 @@ class Monitor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.done = threading.Event()
+        self._log_lock = threading.Lock()
+        self._log_wake = threading.Event()
+        self._log_thread: threading.Thread | None = None
+        self.state.serve_logs(self._wake_log_thread)
 
     def start(self) -> Monitor:
         if self._thread is None:
@@ -199,6 +291,54 @@ class Monitor:
             self.state._changed()
         finally:
             self.done.set()
+
+    # log tails --------------------------------------------------------------
+    def _wake_log_thread(self) -> None:
+        with self._log_lock:
+            self._log_wake.set()
+            if self._log_thread is None:
+                self._log_thread = threading.Thread(
+                    target=self._serve_logs, name=f"tfk8s-logs-{self.name}", daemon=True
+                )
+                self._log_thread.start()
+
+    def _serve_logs(self) -> None:
+        """Fetch what was asked for, and followed tails every ``LOG_REFRESH_SECONDS`` while the job runs;
+        end when there is nothing left to do (the next request starts the thread again)."""
+        fetched: dict[str, float] = {}
+        try:
+            while True:
+                self._log_wake.clear()
+                status = self.state.status
+                running = status is not None and not status.done and not self._stop.is_set()
+                followed = self.state.logs_followed() if running else set()
+                now = time.monotonic()
+                due = self.state.logs_requested() | {
+                    r for r in followed if r not in fetched or now - fetched[r] >= LOG_REFRESH_SECONDS
+                }
+                for replica in sorted(due):
+                    self.state.set_log(self._fetch_log(replica))
+                    fetched[replica] = time.monotonic()
+                if not followed and not due:
+                    with self._log_lock:
+                        if not self._log_wake.is_set():
+                            self._log_thread = None
+                            return
+                    continue
+                if followed:
+                    next_due = min(fetched.get(r, now) for r in followed) + LOG_REFRESH_SECONDS
+                    self._log_wake.wait(max(0.05, next_due - time.monotonic()))
+        finally:  # after an unexpected error, let the next request start a new thread
+            with self._log_lock:
+                if self._log_thread is threading.current_thread():
+                    self._log_thread = None
+
+    def _fetch_log(self, replica: str) -> LogTail:
+        try:
+            text = self.backend.logs(self.name, replica, tail=LOG_FETCH_LINES)
+        except Exception as e:  # shown where the tail would be
+            return LogTail(replica, error=str(e), fetched=time.monotonic())
+        return LogTail(replica, text=text, fetched=time.monotonic())
 
     def stop(self) -> None:
         self._stop.set()

@@ -12,19 +12,20 @@ import numpy as np
 import pytest
 
 from tfk8s_jupyter.backends.base import JobStatus, ReplicaStatus
-from tfk8s_jupyter.monitor import JobState
+from tfk8s_jupyter.job_panel import JobPanel, merge_series
+from tfk8s_jupyter.monitor import LOG_FETCH_LINES, JobState, Monitor
 from tfk8s_jupyter.protocol import encode
-from tfk8s_jupyter.widgets import JobPanel, SettingsPanel, TextProgress, merge_series
+from tfk8s_jupyter.settings_form import SettingsPanel
+from tfk8s_jupyter.text_progress import TextProgress
 
 
 class FakeJob:
-    """The two job methods a panel may call; records the calls."""
+    """The one job method a panel may call (Stop); records the calls."""
 
     def __init__(self, name: str, state: JobState):
         self.name = name
         self.state = state
         self.stops = 0
-        self.log_calls: list[tuple[str, int | None]] = []
 
     def stop(self):
         self.stops += 1
@@ -42,14 +43,31 @@ class FakeJob:
         )
         return self.state.status
 
-    def logs(self, replica: str, tail: int | None = None) -> str:
-        self.log_calls.append((replica, tail))
+
+class LogBackend:
+    """The backend's ``logs`` only (what a Monitor fetches log tails with); records every call and the
+    thread it came from."""
+
+    def __init__(self):
+        self.calls: list[tuple[str, int | None, str]] = []
+        self.extra = ""
+
+    def logs(self, name: str, replica: str, tail: int | None = None) -> str:
+        self.calls.append((replica, tail, threading.current_thread().name))
         return (
             f"{replica} booting\n"
             + encode("metric", run="r", seq=1, epoch=0, step=1, values={"loss": 1.0})
             + "\nEpoch 1/3\r 10/20 [====>....]\r 20/20 [==========] - loss: 0.5\n"
             + f"\x1b[1m{replica} done\x1b[0m\n"
+            + self.extra
         )
+
+
+def served_logs(state: JobState) -> LogBackend:
+    """A monitor (not following any job) that serves ``state``'s log tails from a LogBackend."""
+    backend = LogBackend()
+    Monitor(backend, state.name, state)
+    return backend
 
 
 def replicas(state: str, started: float) -> list[ReplicaStatus]:
@@ -139,6 +157,7 @@ def test_panel_state_after_a_finished_job():
     created = time.time() - 75
     state = JobState("demo-ps")
     job = FakeJob("demo-ps", state)
+    backend = served_logs(state)
     state.set_status(status("running", created))
     panel = JobPanel(job, interval=0.05)
     summaries = []
@@ -185,6 +204,7 @@ def test_panel_state_after_a_finished_job():
     assert "chief-0 booting" in panel.log_tail.value and "chief-0 done" in panel.log_tail.value
     assert "@tfk8s" not in panel.log_tail.value and "\x1b" not in panel.log_tail.value
     assert "20/20 [==========] - loss: 0.5" in panel.log_tail.value and "10/20" not in panel.log_tail.value
+    assert backend.calls and all(thread == "tfk8s-logs-demo-ps" for _, _, thread in backend.calls)
     # finished: Stop disabled, summary for viewers without a kernel
     assert panel.stop_button.disabled
     assert summaries == [panel]
@@ -222,20 +242,50 @@ def test_failure_turns_the_panel_to_danger_and_shows_the_error():
     panel.close()
 
 
-def test_stop_button_and_log_chooser_call_the_job_handle():
+def test_stop_button_calls_the_job_handle():
     state = JobState("demo-ps")
     job = FakeJob("demo-ps", state)
     state.set_status(status("running", time.time()))
     panel = JobPanel(job, interval=0.05)
-    wait_for(lambda: panel.replica_chooser.options)
-    panel.replica_chooser.value = "worker-1"
-    wait_for(lambda: "worker-1 booting" in panel.log_tail.value)
-    assert ("worker-1", 200) in job.log_calls
     panel.stop_button.click()
     assert panel.stop_button.disabled
     wait_for(lambda: panel.done)
     assert job.stops == 1 and panel.badge.value == "stopped" and panel.stop_button.description == "Stopped"
     panel.close()
+
+
+def test_the_log_tail_comes_through_the_monitor():
+    """The panel only says which replica it follows; the monitor's log thread fetches the tail (at once,
+    then every 2 s while the job runs) and the panel shows what the state holds."""
+    created = time.time()
+    state = JobState("demo-ps")
+    backend = served_logs(state)
+    state.set_status(status("running", created))
+    panel = JobPanel(FakeJob("demo-ps", state), interval=0.05)  # the job handle has no logs()
+    wait_for(lambda: "chief-0 booting" in panel.log_tail.value)
+    panel.replica_chooser.value = "worker-1"
+    wait_for(lambda: "worker-1 booting" in panel.log_tail.value)
+    assert state.log_tail("worker-1").text.startswith("worker-1 booting")
+    assert ("worker-1", LOG_FETCH_LINES) in [(r, t) for r, t, _ in backend.calls]
+    # refreshed while the job runs, only for the replica on screen
+    backend.extra = "epoch 2 finished\n"
+    changed = time.monotonic()
+    wait_for(lambda: "epoch 2 finished" in panel.log_tail.value, timeout=5)
+    assert time.monotonic() - changed < 3.0
+    assert state.logs_followed() == {"worker-1"}
+    # the job ends: one last tail, then no more fetches
+    state.set_status(status("succeeded", created, rstate="succeeded", finished=time.time()))
+    wait_for(lambda: panel.done)
+    calls = len(backend.calls)
+    time.sleep(2.5)
+    assert len(backend.calls) == calls
+    # a replica chosen in a finished panel still shows its tail
+    panel.replica_chooser.value = "ps-0"
+    wait_for(lambda: "ps-0 booting" in panel.log_tail.value)
+    panel.close()
+    assert state.logs_followed() == set()
+    # every backend call came from the monitor's log thread, none from the panel or this thread
+    assert {thread for _, _, thread in backend.calls} == {"tfk8s-logs-demo-ps"}
 
 
 def test_throttling_and_downsampling_with_100000_points(message_log):

@@ -1,18 +1,17 @@
-"""The notebook panels: the live :class:`JobPanel`, the :class:`SettingsPanel` form and the plain-text
-fallback (:class:`TextProgress`) for frontends without widgets.
+"""The live panel under a training cell: header, status badge, curve, replica table, log tail, Stop button.
 
-A panel observes a :class:`~tfk8s_jupyter.monitor.JobState` and never talks to a backend; only its Stop
-button and log chooser call methods of the job handle it was given (``job.stop()``, ``job.logs()``).
+A panel observes a :class:`~tfk8s_jupyter.monitor.JobState` and never talks to a backend. The log tail
+comes through the state too: the panel says which replica it follows (``state.follow_log``) and renders
+the tail the monitor put into the state. Only the Stop button calls the job handle (``job.stop()``).
 
 Updates are coalesced by a timer thread: ticks at least ``interval`` (0.525 s) apart, each sending at
-most two widget messages, so a panel sends at most 4 messages in any second; at most ``max_points`` points per series sent to the browser. Background
-updates only mutate widget traits (never ``with output:`` from a thread), so they land in the panel's own
-cell whatever cell runs meanwhile.
+most two widget messages, so a panel sends at most 4 messages in any second; at most ``max_points``
+points per series are sent to the browser. Background updates only mutate widget traits (never
+``with output:`` from a thread), so they land in the panel's own cell whatever cell runs meanwhile.
 
 CSS classes (stable, for tests and themes): ``tfk8s-job-panel``, ``tfk8s-status-badge`` (text = phase),
-``tfk8s-replica-table``, ``tfk8s-curve`` (the bqplot Figure), ``tfk8s-log-tail``, ``tfk8s-stop-button``,
-``tfk8s-settings-panel``, ``tfk8s-launch-button``; plus ``tfk8s-header``, ``tfk8s-error``,
-``tfk8s-phase-<phase>`` and ``tfk8s-danger`` on a failed panel.
+``tfk8s-replica-table``, ``tfk8s-curve`` (the bqplot Figure), ``tfk8s-log-tail``, ``tfk8s-stop-button``;
+plus ``tfk8s-header``, ``tfk8s-error``, ``tfk8s-phase-<phase>`` and ``tfk8s-danger`` on a failed panel.
 """
 
 from __future__ import annotations
@@ -25,174 +24,22 @@ from collections.abc import Callable, Mapping
 
 import ipywidgets as W
 
-from .backends.base import JobStatus
+from .display_text import (
+    PHASE_COLORS,
+    Summary,
+    clean_log,
+    elapsed,
+    format_duration,
+    format_value,
+    progress_text,
+    replica_table_html,
+)
 from .monitor import JobState
-from .protocol import MARKER
 
-PHASE_COLORS = {
-    "pending": ("#6c757d", "white"),
-    "running": ("#0d6efd", "white"),
-    "succeeded": ("#198754", "white"),
-    "failed": ("#dc3545", "white"),
-    "stopped": ("#6c757d", "white"),
-}
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
-LOG_TAIL_LINES = 15
-LOG_REFRESH_SECONDS = 2.0
 MESSAGES_PER_TICK = 2
-
-
-# -- small formatting helpers --------------------------------------------------------------------
-def format_duration(seconds: float | None) -> str:
-    """``"42s"``, ``"3m 05s"``, ``"1h 02m"``."""
-    if seconds is None or seconds < 0:
-        return "-"
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m {s % 60:02d}s"
-    return f"{s // 3600}h {s % 3600 // 60:02d}m"
-
-
-def _coarse_age(seconds: float | None) -> str:
-    """Ages in the replica table change at most every 10 s (fewer messages)."""
-    if seconds is None or seconds < 0:
-        return "-"
-    s = int(seconds)
-    if s < 60:
-        return f"{s // 10 * 10}s"
-    if s < 3600:
-        return f"{s // 60}m"
-    return f"{s // 3600}h {s % 3600 // 60:02d}m"
-
-
-def format_value(v: float) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "nan"
-    return f"{v:.4g}"
-
-
-def elapsed(status: JobStatus | None, now: float | None = None) -> float | None:
-    if status is None:
-        return None
-    end = status.finished if status.finished else (now or time.time())
-    return max(0.0, end - status.created)
-
-
-def progress_text(state: JobState, now: float | None = None) -> str:
-    """One line: ``job x · running · 1m 05s · epoch 2 · step 140 · loss 0.31 · 4/4 replicas running``."""
-    status = state.status
-    phase = status.phase if status else "pending"
-    parts = [f"job {state.name}", phase, format_duration(elapsed(status, now))]
-    if state.epoch is not None:
-        parts.append(f"epoch {state.epoch}")
-    if state.step is not None:
-        parts.append(f"step {state.step}")
-    if state.last_values:
-        parts.append(" ".join(f"{k} {format_value(v)}" for k, v in sorted(state.last_values.items())))
-    if status and status.replicas:
-        n = len(status.replicas)
-        counts = status.counts()
-        parts.append(", ".join(f"{c}/{n} {s}" for s, c in sorted(counts.items())) + " replicas")
-    return " · ".join(parts)
-
-
-def summary_text(state: JobState, now: float | None = None) -> str:
-    """The final summary (plain text): status line, last metrics, error if any."""
-    status = state.status
-    phase = status.phase if status else "pending"
-    lines = [f"tfk8s job {state.name}: {phase}"]
-    if status:
-        lines[0] += f" after {format_duration(elapsed(status, now))} ({status.backend}, {status.strategy})"
-    if state.epoch is not None or state.step is not None:
-        lines.append(f"  reached epoch {state.epoch}, step {state.step}; {state.n_points} metric points")
-    if state.last_values:
-        lines.append(
-            "  last: " + ", ".join(f"{k}={format_value(v)}" for k, v in sorted(state.last_values.items()))
-        )
-    if status and status.replicas:
-        lines.append(
-            "  replicas: "
-            + ", ".join(
-                f"{r.name} {r.state}" + (f" ({r.restarts} restarts)" if r.restarts else "")
-                for r in status.replicas
-            )
-        )
-    if state.error:
-        lines.append(f"  error: {state.error}")
-    return "\n".join(lines)
-
-
-def summary_html(state: JobState, now: float | None = None) -> str:
-    status = state.status
-    phase = status.phase if status else "pending"
-    bg, fg = PHASE_COLORS.get(phase, PHASE_COLORS["pending"])
-    rows = summary_text(state, now).splitlines()
-    head = html.escape(rows[0]).replace(
-        html.escape(phase),
-        f'<span style="background:{bg};color:{fg};padding:0 6px;border-radius:8px">{phase}</span>',
-        1,
-    )
-    body = "<br>".join(html.escape(r.strip()) for r in rows[1:])
-    return f'<div class="tfk8s-summary"><b>{head}</b><br>{body}</div>'
-
-
-class Summary:
-    """A display object with the final summary as text and HTML (for viewers without a kernel)."""
-
-    def __init__(self, state: JobState):
-        self.text = summary_text(state)
-        self.html = summary_html(state)
-
-    def _repr_mimebundle_(self, include=None, exclude=None):
-        return {"text/plain": self.text, "text/html": self.html}
-
-    def __repr__(self) -> str:
-        return self.text
-
-
-def replica_table_html(status: JobStatus | None, now: float | None = None) -> str:
-    now = now or time.time()
-    head = "".join(f"<th>{h}</th>" for h in ("role", "index", "state", "restarts", "host/pod", "age"))
-    rows = []
-    for r in status.replicas if status else []:
-        bg, _ = PHASE_COLORS.get(r.state, ("#6c757d", "white"))
-        age = _coarse_age(now - r.started) if r.started else "-"
-        cells = [
-            r.role,
-            str(r.index),
-            f'<span style="color:{bg};font-weight:bold">{html.escape(r.state)}</span>'
-            + (f' <span style="color:#6c757d">{html.escape(r.message[:160])}</span>' if r.message else ""),
-            str(r.restarts),
-            html.escape(r.host or (f"pid {r.pid}" if r.pid else "-")),
-            age,
-        ]
-        rows.append(
-            f'<tr data-replica="{html.escape(r.name)}">' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
-        )
-    if not rows:
-        rows.append('<tr><td colspan="6"><i>waiting for replicas…</i></td></tr>')
-    return (
-        '<table style="border-collapse:collapse;font-size:12px" cellpadding="3">'
-        f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-    )
-
-
-def clean_log(text: str, tail: int = LOG_TAIL_LINES) -> str:
-    """The last ``tail`` human lines: protocol lines dropped, progress-bar carriage returns resolved."""
-    import re
-
-    ansi = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x08]")
-    out = []
-    for line in text.split("\n"):
-        line = ansi.sub("", line.rstrip("\r").rsplit("\r", 1)[-1])
-        pos = line.find(MARKER)
-        if pos >= 0:
-            line = line[:pos]
-        if line.strip():
-            out.append(line)
-    return "\n".join(out[-tail:])
+FINAL_LOG_WAIT_SECONDS = 10.0  # how long the final render waits for the monitor's last log fetch
+_LOG_PRE = "<pre style='font-size:11px;max-height:220px;overflow:auto;margin:0'>"
 
 
 def merge_series(
@@ -230,8 +77,8 @@ class JobPanel(W.VBox):
     """The live panel of one job: header, status badge, curve, replica table, log tail, Stop button.
 
     Args:
-        job: the job handle (``name``, ``state``, ``stop()``, ``logs(replica, tail)``), e.g. from
-            ``tfk8s_jupyter.submit``. Only the Stop button and the log chooser call it.
+        job: the job handle (``name``, ``state``, ``stop()``), e.g. from ``tfk8s_jupyter.submit``.
+            Only the Stop button calls it.
         state: the :class:`JobState` to observe (default: ``job.state``).
         interval: seconds between coalesced updates (each sends at most two widget messages).
         max_points: points per series sent to the browser.
@@ -262,9 +109,9 @@ class JobPanel(W.VBox):
         self._thread: threading.Thread | None = None
         self._rendered_version = -1
         self._lines_key = None
-        self._last_log_fetch = 0.0
-        self._log_text: str | None = None
-        self._log_error: str | None = None
+        self._log_shown = None  # the LogTail on screen
+        self._log_followed: str | None = None  # the replica whose log this panel follows
+        self._panel_error: str | None = None
         self._final = False
         self._last_sent: dict[str, float] = {}
         self._plotted = 0  # distinct x values on the curve
@@ -329,7 +176,7 @@ class JobPanel(W.VBox):
         self.table.add_class("tfk8s-replica-table")
         self.replica_chooser = W.Dropdown(options=[], description="logs of", layout=W.Layout(width="220px"))
         self.replica_chooser.observe(self._on_replica_chosen, "value")
-        self.log_tail = W.HTML("<pre style='font-size:11px;max-height:220px;overflow:auto;margin:0'></pre>")
+        self.log_tail = W.HTML(f"{_LOG_PRE}</pre>")
         self.log_tail.add_class("tfk8s-log-tail")
         self.error_box = W.HTML("", layout=W.Layout(display="none"))
         self.error_box.add_class("tfk8s-error")
@@ -339,7 +186,7 @@ class JobPanel(W.VBox):
         self.add_class("tfk8s-job-panel")
         self.layout = W.Layout(border="1px solid #ddd", padding="6px", width="100%")
 
-        self._observer = lambda _state: self._wake.set()
+        self._observer = self._on_state_changed
         self.state.observe(self._observer)
         self.render(budget=None)  # initial state: no messages before display
         if start:
@@ -391,6 +238,7 @@ class JobPanel(W.VBox):
         observer = getattr(self, "_observer", None)
         if observer is not None:
             self.state.unobserve(observer)
+            self._follow_log(None)
         super().close()
 
     @property
@@ -427,10 +275,14 @@ class JobPanel(W.VBox):
 
     def flush(self) -> None:
         """Render everything now (the final state of a finished job) and fire the done callbacks."""
+        status = self.state.status
+        if status is not None and status.done:
+            with self._lock:
+                self._update_table(time.time())  # the log chooser knows the replicas
+            replica = self.replica_chooser.value
+            if replica:  # the tail as the job ended, fetched by the monitor
+                self.state.refresh_log(replica).wait(FINAL_LOG_WAIT_SECONDS)
         with self._lock:
-            status = self.state.status
-            if status is not None and status.done and self.job is not None:
-                self._refresh_log(force=True)
             self.render(budget=None)
             if status is not None and status.done and not self._final:
                 self._final = True
@@ -499,7 +351,7 @@ class JobPanel(W.VBox):
         return 2
 
     def _update_error(self) -> int:
-        error = self.state.error or self._log_error
+        error = self.state.error or self._panel_error
         status = self.state.status
         if not error or (status is not None and status.phase == "succeeded" and not self.state.error):
             return 0
@@ -592,32 +444,33 @@ class JobPanel(W.VBox):
         return sent
 
     def _update_log(self) -> int:
-        status = self.state.status
-        if self.job is None or status is None or status.done:
+        tail = self.state.log_tail(self.replica_chooser.value)
+        if tail is None or tail is self._log_shown:
             return 0
-        if time.monotonic() - self._last_log_fetch < LOG_REFRESH_SECONDS:
-            return 0
-        return self._refresh_log()
-
-    def _refresh_log(self, force: bool = False) -> int:
-        replica = self.replica_chooser.value
-        if not replica or self.job is None:
-            return 0
-        self._last_log_fetch = time.monotonic()
-        try:
-            text = clean_log(self.job.logs(replica, tail=200))
-        except Exception as e:
-            text = f"(no log for {replica}: {e})"
-        value = (
-            "<pre style='font-size:11px;max-height:220px;overflow:auto;margin:0'>"
-            f"{html.escape(text) or '<i>(no output yet)</i>'}</pre>"
-        )
+        self._log_shown = tail
+        text = clean_log(tail.text) if tail.error is None else f"(no log for {tail.replica}: {tail.error})"
+        value = f"{_LOG_PRE}{html.escape(text) or '<i>(no output yet)</i>'}</pre>"
         return int(self._set(self.log_tail, value=value))
 
-    # user actions --------------------------------------------------------------------------------
+    # state and user actions ----------------------------------------------------------------------
+    def _on_state_changed(self, _state: JobState) -> None:
+        if self._final:  # the update loop has ended; a log tail chosen afterwards still shows
+            with self._lock:
+                self._update_log()
+        else:
+            self._wake.set()
+
+    def _follow_log(self, replica: str | None) -> None:
+        """Follow ``replica``'s log tail through the state (the monitor fetches it), not the previous one."""
+        previous, self._log_followed = self._log_followed, replica
+        if previous:
+            self.state.unfollow_log(previous)
+        if replica:
+            self.state.follow_log(replica)
+
     def _on_replica_chosen(self, change) -> None:
         if change["new"]:
-            threading.Thread(target=self._refresh_log, daemon=True).start()
+            self._follow_log(change["new"])
 
     def _on_log_scale(self, change) -> None:
         scale = self._yscale_log if change["new"] else self._yscale_lin
@@ -643,7 +496,7 @@ class JobPanel(W.VBox):
         threading.Thread(target=stop, name=f"tfk8s-stop-{self.state.name}", daemon=True).start()
 
     def _show_error(self, message: str) -> None:
-        self._log_error = message
+        self._panel_error = message
         self._update_error()
 
 
@@ -657,209 +510,3 @@ def _same(a, b) -> bool:
     except (TypeError, ValueError):
         return False
     return a == b
-
-
-# -- plain text fallback -------------------------------------------------------------------------------
-class TextProgress:
-    """Progress lines and a final summary for frontends without widgets (terminal IPython, nbconvert).
-
-    Prints a line at every phase change and epoch end and at most every ``every`` seconds otherwise,
-    then the summary when the job ends.
-    """
-
-    def __init__(
-        self,
-        state: JobState,
-        *,
-        every: float = 10.0,
-        write: Callable[[str], None] | None = None,
-        monitor_done: threading.Event | None = None,
-    ):
-        self.state = state
-        self.every = every
-        self.write = write or (lambda s: print(s, flush=True))
-        self.monitor_done = monitor_done
-        self.summary_written = threading.Event()
-        self._last_line = 0.0
-        self._last_phase: str | None = None
-        self._last_epoch = None
-        self._finished = False
-        self._lock = threading.Lock()
-        state.observe(self._on_change)
-        self._on_change(state)
-
-    def _on_change(self, state: JobState) -> None:
-        with self._lock:
-            if self._finished:
-                return
-            status = state.status
-            phase = status.phase if status else None
-            now = time.monotonic()
-            if status is not None and status.done:
-                self._finished = True
-                if self.monitor_done is None or self.monitor_done.is_set():
-                    self._write_summary()
-                else:
-                    # The last events may follow the final status: summarize once the monitor is done.
-                    threading.Thread(target=self._write_summary, args=(10.0,), daemon=True).start()
-                return
-            if (
-                phase != self._last_phase
-                or state.epoch != self._last_epoch
-                or now - self._last_line >= self.every
-            ):
-                if phase is None and state.epoch is None:
-                    return
-                self._last_phase, self._last_epoch, self._last_line = phase, state.epoch, now
-                self.write("[tfk8s] " + progress_text(state))
-
-    def _write_summary(self, wait: float = 0.0) -> None:
-        if wait and self.monitor_done is not None:
-            self.monitor_done.wait(wait)
-        self.write(summary_text(self.state))
-        self.summary_written.set()
-
-    @property
-    def finished(self) -> bool:
-        return self._finished
-
-
-# -- the settings form -------------------------------------------------------------------------------------
-SETTINGS_FIELDS = ("strategy", "ps", "workers", "gpus", "backend", "image", "namespace", "cpu", "memory")
-
-
-class SettingsPanel(W.VBox):
-    """The ``%%tfk8s_train --panel`` form; Launch submits the cell and the form becomes its JobPanel.
-
-    Args:
-        defaults: initial values of the fields (from config and the magic's flags).
-        on_launch: called with the chosen options (``{"strategy": ..., "ps": ..., ...}``); returns the
-            job handle, or raises an error whose message is shown under the form.
-        panel_factory: builds the live panel for the returned job (default :class:`JobPanel`).
-    """
-
-    def __init__(
-        self,
-        defaults: Mapping[str, object],
-        on_launch: Callable[[dict], object],
-        panel_factory: Callable[[object], W.Widget] | None = None,
-    ):
-        self.on_launch = on_launch
-        self.panel_factory = panel_factory or (lambda job: JobPanel(job))
-        self.job = None
-        self.job_panel: W.Widget | None = None
-        style = {"description_width": "120px"}
-        lay = W.Layout(width="360px")
-        self.fields: dict[str, W.Widget] = {
-            "strategy": W.Dropdown(
-                options=["auto", "parameter_server", "multi_worker_mirrored", "mirrored"],
-                value=defaults.get("strategy") or "auto",
-                description="strategy",
-                style=style,
-                layout=lay,
-            ),
-            "ps": W.BoundedIntText(
-                value=int(defaults.get("ps") or 0),
-                min=0,
-                max=64,
-                description="parameter servers",
-                style=style,
-                layout=lay,
-            ),
-            "workers": W.BoundedIntText(
-                value=int(defaults.get("workers") or 1),
-                min=1,
-                max=256,
-                description="workers",
-                style=style,
-                layout=lay,
-            ),
-            "gpus": W.BoundedIntText(
-                value=int(defaults.get("gpus") or 0),
-                min=0,
-                max=16,
-                description="GPUs per worker",
-                style=style,
-                layout=lay,
-            ),
-            "backend": W.Dropdown(
-                options=["local", "kubernetes"],
-                value=defaults.get("backend") or "local",
-                description="backend",
-                style=style,
-                layout=lay,
-            ),
-            "image": W.Text(value=defaults.get("image") or "", description="image", style=style, layout=lay),
-            "namespace": W.Text(
-                value=defaults.get("namespace") or "",
-                description="namespace",
-                placeholder="(default)",
-                style=style,
-                layout=lay,
-            ),
-            "cpu": W.Text(
-                value=defaults.get("cpu") or "",
-                description="CPU",
-                placeholder="e.g. 2 or 500m",
-                style=style,
-                layout=lay,
-            ),
-            "memory": W.Text(
-                value=defaults.get("memory") or "",
-                description="memory",
-                placeholder="e.g. 4Gi",
-                style=style,
-                layout=lay,
-            ),
-        }
-        for name, w in self.fields.items():
-            w.add_class(f"tfk8s-field-{name}")
-        self.launch_button = W.Button(description="Launch", icon="rocket", button_style="primary")
-        self.launch_button.add_class("tfk8s-launch-button")
-        self.launch_button.on_click(self._on_launch)
-        self.message = W.HTML("")
-        self.message.add_class("tfk8s-error")
-        title = W.HTML("<b>Distributed training</b> — choose the cluster shape, then Launch")
-        super().__init__([title, *self.fields.values(), W.HBox([self.launch_button]), self.message])
-        self.add_class("tfk8s-settings-panel")
-        self.layout = W.Layout(border="1px solid #ddd", padding="6px")
-
-    def _repr_mimebundle_(self, **kwargs):
-        data = super()._repr_mimebundle_(**kwargs)
-        if isinstance(data, tuple):
-            data = data[0]
-        data = dict(data or {})
-        opts = ", ".join(f"{k}={v}" for k, v in self.options().items())
-        data["text/plain"] = f"tfk8s settings form ({opts})"
-        return data
-
-    def options(self) -> dict:
-        """The form's values as job options (empty text fields left out)."""
-        out: dict[str, object] = {}
-        for name, w in self.fields.items():
-            value = w.value
-            if isinstance(value, str):
-                value = value.strip()
-                if not value:
-                    continue
-            out[name] = value
-        return out
-
-    def _on_launch(self, _button=None) -> None:
-        self.launch_button.disabled = True
-        self.message.value = "<i>submitting…</i>"
-        try:
-            job = self.on_launch(self.options())
-        except Exception as e:
-            self.message.value = (
-                f"<span style='color:#dc3545'>{html.escape(type(e).__name__)}: {html.escape(str(e))}</span>"
-            )
-            self.launch_button.disabled = False
-            return
-        self.job = job
-        self.job_panel = self.panel_factory(job)
-        self.remove_class("tfk8s-settings-panel")
-        self.add_class("tfk8s-launched")
-        self.layout.border = ""
-        self.layout.padding = "0"
-        self.children = [self.job_panel]

@@ -1,0 +1,239 @@
+"""The text face of a job, shared by the panels and the magics: durations and values, the one-line
+progress text, the final summary (text and HTML), the replica table, a cleaned log tail and the
+``%tfk8s_jobs`` / ``%tfk8s_config`` tables.
+
+Pure functions of a :class:`~tfk8s_jupyter.monitor.JobState` or a
+:class:`~tfk8s_jupyter.backends.base.JobStatus`; no widgets, so terminal IPython can use them too.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+import time
+from typing import TYPE_CHECKING
+
+from .logtext import last_lines
+from .protocol import MARKER
+
+if TYPE_CHECKING:
+    from .backends.base import JobStatus
+    from .monitor import JobState
+
+PHASE_COLORS = {
+    "pending": ("#6c757d", "white"),
+    "running": ("#0d6efd", "white"),
+    "succeeded": ("#198754", "white"),
+    "failed": ("#dc3545", "white"),
+    "stopped": ("#6c757d", "white"),
+}
+LOG_TAIL_LINES = 15
+_TERMINAL_CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x08]")
+
+
+# -- durations and values ------------------------------------------------------------------------
+def format_duration(seconds: float | None, coarse: bool = False) -> str:
+    """``"42s"``, ``"3m 05s"``, ``"1h 02m"``; ``coarse``: ``"40s"``, ``"3m"``, ``"1h 02m"``, for ages that
+    should change at most every 10 s (fewer widget messages)."""
+    if seconds is None or seconds < 0:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{s // 10 * 10 if coarse else s}s"
+    if s < 3600:
+        return f"{s // 60}m" if coarse else f"{s // 60}m {s % 60:02d}s"
+    return f"{s // 3600}h {s % 3600 // 60:02d}m"
+
+
+def format_value(v: float) -> str:
+    """A metric value in at most four significant digits; ``nan`` for a missing or non-finite one."""
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "nan"
+    return f"{v:.4g}"
+
+
+def elapsed(status: JobStatus | None, now: float | None = None) -> float | None:
+    """Seconds from the job's creation to its end (or to ``now`` while it runs)."""
+    if status is None:
+        return None
+    end = status.finished if status.finished else (now or time.time())
+    return max(0.0, end - status.created)
+
+
+# -- progress and summary ------------------------------------------------------------------------
+def progress_text(state: JobState, now: float | None = None) -> str:
+    """One line: ``job x · running · 1m 05s · epoch 2 · step 140 · loss 0.31 · 4/4 replicas running``."""
+    status = state.status
+    phase = status.phase if status else "pending"
+    parts = [f"job {state.name}", phase, format_duration(elapsed(status, now))]
+    if state.epoch is not None:
+        parts.append(f"epoch {state.epoch}")
+    if state.step is not None:
+        parts.append(f"step {state.step}")
+    if state.last_values:
+        parts.append(" ".join(f"{k} {format_value(v)}" for k, v in sorted(state.last_values.items())))
+    if status and status.replicas:
+        n = len(status.replicas)
+        counts = status.counts()
+        parts.append(", ".join(f"{c}/{n} {s}" for s, c in sorted(counts.items())) + " replicas")
+    return " · ".join(parts)
+
+
+def summary_text(state: JobState, now: float | None = None) -> str:
+    """The final summary (plain text): status line, last metrics, error if any."""
+    status = state.status
+    phase = status.phase if status else "pending"
+    lines = [f"tfk8s job {state.name}: {phase}"]
+    if status:
+        lines[0] += f" after {format_duration(elapsed(status, now))} ({status.backend}, {status.strategy})"
+    if state.epoch is not None or state.step is not None:
+        lines.append(f"  reached epoch {state.epoch}, step {state.step}; {state.n_points} metric points")
+    if state.last_values:
+        lines.append(
+            "  last: " + ", ".join(f"{k}={format_value(v)}" for k, v in sorted(state.last_values.items()))
+        )
+    if status and status.replicas:
+        lines.append(
+            "  replicas: "
+            + ", ".join(
+                f"{r.name} {r.state}" + (f" ({r.restarts} restarts)" if r.restarts else "")
+                for r in status.replicas
+            )
+        )
+    if state.error:
+        lines.append(f"  error: {state.error}")
+    return "\n".join(lines)
+
+
+def summary_html(state: JobState, now: float | None = None) -> str:
+    """The final summary as HTML, the phase in its colour."""
+    status = state.status
+    phase = status.phase if status else "pending"
+    bg, fg = PHASE_COLORS.get(phase, PHASE_COLORS["pending"])
+    rows = summary_text(state, now).splitlines()
+    head = html.escape(rows[0]).replace(
+        html.escape(phase),
+        f'<span style="background:{bg};color:{fg};padding:0 6px;border-radius:8px">{phase}</span>',
+        1,
+    )
+    body = "<br>".join(html.escape(r.strip()) for r in rows[1:])
+    return f'<div class="tfk8s-summary"><b>{head}</b><br>{body}</div>'
+
+
+class Summary:
+    """A display object with the final summary as text and HTML (for viewers without a kernel)."""
+
+    def __init__(self, state: JobState):
+        self.text = summary_text(state)
+        self.html = summary_html(state)
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return {"text/plain": self.text, "text/html": self.html}
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+# -- replicas and logs ---------------------------------------------------------------------------
+def replica_table_html(status: JobStatus | None, now: float | None = None) -> str:
+    """One row per replica (``data-replica`` = its name): role, index, state, restarts, host, age."""
+    now = now or time.time()
+    head = "".join(f"<th>{h}</th>" for h in ("role", "index", "state", "restarts", "host/pod", "age"))
+    rows = []
+    for r in status.replicas if status else []:
+        bg, _ = PHASE_COLORS.get(r.state, ("#6c757d", "white"))
+        age = format_duration(now - r.started, coarse=True) if r.started else "-"
+        cells = [
+            r.role,
+            str(r.index),
+            f'<span style="color:{bg};font-weight:bold">{html.escape(r.state)}</span>'
+            + (f' <span style="color:#6c757d">{html.escape(r.message[:160])}</span>' if r.message else ""),
+            str(r.restarts),
+            html.escape(r.host or (f"pid {r.pid}" if r.pid else "-")),
+            age,
+        ]
+        rows.append(
+            f'<tr data-replica="{html.escape(r.name)}">' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+        )
+    if not rows:
+        rows.append('<tr><td colspan="6"><i>waiting for replicas…</i></td></tr>')
+    return (
+        '<table style="border-collapse:collapse;font-size:12px" cellpadding="3">'
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def clean_log(text: str, tail: int | None = LOG_TAIL_LINES) -> str:
+    """The last ``tail`` human lines (all when ``None``): protocol lines dropped, progress-bar carriage
+    returns and terminal control codes resolved."""
+    out = []
+    for line in text.split("\n"):
+        line = _TERMINAL_CONTROL.sub("", line.rstrip("\r").rsplit("\r", 1)[-1])
+        pos = line.find(MARKER)
+        if pos >= 0:
+            line = line[:pos]
+        if line.strip():
+            out.append(line)
+    return last_lines("\n".join(out), tail).rstrip("\n")
+
+
+# -- magic output tables -------------------------------------------------------------------------
+class JobsTable:
+    """``%tfk8s_jobs`` output: HTML in a notebook, an aligned text table elsewhere."""
+
+    COLUMNS = ("name", "phase", "backend", "strategy", "replicas", "age")
+
+    def __init__(self, jobs: list[JobStatus]):
+        now = time.time()
+        self.rows = []
+        for s in jobs:
+            counts = s.counts()
+            replicas = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "-"
+            self.rows.append(
+                (s.name, s.phase, s.backend, s.strategy, replicas, format_duration(now - s.created))
+            )
+
+    def __repr__(self) -> str:
+        if not self.rows:
+            return "no tfk8s jobs"
+        return text_table(self.COLUMNS, self.rows)
+
+    def _repr_html_(self) -> str:
+        if not self.rows:
+            return "<i>no tfk8s jobs</i>"
+        return html_table(self.COLUMNS, self.rows, "tfk8s-jobs")
+
+
+class ConfigTable:
+    """``%tfk8s_config`` output: ``(option, value, source)`` rows."""
+
+    COLUMNS = ("option", "value", "source")
+
+    def __init__(self, rows):
+        self.rows = [(f"TFK8s.{n}", repr(v), s) for n, v, s in rows]
+
+    def __repr__(self) -> str:
+        return text_table(self.COLUMNS, self.rows)
+
+    def _repr_html_(self) -> str:
+        return html_table(self.COLUMNS, self.rows, "tfk8s-config")
+
+
+def text_table(columns, rows) -> str:
+    """Columns padded to their widest cell, two spaces apart."""
+    widths = [max(len(str(x)) for x in col) for col in zip(columns, *rows, strict=False)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
+    for row in rows:
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return "\n".join(lines)
+
+
+def html_table(columns, rows, cls: str) -> str:
+    """A left-aligned HTML table with class ``cls``, every cell escaped."""
+    head = "".join(f"<th style='text-align:left'>{html.escape(c)}</th>" for c in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td style='text-align:left'>{html.escape(str(c))}</td>" for c in row) + "</tr>"
+        for row in rows
+    )
+    return f"<table class='{cls}'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

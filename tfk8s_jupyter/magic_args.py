@@ -1,0 +1,172 @@
+"""The magics' arguments: the shared ``magic_arguments`` bundles, parsing a magic line into one
+sentence that names the fix on bad usage, and turning flags plus ``TFK8s`` defaults into job options.
+"""
+
+from __future__ import annotations
+
+import difflib
+import shlex
+
+from IPython.core.error import UsageError
+from IPython.core.magic_arguments import argument
+
+from .config import TFK8s, current_owner
+
+# Flags that map 1:1 to JobSpec fields (argparse dest -> spec field).
+SPEC_FLAGS = (
+    "ps",
+    "workers",
+    "gpus",
+    "strategy",
+    "backend",
+    "flavor",
+    "context",
+    "image",
+    "namespace",
+    "cpu",
+    "memory",
+    "checkpoint_dir",
+    "max_restarts",
+    "metric_interval",
+)
+
+# %%tfk8s_train's options, in the order its help lists them.
+TRAIN_ARGUMENTS = (
+    argument(
+        "--ps", type=int, default=None, help="Parameter servers (> 0: asynchronous training with a chief)."
+    ),
+    argument("--workers", type=int, default=None, help="Workers."),
+    argument("--gpus", type=int, default=None, help="GPUs per worker and chief (never the ps)."),
+    argument(
+        "--strategy",
+        default=None,
+        help="auto (default), parameter_server, multi_worker_mirrored or mirrored.",
+    ),
+    argument("--backend", default=None, help="local (processes on this machine) or kubernetes."),
+    argument("--flavor", default=None, help="Kubernetes flavor: auto, native or tfjob."),
+    argument("--context", default=None, help="kubeconfig context (Kubernetes)."),
+    argument("--name", default=None, help="Job name (lowercase letters, digits, '-'); generated if omitted."),
+    argument("--image", default=None, help="Container image of the replicas (Kubernetes)."),
+    argument("--namespace", default=None, help="Kubernetes namespace."),
+    argument("--cpu", default=None, help="CPU per replica, e.g. 2 or 500m."),
+    argument("--memory", default=None, help="Memory per replica, e.g. 4Gi."),
+    argument("--checkpoint-dir", dest="checkpoint_dir", default=None, help="Where checkpoints go."),
+    argument("--max-restarts", dest="max_restarts", type=int, default=None, help="Restarts before failing."),
+    argument(
+        "--metric-interval",
+        dest="metric_interval",
+        type=float,
+        default=None,
+        help="Seconds between per-step metric points.",
+    ),
+    argument(
+        "--env",
+        action="append",
+        metavar="KEY=VALUE",
+        help="Environment variable for every replica (repeatable).",
+    ),
+    argument(
+        "--files",
+        action="append",
+        metavar="PATH",
+        help="Extra files or globs next to the notebook to ship (repeatable or comma-separated).",
+    ),
+    argument("--out", default=None, metavar="VAR", help="Also store the job handle in this variable."),
+    argument("--dry-run", dest="dry_run", action="store_true", help="Validate and print; start nothing."),
+    argument("--wait", action="store_true", help="Block until the job ends (the panel still updates)."),
+    argument(
+        "--timeout", type=float, default=None, help="With --wait: give up waiting after this many seconds."
+    ),
+    argument("--panel", action="store_true", help="Show a settings form with a Launch button first."),
+    argument(
+        "--no-panel", dest="no_panel", action="store_true", help="Submit without showing the live panel."
+    ),
+)
+
+# The arguments of the magics that act on one job.
+job_name_argument = argument(
+    "name", nargs="?", default=None, help="Job name (default: the last job of this kernel)."
+)
+job_backend_argument = argument("--backend", default=None, help="local or kubernetes.")
+
+
+def train_arguments(func):
+    """Decorate ``func`` with every :data:`TRAIN_ARGUMENTS` (under ``@magic_arguments``)."""
+    for add in reversed(TRAIN_ARGUMENTS):  # decorators apply bottom-up
+        func = add(func)
+    return func
+
+
+def fix_usage(message: str, func=None) -> str:
+    """Argparse's wording, turned into one sentence that names the fix."""
+    message = str(message).strip().rstrip(".")
+    name = f"%{func.parser.prog}" if func is not None else "%%tfk8s_train"
+    if message.startswith("unrecognized arguments:"):
+        words = message.split(":", 1)[1].split()
+        bad = next((w for w in words if w.startswith("-")), None)
+        if bad is None:
+            return f"unexpected argument(s) {' '.join(words)}; run {name}? to see what it takes."
+        known = [o for a in func.parser._actions for o in a.option_strings] if func is not None else []
+        close = difflib.get_close_matches(bad.split("=")[0], known, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        return f"unknown option {bad}; {hint}run {name}? to see the options."
+    if "invalid int value" in message or "invalid float value" in message:
+        return f"{message}; give a number, e.g. --workers 2."
+    if "expected one argument" in message:
+        return f"{message}; give it a value, e.g. --workers 2."
+    return f"{message}; run %%tfk8s_train? for the options and examples."
+
+
+def parse_magic_line(func, line: str):
+    """Parse a magic's line with shell quoting (``--env 'MSG=a b'``).
+
+    Raises:
+        UsageError: one sentence naming the problem and the fix.
+    """
+    try:
+        argv = shlex.split(line)
+    except ValueError as e:
+        raise UsageError(f"the magic line has {e}; close the quote.") from None
+    try:
+        return func.parser.parse_args(argv)
+    except UsageError as e:
+        raise UsageError(fix_usage(str(e), func)) from None
+
+
+def parse_env(items: list[str] | None) -> dict[str, str]:
+    """``--env KEY=VALUE`` flags as a dict."""
+    env: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--env {item!r} is not KEY=VALUE; write it as --env {item or 'KEY'}=value.")
+        env[key] = value
+    return env
+
+
+def split_files(items: list[str] | None) -> list[str]:
+    """``--files`` flags (repeatable, comma-separated) as one list."""
+    out: list[str] = []
+    for item in items or []:
+        out.extend(p for p in item.split(",") if p)
+    return out
+
+
+def job_options(defaults: TFK8s, args, overrides: dict | None = None) -> dict:
+    """The ``TFK8s`` defaults overridden by the flags in ``args`` (and by ``overrides``, e.g. the
+    settings form): keyword arguments for :func:`~tfk8s_jupyter.spec.make_spec`."""
+    merged = defaults.job_options()
+    given = {k: getattr(args, k, None) for k in SPEC_FLAGS}
+    given.update(overrides or {})
+    for k, v in given.items():
+        if v is not None:
+            merged[k] = v
+    ps_given = given.get("ps") is not None
+    if not ps_given and (given.get("workers") is not None or given.get("strategy") is not None):
+        strategy = str(given.get("strategy") or "auto").replace("-", "_").lower()
+        merged["ps"] = 0 if strategy not in ("parameter_server", "ps") else max(1, defaults.ps)
+    env = dict(merged.get("env") or {})
+    env.update(parse_env(getattr(args, "env", None)))
+    merged["env"] = env
+    merged["owner"] = current_owner()
+    return merged
