@@ -5,7 +5,16 @@ from __future__ import annotations
 import json
 import math
 
-from tfk8s_jupyter.protocol import MARKER, VERSION, encode, event_key, is_metric, parse_line, parse_lines
+from tfk8s_jupyter.protocol import (
+    MARKER,
+    VERSION,
+    EventDedup,
+    encode,
+    event_key,
+    is_metric,
+    parse_line,
+    parse_lines,
+)
 from tfk8s_jupyter.records import JobRecord
 
 
@@ -125,3 +134,21 @@ def test_a_half_written_events_line_is_skipped(tmp_path):
     with open(record.events_path, "a") as f:
         f.write('{"type":"metric","run":"a","se')
     assert record.read_events() == [{"type": "metric", "run": "a", "seq": 1}]
+
+
+def test_one_dedup_for_every_follower_keeps_memory_per_run_not_per_event():
+    dedup = EventDedup()
+    run_a = [{"type": "metric", "run": "a", "seq": i} for i in range(1, 10_001)]
+    assert dedup.new(run_a[:6000]) == run_a[:6000]
+    # A dropped stream read again from the start delivers only what was not seen.
+    assert dedup.new(run_a) == run_a[6000:]
+    assert dedup.new(run_a) == []
+    # A restarted replica is a new run: its events are new even though seq starts over.
+    run_b = [dict(e, run="b") for e in run_a[:3]]
+    assert dedup.new(run_b) == run_b
+    assert len(dedup) == 2  # one entry per run, whatever the number of events
+    # Events without an integer seq are remembered by key.
+    odd = [{"type": "end", "run": "c"}, {"type": "end", "run": "c"}, {"type": "end", "run": "c", "seq": "x"}]
+    assert dedup.new(odd) == [odd[0], odd[2]]
+    assert run_a[0] in dedup and {"run": "z", "seq": 1} not in dedup
+    assert EventDedup(known=run_a).new(run_a[-2:]) == []

@@ -75,27 +75,41 @@ def event_key(event: dict) -> tuple:
 class EventDedup:
     """The events not seen before, by :func:`event_key`: every follower de-duplicates through one of these.
 
+    Memory stays O(runs), not O(events): a run prints its events in ``seq`` order and a re-read (a dropped
+    stream, a log read again after a restart) repeats them in that order, so the highest ``seq`` delivered
+    per run is enough. Events without an integer ``seq`` are remembered by key.
+
     Args:
-        known: events (or their keys) already delivered or recorded.
+        known: events already delivered or recorded.
     """
 
     def __init__(self, known=()):
-        self._seen: set = {k if isinstance(k, tuple) else event_key(k) for k in known}
+        self._last_seq: dict = {}  # run -> highest seq delivered
+        self._other: set = set()  # keys of events without an integer seq
+        self.new(known)
 
     def __len__(self) -> int:
-        return len(self._seen)
+        return len(self._last_seq) + len(self._other)
 
     def __contains__(self, event: dict) -> bool:
-        return event_key(event) in self._seen
+        run, seq = event_key(event)
+        if isinstance(seq, int) and not isinstance(seq, bool):
+            last = self._last_seq.get(run)
+            return last is not None and seq <= last
+        return (run, seq) in self._other
 
     def new(self, events) -> list[dict]:
         """The events of ``events`` not seen before, in order; they count as seen from now on."""
         out = []
         for e in events:
-            k = event_key(e)
-            if k not in self._seen:
-                self._seen.add(k)
-                out.append(e)
+            if e in self:
+                continue
+            run, seq = event_key(e)
+            if isinstance(seq, int) and not isinstance(seq, bool):
+                self._last_seq[run] = seq
+            else:
+                self._other.add((run, seq))
+            out.append(e)
         return out
 
 
