@@ -83,7 +83,9 @@ class KubernetesBackend(Backend):
         self.context = context
         self.config_file = config_file
         self.root = root
-        self.connections = Connections(namespace, context, config_file, api_client)
+        self.connections = Connections(namespace, context, config_file)
+        if api_client is not None:
+            self.connections.preset(api_client)
         self.finisher = Finisher()
 
     # connections --------------------------------------------------------------------------------

@@ -137,23 +137,28 @@ class Cluster:
         def tfjob(fn: Callable) -> Callable:
             return functools.partial(fn, group, version, plural=plural)
 
-        # (verb, resource) → the client method; each takes namespace=, name= (named verbs), body=, selectors
-        self._methods: dict[tuple[str, str], Callable] = {
-            ("get", "configmaps"): core.read_namespaced_config_map,
-            ("list", "configmaps"): core.list_namespaced_config_map,
-            ("create", "configmaps"): core.create_namespaced_config_map,
-            ("patch", "configmaps"): core.patch_namespaced_config_map,
-            ("delete", "configmaps"): core.delete_namespaced_config_map,
-            ("create", "services"): core.create_namespaced_service,
-            ("delete", "services"): core.delete_namespaced_service,
-            ("list", "jobs"): batch.list_namespaced_job,
-            ("create", "jobs"): batch.create_namespaced_job,
-            ("delete", "jobs"): batch.delete_namespaced_job,
-            ("list", "pods"): core.list_namespaced_pod,
-            ("list", "events"): core.list_namespaced_event,
-            ("get", "tfjobs"): tfjob(self.custom.get_namespaced_custom_object),
-            ("create", "tfjobs"): tfjob(self.custom.create_namespaced_custom_object),
-            ("delete", "tfjobs"): tfjob(self.custom.delete_namespaced_custom_object),
+        # resource → verb → the client method; each takes namespace=, name= (named verbs), body=, selectors
+        self._methods: dict[str, dict[str, Callable]] = {
+            "configmaps": {
+                "get": core.read_namespaced_config_map,
+                "list": core.list_namespaced_config_map,
+                "create": core.create_namespaced_config_map,
+                "patch": core.patch_namespaced_config_map,
+                "delete": core.delete_namespaced_config_map,
+            },
+            "services": {"create": core.create_namespaced_service, "delete": core.delete_namespaced_service},
+            "jobs": {
+                "list": batch.list_namespaced_job,
+                "create": batch.create_namespaced_job,
+                "delete": batch.delete_namespaced_job,
+            },
+            "pods": {"list": core.list_namespaced_pod},
+            "events": {"list": core.list_namespaced_event},
+            "tfjobs": {
+                "get": tfjob(self.custom.get_namespaced_custom_object),
+                "create": tfjob(self.custom.create_namespaced_custom_object),
+                "delete": tfjob(self.custom.delete_namespaced_custom_object),
+            },
         }
 
     def call(self, ctx: ApiErrorContext, fn: Callable, *args, **kwargs):
@@ -176,7 +181,7 @@ class Cluster:
         if verb in _NAMED_VERBS:
             kwargs["name"] = name
         ctx = ApiErrorContext(verb, resource, namespace, name)
-        return self.raw(ctx, self._methods[verb, resource], namespace=namespace, **kwargs)
+        return self.raw(ctx, self._methods[resource][verb], namespace=namespace, **kwargs)
 
     def get(self, resource: str, namespace: str, name: str) -> dict:
         """One object."""
@@ -298,21 +303,17 @@ class Connections:
         namespace: default namespace (flag).
         context: kubeconfig context (default: ``TFK8s.context``, else the current one).
         config_file: kubeconfig path (default: ``$KUBECONFIG`` or ``~/.kube/config``).
-        api_client: an already configured ``kubernetes.client.ApiClient`` for ``context``.
     """
 
-    def __init__(
-        self,
-        namespace: str | None = None,
-        context: str | None = None,
-        config_file: str | None = None,
-        api_client: k8s.ApiClient | None = None,
-    ):
+    def __init__(self, namespace: str | None, context: str | None, config_file: str | None):
         self.namespace, self.context, self.config_file = namespace, context, config_file
         self._clusters: dict[str | None, Cluster] = {}
-        if api_client is not None:
-            self._clusters[context] = Cluster(api_client, namespace or "default")
         self._lock = threading.Lock()
+
+    def preset(self, api_client: k8s.ApiClient) -> None:
+        """Use an already configured ``ApiClient`` for the default context."""
+        with self._lock:
+            self._clusters[self.context] = Cluster(api_client, self.namespace or "default")
 
     def cluster(self, context: str | None = None) -> Cluster:
         context = context or self.context or current_config().context

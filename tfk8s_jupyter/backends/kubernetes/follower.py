@@ -65,13 +65,8 @@ class JobFollower:
         stop: threading.Event,
     ):
         self.job, self.finisher = job, finisher
-        self.spec, self.namespace, self.flavor, self.cluster, self.record = (
-            job.spec,
-            job.namespace,
-            job.flavor,
-            job.cluster,
-            job.record,
-        )
+        self.spec, self.namespace, self.flavor = job.spec, job.namespace, job.flavor
+        self.cluster, self.record = job.cluster, job.record
         self.on_status, self.on_events, self.stop = on_status, on_events, stop
         self.pods: dict[str, dict] = {}
         self.jobs: list[dict] = []
