@@ -324,7 +324,11 @@ class TFK8sMagics(Magics):
 
     @magic_arguments()
     @argument("--backend", default=None, help="local or kubernetes (default: the configured backend).")
-    @argument("--all", action="store_true", help="Every user's jobs, not only yours.")
+    @argument(
+        "--all",
+        action="store_true",
+        help="Every user's jobs, not only yours (not under JupyterHub, where other users' jobs are theirs).",
+    )
     @line_magic
     def tfk8s_jobs(self, line: str):
         """Table of your jobs, newest first: name, phase, backend, strategy, replica states, age.
@@ -338,6 +342,11 @@ class TFK8sMagics(Magics):
         from .backends.base import TFK8sError
 
         args = parse_magic_line(self.tfk8s_jobs, line)
+        if args.all and os.environ.get("JUPYTERHUB_USER"):
+            raise UsageError(
+                "under JupyterHub %tfk8s_jobs lists only your own jobs (other users' jobs are theirs to "
+                "see); drop --all."
+            )
         try:
             b = backend_for(args.backend)
             jobs = b.list(owner=None if args.all else current_owner())

@@ -103,9 +103,8 @@ ACTIONS = {
     "delete": lambda: api.backend_for("kubernetes").delete(JOB),
 }
 MISSING_OWNER_CHECK = (
-    "KubernetesBackend has no owner check: _job_context() adopts any managed job's ConfigMap whatever its "
-    "tfk8s.io/owner, so get/logs/stop/delete (and api.attach, magics) act on another user's job; it should "
-    "refuse with JobNotFound when the parent's owner annotation is not current_owner()"
+    "A job is adopted only when its parent's exact owner annotation is current_owner(): get/logs/stop/delete "
+    "(and api.attach, the magics) must refuse another user's job with JobNotFound"
 )
 
 
@@ -117,7 +116,7 @@ def test_bob_cannot_act_on_alices_job_through_the_backend(alice_job, users, acti
     except REFUSED:
         assert_untouched(alice_job, users)
     else:
-        pytest.xfail(f"bob could {action} alice's job. {MISSING_OWNER_CHECK}")
+        pytest.fail(f"bob could {action} alice's job. {MISSING_OWNER_CHECK}")
 
 
 def test_sanitized_owner_labels_do_not_merge_two_users(cluster, users):
@@ -126,11 +125,8 @@ def test_sanitized_owner_labels_do_not_merge_two_users(cluster, users):
     users.be("alice-example.org")
     try:
         seen = [s.name for s in api.list_jobs(backend="kubernetes")]
-        if seen:
-            pytest.xfail(
-                "list() selects by the sanitized tfk8s.io/owner label only, so alice-example.org sees "
-                f"alice@example.org's jobs {seen}; compare the exact owner annotation after the label selector"
-            )
+        # The sanitized label selects both; the exact owner annotation must keep them apart.
+        assert seen == [], f"alice-example.org sees alice@example.org's jobs {seen}"
     finally:
         users.be("alice@example.org")
         api.backend_for("kubernetes").delete(JOB)
@@ -175,18 +171,18 @@ def test_bob_cannot_act_on_alices_job_through_the_magics(alice_job, users, shell
     except UsageError:
         assert_untouched(alice_job, users)
     else:
-        pytest.xfail(f"bob's %{magic} {JOB} worked. {MISSING_OWNER_CHECK}")
+        pytest.fail(f"bob's %{magic} {JOB} worked. {MISSING_OWNER_CHECK}")
 
 
-def test_tfk8s_jobs_all_shows_other_users_jobs(alice_job, users, shell, capsys):
-    """In shared mode every job is visible to the service account; ``--all`` lists them by design of the
-    magic, which the README states (use per-user namespaces when this matters)."""
+def test_tfk8s_jobs_all_never_shows_other_users_jobs_under_jupyterhub(alice_job, users, shell, capsys):
+    """``--all`` would list every user's jobs (names, owners, phases): under JupyterHub it is refused."""
+    from IPython.core.error import UsageError
+
     users.be("bob")
     capsys.readouterr()
-    shell.run_line_magic("tfk8s_jobs", "--backend kubernetes --all")
-    out = capsys.readouterr().out
-    if JOB in out:
-        pytest.xfail("%tfk8s_jobs --all lists every user's jobs in shared mode (names, owners, phases)")
+    with pytest.raises(UsageError, match="only your own jobs"):
+        shell.run_line_magic("tfk8s_jobs", "--backend kubernetes --all")
+    assert JOB not in capsys.readouterr().out
 
 
 # REST API ----------------------------------------------------------------------------------------

@@ -257,11 +257,8 @@ def test_a_missing_watch_rule_is_reported_not_retried_silently(tmp_path, monkeyp
         t.join(10)
         assert any(e["verb"] == "watch" and e["status"] == 403 for e in server.request_log)
         told = [str(e) for e in errors] + [s.message or "" for s in seen]
-        if not any("watch pods" in m for m in told):
-            pytest.xfail(
-                "the pod watch's 403 is retried silently (follower.py JobFollower.run catches TFK8sError and "
-                "backs off forever): the job shows 'running' with no diagnostic; a Forbidden should end the "
-                "watch with its sentence (verb watch, resource pods, namespace)"
-            )
+        # A Forbidden ends the watch with its sentence (verb, resource, namespace), never a silent retry.
+        assert any("watch pods" in m and sc.NAMESPACE in m for m in told), told
+        assert errors and "deploy/" in str(errors[0]), errors
         server.enforce_rules(None)
         sc.backend_for(kc).delete("lp-watch")
