@@ -1,8 +1,6 @@
 import { Dialog, showDialog, showErrorMessage } from '@jupyterlab/apputils';
-import { Message } from '@lumino/messaging';
-import { Poll } from '@lumino/polling';
-import { Widget } from '@lumino/widgets';
 
+import { el, selectOptions } from './dom';
 import {
   ageSince,
   cleanLog,
@@ -14,29 +12,21 @@ import {
 } from './format';
 import { IJobDetail, ILogsResponse } from './model';
 import { phaseChip } from './panel';
-import { visibleOnlyPoll } from './poll';
+import { RefreshingWidget } from './refreshing';
 import { jobPath, requestAPI } from './request';
 import { curveSvg } from './svg';
 
-function el<K extends keyof HTMLElementTagNameMap>(
-  tag: K,
-  className = '',
-  text = ''
-): HTMLElementTagNameMap[K] {
-  const e = document.createElement(tag);
-  if (className) {
-    e.className = className;
-  }
-  if (text) {
-    e.textContent = text;
-  }
-  return e;
-}
+/** Refresh interval of a job that runs, and of one that is done (it changes no more). */
+const RUNNING_INTERVAL_MS = 2000;
+const DONE_INTERVAL_MS = 10000;
 
 /** One job in the main area: replicas, a larger curve, a log viewer following the tail, Stop, Delete. */
-export class JobDetailView extends Widget {
+export class JobDetailView extends RefreshingWidget<JobDetailView.IModel> {
   constructor(options: JobDetailView.IOptions) {
-    super();
+    super({
+      pollName: `tfk8s:job:${options.name}`,
+      intervalMs: RUNNING_INTERVAL_MS
+    });
     this.jobName = options.name;
     this._backend = options.backend;
     this._onChange = options.onChange;
@@ -82,7 +72,7 @@ export class JobDetailView extends Widget {
     this._replicaSelect.onchange = () => {
       this._logReplica = this._replicaSelect.value;
       this._followTail = true;
-      void this._poll.refresh();
+      this.scheduleRefresh();
     };
     logBar.append(el('span', '', 'Log of '), this._replicaSelect);
     this._logView = el('pre', 'tfk8s-log-view');
@@ -103,29 +93,13 @@ export class JobDetailView extends Widget {
       logBar,
       this._logView
     );
-    this._poll = visibleOnlyPoll(
-      `tfk8s:job:${options.name}`,
-      () => this._fetch(),
-      2000,
-      () => this.isVisible
-    );
   }
 
   readonly jobName: string;
 
   /** The latest detail (null before the first answer). */
   get job(): IJobDetail | null {
-    return this._job;
-  }
-
-  dispose(): void {
-    this._poll.dispose();
-    super.dispose();
-  }
-
-  protected onAfterShow(msg: Message): void {
-    super.onAfterShow(msg);
-    void this._poll.refresh();
+    return this.model?.job ?? null;
   }
 
   /** Stop every replica of the job. */
@@ -140,7 +114,7 @@ export class JobDetailView extends Widget {
       );
     }
     this._onChange();
-    await this._poll.refresh();
+    await this.refresh();
   }
 
   /** Ask for confirmation, then stop the job if needed and delete its record. */
@@ -163,8 +137,7 @@ export class JobDetailView extends Widget {
       return;
     }
     this._onChange();
-    this._poll.dispose();
-    (this.parent ?? this).dispose();
+    (this.parent ?? this).dispose(); // disposes this view and its poll at once
   }
 
   private _path(...rest: string[]): string {
@@ -174,47 +147,30 @@ export class JobDetailView extends Widget {
       : path;
   }
 
-  private async _fetch(): Promise<void> {
-    try {
-      this._job = await requestAPI<IJobDetail>(this._path());
-      const replica =
-        this._logReplica ??
-        (this._job.spec.reporting_replica as string | undefined) ??
-        '';
-      const params = new URLSearchParams({ tail: String(this._tail) });
-      if (replica) {
-        params.set('replica', replica);
-      }
-      if (this._backend) {
-        params.set('backend', this._backend);
-      }
-      this._logs = await requestAPI<ILogsResponse>(
-        `${jobPath(this.jobName, 'logs')}?${params}`
-      );
-      this._logReplica = this._logs.replica;
-      this._lastError = null;
-      // A finished job changes no more (unless restarted elsewhere): look less often.
-      const interval = this._job.done ? 10000 : 2000;
-      if (this._poll.frequency.interval !== interval) {
-        this._poll.frequency = { ...this._poll.frequency, interval };
-      }
-    } catch (error) {
-      const message = (error as Error).message;
-      if (message !== this._lastError) {
-        this._lastError = message;
-        this._message.textContent = message;
-        this._message.classList.add('tfk8s-error');
-      }
-      throw error;
+  protected async fetch(): Promise<JobDetailView.IModel> {
+    const job = await requestAPI<IJobDetail>(this._path());
+    const replica = this._logReplica ?? job.spec.reporting_replica ?? '';
+    const params = new URLSearchParams({ tail: String(this._tail) });
+    if (replica) {
+      params.set('replica', replica);
     }
-    this._render();
+    if (this._backend) {
+      params.set('backend', this._backend);
+    }
+    const logs = await requestAPI<ILogsResponse>(
+      `${jobPath(this.jobName, 'logs')}?${params}`
+    );
+    this._logReplica = logs.replica;
+    return { job, logs };
   }
 
-  private _render(): void {
-    const job = this._job;
-    if (!job) {
-      return;
-    }
+  protected showError(message: string): void {
+    this._message.textContent = message;
+    this._message.classList.add('tfk8s-error');
+  }
+
+  protected render({ job, logs }: JobDetailView.IModel): void {
+    this.setInterval(job.done ? DONE_INTERVAL_MS : RUNNING_INTERVAL_MS);
     this.title.label = `${job.name} (${job.phase})`;
     const header = this._header;
     header.replaceChildren(
@@ -278,34 +234,20 @@ export class JobDetailView extends Widget {
       ])
     );
     const current = this._metric.value || preferredMetric(names) || '';
-    this._metric.replaceChildren(
-      ...names.sort().map(n => {
-        const o = el('option', '', n);
-        o.value = n;
-        o.selected = n === current;
-        return o;
-      })
-    );
+    this._metric.replaceChildren(...selectOptions(names.sort(), current));
     this._renderCurve();
 
-    if (this._logs) {
-      const options = this._logs.replicas.map(n => {
-        const o = el('option', '', n);
-        o.value = n;
-        o.selected = n === this._logs!.replica;
-        return o;
-      });
-      this._replicaSelect.replaceChildren(...options);
-      this._logView.textContent =
-        cleanLog(this._logs.text) || '(no output yet)';
-      if (this._followTail) {
-        this._logView.scrollTop = this._logView.scrollHeight;
-      }
+    this._replicaSelect.replaceChildren(
+      ...selectOptions(logs.replicas, logs.replica)
+    );
+    this._logView.textContent = cleanLog(logs.text) || '(no output yet)';
+    if (this._followTail) {
+      this._logView.scrollTop = this._logView.scrollHeight;
     }
   }
 
   private _renderCurve(): void {
-    const job = this._job;
+    const job = this.job;
     if (!job) {
       return;
     }
@@ -335,12 +277,8 @@ export class JobDetailView extends Widget {
   private _backend: string | undefined;
   private _onChange: () => void;
   private _tail: number;
-  private _job: IJobDetail | null = null;
-  private _logs: ILogsResponse | null = null;
   private _logReplica: string | undefined;
   private _followTail = true;
-  private _lastError: string | null = null;
-  private _poll: Poll;
   private _header: HTMLDivElement;
   private _stop: HTMLButtonElement;
   private _delete: HTMLButtonElement;
@@ -354,6 +292,14 @@ export class JobDetailView extends Widget {
 }
 
 export namespace JobDetailView {
+  /** What one refresh fetches: the job, then the log of the replica shown. */
+  export interface IModel {
+    /** `GET /tfk8s/api/jobs/{name}`. */
+    job: IJobDetail;
+    /** `GET /tfk8s/api/jobs/{name}/logs` for the replica chosen (the reporting one at first). */
+    logs: ILogsResponse;
+  }
+
   export interface IOptions {
     /** Job name. */
     name: string;

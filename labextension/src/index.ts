@@ -196,7 +196,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
         const [nb, cell] = found;
         const options = await askTrainOptions(
           settings.defaults,
-          panel.data?.backends ?? ['local']
+          panel.model?.backends ?? ['local']
         );
         if (!options) {
           return;

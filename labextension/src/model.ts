@@ -138,8 +138,31 @@ export interface IJobDetail extends IJob {
   n_points: number;
   /** Checkpoints written so far. */
   checkpoints: number;
-  /** The settings it was submitted with (ps, workers, gpus, cpu, memory, image, max_restarts, reporting_replica). */
-  spec: { [key: string]: unknown };
+  /** The settings it was submitted with; `{}` when the backend cannot read them back. */
+  spec: IJobSettings;
+}
+
+/**
+ * The part of a job's `JobSpec` (`tfk8s_jupyter/spec.py`) the detail shows: `job_detail` keeps these
+ * keys of `JobSpec.to_json()` plus `reporting_replica`. Either every field is there or none is.
+ */
+export interface IJobSettings {
+  /** Parameter servers (0 for all-reduce strategies). */
+  ps?: number;
+  /** Workers (a parameter-server job's chief comes on top of them). */
+  workers?: number;
+  /** GPUs per worker and chief (parameter servers get none). */
+  gpus?: number;
+  /** CPU per replica as a Kubernetes quantity (`"2"`, `"500m"`), null when not limited. */
+  cpu?: string | null;
+  /** Memory per replica as a Kubernetes quantity (`"4Gi"`), null when not limited. */
+  memory?: string | null;
+  /** Container image of the replicas on Kubernetes (`c.TFK8s.image` unless set per job), null when unset. */
+  image?: string | null;
+  /** Restarts allowed per replica before the job fails. */
+  max_restarts?: number;
+  /** The replica whose stdout carries the metrics and whose exit decides the job: `chief-0` or `worker-0`. */
+  reporting_replica?: string;
 }
 
 /** `GET /tfk8s/api/jobs/{name}/logs`. */

@@ -1,8 +1,6 @@
 import { showErrorMessage } from '@jupyterlab/apputils';
-import { Poll } from '@lumino/polling';
-import { Message } from '@lumino/messaging';
-import { Widget } from '@lumino/widgets';
 
+import { el } from './dom';
 import {
   ageSince,
   formatCounts,
@@ -12,24 +10,9 @@ import {
   strategyLabel
 } from './format';
 import { IJob, IJobsResponse } from './model';
-import { visibleOnlyPoll } from './poll';
+import { RefreshingWidget } from './refreshing';
 import { requestAPI } from './request';
 import { sparklineSvg } from './svg';
-
-function el<K extends keyof HTMLElementTagNameMap>(
-  tag: K,
-  className = '',
-  text = ''
-): HTMLElementTagNameMap[K] {
-  const e = document.createElement(tag);
-  if (className) {
-    e.className = className;
-  }
-  if (text) {
-    e.textContent = text;
-  }
-  return e;
-}
 
 /** A phase chip (`tfk8s-chip tfk8s-chip-<phase>`). */
 export function phaseChip(phase: string): HTMLSpanElement {
@@ -39,9 +22,9 @@ export function phaseChip(phase: string): HTMLSpanElement {
 }
 
 /** The "TF Jobs" side panel: one row per job of the current user, refreshed while visible. */
-export class JobsPanel extends Widget {
+export class JobsPanel extends RefreshingWidget<IJobsResponse> {
   constructor(options: JobsPanel.IOptions) {
-    super();
+    super({ pollName: 'tfk8s:jobs', intervalMs: options.intervalMs });
     this._onOpen = options.onOpen;
     this.id = 'tfk8s-jobs-panel';
     this.addClass('tfk8s-JobsPanel');
@@ -55,64 +38,20 @@ export class JobsPanel extends Widget {
     this._warnings = el('div', 'tfk8s-warnings');
     this._list = el('div', 'tfk8s-job-list');
     this.node.append(header, this._warnings, this._list);
+  }
 
-    this._poll = visibleOnlyPoll(
-      'tfk8s:jobs',
-      () => this._fetch(),
-      options.intervalMs,
-      () => this.isVisible
+  protected fetch(): Promise<IJobsResponse> {
+    return requestAPI<IJobsResponse>();
+  }
+
+  protected showError(message: string): void {
+    void showErrorMessage(
+      'TF Jobs: the jobs list could not be loaded',
+      message
     );
   }
 
-  /** The latest list response (null before the first answer). */
-  get data(): IJobsResponse | null {
-    return this._data;
-  }
-
-  /** Ask the server now (also after launching or stopping a job). */
-  async refresh(): Promise<void> {
-    await this._poll.refresh();
-    await this._poll.tick;
-  }
-
-  /** Change the refresh interval (from the settings). */
-  setInterval(ms: number): void {
-    this._poll.frequency = { ...this._poll.frequency, interval: ms };
-  }
-
-  dispose(): void {
-    this._poll.dispose();
-    super.dispose();
-  }
-
-  protected onAfterShow(msg: Message): void {
-    super.onAfterShow(msg);
-    void this._poll.refresh();
-  }
-
-  private async _fetch(): Promise<void> {
-    try {
-      this._data = await requestAPI<IJobsResponse>();
-      this._lastError = null;
-    } catch (error) {
-      const message = (error as Error).message;
-      if (message !== this._lastError) {
-        this._lastError = message;
-        void showErrorMessage(
-          'TF Jobs: the jobs list could not be loaded',
-          message
-        );
-      }
-      throw error; // the poll backs off
-    }
-    this._render();
-  }
-
-  private _render(): void {
-    const data = this._data;
-    if (!data) {
-      return;
-    }
+  protected render(data: IJobsResponse): void {
     this._warnings.replaceChildren(
       ...data.warnings.map(w => {
         const div = el('div', 'tfk8s-warning', `${w.backend}: ${w.message}`);
@@ -171,11 +110,8 @@ export class JobsPanel extends Widget {
     return row;
   }
 
-  private _data: IJobsResponse | null = null;
-  private _lastError: string | null = null;
   private _list: HTMLDivElement;
   private _warnings: HTMLDivElement;
-  private _poll: Poll;
   private _onOpen: (job: IJob) => void;
 }
 

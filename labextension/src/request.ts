@@ -1,6 +1,8 @@
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
+import { IErrorResponse } from './model';
+
 /**
  * Call the REST API under `<base>/tfk8s/api/jobs/<endPoint>`; every request of the extension goes here.
  *
@@ -19,7 +21,7 @@ export async function requestAPI<T>(
     throw new ServerConnection.NetworkError(error as TypeError);
   }
   const text = await response.text();
-  let data: any = text;
+  let data: unknown = text;
   if (text.length > 0) {
     try {
       data = JSON.parse(text);
@@ -29,11 +31,19 @@ export async function requestAPI<T>(
   }
   if (!response.ok) {
     const message =
-      (data && typeof data === 'object' && data.message) ||
-      `${response.status} ${response.statusText}`;
+      errorMessage(data) || `${response.status} ${response.statusText}`;
     throw new ServerConnection.ResponseError(response, message);
   }
   return data as T;
+}
+
+/** The `message` of an error body (`IErrorResponse`), or '' when the body is not one. */
+function errorMessage(data: unknown): string {
+  if (data && typeof data === 'object' && 'message' in data) {
+    const message = (data as Partial<IErrorResponse>).message;
+    return typeof message === 'string' ? message : '';
+  }
+  return '';
 }
 
 /** The path of one job's endpoint, e.g. `jobPath('mnist', 'logs')` → `mnist/logs`. */

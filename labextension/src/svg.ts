@@ -1,17 +1,5 @@
+import { svgEl } from './dom';
 import { scalePoints, sparklinePoints } from './format';
-
-const NS = 'http://www.w3.org/2000/svg';
-
-function svgEl<K extends keyof SVGElementTagNameMap>(
-  tag: K,
-  attrs: { [k: string]: string | number }
-): SVGElementTagNameMap[K] {
-  const el = document.createElementNS(NS, tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    el.setAttribute(k, String(v));
-  }
-  return el;
-}
 
 /** An inline SVG sparkline (class `tfk8s-sparkline`), empty when there are no values. */
 export function sparklineSvg(

@@ -4,6 +4,7 @@ import { NotebookPanel } from '@jupyterlab/notebook';
 import { OutputArea } from '@jupyterlab/outputarea';
 import { Widget } from '@lumino/widgets';
 
+import { el, selectOptions } from './dom';
 import {
   LOAD_MAGICS,
   STRATEGIES,
@@ -22,34 +23,23 @@ export class TrainForm
     super();
     this.addClass('tfk8s-TrainForm');
     const row = (label: string, input: HTMLElement) => {
-      const l = document.createElement('label');
-      l.className = 'tfk8s-form-row';
-      const span = document.createElement('span');
-      span.textContent = label;
-      l.append(span, input);
+      const l = el('label', 'tfk8s-form-row');
+      l.append(el('span', '', label), input);
       this.node.appendChild(l);
     };
     const select = (name: string, values: string[], value: string) => {
-      const s = document.createElement('select');
+      const s = el('select', 'jp-mod-styled');
       s.name = name;
-      s.className = 'jp-mod-styled';
-      for (const v of values) {
-        const o = document.createElement('option');
-        o.value = v;
-        o.textContent = v;
-        o.selected = v === value;
-        s.appendChild(o);
-      }
+      s.append(...selectOptions(values, value));
       return s;
     };
     const number = (name: string, value: number, min: number) => {
-      const i = document.createElement('input');
+      const i = el('input', 'jp-mod-styled');
       i.type = 'number';
       i.name = name;
       i.min = String(min);
       i.step = '1';
       i.value = String(value);
-      i.className = 'jp-mod-styled';
       return i;
     };
     const allBackends = Array.from(new Set([defaults.backend, ...backends]));
