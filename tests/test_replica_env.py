@@ -10,6 +10,7 @@ import pytest
 from tfk8s_jupyter.backends.kubernetes.manifests import container_env
 from tfk8s_jupyter.backends.local import cluster_of, process_env
 from tfk8s_jupyter.replica_env import SetupError, is_reporting, merge_no_proxy, read_env
+from tfk8s_jupyter.runner import prepare_process_env
 from tfk8s_jupyter.spec import make_spec
 
 PS = "parameter_server"
@@ -167,3 +168,18 @@ def test_the_tfjob_flavor_leaves_the_cluster_to_the_operator():
 def test_merge_no_proxy_keeps_the_first_of_each_host():
     assert merge_no_proxy("a,b", ["b", "c"], " d , ,a") == "a,b,c,d"
     assert merge_no_proxy("", ()) == ""
+
+
+def test_process_env_for_parameter_servers_and_all_reduce():
+    env = {"no_proxy": "corp.example", "http_proxy": "http://proxy:3128", "TF_USE_LEGACY_KERAS": "1"}
+    prepare_process_env(read_env(_env(TFK8S_STRATEGY=MWMS, TFK8S_ROLE="worker")), env)
+    for key in ("no_proxy", "NO_PROXY"):
+        hosts = env[key].split(",")
+        assert {"localhost", "127.0.0.1", ".svc", ".cluster.local", "h1", "h2"} <= set(hosts)
+    assert env["no_proxy"].startswith("corp.example,")
+    assert "TF_USE_LEGACY_KERAS" not in env and "GRPC_FAIL_FAST" not in env
+    assert json.loads(env["TF_CONFIG"])["task"] == {"type": "worker", "index": 1}
+
+    env = {}
+    prepare_process_env(read_env(_env()), env)
+    assert env["TF_USE_LEGACY_KERAS"] == "1" and env["GRPC_FAIL_FAST"] == "use_caller"

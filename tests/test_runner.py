@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -21,45 +20,11 @@ import cells  # noqa: E402
 from handlaunch import REPO, HandLaunch  # noqa: E402
 
 from tfk8s_jupyter import protocol, runner  # noqa: E402
-from tfk8s_jupyter.replica_env import read_env  # noqa: E402
 from tfk8s_jupyter.replica_output import LineTrackingStdout, Reporter  # noqa: E402
 
 PS = "parameter_server"
 MWMS = "multi_worker_mirrored"
 JOB_TIMEOUT = 150
-
-
-# ------------------------------------------------------------------------------------------------
-# Pure: environment and TF_CONFIG
-
-
-def _env(**over) -> dict[str, str]:
-    env = {
-        "TFK8S_JOB": "j1",
-        "TFK8S_ROLE": "worker",
-        "TFK8S_INDEX": "1",
-        "TFK8S_STRATEGY": PS,
-        "TFK8S_CLUSTER": json.dumps(
-            {"chief": ["h0:1"], "worker": ["h1:2", "h2:3"], "ps": ["h3:4"]},
-        ),
-    }
-    env.update(over)
-    return {k: v for k, v in env.items() if v is not None}
-
-
-def test_process_env_for_parameter_servers_and_all_reduce():
-    env = {"no_proxy": "corp.example", "http_proxy": "http://proxy:3128", "TF_USE_LEGACY_KERAS": "1"}
-    runner.prepare_process_env(read_env(_env(TFK8S_STRATEGY=MWMS, TFK8S_ROLE="worker")), env)
-    for key in ("no_proxy", "NO_PROXY"):
-        hosts = env[key].split(",")
-        assert {"localhost", "127.0.0.1", ".svc", ".cluster.local", "h1", "h2"} <= set(hosts)
-    assert env["no_proxy"].startswith("corp.example,")
-    assert "TF_USE_LEGACY_KERAS" not in env and "GRPC_FAIL_FAST" not in env
-    assert json.loads(env["TF_CONFIG"])["task"] == {"type": "worker", "index": 1}
-
-    env = {}
-    runner.prepare_process_env(read_env(_env()), env)
-    assert env["TF_USE_LEGACY_KERAS"] == "1" and env["GRPC_FAIL_FAST"] == "use_caller"
 
 
 def test_protocol_line_is_whole_after_a_progress_bar(capsys):
