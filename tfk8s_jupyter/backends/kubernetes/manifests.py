@@ -114,7 +114,7 @@ def cluster_map(spec: JobSpec, namespace: str) -> dict[str, list[str]]:
 
 
 def runner_files() -> dict[str, str]:
-    """The runner and the two stdlib-only modules it needs, read as text (never imported)."""
+    """The runner and the modules it needs (:data:`RUNNER_FILES`), read as text (never imported)."""
     pkg = resources.files("tfk8s_jupyter")
     out = {}
     for name in RUNNER_FILES:
