@@ -120,3 +120,84 @@ class CrashOnce(tf.keras.callbacks.Callback):
 
 history = model.fit(ds, epochs=3, steps_per_epoch=20, callbacks=[CrashOnce()])""",
 )
+
+# ------------------------------------------------------------------------------------------------
+# Cells as people write them (TensorFlow's distributed tutorials): their own strategy, TF_CONFIG, numpy
+# inputs without steps, custom loops that report through tf.summary and report().
+
+# numpy arrays with validation_split and no steps: under parameter servers too.
+NUMPY_FIT = (
+    "import tensorflow as tf\n"
+    + _DATA
+    + """\
+tf.keras.utils.set_random_seed(7)
+model = tf.keras.Sequential([
+    tf.keras.Input(shape=(8,)),
+    tf.keras.layers.Dense(16, activation="relu"),
+    tf.keras.layers.Dense(1),
+])
+model.compile(optimizer=tf.keras.optimizers.Adam(0.01), loss="mse")
+history = model.fit(x, y, batch_size=64, epochs=3, validation_split=0.25)
+print("val_loss:", [round(v, 4) for v in history.history["val_loss"]])
+print("evaluate:", round(float(model.evaluate(x[:256], y[:256], batch_size=64, verbose=0)), 4))
+print("predict:", model.predict(x[:5], verbose=0).shape)
+"""
+)
+
+# multi_worker_with_keras: the cell builds its own MultiWorkerMirroredStrategy, with communication options.
+OWN_MWMS = (
+    "import json, os\nimport tensorflow as tf\n"
+    + _DATA
+    + """\
+tf_config = json.loads(os.environ["TF_CONFIG"])
+num_workers = len(tf_config["cluster"]["worker"])
+options = tf.distribute.experimental.CommunicationOptions(
+    implementation=tf.distribute.experimental.CommunicationImplementation.RING)
+strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+assert tf.distribute.get_strategy() is strategy
+tf.keras.utils.set_random_seed(7)
+with strategy.scope():
+    model = tf.keras.Sequential([
+        tf.keras.Input(shape=(8,)),
+        tf.keras.layers.Dense(16, activation="relu"),
+        tf.keras.layers.Dense(1),
+    ])
+    model.compile(optimizer=tf.keras.optimizers.Adam(0.01), loss="mse")
+ds = tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(64)
+history = model.fit(ds, epochs=3, steps_per_epoch=20)
+print("workers:", num_workers, "replicas:", strategy.num_replicas_in_sync,
+      "implementation:", strategy.extended._communication_options.implementation.name)
+"""
+)
+
+# parameter_server_training: its own resolver, strategy with a partitioner, scope, then fit.
+OWN_PS = (
+    "import tensorflow as tf\n"
+    + _DATA
+    + """\
+cluster_resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+partitioner = tf.distribute.experimental.partitioners.MinSizePartitioner(min_shard_bytes=64, max_shards=2)
+strategy = tf.distribute.ParameterServerStrategy(cluster_resolver, variable_partitioner=partitioner)
+assert tf.distribute.get_strategy() is strategy
+tf.keras.utils.set_random_seed(7)
+with strategy.scope():
+    model = tf.keras.Sequential([
+        tf.keras.Input(shape=(8,)),
+        tf.keras.layers.Dense(16, activation="relu"),
+        tf.keras.layers.Dense(1),
+    ])
+    model.compile(optimizer=tf.keras.optimizers.Adam(0.01), loss="mse")
+tf.keras.backend.clear_session()
+assert tf.distribute.get_strategy() is strategy
+coordinator = tf.distribute.coordinator.ClusterCoordinator(strategy)
+history = model.fit(x, y, batch_size=64, epochs=3)
+kernel = model.layers[0].kernel
+print("sharded:", type(kernel).__name__, len(getattr(kernel, "variables", [kernel])))
+"""
+)
+
+# The same with no resolver and the experimental name.
+OWN_PS_NO_RESOLVER = OWN_PS.replace(
+    "tf.distribute.ParameterServerStrategy(cluster_resolver, variable_partitioner=partitioner)",
+    "tf.distribute.experimental.ParameterServerStrategy(None)",
+)

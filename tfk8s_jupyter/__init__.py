@@ -19,6 +19,7 @@ _API = {
     "Payload": "payload",
     "JobState": "monitor",
     "TFK8s": "config",
+    "report": "cell_report",
 }
 
 __all__ = sorted(_API) + ["load_ipython_extension", "__version__"]

@@ -24,6 +24,11 @@ try:
         to_float,
     )
     from tfk8s_jupyter.replica_env import ReplicaEnv
+    from tfk8s_jupyter.replica_inputs import (
+        adapt_evaluate_arguments,
+        adapt_fit_arguments,
+        predict_on_coordinator,
+    )
     from tfk8s_jupyter.replica_keras import patch_clear_session
     from tfk8s_jupyter.replica_output import Reporter, log
 except ImportError:  # standalone: the shipped modules sit beside this file
@@ -34,6 +39,11 @@ except ImportError:  # standalone: the shipped modules sit beside this file
         to_float,
     )
     from replica_env import ReplicaEnv  # type: ignore[no-redef]
+    from replica_inputs import (  # type: ignore[no-redef]
+        adapt_evaluate_arguments,
+        adapt_fit_arguments,
+        predict_on_coordinator,
+    )
     from replica_keras import patch_clear_session  # type: ignore[no-redef]
     from replica_output import Reporter, log  # type: ignore[no-redef]
 
@@ -81,6 +91,7 @@ class Runtime:
         self.strategy = strategy
         self.reporter = reporter
         self.fit_count = 0
+        self.fitting = 0  # fit calls running (nested: fit's own evaluate)
         self.last_model: dict = {}
         self.replicas = int(getattr(strategy, "num_replicas_in_sync", 1) or 1)
 
@@ -88,7 +99,13 @@ class Runtime:
     def set_default_strategy(self) -> None:
         tf = self.tf
         if tf.distribute.get_strategy() is not self.strategy:
-            tf.distribute.experimental_set_strategy(self.strategy)
+            set_strategy = (
+                getattr(self, "original_set_strategy", None) or tf.distribute.experimental_set_strategy
+            )
+            set_strategy(self.strategy)
+
+    def in_fit(self) -> bool:
+        return self.fitting > 0
 
     def patch_clear_session(self) -> None:
         patch_clear_session(self.renv.uses_tf_keras, self.set_default_strategy)
@@ -117,7 +134,13 @@ class Runtime:
         def fit(model, *args, **kwargs):
             bound = signature.bind(model, *args, **kwargs)
             runtime.before_fit(model, bound.arguments)
-            history = original(*bound.args, **bound.kwargs)
+            if runtime.renv.strategy == "parameter_server":
+                adapt_fit_arguments(runtime.tf, bound.arguments)
+            runtime.fitting += 1
+            try:
+                history = original(*bound.args, **bound.kwargs)
+            finally:
+                runtime.fitting -= 1
             runtime.after_fit(model)
             return history
 
@@ -125,6 +148,37 @@ class Runtime:
         fit.__wrapped__ = original
         fit.__doc__ = original.__doc__
         model_cls.fit = fit
+        if self.renv.strategy == "parameter_server":
+            self._patch_evaluate(model_cls)
+
+    def _patch_evaluate(self, model_cls) -> None:
+        original = model_cls.evaluate
+        if getattr(original, "_tfk8s", False):
+            return
+        import inspect
+
+        signature = inspect.signature(original)
+        tf = self.tf
+
+        def evaluate(model, *args, **kwargs):
+            bound = signature.bind(model, *args, **kwargs)
+            adapt_evaluate_arguments(tf, bound.arguments)
+            return original(*bound.args, **bound.kwargs)
+
+        evaluate._tfk8s = True
+        evaluate.__wrapped__ = original
+        evaluate.__doc__ = original.__doc__
+        model_cls.evaluate = evaluate
+
+        predict_signature = inspect.signature(model_cls.predict)
+
+        def predict(model, *args, **kwargs):
+            bound = predict_signature.bind(model, *args, **kwargs)
+            return predict_on_coordinator(tf, model, bound.arguments)
+
+        predict.__doc__ = model_cls.predict.__doc__
+        predict._tfk8s = True
+        model_cls.predict = predict
 
     def _model_strategy(self, model):
         attr = "_distribution_strategy" if self.renv.uses_tf_keras else "_distribute_strategy"

@@ -72,8 +72,17 @@ import types
 from pathlib import Path
 
 try:
+    from tfk8s_jupyter import (
+        cell_report,
+        replica_callbacks,
+        replica_inputs,
+        replica_keras,
+        replica_metrics,
+        replica_output,
+        replica_runtime,
+        replica_strategy,
+    )
     from tfk8s_jupyter import payload as payload_mod
-    from tfk8s_jupyter import replica_callbacks, replica_keras, replica_output, replica_runtime
     from tfk8s_jupyter.replica_env import (
         ReplicaEnv,
         SetupError,
@@ -81,14 +90,20 @@ try:
         read_env,
     )
     from tfk8s_jupyter.replica_keras import install_keras_alias, patch_keras3_multi_worker
+    from tfk8s_jupyter.replica_metrics import CellMetrics, patch_summary_scalar
     from tfk8s_jupyter.replica_output import LineTrackingStdout, Reporter, log
     from tfk8s_jupyter.replica_runtime import Runtime
+    from tfk8s_jupyter.replica_strategy import StrategyAdoption
 except ImportError:  # standalone: the shipped modules sit beside this file
+    import cell_report  # type: ignore[no-redef]
     import payload as payload_mod  # type: ignore[no-redef]
     import replica_callbacks  # type: ignore[no-redef]
+    import replica_inputs  # type: ignore[no-redef]
     import replica_keras  # type: ignore[no-redef]
+    import replica_metrics  # type: ignore[no-redef]
     import replica_output  # type: ignore[no-redef]
     import replica_runtime  # type: ignore[no-redef]
+    import replica_strategy  # type: ignore[no-redef]
     from replica_env import (  # type: ignore[no-redef]
         ReplicaEnv,
         SetupError,
@@ -96,8 +111,10 @@ except ImportError:  # standalone: the shipped modules sit beside this file
         read_env,
     )
     from replica_keras import install_keras_alias, patch_keras3_multi_worker  # type: ignore[no-redef]
+    from replica_metrics import CellMetrics, patch_summary_scalar  # type: ignore[no-redef]
     from replica_output import LineTrackingStdout, Reporter, log  # type: ignore[no-redef]
     from replica_runtime import Runtime  # type: ignore[no-redef]
+    from replica_strategy import StrategyAdoption  # type: ignore[no-redef]
 
 CELL_FILENAME = "<tfk8s-cell>"
 PRELUDE_FILENAME = "<tfk8s-prelude>"
@@ -110,7 +127,19 @@ RUNNER_SOURCE_NAMES = frozenset(
     Path(f).name
     for f in (
         __file__,
-        *(m.__file__ for m in (replica_callbacks, replica_keras, replica_output, replica_runtime)),
+        *(
+            m.__file__
+            for m in (
+                cell_report,
+                replica_callbacks,
+                replica_inputs,
+                replica_keras,
+                replica_metrics,
+                replica_output,
+                replica_runtime,
+                replica_strategy,
+            )
+        ),
     )
 )
 
@@ -258,20 +287,202 @@ def _safe_relpath(rel: str) -> Path:
     return path
 
 
+# The replica's working directory -------------------------------------------------------------------
+# Local backend: the notebook's folder, presented in every replica's work dir (folders recreated, files
+# symlinked), so the cell reads its inputs by the paths the notebook uses.
+INPUT_DIR_ENV = "TFK8S_INPUT_DIR"
+# Kubernetes: each variable ``TFK8S_DATA_DIR_<i>`` names a mounted ConfigMap holding input files (or
+# parts of them) as keys, with ``index.json``: key -> [relative path, part, parts].
+DATA_DIR_ENV_PREFIX = "TFK8S_DATA_DIR_"
+DATA_INDEX = "index.json"
+# Folders never presented (noise, or the notebook tooling's own); hidden folders are linked whole.
+_MIRROR_SKIP = frozenset({"__pycache__", ".ipynb_checkpoints", ".git"})
+_MIRROR_MAX_ENTRIES = 20_000  # past this, folders are linked whole instead of recreated
+# What the replica's work dir holds, for the message of a missing file (see explain_missing_file).
+_WORKDIR_FACTS: dict = {}
+
+
 def prepare_workdir(renv: ReplicaEnv, payload) -> Path:
-    """Write the payload's files into the work dir, make it the cwd and put it on ``sys.path``."""
+    """Build the replica's working directory, make it the cwd and put it on ``sys.path``.
+
+    The work dir presents the cell's inputs by the relative paths the notebook uses:
+
+    * local backend (``TFK8S_INPUT_DIR``, the notebook's folder): its folders are recreated and its files
+      symlinked, so relative paths, ``./data/...``, globs and ``tf.data.Dataset.list_files`` see the
+      user's files, while what the replica writes stays in its own work dir: new files land there, and a
+      write through Python's ``open`` to a presented file replaces the link by the replica's own file
+      (the user's folder is never written);
+    * Kubernetes: the input files that travelled with the job (``TFK8S_DATA_DIR_<i>`` mounts, and
+      ``payload.data``), written in place;
+    * then the payload's text files (local modules) are written, over any presented file of that name.
+    """
     if renv.workdir:
         workdir = Path(renv.workdir)
         workdir.mkdir(parents=True, exist_ok=True)
     else:
         workdir = Path(tempfile.mkdtemp(prefix=f"tfk8s-{renv.job}-{renv.name}-"))
+    input_dir = os.environ.get(INPUT_DIR_ENV) or ""
+    root = Path(input_dir).resolve() if input_dir and os.path.isdir(input_dir) else None
+    if root is not None:
+        _present_folder(root, workdir, workdir.resolve(), [_MIRROR_MAX_ENTRIES], set())
+    shipped = {**shipped_inputs(os.environ), **payload.data}
+    for rel, blob in shipped.items():
+        _write_own(workdir, _safe_relpath(rel), blob)
     for rel, text in payload.files.items():
-        target = workdir / _safe_relpath(rel)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text)
+        _write_own(workdir, _safe_relpath(rel), text.encode())
+    if root is not None:
+        _guard_writes(workdir.resolve())
+    _WORKDIR_FACTS.clear()
+    _WORKDIR_FACTS.update(
+        replica=renv.name,
+        workdir=str(workdir),
+        root=str(root) if root is not None else None,
+        inputs=sorted(payload.inputs),
+        shipped=sorted(shipped),
+        host=socket.gethostname(),
+    )
     os.chdir(workdir)
     sys.path.insert(0, str(workdir))
     return workdir
+
+
+def _present_folder(src: Path, dst: Path, work: Path, budget: list[int], seen: set) -> None:
+    """Recreate ``src``'s folders under ``dst`` and symlink its files (idempotent: a restarted replica
+    keeps what it wrote). Hidden folders, loops and folders past the budget are linked whole."""
+    try:
+        entries = list(os.scandir(src))
+    except OSError:
+        return
+    for entry in entries:
+        if entry.name in _MIRROR_SKIP:
+            continue
+        target = dst / entry.name
+        budget[0] -= 1
+        try:
+            is_dir = entry.is_dir()
+            st = entry.stat() if is_dir else None
+        except OSError:
+            is_dir, st = False, None
+        real = Path(entry.path).resolve() if is_dir else None
+        recurse = (
+            is_dir
+            and st is not None
+            and not entry.name.startswith(".")
+            and budget[0] > 0
+            and (st.st_dev, st.st_ino) not in seen
+            and real is not None
+            and not (work == real or real in work.parents)  # never present the work dir in itself
+        )
+        if recurse:
+            if target.is_symlink() or (os.path.lexists(target) and not target.is_dir()):
+                continue  # the replica's own file of that name
+            target.mkdir(exist_ok=True)
+            _present_folder(Path(entry.path), target, work, budget, seen | {(st.st_dev, st.st_ino)})
+        elif not os.path.lexists(target):
+            os.symlink(os.path.abspath(entry.path), target)
+
+
+def _own_parents(workdir: Path, rel: Path) -> None:
+    """Make every folder on the way to ``workdir/rel`` a real folder of the work dir (a folder linked
+    whole is recreated with links to its entries), so writing there cannot reach the linked folder."""
+    here = workdir
+    for part in rel.parts[:-1]:
+        here = here / part
+        if here.is_symlink():
+            linked = Path(os.readlink(here))
+            here.unlink()
+            here.mkdir()
+            if linked.is_dir():
+                for entry in os.scandir(linked):
+                    os.symlink(os.path.abspath(entry.path), here / entry.name)
+        here.mkdir(exist_ok=True)
+
+
+def _write_own(workdir: Path, rel: Path, blob: bytes) -> None:
+    _own_parents(workdir, rel)
+    target = workdir / rel
+    if target.is_symlink():
+        target.unlink()
+    target.write_bytes(blob)
+
+
+def _guard_writes(work: Path) -> None:
+    """Python's ``open`` for writing, on a presented file of the work dir, writes the replica's own copy."""
+    import io
+    import shutil
+
+    original = io.open
+
+    def own(path, mode: str) -> None:
+        try:
+            full = Path(os.path.abspath(os.fspath(path)))
+            rel = full.relative_to(work)
+        except (TypeError, ValueError):
+            return
+        if not rel.parts:
+            return
+        _own_parents(work, rel)
+        if full.is_symlink():
+            linked = os.path.realpath(full)
+            full.unlink()
+            if ("a" in mode or "+" in mode) and os.path.isfile(linked):
+                shutil.copyfile(linked, full)
+
+    def guarded_open(file, mode="r", *args, **kwargs):
+        if isinstance(mode, str) and not isinstance(file, int) and any(c in mode for c in "wa+"):
+            own(file, mode)
+        return original(file, mode, *args, **kwargs)
+
+    guarded_open.__doc__ = original.__doc__
+    builtins.open = guarded_open
+    io.open = guarded_open
+
+
+def shipped_inputs(environ) -> dict[str, bytes]:
+    """The input files in the job's data mounts (``TFK8S_DATA_DIR_<i>``), reassembled from their parts."""
+    parts: dict[str, list] = {}
+    for name, folder in sorted(environ.items()):
+        if not name.startswith(DATA_DIR_ENV_PREFIX):
+            continue
+        try:
+            index = json.loads((Path(folder) / DATA_INDEX).read_text())
+        except (OSError, ValueError) as exc:
+            raise SetupError(
+                f"the job's input files in {folder} cannot be read ({exc}); submit the job again."
+            ) from None
+        for key, (rel, part, count) in index.items():
+            slots = parts.setdefault(rel, [None] * int(count))
+            slots[int(part)] = (Path(folder) / key).read_bytes()
+    out = {}
+    for rel, slots in parts.items():
+        if any(s is None for s in slots):
+            raise SetupError(f"the input file {rel!r} reached this replica incomplete; submit the job again.")
+        out[rel] = b"".join(slots)
+    return out
+
+
+def explain_missing_file(exc: BaseException) -> str | None:
+    """A missing file, told in one sentence: where this replica runs, what it was given, and the fix."""
+    missing = isinstance(exc, FileNotFoundError) or type(exc).__name__ == "NotFoundError"
+    if not missing or not _WORKDIR_FACTS:
+        return None
+    facts = _WORKDIR_FACTS
+    what = f"{type(exc).__name__}: {exc}".strip()
+    name = getattr(exc, "filename", None)
+    named = f"{name!r}" if name else "that path"
+    if facts["root"]:
+        return (
+            f"{what} — {facts['replica']} runs in {facts['workdir']}, which presents the notebook's folder "
+            f"{facts['root']} as it was when the replica started, and {named} is not there; put the file "
+            "in the notebook's folder (or a folder inside it) and read it by its relative path."
+        )
+    shipped = facts["shipped"]
+    listed = ", ".join(shipped[:8]) + (f" and {len(shipped) - 8} more" if len(shipped) > 8 else "")
+    return (
+        f"{what} — {facts['replica']} runs on {facts['host']} in {facts['workdir']}, where only the input "
+        f"files found at submission arrived ({listed or 'none'}); name the file by its relative path in the "
+        "cell or with --files so it travels with the job, or read it from a URI inside the cell."
+    )
 
 
 def load_payload(renv: ReplicaEnv):
@@ -308,9 +519,33 @@ def run_cell(payload) -> None:
     exec(compile(payload.code, CELL_FILENAME, "exec"), namespace)
 
 
+def expose_report() -> None:
+    """Make ``from tfk8s_jupyter import report`` work in the cell even where the package is not installed
+    (an image running the shipped runner files): a ``tfk8s_jupyter`` module carrying only ``report``."""
+    if importlib.util.find_spec("tfk8s_jupyter") is not None:
+        return
+    package = types.ModuleType("tfk8s_jupyter", "tfk8s-jupyter's in-replica face: report() only.")
+    package.__path__ = []
+    package.report = cell_report.report
+    package.cell_report = cell_report
+    sys.modules["tfk8s_jupyter"] = package
+    sys.modules["tfk8s_jupyter.cell_report"] = cell_report
+
+
+def start_cell_metrics(tf, renv: ReplicaEnv, runtime, reporter: Reporter):
+    """``tf.summary.scalar`` and ``report()`` as metric points on the reporting replica; None elsewhere."""
+    expose_report()
+    if not renv.reporting:
+        return None
+    metrics = CellMetrics(reporter, renv.metric_interval).start()
+    patch_summary_scalar(tf, metrics, runtime.in_fit)
+    cell_report._sink = metrics.add
+    return metrics
+
+
 def summarize_exception(exc: BaseException) -> tuple[str, str, int | None]:
     """(message, short traceback, cell line) for an exception raised by the cell."""
-    message = f"{type(exc).__name__}: {exc}".strip()
+    message = explain_missing_file(exc) or f"{type(exc).__name__}: {exc}".strip()
     frames = traceback.extract_tb(exc.__traceback__)
     cell_frames = [f for f in frames if f.filename in (CELL_FILENAME, PRELUDE_FILENAME)]
     lines = []
@@ -360,6 +595,7 @@ def main(argv: list[str] | None = None) -> int:
         return serve(tf, renv)
 
     phase = "setup"
+    cell_metrics = None
     try:
         strategy = make_strategy(tf, renv)
         if not renv.uses_tf_keras:
@@ -376,6 +612,10 @@ def main(argv: list[str] | None = None) -> int:
         runtime.patch_fit()
         runtime.patch_clear_session()
         runtime.set_default_strategy()
+        adoption = StrategyAdoption(tf, renv, strategy, runtime.set_default_strategy)
+        runtime.original_set_strategy = adoption.original_set_strategy
+        adoption.install()
+        cell_metrics = start_cell_metrics(tf, renv, runtime, reporter)
         reporter.emit(
             "start",
             job=renv.job,
@@ -394,6 +634,8 @@ def main(argv: list[str] | None = None) -> int:
         phase = "cell"
         run_cell(payload)
     except BaseException as exc:
+        if cell_metrics is not None:
+            cell_metrics.close()
         if isinstance(exc, SystemExit) and exc.code in (None, 0):
             pass
         else:
@@ -407,6 +649,8 @@ def main(argv: list[str] | None = None) -> int:
             reporter.emit("error", always=True, message=message, traceback=summary, line=line, phase=phase)
             sys.stdout.flush()
             return EXIT_CELL_ERROR if phase == "cell" else EXIT_SETUP_ERROR
+    if cell_metrics is not None:
+        cell_metrics.close()
     reporter.emit(
         "end", status="succeeded", seconds=round(time.time() - started, 3), model=runtime.last_model
     )

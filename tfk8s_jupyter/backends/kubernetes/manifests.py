@@ -12,6 +12,11 @@ Two flavors:
     A Kubeflow training-operator v1 ``TFJob`` (Chief/PS/Worker); the operator creates pods and services and
     sets TF_CONFIG. The payload ConfigMap is shared with the native flavor.
 
+Input files the cell reads (``Payload.data``, found at submission by ``capture.find_inputs``) travel in
+``<job>-data-<i>`` ConfigMaps as ``binaryData`` (files over one object's size split into parts, at most
+``capture.MAX_SHIPPED_BYTES`` in all), each mounted at ``/etc/tfk8s-data-<i>`` and named to the runner by
+``TFK8S_DATA_DIR_<i>``; the runner writes them into the replica's work dir by their relative paths.
+
 The ConfigMap is the parent of everything else in both flavors: it is created first (pods mount it, so it
 must exist before any of them), and every later object carries an ``ownerReference`` to it, so deleting the
 ConfigMap garbage-collects the job, and no object can ever exist without an existing parent — a submission
@@ -22,6 +27,7 @@ output has none).
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from importlib import resources
@@ -44,6 +50,10 @@ PAYLOAD_DIR = "/etc/tfk8s"
 SCRATCH_DIR = "/tmp"
 CHECKPOINT_BASE = "/tmp/tfk8s-checkpoints"
 CONFIGMAP_LIMIT = 1_000_000  # bytes; the API server refuses objects over ~1 MiB
+DATA_DIR = "/etc/tfk8s-data"  # input ConfigMap i is mounted at DATA_DIR-i
+DATA_PART_BYTES = 900_000  # the largest part of an input file in one data ConfigMap
+DATA_ENV_PREFIX = "TFK8S_DATA_DIR_"  # the runner's name for the mounts (runner.DATA_DIR_ENV_PREFIX)
+DATA_INDEX = "index.json"
 RUNNER_FILES = (
     "runner.py",
     "replica_env.py",
@@ -53,6 +63,10 @@ RUNNER_FILES = (
     "replica_output.py",
     "protocol.py",
     "payload.py",
+    "replica_strategy.py",
+    "replica_inputs.py",
+    "replica_metrics.py",
+    "cell_report.py",
 )
 TFJOB_ROLES = {"chief": "Chief", "ps": "PS", "worker": "Worker"}
 FLAVORS = ("native", "tfjob")
@@ -129,7 +143,7 @@ def checkpoint_dir(spec: JobSpec) -> str:
     return f"{base.rstrip('/')}/{spec.name}"
 
 
-def container_env(spec: JobSpec, role: str, namespace: str, flavor: str) -> list[dict]:
+def container_env(spec: JobSpec, role: str, namespace: str, flavor: str, data_volumes: int = 0) -> list[dict]:
     """The runner contract (:func:`~tfk8s_jupyter.replica_env.contract_env`) as a container's ``env``.
 
     Native: the runner builds TF_CONFIG from ``TFK8S_CLUSTER`` and ``JOB_COMPLETION_INDEX``; TFJob: the
@@ -144,7 +158,10 @@ def container_env(spec: JobSpec, role: str, namespace: str, flavor: str) -> list
         setup_timeout=spec.setup_timeout,
         cluster=cluster_map(spec, namespace) if flavor == "native" else None,
         direct_hosts=[service_name(spec)],
-        extra={"HOME": SCRATCH_DIR},
+        extra={
+            "HOME": SCRATCH_DIR,
+            **{f"{DATA_ENV_PREFIX}{i}": f"{DATA_DIR}-{i}" for i in range(data_volumes)},
+        },
     )
     return [{"name": k, "value": v} for k, v in env.items()]
 
@@ -166,14 +183,15 @@ def resources_for(spec: JobSpec, role: str) -> dict:
     return out
 
 
-def pod_template(spec: JobSpec, role: str, namespace: str, flavor: str) -> dict:
-    """The pod template of one role: restricted Pod Security, payload mounted, scratch dir writable."""
+def pod_template(spec: JobSpec, role: str, namespace: str, flavor: str, data_volumes: int = 0) -> dict:
+    """The pod template of one role: restricted Pod Security, payload (and input files) mounted, scratch
+    dir writable."""
     container = {
         "name": CONTAINER,
         "image": spec.image or "tfk8s/trainer:0.1.0",
         "imagePullPolicy": "IfNotPresent",
         "command": ["python", f"{PAYLOAD_DIR}/runner.py"],
-        "env": container_env(spec, role, namespace, flavor),
+        "env": container_env(spec, role, namespace, flavor, data_volumes),
         "ports": [{"name": "tfjob-port", "containerPort": TF_PORT, "protocol": "TCP"}],
         "resources": resources_for(spec, role),
         "securityContext": {
@@ -185,6 +203,10 @@ def pod_template(spec: JobSpec, role: str, namespace: str, flavor: str) -> dict:
         "volumeMounts": [
             {"name": "tfk8s-payload", "mountPath": PAYLOAD_DIR, "readOnly": True},
             {"name": "scratch", "mountPath": SCRATCH_DIR},
+            *(
+                {"name": f"tfk8s-data-{i}", "mountPath": f"{DATA_DIR}-{i}", "readOnly": True}
+                for i in range(data_volumes)
+            ),
         ],
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
@@ -205,6 +227,10 @@ def pod_template(spec: JobSpec, role: str, namespace: str, flavor: str) -> dict:
         "volumes": [
             {"name": "tfk8s-payload", "configMap": {"name": spec.name}},
             {"name": "scratch", "emptyDir": {}},
+            *(
+                {"name": f"tfk8s-data-{i}", "configMap": {"name": data_configmap_name(spec, i)}}
+                for i in range(data_volumes)
+            ),
         ],
     }
     if flavor == "native":
@@ -231,7 +257,10 @@ def _metadata(spec: JobSpec, name: str, namespace: str, role: str | None = None)
 
 def configmap(spec: JobSpec, payload: Payload, namespace: str, flavor: str) -> dict:
     """The job's parent object: payload, runner files and the spec (so any client can attach)."""
-    data = {"payload.json": payload.to_json(), "spec.json": json.dumps(spec.to_json(), sort_keys=True)}
+    data = {
+        "payload.json": payload.without_data().to_json(),
+        "spec.json": json.dumps(spec.to_json(), sort_keys=True),
+    }
     data.update(runner_files())
     size = sum(len(v.encode()) for v in data.values())
     if size > CONFIGMAP_LIMIT:
@@ -242,6 +271,58 @@ def configmap(spec: JobSpec, payload: Payload, namespace: str, flavor: str) -> d
     meta = _metadata(spec, spec.name, namespace)
     meta["annotations"][ANNOTATION_FLAVOR] = flavor
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data}
+
+
+def data_configmap_name(spec: JobSpec, index: int) -> str:
+    return f"{spec.name}-data-{index}"
+
+
+def data_configmaps(spec: JobSpec, payload: Payload, namespace: str) -> list[dict]:
+    """The input files that travel with the job, packed into ConfigMaps of at most ~1 MB of ``binaryData``
+    each (a larger file split into parts); each holds ``index.json``: key -> [path, part, parts].
+
+    Raises:
+        ManifestError: the files take more than ``capture.MAX_SHIPPED_BYTES`` in all.
+    """
+    from ...capture import MAX_SHIPPED_BYTES, _human
+
+    total = sum(len(b) for b in payload.data.values())
+    if total > MAX_SHIPPED_BYTES:
+        biggest = sorted(payload.data.items(), key=lambda kv: -len(kv[1]))[:3]
+        names = ", ".join(f"{k!r} ({_human(len(v))})" for k, v in biggest)
+        raise ManifestError(
+            f"the cell's input files take {_human(total)}, over the {_human(MAX_SHIPPED_BYTES)} that travel "
+            f"with a Kubernetes job (largest: {names}); name only the files the cell needs with --files, or "
+            "read the data inside the cell from a URI (gs://, s3://, https://)."
+        )
+    groups: list[tuple[dict[str, str], dict[str, list]]] = []
+    room = 0
+    key = 0
+    for rel in sorted(payload.data):
+        blob = payload.data[rel]
+        parts = [blob[i : i + DATA_PART_BYTES] for i in range(0, len(blob), DATA_PART_BYTES)] or [b""]
+        for n, part in enumerate(parts):
+            if not groups or len(part) > room:
+                groups.append(({}, {}))
+                room = DATA_PART_BYTES
+            binary, index = groups[-1]
+            binary[f"f{key}"] = base64.b64encode(part).decode()
+            index[f"f{key}"] = [rel, n, len(parts)]
+            room -= len(part)
+            key += 1
+    out = []
+    for i, (binary, index) in enumerate(groups):
+        meta = _metadata(spec, data_configmap_name(spec, i), namespace)
+        out.append(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": meta,
+                "data": {DATA_INDEX: json.dumps(index, sort_keys=True)},
+                "binaryData": binary,
+            }
+        )
+    return out
 
 
 def headless_service(spec: JobSpec, namespace: str) -> dict:
@@ -259,8 +340,8 @@ def headless_service(spec: JobSpec, namespace: str) -> dict:
     }
 
 
-def indexed_job(spec: JobSpec, role: str, count: int, namespace: str) -> dict:
-    template = pod_template(spec, role, namespace, "native")
+def indexed_job(spec: JobSpec, role: str, count: int, namespace: str, data_volumes: int = 0) -> dict:
+    template = pod_template(spec, role, namespace, "native", data_volumes)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -277,7 +358,7 @@ def indexed_job(spec: JobSpec, role: str, count: int, namespace: str) -> dict:
     }
 
 
-def tfjob(spec: JobSpec, namespace: str) -> dict:
+def tfjob(spec: JobSpec, namespace: str, data_volumes: int = 0) -> dict:
     replica_specs = {}
     for r in spec.replicas:
         # In place, like the native flavor: when one all-reduce worker dies the others fail within
@@ -286,7 +367,7 @@ def tfjob(spec: JobSpec, namespace: str) -> dict:
         replica_specs[TFJOB_ROLES[r.role]] = {
             "replicas": r.count,
             "restartPolicy": restart,
-            "template": pod_template(spec, r.role, namespace, "tfjob"),
+            "template": pod_template(spec, r.role, namespace, "tfjob", data_volumes),
         }
     return {
         "apiVersion": "kubeflow.org/v1",
@@ -315,7 +396,7 @@ def render_manifests(
         namespace: the target namespace; default: the spec's, else ``default``.
 
     Raises:
-        ManifestError: the payload does not fit in a ConfigMap.
+        ManifestError: the payload does not fit in a ConfigMap, or its input files are over the limit.
     """
     if flavor == "auto":
         flavor = "native"
@@ -323,13 +404,14 @@ def render_manifests(
         raise ManifestError(f"flavor {flavor!r} is unknown; use auto, native or tfjob.")
     payload = payload or Payload(code=spec.code)
     namespace = namespace or spec.namespace or "default"
-    objs = [configmap(spec, payload, namespace, flavor)]
+    data = data_configmaps(spec, payload, namespace)
+    objs = [configmap(spec, payload, namespace, flavor), *data]
     if flavor == "tfjob":
-        objs.append(tfjob(spec, namespace))
+        objs.append(tfjob(spec, namespace, len(data)))
         return objs
     objs.append(headless_service(spec, namespace))
     for r in spec.replicas:
-        objs.append(indexed_job(spec, r.role, r.count, namespace))
+        objs.append(indexed_job(spec, r.role, r.count, namespace, len(data)))
     return objs
 
 
@@ -349,8 +431,21 @@ def set_owner(obj: dict, parent: dict) -> dict:
 
 
 def manifests_yaml(objs: list[dict]) -> str:
-    """The objects as one multi-document YAML stream (what ``--dry-run`` prints)."""
+    """The objects as one multi-document YAML stream (what ``--dry-run`` prints); input files' bytes
+    (``binaryData``) are shown as their sizes."""
     import yaml
+
+    objs = [
+        {
+            **o,
+            "binaryData": {
+                k: f"<{len(base64.b64decode(v))} bytes>" for k, v in (o.get("binaryData") or {}).items()
+            },
+        }
+        if o.get("binaryData")
+        else o
+        for o in objs
+    ]
 
     class _Dumper(yaml.SafeDumper):
         pass

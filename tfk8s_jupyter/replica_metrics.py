@@ -1,0 +1,135 @@
+"""Metric points from any cell: ``tf.summary.scalar`` and ``report()``, one throttled stream.
+
+``fit`` has its own callback (``replica_callbacks.py``). A custom training loop reports through
+:class:`CellMetrics`, fed by two sources on the reporting replica:
+
+* ``tf.summary.scalar(name, value, step)`` called eagerly (the cell's TensorBoard scalars, still written to
+  its own summary files): :func:`patch_summary_scalar`; inside ``fit`` they are left to fit's callback
+  (Keras's TensorBoard callback writes them too), so a metric is not drawn twice;
+* ``report(step=..., **values)`` (``cell_report.py``).
+
+Values of one step are gathered into one point (a loop usually writes loss and accuracy in two calls);
+a point is printed when the next step begins, at most every ``metric_interval`` seconds (the steps in
+between are dropped, like fit's), and a step that stays the last one is flushed by a timer thread after at
+most ``FLUSH_DELAY`` seconds, and at the cell's end. The points are ``metric`` protocol events through the
+replica's :class:`Reporter`, so ``(run, seq)`` de-duplication and the monitor's per-series point cap hold
+as for fit's.
+
+Part of the runner (see ``runner.py``): ``tf`` is passed in. It travels with the runner in the job's
+ConfigMap.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+try:
+    from tfk8s_jupyter.replica_output import Reporter, log
+except ImportError:  # standalone: the shipped modules sit beside this file
+    from replica_output import Reporter, log  # type: ignore[no-redef]
+
+FLUSH_DELAY = 0.5  # seconds a step's values may wait for more values of the same step
+
+
+class CellMetrics:
+    """The reporting replica's points from ``tf.summary.scalar`` and ``report()`` (see the module doc)."""
+
+    def __init__(self, reporter: Reporter, interval: float, flush_delay: float = FLUSH_DELAY) -> None:
+        self.reporter = reporter
+        self.interval = max(0.0, float(interval))
+        self.flush_delay = min(flush_delay, self.interval) if self.interval else 0.0
+        self.lock = threading.Lock()
+        self.step: int | None = None  # the pending point's step
+        self.values: dict[str, float] = {}
+        self.since = 0.0  # when the pending point got its first value
+        self.last_emit = 0.0
+        self.last_step = 0
+        self.points = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> CellMetrics:
+        self._thread = threading.Thread(target=self._flush_loop, name="tfk8s-cell-metrics", daemon=True)
+        self._thread.start()
+        return self
+
+    def add(self, step: int | None, values: dict[str, float]) -> None:
+        """Values of one step (``step`` None: one more than the last step seen)."""
+        with self.lock:
+            if step is None:
+                step = self.step if self.step is not None and not (set(values) & set(self.values)) else None
+                if step is None:
+                    step = self.last_step + 1
+            now = time.monotonic()
+            if self.step is not None and step != self.step:
+                if now - self.last_emit >= self.interval:
+                    self._emit_locked(now)
+                else:
+                    self.values = {}  # throttled: this step's point is dropped, like fit's
+            if not self.values:
+                self.since = now
+            self.step = step
+            self.last_step = step
+            self.values.update(values)
+            if self.interval == 0:
+                self._emit_locked(now)
+
+    def flush(self) -> None:
+        """Print the pending point now (the cell's end)."""
+        with self.lock:
+            if self.values:
+                self._emit_locked(time.monotonic())
+
+    def close(self) -> None:
+        self._stop.set()
+        self.flush()
+
+    def _emit_locked(self, now: float) -> None:
+        values, self.values = self.values, {}
+        if not values:
+            return
+        self.last_emit = now
+        self.points += 1
+        self.reporter.emit("metric", step=int(self.step or 0), values=values, source="cell")
+
+    def _flush_loop(self) -> None:
+        tick = max(0.05, min(0.2, self.flush_delay / 2 or 0.05))
+        while not self._stop.wait(tick):
+            with self.lock:
+                now = time.monotonic()
+                if (
+                    self.values
+                    and now - self.since >= self.flush_delay
+                    and now - self.last_emit >= self.interval
+                ):
+                    self._emit_locked(now)
+
+
+def patch_summary_scalar(tf, metrics: CellMetrics, in_fit) -> None:
+    """Make eager ``tf.summary.scalar`` calls also points of ``metrics`` (not while ``in_fit()``)."""
+    summary = tf.summary
+    original = summary.scalar
+    if getattr(original, "_tfk8s", False):
+        return
+
+    def scalar(name, data, step=None, description=None):
+        written = original(name, data, step=step, description=description)
+        if in_fit() or not tf.executing_eagerly():
+            return written
+        try:
+            if step is None:
+                step = tf.summary.experimental.get_step()
+            number = data.numpy() if hasattr(data, "numpy") else data
+            value = float(number)
+            step_number = None if step is None else int(step.numpy() if hasattr(step, "numpy") else step)
+        except (TypeError, ValueError) as exc:
+            log(f"tf.summary.scalar({name!r}) is not a scalar number ({type(exc).__name__}); not reported")
+            return written
+        metrics.add(step_number, {str(name): value})
+        return written
+
+    scalar._tfk8s = True
+    scalar.__wrapped__ = original
+    scalar.__doc__ = original.__doc__
+    summary.scalar = scalar
