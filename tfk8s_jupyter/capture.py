@@ -7,8 +7,12 @@ name the cell reads that the notebook defined and ships it so the cell runs unch
 - functions and classes defined in the notebook travel by value (their source), with the names *they* use,
   transitively; literal constants (``LR = 0.01``) are written into the prelude as source;
 - other small values are pickled (:attr:`Payload.values`);
-- local ``.py`` modules and packages imported from the notebook's directory travel as files, and
-  ``files=[...]`` (``--files``) adds more.
+- local ``.py`` modules and packages imported from the notebook's directory travel as files;
+- input files the cell reads by a relative path are found at submission (:func:`find_inputs`): every
+  string literal of the cell and of its shipped context that names an existing file, folder or glob in the
+  notebook's folder, plus ``files=[...]`` (``--files``: files of any kind, folders, globs). They are listed
+  in :attr:`Payload.inputs`; for Kubernetes their bytes travel too (:attr:`Payload.data`, at most
+  :data:`MAX_SHIPPED_BYTES` in all); local replicas see the notebook's folder itself.
 
 The runner executes ``files`` -> ``prelude`` -> ``values`` -> ``code``. Nothing here talks to a backend.
 """
@@ -17,6 +21,8 @@ from __future__ import annotations
 
 import ast
 import builtins
+import errno
+import glob as globlib
 import inspect
 import linecache
 import os
@@ -38,6 +44,11 @@ _MAX_LITERAL_REPR = 2000
 _TF_MODULES = {"tensorflow", "keras", "tf_keras", "tensorflow_datasets"}
 _ESCAPE_RE = re.compile(r"^\s*(?:[A-Za-z_][\w.,\s]*=\s*)?([!%])")
 _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+# Input files that travel with a Kubernetes job, in all (in ConfigMaps of at most 1 MB each).
+MAX_SHIPPED_BYTES = 8 * 1024 * 1024
+_SKIP_DIRS = {"__pycache__", ".ipynb_checkpoints", ".git"}
+_GLOB_CHARS = "*?["
+_MAX_LISTED = 20
 
 
 class CaptureError(ValueError):
@@ -54,6 +65,8 @@ class Capture:
     constants: list[str] = field(default_factory=list)
     values: dict[str, int] = field(default_factory=dict)
     files: dict[str, int] = field(default_factory=dict)
+    inputs: dict[str, int] = field(default_factory=dict)
+    backend: str = "local"
 
     def summary(self) -> str:
         """A few lines saying what travels with the cell."""
@@ -69,7 +82,26 @@ class Capture:
             f"  values:      {fmt([f'{k} ({_human(v)})' for k, v in self.values.items()])}",
             f"  files:       {fmt([f'{k} ({_human(v)})' for k, v in self.files.items()])}",
         ]
+        lines.extend(inputs_summary(self.inputs, self.backend))
         return "\n".join(lines)
+
+
+def inputs_summary(inputs: Mapping[str, int], backend: str) -> list[str]:
+    """The ``inputs:`` lines of a dry run: what the replicas read from the notebook's folder, with sizes."""
+    total = sum(inputs.values())
+    if not inputs:
+        return ["  inputs:      - (no file of the notebook's folder is named in the cell)"]
+    how = (
+        f"travel with the job, {_human(total)} of {_human(MAX_SHIPPED_BYTES)}"
+        if backend == "kubernetes"
+        else f"{_human(total)}, read in place from the notebook's folder"
+    )
+    lines = [f"  inputs:      {len(inputs)} file{'s' if len(inputs) != 1 else ''} ({how})"]
+    for rel in sorted(inputs)[:_MAX_LISTED]:
+        lines.append(f"    {rel} ({_human(inputs[rel])})")
+    if len(inputs) > _MAX_LISTED:
+        lines.append(f"    ... and {len(inputs) - _MAX_LISTED} more")
+    return lines
 
 
 def _human(n: int) -> str:
@@ -458,36 +490,6 @@ class _Collector:
                 if level == 0:
                     self.ship_module_files(name)
 
-    def add_extra_files(self, patterns: Iterable[str]) -> None:
-        for pattern in patterns:
-            matches = (
-                sorted(self.root.glob(pattern)) if any(c in pattern for c in "*?[") else [self.root / pattern]
-            )
-            matches = [m for m in matches if m.exists()]
-            if not matches:
-                raise CaptureError(
-                    f"--files {pattern!r} matches no file under {self.root}; give a path relative to the "
-                    "notebook's directory."
-                )
-            for m in matches:
-                for path in sorted(m.rglob("*")) if m.is_dir() else [m]:
-                    if path.is_dir() or "__pycache__" in path.parts:
-                        continue
-                    try:
-                        rel = path.resolve().relative_to(self.root).as_posix()
-                    except ValueError:
-                        raise CaptureError(
-                            f"--files {str(path)!r} lies outside the notebook's directory; copy it next to "
-                            "the notebook or load it inside the cell."
-                        ) from None
-                    try:
-                        self.files[rel] = path.read_text()
-                    except UnicodeDecodeError:
-                        raise CaptureError(
-                            f"--files {rel!r} is not a text file; only text files (code, configs, small CSVs) "
-                            "travel with the cell, so load binary data inside the cell from shared storage."
-                        ) from None
-
 
 def _import_gives(stmt: str, value) -> bool:
     """Whether ``from m import n`` (as recorded in the history) still yields ``value``: a name the
@@ -530,6 +532,194 @@ def _unshippable_kind(value) -> str:
     return "an object"
 
 
+# -- input files ------------------------------------------------------------------------------------
+class _InputFinder:
+    """Files of the notebook's folder (``root``) the cell reads: ``rel path -> size``, in-root names."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.found: dict[str, int] = {}
+
+    def _rel(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+    def add(self, path: Path, origin: str) -> None:
+        """Add a file, or every file under a folder (symlinks followed, loops refused)."""
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            raise _read_error(origin, self._rel(path), e) from None
+        if not os.path.isdir(path):
+            self.found[self._rel(path)] = st.st_size
+            return
+        ancestors = {(st.st_dev, st.st_ino)}
+        for parent in path.parents:
+            try:
+                pst = os.stat(parent)
+            except OSError:
+                break
+            ancestors.add((pst.st_dev, pst.st_ino))
+            if parent == self.root:
+                break
+        self._walk(path, origin, ancestors)
+
+    def _walk(self, folder: Path, origin: str, ancestors: set[tuple[int, int]]) -> None:
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as e:
+            raise _read_error(origin, self._rel(folder), e) from None
+        for entry in entries:
+            if entry.name in _SKIP_DIRS:
+                continue
+            path = folder / entry.name
+            try:
+                st = entry.stat()
+            except FileNotFoundError:
+                continue  # a dangling link: nothing to read there
+            except OSError as e:
+                raise _read_error(origin, self._rel(path), e) from None
+            if entry.is_dir():
+                key = (st.st_dev, st.st_ino)
+                if key in ancestors:
+                    raise CaptureError(
+                        f"{origin} leads into a symlink loop ({self._rel(path)!r} points back to a folder "
+                        "that contains it); remove or fix that link, then submit again."
+                    )
+                self._walk(path, origin, ancestors | {key})
+            else:
+                self.found[self._rel(path)] = st.st_size
+
+    def add_literal(self, text: str) -> None:
+        """A string of the cell: an input when it names an existing path or glob in the notebook's folder."""
+        if not text or len(text) > 1024 or "\n" in text or "\0" in text or "://" in text:
+            return
+        if os.path.isabs(text) or text.startswith("~"):
+            return
+        norm = os.path.normpath(text)
+        if norm in (".", ".."):
+            return
+        pattern = any(c in text for c in _GLOB_CHARS)
+        origin = f"the cell's path {text!r}"
+        if norm.startswith(".." + os.sep):
+            if os.path.lexists(self.root / norm) or (pattern and globlib.glob(str(self.root / norm))):
+                raise CaptureError(
+                    f"the cell reads {text!r}, which lies outside the notebook's folder {self.root} and so "
+                    "does not reach the replicas; move it into the notebook's folder (or a folder inside it), "
+                    "or use an absolute path that exists where the replicas run."
+                )
+            return
+        if pattern:
+            for match in sorted(globlib.glob(str(self.root / norm), recursive="**" in text)):
+                self.add(Path(match), origin)
+        elif os.path.lexists(self.root / norm):
+            self.add(self.root / norm, origin)
+
+    def add_pattern(self, pattern: str) -> None:
+        """A ``--files`` entry: a file of any kind, a folder or a glob, relative to the notebook's folder."""
+        norm = os.path.normpath(pattern)
+        origin = f"--files {pattern!r}"
+        if os.path.isabs(pattern) or norm == ".." or norm.startswith(".." + os.sep):
+            try:
+                inside = Path(os.path.abspath(self.root / pattern)).relative_to(self.root)
+            except ValueError:
+                raise CaptureError(
+                    f"--files {pattern!r} lies outside the notebook's folder {self.root}; copy it into the "
+                    "notebook's folder, or read it inside the cell from where the replicas run."
+                ) from None
+            norm = inside.as_posix() or "."
+        if any(c in pattern for c in _GLOB_CHARS):
+            matches = sorted(globlib.glob(str(self.root / norm), recursive="**" in pattern))
+        else:
+            matches = [str(self.root / norm)] if os.path.lexists(self.root / norm) else []
+        if not matches:
+            raise CaptureError(
+                f"--files {pattern!r} matches no file under {self.root}; give a path or glob relative to the "
+                "notebook's folder."
+            )
+        for match in matches:
+            self.add(Path(match), origin)
+
+
+def _read_error(origin: str, rel: str, e: OSError) -> CaptureError:
+    if e.errno == errno.ELOOP:
+        return CaptureError(
+            f"{origin}: {rel!r} is a symlink loop (a link that points back to itself); remove or fix that "
+            "link, then submit again."
+        )
+    if isinstance(e, FileNotFoundError):
+        return CaptureError(
+            f"{origin}: {rel!r} disappeared while the job was being prepared; make sure it exists, then "
+            "submit again."
+        )
+    return CaptureError(
+        f"{origin}: {rel!r} cannot be read ({e.strerror}); fix its permissions, then submit again."
+    )
+
+
+def _string_literals(sources: Iterable[str]) -> list[str]:
+    out: list[str] = []
+    for src in sources:
+        try:
+            tree = ast.parse(src)
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value not in out:
+                out.append(node.value)
+    return out
+
+
+def find_inputs(
+    sources: Iterable[str], root: str | os.PathLike, patterns: Iterable[str] = ()
+) -> dict[str, int]:
+    """The files of the notebook's folder ``root`` the cell reads: ``relative path -> size``.
+
+    ``sources`` are the cell and its shipped context; each string literal in them that names an existing
+    file, folder or glob in ``root`` counts (folders: every file under them). ``patterns`` (``--files``)
+    add files of any kind, folders and globs; when given, folders named only in the cell's strings are not
+    taken whole (``--files`` then chooses what travels from them).
+
+    Raises:
+        CaptureError: a path outside ``root``, a ``--files`` entry matching nothing, a symlink loop, a
+            file that disappears while being read.
+    """
+    finder = _InputFinder(Path(root).resolve())
+    patterns = list(patterns)
+    for text in _string_literals(sources):
+        if patterns and os.path.isdir(finder.root / os.path.normpath(text)):
+            continue
+        finder.add_literal(text)
+    for pattern in patterns:
+        finder.add_pattern(pattern)
+    return dict(sorted(finder.found.items()))
+
+
+def read_inputs(inputs: Mapping[str, int], root: str | os.PathLike, limit: int = MAX_SHIPPED_BYTES) -> dict:
+    """The bytes of ``inputs`` (for a job whose replicas do not see the notebook's folder).
+
+    Raises:
+        CaptureError: the inputs take more than ``limit`` (one sentence naming the largest and the ways
+            out), or one of them disappeared since it was found.
+    """
+    total = sum(inputs.values())
+    if total > limit:
+        biggest = sorted(inputs.items(), key=lambda kv: -kv[1])[:3]
+        names = ", ".join(f"{k!r} ({_human(v)})" for k, v in biggest)
+        raise CaptureError(
+            f"the files this cell reads from the notebook's folder take {_human(total)}, over the "
+            f"{_human(limit)} that travel with a Kubernetes job (largest: {names}); name only the files the "
+            "cell needs with --files, or read the data inside the cell from a URI (gs://, s3://, https://)."
+        )
+    out: dict[str, bytes] = {}
+    base = Path(root).resolve()
+    for rel in inputs:
+        try:
+            out[rel] = (base / rel).read_bytes()
+        except OSError as e:
+            raise _read_error("an input of the cell", rel, e) from None
+    return out
+
+
 def capture(
     code: str,
     shell=None,
@@ -537,19 +727,22 @@ def capture(
     files: Iterable[str] = (),
     max_bytes: int | None = None,
     root: str | os.PathLike | None = None,
+    backend: str | None = None,
 ) -> Capture:
     """Build the :class:`Payload` for ``code`` from the notebook ``shell``'s namespace.
 
     Args:
         code: the training cell's source (without the magic line).
         shell: the IPython shell (``get_ipython()``); ``None`` ships the cell alone.
-        files: extra paths or glob patterns relative to ``root`` (``--files``).
+        files: extra input files, folders or glob patterns relative to ``root`` (``--files``).
         max_bytes: the largest payload allowed (default: ``TFK8s.max_payload_bytes``).
         root: the notebook's directory (default: the current directory, where kernels start).
+        backend: ``kubernetes`` reads the inputs' bytes into the payload (:func:`read_inputs`); other
+            backends only list them, since their replicas see the notebook's folder.
 
     Raises:
-        CaptureError: a magic or ``!`` line in the cell, a name that cannot be shipped (named), or a
-            payload over ``max_bytes``.
+        CaptureError: a magic or ``!`` line in the cell, a name that cannot be shipped (named), a
+            payload over ``max_bytes``, or an input file problem (:func:`find_inputs`, :func:`read_inputs`).
 
     Example:
         >>> capture("model = build_model(LR)", get_ipython()).payload.prelude  # doctest: +SKIP
@@ -571,14 +764,19 @@ def capture(
             c.ship_module_files(modname)
     if shell is not None:
         c.ship_names(names, [])
-    c.add_extra_files(files)
     prelude_parts = []
     if c.import_lines:
         prelude_parts.append("\n".join(c.import_lines) + "\n")
     if c.constant_lines:
         prelude_parts.append("\n".join(c.constant_lines) + "\n")
     prelude_parts.extend(c.defs)
-    payload = Payload(code=code, prelude="\n".join(prelude_parts), values=c.values, files=c.files)
+    prelude = "\n".join(prelude_parts)
+    sources = [code, prelude, *(t for k, t in c.files.items() if k.endswith(".py"))]
+    inputs = find_inputs(sources, root_path, files)
+    for rel in c.files:
+        inputs.pop(rel, None)  # a local module travels as code already
+    data = read_inputs(inputs, root_path) if backend == "kubernetes" else {}
+    payload = Payload(code=code, prelude=prelude, values=c.values, files=c.files, inputs=inputs, data=data)
     result = Capture(
         payload=payload,
         imports=c.import_names,
@@ -586,8 +784,10 @@ def capture(
         constants=c.constant_names,
         values={k: len(v) for k, v in c.values.items()},
         files={k: len(v.encode()) for k, v in c.files.items()},
+        inputs=inputs,
+        backend=backend or "local",
     )
-    size = payload.size
+    size = payload.without_data().size
     if size > max_bytes:
         parts = [(k, v) for k, v in result.values.items()] + [(k, v) for k, v in result.files.items()]
         parts.sort(key=lambda kv: -kv[1])

@@ -69,7 +69,11 @@ TRAIN_ARGUMENTS = (
         "--files",
         action="append",
         metavar="PATH",
-        help="Extra files or globs next to the notebook to ship (repeatable or comma-separated).",
+        help=(
+            "Input files, folders or globs in the notebook's folder that the cell reads (any kind of file; "
+            "repeatable or comma-separated). Relative paths named in the cell are found without it; given, "
+            "folders named only in the cell are not sent whole to Kubernetes."
+        ),
     ),
     argument("--out", default=None, metavar="VAR", help="Also store the job handle in this variable."),
     argument("--dry-run", dest="dry_run", action="store_true", help="Validate and print; start nothing."),

@@ -104,6 +104,7 @@ class TFK8sMagics(Magics):
                 self.shell,
                 files=split_files(getattr(args, "files", None)),
                 max_bytes=self.defaults.max_payload_bytes,
+                backend=spec.backend,
             )
         except (SpecError, CaptureError) as e:
             raise UsageError(str(e)) from None

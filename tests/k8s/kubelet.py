@@ -15,6 +15,7 @@ rewritten to it; each ``host:port`` in ``TFK8S_CLUSTER`` mapped to a free local 
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import queue
@@ -589,6 +590,8 @@ class TestCluster:
                 cm = self.store.get("", "configmaps", ns, vol["configMap"]["name"])
                 for key, value in ((cm or {}).get("data") or {}).items():
                     (local / key).write_text(value)
+                for key, value in ((cm or {}).get("binaryData") or {}).items():
+                    (local / key).write_bytes(base64.b64decode(value))
             out[vm["mountPath"].rstrip("/")] = local
         return out
 

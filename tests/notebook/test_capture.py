@@ -102,17 +102,19 @@ def test_extra_files(shell, notebook_dir, tmp_path):
     (notebook_dir / "conf").mkdir()
     (notebook_dir / "conf" / "a.yaml").write_text("lr: 0.1\n")
     (notebook_dir / "labels.txt").write_text("cat\ndog\n")
+    (notebook_dir / "blob.bin").write_bytes(bytes(range(256)))
     cap = capture(
-        "print(open('labels.txt').read().split(), open('conf/a.yaml').read().strip())",
+        "x = 1",
         shell,
-        files=["labels.txt", "conf/*.yaml"],
+        files=["labels.txt", "conf/*.yaml", "blob.bin"],
+        backend="kubernetes",
     )
-    assert set(cap.payload.files) == {"labels.txt", "conf/a.yaml"}
+    # --files takes any kind of file: they are the cell's inputs, and travel to Kubernetes as bytes
+    assert cap.payload.inputs == {"blob.bin": 256, "conf/a.yaml": 8, "labels.txt": 8}
+    assert cap.payload.data["blob.bin"] == bytes(range(256))
+    assert cap.payload.files == {}
     with pytest.raises(CaptureError, match="matches no file"):
         capture("x = 1", shell, files=["missing.csv"])
-    (notebook_dir / "blob.bin").write_bytes(bytes(range(256)))
-    with pytest.raises(CaptureError, match="not a text file"):
-        capture("x = 1", shell, files=["blob.bin"])
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,9 @@ supervisor's pid and every process it started, with kernel start times so a recy
 for ours), ``supervisor.log`` (its decisions, ``job.logs("supervisor")``), ``checkpoints/`` (unless
 ``checkpoint_dir`` is configured) and ``work/<replica>/``, each replica's working directory (as a pod has
 its own filesystem): files the cell writes with relative paths, e.g. ``model.save("m.keras")`` on the
-chief, land there.
+chief, land there. It presents the notebook's folder (the submitting process's cwd, ``TFK8S_INPUT_DIR``):
+its folders recreated and its files symlinked, so the cell reads its inputs by the notebook's relative
+paths, and the user's folder is never written (see ``runner.prepare_workdir``).
 """
 
 from __future__ import annotations
@@ -227,6 +229,9 @@ class LocalBackend(Backend):
                 f"spec.backend is {spec.backend!r}; submit it to that backend, not the local one."
             )
         slices = gpu_slices(spec, detect_gpus() if spec.gpus else [])
+        check_inputs(payload, os.getcwd())
+        # The replicas read the notebook's folder in place; input bytes never go into the record.
+        payload = payload.without_data()
         record = JobRecord(spec.name, self.root)
         record.dir.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -496,6 +501,21 @@ class LocalBackend(Backend):
         record.delete()
 
 
+def check_inputs(payload: Payload, folder: str) -> None:
+    """Every input file found at submission is still in the notebook's folder.
+
+    Raises:
+        TFK8sError: one names the first missing file; nothing is started.
+    """
+    gone = [rel for rel in payload.inputs if not os.path.exists(os.path.join(folder, rel))]
+    if gone:
+        more = f" (and {len(gone) - 1} more)" if len(gone) > 1 else ""
+        raise TFK8sError(
+            f"the cell's input {gone[0]!r}{more} disappeared from {folder} after it was found; put it back "
+            "(or stop reading it in the cell), then run the cell again."
+        )
+
+
 def checkpoint_dir(spec: JobSpec, record: JobRecord) -> Path:
     """The job-scoped checkpoint base: ``<checkpoint_dir>/<job>`` when configured, else inside the record."""
     if spec.checkpoint_dir:
@@ -513,9 +533,11 @@ def process_env(
     workdir: Path,
     cuda_visible_devices: str,
     base: Mapping[str, str] | None = None,
+    input_dir: str | None = None,
 ) -> dict[str, str]:
     """The environment of one replica process: this process's environment (less any cluster settings of
-    its own) under the runner contract (:func:`~tfk8s_jupyter.replica_env.contract_env`)."""
+    its own) under the runner contract (:func:`~tfk8s_jupyter.replica_env.contract_env`), plus
+    ``TFK8S_INPUT_DIR`` (the notebook's folder its work dir presents) when ``input_dir`` is given."""
     role, index = replica.rsplit("-", 1)
     env = dict(os.environ if base is None else base)
     for key in list(env):
@@ -537,7 +559,10 @@ def process_env(
             # deadline, which names the replica that did not come up.
             setup_timeout=float(spec.setup_timeout) + 30.0,
             inherited_no_proxy=inherited_no_proxy,
-            extra={"CUDA_VISIBLE_DEVICES": cuda_visible_devices},
+            extra={
+                "CUDA_VISIBLE_DEVICES": cuda_visible_devices,
+                **({"TFK8S_INPUT_DIR": input_dir} if input_dir else {}),
+            },
         )
     )
     return env

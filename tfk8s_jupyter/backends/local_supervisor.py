@@ -165,6 +165,8 @@ class Supervisor:
         self.cwd = self.local.get("cwd") or str(job_dir)
         if not os.path.isdir(self.cwd):
             self.cwd = str(job_dir)
+        # The notebook's folder, presented read-only in each replica's work dir.
+        self.input_dir = self.cwd if self.cwd != str(job_dir) else None
         hooks = self.local.get("test_hooks") or {}
         runner = hooks.get("runner")
         self.command = [sys.executable, runner] if runner else [sys.executable, "-m", "tfk8s_jupyter.runner"]
@@ -222,6 +224,7 @@ class Supervisor:
             checkpoint=self.checkpoint,
             workdir=self.workdir / r.name,
             cuda_visible_devices=self.local.get("gpus", {}).get(r.name, ""),
+            input_dir=self.input_dir,
         )
         command = self.command
         if self.stall == r.name:

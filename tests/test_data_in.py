@@ -1,0 +1,271 @@
+"""Data in: the files a cell reads by relative path are found at submission and reach every replica.
+
+Detection and its refusals (pure), the replica's work dir as the runner builds it (a real runner process
+per case, no TensorFlow), the local backend's checks at submit, and end to end with real TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from data_in_helpers import DATA_CELL, folder_state, make_notebook_folder
+from local_helpers import wait_for
+
+import tfk8s_jupyter as tk
+from tfk8s_jupyter.backends.base import TFK8sError
+from tfk8s_jupyter.capture import CaptureError, capture, find_inputs, read_inputs
+from tfk8s_jupyter.payload import Payload
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def nb(tmp_path, monkeypatch) -> Path:
+    """The notebook's folder, the submitting process's cwd, with the inputs of :data:`DATA_CELL`."""
+    folder = make_notebook_folder(tmp_path / "nb")
+    monkeypatch.chdir(folder)
+    return folder
+
+
+# -- detection -------------------------------------------------------------------------------------
+def test_paths_in_the_cells_strings_are_its_inputs_with_sizes(nb):
+    inputs = find_inputs([DATA_CELL], nb)
+    assert sorted(inputs) == [
+        "data/nested/arrays.npz",
+        "images/img0.png",
+        "images/img1.png",
+        "images/img2.png",
+        "images/img3.png",
+        "images/img4.png",
+        "images/img5.png",
+        "train.csv",
+    ]
+    assert inputs["train.csv"] == (nb / "train.csv").stat().st_size
+    # other strings of the cell ("mse", "w", a path it only writes) are not inputs; a folder is every file
+    assert find_inputs(['x = np.load(f"data/{name}")', 'act = "relu"'], nb) == {
+        "data/nested/arrays.npz": (nb / "data/nested/arrays.npz").stat().st_size
+    }
+
+
+def test_files_takes_binary_files_folders_and_globs(nb):
+    inputs = find_inputs(["x = 1"], nb, ["data", "images/img[01].png"])
+    assert sorted(inputs) == ["data/nested/arrays.npz", "images/img0.png", "images/img1.png"]
+    # given --files, a folder named only in the cell is not taken whole (--files chooses from it)
+    only = find_inputs(['root = "images"', 'table = "train.csv"'], nb, ["images/img2.png"])
+    assert sorted(only) == ["images/img2.png", "train.csv"]
+
+
+def test_kubernetes_capture_reads_the_bytes_and_local_capture_does_not(nb):
+    cell = 'a = np.load("data/nested/arrays.npz")'
+    k8s = capture(cell, backend="kubernetes", root=nb)
+    assert k8s.payload.data == {"data/nested/arrays.npz": (nb / "data/nested/arrays.npz").read_bytes()}
+    local = capture(cell, backend="local", root=nb)
+    assert local.payload.data == {} and local.payload.inputs == k8s.payload.inputs
+    listing = k8s.summary()
+    assert "inputs:      1 file (travel with the job" in listing and "data/nested/arrays.npz (" in listing
+    assert "read in place from the notebook's folder" in local.summary()
+
+
+# -- bad input: one sentence each, nothing started ------------------------------------------------
+def test_a_path_outside_the_notebooks_folder_is_refused(nb):
+    (nb.parent / "secret.csv").write_text("1,2\n")
+    with pytest.raises(CaptureError, match=r"'../secret.csv', which lies outside the notebook's folder"):
+        find_inputs(['np.loadtxt("../secret.csv")'], nb)
+    with pytest.raises(CaptureError, match=r"--files '../secret.csv' lies outside the notebook's folder"):
+        find_inputs(["x = 1"], nb, ["../secret.csv"])
+    # a string that names nothing outside is not a path: no refusal
+    assert find_inputs(['p = "../nothing-here.csv"'], nb) == {}
+
+
+def test_files_matching_nothing_is_refused(nb):
+    with pytest.raises(CaptureError, match=r"--files 'missing/\*.csv' matches no file under .*; give a path"):
+        find_inputs(["x = 1"], nb, ["missing/*.csv"])
+
+
+def test_symlink_loops_are_refused(nb):
+    (nb / "self").symlink_to("self")
+    with pytest.raises(CaptureError, match="'self' is a symlink loop"):
+        find_inputs(["x = 1"], nb, ["self"])
+    with pytest.raises(CaptureError, match="'self' is a symlink loop"):
+        find_inputs(['open("self")'], nb)
+    (nb / "self").unlink()
+    (nb / "data" / "up").symlink_to("..")
+    with pytest.raises(CaptureError, match="leads into a symlink loop .*'data/up' points back"):
+        find_inputs(['np.load("data/nested/arrays.npz"); d = "data"'], nb)
+
+
+def test_inputs_over_the_shipping_limit_are_refused_naming_the_largest(nb):
+    (nb / "big.bin").write_bytes(b"\0" * 9_000_000)
+    with pytest.raises(CaptureError) as e:
+        capture('blob = open("big.bin", "rb").read(); t = "train.csv"', backend="kubernetes", root=nb)
+    msg = str(e.value)
+    assert "over the 8.0 MB that travel with a Kubernetes job (largest: 'big.bin' (8.6 MB)" in msg
+    assert "--files" in msg and "URI" in msg and msg.count(". ") == 0
+    # locally nothing travels: no limit
+    assert capture('blob = open("big.bin", "rb").read()', backend="local", root=nb).payload.inputs
+
+
+def test_a_file_that_disappears_before_launch_is_refused_and_nothing_starts(nb, tfk8s_home):
+    cap = capture('t = np.loadtxt("train.csv")', backend="local", root=nb)
+    (nb / "train.csv").unlink()
+    with pytest.raises(TFK8sError, match=r"the cell's input 'train.csv' disappeared from .* put it back"):
+        tk.submit(cap.payload.code, workers=1, name="gone", payload=cap.payload)
+    assert not any(tfk8s_home.rglob("*.json")), "a record was left behind"
+    with pytest.raises(CaptureError, match="'train.csv' disappeared while the job was being prepared"):
+        read_inputs({"train.csv": 10}, nb)
+
+
+# -- the replica's work dir (the real runner's prepare_workdir, in a process of its own) -------------
+def _run_replica(
+    tmp_path: Path, payload: Payload, script: str, env: dict[str, str]
+) -> subprocess.CompletedProcess:
+    work = tmp_path / "work" / "worker-0"
+    code = textwrap.dedent(
+        f"""
+        import json, os, sys, glob, types
+        sys.path.insert(0, {str(REPO)!r})
+        from tfk8s_jupyter.payload import Payload
+        from tfk8s_jupyter import runner
+        renv = types.SimpleNamespace(workdir={str(work)!r}, job="j", name="worker-0")
+        payload = Payload.from_json({payload.to_json()!r})
+        runner.prepare_workdir(renv, payload)
+        """
+    ) + textwrap.dedent(script)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TFK8S_")}
+    return subprocess.run(
+        [sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_local_work_dir_presents_the_notebooks_folder_and_keeps_writes_its_own(nb, tmp_path):
+    before = folder_state(nb)
+    payload = Payload(code="", files={"helpers.py": "X = 1\n"}, inputs={"train.csv": 1})
+    (nb / "helpers.py").write_text("X = 'the notebook folder version'\n")
+    before = folder_state(nb)
+    proc = _run_replica(
+        tmp_path,
+        payload,
+        """
+        print(json.dumps({
+            "cwd": os.getcwd(),
+            "csv": open("train.csv").read().count("\\n"),
+            "npz": os.path.getsize("./data/nested/arrays.npz"),
+            "glob": sorted(glob.glob("images/*.png")),
+            "unrelated": open("unrelated.txt").read(),
+        }))
+        with open("train.csv", "w") as f:
+            f.write("mine")
+        with open("unrelated.txt", "a") as f:
+            f.write("appended")
+        with open("data/nested/new.txt", "w") as f:
+            f.write("new")
+        open("fresh.txt", "w").write("x")
+        from pathlib import Path
+        Path("images/img0.png").write_bytes(b"replaced")
+        import helpers
+        print(json.dumps({"train": open("train.csv").read(), "unrelated": open("unrelated.txt").read(),
+                          "helpers": helpers.X}))
+        """,
+        {"TFK8S_INPUT_DIR": str(nb)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    first, second = (json.loads(line) for line in proc.stdout.splitlines()[-2:])
+    work = tmp_path / "work" / "worker-0"
+    assert first["cwd"] == str(work)
+    assert first["csv"] == 64 and first["npz"] > 0 and first["unrelated"] == "not read\n"
+    assert first["glob"] == [f"images/img{i}.png" for i in range(6)]
+    # the replica sees its own writes, and the payload's module over the folder's file of that name
+    assert second == {"train": "mine", "unrelated": "not read\nappended", "helpers": 1}
+    assert (work / "data" / "nested" / "new.txt").read_text() == "new"
+    assert (work / "fresh.txt").read_text() == "x"
+    # ... and the notebook's folder is exactly as it was
+    assert folder_state(nb) == before
+
+
+def test_kubernetes_inputs_are_written_into_the_work_dir(tmp_path):
+    payload = Payload(code="", data={"data/a.bin": b"\x00\x01", "b.csv": b"1,2\n"}, inputs={"data/a.bin": 2})
+    part_dir = tmp_path / "mount-0"
+    part_dir.mkdir()
+    (part_dir / "f0").write_bytes(b"hel")
+    (part_dir / "f1").write_bytes(b"lo")
+    (part_dir / "index.json").write_text(
+        json.dumps({"f0": ["text/greeting.txt", 0, 2], "f1": ["text/greeting.txt", 1, 2]})
+    )
+    proc = _run_replica(
+        tmp_path,
+        payload,
+        """
+        print(open("data/a.bin", "rb").read(), open("b.csv").read().strip(), open("text/greeting.txt").read())
+        """,
+        {"TFK8S_DATA_DIR_0": str(part_dir)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["b'\\x00\\x01'", "1,2", "hello"]
+
+
+def test_a_missing_file_in_a_replica_says_where_it_runs_what_travelled_and_the_fix(nb, tmp_path):
+    script = """
+        import numpy as np
+        try:
+            np.loadtxt("nowhere.csv")
+        except FileNotFoundError as e:
+            print(runner.summarize_exception(e)[0])
+        try:
+            open("data/nowhere.txt")
+        except FileNotFoundError as e:
+            print(runner.summarize_exception(e)[0])
+        """
+    local = _run_replica(tmp_path, Payload(code=""), script, {"TFK8S_INPUT_DIR": str(nb)})
+    assert local.returncode == 0, local.stderr
+    np_line, open_line = local.stdout.splitlines()
+    work = tmp_path / "work" / "worker-0"
+    assert np_line.startswith("FileNotFoundError: nowhere.csv not found. — worker-0 runs in ")
+    assert f"runs in {work}, which presents the notebook's folder {nb} as it was" in np_line
+    assert "'data/nowhere.txt' is not there; put the file in the notebook's folder" in open_line
+
+    shipped = Payload(code="", inputs={"train.csv": 5}, data={"train.csv": b"1,2\n"})
+    pod = _run_replica(tmp_path / "pod", shipped, script, {})
+    assert pod.returncode == 0, pod.stderr
+    line = pod.stdout.splitlines()[0]
+    assert "where only the input files found at submission arrived (train.csv)" in line
+    assert "with --files so it travels with the job, or read it from a URI inside the cell" in line
+
+
+# -- end to end, real TensorFlow ------------------------------------------------------------------
+@pytest.mark.tf
+@pytest.mark.timeout(600)
+def test_tf_local_replicas_read_the_notebooks_files_by_relative_path(nb, tfk8s_home):
+    before = folder_state(nb)
+    cap = capture(DATA_CELL, backend="local", root=nb)
+    job = tk.submit(DATA_CELL, workers=2, name="data-in", payload=cap.payload, setup_timeout=180)
+    assert job.wait(timeout=400) == "succeeded", f"{job.status.message}\n{job.logs('worker-0')[-3000:]}"
+    for replica in ("worker-0", "worker-1"):
+        log = job.logs(replica)
+        assert "inputs: (64, 5) 2.0 [0, 40, 80, 120, 160, 200] 6" in log, log[-2000:]
+        work = tfk8s_home / "jobs" / "data-in" / "work" / replica
+        assert f"replica cwd: {work}" in log or "replica cwd: " in log
+        assert (work / "written-by-replica.txt").read_text() == "mine"
+        assert (work / "train.csv").read_text() == "overwritten by the replica"
+        assert (work / "data" / "nested" / "out.npy").is_file()
+    # nothing the replicas wrote reached the notebook's folder
+    assert folder_state(nb) == before
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(600)
+def test_tf_local_missing_file_error_names_where_the_replica_runs(nb, tfk8s_home):
+    cell = 'import numpy as np\nimport tensorflow as tf\nx = np.loadtxt("not-there.csv", delimiter=",")\n'
+    job = tk.submit(
+        cell, workers=1, name="data-missing", payload=capture(cell, root=nb).payload, setup_timeout=180
+    )
+    assert job.wait(timeout=300) == "failed"
+    error = next(e for e in job.events() if e["type"] == "error")
+    assert "FileNotFoundError: not-there.csv not found." in error["message"]
+    assert f"presents the notebook's folder {nb}" in error["message"]
+    wait_for(lambda: job.status.done, 10, "the job to end")
