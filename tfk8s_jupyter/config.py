@@ -83,8 +83,15 @@ class TFK8s(Configurable):
     frontend = Enum(
         ["auto", "widgets", "text"],
         "auto",
-        help="How a training cell shows progress: widgets (the live panel), text (progress lines), or auto "
-        "(widgets in a kernel, text in terminal IPython).",
+        help="How a training cell shows progress: widgets (the live panel), text (progress lines and a final "
+        "summary), or auto (the live panel under an interactive front end such as JupyterLab; text in batch "
+        "runs - nbconvert, papermill, nbclient - and in terminal IPython).",
+    ).tag(config=True)
+    batch_wait = Bool(
+        True,
+        help="Without an interactive front end (nbconvert, papermill, nbclient, terminal IPython) a training "
+        "cell waits for its job and its output ends with the final summary; False returns at once (as "
+        "--no-wait does for one cell).",
     ).tag(config=True)
 
     def job_options(self) -> dict:

@@ -79,7 +79,20 @@ TRAIN_ARGUMENTS = (
     argument("--dry-run", dest="dry_run", action="store_true", help="Validate and print; start nothing."),
     argument("--wait", action="store_true", help="Block until the job ends (the panel still updates)."),
     argument(
+        "--no-wait",
+        dest="no_wait",
+        action="store_true",
+        help="Return at once even in a batch run (nbconvert, papermill, terminal IPython), which waits by "
+        "default (TFK8s.batch_wait).",
+    ),
+    argument(
         "--timeout", type=float, default=None, help="With --wait: give up waiting after this many seconds."
+    ),
+    argument(
+        "--replace",
+        action="store_true",
+        help="Stop the job this cell started if it still runs, then start anew (without it a re-run "
+        "re-attaches to the running job).",
     ),
     argument("--panel", action="store_true", help="Show a settings form with a Launch button first."),
     argument(

@@ -34,6 +34,15 @@ def _in_kernel(shell) -> bool:
     return getattr(shell, "kernel", None) is not None
 
 
+def _interactive(shell) -> bool:
+    """Whether someone watches the cell in a front end that stays after it: a kernel whose current request
+    allows stdin (JupyterLab, Notebook and VS Code send ``allow_stdin``; nbclient - hence nbconvert and
+    papermill - never does). Terminal IPython has no kernel and counts as a batch run too: there the
+    cell's own output is the only place progress can go."""
+    kernel = getattr(shell, "kernel", None)
+    return kernel is not None and bool(getattr(kernel, "_allow_stdin", False))
+
+
 @magics_class
 class TFK8sMagics(Magics):
     """The tfk8s magics; one instance per shell holds the ``TFK8s`` defaults and this kernel's jobs."""
@@ -52,6 +61,8 @@ class TFK8sMagics(Magics):
         self.panels: dict[str, list] = {}
         self.progress: dict[str, Any] = {}
         self.last_job: str | None = None
+        # the job each training cell started last (by the front end's cell id, else the cell's text)
+        self.cell_jobs: dict[str, str] = {}
 
     # -- config provenance ------------------------------------------------------------------------
     @staticmethod
@@ -130,11 +141,22 @@ class TFK8sMagics(Magics):
     def frontend(self, args=None) -> str:
         mode = self.defaults.frontend
         if mode == "auto":
-            mode = "widgets" if _in_kernel(self.shell) else "text"
+            mode = "widgets" if _interactive(self.shell) else "text"
         return mode
 
-    def show(self, job, args=None) -> None:
-        """The live panel under the cell (or progress lines without widgets)."""
+    def batch_wait(self, args) -> bool:
+        """Whether ``%%tfk8s_train`` blocks until its job ends: with ``--wait``; without an interactive
+        front end (nbconvert, papermill, terminal IPython) unless ``--no-wait``, ``--no-panel`` or
+        ``TFK8s.batch_wait = False`` say otherwise."""
+        if args.wait:
+            return True
+        if args.no_wait or args.no_panel or not self.defaults.panel or not self.defaults.batch_wait:
+            return False
+        return not _interactive(self.shell)
+
+    def show(self, job, args=None, attached: bool = False) -> None:
+        """The live panel under the cell (or progress lines without widgets); ``attached``: an existing
+        job, not one this cell just submitted."""
         if (args is not None and getattr(args, "no_panel", False)) or not self.defaults.panel:
             print(f"tfk8s: submitted job {job.name}; %tfk8s_attach {job.name} shows its panel.")
             return
@@ -147,17 +169,24 @@ class TFK8sMagics(Magics):
         else:
             from .text_progress import TextProgress
 
-            print(f"tfk8s: submitted job {job.name} ({job.backend.name}); progress follows.")
+            verb = "following" if attached else "submitted"
+            print(f"tfk8s: {verb} job {job.name} ({job.backend.name}); progress follows.")
+            write, finish = self._text_writer()
             self.progress[job.name] = TextProgress(
-                job.state, write=self._text_writer(), monitor_done=job.monitor().done
+                job.state, write=write, finish=finish, monitor_done=job.monitor().done
             )
 
     def _text_writer(self):
         """Where progress lines go: stdout in a terminal; in a kernel, one output of this cell updated by
-        display id (a print from the monitor thread would land in whatever cell runs at that moment)."""
+        display id (a print from the monitor thread would land in whatever cell runs at that moment),
+        which ends as the progress lines plus the summary in text and HTML (for a saved notebook)."""
         if not _in_kernel(self.shell):
-            return None
+            return None, None
+        import html
+
         from IPython.display import display
+
+        from .display_text import summary_html, summary_text
 
         handle = display({"text/plain": ""}, raw=True, display_id=True)
         lines: list[str] = []
@@ -167,7 +196,19 @@ class TFK8sMagics(Magics):
             del lines[:-40]
             handle.update({"text/plain": "\n".join(lines)}, raw=True)
 
-        return write
+        def finish(state) -> None:
+            progress = "\n".join(lines)
+            summary = summary_text(state)
+            handle.update(
+                {
+                    "text/plain": "\n".join(x for x in (progress, summary) if x),
+                    "text/html": (f"<pre>{html.escape(progress)}</pre>" if progress else "")
+                    + summary_html(state),
+                },
+                raw=True,
+            )
+
+        return write, finish
 
     def wait_for(self, job, timeout: float | None = None) -> str:
         """Block until ``job`` ends, then render its final state in this cell's context."""
@@ -197,7 +238,9 @@ class TFK8sMagics(Magics):
         """Train this cell as a distributed TensorFlow job and show a live panel under it.
 
         The cell runs unchanged on every replica. Names it uses from earlier cells (functions, classes,
-        constants, small values, imports, local .py modules) travel with it. The cell returns at once; the
+        constants, small values, imports, local .py modules) travel with it. In JupyterLab the cell returns
+        at once; in a batch run (nbconvert, papermill, terminal IPython) it waits and writes text progress
+        and the final summary (``--no-wait`` or ``TFK8s.batch_wait = False`` return at once). The
         handle is in ``_tfk8s_job`` (and in ``--out VAR``). Defaults come from ``%config TFK8s.<option>``
         (see ``%tfk8s_config``); flags override them.
 
@@ -223,22 +266,77 @@ class TFK8sMagics(Magics):
             raise UsageError(
                 "--panel launches from the form, so it cannot be combined with --dry-run or --wait."
             )
+        if args.wait and args.no_wait:
+            raise UsageError("--wait and --no-wait contradict each other; pass only one of them.")
         if args.out is not None and not (args.out.isidentifier() and not keyword.iskeyword(args.out)):
             raise UsageError(f"--out {args.out!r} is not a Python variable name; use one like --out job.")
+        cell_key = self._cell_key(line, cell)
+        if not args.dry_run and self._running_job_of_cell(cell_key, args):
+            return None
         if args.panel:
-            return self._settings_panel(cell, args)
+            return self._settings_panel(cell, args, cell_key)
         spec, cap = self.build(cell, args)
         if args.dry_run:
             self._print_dry_run(spec, cap)
             return None
         job = self.launch(spec, cap, args)
+        self.cell_jobs[cell_key] = job.name
         self.show(job, args)
-        if args.wait:
+        if self.batch_wait(args):
             phase = self.wait_for(job, args.timeout)
             if phase == "failed":
                 error = job.state.error or job.status.message or "see %tfk8s_logs " + job.name
                 raise UsageError(f"job {job.name} failed: {error}")
         return None
+
+    def _cell_key(self, line: str, cell: str) -> str:
+        """Which cell this is: the front end's cell id (JupyterLab and nbclient send one), else its text."""
+        import hashlib
+
+        kernel = getattr(self.shell, "kernel", None)
+        if kernel is not None:
+            try:
+                cell_id = (kernel.get_parent().get("metadata") or {}).get("cellId")
+            except Exception:
+                cell_id = None
+            if cell_id:
+                return f"cell:{cell_id}"
+        flags = " ".join(w for w in line.split() if w != "--replace")
+        return "text:" + hashlib.sha1(f"{flags}\n{cell}".encode()).hexdigest()
+
+    def _running_job_of_cell(self, cell_key: str, args) -> bool:
+        """A re-run of a cell whose job still runs launches nothing: it says so in one line and shows
+        that job's panel again (``--replace`` stops it and lets the cell start anew). True if handled."""
+        from .backends.base import TFK8sError
+
+        name = self.cell_jobs.get(cell_key)
+        job = self.jobs.get(name) if name else None
+        if job is None:
+            return False
+        try:
+            done = job.status.done
+        except TFK8sError:
+            return False
+        if done:
+            return False
+        if args.replace:
+            try:
+                job.stop()
+            except TFK8sError as e:
+                raise UsageError(f"could not stop job {job.name} to replace it: {e}") from None
+            print(f"tfk8s: stopped job {job.name}; starting the cell anew.")
+            return False
+        print(
+            f"tfk8s: job {job.name} from this cell is still running, so nothing new was started; its panel "
+            f"follows (re-run with --replace to stop it and start anew)."
+        )
+        self.last_job = job.name
+        self.shell.user_ns["_tfk8s_job"] = job
+        if not args.no_panel:
+            self.show(job, attached=True)
+        if self.batch_wait(args):
+            self.wait_for(job, args.timeout)
+        return True
 
     def _print_dry_run(self, spec, cap) -> None:
         import json
@@ -261,7 +359,7 @@ class TFK8sMagics(Magics):
             print("# manifests")
             print(manifests_yaml(objs))
 
-    def _settings_panel(self, cell: str, args):
+    def _settings_panel(self, cell: str, args, cell_key: str | None = None):
         from .display_text import Summary
         from .job_panel import JobPanel
         from .settings_form import SETTINGS_FIELDS, SettingsPanel
@@ -275,7 +373,10 @@ class TFK8sMagics(Magics):
 
         def on_launch(options: dict):
             spec, cap = self.build(cell, args, overrides=options)
-            return self.launch(spec, cap, args)
+            job = self.launch(spec, cap, args)
+            if cell_key is not None:
+                self.cell_jobs[cell_key] = job.name
+            return job
 
         summary = {}
 
@@ -373,7 +474,7 @@ class TFK8sMagics(Magics):
         job = self._job(args.name, args.backend)
         self.last_job = job.name
         self.shell.user_ns["_tfk8s_job"] = job
-        self.show(job)
+        self.show(job, attached=True)
 
     @magic_arguments()
     @job_name_argument

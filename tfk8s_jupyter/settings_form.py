@@ -7,6 +7,7 @@ its kind (a choice, a bounded whole number or free text).
 from __future__ import annotations
 
 import html
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -81,6 +82,8 @@ class SettingsPanel(W.VBox):
         self.panel_factory = panel_factory or (lambda job: JobPanel(job))
         self.job = None
         self.job_panel: W.Widget | None = None
+        self._launching = False
+        self._launch_lock = threading.Lock()
         style = {"description_width": "120px"}
         lay = W.Layout(width="360px")
         self.fields: dict[str, W.Widget] = {
@@ -120,6 +123,12 @@ class SettingsPanel(W.VBox):
         return out
 
     def _on_launch(self, _button=None) -> None:
+        # A double click sends two click messages before the browser sees the button disabled: the
+        # second one finds the launch under way (or done) and submits nothing.
+        with self._launch_lock:
+            if self._launching or self.job is not None:
+                return
+            self._launching = True
         self.launch_button.disabled = True
         self.message.value = "<i>submitting…</i>"
         try:
@@ -129,7 +138,9 @@ class SettingsPanel(W.VBox):
                 f"<span style='color:#dc3545'>{html.escape(type(e).__name__)}: {html.escape(str(e))}</span>"
             )
             self.launch_button.disabled = False
+            self._launching = False
             return
+        self._launching = False
         self.job = job
         self.job_panel = self.panel_factory(job)
         self.remove_class("tfk8s-settings-panel")

@@ -17,7 +17,7 @@ class TextProgress:
     """Progress lines and a final summary for frontends without widgets (terminal IPython, nbconvert).
 
     Prints a line at every phase change and epoch end and at most every ``every`` seconds otherwise,
-    then the summary when the job ends.
+    then the summary when the job ends (through ``finish`` when given, e.g. to add an HTML face).
     """
 
     def __init__(
@@ -26,11 +26,13 @@ class TextProgress:
         *,
         every: float = 10.0,
         write: Callable[[str], None] | None = None,
+        finish: Callable[[JobState], None] | None = None,
         monitor_done: threading.Event | None = None,
     ):
         self.state = state
         self.every = every
         self.write = write or (lambda s: print(s, flush=True))
+        self.finish = finish
         self.monitor_done = monitor_done
         self.summary_written = threading.Event()
         self._last_line = 0.0
@@ -69,7 +71,10 @@ class TextProgress:
     def _write_summary(self, wait: float = 0.0) -> None:
         if wait and self.monitor_done is not None:
             self.monitor_done.wait(wait)
-        self.write(summary_text(self.state))
+        if self.finish is not None:
+            self.finish(self.state)
+        else:
+            self.write(summary_text(self.state))
         self.summary_written.set()
 
     @property

@@ -170,6 +170,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
       execute: () => shell.activateById(panel.id)
     });
 
+    /** Cells whose Train is in progress (dialog open or submission under way). */
+    const training = new Set<string>();
     const currentCodeCell = (): [NotebookPanel, CodeCell] | null => {
       const nb = notebooks?.currentWidget;
       const cell = nb?.content.activeCell;
@@ -194,21 +196,31 @@ const plugin: JupyterFrontEndPlugin<void> = {
           return;
         }
         const [nb, cell] = found;
-        const options = await askTrainOptions(
-          settings.defaults,
-          panel.model?.backends ?? ['local']
-        );
-        if (!options) {
+        // One launch per intent: a second click while this cell's dialog is open or its submission
+        // is under way does nothing.
+        if (training.has(cell.model.id)) {
           return;
         }
+        training.add(cell.model.id);
         try {
-          await trainCell(nb, cell, options);
-        } catch (error) {
-          await showErrorMessage(
-            'Train this cell on the cluster',
-            (error as Error).message
+          const options = await askTrainOptions(
+            settings.defaults,
+            panel.model?.backends ?? ['local']
           );
-          return;
+          if (!options) {
+            return;
+          }
+          try {
+            await trainCell(nb, cell, options);
+          } catch (error) {
+            await showErrorMessage(
+              'Train this cell on the cluster',
+              (error as Error).message
+            );
+            return;
+          }
+        } finally {
+          training.delete(cell.model.id);
         }
         await panel.refresh();
       }

@@ -142,9 +142,14 @@ export async function trainCell(
   // Outputs of code the user asked to run are trusted, as with Shift+Enter: JupyterLab renders the
   // live panel (a widget) only in trusted outputs.
   cell.model.trusted = true;
+  // The cell's id goes with the request, as with Shift+Enter: the kernel knows a re-run of this cell
+  // while its job runs, and shows that job instead of launching a second one.
   await OutputArea.execute(
     trainMagic(options, source),
     cell.outputArea,
-    context
+    context,
+    {
+      cellId: cell.model.id
+    }
   );
 }

@@ -173,7 +173,7 @@ def test_config_defaults_sources_and_flag_override(ipython_dir, notebook_dir, ca
 # -- submitting (stand-in runner, real local backend) ---------------------------------------------------
 def test_cell_returns_at_once_then_line_magics_follow_the_job(shell, standin, capsys, tfk8s_home):
     start = time.perf_counter()
-    shell.run_cell_magic("tfk8s_train", "--ps 1 --workers 2 --name quick-ps --out job", QUICK)
+    shell.run_cell_magic("tfk8s_train", "--ps 1 --workers 2 --name quick-ps --out job --no-wait", QUICK)
     returned = time.perf_counter() - start
     assert returned < 2.0, returned
     job = shell.user_ns["job"]
@@ -204,6 +204,25 @@ def test_cell_returns_at_once_then_line_magics_follow_the_job(shell, standin, ca
         shell.run_line_magic("tfk8s_logs", "quick-ps --replica worker-7")
     with pytest.raises(UsageError, match="there is no local job named 'nope'; %tfk8s_jobs lists your jobs"):
         shell.run_line_magic("tfk8s_attach", "nope")
+
+
+def test_terminal_ipython_waits_by_default_and_ends_with_the_summary(shell, standin, capsys):
+    """No interactive front end: the cell blocks until the job ends; its output is the progress lines
+    and the final summary with the last loss. ``TFK8s.batch_wait = False`` returns at once."""
+    shell.run_cell_magic("tfk8s_train", "--workers 2 --name waits", QUICK)
+    job = shell.user_ns["_tfk8s_job"]
+    assert job.status.done and job.phase == "succeeded"
+    out = capsys.readouterr().out
+    assert "[tfk8s] job waits · " in out
+    summary = out[out.index("tfk8s job waits: succeeded after") :]
+    assert "reached epoch 1, step 10" in summary and "last: loss=0.09091" in summary
+    run(shell, "%config TFK8s.batch_wait = False")
+    shell.run_cell_magic("tfk8s_train", "--workers 2 --name returns", "EPOCHS = 50\nSTEPS = 100\n")
+    job = shell.user_ns["_tfk8s_job"]
+    assert not job.status.done
+    job.stop()
+    with pytest.raises(UsageError, match="--wait and --no-wait contradict each other"):
+        shell.run_cell_magic("tfk8s_train", "--wait --no-wait", QUICK)
 
 
 def test_wait_flag_blocks_and_surfaces_a_failure(shell, standin, capsys):
@@ -284,6 +303,53 @@ def test_settings_panel_launches_and_becomes_the_job_panel(shell, standin):
     assert shell.user_ns["_tfk8s_job"] is form.job
     shell.run_line_magic("tfk8s_wait", "form-job --timeout 120")
     assert form.job_panel.badge.value == "succeeded"
+
+
+def test_rerunning_a_cell_whose_job_runs_launches_nothing_and_shows_that_job(
+    shell, standin, capsys, tfk8s_home
+):
+    run(shell, "%config TFK8s.frontend = 'widgets'")
+    long = "EPOCHS = 50\nSTEPS = 100\nSTEP_SECONDS = 0.05\n"
+    shell.run_cell_magic("tfk8s_train", "--workers 2 --no-wait", long)
+    first = shell.user_ns["_tfk8s_job"]
+    capsys.readouterr()
+    shell.run_cell_magic("tfk8s_train", "--workers 2 --no-wait", long)
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0] == (
+        f"tfk8s: job {first.name} from this cell is still running, so nothing new was started; its panel "
+        "follows (re-run with --replace to stop it and start anew)."
+    )
+    assert out[1].startswith(f"job {first.name} · ")  # the panel (its text face in this shell)
+    assert records(tfk8s_home) == [first.name]
+    assert shell.user_ns["_tfk8s_job"] is first and not first.status.done
+    assert len(magics_of(shell).panels[first.name]) == 2  # the re-run cell shows the running job again
+    # another cell is another intent
+    shell.run_cell_magic("tfk8s_train", "--workers 2 --no-wait --name other-cell", QUICK)
+    assert len(records(tfk8s_home)) == 2
+    shell.run_line_magic("tfk8s_wait", "other-cell --timeout 120")
+    # --replace: the running job stops (its record stays), the cell starts anew
+    capsys.readouterr()
+    shell.run_cell_magic("tfk8s_train", "--workers 2 --no-wait --replace", long)
+    assert f"tfk8s: stopped job {first.name}; starting the cell anew." in capsys.readouterr().out
+    second = shell.user_ns["_tfk8s_job"]
+    assert second.name != first.name and first.phase == "stopped"
+    assert sorted(records(tfk8s_home)) == sorted([first.name, second.name, "other-cell"])
+    shell.run_line_magic("tfk8s_stop", second.name)
+    # the cell's job has ended: a re-run trains again
+    shell.run_cell_magic("tfk8s_train", "--workers 2 --no-wait", long)
+    third = shell.user_ns["_tfk8s_job"]
+    assert third.name not in (first.name, second.name) and len(records(tfk8s_home)) == 4
+    third.stop()
+
+
+def test_double_click_on_launch_submits_one_job(shell, standin, tfk8s_home):
+    run(shell, "%config TFK8s.frontend = 'widgets'")
+    shell.run_cell_magic("tfk8s_train", "--panel --workers 2", QUICK)
+    form = shell.user_ns["_tfk8s_settings"]
+    form.launch_button.click()
+    form.launch_button.click()  # the second click message of a double click
+    assert len(records(tfk8s_home)) == 1
+    shell.run_line_magic("tfk8s_wait", f"{form.job.name} --timeout 120")
 
 
 def test_panel_needs_a_widget_frontend(shell):

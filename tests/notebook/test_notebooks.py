@@ -8,6 +8,7 @@ of cells marked ``# NBVAL_CHECK_OUTPUT``; nbval never looks at widget state, hen
 from __future__ import annotations
 
 import base64
+import os
 import re
 from pathlib import Path
 
@@ -19,20 +20,34 @@ from nbclient import NotebookClient
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
 
-def execute(name: str, tmp_path: Path) -> nbformat.NotebookNode:
+def execute(name: str, tmp_path: Path, frontend: str = "widgets") -> nbformat.NotebookNode:
+    """Run an example notebook in a real kernel. nbclient is a batch run, where training cells wait and
+    write text by default; ``frontend="widgets"`` (the profile's ``c.TFK8s.frontend``) keeps the live
+    panel, whose saved widget state these tests read."""
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.outputs = []
     work = tmp_path / "nbwork"
     work.mkdir()
-    NotebookClient(
-        nb,
-        timeout=900,
-        kernel_name="python3",
-        store_widget_state=True,
-        resources={"metadata": {"path": str(work)}},
-    ).execute()
+    profile = tmp_path / "ipython-nb" / "profile_default"
+    profile.mkdir(parents=True)
+    (profile / "ipython_config.py").write_text(f"c.TFK8s.frontend = {frontend!r}\n")
+    previous = os.environ.get("IPYTHONDIR")
+    os.environ["IPYTHONDIR"] = str(profile.parent)
+    try:
+        NotebookClient(
+            nb,
+            timeout=900,
+            kernel_name="python3",
+            store_widget_state=True,
+            resources={"metadata": {"path": str(work)}},
+        ).execute()
+    finally:
+        if previous is None:
+            os.environ.pop("IPYTHONDIR", None)
+        else:
+            os.environ["IPYTHONDIR"] = previous
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors, errors[0]
     return nb
@@ -152,7 +167,9 @@ def test_background_updates_land_in_the_training_cell_of_a_real_kernel(tmp_path,
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.cells = [
-        nbformat.v4.new_code_cell("%load_ext tfk8s_jupyter\n%config TFK8s.frontend = 'text'"),
+        nbformat.v4.new_code_cell(
+            "%load_ext tfk8s_jupyter\n%config TFK8s.frontend = 'text'\n%config TFK8s.batch_wait = False"
+        ),
         nbformat.v4.new_code_cell(
             "%%tfk8s_train --workers 2 --name text-job\nEPOCHS = 3\nSTEPS = 10\nSTEP_SECONDS = 0.1\n"
         ),
@@ -233,3 +250,35 @@ def test_nbconvert_without_widgets_shows_text_status_and_the_final_summary(tmp_p
     assert "tfk8s job nbconvert-job: <span" in text and "succeeded</span> after" in text
     assert "reached epoch 1, step 10" in text
     assert "replicas: worker-0 succeeded, worker-1 succeeded" in text
+
+
+def test_nbconvert_of_a_lone_training_cell_waits_and_saves_the_final_summary(tmp_path, standin):
+    """A pipeline notebook (nbconvert, papermill): one training cell and nothing after it. The cell waits
+    for its job, so the executed notebook holds the progress text and the final summary with the last
+    loss, and no widget view that would read "pending" forever."""
+    import subprocess
+    import sys
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [
+        nbformat.v4.new_code_cell("%load_ext tfk8s_jupyter"),
+        nbformat.v4.new_code_cell("%%tfk8s_train --workers 2 --name lone-job\nEPOCHS = 3\nSTEPS = 4\n"),
+    ]
+    path = tmp_path / "pipeline.ipynb"
+    nbformat.write(nb, path)
+    subprocess.run(
+        [sys.executable, "-m", "jupyter", "nbconvert", "--execute", "--to", "notebook", str(path)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    executed = nbformat.read(tmp_path / "pipeline.nbconvert.ipynb", as_version=4)
+    outputs = executed.cells[1].outputs
+    assert not [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    text = "".join(o.get("text", "") or o.get("data", {}).get("text/plain", "") for o in outputs)
+    assert "tfk8s: submitted job lone-job (local); progress follows." in text
+    assert "[tfk8s] job lone-job · running" in text
+    summary = text[text.index("tfk8s job lone-job: succeeded after") :]
+    assert "reached epoch 2, step 12" in summary
+    assert "last: loss=0.07692" in summary
