@@ -1,0 +1,126 @@
+"""Data in on Kubernetes: the files a cell reads by relative path travel with the job (``binaryData``
+ConfigMaps, split across objects, at most 8 MB in all) and sit in every pod's work dir by those paths."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+from data_in_helpers import DATA_CELL, folder_state, make_notebook_folder
+
+from tfk8s_jupyter.backends.kubernetes import ManifestError, manifests_yaml, render_manifests
+from tfk8s_jupyter.backends.kubernetes.manifests import CONFIGMAP_LIMIT, DATA_INDEX
+from tfk8s_jupyter.capture import capture
+from tfk8s_jupyter.payload import Payload
+from tfk8s_jupyter.runner import shipped_inputs
+from tfk8s_jupyter.spec import make_spec
+
+pytestmark = pytest.mark.k8s
+
+
+def _spec(name="data-job", **kw):
+    return make_spec("x = 1", workers=2, name=name, backend="kubernetes", **kw)
+
+
+def _mount(cm: dict, folder: Path) -> Path:
+    """What a kubelet makes of a ConfigMap volume: one file per key."""
+    folder.mkdir(parents=True)
+    for key, value in (cm.get("data") or {}).items():
+        (folder / key).write_text(value)
+    for key, value in (cm.get("binaryData") or {}).items():
+        (folder / key).write_bytes(base64.b64decode(value))
+    return folder
+
+
+def test_inputs_are_split_across_configmaps_under_the_limit_and_reassembled(tmp_path):
+    big = bytes(range(256)) * 10_000  # 2.56 MB: parts in three objects
+    data = {"data/big.bin": big, "train.csv": b"1,2\n3,4\n", "images/a.png": b"\x89PNG..."}
+    payload = Payload(code="x = 1", inputs={k: len(v) for k, v in data.items()}, data=data)
+    objs = render_manifests(_spec(), payload)
+    cms = [o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("data-job-data-")]
+    assert len(cms) == 3
+    for cm in cms:
+        kubernetes_validate.validate(cm, "1.33", strict=True)
+        size = sum(len(base64.b64decode(v)) for v in cm["binaryData"].values()) + len(cm["data"][DATA_INDEX])
+        assert size < CONFIGMAP_LIMIT
+    # the payload ConfigMap holds no input bytes
+    assert "data" not in json.loads(objs[0]["data"]["payload.json"])
+    # every pod mounts every data ConfigMap and is told where
+    jobs = [o for o in objs if o["kind"] == "Job"]
+    for job in jobs:
+        pod = job["spec"]["template"]["spec"]
+        mounted = {v["configMap"]["name"] for v in pod["volumes"] if "configMap" in v}
+        assert mounted == {"data-job", *(cm["metadata"]["name"] for cm in cms)}
+        env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+        assert [env[f"TFK8S_DATA_DIR_{i}"] for i in range(3)] == [f"/etc/tfk8s-data-{i}" for i in range(3)]
+    # what the runner reassembles from the mounts is the files, byte for byte
+    environ = {f"TFK8S_DATA_DIR_{i}": str(_mount(cm, tmp_path / str(i))) for i, cm in enumerate(cms)}
+    assert shipped_inputs(environ) == data
+    # the dry run shows sizes, not megabytes of base64
+    text = manifests_yaml(objs)
+    assert "<900000 bytes>" in text and base64.b64encode(big[:300]).decode() not in text
+
+
+def test_inputs_over_the_limit_stop_the_manifests_in_one_sentence():
+    payload = Payload(code="x = 1", data={"a.bin": b"\0" * 9_000_000, "b.bin": b"\0" * 10})
+    with pytest.raises(
+        ManifestError, match=r"over the 8.0 MB that travel with a Kubernetes job \(largest: 'a.bin'"
+    ):
+        render_manifests(_spec(), payload)
+
+
+def test_dry_run_lists_what_travels_with_sizes(shell_for_dry_run, tmp_path, capsys):
+    shell = shell_for_dry_run
+    shell.run_cell_magic(
+        "tfk8s_train", "--dry-run --workers 2 --backend kubernetes --name dry-data", DATA_CELL
+    )
+    out = capsys.readouterr().out
+    assert "#   inputs:      8 files (travel with the job, " in out
+    assert "#     train.csv (" in out and "#     data/nested/arrays.npz (" in out
+    assert "unrelated.txt" not in out
+    assert "name: dry-data-data-0" in out and "binaryData:" in out
+
+
+@pytest.fixture
+def shell_for_dry_run(tmp_path, monkeypatch):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    folder = make_notebook_folder(tmp_path / "nb")
+    monkeypatch.chdir(folder)
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "tfk8s_jupyter")
+    yield shell
+    InteractiveShell.clear_instance()
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(900)
+def test_tf_pods_read_the_notebooks_files_by_relative_path(apiserver, make_cluster, backend, tmp_path):
+    nb = make_notebook_folder(tmp_path / "nb")
+    before = folder_state(nb)
+    make_cluster()  # the real runner, as shipped in the ConfigMap
+    spec = make_spec(DATA_CELL, workers=2, name="k8s-data", backend="kubernetes", setup_timeout=240)
+    payload = capture(DATA_CELL, backend="kubernetes", root=nb).payload
+    assert len(payload.data) == 8
+    backend.submit(spec, payload)
+    statuses: list = []
+    stop = threading.Event()
+    t = threading.Thread(target=backend.watch, args=(spec.name, statuses.append, [].extend, stop), daemon=True)
+    t.start()
+    t.join(600)
+    stop.set()
+    assert statuses and statuses[-1].phase == "succeeded", (
+        f"{statuses[-1].message if statuses else None}\n{backend.logs(spec.name, 'worker-0')[-3000:]}"
+    )
+    log = backend.logs(spec.name, "worker-0")
+    assert "inputs: (64, 5) 2.0 [0, 40, 80, 120, 160, 200] 6" in log, log[-2000:]
+    assert folder_state(nb) == before
+    names = {o["metadata"]["name"] for o in apiserver.objects("configmaps")}
+    assert "k8s-data-data-0" in names
+    backend.delete(spec.name)
+    assert not any(o["metadata"]["name"].startswith("k8s-data") for o in apiserver.objects("configmaps"))
