@@ -246,3 +246,14 @@ def test_an_imported_name_rebound_later_travels_as_its_value(shell, tmp_path):
     assert "from math import pi" not in cap.payload.prelude
     assert "from os.path import join" in cap.payload.prelude
     assert run_payload(cap.payload, tmp_path).strip() == "3 {'a': 1} a/b"
+
+
+def test_inputs_named_in_the_shipped_context_are_found(shell, notebook_dir):
+    (notebook_dir / "data").mkdir()
+    (notebook_dir / "data" / "train.npz").write_bytes(b"\x93NUMPY binary")
+    (notebook_dir / "labels.csv").write_text("a,b\n")
+    run(shell, 'DATA = "data/train.npz"\ndef labels():\n    return open("labels.csv").read()')
+    cap = capture("x = np_load(DATA); y = labels()", shell, backend="kubernetes")
+    assert cap.payload.inputs == {"data/train.npz": 13, "labels.csv": 4}
+    assert cap.payload.data["data/train.npz"] == b"\x93NUMPY binary"
+    assert "inputs:      2 files (travel with the job, 17 B of 8.0 MB)" in cap.summary()
