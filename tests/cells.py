@@ -201,3 +201,143 @@ OWN_PS_NO_RESOLVER = OWN_PS.replace(
     "tf.distribute.ParameterServerStrategy(cluster_resolver, variable_partitioner=partitioner)",
     "tf.distribute.experimental.ParameterServerStrategy(None)",
 )
+
+# parameter_server_training's custom loop: ClusterCoordinator.schedule/join/fetch over a per-worker dataset,
+# metrics written with tf.summary.scalar (to the cell's own summary dir) and report().
+PS_LOOP = (
+    "import os\nimport tensorflow as tf\n"
+    + _DATA
+    + """\
+from tfk8s_jupyter import report
+
+EPOCHS, STEPS = 3, 20
+cluster_resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+strategy = tf.distribute.experimental.ParameterServerStrategy(cluster_resolver)
+coordinator = tf.distribute.coordinator.ClusterCoordinator(strategy)
+
+def dataset_fn(input_context):
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(2048).repeat()
+    return ds.batch(input_context.get_per_replica_batch_size(64))
+
+@tf.function
+def per_worker_dataset_fn():
+    return strategy.distribute_datasets_from_function(dataset_fn)
+
+per_worker_dataset = coordinator.create_per_worker_dataset(per_worker_dataset_fn)
+per_worker_iterator = iter(per_worker_dataset)
+
+with strategy.scope():
+    model = tf.keras.Sequential([
+        tf.keras.Input(shape=(8,)),
+        tf.keras.layers.Dense(16, activation="relu"),
+        tf.keras.layers.Dense(1),
+    ])
+    optimizer = tf.keras.optimizers.legacy.Adam(0.01)
+    loss_metric = tf.keras.metrics.Mean()
+
+@tf.function
+def step_fn(iterator):
+    def replica_fn(batch):
+        xb, yb = batch
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(model(xb, training=True) - yb))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        loss_metric.update_state(loss)
+        return loss
+    losses = strategy.run(replica_fn, args=(next(iterator),))
+    return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+
+writer = tf.summary.create_file_writer(os.path.join(os.getcwd(), "logs"))
+with writer.as_default():
+    for epoch in range(EPOCHS):
+        loss_metric.reset_state()
+        for i in range(STEPS):
+            last = coordinator.schedule(step_fn, args=(per_worker_iterator,))
+        coordinator.join()
+        step = (epoch + 1) * STEPS
+        tf.summary.scalar("loss", loss_metric.result(), step=step)
+        report(step=step, last_batch_loss=last.fetch())
+        print(f"epoch {epoch} loss {float(loss_metric.result()):.4f}")
+writer.flush()
+print("summary files:", len(os.listdir("logs")) > 0, "variables on:", model.trainable_variables[0].device)
+"""
+)
+
+# multi_worker_with_ctl: its own strategy, distribute_datasets_from_function, strategy.run/reduce, the
+# tutorial's chief/temp-dir checkpoint idiom with a CheckpointManager over CKPT_DIR (set by the test),
+# report() every step. SLEEP seconds per step make it last (for kill tests).
+MWMS_LOOP = """\
+import json, os, time
+import tensorflow as tf
+import numpy as np
+from tfk8s_jupyter import report
+
+CKPT_DIR = {ckpt!r}
+SLEEP = {sleep}
+EPOCHS, STEPS, GLOBAL_BATCH = 3, 20, 64
+rng = np.random.default_rng(7)
+x = rng.normal(size=(2048, 8)).astype("float32")
+y = (x @ rng.normal(size=(8, 1)).astype("float32")).astype("float32")
+
+strategy = tf.distribute.MultiWorkerMirroredStrategy()
+task_type, task_id = strategy.cluster_resolver.task_type, strategy.cluster_resolver.task_id
+tf_config = json.loads(os.environ["TF_CONFIG"])
+assert tf_config["task"] == {{"type": task_type, "index": task_id}}
+
+def _is_chief(task_type, task_id):
+    return task_type is None or task_type == "chief" or (task_type == "worker" and task_id == 0)
+
+def write_filepath(filepath, task_type, task_id):
+    dirpath, base = os.path.dirname(filepath), os.path.basename(filepath)
+    if not _is_chief(task_type, task_id):
+        dirpath = os.path.join(dirpath, "workertemp_" + str(task_id))
+        os.makedirs(dirpath, exist_ok=True)
+    return os.path.join(dirpath, base)
+
+def dataset_fn(input_context):
+    batch = input_context.get_per_replica_batch_size(GLOBAL_BATCH)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(2048, seed=7).repeat().batch(batch)
+    return ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+
+with strategy.scope():
+    model = tf.keras.Sequential([
+        tf.keras.Input(shape=(8,)),
+        tf.keras.layers.Dense(16, activation="relu"),
+        tf.keras.layers.Dense(1),
+    ])
+    optimizer = tf.keras.optimizers.Adam(0.01)
+    epoch = tf.Variable(0, dtype=tf.int64)
+
+iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
+
+@tf.function
+def train_step(iterator):
+    def step_fn(inputs):
+        xb, yb = inputs
+        with tf.GradientTape() as tape:
+            per_example = tf.reduce_mean(tf.square(model(xb, training=True) - yb), axis=-1)
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=GLOBAL_BATCH)
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+    per_replica = strategy.run(step_fn, args=(next(iterator),))
+    return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch)
+latest = tf.train.latest_checkpoint(CKPT_DIR)
+if latest:
+    checkpoint.restore(latest)
+    print("restored epoch", int(epoch.numpy()))
+manager = tf.train.CheckpointManager(
+    checkpoint, directory=write_filepath(CKPT_DIR, task_type, task_id), max_to_keep=1)
+while epoch.numpy() < EPOCHS:
+    for i in range(STEPS):
+        loss = train_step(iterator)
+        report(step=int(epoch.numpy()) * STEPS + i + 1, loss=loss)
+        time.sleep(SLEEP)
+    epoch.assign_add(1)
+    manager.save()
+    print("epoch", int(epoch.numpy()), "loss", float(loss))
+print("replicas:", strategy.num_replicas_in_sync)
+"""

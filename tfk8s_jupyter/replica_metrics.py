@@ -4,7 +4,8 @@
 :class:`CellMetrics`, fed by two sources on the reporting replica:
 
 * ``tf.summary.scalar(name, value, step)`` called eagerly (the cell's TensorBoard scalars, still written to
-  its own summary files): :func:`patch_summary_scalar`; inside ``fit`` they are left to fit's callback
+  its own summary files, also in an image without the ``tensorboard`` package, which TensorFlow 2.21 no
+  longer installs and without which ``tf.summary.scalar`` raises): :func:`patch_summary_scalar`; inside ``fit`` they are left to fit's callback
   (Keras's TensorBoard callback writes them too), so a metric is not drawn twice;
 * ``report(step=..., **values)`` (``cell_report.py``).
 
@@ -43,7 +44,7 @@ class CellMetrics:
         self.step: int | None = None  # the pending point's step
         self.values: dict[str, float] = {}
         self.since = 0.0  # when the pending point got its first value
-        self.last_emit = 0.0
+        self.last_emit: float | None = None  # never yet: the first point is never throttled
         self.last_step = 0
         self.points = 0
         self._stop = threading.Event()
@@ -57,13 +58,12 @@ class CellMetrics:
     def add(self, step: int | None, values: dict[str, float]) -> None:
         """Values of one step (``step`` None: one more than the last step seen)."""
         with self.lock:
-            if step is None:
-                step = self.step if self.step is not None and not (set(values) & set(self.values)) else None
-                if step is None:
-                    step = self.last_step + 1
+            if step is None:  # another series of the pending step, or the next step
+                pending = self.values and not (set(values) & set(self.values))
+                step = self.step if pending and self.step is not None else self.last_step + 1
             now = time.monotonic()
             if self.step is not None and step != self.step:
-                if now - self.last_emit >= self.interval:
+                if self._due(now):
                     self._emit_locked(now)
                 else:
                     self.values = {}  # throttled: this step's point is dropped, like fit's
@@ -85,6 +85,9 @@ class CellMetrics:
         self._stop.set()
         self.flush()
 
+    def _due(self, now: float) -> bool:
+        return self.last_emit is None or now - self.last_emit >= self.interval
+
     def _emit_locked(self, now: float) -> None:
         values, self.values = self.values, {}
         if not values:
@@ -101,9 +104,23 @@ class CellMetrics:
                 if (
                     self.values
                     and now - self.since >= self.flush_delay
-                    and now - self.last_emit >= self.interval
+                    and self._due(now)
                 ):
                     self._emit_locked(now)
+
+
+def write_scalar_without_tensorboard(tf, name, data, step, description):
+    """What ``tf.summary.scalar`` writes, without the ``tensorboard`` package (TensorBoard reads it)."""
+    from tensorflow.core.framework import summary_pb2
+
+    metadata = summary_pb2.SummaryMetadata(
+        summary_description=description or "",
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars", content=b""),
+    )
+    with tf.name_scope("scalar_summary"):
+        return tf.summary.write(
+            tag=name, tensor=tf.cast(data, tf.float32), step=step, metadata=metadata.SerializeToString()
+        )
 
 
 def patch_summary_scalar(tf, metrics: CellMetrics, in_fit) -> None:
@@ -114,7 +131,12 @@ def patch_summary_scalar(tf, metrics: CellMetrics, in_fit) -> None:
         return
 
     def scalar(name, data, step=None, description=None):
-        written = original(name, data, step=step, description=description)
+        try:
+            written = original(name, data, step=step, description=description)
+        except Exception as exc:  # TBNotInstalledError: TensorFlow 2.21 no longer pulls in TensorBoard
+            if type(exc).__name__ != "TBNotInstalledError":
+                raise
+            written = write_scalar_without_tensorboard(tf, name, data, step, description)
         if in_fit() or not tf.executing_eagerly():
             return written
         try:

@@ -1,0 +1,304 @@
+"""Cells as people write them (TensorFlow's distributed tutorials) train unchanged, on real TensorFlow.
+
+A cell that builds its own strategy gets the job's; contradictions are refused in one sentence and leave
+nothing running; ``fit`` on numpy arrays works with parameter servers; custom loops stream metric points
+through ``tf.summary.scalar`` and ``report()``, and resume from their own CheckpointManager after a kill.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import cells  # noqa: E402
+from handlaunch import REPO, HandLaunch  # noqa: E402
+from local_helpers import kill, wait_for  # noqa: E402
+
+import tfk8s_jupyter as tk  # noqa: E402
+from tfk8s_jupyter import protocol  # noqa: E402
+from tfk8s_jupyter.backends.local import process_alive  # noqa: E402
+from tfk8s_jupyter.replica_metrics import CellMetrics  # noqa: E402
+from tfk8s_jupyter.replica_output import LineTrackingStdout, Reporter  # noqa: E402
+
+PS = "parameter_server"
+MWMS = "multi_worker_mirrored"
+JOB_TIMEOUT = 150
+SHAPES = {PS: {"workers": 2, "ps": 1}, MWMS: {"workers": 2, "ps": 0}}
+
+
+def _run(tmp_path, code, strategy, **kw) -> HandLaunch:
+    return HandLaunch(
+        code, strategy, SHAPES[strategy]["workers"], tmp_path, ps=SHAPES[strategy]["ps"], **kw
+    ).start()
+
+
+def _wait_reporting_then_all(h: HandLaunch) -> int:
+    code = h.wait(h.reporting, JOB_TIMEOUT)
+    for name in h.replicas:  # the others end too: all-reduce workers by themselves, serving ones by watchdog
+        h.wait(name, 30)
+    return code
+
+
+def _checksums(h: HandLaunch) -> dict[str, str]:
+    found = {}
+    for name in h.replicas:
+        m = re.search(r"weights_sha256=([0-9a-f]+)", h.stderr(name))
+        if m:
+            found[name] = m.group(1)
+    return found
+
+
+# ------------------------------------------------------------------------------------------------ no TF
+def _metrics(interval: float, flush_delay: float = 0.5) -> tuple[CellMetrics, io.StringIO]:
+    raw = io.StringIO()
+    reporter = Reporter(LineTrackingStdout(raw), enabled=True)
+    return CellMetrics(reporter, interval, flush_delay), raw
+
+
+def test_cell_points_gather_a_step_and_are_throttled():
+    metrics, raw = _metrics(interval=3600)
+    metrics.add(1, {"loss": 1.0})
+    metrics.add(1, {"accuracy": 0.5})  # the same step, another call: one point
+    metrics.add(2, {"loss": 0.9})  # step 1 complete: printed (first point)
+    metrics.add(3, {"loss": 0.8})  # step 2 complete: throttled away
+    metrics.add(4, {"loss": 0.7})
+    metrics.close()  # the cell's end: the last step is printed
+    events = protocol.parse_lines(raw.getvalue())
+    assert [(e["step"], e["values"]) for e in events] == [
+        (1, {"loss": 1.0, "accuracy": 0.5}),
+        (4, {"loss": 0.7}),
+    ]
+    assert [e["seq"] for e in events] == [1, 2] and len({e["run"] for e in events}) == 1
+    assert all(e["type"] == "metric" and e["source"] == "cell" for e in events)
+
+
+def test_a_slow_loops_last_step_is_flushed_by_the_timer():
+    metrics, raw = _metrics(interval=0.05, flush_delay=0.05)
+    metrics.start()
+    try:
+        metrics.add(None, {"loss": 2.0})  # no step: one more than the last
+        metrics.add(None, {"accuracy": 0.1})  # a new series, the same step
+        wait_for(lambda: protocol.parse_lines(raw.getvalue()), 5, "the timer's flush")
+        metrics.add(None, {"loss": 1.0})
+        wait_for(lambda: len(protocol.parse_lines(raw.getvalue())) == 2, 5, "the second flush")
+    finally:
+        metrics.close()
+    events = protocol.parse_lines(raw.getvalue())
+    assert [(e["step"], e["values"]) for e in events] == [
+        (1, {"loss": 2.0, "accuracy": 0.1}),
+        (2, {"loss": 1.0}),
+    ]
+
+
+def test_report_in_a_plain_python_is_harmless_and_refuses_non_numbers():
+    code = (
+        "import sys, numpy as np\n"
+        "from tfk8s_jupyter import report\n"
+        "print(report(step=np.int64(3), loss=np.float32(0.5), accuracy=1))\n"
+        "try:\n"
+        "    report(step=4, loss='low')\n"
+        "except TypeError as exc:\n"
+        "    print('refused:', exc)\n"
+        "print('tensorflow' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    lines = out.stdout.splitlines()
+    assert lines[0] == "{'loss': 0.5, 'accuracy': 1.0}"
+    assert lines[1].startswith("refused: report(loss=...) got str 'low', not a number;")
+    assert "report(step=i, loss=float(value))" in lines[1]
+    assert lines[2] == "False" and protocol.MARKER not in out.stdout
+
+
+# ------------------------------------------------------------------------------------------------ real TF
+@pytest.mark.tf
+@pytest.mark.parametrize("strategy", [PS, MWMS])
+def test_fit_on_numpy_arrays_with_validation_split_and_no_steps(tmp_path, strategy):
+    h = _run(tmp_path, cells.NUMPY_FIT, strategy)
+    try:
+        assert _wait_reporting_then_all(h) == 0, h.tail(h.reporting)
+        events = h.events()
+        epochs = [e for e in events if e["type"] == "epoch"]
+        # 2048 samples, 25 % for validation: 1536 / 64 = 24 steps an epoch, the data once per epoch
+        assert [e["step"] for e in epochs] == [24, 48, 72]
+        losses = [e["values"]["loss"] for e in epochs]
+        assert losses[0] > losses[1] > losses[2]
+        assert all("val_loss" in e["values"] for e in epochs)
+        out = h.stdout(h.reporting)
+        assert "predict: (5, 1)" in out and "evaluate: " in out
+        if strategy == PS:
+            assert "/job:ps" in events[-1]["model"]["variable_device"]
+    finally:
+        h.teardown()
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize(
+    ("cell", "strategy", "expect"),
+    [
+        ("OWN_MWMS", MWMS, "implementation: RING"),
+        ("OWN_PS", PS, "sharded: ShardedVariable 2"),
+        ("OWN_PS_NO_RESOLVER", PS, "sharded: "),
+    ],
+)
+def test_a_cell_that_builds_its_own_strategy_trains_on_the_jobs(tmp_path, cell, strategy, expect):
+    h = _run(tmp_path, getattr(cells, cell), strategy)
+    try:
+        assert _wait_reporting_then_all(h) == 0, h.tail(h.reporting)
+        events = h.events()
+        losses = [e["values"]["loss"] for e in events if e["type"] == "epoch"]
+        assert len(losses) == 3 and losses[0] > losses[2]
+        out = h.stdout(h.reporting)
+        assert expect in out, out[-2000:]
+        if cell == "OWN_PS_NO_RESOLVER":
+            assert "ShardedVariable" not in out  # no partitioner asked: none used
+        if strategy == PS:
+            assert "/job:ps" in events[-1]["model"]["variable_device"]
+        else:
+            assert "workers: 2 replicas: 2" in out
+            sums = _checksums(h)
+            assert len(sums) == 2 and len(set(sums.values())) == 1, sums
+    finally:
+        h.teardown()
+
+
+@pytest.mark.tf
+def test_a_parameter_server_custom_loop_streams_summary_and_report_points(tmp_path):
+    h = _run(tmp_path, cells.PS_LOOP, PS, metric_interval=0.0)
+    try:
+        assert _wait_reporting_then_all(h) == 0, h.tail(h.reporting)
+        points = [e for e in h.events() if e["type"] == "metric"]
+        assert [p["step"] for p in points] == [20, 40, 60]
+        assert all(set(p["values"]) == {"loss", "last_batch_loss"} for p in points), points
+        losses = [p["values"]["loss"] for p in points]
+        assert losses[0] > losses[-1]
+        out = h.stdout(h.reporting)
+        assert "summary files: True variables on: /job:ps" in out
+    finally:
+        h.teardown()
+
+
+@pytest.mark.tf
+def test_an_all_reduce_custom_loop_streams_report_points(tmp_path):
+    code = cells.MWMS_LOOP.format(ckpt=str(tmp_path / "ckpt"), sleep=0)
+    h = _run(tmp_path, code, MWMS, metric_interval=0.0)
+    try:
+        assert _wait_reporting_then_all(h) == 0, h.tail(h.reporting)
+        assert {n: r.proc.returncode for n, r in h.replicas.items()} == {"worker-0": 0, "worker-1": 0}
+        points = [e for e in h.events() if e["type"] == "metric"]
+        assert [p["step"] for p in points] == list(range(1, 61))
+        assert points[0]["values"]["loss"] > points[-1]["values"]["loss"]
+        assert "replicas: 2" in h.stdout("worker-0")
+        assert protocol.parse_lines(h.stdout("worker-1")) == []  # only the reporting replica reports
+        assert (tmp_path / "ckpt" / "checkpoint").exists()
+    finally:
+        h.teardown()
+
+
+REFUSALS = [
+    (
+        MWMS,
+        "import tensorflow as tf\nstrategy = tf.distribute.experimental.ParameterServerStrategy(\n"
+        "    tf.distribute.cluster_resolver.TFConfigClusterResolver())\n",
+        2,
+        [
+            "asks for ParameterServerStrategy",
+            "an all-reduce job (2 workers",
+            "--strategy parameter_server --ps 1",
+        ],
+    ),
+    (
+        PS,
+        "import tensorflow as tf\nstrategy = tf.distribute.MultiWorkerMirroredStrategy()\n",
+        2,
+        [
+            "asks for MultiWorkerMirroredStrategy",
+            "a parameter-server job (1 ps",
+            "--strategy multi_worker_mirrored",
+        ],
+    ),
+    (
+        MWMS,
+        "import tensorflow as tf\nx = 1\nstrategy = tf.distribute.MirroredStrategy()\n",
+        3,
+        ["asks for MirroredStrategy", "an all-reduce job", "--strategy mirrored --ps 0 --workers 1"],
+    ),
+    (
+        PS,
+        "import tensorflow as tf\nstrategy = tf.distribute.OneDeviceStrategy('/cpu:0')\n",
+        2,
+        ["asks for OneDeviceStrategy", "a parameter-server job", "--strategy mirrored --ps 0 --workers 1"],
+    ),
+    (
+        MWMS,
+        "import tensorflow as tf\ntf.distribute.experimental_set_strategy(None)\n",
+        2,
+        ["asks for the default strategy", "an all-reduce job", "--strategy mirrored"],
+    ),
+    (
+        MWMS,
+        "import tensorflow as tf\n"
+        "resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(\n"
+        "    tf.train.ClusterSpec({'worker': ['10.0.0.1:2222', '10.0.0.2:2222']}), task_type='worker', task_id=0)\n"
+        "strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)\n",
+        4,
+        ["cluster resolver describes cluster {'worker': ['10.0.0.1:2222'", "TFConfigClusterResolver()"],
+    ),
+    (
+        PS,
+        "import tensorflow as tf\n"
+        "P = tf.distribute.experimental.partitioners\n"
+        "resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()\n"
+        "a = tf.distribute.ParameterServerStrategy(resolver, variable_partitioner=P.FixedShardsPartitioner(2))\n"
+        "b = tf.distribute.ParameterServerStrategy(resolver, variable_partitioner=P.FixedShardsPartitioner(3))\n",
+        5,
+        ["second ParameterServerStrategy with a different variable_partitioner", "build the strategy once"],
+    ),
+]
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize(
+    ("strategy", "code", "line", "expect"), REFUSALS, ids=[f"r{i}" for i in range(len(REFUSALS))]
+)
+def test_a_contradicting_strategy_is_refused_at_its_line_and_nothing_keeps_running(
+    strategy, code, line, expect
+):
+    job = tk.submit(code, **SHAPES[strategy], name="refused", setup_timeout=180)
+    assert job.wait(timeout=240) == "failed", job.status.message
+    error = next(e for e in job.events() if e["type"] == "error")
+    assert error["message"].startswith("StrategyMismatch: ") and error["line"] == line, error
+    for text in expect:
+        assert text in error["message"], error["message"]
+    sentence = error["message"].removeprefix("StrategyMismatch: ").split(" (cell line")[0]
+    assert sentence.count(". ") == 0 and sentence.endswith("."), sentence  # one sentence
+    status = job.status
+    assert all(r.restarts == 0 for r in status.replicas), status.replicas  # the cell raised: no retry
+    assert not [e for e in job.events() if e["type"] in ("metric", "epoch")]
+    wait_for(
+        lambda: not any(process_alive(r.pid) for r in job.status.replicas if r.pid), 30, "every replica gone"
+    )
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(900)
+def test_a_killed_all_reduce_worker_mid_loop_resumes_from_the_cells_checkpoint(tmp_path):
+    code = cells.MWMS_LOOP.format(ckpt=str(tmp_path / "ckpt"), sleep=0.15)
+    job = tk.submit(code, workers=2, name="ctl-kill", metric_interval=0.2, setup_timeout=180)
+    # a point past the first epoch: its checkpoint is saved
+    wait_for(lambda: any(p["step"] > 25 for p in job.metrics()), 240, "a point in the second epoch", poll=0.2)
+    kill(job.status.replica("worker-1").pid)
+    assert job.wait(timeout=300) == "succeeded", job.status.message
+    assert job.status.replica("worker-1").restarts >= 1
+    logs = job.logs("worker-0")
+    restored = [int(n) for n in re.findall(r"restored epoch (\d+)", logs)]
+    assert restored and restored[-1] >= 1, logs[-3000:]
+    steps = [p["step"] for p in job.metrics()]
+    assert max(steps) == 60
