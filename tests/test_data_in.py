@@ -11,8 +11,10 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from data_in_helpers import DATA_CELL, folder_state, make_notebook_folder
 from local_helpers import wait_for
@@ -235,6 +237,67 @@ def test_a_missing_file_in_a_replica_says_where_it_runs_what_travelled_and_the_f
     line = pod.stdout.splitlines()[0]
     assert "where only the input files found at submission arrived (train.csv)" in line
     assert "with --files so it travels with the job, or read it from a URI inside the cell" in line
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("keras_module", ["keras", "tf_keras"])
+def test_local_replicas_download_a_keras_dataset_once(tmp_path, keras_module):
+    import http.server
+    import threading
+
+    blob = np.arange(1000, dtype="int64").tobytes()
+    requests = []
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            requests.append(self.path)
+            time.sleep(1.0)  # a download long enough for the other replica to ask meanwhile
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(blob)))
+            self.end_headers()
+            self.wfile.write(blob)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    cache = tmp_path / "keras-home"
+    cache.mkdir()  # Keras falls back to /tmp/.keras for a cache dir that does not exist
+    code = textwrap.dedent(
+        f"""
+        import sys, types
+        sys.path.insert(0, {str(REPO)!r})
+        import {keras_module} as keras
+        from tfk8s_jupyter import runner
+        from tfk8s_jupyter.payload import Payload
+        runner.prepare_workdir(types.SimpleNamespace(workdir=sys.argv[1], job="j", name="w"), Payload(code=""))
+        from {"keras.src.datasets" if keras_module == "keras" else "tf_keras.src.datasets"} import mnist
+        path = mnist.get_file("blob.bin", origin="http://127.0.0.1:{server.server_port}/blob.bin",
+                              cache_dir={str(cache)!r})
+        print(open(path, "rb").read() == {blob!r})
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TFK8S_")}
+    env["TFK8S_INPUT_DIR"] = str(tmp_path)
+    env["no_proxy"] = env["NO_PROXY"] = "127.0.0.1,localhost"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(tmp_path / "work" / f"w{i}")],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outs = [p.communicate(timeout=240) for p in procs]
+    server.shutdown()
+    for p, (out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-2000:]
+        assert out.split()[-1] == "True"
+    assert requests == ["/blob.bin"], "each replica downloaded the dataset itself"
 
 
 # -- end to end, real TensorFlow ------------------------------------------------------------------

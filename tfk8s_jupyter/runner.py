@@ -332,6 +332,7 @@ def prepare_workdir(renv: ReplicaEnv, payload) -> Path:
         _write_own(workdir, _safe_relpath(rel), text.encode())
     if root is not None:
         _guard_writes(workdir.resolve())
+    share_download_cache()
     _WORKDIR_FACTS.clear()
     _WORKDIR_FACTS.update(
         replica=renv.name,
@@ -436,6 +437,49 @@ def _guard_writes(work: Path) -> None:
     guarded_open.__doc__ = original.__doc__
     builtins.open = guarded_open
     io.open = guarded_open
+
+
+def share_download_cache(lock_path: str | None = None) -> None:
+    """One download of a Keras dataset per machine, not one per replica.
+
+    ``keras.utils.get_file`` (behind ``keras.datasets.*.load_data``, Keras 3 and tf_keras alike) downloads
+    straight into its cache, ``~/.keras/datasets``, which the local replicas of a job share (one home): at
+    the same time, each would download, and one could read another's half-written file. Every replica's
+    ``get_file`` takes an exclusive file lock first, so the first downloads and the others then find the
+    file in the cache.
+    """
+    import fcntl
+    import functools
+
+    originals = []
+    for modname in ("keras.src.utils.file_utils", "tf_keras.src.utils.data_utils"):
+        fn = getattr(sys.modules.get(modname), "get_file", None)
+        if fn is not None and not getattr(fn, "_tfk8s_shared", False):
+            originals.append(fn)
+    if not originals:
+        return
+    lock_path = lock_path or os.path.join(tempfile.gettempdir(), f"tfk8s-downloads-{os.getuid()}.lock")
+
+    def shared(fn):
+        @functools.wraps(fn)
+        def get_file(*args, **kwargs):
+            with open(lock_path, "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
+
+        get_file._tfk8s_shared = True
+        return get_file
+
+    wrapped = {id(fn): shared(fn) for fn in originals}
+    # The datasets modules imported get_file by name: replace it wherever it was bound (module dicts
+    # only, so lazily loaded modules stay unloaded).
+    for module in list(sys.modules.values()):
+        namespace = getattr(module, "__dict__", None)
+        if isinstance(namespace, dict) and id(namespace.get("get_file")) in wrapped:
+            namespace["get_file"] = wrapped[id(namespace["get_file"])]
 
 
 def shipped_inputs(environ) -> dict[str, bytes]:
