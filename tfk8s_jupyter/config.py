@@ -8,9 +8,21 @@ from __future__ import annotations
 
 import getpass
 import os
+from collections.abc import Callable
+from typing import Any
 
-from traitlets import Bool, Dict, Enum, Float, Int, List, Unicode
+from traitlets import Bool, Dict, Float, Int, List, TraitError, Unicode
 from traitlets.config import Configurable
+
+from .spec import (
+    _ENV_KEY_RE,
+    BACKENDS,
+    FLAVORS,
+    SpecError,
+    _check_count,
+    parse_quantity,
+    resolve_strategy,
+)
 
 
 def current_owner() -> str:
@@ -18,81 +30,286 @@ def current_owner() -> str:
     return os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
 
 
-class TFK8s(Configurable):
-    """Defaults for tfk8s-jupyter jobs."""
+def _checked(base):
+    """``base`` (a trait type) whose values first pass ``check``: a bad value - from ``%config``, a config
+    file or an assignment - is refused with the sentence the magic's flag would give (``check`` raises
+    :class:`~tfk8s_jupyter.spec.SpecError`), and the previous value stays."""
 
-    backend = Enum(
-        ["local", "kubernetes"], "local", help="Where jobs run: local processes or Kubernetes."
+    class Checked(base):
+        def __init__(self, *args, check: Callable[[Any], Any], **kwargs):
+            self.check = check
+            super().__init__(*args, **kwargs)
+
+        def validate(self, obj, value):
+            if value is None and self.allow_none:
+                return value
+            try:
+                value = self.check(value)
+            except SpecError as e:
+                raise TraitError(str(e)) from None
+            return super().validate(obj, value)
+
+    Checked.__name__ = Checked.__qualname__ = f"Checked{base.__name__}"
+    return Checked
+
+
+CheckedInt, CheckedFloat, CheckedUnicode, CheckedBool = (_checked(t) for t in (Int, Float, Unicode, Bool))
+CheckedDict, CheckedList = _checked(Dict), _checked(List)
+
+
+def _count(what: str, minimum: int, fix: str) -> Callable[[Any], int]:
+    return lambda v: _check_count(v, what, minimum, fix)
+
+
+def _seconds(what: str, strict: bool, example: str) -> Callable[[Any], float]:
+    bound = "a positive number of" if strict else "0 or more"
+
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (strict and v == 0):
+            raise SpecError(f"{what} {v!r} must be {bound} seconds, e.g. {example}.")
+        return float(v)
+
+    return check
+
+
+def _one_of(what: str, choices: tuple[str, ...], fix: str) -> Callable[[Any], str]:
+    def check(v):
+        if v not in choices:
+            raise SpecError(f"{what} {v!r} is unknown; use {fix}.")
+        return v
+
+    return check
+
+
+def _strategy(v):
+    if not isinstance(v, str):
+        raise SpecError(
+            f"strategy {v!r} is unknown; use auto, parameter_server, multi_worker_mirrored or mirrored."
+        )
+    resolve_strategy(v, 0, 2, 0)
+    return v
+
+
+def _quantity(what: str) -> Callable[[Any], str]:
+    def check(v):
+        parse_quantity(v, what)
+        return str(v)
+
+    return check
+
+
+def _text(what: str, example: str) -> Callable[[Any], str]:
+    def check(v):
+        if not isinstance(v, str) or not v.strip():
+            raise SpecError(f"{what} {v!r} is not a name; give one as a string, e.g. {example!r}.")
+        return v
+
+    return check
+
+
+def _flag(what: str) -> Callable[[Any], bool]:
+    def check(v):
+        if not isinstance(v, bool):
+            raise SpecError(f"{what} {v!r} is not True or False; set it to True or False.")
+        return v
+
+    return check
+
+
+def _string_map(what: str, example: str, keys_are_env: bool = False) -> Callable[[Any], dict]:
+    def check(v):
+        if not isinstance(v, dict):
+            raise SpecError(f"{what} {v!r} is not a dict; give one like {example}.")
+        for key, value in v.items():
+            if keys_are_env and not _ENV_KEY_RE.match(str(key)):
+                raise SpecError(
+                    f"environment variable name {key!r} is invalid; use letters, digits and '_' "
+                    "(starting with a letter or '_'), as in KEY=VALUE."
+                )
+            if not isinstance(value, str):
+                noun = f"environment variable {key}" if keys_are_env else f"{what} entry {key!r}"
+                raise SpecError(f"{noun} has a non-string value {value!r}; pass it as a string.")
+        return v
+
+    return check
+
+
+def _list_of(what: str, kind: type, example: str) -> Callable[[Any], list]:
+    def check(v):
+        if not isinstance(v, (list, tuple)) or not all(isinstance(x, kind) for x in v):
+            raise SpecError(f"{what} {v!r} is not a list of {kind.__name__}; give one like {example}.")
+        return list(v)
+
+    return check
+
+
+class TFK8s(Configurable):
+    """Defaults for tfk8s-jupyter jobs.
+
+    Every value is checked when it is set (``%config``, config files, assignment) with the same sentence
+    as the matching ``%%tfk8s_train`` flag; a refused value leaves the previous one in place.
+    """
+
+    backend = CheckedUnicode(
+        "local",
+        check=_one_of("backend", BACKENDS, "'local' or 'kubernetes'"),
+        help="Where jobs run: local (processes on this machine) or kubernetes.",
     ).tag(config=True)
-    flavor = Enum(
-        ["auto", "native", "tfjob"],
+    flavor = CheckedUnicode(
         "auto",
-        help="Kubernetes flavor: native Jobs, a Kubeflow TFJob, or auto (TFJob when the operator is installed).",
+        check=_one_of("flavor", FLAVORS, "auto, native or tfjob"),
+        help="Kubernetes flavor: native Jobs, a Kubeflow TFJob (tfjob), or auto (TFJob when the operator is "
+        "installed).",
     ).tag(config=True)
-    strategy = Unicode("auto", help="auto, parameter_server, multi_worker_mirrored or mirrored.").tag(
-        config=True
-    )
-    ps = Int(0, help="Parameter servers per job (> 0 means asynchronous training with a chief).").tag(
-        config=True
-    )
-    workers = Int(2, help="Workers per job.").tag(config=True)
-    gpus = Int(0, help="GPUs per worker and chief (never given to ps).").tag(config=True)
-    cpu = Unicode(
-        None, allow_none=True, help="CPU per replica, a Kubernetes quantity such as '2' or '500m'."
+    strategy = CheckedUnicode(
+        "auto", check=_strategy, help="auto, parameter_server, multi_worker_mirrored or mirrored."
     ).tag(config=True)
-    memory = Unicode(
-        None, allow_none=True, help="Memory per replica, a Kubernetes quantity such as '4Gi'."
+    ps = CheckedInt(
+        0,
+        check=_count("ps", 0, "use 0 parameter servers (all-reduce) or more (asynchronous)"),
+        help="Parameter servers per job (> 0 means asynchronous training with a chief).",
     ).tag(config=True)
-    image = Unicode("tfk8s/trainer:0.1.0", help="Container image of the replicas (Kubernetes).").tag(
+    workers = CheckedInt(2, check=_count("workers", 1, "use at least 1 worker"), help="Workers per job.").tag(
         config=True
     )
-    image_pull_secrets = List(Unicode(), help="Names of Secrets used to pull the image.").tag(config=True)
-    service_account = Unicode(None, allow_none=True, help="ServiceAccount the replica pods run as.").tag(
-        config=True
-    )
-    namespace = Unicode(
+    gpus = CheckedInt(
+        0,
+        check=_count("gpus", 0, "use a whole number of GPUs, 0 or more"),
+        help="GPUs per worker and chief (never given to ps).",
+    ).tag(config=True)
+    cpu = CheckedUnicode(
         None,
         allow_none=True,
+        check=_quantity("cpu"),
+        help="CPU per replica, a Kubernetes quantity such as '2' or '500m'.",
+    ).tag(config=True)
+    memory = CheckedUnicode(
+        None,
+        allow_none=True,
+        check=_quantity("memory"),
+        help="Memory per replica, a Kubernetes quantity such as '4Gi'.",
+    ).tag(config=True)
+    image = CheckedUnicode(
+        "tfk8s/trainer:0.1.0",
+        check=_text("image", "tfk8s/trainer:0.1.0"),
+        help="Container image of the replicas (Kubernetes).",
+    ).tag(config=True)
+    image_pull_secrets = CheckedList(
+        Unicode(),
+        check=_list_of("image_pull_secrets", str, "['regcred']"),
+        help="Names of Secrets used to pull the image.",
+    ).tag(config=True)
+    service_account = CheckedUnicode(
+        None,
+        allow_none=True,
+        check=_text("service_account", "trainer"),
+        help="ServiceAccount the replica pods run as.",
+    ).tag(config=True)
+    namespace = CheckedUnicode(
+        None,
+        allow_none=True,
+        check=_text("namespace", "ml"),
         help="Kubernetes namespace; default: the kubeconfig context's, or the pod's own under JupyterHub.",
     ).tag(config=True)
-    context = Unicode(None, allow_none=True, help="kubeconfig context to use.").tag(config=True)
-    node_selector = Dict(help="nodeSelector for replica pods.").tag(config=True)
-    tolerations = List(Dict(), help="Tolerations for replica pods (e.g. for GPU nodes).").tag(config=True)
-    gpu_resource = Unicode("nvidia.com/gpu", help="Extended resource name of a GPU.").tag(config=True)
-    labels = Dict(help="Extra labels on every object of a job.").tag(config=True)
-    env = Dict(help="Extra environment variables for every replica.").tag(config=True)
-    max_restarts = Int(
-        3, help="Restarts per replica (all workers together for all-reduce) before failing."
+    context = CheckedUnicode(
+        None, allow_none=True, check=_text("context", "my-cluster"), help="kubeconfig context to use."
     ).tag(config=True)
-    checkpoint_dir = Unicode(
-        None, allow_none=True, help="Where BackupAndRestore checkpoints go; default: inside the job record."
+    node_selector = CheckedDict(
+        check=_string_map("node_selector", "{'accelerator': 'nvidia-t4'}"),
+        help="nodeSelector for replica pods.",
     ).tag(config=True)
-    metric_interval = Float(
-        1.0, help="Seconds between per-step metric points (epoch ends always report)."
+    tolerations = CheckedList(
+        Dict(),
+        check=_list_of("tolerations", dict, "[{'key': 'gpu', 'operator': 'Exists'}]"),
+        help="Tolerations for replica pods (e.g. for GPU nodes).",
     ).tag(config=True)
-    setup_timeout = Float(
-        180.0, help="Seconds a job may take to bring every replica up before it fails."
+    gpu_resource = CheckedUnicode(
+        "nvidia.com/gpu",
+        check=_text("gpu_resource", "nvidia.com/gpu"),
+        help="Extended resource name of a GPU.",
     ).tag(config=True)
-    ttl_seconds_after_finished = Int(3600, help="Kubernetes: seconds finished Jobs are kept.").tag(
+    labels = CheckedDict(
+        check=_string_map("labels", "{'team': 'ml'}"), help="Extra labels on every object of a job."
+    ).tag(config=True)
+    env = CheckedDict(
+        check=_string_map("env", "{'WANDB_MODE': 'offline'}", keys_are_env=True),
+        help="Extra environment variables for every replica.",
+    ).tag(config=True)
+    max_restarts = CheckedInt(
+        3,
+        check=_count("max_restarts", 0, "use 0 (never restart) or more"),
+        help="Restarts per replica (all workers together for all-reduce) before failing.",
+    ).tag(config=True)
+    checkpoint_dir = CheckedUnicode(
+        None,
+        allow_none=True,
+        check=_text("checkpoint_dir", "/data/ckpt"),
+        help="Where BackupAndRestore checkpoints go; default: inside the job record.",
+    ).tag(config=True)
+    metric_interval = CheckedFloat(
+        1.0,
+        check=_seconds("metric_interval", False, "1.0"),
+        help="Seconds between per-step metric points (epoch ends always report).",
+    ).tag(config=True)
+    setup_timeout = CheckedFloat(
+        180.0,
+        check=_seconds("setup_timeout", True, "120"),
+        help="Seconds a job may take to bring every replica up before it fails.",
+    ).tag(config=True)
+    ttl_seconds_after_finished = CheckedInt(
+        3600,
+        check=_count("ttl_seconds_after_finished", 0, "use 0 or more seconds"),
+        help="Kubernetes: seconds finished Jobs are kept.",
+    ).tag(config=True)
+    max_payload_bytes = CheckedInt(
+        4 * 1024 * 1024,
+        check=_count("max_payload_bytes", 1, "use a positive number of bytes, e.g. 4194304"),
+        help="Largest notebook context shipped with a cell.",
+    ).tag(config=True)
+    panel = CheckedBool(True, check=_flag("panel"), help="Show the live panel under a training cell.").tag(
         config=True
     )
-    max_payload_bytes = Int(4 * 1024 * 1024, help="Largest notebook context shipped with a cell.").tag(
-        config=True
-    )
-    panel = Bool(True, help="Show the live panel under a training cell.").tag(config=True)
-    frontend = Enum(
-        ["auto", "widgets", "text"],
+    frontend = CheckedUnicode(
         "auto",
+        check=_one_of("frontend", ("auto", "widgets", "text"), "auto, widgets or text"),
         help="How a training cell shows progress: widgets (the live panel), text (progress lines and a final "
         "summary), or auto (the live panel under an interactive front end such as JupyterLab; text in batch "
         "runs - nbconvert, papermill, nbclient - and in terminal IPython).",
     ).tag(config=True)
-    batch_wait = Bool(
+    batch_wait = CheckedBool(
         True,
+        check=_flag("batch_wait"),
         help="Without an interactive front end (nbconvert, papermill, nbclient, terminal IPython) a training "
         "cell waits for its job and its output ends with the final summary; False returns at once (as "
         "--no-wait does for one cell).",
     ).tag(config=True)
+
+    @classmethod
+    def from_config(cls, config=None, parent=None, where: str = "") -> tuple[TFK8s, list[str]]:
+        """The defaults from ``config`` (or ``parent``'s), each ``c.TFK8s.<option>`` checked on its own:
+        ``(defaults, problems)``, where every refused option keeps its built-in default and gives one
+        sentence in ``problems`` (``"c.TFK8s.workers in <where>: workers is -1; use at least 1 worker."``)."""
+        from copy import deepcopy
+
+        from traitlets.config import Config
+
+        if config is None:
+            config = parent.config if parent is not None else Config()
+        section = config.get("TFK8s", {}) if "TFK8s" in config else {}
+        probe, problems, refused = cls(), [], []
+        for key, value in section.items():
+            if not probe.has_trait(key):
+                continue  # traitlets itself warns about an unknown option
+            try:
+                setattr(probe, key, deepcopy(value))
+            except TraitError as e:
+                problems.append(f"c.TFK8s.{key}{' in ' + where if where else ''}: {e}")
+                refused.append(key)
+        if refused:
+            config = deepcopy(config)
+            for key in refused:
+                del config.TFK8s[key]
+        return cls(parent=parent, config=config), problems
 
     def job_options(self) -> dict:
         """The defaults as keyword arguments of :func:`tfk8s_jupyter.spec.make_spec`."""

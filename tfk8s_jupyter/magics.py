@@ -49,7 +49,10 @@ class TFK8sMagics(Magics):
 
     def __init__(self, shell):
         super().__init__(shell)
-        self.defaults = TFK8s(parent=shell)
+        files = ", ".join(os.path.basename(f) for f in self._loaded_config_files()) or "the config"
+        self.defaults, problems = TFK8s.from_config(parent=shell, where=files)
+        if problems:
+            raise UsageError(problems[0])
         if self.defaults not in shell.configurables:
             shell.configurables.append(self.defaults)
         set_current_config(self.defaults)

@@ -170,6 +170,91 @@ def test_config_defaults_sources_and_flag_override(ipython_dir, notebook_dir, ca
         shell.run_line_magic("tfk8s_config", "workers")
 
 
+@pytest.mark.parametrize(
+    ("setting", "flags", "sentence"),
+    [
+        ("workers = -1", "--workers -1", "workers is -1; use at least 1 worker."),
+        ("ps = -2", "--ps -2", "ps is -2; use 0 parameter servers (all-reduce) or more (asynchronous)."),
+        ("gpus = -1", "--gpus -1", "gpus is -1; use a whole number of GPUs, 0 or more."),
+        ("backend = 'locl'", "--backend locl", "backend 'locl' is unknown; use 'local' or 'kubernetes'."),
+        ("flavor = 'tfjobs'", "--flavor tfjobs", "flavor 'tfjobs' is unknown; use auto, native or tfjob."),
+        (
+            "strategy = 'allreduce'",
+            "--strategy allreduce",
+            "strategy 'allreduce' is unknown; use auto, parameter_server, multi_worker_mirrored or mirrored.",
+        ),
+        ("cpu = '2 cores'", "--cpu '2 cores'", "cpu '2 cores' is not a Kubernetes quantity;"),
+        ("memory = '-4Gi'", "--memory=-4Gi", "memory '-4Gi' is not a Kubernetes quantity;"),
+        ("max_restarts = -1", "--max-restarts -1", "max_restarts is -1; use 0 (never restart) or more."),
+        (
+            "metric_interval = -0.5",
+            "--metric-interval -0.5",
+            "metric_interval -0.5 must be 0 or more seconds, e.g. 1.0.",
+        ),
+    ],
+)
+def test_a_bad_config_value_is_refused_at_once_with_the_flags_sentence(
+    shell, capsys, caplog, setting, flags, sentence
+):
+    """``%config TFK8s.x = bad`` says what the flag would say, keeps the previous value, and so cannot
+    break a later, unrelated cell."""
+    defaults = magics_of(shell).defaults
+    name = setting.split(" =")[0]
+    before = getattr(defaults, name)
+    caplog.clear()
+    shell.run_line_magic("config", f"TFK8s.{setting}")
+    assert [r.getMessage() for r in caplog.records] and caplog.records[-1].getMessage().startswith(sentence)
+    assert getattr(defaults, name) == before
+    with pytest.raises(UsageError) as refused:
+        shell.run_cell_magic("tfk8s_train", f"{flags} --dry-run", CELL)
+    assert str(refused.value).startswith(sentence)
+    spec, _ = dry_run(shell, capsys, "")  # a later cell still works
+    assert spec["workers"] == defaults.workers
+
+
+def test_every_config_option_checks_what_it_is_given(shell):
+    """No option takes a value of the wrong kind; each refusal is one sentence naming the option."""
+    from traitlets import TraitError
+
+    defaults = magics_of(shell).defaults
+    names = defaults.trait_names(config=True)
+    assert len(names) >= 25
+    for name in names:
+        with pytest.raises(TraitError) as refused:
+            setattr(defaults, name, object())
+        message = str(refused.value)
+        assert message.startswith((f"{name} <object", f"{name} entry", "environment variable")), message
+        assert (
+            message.count(";") <= 1
+            and message.replace("e.g. ", "").count(". ") == 0
+            and message.endswith(".")
+        ), message
+    defaults.env = {"OK": "1"}
+    with pytest.raises(TraitError, match="environment variable name '1BAD' is invalid"):
+        defaults.env = {"1BAD": "x"}
+    assert defaults.env == {"OK": "1"}
+
+
+def test_a_bad_value_in_a_config_file_stops_the_extension_from_loading_with_one_sentence(
+    ipython_dir, notebook_dir
+):
+    profile = ipython_dir / "profile_default"
+    profile.mkdir(parents=True, exist_ok=True)
+    (profile / "ipython_config.py").write_text("c.TFK8s.workers = 0\nc.TFK8s.image = 'corp/tf:1'\n")
+    cfg = PyFileConfigLoader("ipython_config.py", path=str(profile)).load_config()
+    shell = make_shell(ipython_dir, cfg)
+    with pytest.raises(UsageError) as refused:
+        shell.run_line_magic("load_ext", "tfk8s_jupyter")
+    assert "c.TFK8s.workers in " in str(refused.value)
+    assert str(refused.value).endswith(": workers is 0; use at least 1 worker.")
+
+    from tfk8s_jupyter.config import TFK8s
+
+    defaults, problems = TFK8s.from_config(config=cfg, where="jupyter_server_config.py")
+    assert problems == ["c.TFK8s.workers in jupyter_server_config.py: workers is 0; use at least 1 worker."]
+    assert (defaults.workers, defaults.image) == (2, "corp/tf:1")  # the server keeps serving
+
+
 # -- submitting (stand-in runner, real local backend) ---------------------------------------------------
 def test_cell_returns_at_once_then_line_magics_follow_the_job(shell, standin, capsys, tfk8s_home):
     start = time.perf_counter()

@@ -19,7 +19,10 @@ def _jupyter_server_extension_points():
 
 def _load_jupyter_server_extension(server_app) -> None:
     """Install the jobs manager and the ``/tfk8s/api`` routes on a running Jupyter server."""
-    set_current_config(TFK8s(config=server_app.config))
+    defaults, problems = TFK8s.from_config(config=server_app.config, where="the server config")
+    for problem in problems:
+        server_app.log.error("tfk8s-jupyter: %s The built-in default is used instead.", problem)
+    set_current_config(defaults)
     manager = JobsManager(config=server_app.config, log=server_app.log)
     setup_handlers(server_app.web_app, manager)
     server_app.log.info(
