@@ -110,7 +110,9 @@ def test_tf_pods_read_the_notebooks_files_by_relative_path(apiserver, make_clust
     backend.submit(spec, payload)
     statuses: list = []
     stop = threading.Event()
-    t = threading.Thread(target=backend.watch, args=(spec.name, statuses.append, [].extend, stop), daemon=True)
+    t = threading.Thread(
+        target=backend.watch, args=(spec.name, statuses.append, [].extend, stop), daemon=True
+    )
     t.start()
     t.join(600)
     stop.set()
