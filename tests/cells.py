@@ -341,3 +341,8 @@ while epoch.numpy() < EPOCHS:
     print("epoch", int(epoch.numpy()), "loss", float(loss))
 print("replicas:", strategy.num_replicas_in_sync)
 """
+
+# PS_LOOP made to last (12 epochs, 0.5 s pause after each): for killing a worker mid-loop.
+PS_LOOP_LONG = PS_LOOP.replace("EPOCHS, STEPS = 3, 20", "EPOCHS, STEPS = 12, 20").replace(
+    "        coordinator.join()\n", "        coordinator.join()\n        __import__('time').sleep(0.5)\n"
+)

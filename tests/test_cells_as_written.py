@@ -302,3 +302,31 @@ def test_a_killed_all_reduce_worker_mid_loop_resumes_from_the_cells_checkpoint(t
     assert restored and restored[-1] >= 1, logs[-3000:]
     steps = [p["step"] for p in job.metrics()]
     assert max(steps) == 60
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(900)
+def test_a_killed_parameter_server_worker_does_not_stop_a_coordinator_loop():
+    job = tk.submit(
+        cells.PS_LOOP_LONG, ps=1, workers=2, name="coord-kill", metric_interval=0.0, setup_timeout=180
+    )
+    wait_for(lambda: any(p["step"] >= 40 for p in job.metrics()), 240, "the second epoch's point", poll=0.2)
+    chief_pid = job.status.replica("chief-0").pid
+    kill(job.status.replica("worker-0").pid)
+    assert job.wait(timeout=300) == "succeeded", job.status.message
+    status = job.status
+    assert status.replica("chief-0").restarts == 0 and status.replica("chief-0").pid == chief_pid
+    assert status.replica("worker-0").restarts == 1
+    steps = [p["step"] for p in job.metrics() if p["kind"] == "step"]
+    assert steps == list(range(20, 241, 20))  # one chief run: every epoch's point, none twice
+
+
+def test_with_no_interval_every_step_is_a_point_with_all_its_series():
+    metrics, raw = _metrics(interval=0)
+    for step in (1, 2, 3):
+        metrics.add(step, {"loss": 1.0 / step})
+        metrics.add(step, {"accuracy": 0.1 * step})
+    metrics.close()
+    events = protocol.parse_lines(raw.getvalue())
+    assert [e["step"] for e in events] == [1, 2, 3]
+    assert all(set(e["values"]) == {"loss", "accuracy"} for e in events)

@@ -39,7 +39,7 @@ class CellMetrics:
     def __init__(self, reporter: Reporter, interval: float, flush_delay: float = FLUSH_DELAY) -> None:
         self.reporter = reporter
         self.interval = max(0.0, float(interval))
-        self.flush_delay = min(flush_delay, self.interval) if self.interval else 0.0
+        self.flush_delay = min(flush_delay, self.interval) if self.interval else flush_delay
         self.lock = threading.Lock()
         self.step: int | None = None  # the pending point's step
         self.values: dict[str, float] = {}
@@ -72,8 +72,6 @@ class CellMetrics:
             self.step = step
             self.last_step = step
             self.values.update(values)
-            if self.interval == 0:
-                self._emit_locked(now)
 
     def flush(self) -> None:
         """Print the pending point now (the cell's end)."""
@@ -101,11 +99,7 @@ class CellMetrics:
         while not self._stop.wait(tick):
             with self.lock:
                 now = time.monotonic()
-                if (
-                    self.values
-                    and now - self.since >= self.flush_delay
-                    and self._due(now)
-                ):
+                if self.values and now - self.since >= self.flush_delay and self._due(now):
                     self._emit_locked(now)
 
 
