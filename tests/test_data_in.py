@@ -190,6 +190,17 @@ def test_local_work_dir_presents_the_notebooks_folder_and_keeps_writes_its_own(n
     assert folder_state(nb) == before
 
 
+def test_a_work_dir_inside_the_notebooks_folder_is_not_presented_in_itself(tmp_path):
+    folder = tmp_path / "nb"  # its work/ folder holds the replica's work dir
+    folder.mkdir()
+    (folder / "train.csv").write_text("1,2\n")
+    proc = _run_replica(
+        folder, Payload(code=""), "print(sorted(os.listdir('.')))", {"TFK8S_INPUT_DIR": str(folder)}
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[0] == "['train.csv']"
+
+
 def test_kubernetes_inputs_are_written_into_the_work_dir(tmp_path):
     payload = Payload(code="", data={"data/a.bin": b"\x00\x01", "b.csv": b"1,2\n"}, inputs={"data/a.bin": 2})
     part_dir = tmp_path / "mount-0"
@@ -230,6 +241,17 @@ def test_a_missing_file_in_a_replica_says_where_it_runs_what_travelled_and_the_f
     assert np_line.startswith("FileNotFoundError: nowhere.csv not found. — worker-0 runs in ")
     assert f"runs in {work}, which presents the notebook's folder {nb} as it was" in np_line
     assert "'data/nowhere.txt' is not there; put the file in the notebook's folder" in open_line
+
+    absolute = _run_replica(
+        tmp_path / "abs",
+        Payload(code=""),
+        "try:\n    open('/no/such/dir/x.csv')\nexcept FileNotFoundError as e:\n"
+        "    print(runner.summarize_exception(e)[0])\n",
+        {"TFK8S_INPUT_DIR": str(nb)},
+    )
+    assert "where '/no/such/dir/x.csv' does not exist; read it by a path relative to the notebook" in (
+        absolute.stdout
+    ), absolute.stderr
 
     shipped = Payload(code="", inputs={"train.csv": 5}, data={"train.csv": b"1,2\n"})
     pod = _run_replica(tmp_path / "pod", shipped, script, {})

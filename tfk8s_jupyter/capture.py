@@ -316,6 +316,7 @@ class _Collector:
         self.done: set[str] = set()
         self.visiting: set[str] = set()
         self.modules_done: set[str] = set()
+        self.path_values: list = []
 
     # names ---------------------------------------------------------------
     def ship_names(self, names: Iterable[str], used_by: list[str]) -> None:
@@ -456,6 +457,8 @@ class _Collector:
         cls = type(value)
         if cls.__module__ == "__main__" and cls.__qualname__ in self.ns:
             self.ship_names([cls.__qualname__], chain)
+        if isinstance(value, os.PathLike):
+            self.path_values.append(os.fspath(value))  # DATA = Path("data"): an input like a string
         self.values[name] = data
 
     def _unshippable(self, chain, value, what, fix) -> CaptureError:
@@ -772,6 +775,7 @@ def capture(
     prelude_parts.extend(c.defs)
     prelude = "\n".join(prelude_parts)
     sources = [code, prelude, *(t for k, t in c.files.items() if k.endswith(".py"))]
+    sources.append("\n".join(repr(p) for p in c.path_values if isinstance(p, str)))
     inputs = find_inputs(sources, root_path, files)
     for rel in c.files:
         inputs.pop(rel, None)  # a local module travels as code already

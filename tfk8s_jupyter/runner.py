@@ -371,9 +371,9 @@ def _present_folder(src: Path, dst: Path, work: Path, budget: list[int], seen: s
             and not entry.name.startswith(".")
             and budget[0] > 0
             and (st.st_dev, st.st_ino) not in seen
-            and real is not None
-            and not (work == real or real in work.parents)  # never present the work dir in itself
         )
+        if real is not None and (work == real or real in work.parents):
+            continue  # the folder holding the job records: never present the work dir in itself
         if recurse:
             if target.is_symlink() or (os.path.lexists(target) and not target.is_dir()):
                 continue  # the replica's own file of that name
@@ -514,6 +514,12 @@ def explain_missing_file(exc: BaseException) -> str | None:
     what = f"{type(exc).__name__}: {exc}".strip()
     name = getattr(exc, "filename", None)
     named = f"{name!r}" if name else "that path"
+    if isinstance(name, str) and os.path.isabs(name) and not name.startswith(facts["workdir"]):
+        return (
+            f"{what} — {facts['replica']} runs on {facts['host']}, where {named} does not exist; read it by a "
+            "path relative to the notebook's folder (such files reach the replicas), or use a path that "
+            "exists on every replica's machine."
+        )
     if facts["root"]:
         return (
             f"{what} — {facts['replica']} runs in {facts['workdir']}, which presents the notebook's folder "

@@ -257,3 +257,12 @@ def test_inputs_named_in_the_shipped_context_are_found(shell, notebook_dir):
     assert cap.payload.inputs == {"data/train.npz": 13, "labels.csv": 4}
     assert cap.payload.data["data/train.npz"] == b"\x93NUMPY binary"
     assert "inputs:      2 files (travel with the job, 17 B of 8.0 MB)" in cap.summary()
+
+
+def test_a_path_object_from_the_notebook_is_an_input(shell, notebook_dir):
+    (notebook_dir / "images").mkdir()
+    (notebook_dir / "images" / "a.png").write_bytes(b"\x89PNG")
+    run(shell, "from pathlib import Path\nIMAGES = Path('images')")
+    run(shell, "IMAGES_AGAIN = IMAGES")  # defined in another cell: travels pickled, not as source
+    cap = capture("files = sorted(IMAGES_AGAIN.glob('*.png'))", shell)
+    assert cap.payload.inputs == {"images/a.png": 4}
