@@ -233,10 +233,22 @@ def test_a_missing_file_in_a_replica_says_where_it_runs_what_travelled_and_the_f
             open("data/nowhere.txt")
         except FileNotFoundError as e:
             print(runner.summarize_exception(e)[0])
+        # TensorFlow's errors, by the names and texts its file ops and list_files raise
+        NotFoundError = type("NotFoundError", (Exception,), {})
+        InvalidArgumentError = type("InvalidArgumentError", (Exception,), {})
+        for exc in (
+            NotFoundError("gone.csv; No such file or directory"),
+            InvalidArgumentError("Expected 'tf.Tensor(False)' to be true. Summarized data: b'No files matched pattern: pics/*.png'"),
+            NotFoundError("Resource localhost/var/N10tensorflow3VarE does not exist."),
+        ):
+            print(runner.summarize_exception(exc)[0])
         """
     local = _run_replica(tmp_path, Payload(code=""), script, {"TFK8S_INPUT_DIR": str(nb)})
     assert local.returncode == 0, local.stderr
-    np_line, open_line = local.stdout.splitlines()
+    np_line, open_line, tf_line, pattern_line, other_line = local.stdout.splitlines()
+    assert tf_line.startswith("NotFoundError: gone.csv; No such file or directory — worker-0 runs in ")
+    assert "No files matched pattern: pics/*.png' — worker-0 runs in " in pattern_line
+    assert other_line == "NotFoundError: Resource localhost/var/N10tensorflow3VarE does not exist."
     work = tmp_path / "work" / "worker-0"
     assert np_line.startswith("FileNotFoundError: nowhere.csv not found. — worker-0 runs in ")
     assert f"runs in {work}, which presents the notebook's folder {nb} as it was" in np_line

@@ -507,11 +507,16 @@ def shipped_inputs(environ) -> dict[str, bytes]:
 
 def explain_missing_file(exc: BaseException) -> str | None:
     """A missing file, told in one sentence: where this replica runs, what it was given, and the fix."""
-    missing = isinstance(exc, FileNotFoundError) or type(exc).__name__ == "NotFoundError"
+    text = str(exc)
+    missing = (
+        isinstance(exc, FileNotFoundError)
+        or (type(exc).__name__ == "NotFoundError" and "No such file" in text)  # TensorFlow's file ops
+        or "No files matched pattern" in text  # tf.data.Dataset.list_files
+    )
     if not missing or not _WORKDIR_FACTS:
         return None
     facts = _WORKDIR_FACTS
-    what = f"{type(exc).__name__}: {exc}".strip()
+    what = f"{type(exc).__name__}: {' '.join(text.split())[:300]}".strip()
     name = getattr(exc, "filename", None)
     named = f"{name!r}" if name else "that path"
     if isinstance(name, str) and os.path.isabs(name) and not name.startswith(facts["workdir"]):
