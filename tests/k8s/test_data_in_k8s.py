@@ -126,3 +126,33 @@ def test_tf_pods_read_the_notebooks_files_by_relative_path(apiserver, make_clust
     assert "k8s-data-data-0" in names
     backend.delete(spec.name)
     assert not any(o["metadata"]["name"].startswith("k8s-data") for o in apiserver.objects("configmaps"))
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(600)
+def test_tf_a_file_that_did_not_travel_is_explained_in_the_error(apiserver, make_cluster, backend, tmp_path):
+    nb = make_notebook_folder(tmp_path / "nb")
+    make_cluster()
+    cell = 'import numpy as np\nimport tensorflow as tf\nt = np.loadtxt("train.csv", delimiter=",")\nname = "labels" + ".csv"\nopen(name)\n'
+    spec = make_spec(
+        cell, workers=1, name="k8s-missing", backend="kubernetes", setup_timeout=240, max_restarts=0
+    )
+    payload = capture(cell, backend="kubernetes", root=nb).payload
+    assert list(payload.data) == ["train.csv"]
+    backend.submit(spec, payload)
+    statuses: list = []
+    stop = threading.Event()
+    t = threading.Thread(
+        target=backend.watch, args=(spec.name, statuses.append, [].extend, stop), daemon=True
+    )
+    t.start()
+    t.join(400)
+    stop.set()
+    assert statuses and statuses[-1].phase == "failed"
+    error = next(e for e in backend.events(spec.name) if e["type"] == "error")
+    message = error["message"]
+    assert message.startswith(
+        "FileNotFoundError: [Errno 2] No such file or directory: 'labels.csv' — worker-0 runs on "
+    )
+    assert "where only the input files found at submission arrived (train.csv)" in message
+    assert "with --files so it travels with the job, or read it from a URI inside the cell" in message

@@ -266,3 +266,18 @@ def test_a_path_object_from_the_notebook_is_an_input(shell, notebook_dir):
     run(shell, "IMAGES_AGAIN = IMAGES")  # defined in another cell: travels pickled, not as source
     cap = capture("files = sorted(IMAGES_AGAIN.glob('*.png'))", shell)
     assert cap.payload.inputs == {"images/a.png": 4}
+
+
+def test_dry_run_lists_the_inputs_and_their_sizes(shell, notebook_dir, capsys):
+    (notebook_dir / "data" / "nested").mkdir(parents=True)
+    (notebook_dir / "data" / "nested" / "a.npz").write_bytes(b"\0" * 2048)
+    (notebook_dir / "train.csv").write_text("1,2\n" * 10)
+    shell.run_cell_magic(
+        "tfk8s_train",
+        "--dry-run --workers 2",
+        'import numpy as np\nt = np.loadtxt("train.csv")\nz = np.load("./data/nested/a.npz")\n',
+    )
+    out = capsys.readouterr().out
+    assert "#   inputs:      2 files (2.0 KB, read in place from the notebook's folder)" in out
+    assert "#     data/nested/a.npz (2.0 KB)\n#     train.csv (40 B)" in out
+    assert not list(notebook_dir.parent.rglob("status.json")), "a dry run started something"
