@@ -156,3 +156,24 @@ def test_tf_a_file_that_did_not_travel_is_explained_in_the_error(apiserver, make
     )
     assert "where only the input files found at submission arrived (train.csv)" in message
     assert "with --files so it travels with the job, or read it from a URI inside the cell" in message
+
+
+def test_tfjob_pods_mount_the_inputs_too():
+    import jsonschema
+    import yaml
+
+    crd = Path(__file__).parent / "data" / "kubeflow.org_tfjobs.v1.9.0.yaml"
+    schema = yaml.safe_load(crd.read_text())["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    payload = Payload(code="x = 1", inputs={"a.bin": 3}, data={"a.bin": b"abc"})
+    objs = render_manifests(
+        make_spec("x = 1", ps=1, workers=2, name="tf-data", backend="kubernetes"), payload, "tfjob"
+    )
+    assert [o["kind"] for o in objs] == ["ConfigMap", "ConfigMap", "TFJob"]
+    tfjob = objs[-1]
+    jsonschema.validate(tfjob, schema)
+    for rs in tfjob["spec"]["tfReplicaSpecs"].values():
+        pod = rs["template"]["spec"]
+        assert {"name": "tfk8s-data-0", "configMap": {"name": "tf-data-data-0"}} in pod["volumes"]
+        kubernetes_validate.validate(
+            {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": pod}, "1.33", strict=True
+        )
