@@ -58,6 +58,35 @@ def test_series_points_honours_a_smaller_limit():
 
 
 # --------------------------------------------------------------------------- JobState
+def test_the_per_step_curve_ends_at_the_last_step_reported():
+    """A short job whose per-step points were throttled to one: each epoch's end (at its last step) is a
+    per-step point too, so a 40-step job draws a curve that ends where training ended."""
+    state = JobState("short")
+    events = [_metric(1, 1, 1.0)]
+    for epoch in range(2):
+        events.append(
+            {
+                "type": "epoch",
+                "run": "r",
+                "seq": 10 + epoch,
+                "epoch": epoch,
+                "step": 20 * (epoch + 1),
+                "values": {"loss": 0.5 / (epoch + 1), "val_loss": 0.7},
+            }
+        )
+    state.add_events(events)
+    step = state.series("step")
+    assert step["loss"] == {"x": [1, 20, 40], "y": [1.0, 0.5, 0.25]}
+    assert "val_loss" not in step  # validation has no per-step curve
+    assert step["loss"]["x"][-1] == state.step == 40
+    # a step point already at the epoch's last step is not repeated
+    state.add_events([_metric(20, 60, 0.2, epoch=2)])
+    state.add_events(
+        [{"type": "epoch", "run": "r", "seq": 21, "epoch": 2, "step": 60, "values": {"loss": 0.2}}]
+    )
+    assert state.series("step")["loss"]["x"] == [1, 20, 40, 60]
+
+
 def test_jobstate_folds_events_and_ignores_duplicates():
     state = JobState("j", max_points=100)
     calls = []

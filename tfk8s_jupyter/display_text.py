@@ -61,6 +61,16 @@ def elapsed(status: JobStatus | None, now: float | None = None) -> float | None:
     return max(0.0, end - status.created)
 
 
+def epoch_number(epoch: int | None) -> int | None:
+    """The epoch as Keras prints it ("Epoch 1/3"): the protocol counts from 0, people from 1."""
+    return None if epoch is None else int(epoch) + 1
+
+
+def plural(n: int, noun: str) -> str:
+    """``"1 checkpoint"``, ``"3 checkpoints"``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 # -- progress and summary ------------------------------------------------------------------------
 def progress_text(state: JobState, now: float | None = None) -> str:
     """One line: ``job x · running · 1m 05s · epoch 2 · step 140 · loss 0.31 · 4/4 replicas running``."""
@@ -68,7 +78,7 @@ def progress_text(state: JobState, now: float | None = None) -> str:
     phase = status.phase if status else "pending"
     parts = [f"job {state.name}", phase, format_duration(elapsed(status, now))]
     if state.epoch is not None:
-        parts.append(f"epoch {state.epoch}")
+        parts.append(f"epoch {epoch_number(state.epoch)}")
     if state.step is not None:
         parts.append(f"step {state.step}")
     if state.last_values:
@@ -88,7 +98,12 @@ def summary_text(state: JobState, now: float | None = None) -> str:
     if status:
         lines[0] += f" after {format_duration(elapsed(status, now))} ({status.backend}, {status.strategy})"
     if state.epoch is not None or state.step is not None:
-        lines.append(f"  reached epoch {state.epoch}, step {state.step}; {state.n_points} metric points")
+        reached = ", ".join(
+            f"{what} {n}"
+            for what, n in (("epoch", epoch_number(state.epoch)), ("step", state.step))
+            if n is not None
+        )
+        lines.append(f"  reached {reached}; {plural(state.n_points, 'metric point')}")
     if state.last_values:
         lines.append(
             "  last: " + ", ".join(f"{k}={format_value(v)}" for k, v in sorted(state.last_values.items()))

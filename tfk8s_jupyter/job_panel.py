@@ -29,8 +29,10 @@ from .display_text import (
     Summary,
     clean_log,
     elapsed,
+    epoch_number,
     format_duration,
     format_value,
+    plural,
     progress_text,
     replica_table_html,
 )
@@ -38,6 +40,7 @@ from .monitor import JobState
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
 MESSAGES_PER_TICK = 2
+SPARSE_POINTS = 60  # series with at most this many points are drawn with markers
 FINAL_LOG_WAIT_SECONDS = 10.0  # how long the final render waits for the monitor's last log fetch
 _LOG_PRE = "<pre style='font-size:11px;max-height:220px;overflow:auto;margin:0'>"
 
@@ -70,6 +73,21 @@ def merge_series(
         x = [x[i] for i in keep]
         ys = [[row[i] for i in keep] for row in ys]
     return names, x, ys
+
+
+def integer_ticks(x: list[float], most: int = 10) -> list[int]:
+    """Whole-number ticks (steps and epochs are counts) spanning ``x``: at most ``most``, 1-2-5 spaced."""
+    if not x:
+        return []
+    lo, hi = math.floor(min(x)), math.ceil(max(x))
+    spacing = 1
+    while (hi - lo) // spacing + 1 > most:
+        for factor in (2, 5 / 2, 2):  # 1, 2, 5, 10, 20, 50, ...
+            spacing = int(spacing * factor)
+            if (hi - lo) // spacing + 1 <= most:
+                break
+    first = -(-lo // spacing) * spacing
+    return list(range(first, hi + 1, spacing))
 
 
 # -- the live panel --------------------------------------------------------------------------------
@@ -385,24 +403,32 @@ class JobPanel(W.VBox):
         names, x, ys = merge_series(series, self.max_points)
         if not names:
             return 0
+        if kind == "epoch":
+            x = [v + 1 for v in x]  # epochs as Keras prints them: 1, 2, 3
+        plotted = len(series[names[0]]["x"]) if len(names) == 1 else len(set(x))
+        # Whole-number ticks where the axis would otherwise tick 0.1 ... 0.9 (few epochs, the first
+        # steps); past that the automatic ticks are whole numbers already and stay put (no messages).
+        ticks = integer_ticks(x) if kind == "epoch" or max(x) - min(x) < 10 else []
         if len(x) == 1:
             # bqplot squeezes arrays: one point would become a 0-d array (or m metrics one m-point line).
             x, ys = x * 2, [row * 2 for row in ys]
         import numpy as np
 
-        if self._xaxis.label != ("epoch" if kind == "epoch" else "step"):
-            self._xaxis.label = "epoch" if kind == "epoch" else "step"
+        label = "epoch" if kind == "epoch" else "step"
+        axis = {"label": label, "tick_values": np.asarray(ticks, dtype=float), "tick_format": "d"}
+        sent = int(self._set(self._xaxis, **axis))
         changed = self._set(
             self.lines,
             x=np.asarray(x, dtype=float),
             y=np.asarray(ys, dtype=float),
             labels=names,
-            marker="circle" if kind == "epoch" else None,
+            # a sparse series (a short job, or per epoch) shows its points, not only the lines between them
+            marker="circle" if plotted <= SPARSE_POINTS else None,
         )
         if changed:
             self.last_update = time.time()
-            self._plotted = len(series[names[0]]["x"]) if len(names) == 1 else len(set(x))
-        return int(changed)
+            self._plotted = plotted
+        return sent + int(changed)
 
     def _render_lines_now(self) -> None:
         with self._lock:
@@ -415,13 +441,13 @@ class JobPanel(W.VBox):
             parts.append(f"{html.escape(status.backend)} · {html.escape(status.strategy)}")
         parts.append(f"elapsed {format_duration(elapsed(status, now))}")
         if self.state.epoch is not None:
-            parts.append(f"epoch {self.state.epoch}")
+            parts.append(f"epoch {epoch_number(self.state.epoch)}")
         if self.state.step is not None:
             parts.append(f"step {self.state.step}")
         for k, v in sorted(self.state.last_values.items())[:4]:
             parts.append(f"{html.escape(k)} {format_value(v)}")
         if self.state.checkpoints:
-            parts.append(f"{self.state.checkpoints} checkpoints")
+            parts.append(plural(self.state.checkpoints, "checkpoint"))
         if status is not None and status.message and status.phase != "failed":
             parts.append(f"<i>{html.escape(status.message[:200])}</i>")
         # For tests and tools reading the page: how many points the curve holds (the SVG path hides it).

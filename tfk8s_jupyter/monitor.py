@@ -169,11 +169,26 @@ class JobState:
                         s = series[metric] = Series(self.max_points)
                     s.add(x, value)
                     self.last_values[metric] = value
+                if point["kind"] == "epoch" and point["step"] is not None:
+                    self._end_step_series_at(point["step"], point["values"])
         if added:
             self._changed()
         return added
 
     # log tails -------------------------------------------------------------
+    def _end_step_series_at(self, step: int, values: dict[str, float]) -> None:
+        """An epoch's end is also the last step reported so far: the per-step curve ends there (Keras'
+        batch values are the epoch's running means, so the epoch's value is the last step's), however
+        throttled the per-step points were. Validation metrics have no per-step curve."""
+        for metric, value in values.items():
+            if metric.startswith("val_"):
+                continue
+            s = self.step_series.get(metric)
+            if s is None:
+                s = self.step_series[metric] = Series(self.max_points)
+            if s.last is None or s.last[0] < step:
+                s.add(step, value)
+
     def follow_log(self, replica: str) -> threading.Event:
         """Keep ``replica``'s log tail current while the job runs (until :meth:`unfollow_log`).
 

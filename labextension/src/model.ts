@@ -59,7 +59,7 @@ export interface IJob {
   counts: ReplicaCounts;
   /** Total number of replicas (chief, workers, ps). */
   replicas_total: number;
-  /** Latest epoch reported by the training cell. */
+  /** Latest epoch reported by the training cell, counted from 1 as Keras prints it. */
   epoch: number | null;
   /** Latest step reported by the training cell. */
   step: number | null;
@@ -131,7 +131,7 @@ export interface IJobDetail extends IJob {
   series: {
     /** Per-step points. */
     step: { [metric: string]: ISeries };
-    /** Per-epoch points. */
+    /** Per-epoch points (x = epoch counted from 1). */
     epoch: { [metric: string]: ISeries };
   };
   /** Metric points received in total (before downsampling). */

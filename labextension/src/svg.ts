@@ -26,6 +26,9 @@ export function sparklineSvg(
   return svg;
 }
 
+/** Series with at most this many points are drawn with a marker on every point. */
+export const SPARSE_POINTS = 60;
+
 /** A larger curve with min/max labels (class `tfk8s-lab-curve`). */
 export function curveSvg(
   xs: number[],
@@ -59,6 +62,14 @@ export function curveSvg(
         'stroke-width': 2
       })
     );
+    // A sparse series (a short job, or per epoch) shows its points, not only the lines between them.
+    if (pts.length <= SPARSE_POINTS) {
+      for (const [x, y] of pts) {
+        svg.appendChild(
+          svgEl('circle', { cx: x, cy: y, r: 3, class: 'tfk8s-curve-point' })
+        );
+      }
+    }
     const finite = ys.filter(v => Number.isFinite(v));
     const label = (text: string, x: number, y: number, anchor: string) => {
       const t = svgEl('text', { x, y, 'text-anchor': anchor });

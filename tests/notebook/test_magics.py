@@ -300,7 +300,7 @@ def test_terminal_ipython_waits_by_default_and_ends_with_the_summary(shell, stan
     out = capsys.readouterr().out
     assert "[tfk8s] job waits · " in out
     summary = out[out.index("tfk8s job waits: succeeded after") :]
-    assert "reached epoch 1, step 10" in summary and "last: loss=0.09091" in summary
+    assert "reached epoch 2, step 10" in summary and "last: loss=0.09091" in summary
     run(shell, "%config TFK8s.batch_wait = False")
     shell.run_cell_magic("tfk8s_train", "--workers 2 --name returns", "EPOCHS = 50\nSTEPS = 100\n")
     job = shell.user_ns["_tfk8s_job"]
@@ -362,7 +362,7 @@ def test_widget_panel_final_state_and_attach_after_a_kernel_restart(
     assert again.done and again.badge.value == "succeeded"
     assert list(again.lines.x) == list(range(1, 11))
     again.kind.value = "epoch"
-    assert list(again.lines.x) == [0, 1]
+    assert list(again.lines.x) == [1, 2]  # epochs as Keras counts them
     again.close()
 
 

@@ -193,7 +193,7 @@ def test_background_updates_land_in_the_training_cell_of_a_real_kernel(tmp_path,
     assert [o.get("text") for o in sleep_cell.outputs] == ["slept\n"]
     progress = text_cell.outputs[-1]["data"]["text/plain"]
     assert "[tfk8s] job text-job · running" in progress
-    assert "tfk8s job text-job: succeeded after" in progress and "reached epoch 2, step 30" in progress
+    assert "tfk8s job text-job: succeeded after" in progress and "reached epoch 3, step 30" in progress
     states = widget_states(nb)
     (badge,) = by_class(states, "tfk8s-status-badge")
     assert badge["value"] == "succeeded"
@@ -248,7 +248,7 @@ def test_nbconvert_without_widgets_shows_text_status_and_the_final_summary(tmp_p
     text = (tmp_path / "report.md").read_text()
     assert re.search(r"job nbconvert-job · (pending|running) · ", text)  # the panel's plain-text face
     assert "tfk8s job nbconvert-job: <span" in text and "succeeded</span> after" in text
-    assert "reached epoch 1, step 10" in text
+    assert "reached epoch 2, step 10" in text
     assert "replicas: worker-0 succeeded, worker-1 succeeded" in text
 
 
@@ -280,5 +280,5 @@ def test_nbconvert_of_a_lone_training_cell_waits_and_saves_the_final_summary(tmp
     assert "tfk8s: submitted job lone-job (local); progress follows." in text
     assert "[tfk8s] job lone-job · running" in text
     summary = text[text.index("tfk8s job lone-job: succeeded after") :]
-    assert "reached epoch 2, step 12" in summary
+    assert "reached epoch 3, step 12" in summary
     assert "last: loss=0.07692" in summary

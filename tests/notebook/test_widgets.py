@@ -178,7 +178,9 @@ def test_panel_state_after_a_finished_job():
     # ... and per epoch, with the epoch-only metric
     panel.kind.value = "epoch"
     assert list(panel.lines.labels) == ["loss", "mae", "val_loss"]
-    assert list(panel.lines.x) == [0, 1, 2] and panel._xaxis.label == "epoch"
+    # epochs as Keras prints them (1/3 ... 3/3), ticked on whole epochs, each point marked
+    assert list(panel.lines.x) == [1, 2, 3] and panel._xaxis.label == "epoch"
+    assert list(panel._xaxis.tick_values) == [1, 2, 3] and panel.lines.marker == "circle"
     # log scale toggle swaps the y scale of the line and the axis
     panel.log_scale.value = True
     assert (
@@ -187,7 +189,7 @@ def test_panel_state_after_a_finished_job():
     # header
     assert "local · parameter_server" in panel.info.value and "elapsed 1m 12s" in panel.info.value
     assert (
-        "epoch 2" in panel.info.value
+        "epoch 3" in panel.info.value
         and "step 60" in panel.info.value
         and "3 checkpoints" in panel.info.value
     )
@@ -209,7 +211,7 @@ def test_panel_state_after_a_finished_job():
     assert panel.stop_button.disabled
     assert summaries == [panel]
     bundle = panel._repr_mimebundle_()
-    assert bundle["text/plain"].startswith("job demo-ps · succeeded · 1m 12s · epoch 2 · step 60")
+    assert bundle["text/plain"].startswith("job demo-ps · succeeded · 1m 12s · epoch 3 · step 60")
     assert "application/vnd.jupyter.widget-view+json" in bundle
     panel.close()
 
@@ -526,4 +528,45 @@ def test_a_single_point_is_drawn_for_one_or_several_metrics(metrics):
     )
     panel.render(budget=None)
     assert list(panel.lines.x) == [7.0, 8.0]
+    panel.close()
+
+
+def test_a_short_job_draws_marked_points_on_whole_number_ticks():
+    """Three steps, reported at two of them: the points are marked (a two-point line alone reads as
+    nothing), the step axis ticks 1, 2, 3 (not 1.2, 1.4 ...), and the curve ends at the last step."""
+    state = JobState("short-job")
+    created = time.time()
+    state.set_status(status("running", created))
+    panel = JobPanel(state=state, start=False)
+    state.add_events(
+        [
+            {"v": 1, "type": "metric", "run": "r", "seq": 1, "epoch": 0, "step": 1, "values": {"loss": 0.9}},
+            {"v": 1, "type": "epoch", "run": "r", "seq": 2, "epoch": 0, "step": 3, "values": {"loss": 0.5}},
+        ]
+    )
+    panel.render(budget=None)
+    assert list(panel.lines.x) == [1, 3] and panel.lines.marker == "circle"
+    assert list(panel._xaxis.tick_values) == [1, 2, 3] and panel._xaxis.tick_format == "d"
+    panel.kind.value = "epoch"
+    assert list(panel.lines.x) == [1, 1]  # one epoch: one marked point (doubled for bqplot)
+    assert list(panel._xaxis.tick_values) == [1] and panel.lines.marker == "circle"
+    panel.kind.value = "step"
+    # a long run: plain lines and automatic ticks
+    state.add_events(
+        [
+            {
+                "v": 1,
+                "type": "metric",
+                "run": "r",
+                "seq": 10 + i,
+                "epoch": 1,
+                "step": 3 + i,
+                "values": {"loss": 1 / i},
+            }
+            for i in range(1, 200)
+        ]
+    )
+    panel.render(budget=None)
+    assert panel.lines.marker is None and list(panel._xaxis.tick_values) == []
+    assert panel.lines.x[-1] == state.step == 202
     panel.close()

@@ -26,6 +26,7 @@ from ..backends.base import (
     TFK8sError,
 )
 from ..config import current_config, current_owner
+from ..display_text import epoch_number
 from ..monitor import JobState
 from ..spec import SpecError, check_name
 
@@ -84,7 +85,7 @@ def job_model(status: JobStatus, state: JobState) -> dict:
         "finished": status.finished,
         "counts": status.counts(),
         "replicas_total": len(status.replicas),
-        "epoch": state.epoch,
+        "epoch": epoch_number(state.epoch),  # counted from 1, as Keras prints it
         "step": state.step,
         "last_metrics": dict(state.last_values),
         "error": state.error,
@@ -98,7 +99,10 @@ def job_detail(status: JobStatus, state: JobState, spec: dict | None) -> dict:
     model["replicas"] = [{**r.__dict__, "name": r.name} for r in status.replicas]
     model["series"] = {
         "step": state.series("step", MAX_SERIES_POINTS),
-        "epoch": state.series("epoch", MAX_SERIES_POINTS),
+        "epoch": {
+            metric: {"x": [x + 1 for x in xy["x"]], "y": xy["y"]}  # epochs counted from 1
+            for metric, xy in state.series("epoch", MAX_SERIES_POINTS).items()
+        },
     }
     model["n_points"] = state.n_points
     model["checkpoints"] = state.checkpoints

@@ -2,6 +2,7 @@ import { strict as assert } from 'node:assert';
 import { before, test } from 'node:test';
 
 import { el, selectOptions, svgEl } from '../dom';
+import { curveSvg } from '../svg';
 
 /** Just enough of an element for the helpers: what they set is recorded. */
 class FakeElement {
@@ -14,8 +15,14 @@ class FakeElement {
   value = '';
   selected = false;
   attributes = new Map<string, string>();
+  children: FakeElement[] = [];
+  dataset: { [key: string]: string } = {};
   setAttribute(name: string, value: string): void {
     this.attributes.set(name, value);
+  }
+  appendChild(child: FakeElement): FakeElement {
+    this.children.push(child);
+    return child;
   }
 }
 
@@ -64,4 +71,26 @@ test('svgEl makes an SVG-namespaced element with string attributes', () => {
     points: '0,1 2,3',
     'stroke-width': '1.5'
   });
+});
+
+test('a short series is drawn with a marker on every point, a long one as a line', () => {
+  const points = (svg: SVGSVGElement) =>
+    (svg as unknown as FakeElement).children.filter(
+      c => c.tagName === 'circle'
+    );
+  const short = curveSvg([1, 20, 40], [0.9, 0.5, 0.3], 300, 150);
+  assert.equal(points(short).length, 3);
+  assert.ok(
+    (short as unknown as FakeElement).children.some(
+      c => c.tagName === 'polyline'
+    )
+  );
+  const xs = Array.from({ length: 200 }, (_, i) => i + 1);
+  const long = curveSvg(
+    xs,
+    xs.map(x => 1 / x),
+    300,
+    150
+  );
+  assert.equal(points(long).length, 0);
 });
