@@ -330,3 +330,52 @@ def test_with_no_interval_every_step_is_a_point_with_all_its_series():
     events = protocol.parse_lines(raw.getvalue())
     assert [e["step"] for e in events] == [1, 2, 3]
     assert all(set(e["values"]) == {"loss", "accuracy"} for e in events)
+
+
+@pytest.mark.tf
+def test_parameter_server_fit_arguments_cover_the_data_once_an_epoch():
+    import numpy as np
+    import tensorflow as tf
+
+    from tfk8s_jupyter.replica_inputs import InputSizeUnknown, adapt_evaluate_arguments, adapt_fit_arguments
+
+    x = np.arange(100, dtype="float32").reshape(100, 1)
+    labels = (np.arange(100) % 2).astype("int64")
+    args = {
+        "x": x,
+        "y": labels,
+        "batch_size": 8,
+        "class_weight": {0: 1.0, 1: 3.0},
+        "validation_data": (x[:20], labels[:20]),
+    }
+    adapt_fit_arguments(tf, args)
+    assert args["steps_per_epoch"] == 13 and args["validation_steps"] == 3  # ceil(100/8), ceil(20/8)
+    assert "y" not in args and "class_weight" not in args and "batch_size" not in args
+    xb, yb, wb = next(iter(args["x"]))
+    assert xb.shape == (8, 1) and set(np.unique(wb.numpy())) <= {1.0, 3.0}
+    assert all(
+        w == (3.0 if int(v) % 2 else 1.0) for v, w in zip(xb.numpy().ravel(), wb.numpy(), strict=True)
+    )  # weight of its class
+
+    args = {"x": x, "y": labels, "validation_split": 0.2, "shuffle": False}
+    adapt_fit_arguments(tf, args)
+    assert args["steps_per_epoch"] == 3 and args["validation_steps"] == 1  # 80 / 32, 20 / 32
+    first_val = next(iter(args["validation_data"]))
+    assert float(first_val[0][0, 0]) == 80.0  # the last fraction, as Keras takes it
+
+    finite = tf.data.Dataset.from_tensor_slices((x, labels)).batch(10)
+    args = {"x": finite, "validation_data": finite.take(4)}
+    adapt_fit_arguments(tf, args)
+    assert args["steps_per_epoch"] == 10 and args["validation_steps"] == 4
+    assert int(args["x"].cardinality()) == int(tf.data.INFINITE_CARDINALITY)  # repeated for the workers
+
+    with pytest.raises(InputSizeUnknown) as exc:
+        adapt_fit_arguments(tf, {"x": finite.repeat()})
+    assert str(exc.value).startswith("fit() got a tf.data dataset infinite without steps_per_epoch")
+    assert "pass steps_per_epoch" in str(exc.value)
+    with pytest.raises(InputSizeUnknown, match="of unknown size"):
+        adapt_fit_arguments(tf, {"x": finite.filter(lambda a, b: True)})
+
+    args = {"x": x, "y": labels, "batch_size": 25}
+    adapt_evaluate_arguments(tf, args)
+    assert args["steps"] == 4
