@@ -96,7 +96,7 @@ def main() -> None:
     for _ in range(args.rounds):
         work = Path(tempfile.mkdtemp(prefix="tfk8s-bench-work-"))
         started = time.perf_counter()
-        runner._present_folder(folder, work, work.resolve(), [runner._MIRROR_MAX_ENTRIES], set())
+        runner._present_folder(folder, work)
         presents.append(time.perf_counter() - started)
         shutil.rmtree(work)
     print(

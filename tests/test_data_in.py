@@ -190,6 +190,26 @@ def test_local_work_dir_presents_the_notebooks_folder_and_keeps_writes_its_own(n
     assert folder_state(nb) == before
 
 
+def test_a_folder_linked_whole_is_recreated_before_a_write_into_it(nb, tmp_path):
+    (nb / ".cache" / "deep").mkdir(parents=True)
+    (nb / ".cache" / "deep" / "vocab.txt").write_text("a b c")
+    before = folder_state(nb)
+    proc = _run_replica(
+        tmp_path,
+        Payload(code=""),
+        """
+        print(os.path.islink(".cache"), open(".cache/deep/vocab.txt").read())
+        with open(".cache/deep/new.txt", "w") as f:
+            f.write("mine")
+        print(os.path.islink(".cache"), os.path.islink(".cache/deep"), open(".cache/deep/vocab.txt").read())
+        """,
+        {"TFK8S_INPUT_DIR": str(nb)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["True a b c", "False False a b c"]
+    assert folder_state(nb) == before
+
+
 def test_a_work_dir_inside_the_notebooks_folder_is_not_presented_in_itself(tmp_path):
     folder = tmp_path / "nb"  # its work/ folder holds the replica's work dir
     folder.mkdir()

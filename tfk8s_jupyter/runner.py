@@ -297,7 +297,8 @@ DATA_DIR_ENV_PREFIX = "TFK8S_DATA_DIR_"
 DATA_INDEX = "index.json"
 # Folders never presented (noise, or the notebook tooling's own); hidden folders are linked whole.
 _MIRROR_SKIP = frozenset({"__pycache__", ".ipynb_checkpoints", ".git"})
-_MIRROR_MAX_ENTRIES = 20_000  # past this, folders are linked whole instead of recreated
+_MIRROR_MAX_ENTRIES = 2_000  # past this many entries, folders are linked whole instead of recreated
+_LINK_WHOLE = frozenset({"node_modules", "site-packages"})
 # What the replica's work dir holds, for the message of a missing file (see explain_missing_file).
 _WORKDIR_FACTS: dict = {}
 
@@ -324,7 +325,7 @@ def prepare_workdir(renv: ReplicaEnv, payload) -> Path:
     input_dir = os.environ.get(INPUT_DIR_ENV) or ""
     root = Path(input_dir).resolve() if input_dir and os.path.isdir(input_dir) else None
     if root is not None:
-        _present_folder(root, workdir, workdir.resolve(), [_MIRROR_MAX_ENTRIES], set())
+        _present_folder(root, workdir)
     shipped = {**shipped_inputs(os.environ), **payload.data}
     for rel, blob in shipped.items():
         _write_own(workdir, _safe_relpath(rel), blob)
@@ -347,40 +348,48 @@ def prepare_workdir(renv: ReplicaEnv, payload) -> Path:
     return workdir
 
 
-def _present_folder(src: Path, dst: Path, work: Path, budget: list[int], seen: set) -> None:
-    """Recreate ``src``'s folders under ``dst`` and symlink its files (idempotent: a restarted replica
-    keeps what it wrote). Hidden folders, loops and folders past the budget are linked whole."""
-    try:
-        entries = list(os.scandir(src))
-    except OSError:
-        return
-    for entry in entries:
-        if entry.name in _MIRROR_SKIP:
-            continue
-        target = dst / entry.name
-        budget[0] -= 1
+def _present_folder(root: Path, workdir: Path, budget: int = _MIRROR_MAX_ENTRIES) -> None:
+    """Recreate ``root``'s folders under ``workdir`` and symlink its files, breadth first (idempotent: a
+    restarted replica keeps what it wrote). Hidden folders, ``node_modules``, loops and the folders met
+    once ``budget`` entries are presented are linked whole (a write through Python's ``open`` still
+    recreates them first, see :func:`_own_parents`)."""
+    import collections
+
+    work = workdir.resolve()
+    queue = collections.deque([(root, workdir, frozenset())])
+    while queue:
+        src, dst, seen = queue.popleft()
         try:
-            is_dir = entry.is_dir()
-            st = entry.stat() if is_dir else None
+            entries = list(os.scandir(src))
         except OSError:
-            is_dir, st = False, None
-        real = Path(entry.path).resolve() if is_dir else None
-        recurse = (
-            is_dir
-            and st is not None
-            and not entry.name.startswith(".")
-            and budget[0] > 0
-            and (st.st_dev, st.st_ino) not in seen
-        )
-        if real is not None and (work == real or real in work.parents):
-            continue  # the folder holding the job records: never present the work dir in itself
-        if recurse:
-            if target.is_symlink() or (os.path.lexists(target) and not target.is_dir()):
-                continue  # the replica's own file of that name
-            target.mkdir(exist_ok=True)
-            _present_folder(Path(entry.path), target, work, budget, seen | {(st.st_dev, st.st_ino)})
-        elif not os.path.lexists(target):
-            os.symlink(os.path.abspath(entry.path), target)
+            continue
+        for entry in entries:
+            if entry.name in _MIRROR_SKIP:
+                continue
+            budget -= 1
+            target = dst / entry.name
+            try:
+                st = entry.stat() if entry.is_dir() else None
+            except OSError:
+                st = None
+            if st is not None:
+                real = Path(entry.path).resolve()
+                if work == real or real in work.parents:
+                    continue  # the folder holding the job records: never present the work dir in itself
+                key = (st.st_dev, st.st_ino)
+                if (
+                    budget > 0
+                    and key not in seen
+                    and not entry.name.startswith(".")
+                    and entry.name not in _LINK_WHOLE
+                ):
+                    if target.is_symlink() or (os.path.lexists(target) and not target.is_dir()):
+                        continue  # the replica's own file of that name
+                    target.mkdir(exist_ok=True)
+                    queue.append((Path(entry.path), target, seen | {key}))
+                    continue
+            if not os.path.lexists(target):
+                os.symlink(os.path.abspath(entry.path), target)
 
 
 def _own_parents(workdir: Path, rel: Path) -> None:
