@@ -346,3 +346,21 @@ print("replicas:", strategy.num_replicas_in_sync)
 PS_LOOP_LONG = PS_LOOP.replace("EPOCHS, STEPS = 3, 20", "EPOCHS, STEPS = 12, 20").replace(
     "        coordinator.join()\n", "        coordinator.join()\n        __import__('time').sleep(0.5)\n"
 )
+
+# PS_LOOP_LONG with the cell's own tf.train.CheckpointManager over a directory it names (the test replaces
+# CKPT_DIR_HERE): a restarted chief restores and resumes at the saved epoch.
+PS_LOOP_CKPT = PS_LOOP_LONG.replace(
+    "    for epoch in range(EPOCHS):\n",
+    """    epoch_var = tf.Variable(0)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var)
+    manager = tf.train.CheckpointManager(checkpoint, directory="CKPT_DIR_HERE", max_to_keep=2)
+    if manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint)
+        print("restored epoch", int(epoch_var.numpy()))
+    while int(epoch_var.numpy()) < EPOCHS:
+        epoch = int(epoch_var.numpy())
+""",
+).replace(
+    "        __import__('time').sleep(0.5)\n",
+    "        __import__('time').sleep(0.5)\n        epoch_var.assign_add(1)\n        manager.save()\n",
+)

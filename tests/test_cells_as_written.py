@@ -379,3 +379,17 @@ def test_parameter_server_fit_arguments_cover_the_data_once_an_epoch():
     args = {"x": x, "y": labels, "batch_size": 25}
     adapt_evaluate_arguments(tf, args)
     assert args["steps"] == 4
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(900)
+def test_a_killed_ps_restarts_the_coordinator_loop_from_the_cells_checkpoint(tmp_path):
+    code = cells.PS_LOOP_CKPT.replace("CKPT_DIR_HERE", str(tmp_path / "ckpt"))
+    job = tk.submit(code, ps=1, workers=1, name="coord-ps-kill", metric_interval=0.0, setup_timeout=180)
+    wait_for(lambda: any(p["step"] >= 60 for p in job.metrics()), 240, "the third epoch's point", poll=0.2)
+    kill(job.status.replica("ps-0").pid)
+    assert job.wait(timeout=300) == "succeeded", job.status.message
+    assert job.status.replica("chief-0").restarts >= 1
+    restored = [int(n) for n in re.findall(r"restored epoch (\d+)", job.logs("chief-0"))]
+    assert restored and restored[-1] >= 1, job.logs("chief-0")[-3000:]
+    assert max(p["step"] for p in job.metrics()) == 240
