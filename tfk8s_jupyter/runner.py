@@ -11,6 +11,9 @@ The runner is the only part of the package that imports TensorFlow, and only onc
 * ``replica_callbacks.py``: the callbacks ``fit`` gets (metrics, job backup, TerminateOnNaN);
 * ``replica_keras.py``: Keras 3 or tf_keras, the ``keras`` alias and the Keras patches;
 * ``replica_output.py``: protocol lines on stdout, diagnostics on stderr;
+* ``replica_strategy.py``: a strategy the cell constructs is the job's (or one clear refusal);
+* ``replica_inputs.py``: ``fit``/``evaluate``/``predict`` inputs made trainable with parameter servers;
+* ``replica_metrics.py`` and ``cell_report.py``: ``tf.summary.scalar`` and ``report()`` as metric points;
 * ``protocol.py`` and ``payload.py``: the line protocol and the payload format.
 
 They also work as standalone files (``python runner.py`` with the others beside it), which is how
@@ -33,6 +36,9 @@ How an unchanged cell trains distributed (the rule):
   distributed batch, and per-replica scalars are averaged with ``axis=None``. ``TFK8S_KERAS=legacy`` runs
   these jobs on tf_keras instead (its per-batch logs, summed over replicas, are divided back to means).
   Every worker must see the same data: seed the data generation and shuffles.
+* A cell that builds its own MultiWorkerMirroredStrategy / ParameterServerStrategy (as TensorFlow's
+  tutorials do) gets the job's, with its ``variable_partitioner`` or communication options; one that asks
+  for a strategy the job is not is refused at that line (``replica_strategy.py``).
 * In both, the job's strategy is made the **default strategy** before the cell runs
   (``tf.distribute.experimental_set_strategy``), so models, optimizers and metrics the cell builds land in
   it with no edit. ``clear_session()`` (which drops the default strategy with the graph) is patched to
