@@ -393,3 +393,50 @@ def test_a_killed_ps_restarts_the_coordinator_loop_from_the_cells_checkpoint(tmp
     restored = [int(n) for n in re.findall(r"restored epoch (\d+)", job.logs("chief-0"))]
     assert restored and restored[-1] >= 1, job.logs("chief-0")[-3000:]
     assert max(p["step"] for p in job.metrics()) == 240
+
+
+@pytest.mark.tf
+def test_report_works_in_an_image_without_the_package(tmp_path):
+    from test_runner_files import NOT_IMPORTABLE, image_python, write_runner_files
+
+    from tfk8s_jupyter.payload import Payload
+    from tfk8s_jupyter.replica_env import contract_env
+    from tfk8s_jupyter.spec import make_spec
+
+    cell = (
+        "import tensorflow as tf\n"
+        "from tfk8s_jupyter import report\n"
+        "for step in range(1, 4):\n"
+        "    report(step=step, loss=tf.constant(1.0 / step))\n"
+    )
+    image = write_runner_files(tmp_path / "image")
+    job = tmp_path / "job"
+    job.mkdir()
+    (job / "payload.json").write_text(Payload(code=cell).to_json())
+    spec = make_spec(cell, workers=1, strategy="mirrored", name="report-image", metric_interval=0.0)
+    command, env = image_python()
+    env.update(
+        contract_env(
+            spec,
+            "worker",
+            payload=str(job / "payload.json"),
+            checkpoint_dir=str(job / "checkpoints"),
+            workdir=str(job / "work"),
+            setup_timeout=60,
+            index=0,
+        )
+    )
+    probe = subprocess.run(
+        [*command, "-c", NOT_IMPORTABLE], cwd=image, env=env, capture_output=True, text=True
+    )
+    assert probe.returncode == 0, probe.stderr
+    proc = subprocess.run(
+        [*command, "runner.py"], cwd=image, env=env, capture_output=True, text=True, timeout=JOB_TIMEOUT
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    points = [e for e in protocol.parse_lines(proc.stdout) if e["type"] == "metric"]
+    assert [(p["step"], p["values"]["loss"]) for p in points] == [
+        (1, 1.0),
+        (2, 0.5),
+        (3, pytest.approx(1 / 3)),
+    ]
