@@ -3,10 +3,11 @@ set the Kubernetes backend uses, taken from the test API server's request log wh
 everything a user does; with the Role enforced the backend works end to end, and with one rule missing the
 backend's 403 diagnostic names the verb, the resource and the namespace.
 
-To check the request log of the whole Kubernetes test suite as well (slow)::
+The request log of the whole Kubernetes test suite is checked too: ``make test`` records it in its main
+run and then runs ``test_the_whole_kubernetes_suite_uses_nothing_the_role_lacks`` over it. By hand::
 
     TFK8S_REQUEST_LOG=/tmp/k8s-requests.jsonl .venv/bin/python -m pytest -m k8s tests/k8s
-    TFK8S_SUITE_REQUEST_LOG=/tmp/k8s-requests.jsonl .venv/bin/python -m pytest tests/deploy -k least
+    TFK8S_SUITE_REQUEST_LOG=/tmp/k8s-requests.jsonl .venv/bin/python -m pytest tests/deploy -k whole
 """
 
 from __future__ import annotations
