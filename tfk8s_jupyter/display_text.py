@@ -195,18 +195,33 @@ def clean_log(text: str, tail: int | None = LOG_TAIL_LINES) -> str:
 
 # -- magic output tables -------------------------------------------------------------------------
 class JobsTable:
-    """``%tfk8s_jobs`` output: HTML in a notebook, an aligned text table elsewhere."""
+    """``%tfk8s_jobs`` output: HTML in a notebook, an aligned text table elsewhere.
 
-    COLUMNS = ("name", "phase", "backend", "strategy", "replicas", "age")
+    ``details`` maps a job name to what its record adds: ``{"loss": 0.12, "origin": "quickstart.ipynb [5]"}``.
+    """
 
-    def __init__(self, jobs: list[JobStatus]):
+    COLUMNS = ("name", "phase", "backend", "strategy", "replicas", "loss", "origin", "age")
+
+    def __init__(self, jobs: list[JobStatus], details: dict[str, dict] | None = None):
         now = time.time()
+        details = details or {}
         self.rows = []
         for s in jobs:
             counts = s.counts()
             replicas = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "-"
+            extra = details.get(s.name, {})
+            loss = extra.get("loss")
             self.rows.append(
-                (s.name, s.phase, s.backend, s.strategy, replicas, format_duration(now - s.created))
+                (
+                    s.name,
+                    s.phase,
+                    s.backend,
+                    s.strategy,
+                    replicas,
+                    "-" if loss is None else format_value(loss),
+                    extra.get("origin") or "-",
+                    format_duration(now - s.created),
+                )
             )
 
     def __repr__(self) -> str:

@@ -312,6 +312,23 @@ class JobPanel(W.VBox):
                     except Exception:
                         pass
 
+    def mark_gone(self, why: str) -> None:
+        """The job can no longer be followed (deleted, or its kernel is gone): keep the last known state
+        on screen, say so and how to follow it again, and disable what can no longer act."""
+        self._closed.set()
+        self._wake.set()
+        with self._lock:
+            self.render(budget=None)
+            self._final = True
+            self.stop_button.disabled = True
+            self.stop_button.description = "Stop"
+            name = html.escape(self.state.name)
+            note = f"<i>job {name} {html.escape(why)}"
+            if not why.startswith("deleted"):
+                note += f"; %tfk8s_attach {name} follows it again"
+            self._set(self.info, value=self.info.value + f" · {note}</i>")
+            self.add_class("tfk8s-gone")
+
     # rendering -----------------------------------------------------------------------------------
     def _set(self, widget: W.Widget, **traits) -> bool:
         """Set traits in one message; return whether anything changed."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import keyword
 import os
+import re
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -41,6 +42,73 @@ def _interactive(shell) -> bool:
     cell's own output is the only place progress can go."""
     kernel = getattr(shell, "kernel", None)
     return kernel is not None and bool(getattr(kernel, "_allow_stdin", False))
+
+
+NOTEBOOK_LABEL = "tfk8s.io/notebook"
+CELL_LABEL = "tfk8s.io/cell"
+
+
+def notebook_name(shell) -> str | None:
+    """The notebook this kernel runs (Jupyter Server tells the kernel through ``JPY_SESSION_NAME``)."""
+    path = os.environ.get("JPY_SESSION_NAME") or (shell.user_ns.get("__session__") if shell else None)
+    return os.path.basename(str(path)) if path else None
+
+
+def _label_value(text: str) -> str:
+    """``text`` as a Kubernetes label value: [A-Za-z0-9._-], at most 63, alphanumeric at both ends."""
+    value = re.sub(r"[^A-Za-z0-9._-]+", "-", text)[:63]
+    return re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", value)
+
+
+def origin_labels(shell) -> dict[str, str]:
+    """Where a job came from: the notebook's file name and the cell's execution count."""
+    labels = {}
+    nb = notebook_name(shell)
+    if nb and _label_value(nb):
+        labels[NOTEBOOK_LABEL] = _label_value(nb)
+    count = getattr(shell, "execution_count", None)
+    if isinstance(count, int) and count > 0:
+        labels[CELL_LABEL] = str(count)
+    return labels
+
+
+def origin_job_name(shell, code: str) -> str | None:
+    """A generated name that says which notebook started the job (``quickstart-3f2a1c-9b0e4``); None
+    (the spec's ``tf-<hash>-<random>``) outside a notebook."""
+    import hashlib
+    import secrets
+
+    nb = notebook_name(shell)
+    if not nb:
+        return None
+    stem = re.sub(r"[^a-z0-9]+", "-", os.path.splitext(nb)[0].lower()).strip("-")[:24].strip("-")
+    if not stem or not stem[0].isalpha():
+        stem = f"nb-{stem}".strip("-")[:24].strip("-")
+    digest = hashlib.sha256(code.encode()).hexdigest()[:6]
+    return f"{stem}-{digest}-{secrets.token_hex(3)[:5]}"
+
+
+def job_details(backend, name: str) -> dict:
+    """What a job's record adds to its ``%tfk8s_jobs`` row: the last loss and where it came from."""
+    from .backends.base import TFK8sError
+    from .monitor import JobState
+
+    out: dict[str, Any] = {}
+    try:
+        state = JobState(name)
+        state.add_events(backend.events(name))
+        if "loss" in state.last_values:
+            out["loss"] = state.last_values["loss"]
+    except (TFK8sError, OSError, ValueError):
+        pass
+    try:
+        labels = backend.spec(name).labels or {}
+    except (TFK8sError, OSError, ValueError, KeyError):
+        labels = {}
+    nb, cell = labels.get(NOTEBOOK_LABEL), labels.get(CELL_LABEL)
+    if nb or cell:
+        out["origin"] = " ".join(x for x in (nb, f"[{cell}]" if cell else None) if x)
+    return out
 
 
 @magics_class
@@ -101,8 +169,11 @@ class TFK8sMagics(Magics):
 
     # -- building jobs ----------------------------------------------------------------------------
     def job_options(self, args, overrides: dict | None = None) -> dict:
-        """Config defaults overridden by flags (and by ``overrides``, e.g. the settings form)."""
-        return job_options(self.defaults, args, overrides)
+        """Config defaults overridden by flags (and by ``overrides``, e.g. the settings form), plus the
+        labels saying which notebook and cell the job came from."""
+        opts = job_options(self.defaults, args, overrides)
+        opts["labels"] = {**origin_labels(self.shell), **dict(opts.get("labels") or {})}
+        return opts
 
     def build(self, code: str, args, overrides: dict | None = None):
         """Validate the flags and the cell and capture its context: ``(spec, capture)``; nothing starts.
@@ -112,7 +183,8 @@ class TFK8sMagics(Magics):
         """
         try:
             check_cell(code)
-            spec = make_spec(code, name=getattr(args, "name", None), **self.job_options(args, overrides))
+            name = getattr(args, "name", None) or origin_job_name(self.shell, code)
+            spec = make_spec(code, name=name, **self.job_options(args, overrides))
             cap = capture(
                 code,
                 self.shell,
@@ -280,6 +352,8 @@ class TFK8sMagics(Magics):
             return self._settings_panel(cell, args, cell_key)
         spec, cap = self.build(cell, args)
         if args.dry_run:
+            if args.name:
+                self._check_name_free(spec)
             self._print_dry_run(spec, cap)
             return None
         job = self.launch(spec, cap, args)
@@ -340,6 +414,25 @@ class TFK8sMagics(Magics):
         if self.batch_wait(args):
             self.wait_for(job, args.timeout)
         return True
+
+    def _check_name_free(self, spec) -> None:
+        """``--dry-run --name X`` is only valid if X is free: a real launch would be refused. Kubernetes is
+        asked only once this kernel has talked to it (a dry run must work without a cluster)."""
+        from . import api
+        from .backends.base import JobNotFound, TFK8sError
+
+        if spec.backend != "local" and spec.backend not in api._backends:
+            return
+        try:
+            api.backend_for(spec.backend).get(spec.name)
+        except (JobNotFound, LookupError):
+            return
+        except TFK8sError:
+            return  # unreachable: the launch will say so
+        raise UsageError(
+            f"a job named {spec.name!r} exists already; choose another --name, or delete the old job with "
+            f"%tfk8s_delete {spec.name}."
+        )
 
     def _print_dry_run(self, spec, cap) -> None:
         import json
@@ -460,7 +553,7 @@ class TFK8sMagics(Magics):
         jobs.sort(key=lambda s: s.created, reverse=True)
         from IPython.display import display
 
-        display(JobsTable(jobs))
+        display(JobsTable(jobs, {s.name: job_details(b, s.name) for s in jobs}))
 
     @magic_arguments()
     @job_name_argument
@@ -547,6 +640,92 @@ class TFK8sMagics(Magics):
         except TFK8sError as e:
             raise UsageError(str(e)) from None
         print(f"tfk8s: job {job.name} is {status.phase}.")
+
+    @magic_arguments()
+    @argument("names", nargs="*", help="Jobs to delete.")
+    @argument(
+        "--finished",
+        action="store_true",
+        help="Also every job of yours that has ended (succeeded, failed or stopped).",
+    )
+    @argument("--stop", action="store_true", help="Stop and delete named jobs that still run.")
+    @argument("--dry-run", dest="dry_run", action="store_true", help="Say what would go; delete nothing.")
+    @job_backend_argument
+    @line_magic
+    def tfk8s_delete(self, line: str):
+        """Delete jobs and their records (status, metrics, logs, checkpoints); says what went.
+
+        A job that still runs is only deleted with ``--stop``.
+
+        Examples::
+
+            %tfk8s_delete mnist-ps old-run
+            %tfk8s_delete --finished --dry-run
+            %tfk8s_delete --finished
+        """
+        from .api import backend_for
+        from .backends.base import JobNotFound, TFK8sError
+        from .display_text import plural
+
+        args = parse_magic_line(self.tfk8s_delete, line)
+        if not args.names and not args.finished:
+            raise UsageError(
+                "name the jobs to delete (%tfk8s_delete NAME ...) or pass --finished for every job that "
+                "has ended."
+            )
+        owner = current_owner()
+        try:
+            b = backend_for(args.backend)
+            targets = []
+            for name in dict.fromkeys(args.names):
+                try:
+                    status = b.get(name)
+                except (JobNotFound, LookupError):
+                    raise UsageError(
+                        f"there is no {b.name} job named {name!r}; %tfk8s_jobs lists your jobs, and nothing "
+                        "was deleted."
+                    ) from None
+                if status.owner and status.owner != owner:
+                    raise UsageError(f"job {name} belongs to {status.owner}; nothing was deleted.")
+                targets.append(status)
+            if args.finished:
+                named = {s.name for s in targets}
+                ended = [s for s in b.list(owner=owner) if s.done and s.name not in named]
+                targets += sorted(ended, key=lambda s: s.created)
+        except (TFK8sError, SpecError) as e:
+            raise UsageError(str(e)) from None
+        running = [s.name for s in targets if not s.done]
+        if running and not args.stop:
+            raise UsageError(
+                f"job {running[0]} is still running; stop it first (%tfk8s_stop {running[0]}) or pass "
+                "--stop to stop and delete it; nothing was deleted."
+            )
+        if not targets:
+            print("tfk8s: no job has ended, so there is nothing to delete.")
+            return
+        listed = ", ".join(f"{s.name} ({s.phase})" for s in targets)
+        if args.dry_run:
+            print(f"tfk8s: would delete {plural(len(targets), 'job')}: {listed}; nothing was deleted.")
+            return
+        deleted = []
+        for s in targets:
+            try:
+                job = self.jobs.pop(s.name, None)
+                if job is not None:
+                    job.delete()
+                else:
+                    b.delete(s.name)
+            except TFK8sError as e:
+                done = f" after deleting {', '.join(deleted)}" if deleted else ""
+                raise UsageError(f"could not delete job {s.name}{done}: {e}") from None
+            deleted.append(s.name)
+            for panel in self.panels.pop(s.name, []):
+                panel.mark_gone(f"deleted (last known state: {s.phase})")
+            self.progress.pop(s.name, None)
+            self.cell_jobs = {k: v for k, v in self.cell_jobs.items() if v != s.name}
+            if self.last_job == s.name:
+                self.last_job = None
+        print(f"tfk8s: deleted {plural(len(targets), 'job')}: {listed}.")
 
     @magic_arguments()
     @job_name_argument

@@ -44,7 +44,15 @@ def test_help_shows_usage_every_flag_and_examples(shell, capsys):
     ).split():
         assert flag in out, flag
     assert "Examples" in out and "%%tfk8s_train --ps 1 --workers 2" in out
-    for magic in ("tfk8s_jobs", "tfk8s_attach", "tfk8s_logs", "tfk8s_stop", "tfk8s_config", "tfk8s_wait"):
+    for magic in (
+        "tfk8s_jobs",
+        "tfk8s_attach",
+        "tfk8s_logs",
+        "tfk8s_stop",
+        "tfk8s_config",
+        "tfk8s_wait",
+        "tfk8s_delete",
+    ):
         shell.run_cell(f"%{magic}?\n")
         assert "Example" in capsys.readouterr().out, magic
 
@@ -273,8 +281,19 @@ def test_cell_returns_at_once_then_line_magics_follow_the_job(shell, standin, ca
     assert "tfk8s job quick-ps: succeeded after" in out and "last: loss=0.09091" in out
     shell.run_line_magic("tfk8s_jobs", "")
     table = capsys.readouterr().out
-    assert table.splitlines()[0].split() == ["name", "phase", "backend", "strategy", "replicas", "age"]
-    assert table.splitlines()[1].split()[:4] == ["quick-ps", "succeeded", "local", "parameter_server"]
+    assert table.splitlines()[0].split() == [
+        "name",
+        "phase",
+        "backend",
+        "strategy",
+        "replicas",
+        "loss",
+        "origin",
+        "age",
+    ]
+    row = table.splitlines()[1].split()
+    assert row[:4] == ["quick-ps", "succeeded", "local", "parameter_server"]
+    assert "0.09091" in row  # the last loss
     shell.run_line_magic("tfk8s_logs", "quick-ps --tail 3")
     out = capsys.readouterr().out
     assert out.startswith("stand-in chief-0 listening on 127.0.0.1:") and "@tfk8s" not in out
@@ -425,6 +444,63 @@ def test_rerunning_a_cell_whose_job_runs_launches_nothing_and_shows_that_job(
     third = shell.user_ns["_tfk8s_job"]
     assert third.name not in (first.name, second.name) and len(records(tfk8s_home)) == 4
     third.stop()
+
+
+def test_jobs_say_which_notebook_and_cell_started_them_and_delete_says_what_goes(
+    shell, standin, capsys, tfk8s_home, monkeypatch
+):
+    monkeypatch.setenv("JPY_SESSION_NAME", "/home/me/Sales Forecast.ipynb")
+    shell.execution_count = 7
+    shell.run_cell_magic("tfk8s_train", "--workers 2 --no-wait", QUICK)
+    first = shell.user_ns["_tfk8s_job"]
+    assert re.fullmatch(r"sales-forecast-[0-9a-f]{6}-[0-9a-f]{5}", first.name)
+    shell.run_line_magic("tfk8s_wait", "--timeout 120")
+    shell.run_cell_magic(
+        "tfk8s_train", "--workers 2 --name still-running --no-wait", "EPOCHS = 50\nSTEPS = 100\n"
+    )
+    capsys.readouterr()
+    shell.run_line_magic("tfk8s_jobs", "")
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert "Sales-Forecast.ipynb [7]" in rows[first.name] and "0.09091" in rows[first.name]
+
+    # --dry-run refuses a name that is taken, as the launch would
+    with pytest.raises(UsageError, match=f"a job named '{first.name}' exists already; choose another --name"):
+        shell.run_cell_magic("tfk8s_train", f"--name {first.name} --dry-run", CELL)
+
+    # nothing is deleted when one name is wrong or one job still runs
+    with pytest.raises(UsageError, match="there is no local job named 'nope'"):
+        shell.run_line_magic("tfk8s_delete", f"{first.name} nope")
+    with pytest.raises(UsageError, match="job still-running is still running; stop it first"):
+        shell.run_line_magic("tfk8s_delete", f"{first.name} still-running")
+    assert sorted(records(tfk8s_home)) == sorted([first.name, "still-running"])
+    with pytest.raises(UsageError, match="name the jobs to delete"):
+        shell.run_line_magic("tfk8s_delete", "")
+
+    capsys.readouterr()
+    shell.run_line_magic("tfk8s_delete", "--finished --dry-run")
+    assert capsys.readouterr().out.strip() == (
+        f"tfk8s: would delete 1 job: {first.name} (succeeded); nothing was deleted."
+    )
+    shell.run_line_magic("tfk8s_delete", "--finished")
+    assert capsys.readouterr().out.strip() == f"tfk8s: deleted 1 job: {first.name} (succeeded)."
+    assert records(tfk8s_home) == ["still-running"]
+    shell.run_line_magic("tfk8s_delete", "still-running --stop")
+    assert capsys.readouterr().out.strip().startswith("tfk8s: deleted 1 job: still-running (")
+    assert records(tfk8s_home) == []
+
+
+def test_a_deleted_jobs_panel_keeps_its_last_state_and_cannot_stop(shell, standin, tfk8s_home):
+    run(shell, "%config TFK8s.frontend = 'widgets'")
+    shell.run_cell_magic("tfk8s_train", "--workers 2 --name gone-job --no-wait", "EPOCHS = 50\nSTEPS = 100\n")
+    (panel,) = magics_of(shell).panels["gone-job"]
+    job = shell.user_ns["_tfk8s_job"]
+    deadline = time.monotonic() + 60
+    while job.phase != "running" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    shell.run_line_magic("tfk8s_delete", "gone-job --stop")
+    assert panel.stop_button.disabled and panel.stop_button.description == "Stop"
+    assert "job gone-job deleted (last known state: running)" in panel.info.value
+    assert "tfk8s-gone" in panel._dom_classes
 
 
 def test_double_click_on_launch_submits_one_job(shell, standin, tfk8s_home):
