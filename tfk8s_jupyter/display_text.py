@@ -66,6 +66,24 @@ def epoch_number(epoch: int | None) -> int | None:
     return None if epoch is None else int(epoch) + 1
 
 
+def epoch_shown(state: JobState) -> int | None:
+    """The epoch a face shows, counted from 1: the one in progress, or the last one of a finished job.
+    A job that failed or was stopped after an epoch ended did so in the next epoch, not in the one
+    before it (the next epoch reports nothing until its first metric point)."""
+    n = epoch_number(state.epoch)
+    status = state.status
+    last = state.last_point
+    if (
+        n is not None
+        and status is not None
+        and status.phase in ("failed", "stopped")
+        and last is not None
+        and last.get("kind") == "epoch"
+    ):
+        return n + 1
+    return n
+
+
 def plural(n: int, noun: str) -> str:
     """``"1 checkpoint"``, ``"3 checkpoints"``."""
     return f"{n} {noun}{'' if n == 1 else 's'}"
@@ -78,7 +96,7 @@ def progress_text(state: JobState, now: float | None = None) -> str:
     phase = status.phase if status else "pending"
     parts = [f"job {state.name}", phase, format_duration(elapsed(status, now))]
     if state.epoch is not None:
-        parts.append(f"epoch {epoch_number(state.epoch)}")
+        parts.append(f"epoch {epoch_shown(state)}")
     if state.step is not None:
         parts.append(f"step {state.step}")
     if state.last_values:
@@ -100,7 +118,7 @@ def summary_text(state: JobState, now: float | None = None) -> str:
     if state.epoch is not None or state.step is not None:
         reached = ", ".join(
             f"{what} {n}"
-            for what, n in (("epoch", epoch_number(state.epoch)), ("step", state.step))
+            for what, n in (("epoch", epoch_shown(state)), ("step", state.step))
             if n is not None
         )
         lines.append(f"  reached {reached}; {plural(state.n_points, 'metric point')}")

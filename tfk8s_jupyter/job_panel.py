@@ -29,7 +29,7 @@ from .display_text import (
     Summary,
     clean_log,
     elapsed,
-    epoch_number,
+    epoch_shown,
     format_duration,
     format_value,
     plural,
@@ -458,7 +458,7 @@ class JobPanel(W.VBox):
             parts.append(f"{html.escape(status.backend)} · {html.escape(status.strategy)}")
         parts.append(f"elapsed {format_duration(elapsed(status, now))}")
         if self.state.epoch is not None:
-            parts.append(f"epoch {epoch_number(self.state.epoch)}")
+            parts.append(f"epoch {epoch_shown(self.state)}")
         if self.state.step is not None:
             parts.append(f"step {self.state.step}")
         for k, v in sorted(self.state.last_values.items())[:4]:

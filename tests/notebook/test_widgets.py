@@ -570,3 +570,24 @@ def test_a_short_job_draws_marked_points_on_whole_number_ticks():
     assert panel.lines.marker is None and list(panel._xaxis.tick_values) == []
     assert panel.lines.x[-1] == state.step == 202
     panel.close()
+
+
+def test_a_job_that_fails_right_after_an_epoch_shows_the_epoch_it_failed_in():
+    """Two epochs ended, then the job failed before the third reported a point: the panel, the progress
+    line and the summary say epoch 3 (counted as Keras prints it), not the epoch before."""
+    from tfk8s_jupyter.display_text import progress_text, summary_text
+
+    state = JobState("demo-ps")
+    created = time.time()
+    state.set_status(status("running", created))
+    panel = JobPanel(state=state, start=False)
+    state.add_events(training_events(epochs=2, steps=5))
+    panel.render(budget=None)
+    assert "epoch 2 " in progress_text(state) + " " and "epoch 2" in panel.info.value
+    state.add_events([{"v": 1, "type": "error", "run": "r1", "seq": 99, "message": "worker lost"}])
+    state.set_status(status("failed", created, rstate="failed", finished=created + 5))
+    panel.render(budget=None)
+    assert "epoch 3" in panel.info.value and "epoch 2" not in panel.info.value
+    assert " · epoch 3 · step 10 · " in progress_text(state)
+    assert "reached epoch 3, step 10" in summary_text(state)
+    panel.close()
