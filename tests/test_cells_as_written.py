@@ -440,3 +440,41 @@ def test_report_works_in_an_image_without_the_package(tmp_path):
         (2, 0.5),
         (3, pytest.approx(1 / 3)),
     ]
+
+
+SUMMARY_ON_EVERY_WORKER = """\
+import os
+import tensorflow as tf
+
+strategy = tf.distribute.MultiWorkerMirroredStrategy()
+with strategy.scope():
+    w = tf.Variable(3.0)
+writer = tf.summary.create_file_writer(os.path.join({logs!r}, "worker-%d" % strategy.cluster_resolver.task_id))
+with writer.as_default():
+    for step in range(1, 6):
+        loss = strategy.reduce("MEAN", strategy.run(lambda: w * w), axis=None)
+        tf.summary.scalar("loss", loss, step=step)
+        w.assign_sub(0.5)
+writer.flush()
+"""
+
+
+@pytest.mark.tf
+def test_summary_scalars_are_written_on_every_worker_and_streamed_from_one(tmp_path):
+    h = _run(tmp_path, SUMMARY_ON_EVERY_WORKER.format(logs=str(tmp_path / "logs")), MWMS, metric_interval=0.0)
+    try:
+        assert _wait_reporting_then_all(h) == 0, h.tail(h.reporting)
+        assert h.wait("worker-1", 30) == 0, h.tail("worker-1")
+        for name in ("worker-0", "worker-1"):  # the cell's own summary files, without the tensorboard package
+            assert any((tmp_path / "logs" / name).glob("events.out.tfevents.*")), name
+        points = [e for e in h.events() if e["type"] == "metric"]
+        assert [(p["step"], p["values"]["loss"]) for p in points] == [
+            (1, 9.0),
+            (2, 6.25),
+            (3, 4.0),
+            (4, 2.25),
+            (5, 1.0),
+        ]
+        assert protocol.parse_lines(h.stdout("worker-1")) == []
+    finally:
+        h.teardown()

@@ -117,8 +117,9 @@ def write_scalar_without_tensorboard(tf, name, data, step, description):
         )
 
 
-def patch_summary_scalar(tf, metrics: CellMetrics, in_fit) -> None:
-    """Make eager ``tf.summary.scalar`` calls also points of ``metrics`` (not while ``in_fit()``)."""
+def patch_summary_scalar(tf, metrics: CellMetrics | None, in_fit) -> None:
+    """Make eager ``tf.summary.scalar`` calls also points of ``metrics`` (not while ``in_fit()``; never
+    when ``metrics`` is None, a replica that does not report), and write without TensorBoard."""
     summary = tf.summary
     original = summary.scalar
     if getattr(original, "_tfk8s", False):
@@ -131,7 +132,7 @@ def patch_summary_scalar(tf, metrics: CellMetrics, in_fit) -> None:
             if type(exc).__name__ != "TBNotInstalledError":
                 raise
             written = write_scalar_without_tensorboard(tf, name, data, step, description)
-        if in_fit() or not tf.executing_eagerly():
+        if metrics is None or in_fit() or not tf.executing_eagerly():
             return written
         try:
             if step is None:

@@ -603,13 +603,13 @@ def expose_report() -> None:
 
 
 def start_cell_metrics(tf, renv: ReplicaEnv, runtime, reporter: Reporter):
-    """``tf.summary.scalar`` and ``report()`` as metric points on the reporting replica; None elsewhere."""
+    """``tf.summary.scalar`` and ``report()`` as metric points on the reporting replica (returned; None
+    elsewhere). ``tf.summary.scalar`` is patched on every replica: it writes even without TensorBoard."""
     expose_report()
-    if not renv.reporting:
-        return None
-    metrics = CellMetrics(reporter, renv.metric_interval).start()
+    metrics = CellMetrics(reporter, renv.metric_interval).start() if renv.reporting else None
     patch_summary_scalar(tf, metrics, runtime.in_fit)
-    cell_report._sink = metrics.add
+    if metrics is not None:
+        cell_report._sink = metrics.add
     return metrics
 
 
