@@ -173,7 +173,7 @@ class StrategyAdoption:
             if asked in (ALL_REDUCE, PARAMETER_SERVER, MIRRORED)
             else "drop it: the job's strategy is already the default (tf.distribute.get_strategy())"
         )
-        if asked in (ONE_DEVICE, "default"):
+        if asked in (ONE_DEVICE, "default") and self.renv.strategy != MIRRORED:
             fix += f", or submit with {matching_flags(MIRRORED, self.renv)} to train on one machine"
         return StrategyMismatch(
             f"this cell asks for {what}{detail}, but it runs in {job_description(self.renv)}; {fix}."
