@@ -154,12 +154,32 @@ def summary_html(state: JobState, now: float | None = None) -> str:
     return f'<div class="tfk8s-summary"><b>{head}</b><br>{body}</div>'
 
 
-class Summary:
-    """A display object with the final summary as text and HTML (for viewers without a kernel)."""
+def attach_hint(name: str) -> str:
+    return f"%tfk8s_attach {name} shows the live panel again (after a kernel restart, or in a reopened notebook)."
 
-    def __init__(self, state: JobState):
+
+def snapshot_bundle(state: JobState) -> dict[str, str]:
+    """What is known of a running job, saved beside its live panel: a reopened notebook, an export or a
+    page whose kernel is gone shows this (and how to follow the job again) instead of a stale panel."""
+    line = progress_text(state)
+    hint = attach_hint(state.name)
+    return {
+        "text/plain": f"{line}\n{hint}",
+        "text/html": f'<div class="tfk8s-snapshot"><span>{html.escape(line)}</span><br>'
+        f'<span style="color:#6c757d">{html.escape(hint)}</span></div>',
+    }
+
+
+class Summary:
+    """A display object with the final summary as text and HTML (for viewers without a kernel);
+    ``hint``: add how to bring the live panel back."""
+
+    def __init__(self, state: JobState, hint: bool = False):
         self.text = summary_text(state)
         self.html = summary_html(state)
+        if hint:
+            self.text += "\n" + attach_hint(state.name)
+            self.html += f'<div style="color:#6c757d">{html.escape(attach_hint(state.name))}</div>'
 
     def _repr_mimebundle_(self, include=None, exclude=None):
         return {"text/plain": self.text, "text/html": self.html}

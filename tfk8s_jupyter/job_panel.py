@@ -11,7 +11,9 @@ points per series are sent to the browser. Background updates only mutate widget
 
 CSS classes (stable, for tests and themes): ``tfk8s-job-panel``, ``tfk8s-status-badge`` (text = phase),
 ``tfk8s-replica-table``, ``tfk8s-curve`` (the bqplot Figure), ``tfk8s-log-tail``, ``tfk8s-stop-button``;
-plus ``tfk8s-header``, ``tfk8s-error``, ``tfk8s-phase-<phase>`` and ``tfk8s-danger`` on a failed panel.
+plus ``tfk8s-header``, ``tfk8s-job-title``, ``tfk8s-error``, ``tfk8s-phase-<phase>``, ``tfk8s-danger`` on a
+failed panel and ``tfk8s-gone`` on a deleted job's panel (JupyterLab adds ``tfk8s-stale`` when the kernel
+restarts).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from .display_text import (
     plural,
     progress_text,
     replica_table_html,
+    snapshot_bundle,
 )
 from .monitor import JobState
 
@@ -130,6 +133,7 @@ class JobPanel(W.VBox):
         self._log_shown = None  # the LogTail on screen
         self._log_followed: str | None = None  # the replica whose log this panel follows
         self._panel_error: str | None = None
+        self._snapshot = None  # (display handle, what it showed) of the static face beside the panel
         self._final = False
         self._last_sent: dict[str, float] = {}
         self._plotted = 0  # distinct x values on the curve
@@ -138,20 +142,27 @@ class JobPanel(W.VBox):
         self.last_update: float | None = None  # time.time() of the last curve update
 
         # header
-        self.title = W.HTML(f"<b>{html.escape(self.state.name)}</b>")
+        self.title = W.HTML(
+            f"<b style='white-space:nowrap'>{html.escape(self.state.name)}</b>",
+            layout=W.Layout(width="auto", flex="0 0 auto"),
+        )
+        self.title.add_class("tfk8s-job-title")  # the side of JupyterLab reads the job's name here
         self.badge = W.Label("pending")
         self.badge.add_class("tfk8s-status-badge")
         self.badge.add_class("tfk8s-phase-pending")
         bg, fg = PHASE_COLORS["pending"]
         self.badge.style.background = bg
         self.badge.style.text_color = fg
-        self.badge.layout = W.Layout(padding="0 8px", margin="0 6px")
-        self.info = W.HTML("")
+        # sized by its text: "succeeded" (or "last known: succeeded") is never clipped
+        self.badge.layout = W.Layout(padding="0 8px", margin="0 6px", width="auto", flex="0 0 auto")
+        self.info = W.HTML("", layout=W.Layout(flex="1 1 auto", min_width="0"))
         self.info.add_class("tfk8s-header")
         self.stop_button = W.Button(
             description="Stop", icon="stop", button_style="warning", tooltip="Stop every replica"
         )
-        self.stop_button.layout = W.Layout(width="90px", margin="0 0 0 auto")
+        self.stop_button.layout = W.Layout(
+            width="auto", min_width="90px", margin="0 0 0 auto", flex="0 0 auto"
+        )
         self.stop_button.add_class("tfk8s-stop-button")
         self.stop_button.on_click(self._on_stop)
         header = W.HBox([self.title, self.badge, self.info, self.stop_button])
@@ -225,13 +236,29 @@ class JobPanel(W.VBox):
 
         display(self)
         if summary:
-            handle = display({"text/plain": ""}, raw=True, display_id=True)
+            # Beside the widget, a static face saved with the notebook: what was last known while the
+            # job runs (updated at phase and epoch changes), then the final summary.
+            handle = display(snapshot_bundle(self.state), raw=True, display_id=True)
+            self._snapshot = (handle, self._snapshot_key())
 
             def _fill(panel: JobPanel) -> None:
                 if handle is not None:
-                    handle.update(Summary(panel.state))
+                    handle.update(Summary(panel.state, hint=True))
 
             self.on_done(_fill)
+
+    def _snapshot_key(self) -> tuple:
+        status = self.state.status
+        return (status.phase if status else None, self.state.epoch, bool(status and status.replicas))
+
+    def _update_snapshot(self) -> None:
+        if self._snapshot is None or self._final:
+            return
+        handle, key = self._snapshot
+        now = self._snapshot_key()
+        if now != key and handle is not None:
+            self._snapshot = (handle, now)
+            handle.update(snapshot_bundle(self.state), raw=True)
 
     def on_done(self, callback: Callable[[JobPanel], None]) -> None:
         """Call ``callback(panel)`` once, after the final render of a finished job."""
@@ -367,6 +394,7 @@ class JobPanel(W.VBox):
                 if n:
                     self._last_sent[key] = time.monotonic()
                 sent += n
+            self._update_snapshot()
             return sent
 
     def _update_badge(self) -> int:

@@ -278,3 +278,9 @@ export function cleanLog(text: string): string {
   }
   return out.join('\n');
 }
+
+/** The note on a live panel whose kernel restarted or died. */
+export function staleNote(jobName: string): string {
+  const attach = jobName ? `%tfk8s_attach ${jobName}` : '%tfk8s_attach NAME';
+  return `The kernel restarted: this panel no longer updates and shows the last known state; ${attach} follows the job again.`;
+}

@@ -25,6 +25,7 @@ import { JobDetailView } from './detail';
 import { tfJobsIcon, trainCellIcon } from './icons';
 import { ITrainOptions } from './model';
 import { JobsPanel } from './panel';
+import { markStalePanels } from './stale';
 import { askTrainOptions, trainCell } from './train';
 
 const PLUGIN_ID = 'tfk8s-jupyter:plugin';
@@ -44,7 +45,7 @@ interface ISettings {
 const DEFAULTS: ISettings = {
   refreshInterval: 5,
   logTailLines: 400,
-  defaults: { strategy: 'auto', ps: 1, workers: 2, gpus: 0, backend: 'local' }
+  defaults: { strategy: 'auto', ps: 0, workers: 2, gpus: 0, backend: 'local' }
 };
 
 function readSettings(s: ISettingRegistry.ISettings | null): ISettings {
@@ -203,8 +204,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
         }
         training.add(cell.model.id);
         try {
+          // The kernel-side configuration (TFK8s) is what the magics use: the dialog starts there.
           const options = await askTrainOptions(
-            settings.defaults,
+            panel.model?.defaults ?? settings.defaults,
             panel.model?.backends ?? ['local']
           );
           if (!options) {
@@ -224,6 +226,20 @@ const plugin: JupyterFrontEndPlugin<void> = {
         }
         await panel.refresh();
       }
+    });
+    // A kernel that restarts or dies leaves its live panels behind, frozen: say so on each of them.
+    notebooks?.widgetAdded.connect((_, nb) => {
+      const mark = () => markStalePanels(nb.content.node);
+      nb.sessionContext.statusChanged.connect((_, status) => {
+        if (
+          status === 'restarting' ||
+          status === 'autorestarting' ||
+          status === 'dead'
+        ) {
+          mark();
+        }
+      });
+      nb.sessionContext.kernelChanged.connect(mark);
     });
     notebooks?.activeCellChanged.connect(() =>
       app.commands.notifyCommandChanged(CommandIDs.trainCell)

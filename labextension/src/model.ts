@@ -89,6 +89,8 @@ export interface IJobsResponse {
   backends: string[];
   /** The user whose jobs these are. */
   owner: string;
+  /** The configured `TFK8s` defaults, where "Train this cell on the cluster" starts. */
+  defaults?: ITrainOptions;
 }
 
 /** One replica in the job detail. */

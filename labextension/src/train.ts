@@ -1,7 +1,6 @@
 import { Dialog, showDialog, showErrorMessage } from '@jupyterlab/apputils';
 import { CodeCell } from '@jupyterlab/cells';
 import { NotebookPanel } from '@jupyterlab/notebook';
-import { OutputArea } from '@jupyterlab/outputarea';
 import { Widget } from '@lumino/widgets';
 
 import { el, selectOptions } from './dom';
@@ -107,8 +106,8 @@ export async function askTrainOptions(
 }
 
 /**
- * Run `cell` as a `%%tfk8s_train` job through the notebook's own kernel; its outputs (the live panel)
- * go to the cell's output area. The cell's text is not changed.
+ * Make `cell` a `%%tfk8s_train` cell with the chosen flags and run it through the notebook's own kernel,
+ * as Shift+Enter would; its outputs (the live panel) go to the cell's output area.
  */
 export async function trainCell(
   panel: NotebookPanel,
@@ -139,17 +138,10 @@ export async function trainCell(
       `The kernel could not load tfk8s_jupyter (${c.ename ?? 'error'}: ${c.evalue ?? ''}); install tfk8s-jupyter in the kernel's environment.`
     );
   }
-  // Outputs of code the user asked to run are trusted, as with Shift+Enter: JupyterLab renders the
-  // live panel (a widget) only in trusted outputs.
+  // The cell becomes a training cell: the magic goes on its first line, so what it shows, its prompt
+  // and a later Shift+Enter (which trains again, or shows the job if it still runs) agree. Run as
+  // Shift+Enter runs it (outputs trusted, execution count, cell id for the kernel).
   cell.model.trusted = true;
-  // The cell's id goes with the request, as with Shift+Enter: the kernel knows a re-run of this cell
-  // while its job runs, and shows that job instead of launching a second one.
-  await OutputArea.execute(
-    trainMagic(options, source),
-    cell.outputArea,
-    context,
-    {
-      cellId: cell.model.id
-    }
-  );
+  cell.model.sharedModel.setSource(trainMagic(options, source));
+  await CodeCell.execute(cell, context);
 }

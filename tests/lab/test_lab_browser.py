@@ -7,6 +7,7 @@ Real TensorFlow jobs, kept small: one replica (``mirrored``) where the test is a
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 
@@ -160,6 +161,9 @@ def test_train_this_cell_button_shows_the_live_panel_under_the_cell(lab_page, la
     page.click(".jp-NotebookPanel-toolbar .tfk8s-train-button")
     form = page.locator(".jp-Dialog .tfk8s-TrainForm")
     form.wait_for()
+    # the dialog starts from the configured defaults (TFK8s.ps = 0, workers = 2), as the magics do
+    assert form.locator('input[name="ps"]').input_value() == "0"
+    assert form.locator('input[name="workers"]').input_value() == "2"
     form.locator('select[name="strategy"]').select_option("mirrored")
     form.locator('input[name="ps"]').fill("0")
     form.locator('input[name="workers"]').fill("1")
@@ -179,16 +183,31 @@ def test_train_this_cell_button_shows_the_live_panel_under_the_cell(lab_page, la
     assert "succeeded" in badge.inner_text().lower()
     assert job_panel.locator(".tfk8s-replica-table").count() == 1
 
-    # The cell's text is still the user's, and the job is in the side panel.
+    # The cell became a training cell: its first line is the magic with the chosen flags (a later
+    # Shift+Enter trains the same way), its prompt has an execution count, and the job is in the side panel.
     source = page.evaluate(
         "() => document.querySelector('.jp-NotebookPanel .jp-CodeCell .cm-content').innerText"
     )
-    assert "%%tfk8s_train" not in source and source.startswith("import tensorflow as tf")
+    assert source.startswith("%%tfk8s_train --strategy mirrored") and "import tensorflow as tf" in source
+    assert re.search(r"\[\d+\]", cell.locator(".jp-InputPrompt").inner_text())
     lab_page.show_jobs_panel()
     jobs = lab.api("GET", "/tfk8s/api/jobs")["jobs"]
     assert len(jobs) == 1 and jobs[0]["strategy"] == "mirrored" and jobs[0]["phase"] == "succeeded"
     lab_page.job_row(jobs[0]["name"]).wait_for(timeout=30_000)
     lab_page.screenshot("cell-and-side-panel")
+
+    # After a kernel restart the old panel says it no longer updates and how to follow the job again,
+    # and its Stop cannot act.
+    page.locator(".lm-MenuBar-itemLabel", has_text="Kernel").first.click()
+    page.locator(".lm-Menu-itemLabel", has_text="Restart Kernel…").first.click()
+    page.locator(".jp-Dialog .jp-mod-accept").click()
+    note = job_panel.locator(".tfk8s-stale-note")
+    note.wait_for(timeout=60_000)
+    assert f"%tfk8s_attach {jobs[0]['name']} follows the job again" in note.inner_text()
+    assert badge.inner_text().lower() == "last known: succeeded"
+    assert job_panel.locator("button.tfk8s-stop-button").is_disabled()
+    job_panel.scroll_into_view_if_needed()
+    lab_page.screenshot("cell-panel-after-kernel-restart")
 
 
 def curve_points(page) -> int:

@@ -591,3 +591,30 @@ def test_a_job_that_fails_right_after_an_epoch_shows_the_epoch_it_failed_in():
     assert " · epoch 3 · step 10 · " in progress_text(state)
     assert "reached epoch 3, step 10" in summary_text(state)
     panel.close()
+
+
+def test_beside_the_panel_a_static_face_says_what_was_known_and_how_to_attach(shell):
+    """Saved with the notebook: while the job runs, its last known state and ``%tfk8s_attach NAME`` (what a
+    reopened notebook or a dead kernel's page shows instead of a stale panel); at the end, the summary."""
+    from IPython.utils.capture import capture_output
+
+    state = JobState("demo-ps")
+    created = time.time()
+    state.set_status(status("running", created))
+    panel = JobPanel(state=state, start=False)
+    with capture_output() as captured:
+        panel.show()
+        state.add_events(training_events(epochs=2, steps=5))
+        panel.render(budget=None)
+        state.set_status(status("succeeded", created, rstate="succeeded", finished=created + 9))
+        panel.flush()
+    faces = [o.data for o in captured.outputs if "text/html" in o.data and "text/plain" in o.data]
+    running = [f for f in faces if "tfk8s-snapshot" in f["text/html"]]
+    mid_run = [
+        f["text/plain"] for f in running if "· running ·" in f["text/plain"] and "epoch 2" in f["text/plain"]
+    ]
+    assert mid_run and "%tfk8s_attach demo-ps shows the live panel again" in mid_run[-1]
+    final = faces[-1]
+    assert final["text/plain"].startswith("tfk8s job demo-ps: succeeded after")
+    assert "%tfk8s_attach demo-ps" in final["text/plain"] and "tfk8s-summary" in final["text/html"]
+    panel.close()

@@ -206,7 +206,8 @@ class JobsManager(LoggingConfigurable):
             return future
 
     def list_jobs(self) -> dict:
-        """``{"jobs": [...newest first], "warnings": [{"backend", "message"}], "backends": [...], "owner"}``."""
+        """``{"jobs": [...newest first], "warnings": [{"backend", "message"}], "backends": [...], "owner",
+        "defaults": {strategy, ps, workers, gpus, backend}}`` (the configured ``TFK8s`` defaults)."""
         owner = current_owner()
         names = self.backend_names()
         futures = {n: self._listing(n, owner) for n in names}
@@ -234,7 +235,9 @@ class JobsManager(LoggingConfigurable):
                         self._failed_at[name] = time.monotonic()
                 warnings.append({"backend": name, "message": _one_sentence(name, e)})
         jobs.sort(key=lambda j: j["created"] or 0, reverse=True)
-        return {"jobs": jobs, "warnings": warnings, "backends": names, "owner": owner}
+        cfg = current_config()
+        defaults = {k: getattr(cfg, k) for k in ("strategy", "ps", "workers", "gpus", "backend")}
+        return {"jobs": jobs, "warnings": warnings, "backends": names, "owner": owner, "defaults": defaults}
 
     # one job ------------------------------------------------------------------
     def _find(self, name: str, backend: str | None) -> tuple[Backend, JobStatus]:

@@ -13,6 +13,7 @@ import {
   preferredMetric,
   scalePoints,
   sparklinePoints,
+  staleNote,
   strategyLabel,
   trainCellProblem,
   trainFlags,
@@ -191,4 +192,12 @@ test('logs read like a terminal: no escapes, progress bars collapsed, no protoco
     cleanLog(raw),
     'Epoch 1/3\n20/20 done - loss: 1.05\n12/20 ━━━\naX\ncell done'
   );
+});
+
+test('a stale panel says how to follow its job again', () => {
+  assert.equal(
+    staleNote('mnist-ps'),
+    'The kernel restarted: this panel no longer updates and shows the last known state; %tfk8s_attach mnist-ps follows the job again.'
+  );
+  assert.ok(staleNote('').includes('%tfk8s_attach NAME'));
 });
