@@ -217,18 +217,57 @@ def replica_table_html(status: JobStatus | None, now: float | None = None) -> st
     )
 
 
-def clean_log(text: str, tail: int | None = LOG_TAIL_LINES) -> str:
+# TensorFlow, absl and CUDA start-up lines every replica prints (on a CPU machine too), TensorFlow's
+# notes on cells defined in a notebook, and its slow-callback warning: folded behind "show all".
+_STARTUP_NOISE = re.compile(
+    "|".join(
+        [
+            r"^WARNING: All log messages before absl::InitializeLog\(\) is called",
+            r"^[IWE]\d{4} [\d:. ]+\s+\d+ (port|cudart_stub|cuda_platform|cuda_dnn|cuda_fft|cuda_blas|"
+            r"cuda_executor|cpu_feature_guard|computation_placer|tf_trt|gpu_device|dso_loader)\.cc:\d+\]",
+            r"oneDNN custom operations are on",
+            r"Could not find cuda drivers",
+            r"failed call to cuInit",
+            r"Unable to register cu(DNN|FFT|BLAS) factory",
+            r"TF-TRT Warning",
+            r"This TensorFlow binary is optimized to use available CPU instructions",
+            r"^To enable the following instructions: .* rebuild TensorFlow",
+            r"AutoGraph could not transform <",
+            r"^Cause: Unable to locate the source code of <",
+            r"^To silence this warning, decorate the function with @tf\.autograph",
+            r"Callback method `on_train_batch_(begin|end)` is slow compared to the batch time",
+        ]
+    )
+)
+
+
+def is_startup_noise(line: str) -> bool:
+    """Whether ``line`` is TensorFlow/absl/CUDA start-up noise (not the cell's or the runner's words)."""
+    return bool(_STARTUP_NOISE.search(line))
+
+
+def clean_log(text: str, tail: int | None = LOG_TAIL_LINES, show_all: bool = False) -> str:
     """The last ``tail`` human lines (all when ``None``): protocol lines dropped, progress-bar carriage
-    returns and terminal control codes resolved."""
+    returns and terminal control codes resolved, and - unless ``show_all`` - TensorFlow's start-up noise
+    folded into one first line saying how many lines it hides. The stored log is never changed."""
     out = []
+    folded = 0
     for line in text.split("\n"):
         line = _TERMINAL_CONTROL.sub("", line.rstrip("\r").rsplit("\r", 1)[-1])
         pos = line.find(MARKER)
         if pos >= 0:
             line = line[:pos]
-        if line.strip():
-            out.append(line)
-    return last_lines("\n".join(out), tail).rstrip("\n")
+        if not line.strip():
+            continue
+        if not show_all and is_startup_noise(line):
+            folded += 1
+            continue
+        out.append(line)
+    shown = last_lines("\n".join(out), tail).rstrip("\n")
+    if folded:
+        note = f"({plural(folded, 'TensorFlow start-up line')} folded; show all to see them)"
+        shown = f"{note}\n{shown}" if shown else note
+    return shown
 
 
 # -- magic output tables -------------------------------------------------------------------------

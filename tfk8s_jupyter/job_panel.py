@@ -205,11 +205,19 @@ class JobPanel(W.VBox):
         self.table.add_class("tfk8s-replica-table")
         self.replica_chooser = W.Dropdown(options=[], description="logs of", layout=W.Layout(width="220px"))
         self.replica_chooser.observe(self._on_replica_chosen, "value")
+        self.log_all = W.ToggleButton(
+            value=False,
+            description="show all",
+            tooltip="Also TensorFlow's start-up lines (absl, oneDNN, CUDA), folded by default",
+            layout=W.Layout(width="auto"),
+        )
+        self.log_all.add_class("tfk8s-log-show-all")
+        self.log_all.observe(self._on_log_all, "value")
         self.log_tail = W.HTML(f"{_LOG_PRE}</pre>")
         self.log_tail.add_class("tfk8s-log-tail")
         self.error_box = W.HTML("", layout=W.Layout(display="none"))
         self.error_box.add_class("tfk8s-error")
-        details = W.VBox([self.table, W.VBox([self.replica_chooser, self.log_tail])])
+        details = W.VBox([self.table, W.VBox([W.HBox([self.replica_chooser, self.log_all]), self.log_tail])])
 
         super().__init__([header, controls, self.figure, self.error_box, details])
         self.add_class("tfk8s-job-panel")
@@ -519,7 +527,10 @@ class JobPanel(W.VBox):
         if tail is None or tail is self._log_shown:
             return 0
         self._log_shown = tail
-        text = clean_log(tail.text) if tail.error is None else f"(no log for {tail.replica}: {tail.error})"
+        if tail.error is None:
+            text = clean_log(tail.text, show_all=self.log_all.value)
+        else:
+            text = f"(no log for {tail.replica}: {tail.error})"
         value = f"{_LOG_PRE}{html.escape(text) or '<i>(no output yet)</i>'}</pre>"
         return int(self._set(self.log_tail, value=value))
 
@@ -542,6 +553,11 @@ class JobPanel(W.VBox):
     def _on_replica_chosen(self, change) -> None:
         if change["new"]:
             self._follow_log(change["new"])
+
+    def _on_log_all(self, _change) -> None:
+        with self._lock:
+            self._log_shown = None  # the same tail, shown again folded or whole
+            self._update_log()
 
     def _on_log_scale(self, change) -> None:
         scale = self._yscale_log if change["new"] else self._yscale_lin

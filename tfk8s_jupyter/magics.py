@@ -584,16 +584,23 @@ class TFK8sMagics(Magics):
         help="Keep printing new lines until the job ends (interrupt to stop).",
     )
     @argument("--raw", action="store_true", help="Keep protocol lines and progress-bar control characters.")
+    @argument(
+        "--all",
+        action="store_true",
+        help="Also TensorFlow's start-up lines (absl, oneDNN, CUDA), folded by default.",
+    )
     @job_backend_argument
     @line_magic
     def tfk8s_logs(self, line: str):
-        """Print a replica's output (protocol lines left out unless ``--raw``).
+        """Print a replica's output (protocol lines left out unless ``--raw``; TensorFlow's start-up lines
+        folded unless ``--all``; the stored log is unchanged).
 
         Examples::
 
             %tfk8s_logs mnist-ps
             %tfk8s_logs mnist-ps --replica worker-1 --tail 50
             %tfk8s_logs mnist-ps --follow
+            %tfk8s_logs mnist-ps --all       # with TensorFlow's start-up lines
         """
         import threading
 
@@ -604,19 +611,25 @@ class TFK8sMagics(Magics):
             raise UsageError(
                 f"job {job.name} has no replica {replica!r}; use one of {', '.join(job.spec.replica_names)}."
             )
-        from .display_text import clean_log
+        from .display_text import clean_log, is_startup_noise
         from .protocol import MARKER
 
         if not args.follow:
             text = job.logs(replica)
-            text = last_lines(text, args.tail) if args.raw else clean_log(text, tail=args.tail)
+            text = (
+                last_lines(text, args.tail)
+                if args.raw
+                else clean_log(text, tail=args.tail, show_all=args.all)
+            )
             print(text.rstrip("\n"))
             return
         stop = threading.Event()
         try:
             for text in job.backend.follow_logs(job.name, replica, stop):
                 if args.raw or MARKER not in text:
-                    print(text if args.raw else clean_log(text), flush=True)
+                    if not args.raw and not args.all and is_startup_noise(text):
+                        continue
+                    print(text if args.raw else clean_log(text, show_all=True), flush=True)
         except KeyboardInterrupt:
             stop.set()
 

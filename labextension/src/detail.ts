@@ -3,7 +3,7 @@ import { Dialog, showDialog, showErrorMessage } from '@jupyterlab/apputils';
 import { el, selectOptions } from './dom';
 import {
   ageSince,
-  cleanLog,
+  foldedLog,
   formatCounts,
   formatMetric,
   pickSeries,
@@ -74,7 +74,14 @@ export class JobDetailView extends RefreshingWidget<JobDetailView.IModel> {
       this._followTail = true;
       this.scheduleRefresh();
     };
-    logBar.append(el('span', '', 'Log of '), this._replicaSelect);
+    this._showAll = el('input', 'tfk8s-log-show-all');
+    this._showAll.type = 'checkbox';
+    this._showAll.onchange = () => this.scheduleRefresh();
+    const showAllLabel = el('label', 'tfk8s-log-show-all-label');
+    showAllLabel.title =
+      "Also TensorFlow's start-up lines (absl, oneDNN, CUDA), folded by default";
+    showAllLabel.append(this._showAll, document.createTextNode(' show all'));
+    logBar.append(el('span', '', 'Log of '), this._replicaSelect, showAllLabel);
     this._logView = el('pre', 'tfk8s-log-view');
     this._logView.onscroll = () => {
       const v = this._logView;
@@ -240,7 +247,8 @@ export class JobDetailView extends RefreshingWidget<JobDetailView.IModel> {
     this._replicaSelect.replaceChildren(
       ...selectOptions(logs.replicas, logs.replica)
     );
-    this._logView.textContent = cleanLog(logs.text) || '(no output yet)';
+    this._logView.textContent =
+      foldedLog(logs.text, this._showAll.checked) || '(no output yet)';
     if (this._followTail) {
       this._logView.scrollTop = this._logView.scrollHeight;
     }
@@ -289,6 +297,7 @@ export class JobDetailView extends RefreshingWidget<JobDetailView.IModel> {
   private _curve: HTMLDivElement;
   private _replicaSelect: HTMLSelectElement;
   private _logView: HTMLPreElement;
+  private _showAll: HTMLInputElement;
 }
 
 export namespace JobDetailView {

@@ -251,6 +251,54 @@ export function pickSeries(
 const ANSI = /\x1b\[[0-9;?]*[A-Za-z]/g;
 
 /**
+ * TensorFlow, absl and CUDA start-up lines every replica prints (on a CPU machine too), TensorFlow's
+ * notes on cells defined in a notebook and its slow-callback warning; mirrors `display_text.py`.
+ */
+const STARTUP_NOISE = new RegExp(
+  [
+    '^WARNING: All log messages before absl::InitializeLog\\(\\) is called',
+    '^[IWE]\\d{4} [\\d:. ]+\\s+\\d+ (port|cudart_stub|cuda_platform|cuda_dnn|cuda_fft|cuda_blas|cuda_executor|cpu_feature_guard|computation_placer|tf_trt|gpu_device|dso_loader)\\.cc:\\d+\\]',
+    'oneDNN custom operations are on',
+    'Could not find cuda drivers',
+    'failed call to cuInit',
+    'Unable to register cu(DNN|FFT|BLAS) factory',
+    'TF-TRT Warning',
+    'This TensorFlow binary is optimized to use available CPU instructions',
+    '^To enable the following instructions: .* rebuild TensorFlow',
+    'AutoGraph could not transform <',
+    '^Cause: Unable to locate the source code of <',
+    '^To silence this warning, decorate the function with @tf\\.autograph',
+    'Callback method `on_train_batch_(begin|end)` is slow compared to the batch time'
+  ].join('|')
+);
+
+/** Whether a log line is TensorFlow start-up noise rather than the cell's or the runner's words. */
+export function isStartupNoise(line: string): boolean {
+  return STARTUP_NOISE.test(line);
+}
+
+/**
+ * A log as people read it (see {@link cleanLog}), with TensorFlow's start-up lines folded into one
+ * first line saying how many there were, unless `showAll`.
+ */
+export function foldedLog(text: string, showAll: boolean): string {
+  const lines = cleanLog(text).split('\n');
+  if (showAll) {
+    return lines.join('\n');
+  }
+  const kept = lines.filter(l => !isStartupNoise(l));
+  const folded = lines.length - kept.length;
+  if (folded === 0) {
+    return kept.join('\n');
+  }
+  const noun = folded === 1 ? 'line' : 'lines';
+  return [
+    `(${folded} TensorFlow start-up ${noun} folded; show all to see them)`,
+    ...kept
+  ].join('\n');
+}
+
+/**
  * A replica log as a terminal would show it: ANSI colours removed, backspaces and carriage returns
  * applied (Keras progress bars), and the `@tfk8s {...}` protocol events (drawn as curves) left out.
  */

@@ -503,6 +503,36 @@ def test_a_deleted_jobs_panel_keeps_its_last_state_and_cannot_stop(shell, standi
     assert "tfk8s-gone" in panel._dom_classes
 
 
+TF_STARTUP = (
+    "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+    "I0000 00:00:1796051095.595902   17194 port.cc:153] oneDNN custom operations are on. You may see "
+    "slightly different numerical results.\n"
+    "I0000 00:00:1796051095.596239   17194 cudart_stub.cc:31] Could not find cuda drivers on your machine, "
+    "GPU will not be used.\n"
+    "E0000 00:00:1796051099.292135   17194 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: "
+    "Failed call to cuInit: UNKNOWN ERROR (303)\n"
+    "WARNING:tensorflow:Callback method `on_train_batch_end` is slow compared to the batch time (batch "
+    "time: 0.0010s vs `on_train_batch_end` time: 0.0030s). Check your callbacks.\n"
+)
+
+
+def test_logs_fold_tensorflow_start_up_noise_unless_all(shell, standin, capsys):
+    cell = f"import sys\nsys.stderr.write({TF_STARTUP!r})\nprint('the cell speaks')\n" + QUICK
+    shell.run_cell_magic("tfk8s_train", "--workers 2 --name noisy --wait --timeout 120 --no-panel", cell)
+    capsys.readouterr()
+    shell.run_line_magic("tfk8s_logs", "noisy")
+    out = capsys.readouterr().out
+    assert out.startswith("(5 TensorFlow start-up lines folded; show all to see them)\n")
+    assert "the cell speaks" in out and "stand-in worker-0" in out
+    for noise in ("absl::InitializeLog", "oneDNN", "cuda drivers", "cuInit", "is slow compared"):
+        assert noise not in out
+    shell.run_line_magic("tfk8s_logs", "noisy --all")
+    everything = capsys.readouterr().out
+    assert "failed call to cuInit" in everything and "folded" not in everything
+    job = shell.user_ns["_tfk8s_job"]
+    assert "failed call to cuInit" in job.logs("worker-0")  # the stored log is unchanged
+
+
 def test_double_click_on_launch_submits_one_job(shell, standin, tfk8s_home):
     run(shell, "%config TFK8s.frontend = 'widgets'")
     shell.run_cell_magic("tfk8s_train", "--panel --workers 2", QUICK)

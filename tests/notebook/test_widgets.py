@@ -618,3 +618,23 @@ def test_beside_the_panel_a_static_face_says_what_was_known_and_how_to_attach(sh
     assert final["text/plain"].startswith("tfk8s job demo-ps: succeeded after")
     assert "%tfk8s_attach demo-ps" in final["text/plain"] and "tfk8s-summary" in final["text/html"]
     panel.close()
+
+
+def test_the_log_tail_folds_start_up_noise_behind_show_all():
+    from tfk8s_jupyter.monitor import LogTail
+
+    state = JobState("demo-ps")
+    created = time.time()
+    state.set_status(status("running", created))
+    panel = JobPanel(state=state, start=False)
+    panel.render(budget=None)
+    replica = panel.replica_chooser.value
+    noise = "I0000 00:00:1796051095.596239   17194 cudart_stub.cc:31] Could not find cuda drivers on your machine.\n"
+    state.set_log(LogTail(replica, noise * 3 + "Epoch 1/3\n"))
+    panel.render(budget=None)
+    assert "Could not find cuda drivers" not in panel.log_tail.value
+    assert "(3 TensorFlow start-up lines folded; show all to see them)" in panel.log_tail.value
+    assert "Epoch 1/3" in panel.log_tail.value
+    panel.log_all.value = True
+    assert panel.log_tail.value.count("Could not find cuda drivers") == 3
+    panel.close()

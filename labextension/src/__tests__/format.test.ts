@@ -6,6 +6,7 @@ import {
   cleanLog,
   formatAge,
   formatCounts,
+  foldedLog,
   formatMetric,
   pickSeries,
   phaseClass,
@@ -200,4 +201,21 @@ test('a stale panel says how to follow its job again', () => {
     'The kernel restarted: this panel no longer updates and shows the last known state; %tfk8s_attach mnist-ps follows the job again.'
   );
   assert.ok(staleNote('').includes('%tfk8s_attach NAME'));
+});
+
+test('the log folds TensorFlow start-up noise unless show all', () => {
+  const log = [
+    'WARNING: All log messages before absl::InitializeLog() is called are written to STDERR',
+    'I0000 00:00:1796051095.595902   17194 port.cc:153] oneDNN custom operations are on.',
+    'E0000 00:00:1796051099.292135   17194 cuda_platform.cc:52] failed call to cuInit: UNKNOWN ERROR (303)',
+    'Epoch 1/3',
+    '@tfk8s {"v":1,"type":"metric"}'
+  ].join('\n');
+  assert.equal(
+    foldedLog(log, false),
+    '(3 TensorFlow start-up lines folded; show all to see them)\nEpoch 1/3'
+  );
+  const all = foldedLog(log, true);
+  assert.ok(all.includes('cuInit') && all.endsWith('Epoch 1/3'));
+  assert.equal(foldedLog('Epoch 1/3', false), 'Epoch 1/3');
 });
