@@ -364,3 +364,9 @@ PS_LOOP_CKPT = PS_LOOP_LONG.replace(
     "        __import__('time').sleep(0.5)\n",
     "        __import__('time').sleep(0.5)\n        epoch_var.assign_add(1)\n        manager.save()\n",
 )
+
+# MWMS_LOOP with the multi_worker_with_ctl tutorial's checkpoint dir: multiprocessing's per-process temp dir.
+MWMS_LOOP_TUTORIAL_DIR = MWMS_LOOP.replace(
+    "CKPT_DIR = {ckpt!r}\n",
+    "from multiprocessing import util\nCKPT_DIR = os.path.join(util.get_temp_dir(), 'ckpt')\n",
+)

@@ -289,8 +289,12 @@ def test_a_contradicting_strategy_is_refused_at_its_line_and_nothing_keeps_runni
 
 @pytest.mark.tf
 @pytest.mark.timeout(900)
-def test_a_killed_all_reduce_worker_mid_loop_resumes_from_the_cells_checkpoint(tmp_path):
-    code = cells.MWMS_LOOP.format(ckpt=str(tmp_path / "ckpt"), sleep=0.15)
+@pytest.mark.parametrize("where", ["a directory the cell names", "the tutorial's multiprocessing temp dir"])
+def test_a_killed_all_reduce_worker_mid_loop_resumes_from_the_cells_checkpoint(tmp_path, where):
+    if where == "a directory the cell names":
+        code = cells.MWMS_LOOP.format(ckpt=str(tmp_path / "ckpt"), sleep=0.15)
+    else:
+        code = cells.MWMS_LOOP_TUTORIAL_DIR.format(sleep=0.15)
     job = tk.submit(code, workers=2, name="ctl-kill", metric_interval=0.2, setup_timeout=180)
     # a point past the first epoch: its checkpoint is saved
     wait_for(lambda: any(p["step"] > 25 for p in job.metrics()), 240, "a point in the second epoch", poll=0.2)

@@ -602,6 +602,29 @@ def expose_report() -> None:
     sys.modules["tfk8s_jupyter.cell_report"] = cell_report
 
 
+def keep_process_temp_dir(renv: ReplicaEnv) -> str | None:
+    """Make ``multiprocessing.util.get_temp_dir()`` a job-scoped directory, the same across restarts.
+
+    TensorFlow's ``multi_worker_with_ctl`` tutorial keeps its checkpoints in
+    ``os.path.join(multiprocessing.util.get_temp_dir(), "ckpt")``, a fresh ``pymp-*`` directory per process
+    that Python removes at exit: a restarted replica would never find them. Here it is
+    ``$TFK8S_CHECKPOINT_DIR/tmp``, kept, and shared by the job's replicas (the tutorial's other workers write
+    into ``workertemp_<id>`` beside the chief's, and all of them restore from the chief's).
+    """
+    if not renv.checkpoint_dir:
+        return None
+    import multiprocessing.process
+
+    path = Path(renv.checkpoint_dir) / "tmp"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        log(f"cannot create {path} ({exc.strerror}); multiprocessing's temp dir stays per process")
+        return None
+    multiprocessing.process.current_process()._config["tempdir"] = str(path)
+    return str(path)
+
+
 def start_cell_metrics(tf, renv: ReplicaEnv, runtime, reporter: Reporter):
     """``tf.summary.scalar`` and ``report()`` as metric points on the reporting replica (returned; None
     elsewhere). ``tf.summary.scalar`` is patched on every replica: it writes even without TensorBoard."""
@@ -701,6 +724,7 @@ def main(argv: list[str] | None = None) -> int:
             setup_seconds=round(time.time() - started, 3),
         )
         prepare_workdir(renv, payload)
+        keep_process_temp_dir(renv)
         phase = "cell"
         run_cell(payload)
     except BaseException as exc:
