@@ -34,13 +34,13 @@ _TERMINAL_CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x08]")
 
 # -- durations and values ------------------------------------------------------------------------
 def format_duration(seconds: float | None, coarse: bool = False) -> str:
-    """``"42s"``, ``"3m 05s"``, ``"1h 02m"``; ``coarse``: ``"40s"``, ``"3m"``, ``"1h 02m"``, for ages that
-    should change at most every 10 s (fewer widget messages)."""
+    """``"42s"``, ``"3m 05s"``, ``"1h 02m"``; ``coarse``: ``"7s"``, ``"40s"``, ``"3m"``, ``"1h 02m"``, for
+    ages that should change at most every 10 s past the first 10 (fewer widget messages)."""
     if seconds is None or seconds < 0:
         return "-"
     s = int(seconds)
     if s < 60:
-        return f"{s // 10 * 10 if coarse else s}s"
+        return f"{s // 10 * 10 if coarse and s >= 10 else s}s"
     if s < 3600:
         return f"{s // 60}m" if coarse else f"{s // 60}m {s % 60:02d}s"
     return f"{s // 3600}h {s % 3600 // 60:02d}m"

@@ -186,7 +186,7 @@ class JobPanel(W.VBox):
         self.figure = bq.Figure(
             marks=[self.lines],
             axes=[self._xaxis, self._yaxis],
-            legend_location="top-right",
+            legend_location="right",  # the top right is where the figure shows its toolbar
             animation_duration=0,
             fig_margin={"top": 20, "bottom": 40, "left": 60, "right": 20},
             layout=W.Layout(width="100%", height="280px"),

@@ -289,8 +289,11 @@ class TFK8sMagics(Magics):
         """Block until ``job`` ends, then render its final state in this cell's context."""
         try:
             phase = job.wait(timeout=timeout)
-        except TimeoutError as e:
-            raise UsageError(str(e)) from None
+        except TimeoutError:
+            raise UsageError(
+                f"job {job.name} is still {job.phase} after {timeout:g} s and keeps running; "
+                f"%tfk8s_wait {job.name} waits longer and %tfk8s_stop {job.name} stops it."
+            ) from None
         except KeyboardInterrupt:
             raise UsageError(
                 f"stopped waiting; job {job.name} keeps running (the panel still follows it), "
@@ -556,6 +559,47 @@ class TFK8sMagics(Magics):
         display(JobsTable(jobs, {s.name: job_details(b, s.name) for s in jobs}))
 
     @magic_arguments()
+    @argument("--backend", default="kubernetes", help="kubernetes (the only backend with a preflight).")
+    @argument("--context", default=None, help="kubeconfig context (default: the configured one).")
+    @argument("--namespace", default=None, help="Kubernetes namespace (default: the configured one).")
+    @argument("--image", default=None, help="Container image of the replicas.")
+    @argument("--gpus", type=int, default=None, help="GPUs per worker and chief.")
+    @argument("--workers", type=int, default=None, help="Workers.")
+    @argument("--ps", type=int, default=None, help="Parameter servers.")
+    @argument("--flavor", default=None, help="auto, native or tfjob.")
+    @argument("--cpu", default=None, help="CPU per replica, e.g. 2 or 500m.")
+    @argument("--memory", default=None, help="Memory per replica, e.g. 4Gi.")
+    @line_magic
+    def tfk8s_check(self, line: str):
+        """Preflight: would a job run on the cluster? A ✓/✗ table (permissions, namespace, TFJob CRD, GPU
+        capacity, quota), one sentence per ✗ naming the fix. Nothing is created.
+
+        Example::
+
+            %tfk8s_check --namespace team --gpus 1
+        """
+        from .api import check
+        from .backends.base import TFK8sError
+
+        args = parse_magic_line(self.tfk8s_check, line)
+        given = {k: getattr(args, k) for k in ("workers", "ps", "flavor", "cpu", "memory")}
+        try:
+            report = check(
+                backend=args.backend,
+                context=args.context,
+                namespace=args.namespace,
+                image=args.image,
+                gpus=args.gpus,
+                **{k: v for k, v in given.items() if v is not None},
+            )
+        except (TFK8sError, SpecError) as e:
+            raise UsageError(str(e)) from None
+        from IPython.display import display
+
+        display(report)
+        return report
+
+    @magic_arguments()
     @job_name_argument
     @job_backend_argument
     @line_magic
@@ -649,10 +693,18 @@ class TFK8sMagics(Magics):
         args = parse_magic_line(self.tfk8s_stop, line)
         job = self._job(args.name, args.backend)
         try:
+            before = job.status
+            if before.done:
+                print(f"tfk8s: job {job.name} had already {before.phase}; there was nothing to stop.")
+                return
             status = job.stop()
         except TFK8sError as e:
             raise UsageError(str(e)) from None
-        print(f"tfk8s: job {job.name} is {status.phase}.")
+        print(
+            f"tfk8s: job {job.name} {status.phase}."
+            if status.done
+            else f"tfk8s: job {job.name} is {status.phase}."
+        )
 
     @magic_arguments()
     @argument("names", nargs="*", help="Jobs to delete.")

@@ -3,6 +3,7 @@ import { Dialog, showDialog, showErrorMessage } from '@jupyterlab/apputils';
 import { el, selectOptions } from './dom';
 import {
   ageSince,
+  exitText,
   foldedLog,
   formatCounts,
   formatMetric,
@@ -45,6 +46,7 @@ export class JobDetailView extends RefreshingWidget<JobDetailView.IModel> {
       'Stop'
     );
     this._stop.onclick = () => void this.stopJob();
+    this._stop.disabled = true; // until the job is known to run (a restored tab may name a gone job)
     this._delete = el(
       'button',
       'jp-Button jp-mod-styled tfk8s-delete',
@@ -172,6 +174,8 @@ export class JobDetailView extends RefreshingWidget<JobDetailView.IModel> {
   }
 
   protected showError(message: string): void {
+    // A job that cannot be read (deleted, or its backend gone) cannot be stopped from here either.
+    this._stop.disabled = true;
     this._message.textContent = message;
     this._message.classList.add('tfk8s-error');
   }
@@ -225,7 +229,7 @@ export class JobDetailView extends RefreshingWidget<JobDetailView.IModel> {
         String(r.restarts),
         r.host ?? '',
         r.pid !== null ? String(r.pid) : '',
-        r.exit_code !== null ? String(r.exit_code) : '',
+        exitText(r.exit_code, r.state),
         r.started ? ageSince(r.started) : ''
       ]) {
         tr.append(el('td', '', v));

@@ -332,3 +332,26 @@ export function staleNote(jobName: string): string {
   const attach = jobName ? `%tfk8s_attach ${jobName}` : '%tfk8s_attach NAME';
   return `The kernel restarted: this panel no longer updates and shows the last known state; ${attach} follows the job again.`;
 }
+
+const SIGNALS: { [n: number]: string } = {
+  2: 'SIGINT',
+  9: 'SIGKILL',
+  15: 'SIGTERM'
+};
+
+/**
+ * A replica's exit as people read it: the code, or the signal that ended it (a negative code), and
+ * "stopped" where the job's own teardown or Stop sent that signal.
+ */
+export function exitText(code: number | null, state: string): string {
+  if (code === null) {
+    return '';
+  }
+  if (code >= 0) {
+    return String(code);
+  }
+  const signal = SIGNALS[-code] ?? `signal ${-code}`;
+  return state === 'stopped' || state === 'succeeded'
+    ? `stopped (${signal})`
+    : signal;
+}

@@ -349,8 +349,12 @@ def test_stop_and_no_panel(shell, standin, capsys):
     while job.phase == "pending" and time.monotonic() < deadline:
         time.sleep(0.2)
     shell.run_line_magic("tfk8s_stop", "long-run")
-    assert capsys.readouterr().out.strip() == "tfk8s: job long-run is stopped."
+    assert capsys.readouterr().out.strip() == "tfk8s: job long-run stopped."
     assert job.phase == "stopped"
+    shell.run_line_magic("tfk8s_stop", "long-run")
+    assert capsys.readouterr().out.strip() == (
+        "tfk8s: job long-run had already stopped; there was nothing to stop."
+    )
 
 
 def test_widget_panel_final_state_and_attach_after_a_kernel_restart(

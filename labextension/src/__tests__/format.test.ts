@@ -6,6 +6,7 @@ import {
   cleanLog,
   formatAge,
   formatCounts,
+  exitText,
   foldedLog,
   formatMetric,
   pickSeries,
@@ -218,4 +219,12 @@ test('the log folds TensorFlow start-up noise unless show all', () => {
   const all = foldedLog(log, true);
   assert.ok(all.includes('cuInit') && all.endsWith('Epoch 1/3'));
   assert.equal(foldedLog('Epoch 1/3', false), 'Epoch 1/3');
+});
+
+test('an exit reads as its code or the signal that ended it', () => {
+  assert.equal(exitText(null, 'running'), '');
+  assert.equal(exitText(0, 'succeeded'), '0');
+  assert.equal(exitText(1, 'failed'), '1');
+  assert.equal(exitText(-15, 'stopped'), 'stopped (SIGTERM)');
+  assert.equal(exitText(-9, 'failed'), 'SIGKILL');
 });
