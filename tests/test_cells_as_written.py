@@ -482,3 +482,18 @@ def test_summary_scalars_are_written_on_every_worker_and_streamed_from_one(tmp_p
         assert protocol.parse_lines(h.stdout("worker-1")) == []
     finally:
         h.teardown()
+
+
+@pytest.mark.tf
+def test_the_parameter_server_tutorials_fit_section_trains_with_its_callbacks(tmp_path):
+    work = tmp_path / "my_working_dir"
+    h = _run(tmp_path, cells.PS_TUTORIAL_FIT.replace("WORKING_DIR_HERE", str(work)), PS)
+    try:
+        assert _wait_reporting_then_all(h) == 0, h.tail(h.reporting)
+        events = h.events()
+        assert [e["step"] for e in events if e["type"] == "epoch"] == [20, 40, 60, 80, 100]
+        assert "tensorboard files: True" in h.stdout(h.reporting)  # the TensorBoard callback wrote its logs
+        assert (work / "ckpt").is_dir() and (work / "backup").is_dir()  # ModelCheckpoint, BackupAndRestore
+        assert "variable_partitioner" in h.stderr(h.reporting)
+    finally:
+        h.teardown()

@@ -22,6 +22,7 @@ ConfigMap.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
@@ -149,4 +150,17 @@ def patch_summary_scalar(tf, metrics: CellMetrics | None, in_fit) -> None:
     scalar._tfk8s = True
     scalar.__wrapped__ = original
     scalar.__doc__ = original.__doc__
-    summary.scalar = scalar
+    # Every public alias: tf.summary, and tf.compat.v2.summary (what tf_keras's TensorBoard callback calls).
+    modules = [summary]
+    try:
+        modules.append(tf.compat.v2.summary)
+    except AttributeError:
+        pass
+    modules += [
+        m
+        for name, m in list(sys.modules.items())
+        if name.endswith(".summary") and name.startswith("tensorflow")
+    ]
+    for module in modules:
+        if vars(module).get("scalar") is original:
+            module.scalar = scalar
