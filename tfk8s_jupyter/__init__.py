@@ -12,6 +12,7 @@ _API = {
     "submit_spec": "api",
     "attach": "api",
     "list_jobs": "api",
+    "check": "api",
     "Job": "api",
     "JobSpec": "spec",
     "make_spec": "spec",

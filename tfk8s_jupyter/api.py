@@ -169,6 +169,46 @@ def attach(name: str, backend: str | None = None) -> Job:
     return Job(name, b)
 
 
+def check(
+    *,
+    backend: str | None = "kubernetes",
+    context: str | None = None,
+    namespace: str | None = None,
+    image: str | None = None,
+    gpus: int | Mapping[str, int] | None = None,
+    **options,
+):
+    """Preflight: would a job with these options run on the cluster? Nothing is created.
+
+    Checks permissions (``SelfSubjectAccessReview`` of every call the backend makes), the namespace, the
+    TFJob CRD (flavor ``tfjob``/``auto``), GPU capacity of schedulable nodes, and ResourceQuota. Unset
+    options take the configured defaults, as :func:`submit` does.
+
+    Returns:
+        a ``PreflightReport``: ``ok``, ``checks`` (✓/✗/– rows, one sentence each), text and HTML faces.
+
+    Raises:
+        SpecError: an invalid option, or a backend other than ``kubernetes``.
+        BackendUnavailable: unknown context, no kubeconfig, or an unreachable API server.
+    """
+    from .spec import SpecError
+
+    backend = backend or current_config().backend
+    if backend != "kubernetes":
+        raise SpecError(
+            f"preflight checks a Kubernetes cluster, not the {backend} backend; use backend='kubernetes'."
+        )
+    merged = {**current_config().job_options(), **options, "backend": "kubernetes"}
+    for k, v in {"context": context, "namespace": namespace, "image": image, "gpus": gpus}.items():
+        if v is not None:
+            merged[k] = v
+    merged.pop("owner", None)
+    spec = make_spec("pass", name="preflight", owner=current_owner(), **merged)
+    from .backends.kubernetes.preflight import preflight
+
+    return preflight(backend_for("kubernetes"), spec)
+
+
 def list_jobs(backend: str | None = None, owner: str | None = None) -> list[JobStatus]:
     """The jobs of ``owner`` (default: the current user), newest first."""
     b = backend_for(backend)

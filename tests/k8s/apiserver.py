@@ -43,11 +43,20 @@ RESOURCES: dict[tuple[str, str], tuple[str, str, bool, bool]] = {
     ("", "configmaps"): ("v1", "ConfigMap", True, False),
     ("", "events"): ("v1", "Event", True, False),
     ("", "namespaces"): ("v1", "Namespace", False, True),
+    ("", "nodes"): ("v1", "Node", False, True),
     ("", "resourcequotas"): ("v1", "ResourceQuota", True, True),
     ("", "serviceaccounts"): ("v1", "ServiceAccount", True, False),
     ("batch", "jobs"): ("v1", "Job", True, True),
     ("kubeflow.org", "tfjobs"): ("v1", "TFJob", True, True),
 }
+# The default ClusterRole system:basic-user, bound to every authenticated user on a real cluster.
+BASIC_USER_RULES = [
+    {
+        "apiGroups": ["authorization.k8s.io"],
+        "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
+        "verbs": ["create"],
+    }
+]
 SINGULAR = {"pods": "pod", "services": "service", "configmaps": "configmap", "events": "event"}
 
 
@@ -426,7 +435,7 @@ class Store:
             return sum(
                 1
                 for (g, r, ns, _) in self.objects
-                if r not in ("namespaces", "events", "serviceaccounts", "resourcequotas")
+                if r not in ("namespaces", "nodes", "events", "serviceaccounts", "resourcequotas")
                 and (namespace is None or ns == namespace)
             )
 
@@ -486,6 +495,27 @@ class Fault:
 
 
 # the server ---------------------------------------------------------------------------------------
+
+
+def _rules_allow(rules: list[dict], req: dict) -> bool:
+    resource = req["resource"] + (f"/{req['subresource']}" if req.get("subresource") else "")
+    for rule in rules:
+        groups = rule.get("apiGroups") or []
+        if "*" not in groups and req["group"] not in groups:
+            continue
+        resources = rule.get("resources") or []
+        if "*" not in resources and resource not in resources:
+            continue
+        verbs = rule.get("verbs") or []
+        if "*" not in verbs and req["verb"] not in verbs:
+            continue
+        names = rule.get("resourceNames")
+        if names and req.get("name") not in names:
+            continue
+        return True
+    return False
+
+
 class ApiServer:
     """The test API server. ``with ApiServer() as s: ...`` or ``s.start()`` / ``s.stop()``."""
 
@@ -496,6 +526,7 @@ class ApiServer:
         self.request_log: list[dict] = []
         self.faults: list[Fault] = []
         self.rules: list[dict] | None = None
+        self.cluster_rules: list[dict] = []  # granted beyond the Role (ClusterRoleBindings), e.g. list nodes
         self.user = "system:serviceaccount:default:tester"
         self.tfjob_crd = tfjob_crd
         self.validate = validate  # check created objects against the real schemas (422 when invalid)
@@ -578,7 +609,7 @@ class ApiServer:
                 if (resource is None or r == resource)
                 and (group is None or g == group)
                 and (namespace is None or ns == namespace)
-                and r not in ("namespaces", "events", "serviceaccounts", "resourcequotas")
+                and r not in ("namespaces", "nodes", "events", "serviceaccounts", "resourcequotas")
             ]
 
     def count(self, namespace: str | None = None) -> int:
@@ -621,28 +652,86 @@ class ApiServer:
             self.store.cond.notify_all()
 
     def enforce_rules(self, rules: list[dict] | None) -> None:
-        """Allow only what these RBAC PolicyRules allow (``None``: allow everything)."""
+        """Allow only what these RBAC PolicyRules allow (``None``: allow everything), plus what the default
+        ClusterRole ``system:basic-user`` allows (``SelfSubjectAccessReview``) and :attr:`cluster_rules`."""
         self.rules = rules
+
+    def grant_cluster_rules(self, rules: list[dict]) -> None:
+        """Rules bound cluster-wide beyond the Role (a ClusterRoleBinding), e.g. ``list nodes``."""
+        self.cluster_rules = list(rules)
+
+    def granted_by(self, req: dict) -> str | None:
+        """Which grant allows ``req`` when the Role does not: ``system:basic-user``, ``clusterrole`` or None."""
+        if _rules_allow(BASIC_USER_RULES, req):
+            return "system:basic-user"
+        if (
+            self.rules is not None
+            and not _rules_allow(self.rules, req)
+            and _rules_allow(self.cluster_rules, req)
+        ):
+            return "clusterrole"
+        return None
 
     def allowed(self, req: dict) -> bool:
         if self.rules is None:
             return True
-        resource = req["resource"] + (f"/{req['subresource']}" if req.get("subresource") else "")
-        for rule in self.rules:
-            groups = rule.get("apiGroups") or []
-            if "*" not in groups and req["group"] not in groups:
-                continue
-            resources = rule.get("resources") or []
-            if "*" not in resources and resource not in resources:
-                continue
-            verbs = rule.get("verbs") or []
-            if "*" not in verbs and req["verb"] not in verbs:
-                continue
-            names = rule.get("resourceNames")
-            if names and req.get("name") not in names:
-                continue
-            return True
-        return False
+        return any(_rules_allow(r, req) for r in (self.rules, BASIC_USER_RULES, self.cluster_rules))
+
+    def review(self, body: dict) -> dict:
+        """The answer to a SelfSubjectAccessReview, from the same rules that authorize requests."""
+        attrs = (body.get("spec") or {}).get("resourceAttributes") or {}
+        req = {
+            "verb": attrs.get("verb", ""),
+            "group": attrs.get("group", ""),
+            "resource": attrs.get("resource", ""),
+            "subresource": attrs.get("subresource") or None,
+            "namespace": attrs.get("namespace") or None,
+            "name": attrs.get("name") or None,
+        }
+        allowed = self.allowed(req)
+        status = {"allowed": allowed}
+        if allowed and self.rules is not None:
+            status["reason"] = "RBAC: allowed by the test server's rules"
+        return {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "metadata": {"creationTimestamp": None},
+            "spec": body.get("spec") or {},
+            "status": status,
+        }
+
+    def add_node(
+        self,
+        name: str,
+        allocatable: dict[str, str],
+        labels: dict[str, str] | None = None,
+        taints: list[dict] | None = None,
+        unschedulable: bool = False,
+    ) -> None:
+        """A Node with these allocatable resources (the test kubelet adds its own)."""
+        self.store.create(
+            "",
+            "nodes",
+            {
+                "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, **(labels or {})}},
+                "spec": {"taints": taints or [], "unschedulable": unschedulable},
+                "status": {"allocatable": dict(allocatable), "capacity": dict(allocatable)},
+            },
+        )
+
+    def add_quota(
+        self, namespace: str, name: str, hard: dict[str, str], used: dict[str, str] | None = None
+    ) -> None:
+        """A ResourceQuota with its status (what the quota controller would report)."""
+        self.store.create(
+            "",
+            "resourcequotas",
+            {
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {"hard": dict(hard)},
+                "status": {"hard": dict(hard), "used": {k: "0" for k in hard} | (used or {})},
+            },
+        )
 
     def _take_fault(self, req: dict, stream: bool = False) -> Fault | None:
         with self._lock:
@@ -661,6 +750,9 @@ class ApiServer:
     def log_request(self, req: dict, status: int) -> None:
         entry = {k: req.get(k) for k in ("verb", "group", "resource", "subresource", "namespace", "name")}
         entry["status"] = status
+        by = self.granted_by(req)
+        if by:
+            entry["granted_by"] = by  # not the Role: the least-privilege comparison leaves it out
         with self._lock:
             self.request_log.append(entry)
 
@@ -795,6 +887,14 @@ class _Handler(BaseHTTPRequestHandler):
                     raise ApiError(
                         fault.status, fault.message or f"injected {fault.status}", reason=fault.reason
                     )
+                if (req["group"], req["resource"], method) == (
+                    "authorization.k8s.io",
+                    "selfsubjectaccessreviews",
+                    "POST",
+                ):
+                    status = 201
+                    self._send_json(201, api.review(self._body() or {}))
+                    return
                 if (req["group"], req["resource"]) not in RESOURCES or (
                     req["group"] == "kubeflow.org" and not api.tfjob_crd
                 ):

@@ -35,6 +35,9 @@ INDEX_KEY = "batch.kubernetes.io/job-completion-index"
 STANDIN_RUNNER = Path(__file__).resolve().parent.parent / "standin_runner.py"  # the TF-free stand-in runner
 
 
+NODE_NAME = "test-node"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -95,6 +98,8 @@ class TestCluster:
 
     # lifecycle ----------------------------------------------------------------------------------
     def start(self) -> TestCluster:
+        if self.store.get("", "nodes", None, NODE_NAME) is None:
+            self.server.add_node(NODE_NAME, self.capacity)  # the one node this kubelet schedules on
         self.store.subscribers.append(self.queue.put)
         self.thread.start()
         return self

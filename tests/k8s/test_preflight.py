@@ -1,0 +1,163 @@
+"""Preflight against the test API server: the all-green case and each failure injected (a missing verb, no
+TFJob CRD, no GPU capacity, a quota too small), answered by SelfSubjectAccessReview from the same RBAC rules
+the server enforces. The Role is enforced in every test, as on a real cluster."""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import tfk8s_jupyter as tk
+import tfk8s_jupyter.api as api_module
+from tfk8s_jupyter.backends.base import BackendUnavailable
+from tfk8s_jupyter.backends.kubernetes import preflight as pf
+from tfk8s_jupyter.spec import SpecError
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy"))
+from deploytools import ROOT, rule_permissions  # noqa: E402
+
+pytestmark = pytest.mark.k8s
+
+ROLE = yaml.safe_load((ROOT / pf.ROLE_FILE).read_text())
+NODE_READER = [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]}]
+QUOTA_READER = [{"apiGroups": [""], "resources": ["resourcequotas"], "verbs": ["list"]}]
+
+
+def rules_without(verb: str, resource: str) -> list[dict]:
+    out = copy.deepcopy(ROLE["rules"])
+    for rule in out:
+        if resource in rule["resources"]:
+            rule["verbs"] = [v for v in rule["verbs"] if v != verb]
+    return out
+
+
+@pytest.fixture
+def cluster(apiserver, kubeconfig, tmp_path, monkeypatch):
+    """The Role enforced, list nodes and list resourcequotas granted (ClusterRoleBinding), one GPU node."""
+    monkeypatch.setenv("TFK8S_HOME", str(tmp_path / "home"))
+    api_module._backends.clear()
+    apiserver.enforce_rules(ROLE["rules"])
+    apiserver.grant_cluster_rules(NODE_READER + QUOTA_READER)
+    apiserver.add_node("gpu-node", {"cpu": "16", "memory": "64Gi", "nvidia.com/gpu": "4"})
+    apiserver.add_node("cpu-node", {"cpu": "64", "memory": "256Gi"})
+    yield apiserver
+    api_module._backends.clear()
+
+
+def marks(report) -> dict[str, str]:
+    return {c.name: c.mark for c in report.checks}
+
+
+def test_the_preflight_rules_are_the_roles():
+    assert rule_permissions(list(pf.ROLE_RULES)) == rule_permissions(ROLE["rules"])
+
+
+def test_all_green(cluster):
+    cluster.tfjob_crd = True
+    cluster.add_quota("default", "compute", {"pods": "10", "requests.cpu": "8"})
+    report = tk.check(workers=2, gpus=2, cpu="1")
+    assert report.ok, report.text()
+    assert marks(report) == {
+        "namespace": "✓",
+        "TFJob CRD": "✓",
+        "permissions": "✓",
+        "GPUs": "✓",
+        "quota": "✓",
+    }
+    assert "gpu-node has 4 allocatable nvidia.com/gpu" in report.text()
+    assert "<table>" in report._repr_html_() and "✓" in report._repr_html_()
+    # a preflight creates nothing
+    assert cluster.objects(namespace="default") == []
+    reviews = [e for e in cluster.request_log if e["resource"] == "selfsubjectaccessreviews"]
+    assert len(reviews) >= len(pf.permissions("tfjob")), reviews
+    assert all(e.get("granted_by") == "system:basic-user" for e in reviews)
+
+
+def test_a_missing_verb_names_the_rule_that_grants_it(cluster):
+    cluster.enforce_rules(rules_without("create", "jobs"))
+    report = tk.check(flavor="native")
+    assert not report.ok
+    [bad] = report.failed
+    assert bad.name == "create jobs"
+    assert "in namespace default" in bad.message and pf.ROLE_FILE in bad.message
+    assert 'resources ["jobs"]' in bad.message and "'batch'" in bad.message, bad.message
+
+
+def test_two_missing_verbs_are_two_lines(cluster):
+    rules = [r for r in rules_without("watch", "pods") if r["resources"] != ["pods/log"]]
+    cluster.enforce_rules(rules)
+    report = tk.check(flavor="native")
+    assert sorted(c.name for c in report.failed) == ["get pods/log", "watch pods"], report.text()
+
+
+def test_no_tfjob_crd(cluster):
+    report = tk.check(flavor="tfjob")
+    assert marks(report)["TFJob CRD"] == "✗"
+    assert "Kubeflow training operator" in report.text() and "--flavor native" in report.text()
+    auto = tk.check(flavor="auto")
+    assert auto.ok and "native Indexed Jobs" in auto.text(), auto.text()
+
+
+def test_no_gpu_capacity(cluster):
+    report = tk.check(workers=1, gpus=8)
+    assert marks(report)["GPUs"] == "✗", report.text()
+    assert "8 allocatable nvidia.com/gpu (the most is 4)" in report.text()
+
+
+def test_gpu_nodes_must_match_selector_and_tolerations(cluster):
+    cluster.add_node(
+        "tainted",
+        {"nvidia.com/gpu": "8"},
+        labels={"pool": "a100"},
+        taints=[{"key": "gpu", "value": "true", "effect": "NoSchedule"}],
+    )
+    assert marks(tk.check(gpus=8, node_selector={"pool": "a100"}))["GPUs"] == "✗"
+    tolerated = tk.check(
+        gpus=8,
+        node_selector={"pool": "a100"},
+        tolerations=({"key": "gpu", "operator": "Equal", "value": "true", "effect": "NoSchedule"},),
+    )
+    assert marks(tolerated)["GPUs"] == "✓", tolerated.text()
+
+
+def test_gpu_capacity_unknown_without_list_nodes(cluster):
+    cluster.grant_cluster_rules(QUOTA_READER)
+    report = tk.check(gpus=1)
+    assert marks(report)["GPUs"] == "–" and report.ok
+    assert not any(e["resource"] == "nodes" for e in cluster.request_log)
+
+
+def test_quota_too_small(cluster):
+    cluster.add_quota("default", "compute", {"pods": "4", "requests.cpu": "4"}, used={"pods": "2"})
+    report = tk.check(workers=3, cpu="1")
+    assert not report.ok
+    text = report.text()
+    assert "quota compute leaves 2 pods (hard 4, used 2) but the job asks 3" in text, text
+    assert "larger quota" in text
+
+
+def test_a_namespace_that_does_not_exist(cluster):
+    report = tk.check(namespace="nowhere")
+    assert marks(report) == {"namespace": "✗"}
+    assert "namespace nowhere does not exist" in report.text()
+
+
+def test_the_magic_prints_the_table(cluster):
+    from IPython.testing.globalipapp import start_ipython
+
+    ip = start_ipython()
+    ip.run_line_magic("load_ext", "tfk8s_jupyter")
+    cluster.enforce_rules(rules_without("delete", "configmaps"))
+    report = ip.run_line_magic("tfk8s_check", "--backend kubernetes --flavor native")
+    assert [c.name for c in report.failed] == ["delete configmaps"]
+
+
+def test_bad_input(cluster, tmp_path, monkeypatch):
+    with pytest.raises(SpecError, match="use backend='kubernetes'"):
+        tk.check(backend="local")
+    with pytest.raises(BackendUnavailable, match="context 'nope'"):
+        tk.check(context="nope")
