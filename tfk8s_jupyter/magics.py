@@ -489,7 +489,9 @@ class TFK8sMagics(Magics):
 
         form = SettingsPanel(defaults, on_launch, panel_factory=make_panel)
         self.shell.user_ns["_tfk8s_settings"] = form
-        if self.frontend() == "widgets":
+        # --panel asks for the form itself: in a kernel it is shown even in a batch run (where code can
+        # fill and launch it); only a frontend set to "text", or no kernel, has none.
+        if self.frontend() == "widgets" or (_in_kernel(self.shell) and self.defaults.frontend == "auto"):
             from IPython.display import display
 
             display(form)

@@ -283,3 +283,32 @@ def test_nbconvert_of_a_lone_training_cell_waits_and_saves_the_final_summary(tmp
     summary = text[text.index("tfk8s job lone-job: succeeded after") :]
     assert "reached epoch 3, step 12" in summary
     assert "last: loss=0.07692" in summary
+
+
+def test_the_settings_form_works_in_a_batch_run(tmp_path, standin):
+    """``--panel`` asks for the form itself, so a batch run (nbclient, nbval, papermill) shows it too, and
+    code can fill and launch it, as ``notebooks/settings_panel.ipynb`` does."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [
+        nbformat.v4.new_code_cell("%load_ext tfk8s_jupyter"),
+        nbformat.v4.new_code_cell(
+            "%%tfk8s_train --panel --workers 1 --name form-nb\nEPOCHS = 2\nSTEPS = 3\n"
+        ),
+        nbformat.v4.new_code_cell(
+            "form = _tfk8s_settings\nform.fields['workers'].value = 2\nform.launch_button.click()\n"
+        ),
+        nbformat.v4.new_code_cell("%tfk8s_wait form-nb --timeout 120"),
+    ]
+    work = tmp_path / "nbwork"
+    work.mkdir()
+    NotebookClient(
+        nb,
+        timeout=300,
+        kernel_name="python3",
+        store_widget_state=True,
+        resources={"metadata": {"path": str(work)}},
+    ).execute()
+    assert nb.cells[3].outputs[0]["text"].strip() == "tfk8s job form-nb: succeeded"
+    (form,) = by_class(widget_states(nb), "tfk8s-launched")
+    assert form["_dom_classes"]
