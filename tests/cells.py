@@ -413,3 +413,19 @@ callbacks = [
 model.fit(dc, epochs=5, steps_per_epoch=20, callbacks=callbacks)
 print("tensorboard files:", sum(len(f) for _, _, f in os.walk(log_dir)) > 0)
 """
+
+# multi_worker_with_keras's fault-tolerance section: BackupAndRestore in one directory (the test replaces
+# BACKUP_DIR_HERE) that every worker shares; crashes once after epoch 1 like CRASH_ONCE, then resumes.
+MWMS_TUTORIAL_BACKUP = OWN_MWMS.replace(
+    "history = model.fit(ds, epochs=3, steps_per_epoch=20)",
+    """marker = os.path.join(os.path.dirname(os.getcwd()), "crashed-" + os.environ["TFK8S_INDEX"])
+
+class CrashOnce(tf.keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 1 and not os.path.exists(marker):
+            open(marker, "w").close()
+            raise RuntimeError("simulated crash after epoch 1")
+
+callbacks = [tf.keras.callbacks.BackupAndRestore(backup_dir="BACKUP_DIR_HERE"), CrashOnce()]
+history = model.fit(ds, epochs=3, steps_per_epoch=20, callbacks=callbacks)""",
+)

@@ -497,3 +497,32 @@ def test_the_parameter_server_tutorials_fit_section_trains_with_its_callbacks(tm
         assert "variable_partitioner" in h.stderr(h.reporting)
     finally:
         h.teardown()
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(600)
+def test_the_all_reduce_tutorials_shared_backup_dir_resumes_after_a_crash(tmp_path):
+    backup = tmp_path / "backup"
+    code = cells.MWMS_TUTORIAL_BACKUP.replace("BACKUP_DIR_HERE", str(backup))
+    first = _run(tmp_path, code, MWMS)
+    try:
+        assert first.wait("worker-0", JOB_TIMEOUT) == 1
+        assert "simulated crash after epoch 1" in first.events()[-1]["message"], first.tail("worker-0")
+        first.wait("worker-1", 30)
+    finally:
+        first.teardown()
+    assert sorted(p.name for p in backup.iterdir()) == ["worker-0", "worker-1"]  # one dir each: no lock clash
+    (tmp_path / "payload.json").unlink()
+    for log in (tmp_path / "logs").iterdir():
+        log.unlink()
+    second = _run(tmp_path, code, MWMS)
+    try:
+        assert _wait_reporting_then_all(second) == 0, second.tail("worker-0")
+        events = second.events()
+        restored = [e["epoch"] for e in events if e["type"] == "checkpoint" and e["action"] == "restored"]
+        assert restored == [2]
+        assert [e["epoch"] for e in events if e["type"] == "epoch"] == [2]
+        sums = _checksums(second)
+        assert len(sums) == 2 and len(set(sums.values())) == 1, sums
+    finally:
+        second.teardown()

@@ -215,6 +215,12 @@ class Runtime:
                 for cb in callbacks
             ]
         backup = next((cb for cb in callbacks if isinstance(cb, keras.callbacks.BackupAndRestore)), None)
+        if (
+            backup is not None
+            and self.renv.strategy == "multi_worker_mirrored"
+            and not self.renv.uses_tf_keras
+        ):
+            self.separate_backup_dir(backup)
         if backup is None and self.renv.checkpoint_dir:
             # Only the chief saves with parameter servers, so it may skip epochs; all-reduce workers must
             # all save the same epochs (they restore and resume together), so they save every epoch.
@@ -225,6 +231,24 @@ class Runtime:
             initial_epoch = int(arguments.get("initial_epoch", 0) or 0)
             callbacks.append(metrics_callback(keras, self)(fit_index, initial_epoch, backup))
         arguments["callbacks"] = callbacks
+
+    def separate_backup_dir(self, backup) -> None:
+        """The cell's own Keras 3 ``BackupAndRestore(backup_dir=...)`` under all-reduce: one subdirectory per
+        worker, since Keras 3 locks its backup file (a dir shared by the workers, as TensorFlow's
+        ``multi_worker_with_keras`` tutorial writes it, ends in ``BlockingIOError: unable to lock file``).
+        Each worker restores its own copy; they are identical, all workers saving the same epochs."""
+        if getattr(backup, "_tfk8s_separated", False) or not hasattr(backup, "_weights_path"):
+            return
+        import os
+
+        path = os.path.join(str(backup.backup_dir), self.renv.name)
+        backup.backup_dir = path
+        backup._weights_path = os.path.join(path, "latest.weights.h5")
+        backup._training_metadata_path = os.path.join(path, "training_metadata.json")
+        backup._prev_weights_path = f"{backup._weights_path}.bkp"
+        backup._prev_training_metadata_path = f"{backup._training_metadata_path}.bkp"
+        backup._tfk8s_separated = True
+        log(f"the cell's BackupAndRestore saves {self.renv.name}'s backup in {path}")
 
     def backup_dir(self, fit_index: int) -> str | None:
         base = Path(self.renv.checkpoint_dir) / f"fit-{fit_index}"
