@@ -196,7 +196,7 @@ class JobPanel(W.VBox):
         self.kind.style.button_width = "92px"
         self.kind.observe(lambda _: self._render_lines_now(), "value")
         self.log_scale = W.ToggleButton(value=False, description="log y", tooltip="Logarithmic y axis")
-        self.log_scale.layout = W.Layout(width="70px")
+        self.log_scale.layout = W.Layout(width="auto")
         self.log_scale.observe(self._on_log_scale, "value")
         controls = W.HBox([self.kind, self.log_scale])
 
