@@ -67,6 +67,8 @@ export interface IJob {
   last_metrics: { [metric: string]: number };
   /** The error the training cell raised, if any. */
   error: string | null;
+  /** Where the job came from: notebook and cell, e.g. `forecast.ipynb [7]`; null when not from a notebook. */
+  origin: string | null;
   /** The row's sparkline. */
   sparkline: ISparkline;
 }

@@ -87,6 +87,10 @@ export class JobsPanel extends RefreshingWidget<IJobsResponse> {
       el('span', 'tfk8s-job-strategy', strategyLabel(job.strategy)),
       el('span', 'tfk8s-job-age', ageSince(job.created))
     );
+    if (job.origin) {
+      // which notebook and cell started the job
+      meta.append(el('span', 'tfk8s-job-origin', job.origin));
+    }
     const bottom = el('div', 'tfk8s-row-bottom');
     bottom.append(
       el(

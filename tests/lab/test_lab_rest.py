@@ -292,3 +292,18 @@ async def test_kubernetes_jobs_list_beside_local_ones(jp_fetch, tfk8s_home, tmp_
         assert code == 404 and "worker-1" in message
     finally:
         server.stop()
+
+
+async def test_each_job_says_which_notebook_and_cell_started_it(jp_fetch, tfk8s_home):
+    record = write_record(tfk8s_home, "from-notebook")
+    spec = json.loads(json.dumps(record.read_spec()))
+    spec["labels"] = {"tfk8s.io/notebook": "forecast.ipynb", "tfk8s.io/cell": "7"}
+    record.write_spec(spec)
+    write_record(tfk8s_home, "from-python")
+
+    _, body = await get_json(jp_fetch)
+    origins = {j["name"]: j["origin"] for j in body["jobs"]}
+    assert origins == {"from-notebook": "forecast.ipynb [7]", "from-python": None}
+    _, detail = await get_json(jp_fetch, "from-notebook")
+    assert detail["origin"] == "forecast.ipynb [7]"
+    assert body["defaults"] == {"strategy": "auto", "ps": 0, "workers": 2, "gpus": 0, "backend": "local"}

@@ -69,7 +69,18 @@ def sparkline(state: JobState, points: int = SPARKLINE_POINTS) -> dict:
     return {"metric": metric, "kind": kind, "values": [float(f"{v:.4g}") for v in y]}
 
 
-def job_model(status: JobStatus, state: JobState) -> dict:
+ORIGIN_LABELS = ("tfk8s.io/notebook", "tfk8s.io/cell")  # set by the magics (see magics.origin_labels)
+
+
+def origin_of(labels) -> str | None:
+    """``"forecast.ipynb [7]"``: the notebook and cell a job came from, from its labels."""
+    nb, cell = (labels or {}).get(ORIGIN_LABELS[0]), (labels or {}).get(ORIGIN_LABELS[1])
+    if not nb and not cell:
+        return None
+    return " ".join(x for x in (nb, f"[{cell}]" if cell else None) if x)
+
+
+def job_model(status: JobStatus, state: JobState, origin: str | None = None) -> dict:
     """The JSON model of one job in the list (mirrored field by field by ``labextension/src/model.ts``)."""
     return {
         "name": status.name,
@@ -90,12 +101,13 @@ def job_model(status: JobStatus, state: JobState) -> dict:
         "last_metrics": dict(state.last_values),
         "error": state.error,
         "sparkline": sparkline(state),
+        "origin": origin,
     }
 
 
 def job_detail(status: JobStatus, state: JobState, spec: dict | None) -> dict:
     """The list model plus replicas, the job's settings and every metric series (≤ 2,000 points each)."""
-    model = job_model(status, state)
+    model = job_model(status, state, origin_of(spec.get("labels")) if spec else None)
     model["replicas"] = [{**r.__dict__, "name": r.name} for r in status.replicas]
     model["series"] = {
         "step": state.series("step", MAX_SERIES_POINTS),
@@ -143,6 +155,7 @@ class JobsManager(LoggingConfigurable):
         self._lock = threading.Lock()
         # Finished jobs never change: their summary is computed once.
         self._done_cache: dict[tuple[str, str, float], JobState] = {}
+        self._origins: dict[tuple[str, str, float], str | None] = {}
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="tfk8s-list")
         self._inflight: dict[tuple[str, str], concurrent.futures.Future] = {}
         self._failed_at: dict[str, float] = {}
@@ -183,8 +196,22 @@ class JobsManager(LoggingConfigurable):
                 state = self._state_for(backend, status)
             except JobNotFound:
                 continue  # deleted while we listed
-            out.append(job_model(status, state))
+            out.append(job_model(status, state, self._origin_for(backend, status)))
         return out
+
+    def _origin_for(self, backend: Backend, status: JobStatus) -> str | None:
+        """A job's origin from its spec's labels; a spec never changes, so it is read once."""
+        key = (backend.name, status.name, status.created)
+        with self._lock:
+            if key in self._origins:
+                return self._origins[key]
+        try:
+            origin = origin_of(backend.spec(status.name).labels)
+        except Exception:  # an unreadable spec only costs the origin
+            return None
+        with self._lock:
+            self._origins[key] = origin
+        return origin
 
     def _listing(self, name: str, owner: str) -> concurrent.futures.Future:
         """The listing of one backend: a slow backend is asked once at a time, a failed one not again
