@@ -98,6 +98,16 @@ def _quantity(what: str) -> Callable[[Any], str]:
     return check
 
 
+def _duration(what: str) -> Callable[[Any], str]:
+    def check(v):
+        from .spec import parse_duration
+
+        parse_duration(v, what)
+        return str(v)
+
+    return check
+
+
 def _text(what: str, example: str) -> Callable[[Any], str]:
     def check(v):
         if not isinstance(v, str) or not v.strip():
@@ -256,6 +266,24 @@ class TFK8s(Configurable):
         check=_seconds("setup_timeout", True, "120"),
         help="Seconds a job may take to bring every replica up before it fails.",
     ).tag(config=True)
+    deadline = CheckedUnicode(
+        None,
+        allow_none=True,
+        check=_duration("deadline"),
+        help="Longest a job may run (seconds, or e.g. '30m', '2h'); past it the job fails. Default: none.",
+    ).tag(config=True)
+    priority_class = CheckedUnicode(
+        None,
+        allow_none=True,
+        check=_text("priority_class", "batch-low"),
+        help="Kubernetes PriorityClass of the replica pods.",
+    ).tag(config=True)
+    queue = CheckedUnicode(
+        None,
+        allow_none=True,
+        check=_text("queue", "team-queue"),
+        help="Kueue LocalQueue: the Jobs are created suspended and start when Kueue admits them.",
+    ).tag(config=True)
     ttl_seconds_after_finished = CheckedInt(
         3600,
         check=_count("ttl_seconds_after_finished", 0, "use 0 or more seconds"),
@@ -316,7 +344,8 @@ class TFK8s(Configurable):
         names = (
             "backend flavor strategy ps workers gpus cpu memory image image_pull_secrets service_account "
             "namespace context node_selector tolerations gpu_resource labels env max_restarts checkpoint_dir "
-            "metric_interval setup_timeout ttl_seconds_after_finished"
+            "metric_interval setup_timeout ttl_seconds_after_finished "
+            "deadline priority_class queue"
         ).split()
         return {n: getattr(self, n) for n in names}
 

@@ -28,6 +28,10 @@ SPEC_FLAGS = (
     "checkpoint_dir",
     "max_restarts",
     "metric_interval",
+    "deadline",
+    "priority_class",
+    "queue",
+    "service_account",
 )
 
 # %%tfk8s_train's options, in the order its help lists them.
@@ -59,6 +63,14 @@ TRAIN_ARGUMENTS = (
         default=None,
         help="Seconds between per-step metric points.",
     ),
+    argument(
+        "--deadline",
+        default=None,
+        help="Longest the job may run: seconds, or e.g. 30m, 2h; past it the job fails (default: none).",
+    ),
+    argument("--priority-class", dest="priority_class", default=None, help="PriorityClass (Kubernetes)."),
+    argument("--queue", default=None, help="Kueue LocalQueue; the job waits, 'queued', until admitted."),
+    argument("--service-account", dest="service_account", default=None, help="ServiceAccount of the pods."),
     argument(
         "--env",
         action="append",

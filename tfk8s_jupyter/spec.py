@@ -48,6 +48,32 @@ _SUFFIX_FACTORS = {
     "Pi": 2**50,
     "Ei": 2**60,
 }
+_DURATION_RE = re.compile(
+    r"^(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?$"
+)
+
+
+def parse_duration(value, what: str = "duration") -> float:
+    """Seconds from a number or a duration like ``90``, ``90s``, ``30m``, ``2h``, ``1h30m``, ``1d``.
+
+    Raises:
+        SpecError: not a positive duration.
+    """
+    seconds = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str):
+        m = _DURATION_RE.match(value.strip().lower())
+        if m and value.strip() and any(m.groups()):
+            d, h, mi, s = (float(g) if g else 0.0 for g in m.groups())
+            seconds = d * 86400 + h * 3600 + mi * 60 + s
+    if seconds is None or not seconds > 0 or seconds != seconds:
+        raise SpecError(
+            f"{what} {value!r} is not a positive duration; use seconds or e.g. '90s', '30m', '2h'."
+        )
+    return seconds
+
+
 _ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 
 
@@ -155,6 +181,14 @@ class JobSpec:
     service_account: str | None = None
     gpu_resource: str = "nvidia.com/gpu"
     ttl_seconds_after_finished: int = 3600
+    deadline: float | str | None = None  # seconds or a duration like "90m"; the job fails past it
+    priority_class: str | None = None
+    queue: str | None = None  # Kueue LocalQueue: the Jobs are created suspended until admitted
+
+    @property
+    def deadline_seconds(self) -> float | None:
+        """The deadline in seconds (``None``: no deadline)."""
+        return None if self.deadline is None else parse_duration(self.deadline, "deadline")
 
     @property
     def has_chief(self) -> bool:
@@ -320,6 +354,15 @@ def validate(spec: JobSpec) -> None:
         raise SpecError(
             f"setup_timeout {spec.setup_timeout!r} must be a positive number of seconds, e.g. 120."
         )
+    if spec.deadline is not None:
+        parse_duration(spec.deadline, "deadline")
+    for what, value in (("priority_class", spec.priority_class), ("queue", spec.queue)):
+        if value is not None and not (
+            isinstance(value, str) and re.match(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", value)
+        ):
+            raise SpecError(
+                f"{what} {value!r} is not a valid object name; use lowercase letters, digits, '-' and '.'."
+            )
     for key, value in spec.env.items():
         if not _ENV_KEY_RE.match(str(key)):
             raise SpecError(

@@ -95,6 +95,7 @@ class TestCluster:
         self._lock = threading.RLock()
         self.thread = threading.Thread(target=self._loop, name="test-kubelet", daemon=True)
         self.started_pids: list[int] = []
+        self.started_jobs: set[tuple[str, str]] = set()  # Jobs whose pods were created (not suspended)
 
     # lifecycle ----------------------------------------------------------------------------------
     def start(self) -> TestCluster:
@@ -145,8 +146,19 @@ class TestCluster:
 
     def _on_event(self, ev: WatchEvent) -> None:
         if (ev.group, ev.resource) == ("batch", "jobs"):
-            if ev.type == "ADDED":
+            suspended = (ev.obj.get("spec") or {}).get("suspend")
+            key = (ev.namespace, ev.obj["metadata"]["name"])
+            if ev.type == "DELETED":
+                self.started_jobs.discard(key)
+            elif ev.type in ("ADDED", "MODIFIED") and not suspended and key not in self.started_jobs:
+                # created running, or admitted (unsuspended, as Kueue does) after waiting suspended
+                self.started_jobs.add(key)
                 self._create_job_pods(ev.obj)
+                deadline = ev.obj["spec"].get("activeDeadlineSeconds")
+                if deadline:
+                    t = threading.Timer(deadline, self._deadline_exceeded, args=key)
+                    t.daemon = True
+                    t.start()
         elif (ev.group, ev.resource) == ("kubeflow.org", "tfjobs"):
             if ev.type == "ADDED":
                 self._create_tfjob_pods(ev.obj)
@@ -351,6 +363,45 @@ class TestCluster:
             if ref.get("kind") == "Job":
                 return pod["metadata"]["namespace"], ref["name"]
         return None
+
+    def _deadline_exceeded(self, ns: str, name: str) -> None:
+        """The Job controller past ``activeDeadlineSeconds``: Failed (DeadlineExceeded), active pods deleted."""
+        job = self.store.get("batch", "jobs", ns, name)
+        if job is None or self._stop.is_set():
+            return
+        conditions = list((job.get("status") or {}).get("conditions") or [])
+        if any(c["type"] in ("Complete", "Failed") and c["status"] == "True" for c in conditions):
+            return
+        conditions.append(
+            {
+                "type": "Failed",
+                "status": "True",
+                "lastTransitionTime": now_rfc3339(),
+                "reason": "DeadlineExceeded",
+                "message": "Job was active longer than specified deadline",
+            }
+        )
+
+        def mutate(obj):
+            obj["status"]["conditions"] = conditions
+            obj["status"]["active"] = 0
+
+        self.store.update("batch", "jobs", ns, name, mutate)
+        pods = self.store.list("", "pods", ns, f"batch.kubernetes.io/job-name={name}")[0]
+        for p in pods:
+            if p["status"].get("phase") in ("Pending", "Running"):
+                try:
+                    self.store.delete("", "pods", ns, p["metadata"]["name"], "Background")
+                except ApiError:
+                    pass
+
+    def admit(self, namespace: str, name: str) -> None:
+        """Kueue's admission of a suspended Job: ``suspend`` set to false (the controller then starts it)."""
+
+        def mutate(obj):
+            obj["spec"]["suspend"] = False
+
+        self.store.update("batch", "jobs", namespace, name, mutate)
 
     def _sync_job_of(self, pod: dict) -> None:
         """Job status from its pods: counts, Complete when every index succeeded, Failed past backoffLimit."""

@@ -286,3 +286,26 @@ def test_dry_run_needs_no_cluster_and_no_kubernetes_import():
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("---")
+
+
+@pytest.mark.parametrize("flavor", ["native", "tfjob"])
+def test_deadline_priority_class_queue_and_service_account(flavor):
+    spec = ps_spec(deadline="90m", priority_class="batch-low", queue="team-a", service_account="trainer")
+    objs = render_manifests(spec, flavor=flavor)
+    for obj in objs:
+        if obj["kind"] == "TFJob":
+            jsonschema.validate(obj, TFJOB_SCHEMA)
+            policy = obj["spec"]["runPolicy"]
+            assert policy["activeDeadlineSeconds"] == 5400 and policy["suspend"] is True
+            assert obj["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+        else:
+            validate_core(obj)
+        if obj["kind"] == "Job":
+            assert obj["spec"]["activeDeadlineSeconds"] == 5400 and obj["spec"]["suspend"] is True
+            assert obj["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+    pods = [(role, pod) for role, pod, _ in (c for o in objs[1:] for c in containers(o))]
+    assert pods and all(p["priorityClassName"] == "batch-low" for _, p in pods)
+    assert all(p["serviceAccountName"] == "trainer" for _, p in pods)
+    plain = render_manifests(ps_spec(), flavor=flavor)
+    text = json.dumps(plain)
+    assert "activeDeadlineSeconds" not in text and "suspend" not in text and "priorityClassName" not in text

@@ -462,6 +462,8 @@ class Supervisor:
             self.spawn(r)
         self.status.message = "waiting for every replica to come up"
         self.save()
+        limit = self.spec.deadline_seconds  # --deadline: the longest the job may run, from here
+        job_deadline = None if limit is None else time.monotonic() + limit
         while True:
             if self.stop_signalled():
                 self.finish(STOPPED, "stopped by the user")
@@ -495,6 +497,13 @@ class Supervisor:
                 return
             if self.awaiting_start_until is not None and now > self.awaiting_start_until:
                 self.finish(FAILED, self.deadline_message())
+                return
+            if job_deadline is not None and now > job_deadline:
+                self.finish(
+                    FAILED,
+                    f"the job ran past its deadline of {limit:g} s and was stopped; give it a longer "
+                    "--deadline, or make it train less",
+                )
                 return
             time.sleep(TICK)
 

@@ -175,6 +175,9 @@ def diagnose(pods: list[dict], logs: dict[str, str] | None = None) -> str | None
     return None
 
 
+DEADLINE_EXCEEDED = "ran past its deadline"
+
+
 def job_failure(job: dict) -> str | None:
     """The Failed condition of a batch/v1 Job or a TFJob, as a sentence."""
     for cond in (job.get("status") or {}).get("conditions") or []:
@@ -182,6 +185,15 @@ def job_failure(job: dict) -> str | None:
             name = job.get("metadata", {}).get("name", "?")
             reason = cond.get("reason") or "Failed"
             message = (cond.get("message") or "").strip().rstrip(".")
+            if reason == "DeadlineExceeded" or "deadline" in message.lower():
+                limit = (job.get("spec") or {}).get("activeDeadlineSeconds") or (
+                    (job.get("spec") or {}).get("runPolicy") or {}
+                ).get("activeDeadlineSeconds")
+                took = f" of {limit} s" if limit else ""
+                return (
+                    f"{name} failed: it {DEADLINE_EXCEEDED}{took} and Kubernetes stopped it; give it a longer "
+                    "--deadline, or make it train less."
+                )
             if reason == "BackoffLimitExceeded":
                 return f"{name} failed: its replicas crashed more often than max_restarts allows ({message})."
             return f"{name} failed ({reason}{': ' + message if message else ''})."

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 from importlib import resources
 
@@ -41,6 +42,7 @@ LABEL_JOB = "tfk8s.io/job"
 LABEL_ROLE = "tfk8s.io/role"
 LABEL_OWNER = "tfk8s.io/owner"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
 ANNOTATION_OWNER = "tfk8s.io/owner"
 ANNOTATION_FLAVOR = "tfk8s.io/flavor"
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
@@ -243,6 +245,8 @@ def pod_template(spec: JobSpec, role: str, namespace: str, flavor: str, data_vol
         pod_spec["imagePullSecrets"] = [{"name": s} for s in spec.image_pull_secrets]
     if spec.service_account:
         pod_spec["serviceAccountName"] = spec.service_account
+    if spec.priority_class:
+        pod_spec["priorityClassName"] = spec.priority_class
     return {"metadata": {"labels": job_labels(spec, role)}, "spec": pod_spec}
 
 
@@ -340,13 +344,28 @@ def headless_service(spec: JobSpec, namespace: str) -> dict:
     }
 
 
+def deadline_seconds(spec: JobSpec) -> int | None:
+    """``activeDeadlineSeconds``: the spec's deadline rounded up to whole seconds."""
+    seconds = spec.deadline_seconds
+    return None if seconds is None else max(1, math.ceil(seconds))
+
+
 def indexed_job(spec: JobSpec, role: str, count: int, namespace: str, data_volumes: int = 0) -> dict:
     template = pod_template(spec, role, namespace, "native", data_volumes)
+    meta = _metadata(spec, f"{spec.name}-{role}", namespace, role)
+    extra: dict = {}
+    if spec.deadline is not None:
+        extra["activeDeadlineSeconds"] = deadline_seconds(spec)
+    if spec.queue:
+        # Kueue admits the Job by unsuspending it; until then no pod exists and the job shows "queued"
+        meta["labels"][LABEL_KUEUE_QUEUE] = spec.queue
+        extra["suspend"] = True
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": _metadata(spec, f"{spec.name}-{role}", namespace, role),
+        "metadata": meta,
         "spec": {
+            **extra,
             "completionMode": "Indexed",
             "completions": count,
             "parallelism": count,
@@ -369,16 +388,23 @@ def tfjob(spec: JobSpec, namespace: str, data_volumes: int = 0) -> dict:
             "restartPolicy": restart,
             "template": pod_template(spec, r.role, namespace, "tfjob", data_volumes),
         }
+    meta = _metadata(spec, spec.name, namespace)
+    run_policy: dict = {
+        "cleanPodPolicy": "Running",
+        "backoffLimit": spec.max_restarts,
+        "ttlSecondsAfterFinished": spec.ttl_seconds_after_finished,
+    }
+    if spec.deadline is not None:
+        run_policy["activeDeadlineSeconds"] = deadline_seconds(spec)
+    if spec.queue:
+        meta["labels"][LABEL_KUEUE_QUEUE] = spec.queue
+        run_policy["suspend"] = True
     return {
         "apiVersion": "kubeflow.org/v1",
         "kind": "TFJob",
-        "metadata": _metadata(spec, spec.name, namespace),
+        "metadata": meta,
         "spec": {
-            "runPolicy": {
-                "cleanPodPolicy": "Running",
-                "backoffLimit": spec.max_restarts,
-                "ttlSecondsAfterFinished": spec.ttl_seconds_after_finished,
-            },
+            "runPolicy": run_policy,
             "tfReplicaSpecs": replica_specs,
         },
     }

@@ -24,6 +24,15 @@ from ..base import (
 from . import diagnostics
 from .manifests import INDEX_ANNOTATION, LABEL_ROLE
 
+QUEUED = "queued"  # a pending job whose Jobs (or TFJob) Kueue has not admitted yet (suspend: true)
+
+
+def suspended(jobs: list[dict] | None, tfjob: dict | None) -> bool:
+    """Are the job's owning objects suspended (waiting for Kueue's admission)?"""
+    if tfjob is not None:
+        return bool((((tfjob.get("spec") or {}).get("runPolicy")) or {}).get("suspend"))
+    return bool(jobs) and any((j.get("spec") or {}).get("suspend") for j in jobs)
+
 
 def parse_time(text: str | None) -> float | None:
     if not text:
@@ -191,12 +200,19 @@ def assemble_status(
     elif failure or reporting.state == R_FAILED or tfjob_done == "Failed":
         status.phase = FAILED
         message = message or failure or f"{reporting.name} failed."
+        if failure and diagnostics.DEADLINE_EXCEEDED in failure:
+            message = failure  # the deadline, not the replica its end killed
     elif reporting.state in (R_RUNNING, R_RESTARTING):
         status.phase = RUNNING
     else:
         status.phase = PENDING
     if status.phase in (PENDING, RUNNING) and not message and events:
         message = diagnostics.failed_create(events)
+    if status.phase == PENDING and spec.queue and suspended(jobs, tfjob):
+        status.phase = QUEUED
+        message = message or (
+            f"queued: waiting for Kueue to admit it from queue {spec.queue} (the cluster starts it then)."
+        )
     status.message = message
     return status
 
