@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import time
 
 import pytest
 from local_helpers import epoch_events, keras_cell, kill, set_test_hooks, tf_keras_cell, wait_for
@@ -326,3 +327,236 @@ def test_tf_a_killed_supervisor_takes_every_replica_with_it():
     wait_for(lambda: not any(process_alive(p) for p in pids), 10, "every replica to die with the supervisor")
     assert job.phase == "failed"
     assert "ended unexpectedly" in job.status.message
+
+
+# --------------------------------------------------------------------------- hung replicas (stall_timeout)
+def _frozen_then_gone(pid: int) -> None:
+    """A replica the supervisor found frozen is killed (SIGKILL reaches a stopped process), never left."""
+    wait_for(lambda: not process_alive(pid), 30, f"frozen pid {pid} to be killed")
+
+
+def _curve_is_continuous(events: list[dict]) -> None:
+    """Every epoch reported, in order, and the steps of the last run's points never go backwards."""
+    epochs = sorted({e["epoch"] for e in epoch_events(events)})
+    assert epochs == list(range(len(epochs))) and epochs, epochs
+    for run in _runs(events):
+        steps = [e["step"] for e in events if e["type"] == "metric" and e["run"] == run]
+        assert steps == sorted(steps), steps
+
+
+def test_a_frozen_ps_worker_is_killed_and_restarted_alone(standin):
+    job = tk.submit(
+        "EPOCHS = 6\nSTEPS = 10\nSTEP_SECONDS = 0.2", ps=1, workers=2, name="ps-freeze-w", stall_timeout=3
+    )
+    wait_for(lambda: epoch_events(job.events()), 60, "the first epoch")
+    frozen = job.status.replica("worker-1").pid
+    os.kill(frozen, signal.SIGSTOP)
+    message = wait_for(
+        lambda: (m := job.status.message) and "restarting worker-1" in m and m, 20, "the restart of worker-1"
+    )
+    assert (
+        "worker-1 was frozen (stopped) longer than stall_timeout=3 s at step " in message
+        and "so it was killed" in message
+    )
+    _frozen_then_gone(frozen)
+    assert job.wait(timeout=60) == "succeeded", job.status.message
+    status = job.status
+    assert status.replica("worker-1").restarts == 1
+    assert status.replica("chief-0").restarts == 0 and status.replica("worker-0").restarts == 0
+    assert len(_runs(job.events())) == 1  # the chief kept training
+    assert "worker-1 was frozen (stopped)" in job.logs("supervisor")
+
+
+def test_a_frozen_all_reduce_worker_0_restarts_every_worker_and_resumes(standin):
+    job = tk.submit(
+        "EPOCHS = 5\nSTEPS = 10\nSTEP_SECONDS = 0.2", workers=2, name="mw-freeze", stall_timeout=3
+    )
+    wait_for(lambda: epoch_events(job.events()), 60, "the first epoch")
+    frozen = job.status.replica("worker-0").pid
+    os.kill(frozen, signal.SIGSTOP)
+    message = wait_for(
+        lambda: (m := job.status.message) and m.startswith("restarting every replica") and m,
+        20,
+        "the restart",
+    )
+    assert "because worker-0 was frozen (stopped) longer than stall_timeout=3 s at step " in message, message
+    _frozen_then_gone(frozen)
+    assert job.wait(timeout=60) == "succeeded", job.status.message
+    assert [r.restarts for r in job.status.replicas] == [1, 1]
+    events = job.events()
+    assert len(_runs(events)) == 2 and _first_epoch_of_last_run(events) > 0
+    _curve_is_continuous(events)
+
+
+def test_a_frozen_replica_counts_against_max_restarts(standin):
+    job = tk.submit(
+        "EPOCHS = 50\nSTEPS = 10\nSTEP_SECONDS = 0.2",
+        ps=1,
+        workers=1,
+        name="freeze-limit",
+        stall_timeout=2,
+        max_restarts=0,
+    )
+    wait_for(lambda: job.metrics(), 60, "a metric point")
+    frozen = job.status.replica("ps-0").pid
+    os.kill(frozen, signal.SIGSTOP)
+    assert job.wait(timeout=60) == "failed"
+    assert job.status.message.startswith(
+        "ps-0 was frozen (stopped) longer than stall_timeout=2 s at step "
+    ), job.status.message
+    _no_process_alive(job)
+
+
+def test_a_slow_job_that_advances_is_never_restarted(standin):
+    # Each epoch takes 4 s, longer than stall_timeout, but every step reports.
+    job = tk.submit("EPOCHS = 2\nSTEPS = 4\nSTEP_SECONDS = 1.0", workers=1, name="slow-ok", stall_timeout=2)
+    assert job.wait(timeout=60) == "succeeded", job.status.message
+    assert job.status.replica("worker-0").restarts == 0
+    assert len(_runs(job.events())) == 1
+    assert "so it was killed" not in job.logs("supervisor")
+
+
+def test_stall_timeout_0_turns_stall_detection_off(standin):
+    job = tk.submit(
+        "EPOCHS = 50\nSTEPS = 10\nSTEP_SECONDS = 0.1", workers=1, name="no-stall", stall_timeout=0
+    )
+    wait_for(lambda: job.metrics(), 60, "a metric point")
+    os.kill(job.status.replica("worker-0").pid, signal.SIGSTOP)
+    time.sleep(4)
+    status = job.status
+    assert status.phase == "running" and status.replica("worker-0").restarts == 0
+    assert job.stop().phase == "stopped"  # a stopped process does not hold up stop()
+    _no_process_alive(job)
+
+
+def test_an_error_in_the_cell_naming_a_transient_error_still_fails_at_once(standin):
+    job = tk.submit(
+        "raise ValueError('bad shape after UnavailableError, CollectiveReduce, heartbeat')",
+        workers=2,
+        name="cell-error-words",
+    )
+    assert job.wait(timeout=60) == "failed"
+    status = job.status
+    assert status.message.startswith("worker-0 failed: ValueError: bad shape after UnavailableError"), (
+        status.message
+    )
+    assert all(r.restarts == 0 for r in status.replicas)
+    assert len(_runs(job.events())) == 1
+
+
+def test_transient_errors_are_judged_by_the_exception_type_only():
+    from tfk8s_jupyter.backends.local_supervisor import curable_error
+
+    assert curable_error({"message": "UnavailableError: peer 127.0.0.1:1234 is gone"})
+    assert curable_error({"message": "tensorflow.python.framework.errors_impl.AbortedError: x"})
+    assert not curable_error(
+        {"message": "ValueError: UnavailableError: heartbeat", "traceback": "Socket closed"}
+    )
+    assert not curable_error({"message": "the cell raised UnavailableError"})
+    assert not curable_error({"message": ""})
+
+
+def test_a_reporting_replica_that_hangs_idle_is_killed_and_counts_as_a_failure(standin):
+    # The cell blocks (as on a deadlock) before its first step: start-up grace (setup_timeout) + stall_timeout.
+    job = tk.submit(
+        "import time\ntime.sleep(600)",
+        workers=2,
+        name="hang-idle",
+        stall_timeout=2,
+        setup_timeout=3,
+        max_restarts=0,
+    )
+    assert job.wait(timeout=60) == "failed"
+    message = job.status.message
+    assert message.startswith(
+        "worker-0 made no training progress for longer than stall_timeout=2 s before its first step"
+    ), message
+    assert message.endswith("so it was killed"), message
+    _no_process_alive(job)
+
+
+def test_a_busy_cell_that_reports_no_progress_is_not_taken_for_a_hang(standin):
+    # 8 s of computing without a metric point (as an evaluate after fit would be), past grace + stall_timeout.
+    job = tk.submit(
+        "import time\nt0 = time.time()\nwhile time.time() - t0 < 8: pass\nEPOCHS = 1\nSTEPS = 2",
+        workers=1,
+        name="busy-silent",
+        stall_timeout=2,
+        setup_timeout=3,
+    )
+    assert job.wait(timeout=60) == "succeeded", job.status.message
+    assert job.status.replica("worker-0").restarts == 0
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(600)
+def test_tf_a_frozen_ps_worker_is_restarted_within_stall_timeout_and_the_job_succeeds():
+    job = tk.submit(
+        tf_keras_cell(epochs=6, steps=30, step_sleep=0.05),
+        ps=1,
+        workers=2,
+        name="tf-freeze-w",
+        setup_timeout=180,
+        stall_timeout=15,
+    )
+    wait_for(lambda: epoch_events(job.events()), 240, "the first epoch")
+    frozen = job.status.replica("worker-1").pid
+    os.kill(frozen, signal.SIGSTOP)
+    # Recovery starts within stall_timeout + 10 s.
+    message = wait_for(
+        lambda: (m := job.status.message) and "restarting worker-1" in m and m, 25, "the restart of worker-1"
+    )
+    assert "worker-1 was frozen (stopped) longer than stall_timeout=15 s at step " in message, message
+    _frozen_then_gone(frozen)
+    assert job.wait(timeout=300) == "succeeded", job.status.message
+    assert job.status.replica("worker-1").restarts == 1
+    assert job.status.replica("chief-0").restarts == 0
+    events = job.events()
+    assert len(_runs(events)) == 1
+    _curve_is_continuous(events)
+    assert len(epoch_events(events)) == 6
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(600)
+def test_tf_a_frozen_all_reduce_worker_is_recovered_and_the_job_succeeds():
+    job = tk.submit(
+        tf_keras_cell(epochs=6, steps=30, step_sleep=0.05),
+        workers=2,
+        name="tf-freeze-mw",
+        setup_timeout=180,
+        stall_timeout=15,
+    )
+    wait_for(lambda: len(epoch_events(job.events())) >= 2, 240, "two epochs")
+    frozen = job.status.replica("worker-1").pid
+    os.kill(frozen, signal.SIGSTOP)
+    # TensorFlow's coordination-service heartbeat (10 s) may end worker-0 first; either way every worker
+    # restarts within stall_timeout + 10 s and the frozen one is killed.
+    message = wait_for(
+        lambda: (m := job.status.message) and m.startswith("restarting every replica") and m,
+        25,
+        "the restart",
+    )
+    _frozen_then_gone(frozen)
+    assert job.wait(timeout=300) == "succeeded", f"{job.status.message} (restart: {message})"
+    assert [r.restarts for r in job.status.replicas] == [1, 1]
+    events = job.events()
+    assert len(_runs(events)) == 2 and _first_epoch_of_last_run(events) > 0
+    _curve_is_continuous(events)
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(600)
+def test_tf_slow_epochs_that_advance_are_never_taken_for_a_hang():
+    # Each epoch takes ~10 s, twice stall_timeout, but its steps keep reporting.
+    job = tk.submit(
+        tf_keras_cell(epochs=2, steps=20, step_sleep=0.5),
+        workers=1,
+        name="tf-slow",
+        setup_timeout=180,
+        stall_timeout=5,
+    )
+    assert job.wait(timeout=300) == "succeeded", job.status.message
+    assert job.status.replica("worker-0").restarts == 0
+    assert len(_runs(job.events())) == 1
+    assert "so it was killed" not in job.logs("supervisor")

@@ -136,6 +136,13 @@ def test_non_positive_setup_timeout():
     assert _error(setup_timeout=0).startswith("setup_timeout 0 must be a positive number of seconds")
 
 
+def test_stall_timeout_is_0_or_more_seconds():
+    assert _error(stall_timeout=-1).startswith("stall_timeout -1 must be 0 (off) or more seconds")
+    assert _error(stall_timeout="fast").startswith("stall_timeout 'fast' must be 0 (off) or more seconds")
+    assert make_spec(CODE, stall_timeout=0).stall_timeout == 0
+    assert make_spec(CODE).stall_timeout == 120
+
+
 # --------------------------------------------------------------------------- valid specs
 def test_auto_strategy():
     assert make_spec(CODE, ps=1, workers=2).strategy == "parameter_server"

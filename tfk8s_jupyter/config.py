@@ -266,6 +266,12 @@ class TFK8s(Configurable):
         check=_seconds("setup_timeout", True, "120"),
         help="Seconds a job may take to bring every replica up before it fails.",
     ).tag(config=True)
+    stall_timeout = CheckedFloat(
+        120.0,
+        check=_seconds("stall_timeout", False, "120"),
+        help="Seconds without training progress (or with a replica frozen) before the hung replica is "
+        "killed and restarted per the role rules, counted in max_restarts; 0 turns it off.",
+    ).tag(config=True)
     deadline = CheckedUnicode(
         None,
         allow_none=True,
@@ -344,7 +350,7 @@ class TFK8s(Configurable):
         names = (
             "backend flavor strategy ps workers gpus cpu memory image image_pull_secrets service_account "
             "namespace context node_selector tolerations gpu_resource labels env max_restarts checkpoint_dir "
-            "metric_interval setup_timeout ttl_seconds_after_finished "
+            "metric_interval setup_timeout stall_timeout ttl_seconds_after_finished "
             "deadline priority_class queue"
         ).split()
         return {n: getattr(self, n) for n in names}

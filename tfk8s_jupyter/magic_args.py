@@ -32,6 +32,7 @@ SPEC_FLAGS = (
     "priority_class",
     "queue",
     "service_account",
+    "stall_timeout",
 )
 
 # %%tfk8s_train's options, in the order its help lists them.
@@ -62,6 +63,13 @@ TRAIN_ARGUMENTS = (
         type=float,
         default=None,
         help="Seconds between per-step metric points.",
+    ),
+    argument(
+        "--stall-timeout",
+        dest="stall_timeout",
+        type=float,
+        default=None,
+        help="Seconds without training progress before a hung replica is restarted (0: off; default 120).",
     ),
     argument(
         "--deadline",

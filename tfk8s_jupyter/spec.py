@@ -173,6 +173,7 @@ class JobSpec:
     checkpoint_dir: str | None = None
     metric_interval: float = 1.0
     setup_timeout: float = 120.0
+    stall_timeout: float = 120.0
     owner: str = "user"
     labels: Mapping[str, str] = field(default_factory=dict)
     node_selector: Mapping[str, str] = field(default_factory=dict)
@@ -353,6 +354,15 @@ def validate(spec: JobSpec) -> None:
     if not isinstance(spec.setup_timeout, (int, float)) or spec.setup_timeout <= 0:
         raise SpecError(
             f"setup_timeout {spec.setup_timeout!r} must be a positive number of seconds, e.g. 120."
+        )
+    if (
+        isinstance(spec.stall_timeout, bool)
+        or not isinstance(spec.stall_timeout, (int, float))
+        or not spec.stall_timeout >= 0
+    ):
+        raise SpecError(
+            f"stall_timeout {spec.stall_timeout!r} must be 0 (off) or more seconds without training progress "
+            "before a replica counts as hung, e.g. 120."
         )
     if spec.deadline is not None:
         parse_duration(spec.deadline, "deadline")

@@ -25,6 +25,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -60,22 +61,47 @@ FAILED_GRACE = 2.0
 PEER_GRACE = 5.0  # seconds all-reduce workers get to finish by themselves once worker 0 has
 END_GRACE = 30.0  # seconds the reporting replica may take to exit after it reported a successful end
 UP_CHECK_EVERY = 1.0
+STALL_CHECK_EVERY = 1.0
+# Below this many CPU cores summed over the job's replicas the job counts as idle: a hung job (a deadlock,
+# a peer that never answers) waits without computing, while work that reports no progress events (an
+# evaluate after fit, a custom loop that reports nothing) keeps computing and is never taken for a hang.
+IDLE_CPU = 0.2
+# Events of the reporting replica that show training advancing.
+PROGRESS_EVENTS = ("metric", "epoch", "checkpoint")
+# Process states that make no progress by themselves: stopped (SIGSTOP), traced, uninterruptible sleep.
+FROZEN_STATES = {"T": "stopped", "t": "stopped by a tracer", "D": "in uninterruptible sleep"}
 GATHER = 0.7  # seconds to collect peers that fail together before deciding what to do
-# Error texts that mean a peer was lost rather than a bug in the cell: restarts can cure these.
-TRANSIENT_ERRORS = (
-    "UnavailableError",
-    "AbortedError",
-    "DeadlineExceeded",
-    "CancelledError",
-    "Socket closed",
-    "Connection reset",
-    "failed to connect",
-    "Failed to connect",
-    "CollectiveReduce",
-    "coordination service",
-    "Coordination",
-    "heartbeat",
+# Exception types that mean a peer was lost rather than a bug in the cell: restarts can cure these. The
+# decision reads only the type name the runner puts first in its error event ("UnavailableError: ..."),
+# never the free text of a message, which the cell controls.
+TRANSIENT_ERRORS = frozenset(
+    {
+        "UnavailableError",
+        "AbortedError",
+        "DeadlineExceededError",
+        "CancelledError",
+        "ConnectionError",
+        "ConnectionResetError",
+        "ConnectionRefusedError",
+        "ConnectionAbortedError",
+        "BrokenPipeError",
+    }
 )
+_TYPE_NAME = re.compile(r"([A-Za-z_][\w.]*):")
+
+
+def error_type(event: dict) -> str | None:
+    """The exception type name an ``error`` event starts its message with (``UnavailableError``), if any."""
+    match = _TYPE_NAME.match(str(event.get("message") or event.get("error") or ""))
+    return match.group(1).rsplit(".", 1)[-1] if match else None
+
+
+def curable_error(event: dict) -> bool:
+    """Whether a restart may cure the failure an ``error`` event reports: a lost peer, by the exception's
+    type (never by words in its message or traceback)."""
+    return error_type(event) in TRANSIENT_ERRORS
+
+
 PR_SET_PDEATHSIG = 1
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -121,6 +147,33 @@ def listening_ports(pid: int) -> set[int]:
     return ports
 
 
+def _stat_fields(pid: int) -> list[str]:
+    """``/proc/<pid>/stat`` after the command name: state first, then ppid, ... (``proc(5)``, from field 3)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return []
+    return stat[stat.rfind(")") + 1 :].split()
+
+
+def process_state(pid: int) -> str | None:
+    """The one-letter state of process ``pid`` (``R``, ``S``, ``D``, ``T``, ...) from ``/proc/<pid>/stat``."""
+    fields = _stat_fields(pid)
+    return fields[0] if fields else None
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds process ``pid`` has used so far."""
+    fields = _stat_fields(pid)
+    try:
+        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    except (IndexError, ValueError):
+        return None
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
 class Replica:
     def __init__(self, status: ReplicaStatus, log: Path):
         self.status = status
@@ -128,6 +181,8 @@ class Replica:
         self.proc: subprocess.Popen | None = None
         self.start_at: float | None = None  # monotonic time of a scheduled (re)start
         self.up = False  # its port accepted connections / it reported start
+        self.frozen_since: float | None = None  # monotonic time it was first seen in a FROZEN_STATES state
+        self.frozen_state = ""
 
     @property
     def name(self) -> str:
@@ -173,6 +228,17 @@ class Supervisor:
         self.stall = hooks.get("stall_replica")
         self.end_grace = float(hooks.get("end_grace") or END_GRACE)
         self.ended_at: float | None = None  # when the reporting replica's current run reported success
+        # Stall detection: no progress event for stall_timeout seconds (after a start-up grace covering the
+        # first step's compile) or a replica frozen that long -> the role rules' restart.
+        self.stall_timeout = float(getattr(self.spec, "stall_timeout", 0) or 0)
+        self.progress_at: float | None = None  # monotonic time of the current run's start or last progress
+        self.progress_seen = False  # the current run reported a progress event
+        self.last_step: int | None = None
+        self.last_stall_check = 0.0
+        self.busy_at: float | None = None  # monotonic time the job last used more than IDLE_CPU cores
+        self.cpu_seen: dict[int, float] = {}  # pid -> CPU seconds at the last stall check
+        self.last_cpu_check = 0.0
+        self.stall_notes: dict[str, str] = {}  # replica name -> why the supervisor killed it as hung
 
     # bookkeeping ----------------------------------------------------------------
     def save(self) -> None:
@@ -190,6 +256,12 @@ class Supervisor:
             return
         changed = False
         for e in events:
+            if e.get("type") == "start":
+                self.progress_at, self.progress_seen = time.monotonic(), False
+            elif e.get("type") in PROGRESS_EVENTS:
+                self.progress_at, self.progress_seen = time.monotonic(), True
+                if isinstance(e.get("step"), int):
+                    self.last_step = e["step"]
             if e.get("type") == "start" and self.awaiting_start_until is not None:
                 say(f"{self.reporting.name} started training (run {e.get('run')})")
                 self.awaiting_start_until = None
@@ -252,6 +324,7 @@ class Supervisor:
         )
         r.start_at = None
         r.up = False
+        r.frozen_since = None
         r.status.pid = r.proc.pid
         r.status.state = R_STARTING
         r.status.exit_code = None
@@ -263,6 +336,7 @@ class Supervisor:
         if r is self.reporting:
             self.run_error = None
             self.ended_at = None
+            self.progress_at = None  # the clock starts at the new run's start event
             self.awaiting_start_until = time.monotonic() + float(self.spec.setup_timeout)
 
     def terminate(self, replicas: list[Replica], grace: float = TERM_GRACE) -> None:
@@ -270,6 +344,8 @@ class Supervisor:
         live = [r for r in replicas if r.alive]
         for r in live:
             r.proc.send_signal(signal.SIGTERM)
+            if process_state(r.proc.pid) in ("T", "t"):
+                r.proc.kill()  # a stopped process never handles SIGTERM
         deadline = time.monotonic() + grace
         while any(r.alive for r in live) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -320,13 +396,15 @@ class Supervisor:
     def diagnose(self, r: Replica) -> tuple[str, bool]:
         """``(message, curable)`` for a replica that failed: a restart may cure it unless the cell raised."""
         code = r.status.exit_code
+        if r.name in self.stall_notes:
+            return self.stall_notes.pop(r.name), True
         if code is not None and code < 0:
             return f"{r.name} was killed by signal {-code}", True
         event = self.last_error_event(r)
         if event:
             text = str(event.get("message") or event.get("error") or "the cell raised an error")
             full = text + " " + str(event.get("traceback") or "")
-            return f"{r.name} failed: {text}{self.hint(r, full)}", any(m in full for m in TRANSIENT_ERRORS)
+            return f"{r.name} failed: {text}{self.hint(r, full)}", curable_error(event)
         tail = log_excerpt(read_log(r.log, tail=40), n=5, width=600)
         message = f"{r.name} exited with code {code}" + (f"; its last log lines: {tail}" if tail else "")
         return message + self.hint(r, tail), True
@@ -372,7 +450,11 @@ class Supervisor:
         failed += [r for r, code in later if code != 0]
         self.pump_events()
         verdicts = {r: self.diagnose(r) for r in failed}
-        killed = any((r.status.exit_code or 0) < 0 for r in failed)
+        # A killed replica, or a frozen peer (which TensorFlow's heartbeat reports as lost), explains errors
+        # of the others: a restart may cure those even when they look like an error in the cell.
+        killed = any((r.status.exit_code or 0) < 0 for r in failed) or any(
+            process_state(r.proc.pid) in FROZEN_STATES for r in self.replicas if r.alive
+        )
         cell_errors = [r for r in failed if not verdicts[r][1]]
         if cell_errors and not killed:
             r = self.reporting if self.reporting in cell_errors else cell_errors[0]
@@ -395,6 +477,77 @@ class Supervisor:
         say(self.status.message)
         self.save()
         return False
+
+    def check_stall(self, now: float) -> bool:
+        """Kill a hung replica and apply the role rules to it; return True when the job is finished.
+
+        Hung: a replica frozen (stopped, uninterruptible) for ``stall_timeout`` seconds, or the reporting
+        replica's run without a progress event for that long (before its first progress event the
+        start-up grace ``setup_timeout`` is added, for the first step's compile). The culprit is the frozen
+        replica if there is one, else the reporting replica."""
+        if self.stall_timeout <= 0 or now - self.last_stall_check < STALL_CHECK_EVERY:
+            return False
+        self.last_stall_check = now
+        timeout = self.stall_timeout
+        for r in self.replicas:
+            state = process_state(r.proc.pid) if r.alive else None
+            if state in FROZEN_STATES:
+                if r.frozen_since is None or r.frozen_state != state:
+                    r.frozen_since, r.frozen_state = now, state
+            else:
+                r.frozen_since = None
+        frozen = [r for r in self.replicas if r.alive and r.frozen_since is not None]
+        long_frozen = [r for r in frozen if now - r.frozen_since >= timeout]
+        self.note_cpu(now)
+        stalled = False
+        if self.progress_at is not None and self.ended_at is None and self.reporting.alive:
+            limit = timeout if self.progress_seen else timeout + float(self.spec.setup_timeout)
+            quiet_since = max(self.progress_at, self.busy_at or 0.0)
+            if now - quiet_since >= limit:
+                stalled = True
+        if not long_frozen and not stalled:
+            return False
+        culprit = (long_frozen or frozen or [self.reporting])[0]
+        at = f"at step {self.last_step}" if self.last_step is not None else "before its first step"
+        if culprit in long_frozen:
+            what = (
+                f"was frozen ({FROZEN_STATES[culprit.frozen_state]}) longer than stall_timeout={timeout:g} s"
+            )
+        elif culprit.frozen_since is not None:
+            what = (
+                f"was frozen ({FROZEN_STATES[culprit.frozen_state]}) and training made no progress for longer "
+                f"than stall_timeout={timeout:g} s"
+            )
+        else:
+            what = f"made no training progress for longer than stall_timeout={timeout:g} s"
+        note = f"{culprit.name} {what} {at}, so it was killed"
+        say(f"{note} (pid {culprit.proc.pid})")
+        self.stall_notes[culprit.name] = note
+        culprit.proc.kill()
+        code = culprit.proc.wait()
+        self.pump_events()
+        finished = self.on_exits([(culprit, code)])
+        self.stall_notes.pop(culprit.name, None)
+        if not finished:
+            self.progress_at = time.monotonic() if self.progress_at is not None else None
+        return finished
+
+    def note_cpu(self, now: float) -> None:
+        """Set :attr:`busy_at` to ``now`` when the replicas used more than ``IDLE_CPU`` cores since the last
+        check (a replica that was not there last time counts from its start)."""
+        used, seen = 0.0, {}
+        for r in self.replicas:
+            if not r.alive:
+                continue
+            cpu = process_cpu_seconds(r.proc.pid)
+            if cpu is None:
+                continue
+            seen[r.proc.pid] = cpu
+            used += cpu - self.cpu_seen.get(r.proc.pid, 0.0)
+        elapsed = now - self.last_cpu_check if self.last_cpu_check else STALL_CHECK_EVERY
+        if used > IDLE_CPU * max(elapsed, STALL_CHECK_EVERY):
+            self.busy_at = now
+        self.cpu_seen, self.last_cpu_check = seen, now
 
     def schedule_restart(self, replicas: list[Replica]) -> None:
         for r in replicas:
@@ -494,6 +647,8 @@ class Supervisor:
                     f"{self.reporting.name} reported the end of training but did not exit within "
                     f"{self.end_grace:g} s, so it was stopped",
                 )
+                return
+            if self.check_stall(now):
                 return
             if self.awaiting_start_until is not None and now > self.awaiting_start_until:
                 self.finish(FAILED, self.deadline_message())
