@@ -21,7 +21,8 @@ from local_helpers import wait_for
 
 import tfk8s_jupyter as tk
 from tfk8s_jupyter.backends.base import TFK8sError
-from tfk8s_jupyter.capture import CaptureError, capture, find_inputs, read_inputs
+from tfk8s_jupyter.capture import CaptureError, capture
+from tfk8s_jupyter.cell_inputs import find_inputs, read_inputs
 from tfk8s_jupyter.payload import Payload
 
 REPO = Path(__file__).resolve().parents[1]

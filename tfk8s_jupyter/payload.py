@@ -12,6 +12,11 @@ from dataclasses import dataclass, field
 PAYLOAD_VERSION = 1
 
 
+class CaptureError(ValueError):
+    """The cell cannot be made into a payload (shipped); the message is one sentence naming the problem
+    and the fix."""
+
+
 @dataclass(frozen=True)
 class Payload:
     """What a replica executes.

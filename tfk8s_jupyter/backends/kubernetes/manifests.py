@@ -12,9 +12,9 @@ Two flavors:
     A Kubeflow training-operator v1 ``TFJob`` (Chief/PS/Worker); the operator creates pods and services and
     sets TF_CONFIG. The payload ConfigMap is shared with the native flavor.
 
-Input files the cell reads (``Payload.data``, found at submission by ``capture.find_inputs``) travel in
+Input files the cell reads (``Payload.data``, found at submission by ``cell_inputs.find_inputs``) travel in
 ``<job>-data-<i>`` ConfigMaps as ``binaryData`` (files over one object's size split into parts, at most
-``capture.MAX_SHIPPED_BYTES`` in all), each mounted at ``/etc/tfk8s-data-<i>`` and named to the runner by
+``cell_inputs.MAX_SHIPPED_BYTES`` in all), each mounted at ``/etc/tfk8s-data-<i>`` and named to the runner by
 ``TFK8S_DATA_DIR_<i>``; the runner writes them into the replica's work dir by their relative paths.
 
 The ConfigMap is the parent of everything else in both flavors: it is created first (pods mount it, so it
@@ -286,16 +286,16 @@ def data_configmaps(spec: JobSpec, payload: Payload, namespace: str) -> list[dic
     each (a larger file split into parts); each holds ``index.json``: key -> [path, part, parts].
 
     Raises:
-        ManifestError: the files take more than ``capture.MAX_SHIPPED_BYTES`` in all.
+        ManifestError: the files take more than ``cell_inputs.MAX_SHIPPED_BYTES`` in all.
     """
-    from ...capture import MAX_SHIPPED_BYTES, _human
+    from ...cell_inputs import MAX_SHIPPED_BYTES, human_size
 
     total = sum(len(b) for b in payload.data.values())
     if total > MAX_SHIPPED_BYTES:
         biggest = sorted(payload.data.items(), key=lambda kv: -len(kv[1]))[:3]
-        names = ", ".join(f"{k!r} ({_human(len(v))})" for k, v in biggest)
+        names = ", ".join(f"{k!r} ({human_size(len(v))})" for k, v in biggest)
         raise ManifestError(
-            f"the cell's input files take {_human(total)}, over the {_human(MAX_SHIPPED_BYTES)} that travel "
+            f"the cell's input files take {human_size(total)}, over the {human_size(MAX_SHIPPED_BYTES)} that travel "
             f"with a Kubernetes job (largest: {names}); name only the files the cell needs with --files, or "
             "read the data inside the cell from a URI (gs://, s3://, https://)."
         )
