@@ -465,6 +465,28 @@ def test_a_killed_all_reduce_worker_restarts_every_worker_and_the_job_resumes(
     assert len(starts) == 2 and starts[1]["initial_epoch"] >= 1  # resumed from its checkpoint
 
 
+def test_every_attempts_log_is_kept_with_the_restart_separator(apiserver, standin_cluster, backend):
+    spec = make_spec(
+        "STEPS = 20\nEPOCHS = 3\nSTEP_SECONDS = 0.05", workers=2, name="mwlog", backend="kubernetes"
+    )
+    submit(backend, spec)
+    f = Follow(backend, "mwlog")
+    _wait_events(backend, "mwlog", "checkpoint")
+    standin_cluster.kill("default", _pod_of(apiserver, "worker", 1))
+    assert f.wait().phase == "succeeded"
+    for replica in ("worker-0", "worker-1"):
+        text = backend.logs("mwlog", replica)
+        attempts = text.split(f"---- tfk8s: {replica} restarted (")
+        assert len(attempts) >= 2, text  # the first container's log is kept, then the restart
+        assert attempts[1].startswith("1 of 3) ----"), attempts[1][:40]
+        assert all("listening on" in a for a in attempts), text  # each attempt has its own lines
+    # The reporting replica's copy holds both runs' protocol (the first one no longer overwritten).
+    reporting = backend.logs("mwlog", "worker-0")
+    starts = [e for e in parse_lines(reporting) if e["type"] == "start"]
+    assert len(starts) == 2 and starts[1]["initial_epoch"] >= 1
+    assert [event_key(e) for e in parse_lines(reporting)] == [event_key(e) for e in backend.events("mwlog")]
+
+
 def test_a_killed_ps_worker_restarts_alone_and_the_job_succeeds(apiserver, standin_cluster, backend):
     submit(backend, spec_of("psf", code="STEPS = 20\nEPOCHS = 3\nSTEP_SECONDS = 0.05"))
     f = Follow(backend, "psf")

@@ -5,15 +5,18 @@ clients that attach after the Jobs' TTL, on the parent ConfigMap).
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 
 from ...protocol import parse_line
 from ..base import STOPPED, SUCCEEDED, TERMINAL, JobNotFound, JobStatus, TFK8sError
 from .connection import RESOURCE_NAMES, Cluster
 from .job_objects import JobRef, job_pods
-from .status import replicas_from_pods
+from .status import pod_replica
 
 ANNOTATION_STOPPED = "tfk8s.io/stopped"
 ANNOTATION_PHASE = "tfk8s.io/phase"  # the final phase, noted on the parent when the job ends
@@ -32,22 +35,122 @@ def delete_object(cluster: Cluster, kind: str, name: str, namespace: str) -> Non
         pass
 
 
+class AttemptLog:
+    """A replica's log copy in the record with every attempt (each container run, in each pod) in order,
+    separated as the local backend does (``---- tfk8s: <replica> restarted (<n> of <max>) ----``).
+
+    The attempt being written may be rewritten whole (a log stream re-reads a container's log from its
+    start on every reconnect); an earlier attempt never is. ``<replica>.log.attempts.json`` beside the copy
+    remembers the attempts written and where the current one starts.
+
+    Args:
+        path: the record's log file of the replica.
+        replica: its name (``worker-1``).
+        limit: the restarts its role allows, for the separator.
+    """
+
+    _lock = threading.Lock()  # the follower and a capture may write the same copy
+
+    def __init__(self, path: Path, replica: str, limit: int):
+        self.path, self.replica, self.limit = Path(path), replica, limit
+        self.index_path = self.path.with_name(self.path.name + ".attempts.json")
+
+    @staticmethod
+    def key(pod: str, restarts: int) -> str:
+        """The attempt that is container run ``restarts`` (0 first) of ``pod``."""
+        return f"{pod}#{restarts}"
+
+    def _load(self) -> dict:
+        try:
+            index = json.loads(self.index_path.read_text())
+        except (OSError, ValueError):
+            index = {}
+        if not isinstance(index, dict) or not isinstance(index.get("done"), list):
+            index = {"done": [], "current": None, "offset": 0}
+        return index
+
+    def _save(self, index: dict) -> None:
+        tmp = self.index_path.with_name(self.index_path.name + ".tmp")
+        tmp.write_text(json.dumps(index))
+        os.replace(tmp, self.index_path)
+
+    def _stale(self, index: dict, key: str) -> bool:
+        """Whether ``key`` was written and closed already, or is older than an attempt of its pod seen."""
+        if key in index["done"]:
+            return True
+        pod, _, run = key.rpartition("#")
+        for seen in [*index["done"], index["current"] or ""]:
+            seen_pod, _, seen_run = seen.rpartition("#")
+            if seen_pod == pod and int(seen_run) > int(run):
+                return True
+        return False
+
+    def open(self, key: str):
+        """The copy, open for writing attempt ``key`` from its start (closing the attempt written before);
+        ``None`` when ``key`` is an attempt already closed. Hold :attr:`_lock` around the writes."""
+        index = self._load()
+        if self._stale(index, key):
+            return None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if index["current"] not in (None, key):
+            index["done"].append(index["current"])
+            index["offset"] = self.path.stat().st_size if self.path.exists() else 0
+        index["current"] = key
+        self._save(index)
+        f = open(self.path, "r+" if self.path.exists() else "w")
+        f.seek(index["offset"])
+        f.truncate()
+        if index["done"] or index["offset"]:
+            n = len(index["done"])
+            f.write(f"\n---- tfk8s: {self.replica} restarted ({n} of {self.limit}) ----\n")
+        return f
+
+    def write(self, key: str, text: str) -> None:
+        """Attempt ``key``'s whole text so far (ignored when that attempt is closed already)."""
+        with self._lock:
+            f = self.open(key)
+            if f is None:
+                return
+            with f:
+                f.write(text)
+
+
+def replica_log(job: JobRef, replica: str) -> AttemptLog:
+    """The record's :class:`AttemptLog` of ``replica``."""
+    role = replica.rsplit("-", 1)[0]
+    limit = next((r.max_restarts for r in job.spec.replicas if r.role == role), job.spec.max_restarts)
+    return AttemptLog(job.record.log_path(replica), replica, limit)
+
+
 def capture_logs(job: JobRef) -> None:
-    """Copy every replica's log into the record (kept after the pods are gone)."""
+    """Copy every replica's log into the record (kept after the pods are gone): every pod of the replica
+    in creation order, each with its previous container's log when the container restarted."""
     try:
         pods = job_pods(job)
     except TFK8sError:
         return
-    _, current = replicas_from_pods(job.spec, pods)
-    for replica, pod in current.items():
-        try:
-            text = job.cluster.read_log(job.namespace, pod["metadata"]["name"])
-        except TFK8sError:
-            continue
-        path = job.record.log_path(replica)
-        if text or not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
+    by_replica: dict[str, list[dict]] = {}
+    for pod in pods:
+        key = pod_replica(pod)
+        if key is not None:
+            by_replica.setdefault(f"{key[0]}-{key[1]}", []).append(pod)
+    for replica, its_pods in by_replica.items():
+        log = replica_log(job, replica)
+        its_pods.sort(key=lambda p: (p["metadata"].get("creationTimestamp") or "", p["metadata"]["name"]))
+        for pod in its_pods:
+            name = pod["metadata"]["name"]
+            cs = ((pod.get("status") or {}).get("containerStatuses") or [{}])[0]
+            restarts = int(cs.get("restartCount") or 0)
+            try:
+                if restarts:
+                    previous = job.cluster.read_log(job.namespace, name, previous=True)
+                    if previous:
+                        log.write(log.key(name, restarts - 1), previous)
+                text = job.cluster.read_log(job.namespace, name)
+            except TFK8sError:
+                continue
+            if text or not log.path.exists():
+                log.write(log.key(name, restarts), text)
 
 
 def await_replicas_ended(job: JobRef, grace: float = FINISH_GRACE) -> None:
