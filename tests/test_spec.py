@@ -6,11 +6,12 @@ from __future__ import annotations
 import subprocess
 
 import pytest
+from traitlets import TraitError
 
 import tfk8s_jupyter as tk
 from tfk8s_jupyter.backends.local import LocalBackend
 from tfk8s_jupyter.payload import Payload
-from tfk8s_jupyter.spec import JobSpec, SpecError, make_spec, parse_quantity
+from tfk8s_jupyter.spec import JobSpec, SpecError, make_spec, parse_duration, parse_quantity
 
 CODE = "import tensorflow as tf\nmodel.fit(ds, epochs=1)\n"
 
@@ -209,3 +210,37 @@ def test_the_backend_validates_a_spec_built_by_hand(tfk8s_home, monkeypatch):
     with pytest.raises(SpecError, match="needs at least one parameter server"):
         LocalBackend().submit(spec, Payload(code=CODE))
     assert list(tfk8s_home.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "text, seconds",
+    [(90, 90.0), ("90", 90.0), ("90s", 90.0), ("30m", 1800.0), ("1h30m", 5400.0), ("1d", 86400.0)],
+)
+def test_a_deadline_is_a_positive_duration(text, seconds):
+    assert parse_duration(text) == seconds
+    spec = make_spec(CODE, workers=1, deadline=text)
+    assert spec.deadline_seconds == seconds
+    assert JobSpec.from_json(spec.to_json()).deadline_seconds == seconds  # survives the record
+
+
+@pytest.mark.parametrize("bad", [0, -1, "0s", "-5m", "soon", "", True, "5 minutes"])
+def test_a_deadline_that_is_not_a_positive_duration_is_one_sentence(bad):
+    with pytest.raises(
+        SpecError, match=r"deadline .* is not a positive duration; use seconds or e\.g\. '90s'"
+    ):
+        make_spec(CODE, workers=1, deadline=bad)
+
+
+def test_the_cluster_knobs_are_spec_fields_and_traits():
+    spec = make_spec(CODE, workers=1, priority_class="batch-low", queue="team-a", service_account="trainer")
+    assert (spec.priority_class, spec.queue, spec.service_account) == ("batch-low", "team-a", "trainer")
+    cfg = tk.TFK8s()
+    cfg.deadline, cfg.queue, cfg.priority_class = "2h", "team-a", "batch-low"
+    assert {k: cfg.job_options()[k] for k in ("deadline", "queue", "priority_class")} == {
+        "deadline": "2h",
+        "queue": "team-a",
+        "priority_class": "batch-low",
+    }
+    with pytest.raises(TraitError, match="deadline '-1' is not a positive duration"):
+        cfg.deadline = "-1"
+    assert cfg.deadline == "2h"  # a refused value leaves the previous one

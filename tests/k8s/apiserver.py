@@ -48,7 +48,18 @@ RESOURCES: dict[tuple[str, str], tuple[str, str, bool, bool]] = {
     ("", "serviceaccounts"): ("v1", "ServiceAccount", True, False),
     ("batch", "jobs"): ("v1", "Job", True, True),
     ("kubeflow.org", "tfjobs"): ("v1", "TFJob", True, True),
+    ("scheduling.k8s.io", "priorityclasses"): ("v1", "PriorityClass", False, False),
+    ("kueue.x-k8s.io", "localqueues"): ("v1beta1", "LocalQueue", True, True),
 }
+NOT_JOB_OBJECTS = (
+    "namespaces",
+    "nodes",
+    "events",
+    "serviceaccounts",
+    "resourcequotas",
+    "priorityclasses",
+    "localqueues",
+)
 # The default ClusterRole system:basic-user, bound to every authenticated user on a real cluster.
 BASIC_USER_RULES = [
     {
@@ -435,8 +446,7 @@ class Store:
             return sum(
                 1
                 for (g, r, ns, _) in self.objects
-                if r not in ("namespaces", "nodes", "events", "serviceaccounts", "resourcequotas")
-                and (namespace is None or ns == namespace)
+                if r not in NOT_JOB_OBJECTS and (namespace is None or ns == namespace)
             )
 
 
@@ -529,6 +539,7 @@ class ApiServer:
         self.cluster_rules: list[dict] = []  # granted beyond the Role (ClusterRoleBindings), e.g. list nodes
         self.user = "system:serviceaccount:default:tester"
         self.tfjob_crd = tfjob_crd
+        self.kueue = False  # Kueue's CRDs installed (localqueues served)
         self.validate = validate  # check created objects against the real schemas (422 when invalid)
         self.watch_versions: list[str | None] = []  # the resourceVersion of every watch request
         self.gone_sent = 0  # watches answered with 410 Gone
@@ -609,7 +620,7 @@ class ApiServer:
                 if (resource is None or r == resource)
                 and (group is None or g == group)
                 and (namespace is None or ns == namespace)
-                and r not in ("namespaces", "nodes", "events", "serviceaccounts", "resourcequotas")
+                and r not in NOT_JOB_OBJECTS
             ]
 
     def count(self, namespace: str | None = None) -> int:
@@ -895,8 +906,10 @@ class _Handler(BaseHTTPRequestHandler):
                     status = 201
                     self._send_json(201, api.review(self._body() or {}))
                     return
-                if (req["group"], req["resource"]) not in RESOURCES or (
-                    req["group"] == "kubeflow.org" and not api.tfjob_crd
+                if (
+                    (req["group"], req["resource"]) not in RESOURCES
+                    or (req["group"] == "kubeflow.org" and not api.tfjob_crd)
+                    or (req["group"] == "kueue.x-k8s.io" and not api.kueue)
                 ):
                     raise ApiError(404, "the server could not find the requested resource")
                 status = self._handle(method, req, query)

@@ -5,6 +5,7 @@ the server enforces. The Role is enforced in every test, as on a real cluster.""
 from __future__ import annotations
 
 import copy
+import os
 import sys
 from pathlib import Path
 
@@ -161,3 +162,50 @@ def test_bad_input(cluster, tmp_path, monkeypatch):
         tk.check(backend="local")
     with pytest.raises(BackendUnavailable, match="context 'nope'"):
         tk.check(context="nope")
+
+
+PRIORITY_READER = [{"apiGroups": ["scheduling.k8s.io"], "resources": ["priorityclasses"], "verbs": ["get"]}]
+QUEUE_READER = [{"apiGroups": ["kueue.x-k8s.io"], "resources": ["localqueues"], "verbs": ["get"]}]
+
+
+def test_a_priority_class_or_queue_that_does_not_exist(cluster):
+    cluster.grant_cluster_rules(NODE_READER + QUOTA_READER + PRIORITY_READER + QUEUE_READER)
+    report = tk.check(priority_class="batch-low", queue="team-a")
+    assert marks(report)["priority class"] == "✗" and marks(report)["queue"] == "✗", report.text()
+    assert "PriorityClass batch-low does not exist" in report.text()
+    assert "Kueue is not installed" in report.text()
+    cluster.kueue = True
+    report = tk.check(priority_class="batch-low", queue="team-a")
+    assert "Kueue LocalQueue team-a does not exist in namespace default" in report.text(), report.text()
+    cluster.store.create(
+        "scheduling.k8s.io", "priorityclasses", {"metadata": {"name": "batch-low"}, "value": 10}
+    )
+    cluster.store.create(
+        "kueue.x-k8s.io", "localqueues", {"metadata": {"name": "team-a", "namespace": "default"}, "spec": {}}
+    )
+    report = tk.check(priority_class="batch-low", queue="team-a")
+    assert report.ok and marks(report)["priority class"] == "✓" and marks(report)["queue"] == "✓", (
+        report.text()
+    )
+
+
+def test_priority_class_and_queue_unknown_without_read_access(cluster):
+    report = tk.check(priority_class="batch-low", queue="team-a")
+    assert marks(report)["priority class"] == "–" and marks(report)["queue"] == "–" and report.ok
+
+
+def test_an_unreachable_api_server_is_one_sentence_with_its_address(cluster, tmp_path, monkeypatch):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once closed
+    kc = yaml.safe_load(open(os.environ["KUBECONFIG"]).read())
+    kc["clusters"][0]["cluster"]["server"] = f"http://127.0.0.1:{port}"
+    path = tmp_path / "unreachable"
+    path.write_text(yaml.safe_dump(kc))
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    api_module._backends.clear()
+    with pytest.raises(BackendUnavailable) as err:
+        tk.check()
+    assert f"127.0.0.1:{port}" in str(err.value) and "kubeconfig" in str(err.value), err.value

@@ -166,7 +166,7 @@ class Cluster:
         try:
             return fn(*args, **kwargs)
         except (ApiException, urllib3.exceptions.HTTPError, OSError) as e:
-            raise translate(e, ctx) from e
+            raise translate(e, ctx, self.api_client.configuration.host) from e
 
     def raw(self, ctx: ApiErrorContext, fn: Callable, *args, **kwargs) -> dict:
         """``fn`` called for raw JSON."""

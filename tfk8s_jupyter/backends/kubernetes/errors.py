@@ -36,12 +36,21 @@ def _status_message(e: ApiException) -> str:
         return str(e.reason or e.body or "")
 
 
-def translate(e: Exception, ctx: ApiErrorContext) -> TFK8sError:
-    """The typed error for a failed API request, with the hint the user needs."""
+def _unreachable_reason(e: Exception) -> str:
+    """The short cause of a failed connection (``[Errno 111] Connection refused``), not urllib3's retry text."""
+    text = str(getattr(e, "reason", None) or e)
+    if "[Errno" in text:
+        return text[text.index("[Errno") :].rstrip("')\"")
+    return f"{type(e).__name__}: {text}"
+
+
+def translate(e: Exception, ctx: ApiErrorContext, server: str | None = None) -> TFK8sError:
+    """The typed error for a failed API request, with the hint the user needs (``server``: the API URL)."""
     ns = ctx.namespace or "?"
     if not isinstance(e, ApiException):
+        at = f" at {server}" if server else ""
         return BackendUnavailable(
-            f"the Kubernetes API cannot be reached ({type(e).__name__}: {e}); check the cluster address in "
+            f"the Kubernetes API{at} cannot be reached ({_unreachable_reason(e)}); check the cluster address in "
             "your kubeconfig (or --context) and your network."
         )
     msg = _status_message(e)

@@ -334,6 +334,73 @@ def check_quota(report: PreflightReport, cluster: Cluster, spec: JobSpec, namesp
         )
 
 
+def _exists(cluster: Cluster, ctx: ApiErrorContext, fn, *args) -> bool | None:
+    """Does the object exist? ``None`` when its API is not served (the CRD is not installed)."""
+    try:
+        cluster.raw(ctx, fn, *args)
+        return True
+    except TFK8sError as e:
+        if api_status(e) != 404:
+            raise
+        # an unserved API answers "the server could not find the requested resource", a missing object names it
+        return None if "could not find the requested resource" in str(e.__cause__ or e) else False
+
+
+def check_priority_class(report: PreflightReport, cluster: Cluster, name: str | None) -> None:
+    if not name:
+        return
+    if not can(cluster, "get", "scheduling.k8s.io", "priorityclasses", None):
+        report.add(
+            "priority class", UNKNOWN, f"not checked: reading PriorityClass {name} is not allowed to you."
+        )
+        return
+    api = k8s.SchedulingV1Api(cluster.api_client)
+    if _exists(cluster, ApiErrorContext("get", "priorityclasses", None, name), api.read_priority_class, name):
+        report.add("priority class", OK, f"PriorityClass {name} exists.")
+        return
+    report.add(
+        "priority class",
+        FAIL,
+        f"PriorityClass {name} does not exist, so the pods would be refused; pick one of kubectl get "
+        "priorityclasses, or drop --priority-class.",
+    )
+
+
+def check_queue(report: PreflightReport, cluster: Cluster, queue: str | None, namespace: str) -> None:
+    if not queue:
+        return
+    if not can(cluster, "get", "kueue.x-k8s.io", "localqueues", namespace):
+        report.add("queue", UNKNOWN, f"not checked: reading Kueue LocalQueue {queue} is not allowed to you.")
+        return
+    api = k8s.CustomObjectsApi(cluster.api_client)
+    found = _exists(
+        cluster,
+        ApiErrorContext("get", "localqueues", namespace, queue),
+        api.get_namespaced_custom_object,
+        "kueue.x-k8s.io",
+        "v1beta1",
+        namespace,
+        "localqueues",
+        queue,
+    )
+    if found:
+        report.add("queue", OK, f"Kueue LocalQueue {queue} exists in namespace {namespace}.")
+    elif found is None:
+        report.add(
+            "queue",
+            FAIL,
+            "Kueue is not installed (the cluster does not serve kueue.x-k8s.io localqueues), so a queued job "
+            "would wait forever; drop --queue or ask an administrator to install Kueue.",
+        )
+    else:
+        report.add(
+            "queue",
+            FAIL,
+            f"Kueue LocalQueue {queue} does not exist in namespace {namespace}, so the job would wait forever; "
+            f"pick one of kubectl get localqueues -n {namespace}, or drop --queue.",
+        )
+
+
 def preflight(backend, spec: JobSpec) -> PreflightReport:
     """Every check for ``spec`` on ``backend`` (a :class:`~.client.KubernetesBackend`).
 
@@ -349,4 +416,6 @@ def preflight(backend, spec: JobSpec) -> PreflightReport:
     check_permissions(report, cluster, namespace, flavor)
     check_gpus(report, cluster, spec)
     check_quota(report, cluster, spec, namespace)
+    check_priority_class(report, cluster, spec.priority_class)
+    check_queue(report, cluster, spec.queue, namespace)
     return report
