@@ -183,6 +183,7 @@ class Replica:
         self.up = False  # its port accepted connections / it reported start
         self.frozen_since: float | None = None  # monotonic time it was first seen in a FROZEN_STATES state
         self.frozen_state = ""
+        self.frozen_cpu = 0.0  # its CPU seconds when last seen advancing while frozen-looking
 
     @property
     def name(self) -> str:
@@ -492,8 +493,10 @@ class Supervisor:
         for r in self.replicas:
             state = process_state(r.proc.pid) if r.alive else None
             if state in FROZEN_STATES:
-                if r.frozen_since is None or r.frozen_state != state:
-                    r.frozen_since, r.frozen_state = now, state
+                cpu = process_cpu_seconds(r.proc.pid) or 0.0
+                # a process that keeps computing between samples (heavy I/O sampled in D) is not frozen
+                if r.frozen_since is None or r.frozen_state != state or cpu > r.frozen_cpu + 0.05:
+                    r.frozen_since, r.frozen_state, r.frozen_cpu = now, state, cpu
             else:
                 r.frozen_since = None
         frozen = [r for r in self.replicas if r.alive and r.frozen_since is not None]
