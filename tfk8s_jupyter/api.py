@@ -151,9 +151,33 @@ def submit(
     return submit_spec(spec, payload or Payload(code=code))
 
 
+_preflight_passed: set[tuple] = set()  # (backend, context, namespace) whose preflight passed this session
+
+
+def _preflight_once(b: Backend, spec: JobSpec) -> None:
+    """The cheap preflight (namespace, permissions, TFJob CRD) before the first Kubernetes submission to a
+    context and namespace (cached once passed).
+
+    Raises:
+        PreflightFailed: the job would not run; the sentences of the failed checks.
+    """
+    key = (id(b), spec.context, b.resolve_namespace(spec.namespace, spec.context))
+    if key in _preflight_passed:
+        return
+    from .backends.kubernetes.preflight import PreflightFailed, preflight
+
+    report = preflight(b, spec, cheap=True)
+    if not report.ok:
+        raise PreflightFailed(report)
+    _preflight_passed.add(key)
+
+
 def submit_spec(spec: JobSpec, payload: Payload) -> Job:
-    """Submit an already-built spec (the magics and REST handlers use this)."""
+    """Submit an already-built spec (the magics and REST handlers use this). The first Kubernetes submission
+    to a context and namespace runs the preflight (:func:`check`) first and is refused if a check fails."""
     b = backend_for(spec.backend)
+    if spec.backend == "kubernetes":
+        _preflight_once(b, spec)
     b.submit(spec, payload)
     return Job(spec.name, b)
 

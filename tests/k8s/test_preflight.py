@@ -209,3 +209,19 @@ def test_an_unreachable_api_server_is_one_sentence_with_its_address(cluster, tmp
     with pytest.raises(BackendUnavailable) as err:
         tk.check()
     assert f"127.0.0.1:{port}" in str(err.value) and "kubeconfig" in str(err.value), err.value
+
+
+def test_the_first_submission_runs_the_preflight_once_and_is_refused_when_it_fails(cluster, monkeypatch):
+    monkeypatch.setattr(api_module, "_preflight_passed", set())
+    cluster.enforce_rules(rules_without("create", "jobs"))
+    with pytest.raises(pf.PreflightFailed) as err:
+        tk.submit("STEPS = 1", workers=1, backend="kubernetes", flavor="native", name="pf-auto")
+    assert "you cannot create jobs" in str(err.value) and "%tfk8s_check" in str(err.value), err.value
+    assert cluster.objects(namespace="default") == []  # refused before anything was created
+    cluster.enforce_rules(ROLE["rules"])
+    tk.submit("STEPS = 1", workers=1, backend="kubernetes", flavor="native", name="pf-auto")
+    reviews = sum(e["resource"] == "selfsubjectaccessreviews" for e in cluster.request_log)
+    tk.submit("STEPS = 1", workers=1, backend="kubernetes", flavor="native", name="pf-auto-2")
+    assert sum(e["resource"] == "selfsubjectaccessreviews" for e in cluster.request_log) == reviews  # cached
+    for name in ("pf-auto", "pf-auto-2"):
+        api_module.backend_for("kubernetes").delete(name)

@@ -105,6 +105,15 @@ class PreflightReport:
         return self.text()
 
 
+class PreflightFailed(TFK8sError):
+    """A submission refused because its preflight found why the job would not run."""
+
+    def __init__(self, report: PreflightReport):
+        self.report = report
+        problems = " ".join(c.message for c in report.failed)
+        super().__init__(f"the job would not run: {problems} (%tfk8s_check shows every check.)")
+
+
 def rule_text(rule: dict) -> str:
     return f"apiGroups {rule['apiGroups']}, resources {rule['resources']}, verbs {rule['verbs']}".replace(
         "'", '"'
@@ -401,8 +410,10 @@ def check_queue(report: PreflightReport, cluster: Cluster, queue: str | None, na
         )
 
 
-def preflight(backend, spec: JobSpec) -> PreflightReport:
-    """Every check for ``spec`` on ``backend`` (a :class:`~.client.KubernetesBackend`).
+def preflight(backend, spec: JobSpec, cheap: bool = False) -> PreflightReport:
+    """Every check for ``spec`` on ``backend`` (a :class:`~.client.KubernetesBackend`); ``cheap`` (before
+    a first submission): only the namespace, the permissions and the TFJob CRD, which need nothing beyond
+    the Role (GPU capacity and quota are diagnosed on the job if they stop it).
 
     Raises:
         BackendUnavailable: no usable kubeconfig / context, or the API server cannot be reached.
@@ -414,6 +425,8 @@ def preflight(backend, spec: JobSpec) -> PreflightReport:
         return report
     flavor = check_tfjob(report, cluster, spec.flavor)
     check_permissions(report, cluster, namespace, flavor)
+    if cheap:
+        return report
     check_gpus(report, cluster, spec)
     check_quota(report, cluster, spec, namespace)
     check_priority_class(report, cluster, spec.priority_class)
