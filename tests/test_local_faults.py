@@ -560,3 +560,19 @@ def test_tf_slow_epochs_that_advance_are_never_taken_for_a_hang():
     assert job.status.replica("worker-0").restarts == 0
     assert len(_runs(job.events())) == 1
     assert "so it was killed" not in job.logs("supervisor")
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(600)
+def test_tf_a_cell_error_whose_text_names_a_transient_error_fails_at_once():
+    code = (
+        keras_cell(epochs=1, steps=5)
+        + "raise ValueError('UnavailableError: Socket closed, heartbeat lost')\n"
+    )
+    job = tk.submit(code, workers=2, name="tf-raise-words", setup_timeout=180)
+    assert job.wait(timeout=300) == "failed"
+    message = job.status.message
+    assert message.startswith("worker-0 failed: ValueError: UnavailableError: Socket closed"), message
+    assert all(r.restarts == 0 for r in job.status.replicas)
+    assert len(_runs(job.events())) == 1
+    _no_process_alive(job)
