@@ -233,8 +233,12 @@ def check(
     return preflight(backend_for("kubernetes"), spec)
 
 
-def list_jobs(backend: str | None = None, owner: str | None = None) -> list[JobStatus]:
-    """The jobs of ``owner`` (default: the current user), newest first."""
+def list_jobs(
+    backend: str | None = None, owner: str | None = None, all_namespaces: bool = False
+) -> list[JobStatus]:
+    """The jobs of ``owner`` (default: the current user), newest first; ``all_namespaces`` (Kubernetes): in
+    every namespace the user may list them in, not only the default one."""
     b = backend_for(backend)
-    jobs = b.list(owner=owner if owner is not None else current_owner())
+    extra = {"all_namespaces": True} if all_namespaces else {}
+    jobs = b.list(owner=owner if owner is not None else current_owner(), **extra)
     return sorted(jobs, key=lambda s: s.created, reverse=True)

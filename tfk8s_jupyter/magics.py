@@ -532,6 +532,12 @@ class TFK8sMagics(Magics):
         action="store_true",
         help="Every user's jobs, not only yours (not under JupyterHub, where other users' jobs are theirs).",
     )
+    @argument(
+        "--all-namespaces",
+        dest="all_namespaces",
+        action="store_true",
+        help="Kubernetes: your jobs in every namespace you may list them in, not only the default one.",
+    )
     @line_magic
     def tfk8s_jobs(self, line: str):
         """Table of your jobs, newest first: name, phase, backend, strategy, replica states, age.
@@ -552,9 +558,15 @@ class TFK8sMagics(Magics):
             )
         try:
             b = backend_for(args.backend)
-            jobs = b.list(owner=None if args.all else current_owner())
+            if args.all_namespaces and b.name != "kubernetes":
+                raise UsageError("--all-namespaces lists Kubernetes jobs; add --backend kubernetes.")
+            extra = {"all_namespaces": True} if args.all_namespaces else {}
+            jobs = b.list(owner=None if args.all else current_owner(), **extra)
         except (TFK8sError, SpecError) as e:
             raise UsageError(str(e)) from None
+        if args.all_namespaces:
+            for s in jobs:
+                s.backend = f"kubernetes/{s.namespace}"  # the table's backend column names the namespace
         jobs.sort(key=lambda s: s.created, reverse=True)
         from IPython.display import display
 

@@ -60,3 +60,33 @@ def test_a_deadline_that_is_not_a_positive_duration_is_refused(bad):
 def test_a_queue_or_priority_class_that_is_not_a_name_is_refused():
     with pytest.raises(SpecError, match="priority_class 'Low Prio' is not a valid object name"):
         make_spec("pass", workers=1, priority_class="Low Prio")
+
+
+def test_all_namespaces_lists_the_users_jobs_in_every_namespace_they_may_list(backend, apiserver, capsys):
+    import yaml
+
+    role = yaml.safe_load(
+        (Path(__file__).resolve().parents[2] / "deploy/kubernetes/base/role.yaml").read_text()
+    )
+    apiserver.enforce_rules(role["rules"])  # namespaces come from the kubeconfig's contexts (default, team)
+    submit(backend, "in-default", QUICK)
+    submit(backend, "in-team", QUICK, namespace="team")
+    assert [s.name for s in backend.list()] == ["in-default"]
+    everywhere = {s.name: s.namespace for s in backend.list(all_namespaces=True)}
+    assert everywhere == {"in-default": "default", "in-team": "team"}
+    assert not any(e["resource"] == "namespaces" for e in apiserver.request_log)  # not allowed: not asked
+
+    from IPython.testing.globalipapp import get_ipython
+
+    import tfk8s_jupyter.api as api_module
+
+    ip = get_ipython()
+    ip.run_line_magic("load_ext", "tfk8s_jupyter")
+    api_module._backends.clear()
+    capsys.readouterr()
+    ip.run_line_magic("tfk8s_jobs", "--backend kubernetes --all-namespaces")
+    out = capsys.readouterr().out
+    assert "in-team" in out and "kubernetes/team" in out and "in-default" in out, out
+    api_module._backends.clear()
+    for name in ("in-default", "in-team"):
+        backend.delete(name)

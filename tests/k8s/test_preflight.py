@@ -148,9 +148,9 @@ def test_a_namespace_that_does_not_exist(cluster):
 
 
 def test_the_magic_prints_the_table(cluster):
-    from IPython.testing.globalipapp import start_ipython
+    from IPython.testing.globalipapp import get_ipython
 
-    ip = start_ipython()
+    ip = get_ipython()
     ip.run_line_magic("load_ext", "tfk8s_jupyter")
     cluster.enforce_rules(rules_without("delete", "configmaps"))
     report = ip.run_line_magic("tfk8s_check", "--backend kubernetes --flavor native")

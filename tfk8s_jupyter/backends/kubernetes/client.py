@@ -40,7 +40,7 @@ from ..base import (
 from . import lifecycle
 from . import manifests as m
 from .connection import Cluster, Connections, LineStream
-from .errors import api_status
+from .errors import ApiErrorContext, api_status
 from .follower import JobFollower
 from .job_objects import JobRef, job_events, owner_of, pod_of, snapshot
 from .lifecycle import ANNOTATION_MESSAGE, ANNOTATION_PHASE, ANNOTATION_STOPPED, Finisher, delete_object
@@ -258,10 +258,37 @@ class KubernetesBackend(Backend):
             self._job_context(name)
         return record.read_events()
 
-    def list(self, owner: str | None = None) -> list[JobStatus]:
-        """Jobs in the default namespace: one list of parents, of pods and of Jobs (3 requests)."""
+    def list(self, owner: str | None = None, all_namespaces: bool = False) -> list[JobStatus]:
+        """Jobs in the default namespace: one list of parents, of pods and of Jobs (3 requests);
+        ``all_namespaces``: in every namespace where :meth:`listable_namespaces` says the user may list them."""
         cluster = self.cluster()
-        namespace = self.resolve_namespace()
+        if not all_namespaces:
+            return self._list_in(cluster, self.resolve_namespace(), owner)
+        out = []
+        for namespace in self.listable_namespaces(cluster):
+            out.extend(self._list_in(cluster, namespace, owner))
+        return out
+
+    def listable_namespaces(self, cluster: Cluster) -> list[str]:
+        """Every namespace (when listing namespaces is allowed), else the default one and those of the
+        kubeconfig's contexts on this cluster; kept where a SelfSubjectAccessReview allows listing jobs
+        (list configmaps, pods and Jobs)."""
+        from .preflight import can
+
+        candidates = [self.resolve_namespace(), *self.connections.context_namespaces()]
+        if can(cluster, "list", "", "namespaces", None):
+            listed = cluster.raw(ApiErrorContext("list", "namespaces", None), cluster.core.list_namespace)
+            candidates += [n["metadata"]["name"] for n in listed.get("items", [])]
+        out = []
+        for ns in dict.fromkeys(candidates):
+            if all(
+                can(cluster, "list", g, r, ns)
+                for g, r in (("", "configmaps"), ("", "pods"), ("batch", "jobs"))
+            ):
+                out.append(ns)
+        return out
+
+    def _list_in(self, cluster: Cluster, namespace: str, owner: str | None) -> list[JobStatus]:
         sel = m.owner_selector(owner)
         parents = cluster.items("configmaps", namespace, label_selector=sel)
         if not parents:

@@ -331,6 +331,24 @@ class Connections:
             or self.cluster(context).default_namespace
         )
 
+    def context_namespaces(self) -> list[str]:
+        """The namespaces the kubeconfig's contexts on the same cluster as the current one name."""
+        kubeconfig = self.config_file or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0]
+        kubeconfig = kubeconfig or str(Path.home() / ".kube" / "config")
+        try:
+            contexts, active = k8s_config.list_kube_config_contexts(config_file=kubeconfig)
+        except (ConfigException, OSError, TypeError, ValueError):
+            return []
+        chosen = self.context or current_config().context
+        current = next((c for c in contexts if c["name"] == chosen), active) if chosen else active
+        cluster = ((current or {}).get("context") or {}).get("cluster")
+        out = []
+        for c in contexts:
+            ctx = c.get("context") or {}
+            if ctx.get("cluster") == cluster and ctx.get("namespace") and ctx["namespace"] not in out:
+                out.append(ctx["namespace"])
+        return out
+
     def resolve_flavor(self, flavor: str, context: str | None = None) -> str:
         """``auto`` → ``tfjob`` when API discovery shows ``kubeflow.org/v1 tfjobs``, else ``native``."""
         if flavor in ("native", "tfjob"):
