@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "tests" / "k8s"))
 
 from apiserver import ApiServer  # noqa: E402
 
-from tfk8s_jupyter import runner  # noqa: E402
+from tfk8s_jupyter import replica_workdir  # noqa: E402
 from tfk8s_jupyter.backends.kubernetes import KubernetesBackend  # noqa: E402
 from tfk8s_jupyter.backends.local import LocalBackend, SupervisorTestHooks  # noqa: E402
 from tfk8s_jupyter.capture import capture  # noqa: E402
@@ -96,7 +96,7 @@ def main() -> None:
     for _ in range(args.rounds):
         work = Path(tempfile.mkdtemp(prefix="tfk8s-bench-work-"))
         started = time.perf_counter()
-        runner._present_folder(folder, work)
+        replica_workdir._present_folder(folder, work)
         presents.append(time.perf_counter() - started)
         shutil.rmtree(work)
     print(

@@ -16,7 +16,7 @@ from tfk8s_jupyter.backends.kubernetes import ManifestError, manifests_yaml, ren
 from tfk8s_jupyter.backends.kubernetes.manifests import CONFIGMAP_LIMIT, DATA_INDEX
 from tfk8s_jupyter.capture import capture
 from tfk8s_jupyter.payload import Payload
-from tfk8s_jupyter.runner import shipped_inputs
+from tfk8s_jupyter.replica_workdir import shipped_inputs
 from tfk8s_jupyter.spec import make_spec
 
 pytestmark = pytest.mark.k8s

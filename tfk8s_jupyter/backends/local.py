@@ -12,7 +12,7 @@ for ours), ``supervisor.log`` (its decisions, ``job.logs("supervisor")``), ``che
 its own filesystem): files the cell writes with relative paths, e.g. ``model.save("m.keras")`` on the
 chief, land there. It presents the notebook's folder (the submitting process's cwd, ``TFK8S_INPUT_DIR``):
 its folders recreated and its files symlinked, so the cell reads its inputs by the notebook's relative
-paths, and the user's folder is never written (see ``runner.prepare_workdir``).
+paths, and the user's folder is never written (see ``replica_workdir.prepare_workdir``).
 """
 
 from __future__ import annotations

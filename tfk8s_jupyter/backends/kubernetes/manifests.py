@@ -69,6 +69,7 @@ RUNNER_FILES = (
     "replica_inputs.py",
     "replica_metrics.py",
     "cell_report.py",
+    "replica_workdir.py",
 )
 TFJOB_ROLES = {"chief": "Chief", "ps": "PS", "worker": "Worker"}
 FLAVORS = ("native", "tfjob")

@@ -1,0 +1,290 @@
+"""The replica's working directory: the payload's files written into it, the notebook's folder presented in
+it (local backend) or the job's shipped input files (Kubernetes), writes kept the replica's own, one Keras
+download shared by the local replicas, and a missing input file explained.
+
+Runner-side and stdlib only; ships with the runner (``RUNNER_FILES``).
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import socket
+import sys
+import tempfile
+from pathlib import Path
+
+try:
+    from tfk8s_jupyter.replica_env import ReplicaEnv, SetupError
+except ImportError:  # standalone: the shipped modules sit beside this file
+    from replica_env import ReplicaEnv, SetupError  # type: ignore[no-redef]
+
+
+def _safe_relpath(rel: str) -> Path:
+    path = Path(rel)
+    if path.is_absolute() or ".." in path.parts:
+        raise SetupError(f"payload file {rel!r} is not a relative path inside the work dir; rename it.")
+    return path
+
+
+# The replica's working directory -------------------------------------------------------------------
+# Local backend: the notebook's folder, presented in every replica's work dir (folders recreated, files
+# symlinked), so the cell reads its inputs by the paths the notebook uses.
+INPUT_DIR_ENV = "TFK8S_INPUT_DIR"
+# Kubernetes: each variable ``TFK8S_DATA_DIR_<i>`` names a mounted ConfigMap holding input files (or
+# parts of them) as keys, with ``index.json``: key -> [relative path, part, parts].
+DATA_DIR_ENV_PREFIX = "TFK8S_DATA_DIR_"
+DATA_INDEX = "index.json"
+# Folders never presented (noise, or the notebook tooling's own); hidden folders are linked whole.
+_MIRROR_SKIP = frozenset({"__pycache__", ".ipynb_checkpoints", ".git"})
+_MIRROR_MAX_ENTRIES = 2_000  # past this many entries, folders are linked whole instead of recreated
+_LINK_WHOLE = frozenset({"node_modules", "site-packages"})
+# What the replica's work dir holds, for the message of a missing file (see explain_missing_file).
+_WORKDIR_FACTS: dict = {}
+
+
+def prepare_workdir(renv: ReplicaEnv, payload) -> Path:
+    """Build the replica's working directory, make it the cwd and put it on ``sys.path``.
+
+    The work dir presents the cell's inputs by the relative paths the notebook uses:
+
+    * local backend (``TFK8S_INPUT_DIR``, the notebook's folder): its folders are recreated and its files
+      symlinked, so relative paths, ``./data/...``, globs and ``tf.data.Dataset.list_files`` see the
+      user's files, while what the replica writes stays in its own work dir: new files land there, and a
+      write through Python's ``open`` to a presented file replaces the link by the replica's own file
+      (the user's folder is never written);
+    * Kubernetes: the input files that travelled with the job (``TFK8S_DATA_DIR_<i>`` mounts, and
+      ``payload.data``), written in place;
+    * then the payload's text files (local modules) are written, over any presented file of that name.
+    """
+    if renv.workdir:
+        workdir = Path(renv.workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+    else:
+        workdir = Path(tempfile.mkdtemp(prefix=f"tfk8s-{renv.job}-{renv.name}-"))
+    input_dir = os.environ.get(INPUT_DIR_ENV) or ""
+    root = Path(input_dir).resolve() if input_dir and os.path.isdir(input_dir) else None
+    if root is not None:
+        _present_folder(root, workdir)
+    shipped = {**shipped_inputs(os.environ), **payload.data}
+    for rel, blob in shipped.items():
+        _write_own(workdir, _safe_relpath(rel), blob)
+    for rel, text in payload.files.items():
+        _write_own(workdir, _safe_relpath(rel), text.encode())
+    if root is not None:
+        _guard_writes(workdir.resolve())
+    share_download_cache()
+    _WORKDIR_FACTS.clear()
+    _WORKDIR_FACTS.update(
+        replica=renv.name,
+        workdir=str(workdir),
+        root=str(root) if root is not None else None,
+        inputs=sorted(payload.inputs),
+        shipped=sorted(shipped),
+        host=socket.gethostname(),
+    )
+    os.chdir(workdir)
+    sys.path.insert(0, str(workdir))
+    return workdir
+
+
+def _present_folder(root: Path, workdir: Path, budget: int = _MIRROR_MAX_ENTRIES) -> None:
+    """Recreate ``root``'s folders under ``workdir`` and symlink its files, breadth first (idempotent: a
+    restarted replica keeps what it wrote). Hidden folders, ``node_modules``, loops and the folders met
+    once ``budget`` entries are presented are linked whole (a write through Python's ``open`` still
+    recreates them first, see :func:`_own_parents`)."""
+    import collections
+
+    work = workdir.resolve()
+    queue = collections.deque([(root, workdir, frozenset())])
+    while queue:
+        src, dst, seen = queue.popleft()
+        try:
+            entries = list(os.scandir(src))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.name in _MIRROR_SKIP:
+                continue
+            budget -= 1
+            target = dst / entry.name
+            try:
+                st = entry.stat() if entry.is_dir() else None
+            except OSError:
+                st = None
+            if st is not None:
+                real = Path(entry.path).resolve()
+                if work == real or real in work.parents:
+                    continue  # the folder holding the job records: never present the work dir in itself
+                key = (st.st_dev, st.st_ino)
+                if (
+                    budget > 0
+                    and key not in seen
+                    and not entry.name.startswith(".")
+                    and entry.name not in _LINK_WHOLE
+                ):
+                    if target.is_symlink() or (os.path.lexists(target) and not target.is_dir()):
+                        continue  # the replica's own file of that name
+                    target.mkdir(exist_ok=True)
+                    queue.append((Path(entry.path), target, seen | {key}))
+                    continue
+            if not os.path.lexists(target):
+                os.symlink(os.path.abspath(entry.path), target)
+
+
+def _own_parents(workdir: Path, rel: Path) -> None:
+    """Make every folder on the way to ``workdir/rel`` a real folder of the work dir (a folder linked
+    whole is recreated with links to its entries), so writing there cannot reach the linked folder."""
+    here = workdir
+    for part in rel.parts[:-1]:
+        here = here / part
+        if here.is_symlink():
+            linked = Path(os.readlink(here))
+            here.unlink()
+            here.mkdir()
+            if linked.is_dir():
+                for entry in os.scandir(linked):
+                    os.symlink(os.path.abspath(entry.path), here / entry.name)
+        here.mkdir(exist_ok=True)
+
+
+def _write_own(workdir: Path, rel: Path, blob: bytes) -> None:
+    _own_parents(workdir, rel)
+    target = workdir / rel
+    if target.is_symlink():
+        target.unlink()
+    target.write_bytes(blob)
+
+
+def _guard_writes(work: Path) -> None:
+    """Python's ``open`` for writing, on a presented file of the work dir, writes the replica's own copy."""
+    import io
+    import shutil
+
+    original = io.open
+
+    def own(path, mode: str) -> None:
+        try:
+            full = Path(os.path.abspath(os.fspath(path)))
+            rel = full.relative_to(work)
+        except (TypeError, ValueError):
+            return
+        if not rel.parts:
+            return
+        _own_parents(work, rel)
+        if full.is_symlink():
+            linked = os.path.realpath(full)
+            full.unlink()
+            if ("a" in mode or "+" in mode) and os.path.isfile(linked):
+                shutil.copyfile(linked, full)
+
+    def guarded_open(file, mode="r", *args, **kwargs):
+        if isinstance(mode, str) and not isinstance(file, int) and any(c in mode for c in "wa+"):
+            own(file, mode)
+        return original(file, mode, *args, **kwargs)
+
+    guarded_open.__doc__ = original.__doc__
+    builtins.open = guarded_open
+    io.open = guarded_open
+
+
+def share_download_cache(lock_path: str | None = None) -> None:
+    """One download of a Keras dataset per machine, not one per replica.
+
+    ``keras.utils.get_file`` (behind ``keras.datasets.*.load_data``, Keras 3 and tf_keras alike) downloads
+    straight into its cache, ``~/.keras/datasets``, which the local replicas of a job share (one home): at
+    the same time, each would download, and one could read another's half-written file. Every replica's
+    ``get_file`` takes an exclusive file lock first, so the first downloads and the others then find the
+    file in the cache.
+    """
+    import fcntl
+    import functools
+
+    originals = []
+    for modname in ("keras.src.utils.file_utils", "tf_keras.src.utils.data_utils"):
+        fn = getattr(sys.modules.get(modname), "get_file", None)
+        if fn is not None and not getattr(fn, "_tfk8s_shared", False):
+            originals.append(fn)
+    if not originals:
+        return
+    lock_path = lock_path or os.path.join(tempfile.gettempdir(), f"tfk8s-downloads-{os.getuid()}.lock")
+
+    def shared(fn):
+        @functools.wraps(fn)
+        def get_file(*args, **kwargs):
+            with open(lock_path, "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
+
+        get_file._tfk8s_shared = True
+        return get_file
+
+    wrapped = {id(fn): shared(fn) for fn in originals}
+    # The datasets modules imported get_file by name: replace it wherever it was bound (module dicts
+    # only, so lazily loaded modules stay unloaded).
+    for module in list(sys.modules.values()):
+        namespace = getattr(module, "__dict__", None)
+        if isinstance(namespace, dict) and id(namespace.get("get_file")) in wrapped:
+            namespace["get_file"] = wrapped[id(namespace["get_file"])]
+
+
+def shipped_inputs(environ) -> dict[str, bytes]:
+    """The input files in the job's data mounts (``TFK8S_DATA_DIR_<i>``), reassembled from their parts."""
+    parts: dict[str, list] = {}
+    for name, folder in sorted(environ.items()):
+        if not name.startswith(DATA_DIR_ENV_PREFIX):
+            continue
+        try:
+            index = json.loads((Path(folder) / DATA_INDEX).read_text())
+        except (OSError, ValueError) as exc:
+            raise SetupError(
+                f"the job's input files in {folder} cannot be read ({exc}); submit the job again."
+            ) from None
+        for key, (rel, part, count) in index.items():
+            slots = parts.setdefault(rel, [None] * int(count))
+            slots[int(part)] = (Path(folder) / key).read_bytes()
+    out = {}
+    for rel, slots in parts.items():
+        if any(s is None for s in slots):
+            raise SetupError(f"the input file {rel!r} reached this replica incomplete; submit the job again.")
+        out[rel] = b"".join(slots)
+    return out
+
+
+def explain_missing_file(exc: BaseException) -> str | None:
+    """A missing file, told in one sentence: where this replica runs, what it was given, and the fix."""
+    text = str(exc)
+    missing = (
+        isinstance(exc, FileNotFoundError)
+        or (type(exc).__name__ == "NotFoundError" and "No such file" in text)  # TensorFlow's file ops
+        or "No files matched pattern" in text  # tf.data.Dataset.list_files
+    )
+    if not missing or not _WORKDIR_FACTS:
+        return None
+    facts = _WORKDIR_FACTS
+    what = f"{type(exc).__name__}: {' '.join(text.split())[:300]}".strip()
+    name = getattr(exc, "filename", None)
+    named = f"{name!r}" if name else "that path"
+    if isinstance(name, str) and os.path.isabs(name) and not name.startswith(facts["workdir"]):
+        return (
+            f"{what} — {facts['replica']} runs on {facts['host']}, where {named} does not exist; read it by a "
+            "path relative to the notebook's folder (such files reach the replicas), or use a path that "
+            "exists on every replica's machine."
+        )
+    if facts["root"]:
+        return (
+            f"{what} — {facts['replica']} runs in {facts['workdir']}, which presents the notebook's folder "
+            f"{facts['root']} as it was when the replica started, and {named} is not there; put the file "
+            "in the notebook's folder (or a folder inside it) and read it by its relative path."
+        )
+    shipped = facts["shipped"]
+    listed = ", ".join(shipped[:8]) + (f" and {len(shipped) - 8} more" if len(shipped) > 8 else "")
+    return (
+        f"{what} — {facts['replica']} runs on {facts['host']} in {facts['workdir']}, where only the input "
+        f"files found at submission arrived ({listed or 'none'}); name the file by its relative path in the "
+        "cell or with --files so it travels with the job, or read it from a URI inside the cell."
+    )
