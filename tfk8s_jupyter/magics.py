@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import keyword
 import os
-import re
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -19,6 +18,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from .capture import CaptureError, capture, check_cell
 from .config import TFK8s, current_owner, set_current_config
 from .display_text import ConfigTable, JobsTable
+from .job_origin import origin_job_name, origin_labels, origin_of
 from .logtext import last_lines
 from .magic_args import (
     job_backend_argument,
@@ -44,50 +44,6 @@ def _interactive(shell) -> bool:
     return kernel is not None and bool(getattr(kernel, "_allow_stdin", False))
 
 
-NOTEBOOK_LABEL = "tfk8s.io/notebook"
-CELL_LABEL = "tfk8s.io/cell"
-
-
-def notebook_name(shell) -> str | None:
-    """The notebook this kernel runs (Jupyter Server tells the kernel through ``JPY_SESSION_NAME``)."""
-    path = os.environ.get("JPY_SESSION_NAME") or (shell.user_ns.get("__session__") if shell else None)
-    return os.path.basename(str(path)) if path else None
-
-
-def _label_value(text: str) -> str:
-    """``text`` as a Kubernetes label value: [A-Za-z0-9._-], at most 63, alphanumeric at both ends."""
-    value = re.sub(r"[^A-Za-z0-9._-]+", "-", text)[:63]
-    return re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", value)
-
-
-def origin_labels(shell) -> dict[str, str]:
-    """Where a job came from: the notebook's file name and the cell's execution count."""
-    labels = {}
-    nb = notebook_name(shell)
-    if nb and _label_value(nb):
-        labels[NOTEBOOK_LABEL] = _label_value(nb)
-    count = getattr(shell, "execution_count", None)
-    if isinstance(count, int) and count > 0:
-        labels[CELL_LABEL] = str(count)
-    return labels
-
-
-def origin_job_name(shell, code: str) -> str | None:
-    """A generated name that says which notebook started the job (``quickstart-3f2a1c-9b0e4``); None
-    (the spec's ``tf-<hash>-<random>``) outside a notebook."""
-    import hashlib
-    import secrets
-
-    nb = notebook_name(shell)
-    if not nb:
-        return None
-    stem = re.sub(r"[^a-z0-9]+", "-", os.path.splitext(nb)[0].lower()).strip("-")[:24].strip("-")
-    if not stem or not stem[0].isalpha():
-        stem = f"nb-{stem}".strip("-")[:24].strip("-")
-    digest = hashlib.sha256(code.encode()).hexdigest()[:6]
-    return f"{stem}-{digest}-{secrets.token_hex(3)[:5]}"
-
-
 def job_details(backend, name: str) -> dict:
     """What a job's record adds to its ``%tfk8s_jobs`` row: the last loss and where it came from."""
     from .backends.base import TFK8sError
@@ -105,9 +61,9 @@ def job_details(backend, name: str) -> dict:
         labels = backend.spec(name).labels or {}
     except (TFK8sError, OSError, ValueError, KeyError):
         labels = {}
-    nb, cell = labels.get(NOTEBOOK_LABEL), labels.get(CELL_LABEL)
-    if nb or cell:
-        out["origin"] = " ".join(x for x in (nb, f"[{cell}]" if cell else None) if x)
+    origin = origin_of(labels)
+    if origin:
+        out["origin"] = origin
     return out
 
 

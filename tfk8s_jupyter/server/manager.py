@@ -27,6 +27,7 @@ from ..backends.base import (
 )
 from ..config import current_config, current_owner
 from ..display_text import epoch_number
+from ..job_origin import origin_of
 from ..monitor import JobState
 from ..spec import SpecError, check_name
 
@@ -67,17 +68,6 @@ def sparkline(state: JobState, points: int = SPARKLINE_POINTS) -> dict:
     _, y = series.points(points)
     # A 80-pixel line needs no more than 4 significant digits; it halves the list's JSON.
     return {"metric": metric, "kind": kind, "values": [float(f"{v:.4g}") for v in y]}
-
-
-ORIGIN_LABELS = ("tfk8s.io/notebook", "tfk8s.io/cell")  # set by the magics (see magics.origin_labels)
-
-
-def origin_of(labels) -> str | None:
-    """``"forecast.ipynb [7]"``: the notebook and cell a job came from, from its labels."""
-    nb, cell = (labels or {}).get(ORIGIN_LABELS[0]), (labels or {}).get(ORIGIN_LABELS[1])
-    if not nb and not cell:
-        return None
-    return " ".join(x for x in (nb, f"[{cell}]" if cell else None) if x)
 
 
 def job_model(status: JobStatus, state: JobState, origin: str | None = None) -> dict:
