@@ -537,6 +537,10 @@ def test_tf_a_frozen_all_reduce_worker_is_recovered_and_the_job_succeeds():
         25,
         "the restart",
     )
+    # One sentence naming the frozen replica, whichever noticed first.
+    assert "because worker-1 was frozen (stopped) " in message and message.endswith("so it was killed"), (
+        message
+    )
     _frozen_then_gone(frozen)
     assert job.wait(timeout=300) == "succeeded", f"{job.status.message} (restart: {message})"
     assert [r.restarts for r in job.status.replicas] == [1, 1]

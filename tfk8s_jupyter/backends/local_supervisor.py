@@ -398,7 +398,7 @@ class Supervisor:
         """``(message, curable)`` for a replica that failed: a restart may cure it unless the cell raised."""
         code = r.status.exit_code
         if r.name in self.stall_notes:
-            return self.stall_notes.pop(r.name), True
+            return self.stall_notes[r.name], True
         if code is not None and code < 0:
             return f"{r.name} was killed by signal {-code}", True
         event = self.last_error_event(r)
@@ -453,9 +453,9 @@ class Supervisor:
         verdicts = {r: self.diagnose(r) for r in failed}
         # A killed replica, or a frozen peer (which TensorFlow's heartbeat reports as lost), explains errors
         # of the others: a restart may cure those even when they look like an error in the cell.
-        killed = any((r.status.exit_code or 0) < 0 for r in failed) or any(
-            process_state(r.proc.pid) in FROZEN_STATES for r in self.replicas if r.alive
-        )
+        # (stopped only: a sample in uninterruptible sleep is often a moment of I/O)
+        frozen = [r for r in self.replicas if r.alive and process_state(r.proc.pid) in ("T", "t")]
+        killed = any((r.status.exit_code or 0) < 0 for r in failed) or bool(frozen)
         cell_errors = [r for r in failed if not verdicts[r][1]]
         if cell_errors and not killed:
             r = self.reporting if self.reporting in cell_errors else cell_errors[0]
@@ -463,6 +463,20 @@ class Supervisor:
             return True
         culprit = next((r for r in failed if r is not self.reporting), failed[0])
         message = verdicts[culprit][0]
+        if frozen and culprit.name not in self.stall_notes:
+            # TensorFlow noticed a frozen peer first (its heartbeat): name the frozen one, not the long error
+            kind = error_type(self.last_error_event(culprit) or {})
+            state = process_state(frozen[0].proc.pid) or "T"
+            message = (
+                f"{frozen[0].name} was frozen ({FROZEN_STATES.get(state, 'stopped')}) and {culprit.name} lost it"
+                + (f" ({kind})" if kind else "")
+                + f" {self.where()}, so it was killed"
+            )
+        for r in frozen:  # never left behind: killed, and restarted with the others by the role rules
+            r.proc.kill()
+            r.status.exit_code = r.proc.wait()
+            r.status.state = R_FAILED
+            failed.append(r)
         if culprit.status.restarts >= self.limit(culprit):
             if self.limit(culprit):
                 message += f" (after {culprit.status.restarts} restart(s))"
@@ -511,7 +525,7 @@ class Supervisor:
         if not long_frozen and not stalled:
             return False
         culprit = (long_frozen or frozen or [self.reporting])[0]
-        at = f"at step {self.last_step}" if self.last_step is not None else "before its first step"
+        at = self.where()
         if culprit in long_frozen:
             what = (
                 f"was frozen ({FROZEN_STATES[culprit.frozen_state]}) longer than stall_timeout={timeout:g} s"
@@ -534,6 +548,10 @@ class Supervisor:
         if not finished:
             self.progress_at = time.monotonic() if self.progress_at is not None else None
         return finished
+
+    def where(self) -> str:
+        """``at step N`` of the reporting replica's last progress event (``before its first step``)."""
+        return f"at step {self.last_step}" if self.last_step is not None else "before its first step"
 
     def note_cpu(self, now: float) -> None:
         """Set :attr:`busy_at` to ``now`` when the replicas used more than ``IDLE_CPU`` cores since the last
