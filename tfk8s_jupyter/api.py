@@ -155,8 +155,8 @@ _preflight_passed: set[tuple] = set()  # (backend, context, namespace) whose pre
 
 
 def _preflight_once(b: Backend, spec: JobSpec) -> None:
-    """The cheap preflight (namespace, permissions, TFJob CRD) before the first Kubernetes submission to a
-    context and namespace (cached once passed).
+    """The cheap preflight (namespace, permissions, TFJob CRD, the priority class and queue the job names)
+    before the first Kubernetes submission to a context and namespace (cached once passed).
 
     Raises:
         PreflightFailed: the job would not run; the sentences of the failed checks.

@@ -225,3 +225,14 @@ def test_the_first_submission_runs_the_preflight_once_and_is_refused_when_it_fai
     assert sum(e["resource"] == "selfsubjectaccessreviews" for e in cluster.request_log) == reviews  # cached
     for name in ("pf-auto", "pf-auto-2"):
         api_module.backend_for("kubernetes").delete(name)
+
+
+def test_a_submission_naming_a_queue_that_does_not_exist_is_refused(cluster, monkeypatch):
+    monkeypatch.setattr(api_module, "_preflight_passed", set())
+    cluster.grant_cluster_rules(QUEUE_READER)
+    cluster.kueue = True
+    with pytest.raises(
+        pf.PreflightFailed, match="Kueue LocalQueue team-a does not exist in namespace default"
+    ):
+        tk.submit("STEPS = 1", workers=1, backend="kubernetes", flavor="native", name="pf-q", queue="team-a")
+    assert cluster.objects(namespace="default") == []

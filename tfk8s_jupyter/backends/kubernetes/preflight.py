@@ -412,8 +412,8 @@ def check_queue(report: PreflightReport, cluster: Cluster, queue: str | None, na
 
 def preflight(backend, spec: JobSpec, cheap: bool = False) -> PreflightReport:
     """Every check for ``spec`` on ``backend`` (a :class:`~.client.KubernetesBackend`); ``cheap`` (before
-    a first submission): only the namespace, the permissions and the TFJob CRD, which need nothing beyond
-    the Role (GPU capacity and quota are diagnosed on the job if they stop it).
+    a first submission): all but GPU capacity and quota, which read beyond the Role (they are diagnosed on
+    the job if they stop it); the priority class and queue only when the job names them.
 
     Raises:
         BackendUnavailable: no usable kubeconfig / context, or the API server cannot be reached.
@@ -425,10 +425,9 @@ def preflight(backend, spec: JobSpec, cheap: bool = False) -> PreflightReport:
         return report
     flavor = check_tfjob(report, cluster, spec.flavor)
     check_permissions(report, cluster, namespace, flavor)
-    if cheap:
-        return report
-    check_gpus(report, cluster, spec)
-    check_quota(report, cluster, spec, namespace)
+    if not cheap:
+        check_gpus(report, cluster, spec)
+        check_quota(report, cluster, spec, namespace)
     check_priority_class(report, cluster, spec.priority_class)
     check_queue(report, cluster, spec.queue, namespace)
     return report
