@@ -566,8 +566,8 @@ class TFK8sMagics(Magics):
             raise UsageError(str(e)) from None
         from IPython.display import display
 
-        display(report)
-        return report
+        display(report)  # shown once (not returned as Out too); kept as _tfk8s_check
+        self.shell.user_ns["_tfk8s_check"] = report
 
     @magic_arguments()
     @job_name_argument

@@ -153,8 +153,10 @@ def test_the_magic_prints_the_table(cluster):
     ip = get_ipython()
     ip.run_line_magic("load_ext", "tfk8s_jupyter")
     cluster.enforce_rules(rules_without("delete", "configmaps"))
-    report = ip.run_line_magic("tfk8s_check", "--backend kubernetes --flavor native")
+    assert ip.run_line_magic("tfk8s_check", "--backend kubernetes --flavor native") is None  # displayed once
+    report = ip.user_ns["_tfk8s_check"]
     assert [c.name for c in report.failed] == ["delete configmaps"]
+    assert "✗ delete configmaps" in report.text() and "deploy/kubernetes/base/role.yaml" in report.text()
 
 
 def test_bad_input(cluster, tmp_path, monkeypatch):
