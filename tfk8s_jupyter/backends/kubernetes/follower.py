@@ -9,7 +9,6 @@ removed, final phase persisted) and delivers the final status.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 
@@ -32,7 +31,7 @@ from . import manifests as m
 from .connection import READ_TIMEOUT, LineStream
 from .errors import ApiErrorContext
 from .job_objects import JobRef, job_events, owners, snapshot
-from .lifecycle import POD_ENDED, Finisher, capture_logs, replica_log
+from .lifecycle import POD_ENDED, Finisher, capture_logs
 from .status import assemble_status, pod_replica, replica_from_pods, replicas_from_pods
 
 WATCH_TIMEOUT = 60  # seconds per watch request; the server ends it, we resume from the last resourceVersion
@@ -311,7 +310,6 @@ class JobFollower:
         with self.events_lock:
             self.dedup.new(self.record.read_events())
         read_restarts: dict[str, int] = {}
-        copy_log = replica_log(self.job, self.spec.reporting_replica)
         backoff = 0.2
         try:
             while not self.stop_logs.is_set():
@@ -322,23 +320,16 @@ class JobFollower:
                     continue
                 pod, restarts, ended = target
                 if read_restarts.get(pod, restarts) < restarts:
-                    # the container restarted since we last read it: the previous one's tail may be unread;
-                    # its whole log closes its attempt in the copy
-                    previous = self.cluster.read_log(self.namespace, pod, previous=True)
-                    self.deliver(previous.splitlines())
-                    if previous:
-                        copy_log.write(copy_log.key(pod, restarts - 1), previous)
+                    # the container restarted since we last read it: the previous one's tail may be unread
+                    self.deliver(self.cluster.read_log(self.namespace, pod, previous=True).splitlines())
                 read_restarts[pod] = restarts
                 try:
                     resp = self.cluster.follow_log(self.namespace, pod, _request_timeout=(10, READ_TIMEOUT))
                     self.log_opened.set()
-                    # the container's log is re-read whole on every (re)connect: its attempt in the copy is
-                    # rewritten, earlier attempts (containers, pods) are kept
-                    with copy_log._lock:
-                        copy = copy_log.open(copy_log.key(pod, restarts))
-                    if copy is None:
-                        copy = open(os.devnull, "w")
-                    with LineStream(resp, self.stop_logs) as lines, copy:
+                    log_path = self.record.log_path(self.spec.reporting_replica)
+                    log_path.parent.mkdir(parents=True, exist_ok=True)
+                    # the log is re-read whole on every (re)connect: rewrite the copy, never append twice
+                    with LineStream(resp, self.stop_logs) as lines, open(log_path, "w") as copy:
                         batch: list[str] = []
                         for line in lines:
                             copy.write(line + "\n")

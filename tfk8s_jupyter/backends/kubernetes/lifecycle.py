@@ -98,7 +98,9 @@ class AttemptLog:
         index["current"] = key
         self._save(index)
         f = open(self.path, "r+" if self.path.exists() else "w")
-        f.seek(index["offset"])
+        # a copy rewritten meanwhile (the follower rewrites the current container's log whole) never
+        # leaves a hole
+        f.seek(min(index["offset"], self.path.stat().st_size))
         f.truncate()
         if index["done"] or index["offset"]:
             n = len(index["done"])
