@@ -52,6 +52,7 @@ from .base import (
     StatusCallback,
     TFK8sError,
 )
+from .local_processes import proc_start_ticks, process_alive
 
 HOST = "127.0.0.1"
 SUPERVISOR_FILE = "supervisor.json"
@@ -126,28 +127,6 @@ def cluster_of(spec: JobSpec, ports: list[int], host: str = HOST) -> dict[str, l
 
 
 # --------------------------------------------------------------------------- process facts
-def proc_start_ticks(pid: int) -> int | None:
-    """The kernel start time of ``pid`` (clock ticks since boot), or None when it is gone or a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    if fields[0] in ("Z", "X"):
-        return None
-    return int(fields[19])
-
-
-def process_alive(pid: int | None, start_ticks: int | None = None) -> bool:
-    """Whether ``pid`` runs (not a zombie) and, when given, is still the process started at ``start_ticks``."""
-    if not pid:
-        return False
-    ticks = proc_start_ticks(pid)
-    if ticks is None:
-        return False
-    return start_ticks is None or ticks == start_ticks
-
-
 def read_supervisor(record: JobRecord) -> dict:
     try:
         return json.loads((record.dir / SUPERVISOR_FILE).read_text())

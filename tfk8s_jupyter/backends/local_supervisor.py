@@ -51,7 +51,8 @@ from .base import (
     JobStatus,
     ReplicaStatus,
 )
-from .local import SUPERVISOR_FILE, proc_start_ticks, process_env
+from .local import SUPERVISOR_FILE, process_env
+from .local_processes import listening_ports, proc_start_ticks, process_cpu_seconds, process_state
 
 TICK = 0.1  # seconds between loop iterations
 # Seconds a replica gets between SIGTERM and SIGKILL. All-reduce workers catch SIGTERM (TensorFlow's
@@ -119,59 +120,6 @@ def _die_with_parent(parent: int):
 def say(text: str) -> None:
     """One line of the supervisor's own log (``job.logs("supervisor")``)."""
     print(f"{time.strftime('%H:%M:%S')} {text}", flush=True)
-
-
-def listening_ports(pid: int) -> set[int]:
-    """TCP ports process ``pid`` listens on (from its socket fds and ``/proc/net/tcp*``)."""
-    inodes = set()
-    try:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                link = os.readlink(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            if link.startswith("socket:["):
-                inodes.add(link[8:-1])
-    except OSError:
-        return set()
-    ports = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            parts = line.split()
-            if len(parts) > 9 and parts[3] == "0A" and parts[9] in inodes:
-                ports.add(int(parts[1].rsplit(":", 1)[1], 16))
-    return ports
-
-
-def _stat_fields(pid: int) -> list[str]:
-    """``/proc/<pid>/stat`` after the command name: state first, then ppid, ... (``proc(5)``, from field 3)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return []
-    return stat[stat.rfind(")") + 1 :].split()
-
-
-def process_state(pid: int) -> str | None:
-    """The one-letter state of process ``pid`` (``R``, ``S``, ``D``, ``T``, ...) from ``/proc/<pid>/stat``."""
-    fields = _stat_fields(pid)
-    return fields[0] if fields else None
-
-
-def process_cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds process ``pid`` has used so far."""
-    fields = _stat_fields(pid)
-    try:
-        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
-    except (IndexError, ValueError):
-        return None
-
-
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 class Replica:

@@ -1,0 +1,83 @@
+"""Facts about this machine's processes, read from ``/proc``: whether a pid is still the process we started,
+its state (running, stopped, in uninterruptible sleep), the CPU it has used, the ports it listens on. The
+local backend and its supervisor decide from these."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def proc_start_ticks(pid: int) -> int | None:
+    """The kernel start time of ``pid`` (clock ticks since boot), or None when it is gone or a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+def process_alive(pid: int | None, start_ticks: int | None = None) -> bool:
+    """Whether ``pid`` runs (not a zombie) and, when given, is still the process started at ``start_ticks``."""
+    if not pid:
+        return False
+    ticks = proc_start_ticks(pid)
+    if ticks is None:
+        return False
+    return start_ticks is None or ticks == start_ticks
+
+
+def listening_ports(pid: int) -> set[int]:
+    """TCP ports process ``pid`` listens on (from its socket fds and ``/proc/net/tcp*``)."""
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    except OSError:
+        return set()
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.split()
+            if len(parts) > 9 and parts[3] == "0A" and parts[9] in inodes:
+                ports.add(int(parts[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """``/proc/<pid>/stat`` after the command name: state first, then ppid, ... (``proc(5)``, from field 3)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return []
+    return stat[stat.rfind(")") + 1 :].split()
+
+
+def process_state(pid: int) -> str | None:
+    """The one-letter state of process ``pid`` (``R``, ``S``, ``D``, ``T``, ...) from ``/proc/<pid>/stat``."""
+    fields = _stat_fields(pid)
+    return fields[0] if fields else None
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds process ``pid`` has used so far."""
+    fields = _stat_fields(pid)
+    try:
+        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    except (IndexError, ValueError):
+        return None
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
