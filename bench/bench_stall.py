@@ -60,7 +60,7 @@ def one(tk, mode: str, stall_timeout: float, n: int) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--stall-timeout", type=float, default=15.0)
     args = ap.parse_args()
     os.environ.setdefault("TFK8S_HOME", tempfile.mkdtemp(prefix="tfk8s-bench-stall-"))
