@@ -54,15 +54,8 @@ demo: $(STAMP)
 	$(PY) -m tfk8s_jupyter.demo
 
 ## Everything CI runs: lint, then every test tier.
-# The Role is checked against every request the backend made in the whole Kubernetes suite: the main run
-# records them, then that one test reads the record.
-SUITE_LP := tests/deploy/test_deploy_least_privilege.py::test_the_whole_kubernetes_suite_uses_nothing_the_role_lacks
-K8S_REQUEST_LOG := $(abspath .pytest-k8s-requests.jsonl)
-
 test: $(STAMP) system-deps lint labextension-check
-	rm -f $(K8S_REQUEST_LOG)
-	TFK8S_REQUEST_LOG=$(K8S_REQUEST_LOG) $(PY) -m pytest -ra --deselect $(SUITE_LP) $(PYTEST_ARGS)
-	$(if $(PYTEST_ARGS),,TFK8S_SUITE_REQUEST_LOG=$(K8S_REQUEST_LOG) $(PY) -m pytest -ra -p no:cacheprovider $(SUITE_LP))
+	$(PY) -m pytest -ra $(PYTEST_ARGS)
 	TFK8S_HOME=$$(mktemp -d) $(PY) -m pytest -ra -p no:cacheprovider --nbval-lax notebooks/
 
 lint: $(STAMP)

@@ -11,20 +11,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
-
 K8S_TESTS = Path(__file__).resolve().parents[1] / "k8s"
 STANDIN_RUNNER = Path(__file__).resolve().parents[1] / "standin_runner.py"
 if str(K8S_TESTS) not in sys.path:
     sys.path.insert(0, str(K8S_TESTS))
 
-try:
-    from apiserver import ApiServer
-    from kubelet import TestCluster
-except ImportError as e:  # the test API server lives with the Kubernetes backend's tests
-    pytest.skip(
-        f"the test API server (tests/k8s/apiserver.py) is not available: {e}", allow_module_level=True
-    )
+from apiserver import ApiServer  # noqa: E402  (the test API server lives with the Kubernetes tests)
+from kubelet import TestCluster  # noqa: E402
 
 from tfk8s_jupyter.backends.base import TERMINAL, JobStatus  # noqa: E402
 from tfk8s_jupyter.backends.kubernetes import KubernetesBackend  # noqa: E402

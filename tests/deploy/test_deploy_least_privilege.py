@@ -3,8 +3,9 @@ set the Kubernetes backend uses, taken from the test API server's request log wh
 everything a user does; with the Role enforced the backend works end to end, and with one rule missing the
 backend's 403 diagnostic names the verb, the resource and the namespace.
 
-The request log of the whole Kubernetes test suite is checked too: ``make test`` records it in its main
-run and then runs ``test_the_whole_kubernetes_suite_uses_nothing_the_role_lacks`` over it. By hand::
+The requests of the whole Kubernetes test suite are checked too:
+``test_the_whole_kubernetes_suite_uses_nothing_the_role_lacks`` runs last in any pytest session and reads
+what the session's Kubernetes tests recorded. Against a file recorded earlier::
 
     TFK8S_REQUEST_LOG=/tmp/k8s-requests.jsonl .venv/bin/python -m pytest -m k8s tests/k8s
     TFK8S_SUITE_REQUEST_LOG=/tmp/k8s-requests.jsonl .venv/bin/python -m pytest tests/deploy -k whole
@@ -20,7 +21,7 @@ import re
 import threading
 from pathlib import Path
 
-import k8s_scenarios as sc  # noqa: I001  (skips the module when the test API server is missing)
+import k8s_scenarios as sc  # noqa: I001  (puts tests/k8s on the path)
 import pytest
 from deploytools import (
     OVERLAYS,
@@ -176,11 +177,17 @@ def test_every_api_call_in_the_backend_code_is_granted():
         assert perm in granted, f"{module} calls {method}, which needs {format_permission(perm)}"
 
 
-@pytest.mark.skipif(not os.environ.get("TFK8S_SUITE_REQUEST_LOG"), reason="set TFK8S_SUITE_REQUEST_LOG")
-def test_the_whole_kubernetes_suite_uses_nothing_the_role_lacks():
-    path = Path(os.environ["TFK8S_SUITE_REQUEST_LOG"])
-    entries = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    assert entries, f"{path} is empty; run the Kubernetes tests with TFK8S_REQUEST_LOG={path} first"
+def test_the_whole_kubernetes_suite_uses_nothing_the_role_lacks(request):
+    """Runs last (tests/conftest.py): every request the backend made in this session's Kubernetes tests;
+    or a file of them (``TFK8S_SUITE_REQUEST_LOG``); or, when no Kubernetes test ran, the scenarios'."""
+    from request_record import BACKEND_REQUESTS
+
+    path = os.environ.get("TFK8S_SUITE_REQUEST_LOG")
+    if path:
+        entries = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    else:
+        entries = list(BACKEND_REQUESTS) or request.getfixturevalue("used")
+    assert entries, "no request of the backend was recorded"
     missing, _ = compare(role_rules(), entries)
     assert not missing, "\n".join(missing)
 

@@ -1,7 +1,8 @@
 """Fixtures of the Kubernetes tests: the test API server, the test kubelet, a kubeconfig, the backend.
 
-Set ``TFK8S_REQUEST_LOG=<path>`` to append every request the client makes in the whole suite (JSON lines:
-verb, group, resource, subresource, namespace, name, status) to one file, e.g. to derive the RBAC Role.
+Every request the backend makes is kept for the session (``request_record.BACKEND_REQUESTS``: the
+least-privilege test checks them against the Role at the end); set ``TFK8S_REQUEST_LOG=<path>`` to append
+them to a file too (JSON lines: verb, group, resource, subresource, namespace, name, status).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from apiserver import ApiServer  # noqa: E402
 from kubelet import STANDIN_RUNNER, TestCluster  # noqa: E402
+from request_record import BACKEND_REQUESTS  # noqa: E402
 
 _log_lock = threading.Lock()
 
@@ -29,12 +31,16 @@ def apiserver(request):
     server = ApiServer(namespaces=("default", "team"), validate=True).start()
     yield server
     server.stop()
-    path = os.environ.get("TFK8S_REQUEST_LOG")
     # test_apiserver.py drives the test server itself, not the backend: its calls are not the backend's.
-    if path and request.node.path.name != "test_apiserver.py":
-        with _log_lock, open(path, "a") as f:
-            for entry in server.request_log:
-                f.write(json.dumps({**entry, "test": request.node.nodeid}) + "\n")
+    if request.node.path.name == "test_apiserver.py":
+        return
+    entries = [{**entry, "test": request.node.nodeid} for entry in server.request_log]
+    with _log_lock:
+        BACKEND_REQUESTS.extend(entries)
+        path = os.environ.get("TFK8S_REQUEST_LOG")
+        if path:
+            with open(path, "a") as f:
+                f.write("".join(json.dumps(e) + "\n" for e in entries))
 
 
 @pytest.fixture
