@@ -401,10 +401,9 @@ def test_a_killed_ps_restarts_the_coordinator_loop_from_the_cells_checkpoint(tmp
 
 @pytest.mark.tf
 def test_report_works_in_an_image_without_the_package(tmp_path):
-    from test_runner_files import NOT_IMPORTABLE, image_python, write_runner_files
+    from test_runner_files import NOT_IMPORTABLE, image_job, write_runner_files
 
     from tfk8s_jupyter.payload import Payload
-    from tfk8s_jupyter.replica_env import contract_env
     from tfk8s_jupyter.spec import make_spec
 
     cell = (
@@ -418,18 +417,7 @@ def test_report_works_in_an_image_without_the_package(tmp_path):
     job.mkdir()
     (job / "payload.json").write_text(Payload(code=cell).to_json())
     spec = make_spec(cell, workers=1, strategy="mirrored", name="report-image", metric_interval=0.0)
-    command, env = image_python()
-    env.update(
-        contract_env(
-            spec,
-            "worker",
-            payload=str(job / "payload.json"),
-            checkpoint_dir=str(job / "checkpoints"),
-            workdir=str(job / "work"),
-            setup_timeout=60,
-            index=0,
-        )
-    )
+    command, env = image_job(spec, job)
     probe = subprocess.run(
         [*command, "-c", NOT_IMPORTABLE], cwd=image, env=env, capture_output=True, text=True
     )

@@ -43,6 +43,24 @@ def image_python() -> tuple[list[str], dict[str, str]]:
     return [sys.executable, "-S"], env
 
 
+def image_job(spec, job: Path) -> tuple[list[str], dict[str, str]]:
+    """:func:`image_python` with the contract environment of ``spec``'s worker 0, its payload, checkpoints
+    and work dir in ``job``."""
+    command, env = image_python()
+    env.update(
+        contract_env(
+            spec,
+            "worker",
+            payload=str(job / "payload.json"),
+            checkpoint_dir=str(job / "checkpoints"),
+            workdir=str(job / "work"),
+            setup_timeout=60,
+            index=0,
+        )
+    )
+    return command, env
+
+
 def write_runner_files(directory: Path) -> Path:
     """``runner_files()``, and nothing else, written into an empty ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -150,18 +168,7 @@ def test_the_configmap_runner_trains_a_mirrored_job_from_an_empty_dir(tmp_path):
     )
     (job / "payload.json").write_text(payload.to_json())
     spec = make_spec(PAYLOAD_CELL, workers=1, strategy="mirrored", name="standalone", metric_interval=0.1)
-    command, env = image_python()
-    env.update(
-        contract_env(
-            spec,
-            "worker",
-            payload=str(job / "payload.json"),
-            checkpoint_dir=str(job / "checkpoints"),
-            workdir=str(job / "work"),
-            setup_timeout=60,
-            index=0,
-        )
-    )
+    command, env = image_job(spec, job)
     probe = subprocess.run(
         [*command, "-c", NOT_IMPORTABLE], cwd=image, env=env, capture_output=True, text=True, timeout=60
     )
