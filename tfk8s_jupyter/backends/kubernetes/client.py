@@ -128,7 +128,7 @@ class KubernetesBackend(Backend):
         record = self.record(spec.name)
         record.delete()  # a stale record of an old job of the same name
         record.write_spec(spec.to_json())
-        record.write_payload(payload.to_json())
+        record.write_payload(payload.without_data().to_json())  # as in the ConfigMap: inputs travel apart
         created_at = parse_time(created[0]["metadata"].get("creationTimestamp")) or time.time()
         status = JobStatus(
             name=spec.name,
