@@ -117,6 +117,20 @@ def _text(what: str, example: str) -> Callable[[Any], str]:
     return check
 
 
+def _storage(v):
+    from .spec import parse_storage
+
+    parse_storage(v)
+    return v
+
+
+def _keep_jobs(v):
+    from .spec import parse_keep
+
+    parse_keep(v)
+    return str(v)
+
+
 def _flag(what: str) -> Callable[[Any], bool]:
     def check(v):
         if not isinstance(v, bool):
@@ -290,6 +304,25 @@ class TFK8s(Configurable):
         check=_text("queue", "team-queue"),
         help="Kueue LocalQueue: the Jobs are created suspended and start when Kueue admits them.",
     ).tag(config=True)
+    storage = CheckedUnicode(
+        None,
+        allow_none=True,
+        check=_storage,
+        help="Kubernetes: where each job's artifacts (checkpoints, model, TensorBoard logs) go: "
+        "pvc:CLAIM[/subpath] or a gs:// / s3:// URI. Without it they vanish with the pods.",
+    ).tag(config=True)
+    save_model = CheckedBool(
+        True,
+        check=_flag("save_model"),
+        help="Save the trained model into the job's artifacts after a successful fit.",
+    ).tag(config=True)
+    keep_jobs = CheckedUnicode(
+        None,
+        allow_none=True,
+        check=_keep_jobs,
+        help="Job history kept when jobs are listed: a count (e.g. '50') or an age (e.g. '7d'); "
+        "older finished jobs are deleted with their records. Default: keep everything.",
+    ).tag(config=True)
     ttl_seconds_after_finished = CheckedInt(
         3600,
         check=_count("ttl_seconds_after_finished", 0, "use 0 or more seconds"),
@@ -351,7 +384,7 @@ class TFK8s(Configurable):
             "backend flavor strategy ps workers gpus cpu memory image image_pull_secrets service_account "
             "namespace context node_selector tolerations gpu_resource labels env max_restarts checkpoint_dir "
             "metric_interval setup_timeout stall_timeout ttl_seconds_after_finished "
-            "deadline priority_class queue"
+            "deadline priority_class queue storage save_model"
         ).split()
         return {n: getattr(self, n) for n in names}
 

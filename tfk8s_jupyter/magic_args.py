@@ -33,6 +33,9 @@ SPEC_FLAGS = (
     "queue",
     "service_account",
     "stall_timeout",
+    "storage",
+    "resume_from",
+    "save_model",
 )
 
 # %%tfk8s_train's options, in the order its help lists them.
@@ -56,6 +59,25 @@ TRAIN_ARGUMENTS = (
     argument("--cpu", default=None, help="CPU per replica, e.g. 2 or 500m."),
     argument("--memory", default=None, help="Memory per replica, e.g. 4Gi."),
     argument("--checkpoint-dir", dest="checkpoint_dir", default=None, help="Where checkpoints go."),
+    argument(
+        "--storage",
+        default=None,
+        help="Kubernetes: where the job's artifacts go: pvc:CLAIM[/subpath] or a gs:// / s3:// URI.",
+    ),
+    argument(
+        "--resume-from",
+        dest="resume_from",
+        default=None,
+        metavar="JOB",
+        help="Start from that job's last checkpoint (the step count continues).",
+    ),
+    argument(
+        "--no-save-model",
+        dest="save_model",
+        action="store_false",
+        default=None,
+        help="Do not save the trained model into the job's artifacts.",
+    ),
     argument("--max-restarts", dest="max_restarts", type=int, default=None, help="Restarts before failing."),
     argument(
         "--metric-interval",

@@ -13,6 +13,19 @@ Variables:
     chief's checkpoints with parameter servers, default 10; 0 = every epoch) and TFK8S_KERAS
     (``legacy`` runs all-reduce jobs on tf_keras); ``no_proxy``/``NO_PROXY``.
 
+    Results: TFK8S_ARTIFACTS (the job's artifact directory, a path or a ``gs://``/``s3://`` URI, the same
+    for every replica; layout below), TFK8S_SAVE_MODEL (``1``/``0``: save the trained model after a
+    successful fit), optional TFK8S_RESUME_FROM (an earlier job's checkpoint directory: restored before
+    training when this job has no checkpoint of its own yet).
+
+    Protocol: optional TFK8S_PROTOCOL_KEY, the per-run secret that authenticates protocol lines (the
+    runner takes it out of the environment before the cell runs).
+
+The artifact directory's layout (``ARTIFACT_*``), read back by the kernel side: ``checkpoints/`` (the
+BackupAndRestore checkpoints, unless a checkpoint dir is configured), ``model/`` (the trained model),
+``tensorboard/`` (TensorBoard logs of ``fit`` and of the cell's own summaries) and ``artifacts.json`` (what
+the reporting replica wrote: the model's file, Keras flavour, size and save time, TensorBoard folders).
+
 Precedence: the user's ``env`` comes first and the contract is laid over it, so a user variable can never
 change which replica a process is or where it finds its peers; a user ``no_proxy`` is merged into the
 contract's, never replacing localhost or the cluster domains.
@@ -30,6 +43,11 @@ ROLES = ("chief", "worker", "ps")
 # Hosts gRPC must reach directly: through a proxy it hangs at strategy creation.
 DIRECT_HOSTS = ("localhost", "127.0.0.1", "::1", ".svc", ".cluster.local")
 NO_PROXY_KEYS = ("no_proxy", "NO_PROXY")
+ARTIFACT_CHECKPOINTS = "checkpoints"
+ARTIFACT_MODEL = "model"
+ARTIFACT_TENSORBOARD = "tensorboard"
+ARTIFACT_INDEX = "artifacts.json"
+PROTOCOL_KEY_ENV = "TFK8S_PROTOCOL_KEY"
 
 
 class SetupError(RuntimeError):
@@ -58,6 +76,9 @@ def contract_env(
     direct_hosts: Iterable[str] = (),
     inherited_no_proxy: str = "",
     extra: Mapping[str, str] | None = None,
+    artifacts: str = "",
+    resume_from: str = "",
+    protocol_key: str = "",
 ) -> dict[str, str]:
     """The environment of one replica: the user's ``spec.env`` with the contract laid over it.
 
@@ -72,6 +93,9 @@ def contract_env(
         direct_hosts: more hosts for ``no_proxy`` (the job's Service).
         inherited_no_proxy: the ``no_proxy`` the replica would inherit (local processes).
         extra: backend-specific contract variables (``CUDA_VISIBLE_DEVICES``, ``HOME``).
+        artifacts: the job's artifact directory as the replica sees it (path or URI).
+        resume_from: an earlier job's checkpoint directory to restore from, as the replica sees it.
+        protocol_key: the per-run secret that authenticates protocol lines.
     """
     user = {str(k): str(v) for k, v in spec.env.items()}
     no_proxy = merge_no_proxy(
@@ -88,11 +112,17 @@ def contract_env(
             "TFK8S_METRIC_INTERVAL": f"{float(spec.metric_interval):g}",
             "TFK8S_SETUP_TIMEOUT": f"{float(setup_timeout):g}",
             "TFK8S_WORKDIR": str(workdir),
+            "TFK8S_ARTIFACTS": str(artifacts),
+            "TFK8S_SAVE_MODEL": "1" if getattr(spec, "save_model", True) else "0",
             "PYTHONUNBUFFERED": "1",
             "no_proxy": no_proxy,
             "NO_PROXY": no_proxy,
         }
     )
+    if resume_from:
+        env["TFK8S_RESUME_FROM"] = str(resume_from)
+    if protocol_key:
+        env[PROTOCOL_KEY_ENV] = str(protocol_key)
     if index is not None:
         env["TFK8S_INDEX"] = str(index)
     if cluster is not None:
@@ -118,6 +148,10 @@ class ReplicaEnv:
     checkpoint_interval: float = 10.0
     legacy_keras: bool = False
     tf_config: dict | None = field(default=None)
+    artifacts_dir: str | None = None
+    resume_from: str | None = None
+    save_model: bool = True
+    protocol_key: str = field(default="", repr=False)
 
     @property
     def name(self) -> str:
@@ -242,4 +276,8 @@ def read_env(environ: dict[str, str] | None = None) -> ReplicaEnv:
         checkpoint_interval=max(0.0, _float("TFK8S_CHECKPOINT_INTERVAL", 10.0)),
         legacy_keras=env.get("TFK8S_KERAS", "").strip().lower() in ("legacy", "tf_keras", "tf-keras"),
         tf_config=tf_config,
+        artifacts_dir=env.get("TFK8S_ARTIFACTS") or None,
+        resume_from=env.get("TFK8S_RESUME_FROM") or None,
+        save_model=env.get("TFK8S_SAVE_MODEL", "1").strip().lower() not in ("0", "false", "no", "off"),
+        protocol_key=env.get(PROTOCOL_KEY_ENV, ""),
     )

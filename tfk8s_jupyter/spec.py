@@ -185,6 +185,11 @@ class JobSpec:
     deadline: float | str | None = None  # seconds or a duration like "90m"; the job fails past it
     priority_class: str | None = None
     queue: str | None = None  # Kueue LocalQueue: the Jobs are created suspended until admitted
+    # Results (one artifact directory per job, exported to the cell as TFK8S_ARTIFACTS): Kubernetes storage
+    # ``pvc:NAME[/subpath]`` or an object-store URI (``gs://``, ``s3://``); local jobs keep theirs in the record.
+    storage: str | None = None
+    resume_from: str | None = None  # a job name: restore its last checkpoint before training
+    save_model: bool = True  # save the trained model into the artifacts after a successful fit
 
     @property
     def deadline_seconds(self) -> float | None:
@@ -242,6 +247,61 @@ class JobSpec:
         spec = replace(self, **changes)
         validate(spec)
         return spec
+
+
+STORAGE_SCHEMES = ("pvc", "gs", "s3", "hdfs")
+
+
+@dataclass(frozen=True)
+class Storage:
+    """Where a Kubernetes job's artifacts live: a PersistentVolumeClaim (with an optional subpath) or a URI."""
+
+    kind: str  # "pvc" or "uri"
+    claim: str | None = None
+    subpath: str = ""
+    uri: str | None = None
+
+
+def parse_storage(value: str) -> Storage:
+    """``pvc:NAME[/subpath]`` or ``gs://bucket/path`` / ``s3://bucket/path`` / ``hdfs://...``."""
+    fix = "use pvc:CLAIM[/subpath] (a PersistentVolumeClaim) or a gs://, s3:// or hdfs:// URI"
+    if not isinstance(value, str) or not value.strip():
+        raise SpecError(f"storage {value!r} is empty; {fix}.")
+    text = value.strip()
+    if text.startswith("pvc:"):
+        rest = text[4:].strip("/")
+        claim, _, sub = rest.partition("/")
+        if not re.match(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", claim or "") or len(claim) > 253:
+            raise SpecError(
+                f"storage {value!r} names no valid claim ({claim!r}); {fix}, e.g. pvc:team-data/runs."
+            )
+        parts = [p for p in sub.split("/") if p]
+        if any(p in (".", "..") for p in parts):
+            raise SpecError(f"storage {value!r} has '.' or '..' in its subpath; use a plain folder path.")
+        return Storage("pvc", claim=claim, subpath="/".join(parts))
+    m = re.match(r"^([a-z][a-z0-9+.-]*)://([^/]+)(/.*)?$", text)
+    if m is None:
+        raise SpecError(f"storage {value!r} is neither a claim nor a URI; {fix}.")
+    if m.group(1) not in STORAGE_SCHEMES:
+        raise SpecError(f"storage scheme {m.group(1)!r} in {value!r} is not supported; {fix}.")
+    return Storage("uri", uri=text.rstrip("/"))
+
+
+def parse_keep(value) -> tuple[int | None, float | None]:
+    """A history limit: a count of jobs (``50``, ``"50"``) or an age (``"7d"``, ``"12h"``, seconds).
+
+    Returns ``(count, None)`` or ``(None, seconds)``."""
+    fix = "use a number of jobs (e.g. 50) or an age (e.g. '7d', '12h')"
+    if isinstance(value, bool):
+        raise SpecError(f"keep_jobs {value!r} is neither a count nor an age; {fix}.")
+    if isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
+        count = int(value)
+        if count < 1:
+            raise SpecError(f"keep_jobs {value!r} would keep no job; {fix}.")
+        return count, None
+    if isinstance(value, str) and value.strip() and value.strip()[-1].isalpha():
+        return None, parse_duration(value, "keep_jobs")
+    raise SpecError(f"keep_jobs {value!r} is neither a count nor an age; {fix}.")
 
 
 def generate_name(code: str) -> str:
@@ -366,6 +426,21 @@ def validate(spec: JobSpec) -> None:
         )
     if spec.deadline is not None:
         parse_duration(spec.deadline, "deadline")
+    if spec.storage is not None:
+        parse_storage(spec.storage)
+    if spec.resume_from is not None:
+        if not isinstance(spec.resume_from, str) or not _NAME_RE.match(spec.resume_from):
+            raise SpecError(
+                f"resume_from {spec.resume_from!r} is not a job name; pass the name of an earlier job "
+                "(see %tfk8s_jobs), e.g. resume_from='mnist-ps'."
+            )
+        if spec.resume_from == spec.name:
+            raise SpecError(
+                f"resume_from names this job itself ({spec.name!r}); pass an earlier job's name, "
+                "or give the new job another name."
+            )
+    if not isinstance(spec.save_model, bool):
+        raise SpecError(f"save_model {spec.save_model!r} must be True or False.")
     for what, value in (("priority_class", spec.priority_class), ("queue", spec.queue)):
         if value is not None and not (
             isinstance(value, str) and re.match(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", value)
