@@ -95,7 +95,7 @@ def contract_env(
         extra: backend-specific contract variables (``CUDA_VISIBLE_DEVICES``, ``HOME``).
         artifacts: the job's artifact directory as the replica sees it (path or URI).
         resume_from: an earlier job's checkpoint directory to restore from, as the replica sees it.
-        protocol_key: the per-run secret that authenticates protocol lines.
+        protocol_key: the per-run secret that authenticates protocol lines (default: the spec's).
     """
     user = {str(k): str(v) for k, v in spec.env.items()}
     no_proxy = merge_no_proxy(
@@ -121,6 +121,7 @@ def contract_env(
     )
     if resume_from:
         env["TFK8S_RESUME_FROM"] = str(resume_from)
+    protocol_key = protocol_key or getattr(spec, "protocol_key", "")
     if protocol_key:
         env[PROTOCOL_KEY_ENV] = str(protocol_key)
     if index is not None:
