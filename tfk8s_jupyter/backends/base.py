@@ -74,6 +74,8 @@ class JobStatus:
     flavor: str | None = None
     owner: str | None = None
     namespace: str | None = None
+    # One-line notes the panel shows under the header (e.g. "artifacts will not survive the pods").
+    notes: list[str] = field(default_factory=list)
 
     @property
     def done(self) -> bool:
@@ -193,3 +195,14 @@ class Backend(ABC):
     @abstractmethod
     def delete(self, name: str) -> None:
         """Stop the job if needed and remove everything of it, record included."""
+
+    def artifacts_location(self, name: str) -> str | None:
+        """Where this kernel reads the job's artifact directory (``TFK8S_ARTIFACTS``): a local path or a
+        ``gs://``/``s3://`` URI; ``None`` when the artifacts did not outlive the replicas (Kubernetes
+        without storage). Raises :class:`JobNotFound`."""
+        return None
+
+    def checkpoint_location(self, name: str) -> str | None:
+        """The job's checkpoint directory as a new job's replicas of this backend see it (for
+        ``resume_from``); ``None`` when it did not outlive the replicas. Raises :class:`JobNotFound`."""
+        return None
