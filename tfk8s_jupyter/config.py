@@ -311,6 +311,13 @@ class TFK8s(Configurable):
         help="Kubernetes: where each job's artifacts (checkpoints, model, TensorBoard logs) go: "
         "pvc:CLAIM[/subpath] or a gs:// / s3:// URI. Without it they vanish with the pods.",
     ).tag(config=True)
+    storage_mount = CheckedUnicode(
+        None,
+        allow_none=True,
+        check=_text("storage_mount", "/home/jovyan/shared"),
+        help="Where this notebook sees the storage claim's root (a pvc: storage mounted in the notebook "
+        "pod too); default: the path the job pods mount it at.",
+    ).tag(config=True)
     save_model = CheckedBool(
         True,
         check=_flag("save_model"),

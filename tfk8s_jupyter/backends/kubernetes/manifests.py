@@ -70,6 +70,7 @@ RUNNER_FILES = (
     "replica_metrics.py",
     "cell_report.py",
     "replica_workdir.py",
+    "replica_artifacts.py",
 )
 TFJOB_ROLES = {"chief": "Chief", "ps": "PS", "worker": "Worker"}
 FLAVORS = ("native", "tfjob")
