@@ -274,7 +274,8 @@ def clean_log(text: str, tail: int | None = LOG_TAIL_LINES, show_all: bool = Fal
 class JobsTable:
     """``%tfk8s_jobs`` output: HTML in a notebook, an aligned text table elsewhere.
 
-    ``details`` maps a job name to what its record adds: ``{"loss": 0.12, "origin": "quickstart.ipynb [5]"}``.
+    ``details`` maps a job (``(backend, name)``, as its row's backend column shows it, or just its name) to
+    what its record adds: ``{"loss": 0.12, "origin": "quickstart.ipynb [5]"}``.
     """
 
     COLUMNS = ("name", "phase", "backend", "strategy", "replicas", "loss", "origin", "age")
@@ -286,7 +287,7 @@ class JobsTable:
         for s in jobs:
             counts = s.counts()
             replicas = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "-"
-            extra = details.get(s.name, {})
+            extra = details.get((s.backend, s.name)) or details.get(s.name) or {}
             loss = extra.get("loss")
             self.rows.append(
                 (

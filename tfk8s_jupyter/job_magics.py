@@ -23,18 +23,18 @@ from .spec import SpecError
 
 
 def job_details(backend, name: str) -> dict:
-    """What a job's record adds to its ``%tfk8s_jobs`` row: the last loss and where it came from."""
+    """What a job's record adds to its ``%tfk8s_jobs`` row: the last loss (read from the end of its
+    events, however many there are) and where it came from."""
     from .backends.base import TFK8sError
-    from .monitor import JobState
+    from .retention import events_path, last_loss
 
     out: dict[str, Any] = {}
     try:
-        state = JobState(name)
-        state.add_events(backend.events(name))
-        if "loss" in state.last_values:
-            out["loss"] = state.last_values["loss"]
-    except (TFK8sError, OSError, ValueError):
-        pass
+        loss = last_loss(events_path(backend, name))
+    except OSError:
+        loss = None
+    if loss is not None:
+        out["loss"] = loss
     try:
         labels = backend.spec(name).labels or {}
     except (TFK8sError, OSError, ValueError, KeyError):
@@ -43,6 +43,9 @@ def job_details(backend, name: str) -> dict:
     if origin:
         out["origin"] = origin
     return out
+
+
+BACKENDS = ("local", "kubernetes")
 
 
 @magics_class
@@ -76,8 +79,40 @@ class JobMagics(Magics):
         self.train.jobs[name] = job
         return job
 
+    def _forget(self, name: str, phase: str) -> None:
+        """A job deleted: its panels keep their last state, the kernel stops following it."""
+        self.train.jobs.pop(name, None)
+        for panel in self.train.panels.pop(name, []):
+            panel.mark_gone(f"deleted (last known state: {phase})")
+        self.train.progress.pop(name, None)
+        self.train.cell_jobs = {k: v for k, v in self.train.cell_jobs.items() if v != name}
+        if self.train.last_job == name:
+            self.train.last_job = None
+
+    def _listing(self, name: str | None, owner: str | None, all_namespaces: bool):
+        """One backend's jobs with ``keep_jobs`` applied, and the line saying what it removed (or ``None``)."""
+        from .api import backend_for
+        from .retention import apply_keep_jobs
+
+        b = backend_for(name)
+        if all_namespaces and b.name != "kubernetes":
+            raise UsageError("--all-namespaces lists Kubernetes jobs; add --backend kubernetes.")
+        extra = {"all_namespaces": True} if all_namespaces else {}
+        jobs = b.list(owner=owner, **extra)
+        pruned = apply_keep_jobs(b, jobs, owner=current_owner())
+        by_name = {s.name: s for s in jobs}
+        for gone in pruned.deleted:
+            self._forget(gone, by_name[gone].phase)
+        return b, pruned.kept, pruned.line()
+
     @magic_arguments()
     @argument("--backend", default=None, help="local or kubernetes (default: the configured backend).")
+    @argument(
+        "--all-backends",
+        dest="all_backends",
+        action="store_true",
+        help="Local and Kubernetes jobs in one table (a cluster that cannot be reached gets one line).",
+    )
     @argument(
         "--all",
         action="store_true",
@@ -91,14 +126,18 @@ class JobMagics(Magics):
     )
     @line_magic
     def tfk8s_jobs(self, line: str):
-        """Table of your jobs, newest first: name, phase, backend, strategy, replica states, age.
+        """Table of your jobs, newest first: name, phase, backend, strategy, replica states, last loss,
+        origin (notebook and cell), age.
 
-        Example::
+        With ``c.TFK8s.keep_jobs`` set (a count like ``"50"`` or an age like ``"7d"``), your finished jobs
+        beyond it are deleted first, and one line says how many went.
+
+        Examples::
 
             %tfk8s_jobs
             %tfk8s_jobs --backend kubernetes
+            %tfk8s_jobs --all-backends
         """
-        from .api import backend_for
         from .backends.base import TFK8sError
 
         args = parse_magic_line(self.tfk8s_jobs, line)
@@ -107,21 +146,30 @@ class JobMagics(Magics):
                 "under JupyterHub %tfk8s_jobs lists only your own jobs (other users' jobs are theirs to "
                 "see); drop --all."
             )
-        try:
-            b = backend_for(args.backend)
-            if args.all_namespaces and b.name != "kubernetes":
-                raise UsageError("--all-namespaces lists Kubernetes jobs; add --backend kubernetes.")
-            extra = {"all_namespaces": True} if args.all_namespaces else {}
-            jobs = b.list(owner=None if args.all else current_owner(), **extra)
-        except (TFK8sError, SpecError) as e:
-            raise UsageError(str(e)) from None
-        if args.all_namespaces:
+        if args.all_backends and args.backend:
+            raise UsageError("--all-backends lists every backend; drop --backend (or --all-backends).")
+        owner = None if args.all else current_owner()
+        rows, details = [], {}
+        for name in BACKENDS if args.all_backends else (args.backend,):
+            namespaces = args.all_namespaces and (not args.all_backends or name == "kubernetes")
+            try:
+                b, jobs, removed = self._listing(name, owner, namespaces)
+            except (TFK8sError, SpecError) as e:
+                if not args.all_backends:
+                    raise UsageError(str(e)) from None
+                print(f"tfk8s: {name} jobs could not be listed: {e}")
+                continue
+            if removed:
+                print(removed)
             for s in jobs:
-                s.backend = f"kubernetes/{s.namespace}"  # the table's backend column names the namespace
-        jobs.sort(key=lambda s: s.created, reverse=True)
+                if namespaces:
+                    s.backend = f"kubernetes/{s.namespace}"  # the table's backend column names the namespace
+                details[(s.backend, s.name)] = job_details(b, s.name)
+            rows += jobs
+        rows.sort(key=lambda s: s.created, reverse=True)
         from IPython.display import display
 
-        display(JobsTable(jobs, {s.name: job_details(b, s.name) for s in jobs}))
+        display(JobsTable(rows, details))
 
     @magic_arguments()
     @argument("--backend", default="kubernetes", help="kubernetes (the only backend with a preflight).")
@@ -278,31 +326,58 @@ class JobMagics(Magics):
         action="store_true",
         help="Also every job of yours that has ended (succeeded, failed or stopped).",
     )
-    @argument("--stop", action="store_true", help="Stop and delete named jobs that still run.")
+    @argument(
+        "--older-than",
+        dest="older_than",
+        default=None,
+        metavar="AGE",
+        help="Also every job of yours that has ended and was submitted more than AGE ago (7d, 12h, 90m).",
+    )
+    @argument(
+        "--force",
+        "--stop",
+        dest="force",
+        action="store_true",
+        help="Stop and delete named jobs that still run (--stop is the same).",
+    )
     @argument("--dry-run", dest="dry_run", action="store_true", help="Say what would go; delete nothing.")
     @job_backend_argument
     @line_magic
     def tfk8s_delete(self, line: str):
-        """Delete jobs and their records (status, metrics, logs, checkpoints); says what went.
+        """Delete jobs and their records (status, metrics, logs, checkpoints; on Kubernetes every object of
+        the job); says what went.
 
-        A job that still runs is only deleted with ``--stop``.
+        A job that still runs is only deleted when named, with ``--force``; ``--finished`` and
+        ``--older-than`` only ever take jobs that have ended.
 
         Examples::
 
             %tfk8s_delete mnist-ps old-run
-            %tfk8s_delete --finished --dry-run
+            %tfk8s_delete --older-than 7d --dry-run
+            %tfk8s_delete --older-than 7d
             %tfk8s_delete --finished
+            %tfk8s_delete still-running --force
         """
+        import time
+
         from .api import backend_for
         from .backends.base import JobNotFound, TFK8sError
         from .display_text import plural
+        from .retention import select_expired
+        from .spec import parse_duration
 
         args = parse_magic_line(self.tfk8s_delete, line)
-        if not args.names and not args.finished:
+        if not args.names and not args.finished and args.older_than is None:
             raise UsageError(
-                "name the jobs to delete (%tfk8s_delete NAME ...) or pass --finished for every job that "
-                "has ended."
+                "name the jobs to delete (%tfk8s_delete NAME ...), or pass --older-than AGE (e.g. 7d) or "
+                "--finished for jobs that have ended."
             )
+        try:
+            max_age = None if args.older_than is None else parse_duration(args.older_than, "--older-than")
+        except SpecError:
+            raise UsageError(
+                f"--older-than {args.older_than!r} is not an age; use e.g. 7d, 12h or 90m."
+            ) from None
         owner = current_owner()
         try:
             b = backend_for(args.backend)
@@ -318,20 +393,29 @@ class JobMagics(Magics):
                 if status.owner and status.owner != owner:
                     raise UsageError(f"job {name} belongs to {status.owner}; nothing was deleted.")
                 targets.append(status)
-            if args.finished:
+            if args.finished or max_age is not None:
                 named = {s.name for s in targets}
-                ended = [s for s in b.list(owner=owner) if s.done and s.name not in named]
-                targets += sorted(ended, key=lambda s: s.created)
+                mine = [s for s in b.list(owner=owner) if s.name not in named]
+                if args.finished:
+                    chosen = {s.name for s in mine if s.done}
+                else:
+                    chosen = set(select_expired(mine, time.time(), max_age=max_age, owner=owner))
+                targets += sorted((s for s in mine if s.name in chosen), key=lambda s: s.created)
         except (TFK8sError, SpecError) as e:
             raise UsageError(str(e)) from None
         running = [s.name for s in targets if not s.done]
-        if running and not args.stop:
+        if running and not args.force:
             raise UsageError(
                 f"job {running[0]} is still running; stop it first (%tfk8s_stop {running[0]}) or pass "
-                "--stop to stop and delete it; nothing was deleted."
+                "--force to stop and delete it; nothing was deleted."
             )
         if not targets:
-            print("tfk8s: no job has ended, so there is nothing to delete.")
+            if args.finished:
+                print("tfk8s: no job has ended, so there is nothing to delete.")
+            else:
+                print(
+                    f"tfk8s: no finished job is older than {args.older_than}, so there is nothing to delete."
+                )
             return
         listed = ", ".join(f"{s.name} ({s.phase})" for s in targets)
         if args.dry_run:
@@ -349,12 +433,7 @@ class JobMagics(Magics):
                 done = f" after deleting {', '.join(deleted)}" if deleted else ""
                 raise UsageError(f"could not delete job {s.name}{done}: {e}") from None
             deleted.append(s.name)
-            for panel in self.train.panels.pop(s.name, []):
-                panel.mark_gone(f"deleted (last known state: {s.phase})")
-            self.train.progress.pop(s.name, None)
-            self.train.cell_jobs = {k: v for k, v in self.train.cell_jobs.items() if v != s.name}
-            if self.train.last_job == s.name:
-                self.train.last_job = None
+            self._forget(s.name, s.phase)
         print(f"tfk8s: deleted {plural(len(targets), 'job')}: {listed}.")
 
     @magic_arguments()
