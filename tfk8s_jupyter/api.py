@@ -97,8 +97,49 @@ class Job:
 
     def monitor(self) -> Monitor:
         if self._monitor is None:
-            self._monitor = Monitor(self.backend, self.name).start()
+            from .results import ResultsState
+
+            self._monitor = Monitor(self.backend, self.name, ResultsState(self.name)).start()
         return self._monitor
+
+    # results ----------------------------------------------------------------
+    def model(self, **kwargs):
+        """The trained model, loaded in this kernel with the Keras flavour the job used (``tf_keras`` for
+        parameter-server and legacy jobs, Keras 3 otherwise); ``kwargs`` go to ``load_model``
+        (``custom_objects``, ``compile``). TensorFlow is imported now, not before.
+
+        Raises:
+            ResultsError: the job still runs, saved no model (failed, stopped, ``--no-save-model``) or kept
+                no artifacts (Kubernetes without ``--storage``); one sentence says which and what to do.
+
+        Example:
+            >>> model = job.model()                        # doctest: +SKIP
+            >>> model.evaluate(x, y)                       # doctest: +SKIP
+        """
+        from .results import load_model
+
+        return load_model(self.backend, self.name, **kwargs).model
+
+    def artifacts(self):
+        """What the job wrote into its artifact directory: ``Artifact(path, size, kind)`` per file, with
+        ``path`` relative to it and ``kind`` one of ``model``, ``checkpoint``, ``tensorboard``, ``index``,
+        ``file``."""
+        from .results import list_artifacts
+
+        return list_artifacts(self.backend, self.name)
+
+    def download(self, path: str, dest: str = "."):
+        """Copy the artifact file or folder ``path`` (as :meth:`artifacts` lists it; ``"."`` for all)
+        into the local folder ``dest``; returns the copy's path."""
+        from .results import download
+
+        return download(self.backend, self.name, path, dest)
+
+    def tensorboard_dirs(self) -> list[str]:
+        """The job's TensorBoard log folders (paths or URIs), for ``tensorboard --logdir``."""
+        from .results import tensorboard_dirs
+
+        return tensorboard_dirs(self.backend, self.name)
 
 
 def submit(
@@ -126,6 +167,11 @@ def submit(
         backend: ``local`` (default) or ``kubernetes``.
         name: job name (DNS-1123, at most 40 characters); generated when omitted.
         payload: the cell plus its notebook context (see ``capture.py``); default: the code alone.
+        resume_from (option): the name of an earlier job of the same backend whose last checkpoint the
+            replicas restore before training (the step count continues).
+        save_model (option): ``False`` saves no model after training (``job.model()`` then refuses).
+        storage (option): Kubernetes only: ``pvc:CLAIM[/subpath]`` or a ``gs://``/``s3://`` URI where
+            the artifacts outlive the pods; local jobs keep theirs in the job record.
         **options: other :class:`~tfk8s_jupyter.spec.JobSpec` fields (cpu, memory, env, max_restarts, ...).
 
     Raises:
@@ -144,6 +190,8 @@ def submit(
             merged[k] = v
     if ps is None and (workers is not None or strategy is not None):
         merged["ps"] = 0 if (strategy or "auto") != "parameter_server" else max(1, defaults["ps"])
+    if merged.get("backend") == "local" and "storage" not in options:
+        merged["storage"] = None  # the configured storage is for Kubernetes jobs
     merged.setdefault("owner", current_owner())
     if merged.get("owner") is None:
         merged["owner"] = current_owner()

@@ -108,8 +108,44 @@ def progress_text(state: JobState, now: float | None = None) -> str:
     return " · ".join(parts)
 
 
+def format_bytes(n: float | None) -> str:
+    """``"812 B"``, ``"4.1 kB"``, ``"1.2 MB"``, ``"3.4 GB"`` (powers of 1000); ``"?"`` when unknown."""
+    if not isinstance(n, (int, float)):
+        return "?"
+    for unit in ("B", "kB", "MB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def model_line(artifacts: dict | None) -> str | None:
+    """What the final line says of the saved model, from the ``end`` event's ``artifacts``:
+    ``model saved: 1.2 MB in 0.4 s — job.model() loads it``; ``None`` when no model was saved."""
+    model = artifacts.get("model") if isinstance(artifacts, dict) else None
+    if not isinstance(model, dict) or not model.get("path"):
+        return None
+    seconds = model.get("save_seconds")
+    took = f" in {seconds:.1f} s" if isinstance(seconds, (int, float)) else ""
+    return f"model saved: {format_bytes(model.get('bytes'))}{took} — job.model() loads it"
+
+
+def notes_of(state: JobState) -> list[str]:
+    """The job's one-line notes (``JobStatus.notes``, e.g. that its artifacts will not survive its pods)."""
+    status = state.status
+    return [n for n in (status.notes if status else []) if n]
+
+
+def notes_html(state: JobState) -> str:
+    """The job's notes as lines under the panel's header (class ``tfk8s-note``); ``""`` without notes."""
+    return "".join(
+        f'<div class="tfk8s-note" style="color:#664d03">&#9888; {html.escape(n)}</div>'
+        for n in notes_of(state)
+    )
+
+
 def summary_text(state: JobState, now: float | None = None) -> str:
-    """The final summary (plain text): status line, last metrics, error if any."""
+    """The final summary (plain text): status line, last metrics, the saved model, notes, error if any."""
     status = state.status
     phase = status.phase if status else "pending"
     lines = [f"tfk8s job {state.name}: {phase}"]
@@ -134,6 +170,10 @@ def summary_text(state: JobState, now: float | None = None) -> str:
                 for r in status.replicas
             )
         )
+    saved = model_line(getattr(state, "artifacts", None))
+    if saved:
+        lines.append(f"  {saved}")
+    lines.extend(f"  note: {n}" for n in notes_of(state))
     if state.error:
         lines.append(f"  error: {state.error}")
     return "\n".join(lines)

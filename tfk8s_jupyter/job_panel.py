@@ -34,6 +34,7 @@ from .display_text import (
     epoch_shown,
     format_duration,
     format_value,
+    notes_html,
     plural,
     progress_text,
     replica_table_html,
@@ -505,7 +506,7 @@ class JobPanel(W.VBox):
             parts.append(f"<i>{html.escape(status.message[:200])}</i>")
         # For tests and tools reading the page: how many points the curve holds (the SVG path hides it).
         marker = f'<span class="tfk8s-points" data-points="{self._plotted}" hidden></span>'
-        value = "<span style='color:#555'>" + " · ".join(parts) + "</span>" + marker
+        value = "<span style='color:#555'>" + " · ".join(parts) + "</span>" + marker + notes_html(self.state)
         return int(self._set(self.info, value=value))
 
     def _update_table(self, now: float) -> int:

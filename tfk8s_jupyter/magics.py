@@ -1,5 +1,6 @@
-"""IPython magics: ``%%tfk8s_train`` here, and the line magics that follow jobs
-(``%tfk8s_jobs/check/attach/logs/stop/delete/wait/config``) in :mod:`.job_magics`.
+"""IPython magics: ``%%tfk8s_train`` here, the line magics that follow jobs
+(``%tfk8s_jobs/check/attach/logs/stop/delete/wait/config``) in :mod:`.job_magics`, and those that bring
+results back (``%tfk8s_model``, ``%tfk8s_tensorboard``) in :mod:`.result_magics`.
 
 ``%load_ext tfk8s_jupyter`` registers both; :class:`TFK8sMagics` holds the state they share (the defaults,
 this kernel's jobs and panels). Defaults come from the ``TFK8s`` configurable (config files
@@ -103,6 +104,9 @@ class TFK8sMagics(Magics):
         """Config defaults overridden by flags (and by ``overrides``, e.g. the settings form), plus the
         labels saying which notebook and cell the job came from."""
         opts = job_options(self.defaults, args, overrides)
+        if opts.get("backend") == "local" and getattr(args, "storage", None) is None:
+            if not (overrides or {}).get("storage"):
+                opts["storage"] = None  # the configured storage is for Kubernetes jobs
         opts["labels"] = {**origin_labels(self.shell), **dict(opts.get("labels") or {})}
         return opts
 
@@ -436,10 +440,12 @@ class TFK8sMagics(Magics):
 def load_ipython_extension(ipython) -> None:
     """Register the magics on ``ipython`` (``%load_ext tfk8s_jupyter``)."""
     from .job_magics import JobMagics
+    from .result_magics import ResultMagics
 
     magics = TFK8sMagics(ipython)
     ipython.register_magics(magics)
     ipython.register_magics(JobMagics(ipython, magics))
+    ipython.register_magics(ResultMagics(ipython, magics))
 
 
 def unload_ipython_extension(ipython) -> None:

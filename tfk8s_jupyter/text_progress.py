@@ -9,15 +9,15 @@ import threading
 import time
 from collections.abc import Callable
 
-from .display_text import progress_text, summary_text
+from .display_text import notes_of, progress_text, summary_text
 from .monitor import JobState
 
 
 class TextProgress:
     """Progress lines and a final summary for frontends without widgets (terminal IPython, nbconvert).
 
-    Prints a line at every phase change and epoch end and at most every ``every`` seconds otherwise,
-    then the summary when the job ends (through ``finish`` when given, e.g. to add an HTML face).
+    Prints a line at every phase change and epoch end and at most every ``every`` seconds otherwise, each
+    of the job's notes once, then the summary when the job ends (through ``finish`` when given, e.g. to add an HTML face).
     """
 
     def __init__(
@@ -39,6 +39,7 @@ class TextProgress:
         self._last_phase: str | None = None
         self._last_epoch = None
         self._finished = False
+        self._notes_written: set[str] = set()
         self._lock = threading.Lock()
         state.observe(self._on_change)
         self._on_change(state)
@@ -50,6 +51,10 @@ class TextProgress:
             status = state.status
             phase = status.phase if status else None
             now = time.monotonic()
+            for note in notes_of(state):  # each note once, as soon as the job has it
+                if note not in self._notes_written and not (status is not None and status.done):
+                    self._notes_written.add(note)
+                    self.write(f"[tfk8s] note: {note}")
             if status is not None and status.done:
                 self._finished = True
                 if self.monitor_done is None or self.monitor_done.is_set():

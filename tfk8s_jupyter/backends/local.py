@@ -7,8 +7,9 @@ and ``events.jsonl`` current; everything here reads the record, so any process c
 
 Local-only files in the record: ``local.json`` (cluster addresses, GPU slices), ``supervisor.json`` (the
 supervisor's pid and every process it started, with kernel start times so a recycled pid is never mistaken
-for ours), ``supervisor.log`` (its decisions, ``job.logs("supervisor")``), ``checkpoints/`` (unless
-``checkpoint_dir`` is configured) and ``work/<replica>/``, each replica's working directory (as a pod has
+for ours), ``supervisor.log`` (its decisions, ``job.logs("supervisor")``), ``artifacts/`` (the job's
+artifact directory, ``TFK8S_ARTIFACTS``: ``checkpoints/`` unless ``checkpoint_dir`` is configured, the
+trained model, TensorBoard logs and ``artifacts.json``) and ``work/<replica>/``, each replica's working directory (as a pod has
 its own filesystem): files the cell writes with relative paths, e.g. ``model.save("m.keras")`` on the
 chief, land there. It presents the notebook's folder (the submitting process's cwd, ``TFK8S_INPUT_DIR``):
 its folders recreated and its files symlinked, so the cell reads its inputs by the notebook's relative
@@ -35,7 +36,7 @@ from ..logtext import FileTail, read_log
 from ..payload import Payload
 from ..protocol import EventDedup
 from ..records import JobRecord, records_root, write_json_atomic
-from ..replica_env import contract_env, merge_no_proxy
+from ..replica_env import ARTIFACT_CHECKPOINTS, contract_env, merge_no_proxy
 from ..spec import JobSpec, SpecError, validate
 from .base import (
     FAILED,
@@ -57,6 +58,7 @@ from .local_processes import proc_start_ticks, process_alive
 HOST = "127.0.0.1"
 SUPERVISOR_FILE = "supervisor.json"
 SUPERVISOR_LOG = "supervisor.log"
+ARTIFACTS = "artifacts"  # the job's artifact directory inside its record
 STOP_WAIT = 60.0  # seconds stop() waits for the supervisor to tear the job down
 
 
@@ -207,6 +209,12 @@ class LocalBackend(Backend):
             raise SpecError(
                 f"spec.backend is {spec.backend!r}; submit it to that backend, not the local one."
             )
+        if spec.storage:
+            raise SpecError(
+                f"storage {spec.storage!r} is for Kubernetes jobs; a local job keeps its artifacts in its "
+                "own record, so submit it without storage (or with backend='kubernetes')."
+            )
+        resume_from = self._resume_checkpoint(spec.resume_from) if spec.resume_from else None
         slices = gpu_slices(spec, detect_gpus() if spec.gpus else [])
         check_inputs(payload, os.getcwd())
         # The replicas read the notebook's folder in place; input bytes never go into the record.
@@ -221,7 +229,7 @@ class LocalBackend(Backend):
                 f"with tfk8s_jupyter.attach({spec.name!r}).delete()."
             ) from None
         try:
-            return self._start(spec, payload, record, slices)
+            return self._start(spec, payload, record, slices, resume_from)
         except OSError as e:
             self._undo(record)
             raise TFK8sError(
@@ -240,10 +248,38 @@ class LocalBackend(Backend):
                 _signal(pid, signal.SIGKILL)
         record.delete()
 
-    def _start(self, spec: JobSpec, payload: Payload, record: JobRecord, slices: dict[str, str]) -> JobStatus:
+    def _resume_checkpoint(self, name: str) -> str:
+        """The checkpoint directory of the local job ``name``, for ``resume_from``.
+
+        Raises:
+            SpecError: there is no such job, or it never wrote a checkpoint; nothing is created.
+        """
+        record = JobRecord(name, self.root)
+        if not record.exists():
+            raise SpecError(
+                f"resume_from {name!r} names no local job; pass the name of an earlier job of this "
+                "backend (see %tfk8s_jobs)."
+            )
+        path = checkpoint_dir(JobSpec.from_json(record.read_spec()), record)
+        if not has_files(path):
+            raise SpecError(
+                f"job {name!r} has no checkpoint to resume from ({path} is empty); resume from a job "
+                "that trained with fit at least until its first checkpoint."
+            )
+        return str(path)
+
+    def _start(
+        self,
+        spec: JobSpec,
+        payload: Payload,
+        record: JobRecord,
+        slices: dict[str, str],
+        resume_from: str | None = None,
+    ) -> JobStatus:
         record.write_spec(spec.to_json())
         record.write_payload(payload.to_json())
         (record.dir / "logs").mkdir(exist_ok=True)
+        (record.dir / ARTIFACTS).mkdir(exist_ok=True)
         ports = allocate_ports(len(spec.replica_names))
         cluster = cluster_of(spec, ports)
         status = JobStatus(
@@ -267,6 +303,8 @@ class LocalBackend(Backend):
                 "gpus": slices,
                 "cwd": os.getcwd(),
                 "checkpoint_dir": str(checkpoint_dir(spec, record)),
+                "artifacts": str(record.dir / ARTIFACTS),
+                "resume_from": resume_from,
                 "test_hooks": asdict(self.test_hooks) if self.test_hooks else None,
             },
         )
@@ -471,7 +509,17 @@ class LocalBackend(Backend):
             record.write_status(status.to_json())
         return status
 
+    def artifacts_location(self, name: str) -> str | None:
+        """``<record>/artifacts``: a local job's artifacts stay with its record until it is deleted."""
+        return str(self._record(name).dir / ARTIFACTS)
+
+    def checkpoint_location(self, name: str) -> str | None:
+        record = self._record(name)
+        return str(checkpoint_dir(JobSpec.from_json(record.read_spec()), record))
+
     def delete(self, name: str) -> None:
+        """Stop the job if needed, then remove its record (artifacts included) and its configured
+        checkpoint directory."""
         record = self._record(name)
         spec = JobSpec.from_json(record.read_spec())
         self.stop(name)
@@ -496,10 +544,19 @@ def check_inputs(payload: Payload, folder: str) -> None:
 
 
 def checkpoint_dir(spec: JobSpec, record: JobRecord) -> Path:
-    """The job-scoped checkpoint base: ``<checkpoint_dir>/<job>`` when configured, else inside the record."""
+    """The job-scoped checkpoint base: ``<checkpoint_dir>/<job>`` when configured, else the artifact
+    directory's ``checkpoints/`` inside the record."""
     if spec.checkpoint_dir:
         return Path(spec.checkpoint_dir).expanduser() / spec.name
-    return record.dir / "checkpoints"
+    return record.dir / ARTIFACTS / ARTIFACT_CHECKPOINTS
+
+
+def has_files(path: Path) -> bool:
+    """Whether any file lies under ``path`` (at any depth)."""
+    try:
+        return any(p.is_file() for p in path.rglob("*"))
+    except OSError:
+        return False
 
 
 def process_env(
@@ -513,11 +570,25 @@ def process_env(
     cuda_visible_devices: str,
     base: Mapping[str, str] | None = None,
     input_dir: str | None = None,
+    artifacts: str | os.PathLike | None = None,
+    resume_from: str | None = None,
 ) -> dict[str, str]:
     """The environment of one replica process: this process's environment (less any cluster settings of
     its own) under the runner contract (:func:`~tfk8s_jupyter.replica_env.contract_env`), plus
-    ``TFK8S_INPUT_DIR`` (the notebook's folder its work dir presents) when ``input_dir`` is given."""
+    ``TFK8S_INPUT_DIR`` (the notebook's folder its work dir presents) when ``input_dir`` is given.
+
+    ``artifacts`` and ``resume_from`` default to what the job's ``local.json`` (beside ``payload_path``
+    in the record) says: ``<record>/artifacts`` and the checkpoint directory of the job it resumes."""
     role, index = replica.rsplit("-", 1)
+    if artifacts is None:
+        record_dir = Path(payload_path).parent
+        try:
+            local = json.loads((record_dir / "local.json").read_text())
+        except (OSError, ValueError):
+            local = {}
+        artifacts = local.get("artifacts") or record_dir / ARTIFACTS
+        if resume_from is None:
+            resume_from = local.get("resume_from")
     env = dict(os.environ if base is None else base)
     for key in list(env):
         # Never let the submitting process's own cluster settings leak into a replica.
@@ -538,6 +609,8 @@ def process_env(
             # deadline, which names the replica that did not come up.
             setup_timeout=float(spec.setup_timeout) + 30.0,
             inherited_no_proxy=inherited_no_proxy,
+            artifacts=str(artifacts),
+            resume_from=resume_from or "",
             extra={
                 "CUDA_VISIBLE_DEVICES": cuda_visible_devices,
                 **({"TFK8S_INPUT_DIR": input_dir} if input_dir else {}),
