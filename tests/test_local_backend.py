@@ -363,3 +363,52 @@ def test_no_variable_of_the_submitting_process_changes_what_replicas_run(standin
     assert job.wait(timeout=60) == "succeeded", job.status.message
     assert not marker.exists()
     assert len(job.metrics()) >= 10
+
+
+# --------------------------------------------------------------------------- artifacts (stand-in runner)
+def test_replica_env_names_the_artifact_directory_and_the_checkpoint_to_resume(tmp_path):
+    spec = make_spec("print(1)", workers=1)
+    record = tmp_path / "rec"
+    record.mkdir()
+    (record / "local.json").write_text(
+        json.dumps({"artifacts": str(record / "artifacts"), "resume_from": "/x/ck"})
+    )
+    env = process_env(
+        spec,
+        "worker-0",
+        cluster_of(spec, [1001]),
+        payload_path=record / "payload.json",
+        checkpoint=record / "artifacts" / "checkpoints",
+        workdir=tmp_path / "work",
+        cuda_visible_devices="",
+        base={},
+    )
+    assert env["TFK8S_ARTIFACTS"] == str(record / "artifacts")
+    assert env["TFK8S_RESUME_FROM"] == "/x/ck"
+    assert env["TFK8S_SAVE_MODEL"] == "1"
+
+
+def test_checkpoints_go_into_the_artifacts_in_the_record_and_delete_removes_them(standin, tfk8s_home):
+    job = tk.submit("EPOCHS = 1\nSTEPS = 3", workers=1, name="arts", save_model=False)
+    assert job.wait(timeout=60) == "succeeded"
+    record = JobRecord("arts", tfk8s_home)
+    backend = job.backend
+    assert backend.artifacts_location("arts") == str(record.dir / "artifacts")
+    assert backend.checkpoint_location("arts") == str(record.dir / "artifacts" / "checkpoints")
+    assert (record.dir / "artifacts" / "checkpoints" / "standin.json").is_file()
+    assert [a.path for a in job.artifacts()] == ["checkpoints/standin.json"]
+    assert job.artifacts()[0].kind == "checkpoint"
+    job.delete()
+    assert not record.dir.exists()
+    with pytest.raises(JobNotFound):
+        backend.artifacts_location("arts")
+
+
+def test_a_configured_checkpoint_dir_wins_and_goes_with_the_job(standin, tfk8s_home, tmp_path):
+    job = tk.submit("EPOCHS = 1\nSTEPS = 3", workers=1, name="ownck", checkpoint_dir=str(tmp_path / "ck"))
+    assert job.wait(timeout=60) == "succeeded"
+    assert job.backend.checkpoint_location("ownck") == str(tmp_path / "ck" / "ownck")
+    assert (tmp_path / "ck" / "ownck" / "standin.json").is_file()
+    assert not (JobRecord("ownck", tfk8s_home).dir / "artifacts" / "checkpoints").exists()
+    job.delete()
+    assert not (tmp_path / "ck" / "ownck").exists()
