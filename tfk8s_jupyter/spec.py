@@ -351,13 +351,33 @@ def _check_ps_has_workers(ps: int, workers) -> None:
         )
 
 
+# A line IPython would run but Python cannot: a magic (``%x``, ``%%x``, ``y = %x``) or a shell escape (``!x``).
+_IPYTHON_LINE_RE = re.compile(r"^\s*(?:[A-Za-z_][\w.,\s]*=\s*)?(%%|[!%])")
+
+
 def check_code(code: str) -> None:
-    """Reject empty code and code that does not compile (naming the line)."""
+    """Reject empty code and code that does not compile (naming the line; IPython syntax named as such)."""
     if not isinstance(code, str) or not code.strip():
         raise SpecError("the cell is empty; write the model and its model.fit(...) call in the cell.")
     try:
         compile(code, "<cell>", "exec")
     except SyntaxError as e:
+        for lineno, line in enumerate(code.splitlines(), 1):
+            m = _IPYTHON_LINE_RE.match(line)
+            if m is None:
+                continue
+            text = line.strip()[:60]
+            if text.startswith("%%tfk8s_train"):
+                raise SpecError(
+                    f"line {lineno} of the code is the magic line {text!r}; submit() takes plain Python, so "
+                    "drop that line and pass its flags as arguments, e.g. submit(code, workers=2)."
+                ) from None
+            kind = "a shell escape ('!')" if m.group(1) == "!" else "an IPython magic ('%')"
+            raise SpecError(
+                f"line {lineno} of the code is {kind}, {text!r}, which is IPython syntax and not Python the "
+                "replicas can run; remove it (run it in the notebook before submitting) or write it in plain "
+                "Python."
+            ) from None
         raise SpecError(
             f"the cell has a syntax error on line {e.lineno}: {e.msg}; fix that line and run the cell again."
         ) from None
@@ -411,9 +431,16 @@ def validate(spec: JobSpec) -> None:
     if spec.flavor not in FLAVORS:
         raise SpecError(f"flavor {spec.flavor!r} is unknown; use auto, native or tfjob.")
     _check_count(spec.max_restarts, "max_restarts", 0, "use 0 (never restart) or more")
-    if not isinstance(spec.metric_interval, (int, float)) or spec.metric_interval < 0:
+    _check_count(
+        spec.ttl_seconds_after_finished,
+        "ttl_seconds_after_finished",
+        0,
+        "use 0 or more seconds (how long Kubernetes keeps a finished job's objects), e.g. 3600",
+    )
+    # 0 is valid: a metric point at every step (fit's epoch ends always report).
+    if not _is_number(spec.metric_interval) or not spec.metric_interval >= 0:
         raise SpecError(f"metric_interval {spec.metric_interval!r} must be 0 or more seconds, e.g. 1.0.")
-    if not isinstance(spec.setup_timeout, (int, float)) or spec.setup_timeout <= 0:
+    if not _is_number(spec.setup_timeout) or not spec.setup_timeout > 0:
         raise SpecError(
             f"setup_timeout {spec.setup_timeout!r} must be a positive number of seconds, e.g. 120."
         )
@@ -443,6 +470,14 @@ def validate(spec: JobSpec) -> None:
             )
     if not isinstance(spec.save_model, bool):
         raise SpecError(f"save_model {spec.save_model!r} must be True or False.")
+    if spec.checkpoint_dir is not None and (
+        not isinstance(spec.checkpoint_dir, str) or not spec.checkpoint_dir.strip()
+    ):
+        raise SpecError(
+            f"checkpoint_dir {spec.checkpoint_dir!r} is not a folder path; give one as a string, e.g. '/data/ckpt'."
+        )
+    if not isinstance(spec.owner, str) or not spec.owner.strip():
+        raise SpecError(f"owner {spec.owner!r} is not a user name; leave it out to use the current user.")
     for what, value in (("priority_class", spec.priority_class), ("queue", spec.queue)):
         if value is not None and not (
             isinstance(value, str) and re.match(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", value)
@@ -450,6 +485,13 @@ def validate(spec: JobSpec) -> None:
             raise SpecError(
                 f"{what} {value!r} is not a valid object name; use lowercase letters, digits, '-' and '.'."
             )
+    if not isinstance(spec.env, Mapping):
+        from .spec_fields import not_a_mapping
+
+        raise SpecError(not_a_mapping("env", spec.env, "{'WANDB_MODE': 'offline'}"))
+    from .spec_fields import validate_kubernetes_fields
+
+    validate_kubernetes_fields(spec)
     for key, value in spec.env.items():
         if not _ENV_KEY_RE.match(str(key)):
             raise SpecError(
@@ -460,6 +502,10 @@ def validate(spec: JobSpec) -> None:
             raise SpecError(
                 f"environment variable {key} has a non-string value {value!r}; pass it as a string."
             )
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def parse_gpus(gpus) -> tuple[int, int]:
@@ -516,12 +562,9 @@ def make_spec(
     if ps_gpus:
         Resources(gpus=ps_gpus).validate("ps")
     resolved = resolve_strategy(strategy, ps, workers, worker_gpus)
-    if "env" in options and options["env"] is not None:
-        options["env"] = dict(options["env"])
-    for key in ("tolerations", "image_pull_secrets"):
-        if options.get(key) is not None:
-            options[key] = tuple(options[key])
-    options = {k: v for k, v in options.items() if v is not None}
+    from .spec_fields import normalize_options
+
+    options = normalize_options({k: v for k, v in options.items() if v is not None})
     options.setdefault("protocol_key", secrets.token_hex(16))
     spec = JobSpec(
         name=name or generate_name(code),
