@@ -26,12 +26,13 @@ from tfk8s_jupyter.protocol import encode  # noqa: E402
 
 RUN = secrets.token_hex(4)
 SEQ = 0
+KEY = os.environ.pop("TFK8S_PROTOCOL_KEY", "")  # as the runner: the job's key, out of the cell's sight
 
 
 def emit(event_type: str, **fields) -> None:
     global SEQ
     SEQ += 1
-    print(encode(event_type, run=RUN, seq=SEQ, t=time.time(), **fields), flush=True)
+    print(encode(event_type, KEY, run=RUN, seq=SEQ, t=time.time(), **fields), flush=True)
 
 
 def reachable(address: str) -> bool:

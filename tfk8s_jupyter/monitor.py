@@ -8,6 +8,12 @@ Log tails come the same way: a face asks the state for a replica's log (:meth:`J
 :meth:`JobState.refresh_log`); the monitor fetches it from the backend in its own log thread (at once,
 then every ``LOG_REFRESH_SECONDS`` while the job runs) and puts it into the state, which notifies the
 observers. A face never calls the backend.
+
+The monitor never dies of a transient error: anything that goes wrong while following (an API error, a
+dropped stream, an expired watch, a bad line, an observer raising) becomes a one-line note in the status'
+``notes`` (:attr:`JobState.note`) and the monitor follows again after a backoff, first catching up on the
+events the record gained meanwhile (read incrementally from an offset, never the whole history again), so
+the panel loses and doubles no point. Only a job that no longer exists ends it.
 """
 
 from __future__ import annotations
@@ -16,13 +22,16 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from .backends.base import Backend, JobStatus
+from .backends.base import Backend, JobNotFound, JobStatus
 from .protocol import EventDedup
+from .records import record_of
 
 LOG_REFRESH_SECONDS = 2.0  # how often a followed replica's log is fetched again while the job runs
 LOG_FETCH_LINES = 200  # lines of a replica's log fetched per refresh
+RETRY_FIRST, RETRY_MAX = 0.5, 30.0  # seconds before following again after an error, doubling up to the max
+HISTORY_BATCH_BYTES = 1 << 20  # events.jsonl bytes folded at a time when catching up
 
 
 def event_to_point(event: dict) -> dict | None:
@@ -101,6 +110,7 @@ class JobState:
         self.epoch: int | None = None
         self.step: int | None = None
         self.error: str | None = None
+        self.note: str | None = None  # a transient problem following the job, shown among the status' notes
         self.checkpoints: int = 0
         self.n_points = 0
         self.version = 0  # bumps on every change; faces compare it to skip redundant renders
@@ -132,12 +142,26 @@ class JobState:
     # updates ----------------------------------------------------------------
     def set_status(self, status: JobStatus) -> None:
         with self._lock:
+            self.note = None  # a fresh status: following works again
             self.status = status
             if status.phase == "failed" and status.message and not self.error:
                 self.error = status.message
             source = self._log_source if self._logs_followed else None
         if source is not None:  # followed tails are refreshed while the job runs
             source()
+        self._changed()
+
+    def set_note(self, note: str | None) -> None:
+        """Show (or with ``None`` clear) a transient note: appended to the current status' ``notes``."""
+        with self._lock:
+            if note == self.note:
+                return
+            status = self.status
+            if status is not None and self.note in status.notes:
+                status = replace(status, notes=[n for n in status.notes if n != self.note])
+            if status is not None and note:
+                status = replace(status, notes=[*status.notes, note])
+            self.note, self.status = note, status
         self._changed()
 
     def add_events(self, events: list[dict]) -> int:
@@ -292,18 +316,31 @@ class Monitor:
         return self
 
     def _run(self) -> None:
+        backoff = RETRY_FIRST
+        history = EventHistory(self.backend, self.name)
         try:
-            self.state.add_events(self.backend.events(self.name))
-            self.state.set_status(self.backend.get(self.name))
             while not self._stop.is_set():
-                self.backend.watch(self.name, self.state.set_status, self.state.add_events, self._stop)
-                status = self.state.status
-                if status is not None and status.done:
+                try:
+                    history.fold_into(self.state)  # what the record gained since the last look
+                    if self.state.status is None or self.state.note:
+                        self.state.set_status(self.backend.get(self.name))
+                    self.backend.watch(self.name, self.state.set_status, self.state.add_events, self._stop)
+                    status = self.state.status
+                    if status is not None and status.done:
+                        history.fold_into(self.state)
+                        break
+                    backoff = RETRY_FIRST
+                    self._stop.wait(1.0)  # the stream ended early: follow again
+                except JobNotFound as e:
+                    self.state.error = self.state.error or f"monitoring stopped: {e}"
+                    self.state._changed()
                     break
-                self._stop.wait(1.0)  # the stream ended early: follow again
-        except Exception as e:  # keep the face informed instead of dying silently
-            self.state.error = self.state.error or f"monitoring stopped: {e}"
-            self.state._changed()
+                except Exception as e:  # transient until proven otherwise: say so and follow again
+                    reason = " ".join(str(e).split()) or type(e).__name__
+                    self.state.set_note(f"following the job failed ({reason}); retrying in {backoff:g} s")
+                    if self._stop.wait(backoff):
+                        break
+                    backoff = min(backoff * 2, RETRY_MAX)
         finally:
             self.done.set()
 
@@ -361,3 +398,27 @@ class Monitor:
     def join(self, timeout: float | None = None) -> None:
         if self._thread is not None:
             self._thread.join(timeout)
+
+
+class EventHistory:
+    """A job's recorded events read incrementally: from the record's ``events.jsonl`` at a byte offset when
+    the backend keeps the record in this file system, else from ``backend.events`` (folding only the
+    events past the count seen)."""
+
+    def __init__(self, backend: Backend, name: str):
+        self.backend, self.name = backend, name
+        self.record = record_of(backend, name)
+        self.offset = 0  # bytes of events.jsonl folded (record) or events folded (backend.events)
+
+    def fold_into(self, state: JobState) -> None:
+        if self.record is None:
+            events = self.backend.events(self.name)
+            state.add_events(events[self.offset :])
+            self.offset = len(events)
+            return
+        while True:
+            events, offset = self.record.read_events_from(self.offset, HISTORY_BATCH_BYTES)
+            if offset == self.offset:
+                return
+            self.offset = offset
+            state.add_events(events)

@@ -9,6 +9,12 @@ The marker is matched anywhere in a line, because Keras progress bars write ``\\
 pipes and glue them onto the next line. Unknown fields are ignored; lines with a newer major version or
 broken JSON are skipped, never fatal.
 
+Lines are authenticated per job: the reporting replica appends an HMAC of the line's JSON under the job's
+secret (``TFK8S_PROTOCOL_KEY``, which the runner takes out of the environment before the cell runs), e.g.
+``@tfk8s {...} #3f0c9a1e5b7d2c48a6e1f0b9``, and every reader passes the key from the job's spec: a line the
+cell prints (made up, or copied from another job's log) fails the check and stays plain output. A job
+recorded without a key (older records) accepts unauthenticated lines.
+
 Every event carries ``run`` (one id per replica process start) and ``seq`` (a counter within that run):
 ``(run, seq)`` identifies an event, so a monitor that re-reads a log after a dropped stream or a restart
 neither loses nor duplicates a point.
@@ -18,19 +24,30 @@ This module is stdlib-only: the runner imports it inside replicas, where only Te
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import math
 
 MARKER = "@tfk8s "
 VERSION = 1
 TYPES = ("start", "metric", "epoch", "checkpoint", "end", "error")
+MAC_PREFIX = " #"
+MAC_CHARS = 24  # hex digits of the HMAC-SHA256 kept on a line (96 bits)
 
 
-def encode(event_type: str, **fields) -> str:
-    """One protocol line (without the trailing newline). Non-finite floats become ``null``."""
+def sign(text: str, key: str) -> str:
+    """The line's authenticator: the first ``MAC_CHARS`` hex digits of HMAC-SHA256(key, text)."""
+    return hmac.new(key.encode(), text.encode(), hashlib.sha256).hexdigest()[:MAC_CHARS]
+
+
+def encode(event_type: str, key: str | None = None, /, **fields) -> str:
+    """One protocol line (without the trailing newline), authenticated with ``key`` when given.
+    Non-finite floats become ``null``."""
     body = {"v": VERSION, "type": event_type}
     body.update(fields)
-    return MARKER + json.dumps(_finite(body), separators=(",", ":"), allow_nan=False)
+    text = json.dumps(_finite(body), separators=(",", ":"), allow_nan=False)
+    return MARKER + text + (MAC_PREFIX + sign(text, key) if key else "")
 
 
 def _finite(obj):
@@ -43,16 +60,32 @@ def _finite(obj):
     return obj
 
 
-def parse_line(line: str) -> dict | None:
-    """The event in ``line``, or ``None`` when the line carries none (user output, TF noise)."""
+_DECODER = json.JSONDecoder()
+
+
+def parse_line(line: str, key: str | None = None) -> dict | None:
+    """The event in ``line``, or ``None`` when the line carries none (user output, TF noise).
+
+    Args:
+        line: one line of a replica's output.
+        key: the job's protocol key (its spec's ``protocol_key``): only lines authenticated with it count.
+            Empty or ``None`` for a job recorded without a key: every well-formed line counts.
+    """
     pos = line.find(MARKER)
     if pos < 0:
         return None
-    text = line[pos + len(MARKER) :].strip()
+    text = line[pos + len(MARKER) :].lstrip()
     try:
-        event, _ = json.JSONDecoder().raw_decode(text)
+        event, end = _DECODER.raw_decode(text)
     except ValueError:
         return None
+    if key:
+        rest = text[end:]
+        if not rest.startswith(MAC_PREFIX):
+            return None
+        mac = rest[len(MAC_PREFIX) : len(MAC_PREFIX) + MAC_CHARS]
+        if not hmac.compare_digest(mac, sign(text[:end], key)):
+            return None
     if not isinstance(event, dict) or not isinstance(event.get("type"), str):
         return None
     if not isinstance(event.get("v"), int) or event["v"] > VERSION:
@@ -60,11 +93,12 @@ def parse_line(line: str) -> dict | None:
     return event
 
 
-def parse_lines(lines) -> list[dict]:
-    """All events in an iterable of lines (or one text blob), in order."""
+def parse_lines(lines, key: str | None = None) -> list[dict]:
+    """All events in an iterable of lines (or one text blob), in order (authenticated with ``key``: see
+    :func:`parse_line`)."""
     if isinstance(lines, str):
         lines = lines.splitlines()
-    return [e for e in map(parse_line, lines) if e is not None]
+    return [e for e in (parse_line(line, key) for line in lines) if e is not None]
 
 
 def event_key(event: dict) -> tuple:

@@ -84,17 +84,39 @@ class JobRecord:
         return self.dir / "events.jsonl"
 
     def read_events(self) -> list[dict]:
+        return [e for batch in self.iter_events() for e in batch]
+
+    def read_events_from(self, offset: int = 0, max_bytes: int | None = None) -> tuple[list[dict], int]:
+        """The events of the complete lines after byte ``offset`` (at most about ``max_bytes`` of them),
+        and the offset to read from next time: a poll reads only what was appended since the last one."""
         try:
-            text = self.events_path.read_text()
+            with open(self.events_path, "rb") as f:
+                f.seek(offset)
+                chunk = f.read() if max_bytes is None else f.read(max_bytes)
+                if max_bytes is not None and chunk and not chunk.endswith(b"\n"):
+                    chunk += f.readline()  # finish the line the chunk cut (or stop at a half-written one)
         except FileNotFoundError:
-            return []
+            return [], offset
+        end = chunk.rfind(b"\n") + 1  # a line being written right now waits for the next read
         out = []
-        for line in text.splitlines():
+        for line in chunk[:end].splitlines():
             try:
                 out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line being written right now
-        return out
+            except ValueError:
+                continue
+        return out, offset + end
+
+    def iter_events(self, batch_bytes: int = 1 << 20):
+        """The recorded events in batches (lists) of about ``batch_bytes`` of JSON each: a long job's
+        history is folded without holding all of it at once."""
+        offset = 0
+        while True:
+            events, next_offset = self.read_events_from(offset, batch_bytes)
+            if next_offset == offset:
+                return
+            offset = next_offset
+            if events:
+                yield events
 
     def append_events(self, events: list[dict], dedup: EventDedup | None = None) -> list[dict]:
         """Append events not yet recorded; return the ones actually appended.
@@ -104,7 +126,8 @@ class JobRecord:
         if dedup is None:
             dedup = EventDedup()
         if not len(dedup):
-            dedup.new(self.read_events())
+            for batch in self.iter_events():
+                dedup.new(batch)
         new = dedup.new(events)
         if new:
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -118,3 +141,17 @@ class JobRecord:
 
     def delete(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def record_of(backend, name: str) -> JobRecord | None:
+    """The job's record as ``backend`` keeps it in this process's file system (``None`` when it keeps
+    none or has no such job), for readers that follow its ``events.jsonl`` incrementally."""
+    for attr in ("record", "_record"):
+        get = getattr(backend, attr, None)
+        if callable(get):
+            try:
+                record = get(name)
+            except Exception:
+                return None
+            return record if isinstance(record, JobRecord) else None
+    return None

@@ -3,13 +3,15 @@
 Keras progress bars write ``\\r``, backspaces and ANSI codes into stdout and leave lines unfinished;
 :class:`LineTrackingStdout` remembers whether the last write ended a line, so :class:`Reporter` starts each
 protocol line (``@tfk8s {json}``, see ``protocol.py``) on a line of its own. :func:`log` writes the runner's
-diagnostics to stderr.
+diagnostics to stderr. The reporter authenticates every line with the job's protocol key, which
+:func:`take_protocol_key` takes out of the environment before the cell runs.
 
 Part of the runner (see ``runner.py``); stdlib only, it travels with the runner in the job's ConfigMap.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
 import sys
 import threading
@@ -47,12 +49,46 @@ class LineTrackingStdout:
         return getattr(self._stream, name)
 
 
-class Reporter:
-    """Prints protocol events; only the reporting replica prints all of them, every replica prints errors."""
+def take_protocol_key(name: str = "TFK8S_PROTOCOL_KEY") -> str:
+    """The job's protocol key, removed from ``os.environ`` (so the cell and the processes it starts do not
+    inherit it) and blanked in this process's initial environment block (so ``/proc/self/environ`` does
+    not show it); ``""`` when the job has none."""
+    key = os.environ.pop(name, "")
+    if key:
+        _blank_initial_environ(f"{name}=".encode())
+    return key
 
-    def __init__(self, out: LineTrackingStdout | None, enabled: bool) -> None:
+
+def _blank_initial_environ(prefix: bytes) -> None:
+    """Overwrite the value of ``prefix`` in the environment block the kernel shows as /proc/self/environ
+    (best effort: Linux only; the strings are no longer referenced once the variable was unset)."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        start, end = int(fields[47]), int(fields[48])  # env_start, env_end (fields 50 and 51 of stat)
+        with open("/proc/self/mem", "r+b", buffering=0) as mem:
+            mem.seek(start)
+            block = b"\0" + mem.read(end - start)  # a NUL in front: every variable follows a NUL
+            at = block.find(b"\0" + prefix)
+            if at < 0:
+                return
+            value_at = at + len(prefix)  # offset in the block as read (the extra NUL cancels the +1)
+            value_end = block.find(b"\0", value_at + 1)
+            value_end = (len(block) if value_end < 0 else value_end) - 1
+            mem.seek(start + value_at)
+            mem.write(b"\0" * (value_end - value_at))
+    except (OSError, ValueError, IndexError):
+        pass
+
+
+class Reporter:
+    """Prints protocol events; only the reporting replica prints all of them, every replica prints errors.
+    Each line is authenticated with ``key`` (the job's protocol key) when there is one."""
+
+    def __init__(self, out: LineTrackingStdout | None, enabled: bool, key: str = "") -> None:
         self.out = out
         self.enabled = enabled
+        self._key = key
         self.run = secrets.token_hex(4)
         self.seq = 0
 
@@ -61,7 +97,9 @@ class Reporter:
             return
         with self.out.lock:
             self.seq += 1
-            line = protocol.encode(event_type, run=self.run, seq=self.seq, t=round(time.time(), 3), **fields)
+            line = protocol.encode(
+                event_type, self._key, run=self.run, seq=self.seq, t=round(time.time(), 3), **fields
+            )
             self.out.write(("" if self.out.at_line_start else "\n") + line + "\n")
             self.out.flush()
 

@@ -409,7 +409,8 @@ def main(argv: list[str] | None = None) -> int:
         out.reconfigure(line_buffering=True)
     except (AttributeError, ValueError):
         pass
-    reporter = Reporter(out, enabled=False)
+    # the job's protocol key authenticates our lines; out of the environment before the cell can see it
+    reporter = Reporter(out, enabled=False, key=replica_output.take_protocol_key())
     try:
         renv = read_env()
     except SetupError as exc:

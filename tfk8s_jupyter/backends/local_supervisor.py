@@ -200,7 +200,8 @@ class Supervisor:
         )
 
     def pump_events(self) -> None:
-        events = [e for e in map(parse_line, self.tail.read()) if e is not None]
+        key = self.spec.protocol_key
+        events = [e for e in (parse_line(line, key) for line in self.tail.read()) if e is not None]
         if not events:
             return
         changed = False
@@ -339,7 +340,8 @@ class Supervisor:
             return self.run_error
         text = read_log(r.log, max_bytes=256 << 10)
         text = text[text.rfind("\n---- tfk8s: ") + 1 :]
-        errors = [e for e in map(parse_line, text.splitlines()) if e and e.get("type") == "error"]
+        events = (parse_line(line, self.spec.protocol_key) for line in text.splitlines())
+        errors = [e for e in events if e and e.get("type") == "error"]
         return errors[-1] if errors else None
 
     def diagnose(self, r: Replica) -> tuple[str, bool]:

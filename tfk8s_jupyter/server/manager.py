@@ -3,6 +3,9 @@
 Every backend call here is blocking (files, the Kubernetes API); the handlers run them in a thread pool.
 One function, :func:`job_model`, builds the JSON the side panel shows; :func:`job_detail` adds the
 replicas and the downsampled metric series.
+
+A job's summary (:class:`JobState`) is kept between polls: a running job's recorded events are read from
+the offset where the previous poll stopped (only what was appended since), a finished job's once.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from ..backends.base import (
 from ..config import current_config, current_owner
 from ..display_text import epoch_number
 from ..job_origin import origin_of
-from ..monitor import JobState
+from ..monitor import EventHistory, JobState
 from ..spec import SpecError, check_name
 
 SPARKLINE_POINTS = 60
@@ -145,6 +148,8 @@ class JobsManager(LoggingConfigurable):
         self._lock = threading.Lock()
         # Finished jobs never change: their summary is computed once.
         self._done_cache: dict[tuple[str, str, float], JobState] = {}
+        # Running jobs: the summary so far and where its events were read up to.
+        self._live: dict[tuple[str, str, float], tuple[JobState, EventHistory, threading.Lock]] = {}
         self._origins: dict[tuple[str, str, float], str | None] = {}
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="tfk8s-list")
         self._inflight: dict[tuple[str, str], concurrent.futures.Future] = {}
@@ -172,10 +177,21 @@ class JobsManager(LoggingConfigurable):
                 cached = self._done_cache.get(key)
             if cached is not None:
                 return cached
-        state = summarize_events(backend.events(status.name))
+        with self._lock:
+            live = self._live.get(key)
+            if live is None:
+                live = self._live[key] = (
+                    JobState("summary", max_points=MAX_SERIES_POINTS),
+                    EventHistory(backend, status.name),
+                    threading.Lock(),
+                )
+        state, history, lock = live
+        with lock:  # only what the record gained since the previous poll
+            history.fold_into(state)
         if status.done:
             with self._lock:
                 self._done_cache[key] = state
+                self._live.pop(key, None)
         return state
 
     def _list_backend(self, name: str, owner: str) -> list[dict]:
@@ -338,6 +354,8 @@ class JobsManager(LoggingConfigurable):
         with self._lock:
             for key in [k for k in self._done_cache if k[:2] == (b.name, name)]:
                 del self._done_cache[key]
+            for key in [k for k in self._live if k[:2] == (b.name, name)]:
+                del self._live[key]
         return {"name": name, "deleted": True}
 
     def close(self) -> None:

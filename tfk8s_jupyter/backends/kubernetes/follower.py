@@ -294,7 +294,8 @@ class JobFollower:
         return pod["metadata"]["name"], int(cs.get("restartCount") or 0), ended
 
     def deliver(self, lines) -> None:
-        events = [e for e in map(parse_line, lines) if e]
+        key = self.spec.protocol_key  # only lines authenticated with the job's key are events
+        events = [e for e in (parse_line(line, key) for line in lines) if e]
         if not events:
             return
         with self.events_lock:

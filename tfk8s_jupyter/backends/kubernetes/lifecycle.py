@@ -1,6 +1,9 @@
 """The end of a job on the cluster: copy every replica's log into the record, give the other replicas a
 moment to end after a success, remove what still runs, and persist the final phase (in the record and, for
-clients that attach after the Jobs' TTL, on the parent ConfigMap).
+clients that attach after the Jobs' TTL, on the parent ConfigMap, with when it ended).
+
+The parent ConfigMap's retention (:func:`parent_expired`): once the job's Jobs and pods are gone and its
+``ttlSecondsAfterFinished`` has passed since the end, the backend deletes the parent when it lists jobs.
 """
 
 from __future__ import annotations
@@ -10,17 +13,20 @@ import os
 import threading
 import time
 from dataclasses import replace
+from datetime import datetime, timezone
 from pathlib import Path
 
 from ...protocol import parse_line
 from ..base import STOPPED, SUCCEEDED, TERMINAL, JobNotFound, JobStatus, TFK8sError
 from .connection import RESOURCE_NAMES, Cluster
 from .job_objects import JobRef, job_pods
-from .status import pod_replica
+from .status import parse_time, pod_replica
 
 ANNOTATION_STOPPED = "tfk8s.io/stopped"
 ANNOTATION_PHASE = "tfk8s.io/phase"  # the final phase, noted on the parent when the job ends
 ANNOTATION_MESSAGE = "tfk8s.io/message"
+ANNOTATION_FINISHED = "tfk8s.io/finished"  # when the job ended (RFC 3339): the parent's TTL counts from it
+UNSEEN_END_AFTER = 120  # seconds: a parent this old with no pods nor Jobs left ended unseen
 # After a success, seconds the other replicas get to end by themselves (all-reduce workers finish their fit,
 # ps and workers see the chief gone) so their captured logs hold their last lines.
 FINISH_GRACE = 5.0
@@ -182,6 +188,23 @@ def remove_replicas(job: JobRef, every: bool) -> None:
             delete_object(job.cluster, "Job", f"{spec.name}-{r.role}", job.namespace)
 
 
+def rfc3339(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def parent_expired(parent: dict, ttl: int, now: float | None = None) -> bool:
+    """A job's parent ConfigMap whose Jobs (or TFJob) and pods are all gone: has it outlived the job's
+    ``ttlSecondsAfterFinished``? Counted from the end noted on it (:data:`ANNOTATION_FINISHED`), else (an end
+    nobody saw: the Jobs' own TTL removed them) from its creation, and never before :data:`UNSEEN_END_AFTER`."""
+    meta = parent.get("metadata") or {}
+    now = time.time() if now is None else now
+    finished = parse_time((meta.get("annotations") or {}).get(ANNOTATION_FINISHED))
+    if finished is not None:
+        return now - finished >= ttl
+    created = parse_time(meta.get("creationTimestamp"))
+    return created is not None and now - created >= max(ttl, UNSEEN_END_AFTER)
+
+
 def _annotate_parent(job: JobRef, annotations: dict[str, str]) -> None:
     job.cluster.patch("configmaps", job.namespace, job.name, {"metadata": {"annotations": annotations}})
 
@@ -190,7 +213,7 @@ def stop(job: JobRef, status: JobStatus) -> JobStatus:
     """Stop a running job: capture its logs, mark the parent stopped, remove every replica."""
     capture_logs(job)
     try:
-        _annotate_parent(job, {ANNOTATION_STOPPED: "true"})
+        _annotate_parent(job, {ANNOTATION_STOPPED: "true", ANNOTATION_FINISHED: rfc3339(time.time())})
     except JobNotFound:
         pass
     remove_replicas(job, every=True)
@@ -233,7 +256,8 @@ class Finisher:
             text = record.log_path(job.spec.reporting_replica).read_text()
         except FileNotFoundError:
             pass
-        record.append_events([e for e in map(parse_line, text.splitlines()) if e])
+        key = job.spec.protocol_key  # only lines authenticated with the job's key are events
+        record.append_events([e for e in (parse_line(line, key) for line in text.splitlines()) if e])
         try:
             remove_replicas(job, every=status.phase != SUCCEEDED)
         except TFK8sError:
@@ -244,7 +268,12 @@ class Finisher:
         record.write_status(status.to_json())
         try:  # note the outcome on the parent, for clients that attach after the Jobs' TTL
             _annotate_parent(
-                job, {ANNOTATION_PHASE: status.phase, ANNOTATION_MESSAGE: (status.message or "")[:1000]}
+                job,
+                {
+                    ANNOTATION_PHASE: status.phase,
+                    ANNOTATION_MESSAGE: (status.message or "")[:1000],
+                    ANNOTATION_FINISHED: rfc3339(status.finished or time.time()),
+                },
             )
         except TFK8sError:
             pass
