@@ -1,0 +1,148 @@
+"""``%tfk8s_model`` and ``%tfk8s_tensorboard`` in a real kernel (jupyter_client), on real TensorFlow jobs of
+the local backend: the model lands in a variable, TensorBoard shows inline through its own notebook
+integration, listens on 127.0.0.1 only and is gone when the kernel ends."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from jupyter_client import KernelManager
+from local_helpers import tf_keras_cell
+
+from tfk8s_jupyter.backends.local import process_alive
+from tfk8s_jupyter.records import JobRecord
+from tfk8s_jupyter.result_magics import logdir_spec
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Kernel:
+    """A real IPython kernel with ``%load_ext tfk8s_jupyter`` done; :meth:`run` returns a cell's outputs."""
+
+    def __init__(self, cwd: Path, ipython_dir: Path):
+        env = {**os.environ, "IPYTHONDIR": str(ipython_dir), "PYTHONPATH": str(REPO)}
+        self.km = KernelManager(kernel_name="python3")
+        self.km.start_kernel(cwd=str(cwd), env=env)
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        self.kc.wait_for_ready(timeout=120)
+        self.pid = self.km.provisioner.pid
+        self.run("%load_ext tfk8s_jupyter")
+
+    def run(self, code: str, timeout: float = 600) -> dict:
+        """``{"text": stdout+stderr, "error": "ename: evalue" or None, "displays": [data bundles]}``."""
+        out = {"text": "", "error": None, "displays": []}
+
+        def hook(msg):
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "stream":
+                out["text"] += content["text"]
+            elif kind in ("display_data", "update_display_data", "execute_result"):
+                out["displays"].append(content["data"])
+            elif kind == "error":
+                out["error"] = f"{content['ename']}: {content['evalue']}"
+
+        self.kc.execute_interactive(textwrap.dedent(code), timeout=timeout, output_hook=hook)
+        # IPython shows a magic's UsageError on stderr (no traceback), not as an error reply.
+        usage = [line for line in out["text"].splitlines() if line.startswith("UsageError: ")]
+        if usage and out["error"] is None:
+            out["error"] = usage[-1]
+        return out
+
+    def shutdown(self) -> None:
+        self.kc.stop_channels()
+        self.km.shutdown_kernel(now=False)
+
+
+@pytest.fixture
+def kernel(tmp_path, tfk8s_home):
+    work = tmp_path / "nb"
+    work.mkdir()
+    # The stand-in runner's profile when the test asked for it (its startup file installs the hooks).
+    ipython_dir = Path(os.environ.get("IPYTHONDIR") or tmp_path / "ipython-kernel")
+    ipython_dir.mkdir(exist_ok=True)
+    k = Kernel(work, ipython_dir)
+    yield k
+    if k.km.is_alive():
+        k.shutdown()
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """The IPv4/IPv6 addresses some process listens on at TCP ``port`` (from ``/proc/net/tcp*``)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if int(hex_port, 16) == port and state == "0A":
+                found.add(address)
+    return found
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat[stat.rindex(")") + 2 :].split()[1])
+
+
+def test_logdir_spec_names_each_run_after_its_job():
+    assert logdir_spec({"a": ["/r/a/artifacts/tensorboard"], "b": ["/r/b/tb/train", "/r/b/tb/eval"]}) == (
+        "a:/r/a/artifacts/tensorboard,b/train:/r/b/tb/train,b/eval:/r/b/tb/eval"
+    )
+
+
+def test_bad_requests_say_what_to_do_in_one_sentence(standin, kernel, tfk8s_home):
+    out = kernel.run("%tfk8s_model nosuch")
+    assert out["error"] == (
+        "UsageError: there is no local job named 'nosuch'; %tfk8s_jobs lists your jobs (add --backend for "
+        "another backend)."
+    )
+    out = kernel.run("%%tfk8s_train --workers 1 --name quick --wait --no-panel\nEPOCHS = 1\nSTEPS = 2")
+    assert out["error"] is None, out
+    out = kernel.run("%tfk8s_model quick 2x")
+    assert out["error"] == "UsageError: '2x' is not a Python variable name; use one like model."
+    out = kernel.run("%tfk8s_tensorboard quick")
+    assert out["error"].startswith("UsageError: job 'quick' has no TensorBoard logs yet"), out
+    assert [r.name for r in JobRecord.all(tfk8s_home)] == ["quick"]
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(900)
+def test_model_lands_in_a_variable_and_tensorboard_shows_inline_then_stops_with_the_kernel(kernel):
+    cell = tf_keras_cell(epochs=3, steps=30)
+    out = kernel.run(f"%%tfk8s_train --ps 1 --workers 1 --name trained --wait --no-panel\n{cell}")
+    assert out["error"] is None, out
+
+    out = kernel.run("%tfk8s_model trained net")
+    assert out["error"] is None, out
+    line = out["text"].strip()
+    assert line.startswith("tfk8s: net = the model of job trained (") and " loaded in " in line, line
+    out = kernel.run("print(type(net).__module__.split('.')[0], net.count_params())")
+    assert out["text"].split() == ["tf_keras", str(8 * 16 + 16 + 16 + 1)]
+
+    out = kernel.run("%tfk8s_tensorboard trained")
+    assert out["error"] is None, out
+    frames = [d["text/html"] for d in out["displays"] if "tensorboard-frame" in d.get("text/html", "")]
+    assert frames, out
+    import tensorboard.manager as tb_manager
+
+    (info,) = [i for i in tb_manager.get_all() if _parent(i.pid) == kernel.pid]
+    assert f"const port = {info.port};" in frames[-1]
+    assert _listening_addresses(info.port) == {"0100007F"}  # 127.0.0.1 only
+    assert process_alive(info.pid)
+
+    kernel.shutdown()
+    deadline = time.monotonic() + 30
+    while process_alive(info.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not process_alive(info.pid), "TensorBoard outlived its kernel"
