@@ -73,3 +73,44 @@ def test_end_makes_the_job_terminal_and_only_touches_unfinished_replicas():
         ("failed", "killed"),
         ("stopped", "job failed"),
     ]
+
+
+def test_a_tail_reads_only_the_end_of_a_long_log(tmp_path, monkeypatch):
+    path = tmp_path / "long.log"
+    lines = [f"line {i} " + "x" * (i % 50) for i in range(200_000)]
+    path.write_text("\n".join(lines) + "\n")
+    read = []
+    real_open = open
+
+    class Counting:
+        def __init__(self, f):
+            self.f = f
+
+        def read(self, n=-1):
+            data = self.f.read(n)
+            read.append(len(data))
+            return data
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    monkeypatch.setattr("builtins.open", lambda *a, **kw: Counting(real_open(*a, **kw)))
+    assert read_log(path, tail=3) == "\n".join(lines[-3:]) + "\n"
+    assert sum(read) <= 64 << 10  # one block from the end, not the whole file
+    read.clear()
+    assert read_log(path, tail=5000) == "\n".join(lines[-5000:]) + "\n"
+    assert sum(read) < path.stat().st_size // 10
+    monkeypatch.undo()
+    assert read_log(path, tail=0) == ""
+    assert read_log(path, tail=1) == lines[-1] + "\n"
+    short = tmp_path / "short.log"
+    short.write_text("a\nb\nunfinished")
+    assert read_log(short, tail=2) == "b\nunfinished\n"
+    assert read_log(short, tail=10) == "a\nb\nunfinished\n"
+    assert read_log(tmp_path / "absent.log", tail=3) == ""

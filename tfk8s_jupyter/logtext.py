@@ -32,16 +32,35 @@ def log_excerpt(text: str | None, n: int = 3, width: int = 400) -> str:
 
 
 def read_log(path: str | os.PathLike, tail: int | None = None, max_bytes: int = 4 << 20) -> str:
-    """A log file as text (only its last ``max_bytes``), or its last ``tail`` lines; ``""`` when absent."""
+    """A log file as text (only its last ``max_bytes``), or its last ``tail`` lines; ``""`` when absent.
+
+    With ``tail`` only the end of the file is read: blocks from the end until ``tail`` lines are in.
+    """
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
             size = f.tell()
-            f.seek(max(0, size - max_bytes))
-            data = f.read()
+            if tail is None:
+                f.seek(max(0, size - max_bytes))
+                data = f.read()
+            else:
+                data = _read_last_lines(f, size, max(tail, 0), max_bytes)
     except FileNotFoundError:
         return ""
     return last_lines(data.decode("utf-8", errors="replace"), tail)
+
+
+def _read_last_lines(f, size: int, n: int, max_bytes: int, block: int = 64 << 10) -> bytes:
+    """The bytes of the last ``n`` lines of ``f`` (``size`` bytes long), at most ``max_bytes`` of them."""
+    data = b""
+    pos = size
+    # n + 1 newlines make n complete lines even when the file ends with one
+    while pos > 0 and len(data) < max_bytes and data.count(b"\n") <= n:
+        step = min(block, pos, max_bytes - len(data))
+        pos -= step
+        f.seek(pos)
+        data = f.read(step) + data
+    return data
 
 
 class FileTail:

@@ -1,6 +1,10 @@
 """Following one job: a pod watch (resumed from the last resourceVersion, relisted after 410 Gone) folded
 into a :class:`JobStatus` per event, and one log stream on the reporting replica whose protocol lines
-become events, de-duplicated by ``(run, seq)`` across reconnects and container restarts.
+(authenticated with the job's key) become events, de-duplicated by ``(run, seq)`` across reconnects and
+container restarts. Any error (the first relist included) is retried with backoff; the memory kept is
+O(runs), whatever the job's length. The reporting replica's log copy in the record grows by appending:
+a reconnect skips the lines of the container already copied, a restarted container starts after the
+local backend's separator.
 
 When the job is done, the follower hands it to :class:`.lifecycle.Finisher` (logs captured, replicas
 removed, final phase persisted) and delivers the final status.
@@ -31,7 +35,7 @@ from . import manifests as m
 from .connection import READ_TIMEOUT, LineStream
 from .errors import ApiErrorContext
 from .job_objects import JobRef, job_events, owners, snapshot
-from .lifecycle import POD_ENDED, Finisher, capture_logs
+from .lifecycle import POD_ENDED, AttemptLog, Finisher, capture_logs, replica_log
 from .status import assemble_status, pod_replica, replica_from_pods, replicas_from_pods
 
 WATCH_TIMEOUT = 60  # seconds per watch request; the server ends it, we resume from the last resourceVersion
@@ -217,14 +221,12 @@ class JobFollower:
         self.stop_logs = stop_logs
         backoff = 0.2
         try:
-            self.relist()
-            log_thread.start()
-            if self.publish().done:
-                return
             while not self.stop.is_set():
                 try:
                     if self.rv is None:
-                        self.relist()
+                        self.relist()  # the first one too: a 5xx at the start is retried like any other
+                        if not log_thread.is_alive() and log_thread.ident is None:
+                            log_thread.start()
                         if self.publish().done:
                             return
                     expired = self.stream_once()
@@ -308,32 +310,41 @@ class JobFollower:
 
     def follow_metrics(self) -> None:
         """Follow the reporting replica's log; after a drop re-read it and keep only unseen (run, seq)."""
-        with self.events_lock:
-            self.dedup.new(self.record.read_events())
         read_restarts: dict[str, int] = {}
+        copy = LogCopy(replica_log(self.job, self.spec.reporting_replica))
         backoff = 0.2
+        seeded = False
         try:
             while not self.stop_logs.is_set():
-                target = self.reporting_pod()
-                if target is None:
-                    with self.pods_changed:
-                        self.pods_changed.wait(1.0)
-                    continue
-                pod, restarts, ended = target
-                if read_restarts.get(pod, restarts) < restarts:
-                    # the container restarted since we last read it: the previous one's tail may be unread
-                    self.deliver(self.cluster.read_log(self.namespace, pod, previous=True).splitlines())
-                read_restarts[pod] = restarts
                 try:
+                    if not seeded:
+                        with self.events_lock:  # the recorded events, a batch at a time: O(runs) memory
+                            for batch in self.record.iter_events():
+                                self.dedup.new(batch)
+                        seeded = True
+                    target = self.reporting_pod()
+                    if target is None:
+                        with self.pods_changed:
+                            self.pods_changed.wait(1.0)
+                        continue
+                    pod, restarts, ended = target
+                    if read_restarts.get(pod, restarts) < restarts:
+                        # the container restarted since we last read it: the previous one's tail may be unread
+                        previous = self.cluster.read_log(self.namespace, pod, previous=True)
+                        self.deliver(previous.splitlines())
+                        copy.finish(AttemptLog.key(pod, restarts - 1), previous)
+                    read_restarts[pod] = restarts
                     resp = self.cluster.follow_log(self.namespace, pod, _request_timeout=(10, READ_TIMEOUT))
                     self.log_opened.set()
-                    log_path = self.record.log_path(self.spec.reporting_replica)
-                    log_path.parent.mkdir(parents=True, exist_ok=True)
-                    # the log is re-read whole on every (re)connect: rewrite the copy, never append twice
-                    with LineStream(resp, self.stop_logs) as lines, open(log_path, "w") as copy:
+                    # the container's log is re-read from its start on every (re)connect: the copy skips
+                    # the lines it has, and appends the rest
+                    with (
+                        LineStream(resp, self.stop_logs) as lines,
+                        copy.attempt(AttemptLog.key(pod, restarts)),
+                    ):
                         batch: list[str] = []
                         for line in lines:
-                            copy.write(line + "\n")
+                            copy.add(line)
                             batch.append(line)
                             if len(batch) >= 50 or "@tfk8s" in line:
                                 copy.flush()
@@ -350,7 +361,7 @@ class JobFollower:
                     self.metrics_error = f"no metrics: {e}"
                     self.version += 1
                     return
-                except (TFK8sError, urllib3.exceptions.HTTPError, OSError):
+                except Exception:  # an API error, a dropped stream, a callback raising: read again
                     pass
                 if self.stop_logs.wait(backoff):
                     return
@@ -364,3 +375,57 @@ class JobFollower:
         if obj is None:
             return True
         return (obj.get("status") or {}).get("phase") in POD_ENDED
+
+
+class LogCopy:
+    """The follower's writer of the reporting replica's log copy: appends only.
+
+    Each container run is an attempt of :class:`.lifecycle.AttemptLog` (the separator before every attempt
+    after the first, the index the final capture completes); a stream reconnected to the same container
+    re-reads its log from the start, so the lines already copied are skipped, never written twice.
+    """
+
+    def __init__(self, log: AttemptLog):
+        self.log = log
+        self.key: str | None = None
+        self.copied = 0  # lines of attempt ``key`` in the copy
+        self.seen = 0  # lines of attempt ``key`` read by the current stream
+        self.file = None
+
+    def attempt(self, key: str) -> LogCopy:
+        """Begin reading attempt ``key`` from its start (a ``with`` block around one stream)."""
+        if key != self.key:
+            with AttemptLog._lock:
+                f = self.log.open(key)  # closes the previous attempt, writes the separator
+            if f is not None:
+                f.close()
+            self.key, self.copied = (key if f is not None else None), 0
+        self.seen = 0
+        return self
+
+    def __enter__(self) -> LogCopy:
+        self.log.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(self.log.path, "a")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.file.close()
+        self.file = None
+
+    def add(self, line: str) -> None:
+        self.seen += 1
+        if self.key is not None and self.seen > self.copied:
+            self.file.write(line + "\n")
+            self.copied = self.seen
+
+    def flush(self) -> None:
+        self.file.flush()
+
+    def finish(self, key: str, text: str) -> None:
+        """The whole log of attempt ``key`` (a container that restarted): append its lines not copied yet."""
+        if key != self.key or not text:
+            return
+        self.attempt(key)
+        with self:
+            for line in text.split("\n")[: -1 if text.endswith("\n") else None]:
+                self.add(line)
