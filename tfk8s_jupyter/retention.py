@@ -80,15 +80,16 @@ class Pruned:
         """One line for the user when anything went (or could not go); ``None`` otherwise."""
         if not self.deleted and not self.failed:
             return None
-        n = len(self.deleted)
-        jobs = "job" if n == 1 else "jobs"
-        text = f"tfk8s: keep_jobs = {self.keep!r} removed {n} finished {self.backend} {jobs}"
+        text = f"tfk8s: keep_jobs = {self.keep!r}"
         if self.deleted:
-            text += f" ({', '.join(self.deleted)})"
+            n = len(self.deleted)
+            jobs = "job" if n == 1 else "jobs"
+            text += f" removed {n} finished {self.backend} {jobs} ({', '.join(self.deleted)})"
         if self.failed:
             name, why = next(iter(self.failed.items()))
-            more = f" and {len(self.failed) - 1} more" if len(self.failed) > 1 else ""
-            text += f"; could not remove {name}{more}: {why.rstrip('.')}"
+            more = f" (and {len(self.failed) - 1} more)" if len(self.failed) > 1 else ""
+            text += f"{'; ' if self.deleted else ': '}could not remove {self.backend} job {name}{more}: "
+            text += why.rstrip(".")
         return text + "."
 
 
@@ -127,7 +128,7 @@ def apply_keep_jobs(
     for name in names:
         try:
             backend.delete(name)
-        except JobNotFound:
+        except (JobNotFound, FileNotFoundError):  # deleted meanwhile (another listing, another kernel)
             gone.add(name)
             continue
         except TFK8sError as e:

@@ -84,6 +84,16 @@ def test_delete_and_keep_jobs_remove_a_jobs_configmap_and_objects_and_nothing_el
     status = JobRecord("a3").read_status()
     status["created"] -= 8 * DAY
     JobRecord("a3").write_status(status)
+    # a delete the cluster refuses: the job stays listed, and the line says why
+    apiserver.fail(403, verb="delete", resource="configmaps", name="a3")
+    pruned = apply_keep_jobs(backend, backend.list(owner=current_owner()), keep="7d")
+    assert pruned.deleted == [] and sorted(s.name for s in pruned.kept) == ["a3", "live"]
+    assert pruned.line() == (
+        "tfk8s: keep_jobs = '7d': could not remove kubernetes job a3: your account may not delete configmaps "
+        "in namespace default; ask an administrator to grant it (a Role with verb 'delete' on 'configmaps', "
+        "see deploy/), or use a namespace where you may."
+    )
+    assert objects_by_job(apiserver) == {k: v for k, v in before.items() if k not in ("a1", "a2")}
     pruned = apply_keep_jobs(backend, backend.list(owner=current_owner()), keep="1s")
     assert pruned.deleted == ["a3"]
     assert objects_by_job(apiserver) == {k: v for k, v in before.items() if k in ("b1", "live")}
