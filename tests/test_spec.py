@@ -244,3 +244,80 @@ def test_the_cluster_knobs_are_spec_fields_and_traits():
     with pytest.raises(TraitError, match="deadline '-1' is not a positive duration"):
         cfg.deadline = "-1"
     assert cfg.deadline == "2h"  # a refused value leaves the previous one
+
+
+# --------------------------------------------------------------------------- Kubernetes syntax (issue 10)
+@pytest.mark.parametrize(
+    "image",
+    [
+        "tfk8s/trainer:0.1.0",
+        "python:3.11-slim",
+        "tensorflow/tensorflow:2.21.0-gpu",
+        "registry.local:5000/team/tf:2.21",
+        "localhost/tf",
+        "docker.io/library/python",
+        "Registry.Example.com/team/tf_keras__v2:latest",
+        "gcr.io/proj/img@sha256:" + "a" * 64,
+        "ghcr.io/org/img:1.0@sha256:" + "0" * 64,
+    ],
+)
+def test_valid_image_references_are_accepted(image):
+    assert make_spec(CODE, image=image, backend="kubernetes").image == image
+
+
+@pytest.mark.parametrize(
+    "image",
+    ["", "tf trainer", "Corp/TF:2.21", "tfk8s/trainer:", "tfk8s//trainer", "-tf/x", "tf:a:b", "tf@sha256:12"],
+)
+def test_invalid_image_references_name_the_value(image):
+    assert _error(image=image).startswith(f"image {image!r} is not a valid image reference")
+
+
+def test_valid_labels_node_selectors_and_tolerations_are_accepted():
+    spec = make_spec(
+        CODE,
+        labels={
+            "app.kubernetes.io/part-of": "ml",
+            "team": "",
+            "a_b.c-D": "V1_x",
+            "tfk8s.io/notebook": "q.ipynb",
+        },
+        node_selector={"cloud.google.com/gke-accelerator": "nvidia-tesla-t4"},
+        tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        image_pull_secrets=["regcred", "team.pull-secret"],
+        namespace="team-a",
+        service_account="trainer.v2",
+        gpu_resource="amd.com/gpu",
+    )
+    assert spec.tolerations[0]["key"] == "nvidia.com/gpu" and spec.image_pull_secrets == (
+        "regcred",
+        "team.pull-secret",
+    )
+    assert JobSpec.from_json(spec.to_json()) == spec
+
+
+@pytest.mark.parametrize(
+    "labels, says",
+    [
+        ({"": "x"}, "labels key ''"),
+        ({"a" * 64: "x"}, "is not a valid Kubernetes label key"),
+        ({"Bad_Prefix/x": "y"}, "labels key 'Bad_Prefix/x'"),
+        ({"team": "x" * 64}, "is not a valid Kubernetes label value"),
+        ({"team": "-ml"}, "labels value '-ml' of 'team'"),
+    ],
+)
+def test_invalid_labels_name_the_key_or_value(labels, says):
+    assert says in _error(labels=labels)
+
+
+def test_counts_given_as_text_become_numbers():
+    spec = make_spec(CODE, max_restarts="2", ttl_seconds_after_finished="60")
+    assert (spec.max_restarts, spec.ttl_seconds_after_finished) == (2, 60)
+
+
+def test_code_through_the_api_with_ipython_syntax_names_the_line_and_the_way_out():
+    message = _error(code="import tensorflow as tf\n%load_ext tensorboard\nmodel.fit(ds)\n")
+    assert message.startswith("line 2 of the code is an IPython magic ('%'), '%load_ext tensorboard'")
+    assert "run it in the notebook before submitting" in message
+    # a '%' or '!' inside valid Python is no escape
+    assert make_spec("x = 10 % 3\ny = x != 1\n").code

@@ -6,6 +6,7 @@ Set them in ``ipython_config.py`` / ``jupyter_server_config.py`` (``c.TFK8s.imag
 
 from __future__ import annotations
 
+import difflib
 import getpass
 import os
 from collections.abc import Callable
@@ -22,6 +23,16 @@ from .spec import (
     _check_count,
     parse_quantity,
     resolve_strategy,
+)
+from .spec_fields import (
+    check_dns_label,
+    check_image,
+    check_name_list,
+    check_object_name,
+    check_resource_name,
+    check_string_map,
+    check_tolerations,
+    not_a_mapping,
 )
 
 
@@ -117,6 +128,16 @@ def _text(what: str, example: str) -> Callable[[Any], str]:
     return check
 
 
+def _kube(check, *args) -> Callable[[Any], Any]:
+    """A :mod:`~tfk8s_jupyter.spec_fields` check as a trait check (the value itself is kept)."""
+
+    def run(v):
+        check(v, *args)
+        return v
+
+    return run
+
+
 def _storage(v):
     from .spec import parse_storage
 
@@ -143,7 +164,7 @@ def _flag(what: str) -> Callable[[Any], bool]:
 def _string_map(what: str, example: str, keys_are_env: bool = False) -> Callable[[Any], dict]:
     def check(v):
         if not isinstance(v, dict):
-            raise SpecError(f"{what} {v!r} is not a dict; give one like {example}.")
+            raise SpecError(not_a_mapping(what, v, example))
         for key, value in v.items():
             if keys_are_env and not _ENV_KEY_RE.match(str(key)):
                 raise SpecError(
@@ -154,15 +175,6 @@ def _string_map(what: str, example: str, keys_are_env: bool = False) -> Callable
                 noun = f"environment variable {key}" if keys_are_env else f"{what} entry {key!r}"
                 raise SpecError(f"{noun} has a non-string value {value!r}; pass it as a string.")
         return v
-
-    return check
-
-
-def _list_of(what: str, kind: type, example: str) -> Callable[[Any], list]:
-    def check(v):
-        if not isinstance(v, (list, tuple)) or not all(isinstance(x, kind) for x in v):
-            raise SpecError(f"{what} {v!r} is not a list of {kind.__name__}; give one like {example}.")
-        return list(v)
 
     return check
 
@@ -215,45 +227,46 @@ class TFK8s(Configurable):
     ).tag(config=True)
     image = CheckedUnicode(
         "tfk8s/trainer:0.1.0",
-        check=_text("image", "tfk8s/trainer:0.1.0"),
+        check=_kube(check_image),
         help="Container image of the replicas (Kubernetes).",
     ).tag(config=True)
     image_pull_secrets = CheckedList(
         Unicode(),
-        check=_list_of("image_pull_secrets", str, "['regcred']"),
+        check=_kube(check_name_list, "image_pull_secrets", "regcred"),
         help="Names of Secrets used to pull the image.",
     ).tag(config=True)
     service_account = CheckedUnicode(
         None,
         allow_none=True,
-        check=_text("service_account", "trainer"),
+        check=_kube(check_object_name, "service_account", "trainer"),
         help="ServiceAccount the replica pods run as.",
     ).tag(config=True)
     namespace = CheckedUnicode(
         None,
         allow_none=True,
-        check=_text("namespace", "ml"),
+        check=_kube(check_dns_label, "namespace", "ml"),
         help="Kubernetes namespace; default: the kubeconfig context's, or the pod's own under JupyterHub.",
     ).tag(config=True)
     context = CheckedUnicode(
         None, allow_none=True, check=_text("context", "my-cluster"), help="kubeconfig context to use."
     ).tag(config=True)
     node_selector = CheckedDict(
-        check=_string_map("node_selector", "{'accelerator': 'nvidia-t4'}"),
+        check=_kube(check_string_map, "node_selector", "{'accelerator': 'nvidia-t4'}"),
         help="nodeSelector for replica pods.",
     ).tag(config=True)
     tolerations = CheckedList(
         Dict(),
-        check=_list_of("tolerations", dict, "[{'key': 'gpu', 'operator': 'Exists'}]"),
+        check=_kube(check_tolerations),
         help="Tolerations for replica pods (e.g. for GPU nodes).",
     ).tag(config=True)
     gpu_resource = CheckedUnicode(
         "nvidia.com/gpu",
-        check=_text("gpu_resource", "nvidia.com/gpu"),
+        check=_kube(check_resource_name),
         help="Extended resource name of a GPU.",
     ).tag(config=True)
     labels = CheckedDict(
-        check=_string_map("labels", "{'team': 'ml'}"), help="Extra labels on every object of a job."
+        check=_kube(check_string_map, "labels", "{'team': 'ml'}"),
+        help="Extra labels on every object of a job.",
     ).tag(config=True)
     env = CheckedDict(
         check=_string_map("env", "{'WANDB_MODE': 'offline'}", keys_are_env=True),
@@ -273,7 +286,7 @@ class TFK8s(Configurable):
     metric_interval = CheckedFloat(
         1.0,
         check=_seconds("metric_interval", False, "1.0"),
-        help="Seconds between per-step metric points (epoch ends always report).",
+        help="Seconds between per-step metric points; 0 reports every step (epoch ends always report).",
     ).tag(config=True)
     setup_timeout = CheckedFloat(
         180.0,
@@ -295,13 +308,13 @@ class TFK8s(Configurable):
     priority_class = CheckedUnicode(
         None,
         allow_none=True,
-        check=_text("priority_class", "batch-low"),
+        check=_kube(check_object_name, "priority_class", "batch-low"),
         help="Kubernetes PriorityClass of the replica pods.",
     ).tag(config=True)
     queue = CheckedUnicode(
         None,
         allow_none=True,
-        check=_text("queue", "team-queue"),
+        check=_kube(check_object_name, "queue", "team-queue"),
         help="Kueue LocalQueue: the Jobs are created suspended and start when Kueue admits them.",
     ).tag(config=True)
     storage = CheckedUnicode(
@@ -371,9 +384,17 @@ class TFK8s(Configurable):
             config = parent.config if parent is not None else Config()
         section = config.get("TFK8s", {}) if "TFK8s" in config else {}
         probe, problems, refused = cls(), [], []
+        options = probe.trait_names(config=True)
         for key, value in section.items():
             if not probe.has_trait(key):
-                continue  # traitlets itself warns about an unknown option
+                close = difflib.get_close_matches(key, options, n=1)
+                hint = f" (did you mean c.TFK8s.{close[0]}?)" if close else ""
+                problems.append(
+                    f"c.TFK8s.{key}{' in ' + where if where else ''} is not an option{hint}; "
+                    "%tfk8s_config lists the options."
+                )
+                refused.append(key)
+                continue
             try:
                 setattr(probe, key, deepcopy(value))
             except TraitError as e:

@@ -5,6 +5,7 @@ sentence that names the fix on bad usage, and turning flags plus ``TFK8s`` defau
 from __future__ import annotations
 
 import difflib
+import re
 import shlex
 
 from IPython.core.error import UsageError
@@ -84,7 +85,7 @@ TRAIN_ARGUMENTS = (
         dest="metric_interval",
         type=float,
         default=None,
-        help="Seconds between per-step metric points.",
+        help="Seconds between per-step metric points; 0 reports every step (epoch ends always report).",
     ),
     argument(
         "--stall-timeout",
@@ -156,6 +157,9 @@ def train_arguments(func):
     return func
 
 
+_FLOAT_EXAMPLES = {"--metric-interval": "1.0", "--stall-timeout": "120", "--timeout": "600"}
+
+
 def fix_usage(message: str, func=None) -> str:
     """Argparse's wording, turned into one sentence that names the fix."""
     message = str(message).strip().rstrip(".")
@@ -169,10 +173,14 @@ def fix_usage(message: str, func=None) -> str:
         close = difflib.get_close_matches(bad.split("=")[0], known, n=1)
         hint = f"did you mean {close[0]}? " if close else ""
         return f"unknown option {bad}; {hint}run {name}? to see the options."
-    if "invalid int value" in message or "invalid float value" in message:
-        return f"{message}; give a number, e.g. --workers 2."
+    m = re.match(r"argument (-[-\w]+)", message)
+    flag = m.group(1) if m else "--workers"
+    if "invalid int value" in message:
+        return f"{message}; give a number, e.g. {flag} 2."
+    if "invalid float value" in message:
+        return f"{message}; give a number, e.g. {flag} {_FLOAT_EXAMPLES.get(flag, '10')}."
     if "expected one argument" in message:
-        return f"{message}; give it a value, e.g. --workers 2."
+        return f"{message}; give it a value, e.g. {flag} {_FLOAT_EXAMPLES.get(flag, '2')}."
     return f"{message}; run %%tfk8s_train? for the options and examples."
 
 

@@ -56,6 +56,12 @@ class JobsBaseHandler(APIHandler):
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, tornado.web.HTTPError) and exc.log_message:
             message = exc.log_message % exc.args if exc.args else exc.log_message
+        elif status_code == 405:
+            message = (
+                f"{self.request.method} is not supported on {self.request.path}; jobs are submitted from a "
+                "notebook (%%tfk8s_train or tfk8s_jupyter.submit()), and this API lists them (GET), stops "
+                "them (POST .../stop) and deletes them (DELETE)."
+            )
         else:
             message = self._reason
         self.set_header("Content-Type", "application/json")
@@ -94,9 +100,13 @@ class JobLogsHandler(JobsBaseHandler):
         try:
             tail = int(tail_arg) if tail_arg not in (None, "") else None
         except ValueError:
+            tail = 0
+        if tail is not None and tail < 1:
             raise tornado.web.HTTPError(
-                400, "%s", f"tail={tail_arg!r} is not a number; ask for the last N lines with tail=N."
-            ) from None
+                400,
+                "%s",
+                f"tail={tail_arg!r} is not a number of lines; ask for the last N lines with tail=N.",
+            )
         replica = self.get_query_argument("replica", None) or None
         backend = self.get_query_argument("backend", None)
         self.reply(await self.call(self.manager.logs, name, replica, tail, backend))
