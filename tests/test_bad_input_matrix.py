@@ -38,7 +38,7 @@ from tfk8s_jupyter.backends.local_capacity import (
     check_local_capacity,
     usable_cores,
 )
-from tfk8s_jupyter.config import TFK8s
+from tfk8s_jupyter.config import TFK8s, current_owner
 from tfk8s_jupyter.spec import SpecError, make_spec
 
 TESTS = Path(__file__).resolve().parent
@@ -235,6 +235,13 @@ CASES = [
     case("api", "save-model-text", dict(save_model="yes"), "save_model 'yes'", "True or False"),
     case("api", "checkpoint-dir-number", dict(checkpoint_dir=5), "checkpoint_dir 5", "'/data/ckpt'"),
     case("api", "gpu-resource-invalid", dict(gpu_resource="gpu"), "gpu_resource 'gpu'", "'nvidia.com/gpu'"),
+    case("api", "code-not-text", dict(code=123), "the code 123 is not text", "as a string"),
+    case("api", "payload-not-a-payload", dict(payload="x = 1"), "payload 'x = 1'", "Payload"),
+    case("api", "gpus-beyond-this-machine", dict(gpus=64), "GPU(s)", "kubernetes backend"),
+    case("api", "gpus-unknown-role", dict(gpus={"wrker": 1}), "['wrker']", "chief, worker or ps"),
+    case("api", "context-blank", dict(context=" "), "context ' '", "'my-cluster'"),
+    case("api", "storage-on-local", dict(storage="pvc:data"), "'pvc:data'", "backend='kubernetes'"),
+    case("api", "resume-from-missing", dict(resume_from="no-such-job"), "'no-such-job'", "%tfk8s_jobs"),
     # -- the Python API on Kubernetes: refused before any cluster is contacted ------------------------------
     case("cluster", "namespace-invalid", dict(namespace="Team_A"), "namespace 'Team_A'", "e.g. 'team-a'"),
     case("cluster", "namespace-too-long", dict(namespace="n" * 64), "'" + "n" * 64 + "'", "at most 63"),
@@ -259,6 +266,7 @@ CASES = [
     case(
         "cluster", "pull-secret-name", dict(image_pull_secrets=["Reg_Cred"]), "'Reg_Cred'", "e.g. 'regcred'"
     ),
+    case("cluster", "context-missing", dict(context="nope"), "context 'nope'", "--context"),
     # -- the Python API on Kubernetes with the in-repo test API server: 0 objects ---------------------------
     case("apiserver", "label-key", dict(labels={"-team": "ml"}), "'-team'", "label key"),
     case(
@@ -360,6 +368,11 @@ CASES = [
         "'tf trainer'",
         "[registry/]",
     ),
+    case("magic", "timeout-negative", ("--wait --timeout -5", CODE), "--timeout '-5'", "--timeout 600"),
+    case("magic", "gpus-beyond-this-machine", ("--gpus 64", CODE), "GPU(s)", "kubernetes backend"),
+    case("magic", "resume-from-missing", ("--resume-from no-such-job", CODE), "'no-such-job'", "%tfk8s_jobs"),
+    case("magic", "storage-on-local", ("--storage pvc:data", CODE), "'pvc:data'", "backend='kubernetes'"),
+    case("magic", "code-with-ipython-after-python", ("", "x = 1\n  !ls\n"), "line 2", "separate cell"),
     # -- the line magics ----------------------------------------------------------------------------------
     case("line", "logs-tail-text", ("tfk8s_logs", "some-job --tail lots"), "'lots'", "--tail 2"),
     case("line", "logs-bad-name", ("tfk8s_logs", "Bad_Name"), "'Bad_Name'", "%tfk8s_jobs"),
@@ -384,6 +397,22 @@ CASES = [
     case("line", "check-namespace-invalid", ("tfk8s_check", "--namespace Team_A"), "'Team_A'", "'team-a'"),
     case("line", "wait-timeout-text", ("tfk8s_wait", "some-job --timeout soon"), "'soon'", "--timeout 600"),
     case("line", "config-takes-no-arguments", ("tfk8s_config", "workers"), "takes no arguments", "%config"),
+    case("line", "logs-tail-negative", ("tfk8s_logs", "done-job --tail -3"), "--tail -3", "--tail 50"),
+    case("line", "logs-tail-zero", ("tfk8s_logs", "done-job --tail 0"), "--tail 0", "--tail 50"),
+    case(
+        "line",
+        "logs-replica-unknown",
+        ("tfk8s_logs", "done-job --replica worker-9"),
+        "'worker-9'",
+        "worker-1",
+    ),
+    case(
+        "line",
+        "wait-timeout-negative",
+        ("tfk8s_wait", "done-job --timeout -1"),
+        "--timeout -1",
+        "--timeout 600",
+    ),
     # -- the REST routes ----------------------------------------------------------------------------------
     case("rest", "name-uppercase", ("GET", ("Bad_Name",), {}), "'Bad_Name'", "lowercase letters"),
     case("rest", "name-too-long", ("GET", ("c" * 41,), {}), "41 characters long", "at most 40"),
@@ -659,6 +688,7 @@ def test_the_training_magic_refuses_in_one_sentence_and_starts_nothing(
 @pytest.mark.parametrize("c", cases_of("line"))
 def test_the_line_magics_refuse_in_one_sentence(c, shell, tfk8s_home, no_process_start):
     magic, line = c.given
+    write_record(tfk8s_home, "done-job", owner=current_owner())  # a finished job of this user
     with nothing_created(tfk8s_home), pytest.raises(UsageError) as refused:
         shell.run_line_magic(magic, line)
     assert_one_sentence(str(refused.value), c.says)

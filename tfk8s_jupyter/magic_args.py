@@ -4,6 +4,7 @@ sentence that names the fix on bad usage, and turning flags plus ``TFK8s`` defau
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import re
 import shlex
@@ -38,6 +39,20 @@ SPEC_FLAGS = (
     "resume_from",
     "save_model",
 )
+
+
+def positive_seconds(text: str, flag: str, example: str) -> float:
+    """An argparse ``type``: a positive number of seconds, else the sentence naming the value and the fix."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a positive number of seconds; use e.g. {flag} {example}"
+        )
+    return seconds
+
 
 # %%tfk8s_train's options, in the order its help lists them.
 TRAIN_ARGUMENTS = (
@@ -129,7 +144,10 @@ TRAIN_ARGUMENTS = (
         "default (TFK8s.batch_wait).",
     ),
     argument(
-        "--timeout", type=float, default=None, help="With --wait: give up waiting after this many seconds."
+        "--timeout",
+        type=lambda text: positive_seconds(text, "--timeout", "600"),
+        default=None,
+        help="With --wait: give up waiting after this many seconds.",
     ),
     argument(
         "--replace",
@@ -174,6 +192,8 @@ def fix_usage(message: str, func=None) -> str:
         hint = f"did you mean {close[0]}? " if close else ""
         return f"unknown option {bad}; {hint}run {name}? to see the options."
     m = re.match(r"argument (-[-\w]+)", message)
+    if m and "; use e.g." in message:  # an argument type's own sentence (positive_seconds)
+        return f"{m.group(1)} {message.split(': ', 1)[1]}."
     flag = m.group(1) if m else "--workers"
     if "invalid int value" in message:
         return f"{message}; give a number, e.g. {flag} 2."

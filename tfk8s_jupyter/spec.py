@@ -357,7 +357,11 @@ _IPYTHON_LINE_RE = re.compile(r"^\s*(?:[A-Za-z_][\w.,\s]*=\s*)?(%%|[!%])")
 
 def check_code(code: str) -> None:
     """Reject empty code and code that does not compile (naming the line; IPython syntax named as such)."""
-    if not isinstance(code, str) or not code.strip():
+    if code is not None and not isinstance(code, str):
+        raise SpecError(
+            f"the code {code!r} is not text; pass the cell's Python source as a string, e.g. submit(cell_text)."
+        )
+    if not code or not code.strip():
         raise SpecError("the cell is empty; write the model and its model.fit(...) call in the cell.")
     try:
         compile(code, "<cell>", "exec")
