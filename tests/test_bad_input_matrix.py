@@ -592,7 +592,7 @@ def no_process_start(monkeypatch):
 @pytest.fixture
 def unreachable_cluster(tmp_path, monkeypatch) -> Path:
     """A kubeconfig whose API server address has nothing listening: any request fails to connect."""
-    path = tmp_path / "kubeconfig-unreachable"
+    path = tmp_path / "kubeconfig-nothing-listens"
     path.write_text(
         json.dumps(
             {
