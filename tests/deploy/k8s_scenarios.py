@@ -1,5 +1,5 @@
 """Drive the Kubernetes backend through everything a notebook user does — submit (native and TFJob, flavor
-discovery), follow (one watch + the metrics log), logs, list, attach from another kernel, stop, delete,
+discovery, results on a storage claim), follow (one watch + the metrics log), logs, list, attach from another kernel, stop, delete,
 diagnostics — against the in-repo test API server, so the deploy tests can read its request log."""
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from tfk8s_jupyter.spec import make_spec  # noqa: E402
 QUICK = "EPOCHS = 1\nSTEPS = 4\nSTEP_SECONDS = 0.05\n"
 LONG = "EPOCHS = 1\nSTEPS = 100000\nSTEP_SECONDS = 0.05\n"
 NAMESPACE = "tfk8s-jobs"
+CLAIM = "tfk8s-results"  # the shared ReadWriteMany claim of deploy/kubernetes/storage/
 
 
 @contextmanager
@@ -39,6 +40,7 @@ def test_cluster(
     tmp_path.mkdir(parents=True, exist_ok=True)
     server = ApiServer(namespaces=(NAMESPACE,), tfjob_crd=tfjob_crd).start()
     server.enforce_rules(rules)
+    server.add_claim(NAMESPACE, CLAIM, access_modes=("ReadWriteMany",))
     kubeconfig = server.kubeconfig(tmp_path / f"kubeconfig-{id(server)}", namespace=NAMESPACE)
     cluster = TestCluster(
         server, workdir=tmp_path / f"kubelet-{id(server)}", runner_override=STANDIN_RUNNER, **kubelet
@@ -104,7 +106,7 @@ def native_lifecycle(kubeconfig: Path, tmp_path: Path) -> None:
     """Everything a user does with native jobs: submit (flavor discovery), follow to the end, logs of
     every replica, list, attach from another kernel, stop a running job, delete both."""
     b = backend_for(kubeconfig)
-    done = submit(b, "lp-done", ps=1, workers=2)
+    done = submit(b, "lp-done", ps=1, workers=2, storage=f"pvc:{CLAIM}/runs")  # the claim is checked
     assert done.flavor == "native"
     final = follow(b, "lp-done")
     assert final.phase == "succeeded", final.message

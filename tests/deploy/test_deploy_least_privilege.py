@@ -151,6 +151,7 @@ VERBS = {
 }
 RESOURCES = {"config_map": ("", "configmaps"), "service": ("", "services"), "job": ("batch", "jobs")}
 RESOURCES |= {"pod": ("", "pods"), "event": ("", "events"), "custom_object": ("kubeflow.org", "tfjobs")}
+RESOURCES |= {"persistent_volume_claim": ("", "persistentvolumeclaims")}
 
 
 # Reads the preflight makes only after a SelfSubjectAccessReview says they are allowed; the Role lacks them.

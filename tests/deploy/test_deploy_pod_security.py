@@ -26,6 +26,8 @@ SPECS = {
         image_pull_secrets=["registry"],
         service_account="trainer",
     ),
+    # the operator's default storage (deploy/jupyterhub/values-storage.yaml): a claim in every pod
+    "storage": dict(ps=1, workers=2, storage="pvc:tfk8s-results/runs"),
 }
 
 

@@ -6,7 +6,8 @@ and JSON patches (``/status`` too); PUT with resourceVersion conflicts; delete w
 (ownerReference cascade, Jobs orphan by default as on a real server); watch with ``resourceVersion``,
 ``timeoutSeconds`` and ``labelSelector`` as chunked JSON lines, an ERROR event with a 410 Status for an
 expired resourceVersion; pod logs (``follow``, ``sinceTime``, ``timestamps``, ``tailLines``) as chunked
-text; API discovery incl. ``kubeflow.org/v1`` once the TFJob CRD is "installed".
+text; API discovery incl. ``kubeflow.org/v1`` once the TFJob CRD is "installed"; PersistentVolumeClaims
+(bound at once, ``status.accessModes`` from ``spec.accessModes``; :meth:`ApiServer.add_claim`).
 
 Fault injection: :meth:`ApiServer.fail` (any status, e.g. 403/404/409/500 on the n-th matching request),
 :meth:`ApiServer.drop_streams` (cut watch or log streams after n items), :meth:`ApiServer.delay` (slow
@@ -46,6 +47,7 @@ RESOURCES: dict[tuple[str, str], tuple[str, str, bool, bool]] = {
     ("", "nodes"): ("v1", "Node", False, True),
     ("", "resourcequotas"): ("v1", "ResourceQuota", True, True),
     ("", "serviceaccounts"): ("v1", "ServiceAccount", True, False),
+    ("", "persistentvolumeclaims"): ("v1", "PersistentVolumeClaim", True, True),
     ("batch", "jobs"): ("v1", "Job", True, True),
     ("kubeflow.org", "tfjobs"): ("v1", "TFJob", True, True),
     ("scheduling.k8s.io", "priorityclasses"): ("v1", "PriorityClass", False, False),
@@ -59,6 +61,7 @@ NOT_JOB_OBJECTS = (
     "resourcequotas",
     "priorityclasses",
     "localqueues",
+    "persistentvolumeclaims",  # storage the cluster has, not a job's object
 )
 # The default ClusterRole system:basic-user, bound to every authenticated user on a real cluster.
 BASIC_USER_RULES = [
@@ -341,6 +344,17 @@ class Store:
             meta["generation"] = 1
             if resource == "pods":
                 obj.setdefault("status", {"phase": "Pending", "qosClass": "BestEffort"})
+            elif resource == "persistentvolumeclaims":
+                # bound at once to a volume of the requested size and access modes
+                spec = obj.get("spec") or {}
+                obj.setdefault(
+                    "status",
+                    {
+                        "phase": "Bound",
+                        "accessModes": list(spec.get("accessModes") or []),
+                        "capacity": dict((spec.get("resources") or {}).get("requests") or {}),
+                    },
+                )
             elif resource in ("jobs", "tfjobs", "services"):
                 obj.setdefault("status", {})
             self.objects[key] = obj
@@ -710,6 +724,21 @@ class ApiServer:
             "spec": body.get("spec") or {},
             "status": status,
         }
+
+    def add_claim(
+        self, namespace: str, name: str, access_modes: tuple[str, ...] = ("ReadWriteMany",), size: str = "1Gi"
+    ) -> dict:
+        """A PersistentVolumeClaim, bound at once (the test kubelet maps it to a host directory)."""
+        return self.store.create(
+            "",
+            "persistentvolumeclaims",
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {"accessModes": list(access_modes), "resources": {"requests": {"storage": size}}},
+            },
+        )
 
     def add_node(
         self,

@@ -11,6 +11,11 @@ rewritten to it; each ``host:port`` in ``TFK8S_CLUSTER`` mapped to a free local 
 ``restartPolicy`` (CrashLoopBackOff in between), reports phases, container states, exit codes and
 ``terminationMessagePolicy: FallbackToLogsOnError`` messages, and serves its output as the pod log.
 ``oom(pod)`` kills a container the way the OOM killer does (exit 137, reason OOMKilled).
+
+Storage: a ``persistentVolumeClaim`` volume is one host directory per claim (:meth:`TestCluster.claim_dir`),
+shared by every pod that mounts the claim and kept after they are gone; a pod whose claim does not exist
+stays Pending (unschedulable), as on a real cluster. TTL controller: a finished Job with
+``ttlSecondsAfterFinished`` is deleted (background propagation) that many seconds after it finished.
 """
 
 from __future__ import annotations
@@ -96,6 +101,7 @@ class TestCluster:
         self.thread = threading.Thread(target=self._loop, name="test-kubelet", daemon=True)
         self.started_pids: list[int] = []
         self.started_jobs: set[tuple[str, str]] = set()  # Jobs whose pods were created (not suspended)
+        self.ttl_timers: list[threading.Timer] = []
 
     # lifecycle ----------------------------------------------------------------------------------
     def start(self) -> TestCluster:
@@ -110,6 +116,8 @@ class TestCluster:
         if self.queue.put in self.store.subscribers:
             self.store.subscribers.remove(self.queue.put)
         self.queue.put(None)
+        for t in self.ttl_timers:
+            t.cancel()
         with self._lock:
             containers = list(self.containers.values())
         for c in containers:
@@ -458,11 +466,33 @@ class TestCluster:
             obj["status"].setdefault("startTime", now_rfc3339())
 
         self.store.update("batch", "jobs", ns, name, mutate)
+        ttl = job["spec"].get("ttlSecondsAfterFinished")
+        if not finished and ttl is not None and any(c["status"] == "True" for c in conditions):
+            t = threading.Timer(ttl, self._ttl_expired, args=(ns, name, job["metadata"]["uid"]))
+            t.daemon = True
+            self.ttl_timers.append(t)
+            t.start()
         for p in to_delete:
             try:
                 self.store.delete("", "pods", ns, p["metadata"]["name"], "Background")
             except ApiError:
                 pass
+
+    def _ttl_expired(self, namespace: str, name: str, uid: str) -> None:
+        """The TTL-after-finished controller: delete the finished Job (and, by garbage collection, its pods)."""
+        job = self.store.get("batch", "jobs", namespace, name)
+        if job is None or job["metadata"]["uid"] != uid or self._stop.is_set():
+            return
+        try:
+            self.store.delete("batch", "jobs", namespace, name, "Background")
+        except ApiError:
+            pass
+
+    def claim_dir(self, namespace: str, claim: str) -> Path:
+        """The host directory behind PersistentVolumeClaim ``claim`` (shared, kept after the pods)."""
+        path = self.workdir / "claims" / namespace / claim
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
     # kubelet ------------------------------------------------------------------------------------
     def _set_status(self, pod: dict, **changes) -> dict | None:
@@ -486,6 +516,11 @@ class TestCluster:
         )
 
     def _schedule(self, pod: dict) -> str | None:
+        ns = pod["metadata"]["namespace"]
+        for vol in pod["spec"].get("volumes") or []:
+            claim = (vol.get("persistentVolumeClaim") or {}).get("claimName")
+            if claim and self.store.get("", "persistentvolumeclaims", ns, claim) is None:
+                return f'0/1 nodes are available: persistentvolumeclaim "{claim}" not found.'
         short = []
         for c in pod["spec"]["containers"]:
             limits = {
@@ -634,12 +669,19 @@ class TestCluster:
         }
 
     def _mount(self, pod: dict, podroot: Path) -> dict[str, Path]:
-        """Write ConfigMap volumes, create emptyDirs; return mountPath -> local dir."""
+        """Write ConfigMap volumes, create emptyDirs, map claims to their host dirs; return mountPath -> local dir."""
         ns = pod["metadata"]["namespace"]
         volumes = {v["name"]: v for v in pod["spec"].get("volumes") or []}
         out = {}
         for vm in pod["spec"]["containers"][0].get("volumeMounts") or []:
             vol = volumes[vm["name"]]
+            if "persistentVolumeClaim" in vol:
+                local = self.claim_dir(ns, vol["persistentVolumeClaim"]["claimName"])
+                if vm.get("subPath"):
+                    local = local / vm["subPath"]
+                    local.mkdir(parents=True, exist_ok=True)
+                out[vm["mountPath"].rstrip("/")] = local
+                continue
             local = podroot / "volumes" / vm["name"]
             local.mkdir(parents=True, exist_ok=True)
             if "configMap" in vol:

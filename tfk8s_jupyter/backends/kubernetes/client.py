@@ -20,10 +20,11 @@ from pathlib import Path
 
 from kubernetes import client as k8s
 
-from ...config import current_owner
+from ...config import current_config, current_owner
 from ...logtext import last_lines
 from ...payload import Payload
 from ...records import JobRecord
+from ...replica_env import ARTIFACT_CHECKPOINTS
 from ...spec import JobSpec
 from ..base import (
     PENDING,
@@ -37,16 +38,24 @@ from ..base import (
     StatusCallback,
     TFK8sError,
 )
-from . import lifecycle
+from . import lifecycle, storage
 from . import manifests as m
 from .connection import Cluster, Connections, LineStream
 from .errors import ApiErrorContext, api_status
 from .follower import JobFollower
 from .job_objects import JobRef, job_events, owner_of, pod_of, snapshot
-from .lifecycle import ANNOTATION_MESSAGE, ANNOTATION_PHASE, ANNOTATION_STOPPED, Finisher, delete_object
+from .lifecycle import (
+    ANNOTATION_MESSAGE,
+    ANNOTATION_PHASE,
+    ANNOTATION_STOPPED,
+    UNSEEN_END_AFTER,
+    Finisher,
+    delete_object,
+    parent_expired,
+)
 from .status import compute_status, parse_time
-
-UNSEEN_END_AFTER = 120  # seconds: a parent this old with no pods nor Jobs left ended unseen
+from .storage import StorageError
+from .storage_check import storage_problem
 
 
 def _by_job(objs: list[dict]) -> dict[str, list[dict]]:
@@ -110,7 +119,12 @@ class KubernetesBackend(Backend):
         flavor = self.resolve_flavor(spec.flavor, spec.context)
         owner = spec.owner if spec.owner and spec.owner != "user" else current_owner()
         spec = spec.with_(namespace=namespace, flavor=flavor, backend="kubernetes", owner=owner)
-        objs = m.render_manifests(spec, payload, flavor=flavor, namespace=namespace)
+        resume = self._resume_dir(spec) if spec.resume_from else ""
+        objs = m.render_manifests(spec, payload, flavor=flavor, namespace=namespace, resume_from=resume)
+        if spec.storage:
+            usable, message = storage_problem(cluster, spec, namespace)
+            if usable is False:
+                raise StorageError(message)
         created: list[dict] = []
         try:
             parent = cluster.create(namespace, objs[0])
@@ -140,9 +154,37 @@ class KubernetesBackend(Backend):
             owner=spec.owner,
             namespace=namespace,
             replicas=compute_status(spec, flavor=flavor, namespace=namespace, pods=[]).replicas,
+            notes=storage.storage_notes(spec),
         )
         record.write_status(status.to_json())
         return status
+
+    def _resume_dir(self, spec: JobSpec) -> str:
+        """The checkpoint dir of the job ``spec.resume_from`` as the new job's pods see it.
+
+        Raises:
+            JobNotFound: no such job.
+            StorageError: its checkpoints did not outlive its pods, sit where the new pods cannot read
+                them, or (when this notebook sees its storage) were never written.
+        """
+        name = spec.resume_from
+        try:
+            earlier = self.spec(name)
+        except JobNotFound:
+            raise JobNotFound(
+                f"resume_from names job {name}, which does not exist in namespace {spec.namespace} nor in this "
+                "notebook's records; pass the name of an earlier job (see %tfk8s_jobs)."
+            ) from None
+        where = storage.resume_dir(spec, earlier)
+        local, _ = self._artifacts(earlier)
+        if local and not earlier.checkpoint_dir and "://" not in local and Path(local).parent.is_dir():
+            checkpoints = Path(local) / ARTIFACT_CHECKPOINTS
+            if not checkpoints.is_dir() or not any(p.is_file() for p in checkpoints.rglob("*")):
+                raise StorageError(
+                    f"job {name} left no checkpoint in {checkpoints} (it ended before its first one, or its "
+                    "fit completed and removed it), so there is nothing to resume from; pass another job."
+                )
+        return where
 
     @staticmethod
     def _delete_created(cluster: Cluster, created: list[dict], namespace: str) -> list[str]:
@@ -302,6 +344,10 @@ class KubernetesBackend(Backend):
         out = []
         for cm in parents:
             name = cm["metadata"]["name"]
+            if (cm["metadata"].get("labels") or {}).get(m.LABEL_JOB) != name:
+                continue  # an input-files ConfigMap (<job>-data-<i>), not a job's parent
+            if self._expire(cluster, cm, pods.get(name), jobs.get(name)):
+                continue
             record = self.record(name)
             if owner_of(cm) != me:
                 record = JobRecord(name, Path(tempfile.mkdtemp(prefix="tfk8s-foreign-")))  # seen, not adopted
@@ -323,6 +369,31 @@ class KubernetesBackend(Backend):
             if record.dir.parent.name.startswith("tfk8s-foreign-"):
                 shutil.rmtree(record.dir.parent, ignore_errors=True)
         return out
+
+    @staticmethod
+    def _expire(cluster: Cluster, cm: dict, pods: list[dict] | None, jobs: list[dict] | None) -> bool:
+        """Retention of a listed parent: delete it when its pods and Jobs (or TFJob) are gone and the job's
+        ``ttlSecondsAfterFinished`` has passed since it ended (:func:`.lifecycle.parent_expired`); the
+        local record stays. Returns whether it was deleted."""
+        if pods or jobs:
+            return False
+        name, namespace = cm["metadata"]["name"], cm["metadata"]["namespace"]
+        try:
+            spec = json.loads((cm.get("data") or {})["spec.json"])
+            ttl = int(spec.get("ttl_seconds_after_finished", 3600))
+        except (KeyError, TypeError, ValueError):
+            return False
+        if not parent_expired(cm, ttl):
+            return False
+        flavor = (cm["metadata"].get("annotations") or {}).get(m.ANNOTATION_FLAVOR, "native")
+        if flavor == "tfjob":
+            try:
+                cluster.get("tfjobs", namespace, name)
+                return False  # the TFJob is still there (its own TTL has not run out)
+            except JobNotFound:
+                pass
+        delete_object(cluster, "ConfigMap", name, namespace)
+        return True
 
     def _replica_job(self, name: str, replica: str) -> JobRef:
         """The job, which must have ``replica``."""
@@ -397,6 +468,29 @@ class KubernetesBackend(Backend):
             if not job.record.exists():
                 raise
         job.record.delete()
+
+    # results ------------------------------------------------------------------------------------
+    @staticmethod
+    def _artifacts(spec: JobSpec) -> tuple[str | None, str | None]:
+        cfg = current_config()
+        return storage.notebook_artifacts(spec, cfg.storage_mount, cfg.storage)
+
+    def artifacts_location(self, name: str) -> str | None:
+        """The job's artifact directory as this notebook sees it: with a claim, under
+        ``c.TFK8s.storage_mount`` (else the pods' mount path when it exists here); with a URI, the URI;
+        ``None`` without storage or when the claim is not mounted here (:meth:`artifacts_reason` says why)."""
+        return self._artifacts(self.spec(name))[0]
+
+    def artifacts_reason(self, name: str) -> str | None:
+        """Why :meth:`artifacts_location` is ``None`` (one sentence with the fix), else ``None``."""
+        return self._artifacts(self.spec(name))[1]
+
+    def checkpoint_location(self, name: str) -> str | None:
+        """The job's checkpoint dir as a new job's pods see it; ``None`` when it vanished with the pods."""
+        spec = self.spec(name)
+        if not spec.storage and not spec.checkpoint_dir:
+            return None
+        return storage.pod_checkpoints(spec)
 
     # following a job ----------------------------------------------------------------------------
     def watch(

@@ -153,6 +153,7 @@ class Cluster:
                 "delete": batch.delete_namespaced_job,
             },
             "pods": {"list": core.list_namespaced_pod},
+            "persistentvolumeclaims": {"get": core.read_namespaced_persistent_volume_claim},
             "events": {"list": core.list_namespaced_event},
             "tfjobs": {
                 "get": tfjob(self.custom.get_namespaced_custom_object),

@@ -17,6 +17,10 @@ Input files the cell reads (``Payload.data``, found at submission by ``cell_inpu
 ``cell_inputs.MAX_SHIPPED_BYTES`` in all), each mounted at ``/etc/tfk8s-data-<i>`` and named to the runner by
 ``TFK8S_DATA_DIR_<i>``; the runner writes them into the replica's work dir by their relative paths.
 
+With ``storage`` (``pvc:CLAIM[/subpath]``) every pod mounts the claim at ``/tfk8s/storage`` and
+``TFK8S_ARTIFACTS`` is ``/tfk8s/storage/<subpath>/<job>``; with a URI it is ``<uri>/<job>``; without, a path in
+the pod's scratch ``emptyDir`` (:mod:`.storage`).
+
 The ConfigMap is the parent of everything else in both flavors: it is created first (pods mount it, so it
 must exist before any of them), and every later object carries an ``ownerReference`` to it, so deleting the
 ConfigMap garbage-collects the job, and no object can ever exist without an existing parent — a submission
@@ -36,6 +40,7 @@ from importlib import resources
 from ...payload import Payload
 from ...replica_env import contract_env
 from ...spec import JobSpec
+from . import storage
 
 MANAGED_BY = "tfk8s-jupyter"
 LABEL_JOB = "tfk8s.io/job"
@@ -50,7 +55,7 @@ TF_PORT = 2222
 CONTAINER = "tensorflow"  # the TFJob operator finds the port on the container of this name
 PAYLOAD_DIR = "/etc/tfk8s"
 SCRATCH_DIR = "/tmp"
-CHECKPOINT_BASE = "/tmp/tfk8s-checkpoints"
+CHECKPOINT_BASE = storage.SCRATCH_CHECKPOINTS
 CONFIGMAP_LIMIT = 1_000_000  # bytes; the API server refuses objects over ~1 MiB
 DATA_DIR = "/etc/tfk8s-data"  # input ConfigMap i is mounted at DATA_DIR-i
 DATA_PART_BYTES = 900_000  # the largest part of an input file in one data ConfigMap
@@ -143,21 +148,26 @@ def runner_files() -> dict[str, str]:
 
 
 def checkpoint_dir(spec: JobSpec) -> str:
-    base = spec.checkpoint_dir or CHECKPOINT_BASE
-    return f"{base.rstrip('/')}/{spec.name}"
+    """``TFK8S_CHECKPOINT_DIR`` as the pods see it (:func:`.storage.pod_checkpoints`)."""
+    return storage.pod_checkpoints(spec)
 
 
-def container_env(spec: JobSpec, role: str, namespace: str, flavor: str, data_volumes: int = 0) -> list[dict]:
+def container_env(
+    spec: JobSpec, role: str, namespace: str, flavor: str, data_volumes: int = 0, resume_from: str = ""
+) -> list[dict]:
     """The runner contract (:func:`~tfk8s_jupyter.replica_env.contract_env`) as a container's ``env``.
 
     Native: the runner builds TF_CONFIG from ``TFK8S_CLUSTER`` and ``JOB_COMPLETION_INDEX``; TFJob: the
-    operator sets TF_CONFIG.
+    operator sets TF_CONFIG. ``TFK8S_ARTIFACTS`` and the checkpoint dir follow the job's storage
+    (:mod:`.storage`); ``resume_from``: an earlier job's checkpoint dir as the pods see it.
     """
     env = contract_env(
         spec,
         role,
         payload=f"{PAYLOAD_DIR}/payload.json",
         checkpoint_dir=checkpoint_dir(spec),
+        artifacts=storage.pod_artifacts(spec),
+        resume_from=resume_from,
         workdir=f"{SCRATCH_DIR}/work",
         setup_timeout=spec.setup_timeout,
         cluster=cluster_map(spec, namespace) if flavor == "native" else None,
@@ -187,15 +197,17 @@ def resources_for(spec: JobSpec, role: str) -> dict:
     return out
 
 
-def pod_template(spec: JobSpec, role: str, namespace: str, flavor: str, data_volumes: int = 0) -> dict:
+def pod_template(
+    spec: JobSpec, role: str, namespace: str, flavor: str, data_volumes: int = 0, resume_from: str = ""
+) -> dict:
     """The pod template of one role: restricted Pod Security, payload (and input files) mounted, scratch
-    dir writable."""
+    dir writable, the storage claim (if any) mounted at :data:`.storage.STORAGE_MOUNT`."""
     container = {
         "name": CONTAINER,
         "image": spec.image or "tfk8s/trainer:0.1.0",
         "imagePullPolicy": "IfNotPresent",
         "command": ["python", f"{PAYLOAD_DIR}/runner.py"],
-        "env": container_env(spec, role, namespace, flavor, data_volumes),
+        "env": container_env(spec, role, namespace, flavor, data_volumes, resume_from),
         "ports": [{"name": "tfjob-port", "containerPort": TF_PORT, "protocol": "TCP"}],
         "resources": resources_for(spec, role),
         "securityContext": {
@@ -211,6 +223,7 @@ def pod_template(spec: JobSpec, role: str, namespace: str, flavor: str, data_vol
                 {"name": f"tfk8s-data-{i}", "mountPath": f"{DATA_DIR}-{i}", "readOnly": True}
                 for i in range(data_volumes)
             ),
+            *storage.pod_mounts(spec),
         ],
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
@@ -235,6 +248,7 @@ def pod_template(spec: JobSpec, role: str, namespace: str, flavor: str, data_vol
                 {"name": f"tfk8s-data-{i}", "configMap": {"name": data_configmap_name(spec, i)}}
                 for i in range(data_volumes)
             ),
+            *storage.pod_volumes(spec),
         ],
     }
     if flavor == "native":
@@ -352,8 +366,10 @@ def deadline_seconds(spec: JobSpec) -> int | None:
     return None if seconds is None else max(1, math.ceil(seconds))
 
 
-def indexed_job(spec: JobSpec, role: str, count: int, namespace: str, data_volumes: int = 0) -> dict:
-    template = pod_template(spec, role, namespace, "native", data_volumes)
+def indexed_job(
+    spec: JobSpec, role: str, count: int, namespace: str, data_volumes: int = 0, resume_from: str = ""
+) -> dict:
+    template = pod_template(spec, role, namespace, "native", data_volumes, resume_from)
     meta = _metadata(spec, f"{spec.name}-{role}", namespace, role)
     extra: dict = {}
     if spec.deadline is not None:
@@ -379,7 +395,7 @@ def indexed_job(spec: JobSpec, role: str, count: int, namespace: str, data_volum
     }
 
 
-def tfjob(spec: JobSpec, namespace: str, data_volumes: int = 0) -> dict:
+def tfjob(spec: JobSpec, namespace: str, data_volumes: int = 0, resume_from: str = "") -> dict:
     replica_specs = {}
     for r in spec.replicas:
         # In place, like the native flavor: when one all-reduce worker dies the others fail within
@@ -388,7 +404,7 @@ def tfjob(spec: JobSpec, namespace: str, data_volumes: int = 0) -> dict:
         replica_specs[TFJOB_ROLES[r.role]] = {
             "replicas": r.count,
             "restartPolicy": restart,
-            "template": pod_template(spec, r.role, namespace, "tfjob", data_volumes),
+            "template": pod_template(spec, r.role, namespace, "tfjob", data_volumes, resume_from),
         }
     meta = _metadata(spec, spec.name, namespace)
     run_policy: dict = {
@@ -413,7 +429,11 @@ def tfjob(spec: JobSpec, namespace: str, data_volumes: int = 0) -> dict:
 
 
 def render_manifests(
-    spec: JobSpec, payload: Payload | None = None, flavor: str = "native", namespace: str | None = None
+    spec: JobSpec,
+    payload: Payload | None = None,
+    flavor: str = "native",
+    namespace: str | None = None,
+    resume_from: str = "",
 ) -> list[dict]:
     """Every object of the job, in creation order (the parent ConfigMap first).
 
@@ -422,6 +442,8 @@ def render_manifests(
         payload: what the replicas run; default: the spec's code alone.
         flavor: ``native`` or ``tfjob`` (``auto`` means ``native`` here: nothing is asked of a cluster).
         namespace: the target namespace; default: the spec's, else ``default``.
+        resume_from: the checkpoint dir of the job ``spec.resume_from`` as the pods see it
+            (:func:`.storage.resume_dir`; the backend resolves it at submission).
 
     Raises:
         ManifestError: the payload does not fit in a ConfigMap, or its input files are over the limit.
@@ -435,11 +457,11 @@ def render_manifests(
     data = data_configmaps(spec, payload, namespace)
     objs = [configmap(spec, payload, namespace, flavor), *data]
     if flavor == "tfjob":
-        objs.append(tfjob(spec, namespace, len(data)))
+        objs.append(tfjob(spec, namespace, len(data), resume_from))
         return objs
     objs.append(headless_service(spec, namespace))
     for r in spec.replicas:
-        objs.append(indexed_job(spec, r.role, r.count, namespace, len(data)))
+        objs.append(indexed_job(spec, r.role, r.count, namespace, len(data), resume_from))
     return objs
 
 

@@ -10,7 +10,8 @@ Each check is a row (✓, ✗, or – when it could not be checked) with one sen
 - GPU capacity: allocatable ``gpu_resource`` on a schedulable node matching the node selector and
   tolerations (listing nodes is cluster-scoped: checked only when a review says it is allowed);
 - ResourceQuota in the namespace versus the job's requests (checked only when a review says that listing
-  quotas is allowed: the Role does not grant it).
+  quotas is allowed: the Role does not grant it);
+- storage (:mod:`.storage_check`): the claim exists and its access mode lets every replica mount it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ...spec import JobSpec, parse_quantity
 from ..base import TFK8sError
 from .connection import Cluster
 from .errors import ApiErrorContext, api_status
+from .storage_check import storage_problem
 
 ROLE_FILE = "deploy/kubernetes/base/role.yaml"
 ROLE_NAME = "tfk8s-jobs"
@@ -37,9 +39,11 @@ ROLE_RULES: tuple[dict, ...] = (
     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]},
     {"apiGroups": ["kubeflow.org"], "resources": ["tfjobs"], "verbs": ["create", "get", "delete"]},
+    {"apiGroups": [""], "resources": ["persistentvolumeclaims"], "verbs": ["get"]},
 )
 NATIVE_ONLY = {"services", "jobs"}
 TFJOB_ONLY = {"tfjobs"}
+CLAIM_ONLY = {"persistentvolumeclaims"}  # asked only of jobs whose storage is a claim
 
 OK, FAIL, UNKNOWN = "✓", "✗", "–"
 
@@ -120,14 +124,17 @@ def rule_text(rule: dict) -> str:
     )
 
 
-def permissions(flavor: str) -> list[tuple[str, str, str | None, str, dict]]:
-    """(group, resource, subresource, verb, granting rule) of every call the backend makes for ``flavor``."""
+def permissions(flavor: str, claim: bool = False) -> list[tuple[str, str, str | None, str, dict]]:
+    """(group, resource, subresource, verb, granting rule) of every call the backend makes for ``flavor``
+    (and, with ``claim``, for a job whose storage is a PersistentVolumeClaim)."""
     out = []
     for rule in ROLE_RULES:
         for res in rule["resources"]:
             resource, _, sub = res.partition("/")
-            if (flavor == "native" and resource in TFJOB_ONLY) or (
-                flavor == "tfjob" and resource in NATIVE_ONLY
+            if (
+                (flavor == "native" and resource in TFJOB_ONLY)
+                or (flavor == "tfjob" and resource in NATIVE_ONLY)
+                or (not claim and resource in CLAIM_ONLY)
             ):
                 continue
             for verb in rule["verbs"]:
@@ -167,9 +174,11 @@ def _qty(value) -> float:
 
 
 # the checks ------------------------------------------------------------------------------------
-def check_permissions(report: PreflightReport, cluster: Cluster, namespace: str, flavor: str) -> None:
+def check_permissions(
+    report: PreflightReport, cluster: Cluster, namespace: str, flavor: str, claim: bool = False
+) -> None:
     missing = []
-    for group, resource, sub, verb, rule in permissions(flavor):
+    for group, resource, sub, verb, rule in permissions(flavor, claim):
         if not can(cluster, verb, group, resource, namespace, sub):
             what = f"{resource}/{sub}" if sub else resource
             missing.append((verb, what, group, rule))
@@ -343,6 +352,11 @@ def check_quota(report: PreflightReport, cluster: Cluster, spec: JobSpec, namesp
         )
 
 
+def check_storage(report: PreflightReport, cluster: Cluster, spec: JobSpec, namespace: str) -> None:
+    ok, message = storage_problem(cluster, spec, namespace)
+    report.add("storage", {True: OK, False: FAIL, None: UNKNOWN}[ok], message)
+
+
 def _exists(cluster: Cluster, ctx: ApiErrorContext, fn, *args) -> bool | None:
     """Does the object exist? ``None`` when its API is not served (the CRD is not installed)."""
     try:
@@ -424,7 +438,9 @@ def preflight(backend, spec: JobSpec, cheap: bool = False) -> PreflightReport:
     if not check_namespace(report, cluster, namespace):
         return report
     flavor = check_tfjob(report, cluster, spec.flavor)
-    check_permissions(report, cluster, namespace, flavor)
+    claim = bool(spec.storage) and spec.storage.strip().startswith("pvc:")
+    check_permissions(report, cluster, namespace, flavor, claim)
+    check_storage(report, cluster, spec, namespace)
     if not cheap:
         check_gpus(report, cluster, spec)
         check_quota(report, cluster, spec, namespace)

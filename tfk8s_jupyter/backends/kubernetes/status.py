@@ -23,6 +23,7 @@ from ..base import (
 )
 from . import diagnostics
 from .manifests import INDEX_ANNOTATION, LABEL_ROLE
+from .storage import storage_notes
 
 QUEUED = "queued"  # a pending job whose Jobs (or TFJob) Kueue has not admitted yet (suspend: true)
 
@@ -178,6 +179,7 @@ def assemble_status(
         flavor=flavor,
         owner=spec.owner,
         namespace=namespace,
+        notes=storage_notes(spec),
     )
     if created is not None:
         status.created = created
