@@ -707,6 +707,22 @@ def test_a_bad_config_value_is_one_sentence_and_keeps_the_default(c):
         assert getattr(defaults, key) == getattr(TFK8s(), key)  # the built-in default stays
 
 
+@pytest.mark.parametrize("c", [c for c in cases_of("config") if "wokers" not in c.values[0].given])
+def test_a_bad_value_set_with_percent_config_is_refused_with_the_same_sentence(c, shell, caplog):
+    """``%config TFK8s.<option> = <bad>`` in a running kernel: the sentence is logged, the value stays."""
+    ((key, value),) = c.given.items()
+    from tfk8s_jupyter.magics import TFK8sMagics
+
+    defaults = shell.magics_manager.registry[TFK8sMagics.__name__].defaults
+    before = getattr(defaults, key)
+    caplog.clear()
+    shell.run_line_magic("config", f"TFK8s.{key} = {value!r}")
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages, "nothing was said about the refused value"
+    assert_one_sentence(messages[-1], c.says)
+    assert getattr(defaults, key) == before
+
+
 # -- REST (a real Jupyter server with the extension; as tests/lab/test_lab_rest.py) -------------------------
 @pytest.fixture
 def jp_server_config(tfk8s_home, tmp_path, monkeypatch):
