@@ -245,6 +245,9 @@ def model_entry(backend: Backend, name: str) -> dict:
     entry = index.get("model")
     if isinstance(entry, dict) and entry.get("path"):
         return entry
+    note = index.get("model_note")
+    if isinstance(note, str) and note.strip():
+        raise ResultsError(f"job {name!r} saved no model: {note.strip().rstrip('.')}.")
     if status.phase != SUCCEEDED:
         raise ResultsError(
             f"job {name!r} {status.phase} before saving a model; see job.logs() for why, and "
