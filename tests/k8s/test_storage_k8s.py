@@ -5,6 +5,8 @@ host directory), with real TensorFlow end to end."""
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from kubelet import STANDIN_RUNNER
+from local_helpers import epoch_events, tf_keras_cell, wait_for
 
 import tfk8s_jupyter as tk
 import tfk8s_jupyter.api as api_module
@@ -404,3 +407,95 @@ def test_the_kubelet_maps_a_claim_to_one_host_directory_kept_after_the_pods(apis
     assert [p.name for p in (out / "checkpoints").iterdir()], "no checkpoint in the claim"
     backend.delete("writes")
     assert not apiserver.objects("pods") and (out / "worker0").is_file()  # kept after the pods
+
+
+# real TensorFlow through the test API server and kubelet, the claim a host directory --------------------
+def follow(backend, name):
+    """The backend's watch of ``name`` in a thread (as a panel runs it); returns its stop event."""
+    stop = threading.Event()
+    threading.Thread(
+        target=backend.watch, args=(name, lambda s: None, lambda e: None, stop), daemon=True
+    ).start()
+    return stop
+
+
+def pods_of(apiserver, name):
+    return [p for p in apiserver.objects("pods") if p["metadata"]["labels"].get("tfk8s.io/job") == name]
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(900)
+def test_a_tf_jobs_model_and_tensorboard_logs_outlive_its_pods_on_the_claim(
+    apiserver, make_cluster, backend, config
+):
+    cluster = make_cluster()  # the real runner, shipped in the ConfigMap
+    apiserver.add_claim("default", "results")
+    config.storage_mount = str(cluster.claim_dir("default", "results"))  # the notebook pod's mount of it
+    spec = make_spec(
+        tf_keras_cell(epochs=3, steps=20),
+        name="kept",
+        backend="kubernetes",
+        workers=2,
+        storage="pvc:results/runs",
+        setup_timeout=180,
+        ttl_seconds_after_finished=1,  # the TTL controller then removes the Job and its pods
+    )
+    backend.submit(spec, Payload(code=spec.code))
+    stop = follow(backend, "kept")
+    status = wait_done(backend, "kept", timeout=600)
+    stop.set()
+    assert status.phase == "succeeded", f"{status.message}\n{backend.logs('kept', 'worker-0')[-3000:]}"
+    wait_for(lambda: not pods_of(apiserver, "kept"), 60, "the pods of kept to be gone")
+
+    location = backend.artifacts_location("kept")
+    assert location == str(cluster.claim_dir("default", "results") / "runs" / "kept")
+    root = Path(location)
+    index = json.loads((root / "artifacts.json").read_text())
+    model = root / index["model"]["path"]
+    assert model.is_file() and model.stat().st_size == index["model"]["bytes"] > 0
+    events = [p for p in (root / "tensorboard").rglob("events.out.tfevents.*") if p.stat().st_size > 0]
+    assert events, sorted(str(p) for p in root.rglob("*"))
+    assert backend.get("kept").notes == []
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(1200)
+def test_a_tf_job_killed_after_its_pods_are_gone_is_resumed_from_its_checkpoint(
+    apiserver, make_cluster, backend, config
+):
+    cluster = make_cluster()
+    apiserver.add_claim("default", "results")
+    config.storage_mount = str(cluster.claim_dir("default", "results"))
+    common = dict(backend="kubernetes", ps=1, workers=1, storage="pvc:results/runs", setup_timeout=180)
+    first = make_spec(
+        tf_keras_cell(epochs=40, steps=20, step_sleep=0.1), name="first", max_restarts=0, **common
+    )
+    backend.submit(first, Payload(code=first.code))
+    stop = follow(backend, "first")
+    wait_for(
+        lambda: len(epoch_events(backend.events("first"))) >= 2, 600, "two epochs of the first job", poll=0.5
+    )
+    [chief] = [p["metadata"]["name"] for p in pods_of(apiserver, "first") if "chief" in p["metadata"]["name"]]
+    cluster.kill("default", chief)  # SIGKILL: nothing gets to tidy up
+    assert wait_done(backend, "first", timeout=120).phase == "failed"
+    stop.set()
+    wait_for(lambda: not pods_of(apiserver, "first"), 60, "the pods of first to be gone")
+    reached = max(e["step"] for e in backend.events("first") if isinstance(e.get("step"), int))
+    assert backend.checkpoint_location("first") == f"{st.STORAGE_MOUNT}/runs/first/checkpoints"
+
+    again = make_spec(tf_keras_cell(epochs=10, steps=20), name="again", resume_from="first", **common)
+    backend.submit(again, Payload(code=again.code))
+    stop = follow(backend, "again")
+    status = wait_done(backend, "again", timeout=600)
+    stop.set()
+    assert status.phase == "succeeded", f"{status.message}\n{backend.logs('again', 'chief-0')[-3000:]}"
+    events = backend.events("again")
+    steps = [e["step"] for e in events if e.get("type") in ("metric", "epoch")]
+    epochs = [e["epoch"] for e in epoch_events(events)]
+    assert steps and 20 < min(steps) <= reached + 20, (steps[:5], reached)  # continues, not from step 1
+    assert epochs[0] >= 1 and epochs[-1] == 9, epochs
+    index = json.loads((Path(backend.artifacts_location("again")) / "artifacts.json").read_text())
+    # what the pods saw as /tfk8s/storage/runs/first/checkpoints (the test kubelet maps the mount to the claim)
+    assert index["resumed_from"] == str(
+        cluster.claim_dir("default", "results") / "runs" / "first" / "checkpoints"
+    )
