@@ -6,6 +6,8 @@
 * :func:`job_backup`: ``BackupAndRestore`` in the job's checkpoint dir, saving the first epoch and then at
   most every interval, so a restarted job resumes from its last saved epoch.
 * :func:`safe_terminate_on_nan`: ``TerminateOnNaN`` that works with parameter-server logs.
+* :func:`job_tensorboard`: the reporting replica's ``TensorBoard`` in the job's artifacts (epoch summaries
+  only).
 
 The callback classes derive from the cell's Keras (Keras 3 or tf_keras), so each is built by a function
 that takes the ``keras`` module. Part of the runner: it travels with it in the job's ConfigMap.
@@ -18,8 +20,10 @@ import time
 from typing import TYPE_CHECKING
 
 try:
+    from tfk8s_jupyter.replica_artifacts import explain_restore_failure
     from tfk8s_jupyter.replica_output import log
 except ImportError:  # standalone: the shipped modules sit beside this file
+    from replica_artifacts import explain_restore_failure  # type: ignore[no-redef]
     from replica_output import log  # type: ignore[no-redef]
 
 if TYPE_CHECKING:
@@ -146,20 +150,43 @@ def job_backup(keras):
     """The job's ``BackupAndRestore`` class for ``keras`` (Keras 3 or tf_keras)."""
 
     class JobBackupAndRestore(keras.callbacks.BackupAndRestore):
-        """``BackupAndRestore`` that saves the first epoch, then at most every ``interval`` seconds.
+        """``BackupAndRestore`` that saves the first epoch, then at most every ``interval`` seconds, and keeps
+        its last checkpoint when ``fit`` ends (a later job resumes from it, ``TFK8S_RESUME_FROM``).
 
         A save costs ~0.1 s with parameter servers (variables come from the ps): with short epochs,
-        saving every one of them would cost several percent of the training time.
+        saving every one of them would cost several percent of the training time. A checkpoint that does
+        not fit the cell's model (another shape) is one sentence (:class:`RestoreError`), not Keras's
+        traceback.
         """
 
-        def __init__(self, backup_dir: str, interval: float) -> None:
-            super().__init__(backup_dir)
+        def __init__(self, backup_dir: str, interval: float, resumed_from: str | None = None) -> None:
+            super().__init__(backup_dir, delete_checkpoint=False)
             self.interval = interval
+            self.resumed_from = resumed_from
             self.last_save: float | None = None
             self.last_saved_epoch: int | None = None
+            self.last_epoch_end: int | None = None
             self.async_safe = True  # save_freq="epoch": its batch-end hook does nothing
 
+        def on_train_begin(self, logs=None):
+            try:
+                super().on_train_begin(logs)
+            except (ValueError, TypeError, KeyError, OSError) as exc:
+                raise explain_restore_failure(exc, self.backup_dir, self.resumed_from) from None
+
+        def on_train_end(self, logs=None):
+            # The kept checkpoint is the fit's last epoch, even when the interval skipped its save.
+            last = self.last_epoch_end
+            if last is not None and self.last_saved_epoch != last:
+                self.interval, interval = 0.0, self.interval
+                try:
+                    self.on_epoch_end(last, logs)
+                finally:
+                    self.interval = interval
+            super().on_train_end(logs)
+
         def on_epoch_end(self, epoch, logs=None):
+            self.last_epoch_end = int(epoch)
             now = time.monotonic()
             if self.interval > 0 and self.last_save is not None and now - self.last_save < self.interval:
                 if hasattr(self, "_current_epoch"):  # Keras 3 keeps its epoch count here
@@ -209,3 +236,32 @@ def safe_terminate_on_nan(keras, runtime: Runtime):
             self._check(logs)
 
     return SafeTerminateOnNaN
+
+
+def job_tensorboard(keras):
+    """The job's ``TensorBoard`` callback class for ``keras``: epoch summaries only, nothing per batch.
+
+    No histograms, graph, images or profiling, ``update_freq="epoch"``; with Keras 3 its batch hooks are
+    dropped (they call ``tf.summary.scalar`` for every batch, to no writer) and it is marked async-safe,
+    so adding it never makes Keras 3 give up dispatching batch callbacks in its thread pool.
+    """
+
+    class JobTensorBoard(keras.callbacks.TensorBoard):
+        def __init__(self, log_dir: str) -> None:
+            super().__init__(
+                log_dir=log_dir,
+                histogram_freq=0,
+                write_graph=False,
+                write_images=False,
+                update_freq="epoch",
+                profile_batch=0,
+            )
+            self.async_safe = True
+
+        def on_train_batch_begin(self, batch, logs=None):
+            pass
+
+        def on_train_batch_end(self, batch, logs=None):
+            pass
+
+    return JobTensorBoard

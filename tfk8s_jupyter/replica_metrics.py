@@ -22,6 +22,7 @@ ConfigMap.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -56,8 +57,8 @@ class CellMetrics:
         self._thread.start()
         return self
 
-    def add(self, step: int | None, values: dict[str, float]) -> None:
-        """Values of one step (``step`` None: one more than the last step seen)."""
+    def add(self, step: int | None, values: dict[str, float]) -> int:
+        """Values of one step (``step`` None: one more than the last step seen); returns the step used."""
         with self.lock:
             if step is None:  # another series of the pending step, or the next step
                 pending = self.values and not (set(values) & set(self.values))
@@ -73,6 +74,7 @@ class CellMetrics:
             self.step = step
             self.last_step = step
             self.values.update(values)
+            return step
 
     def flush(self) -> None:
         """Print the pending point now (the cell's end)."""
@@ -118,49 +120,111 @@ def write_scalar_without_tensorboard(tf, name, data, step, description):
         )
 
 
-def patch_summary_scalar(tf, metrics: CellMetrics | None, in_fit) -> None:
-    """Make eager ``tf.summary.scalar`` calls also points of ``metrics`` (not while ``in_fit()``; never
-    when ``metrics`` is None, a replica that does not report), and write without TensorBoard."""
-    summary = tf.summary
-    original = summary.scalar
-    if getattr(original, "_tfk8s", False):
-        return
+def has_default_writer(tf) -> bool:
+    """Whether a ``tf.summary`` writer is the default here (the cell's ``with writer.as_default():``)."""
+    import importlib
 
-    def scalar(name, data, step=None, description=None):
-        try:
-            written = original(name, data, step=step, description=description)
-        except Exception as exc:  # TBNotInstalledError: TensorFlow 2.21 no longer pulls in TensorBoard
-            if type(exc).__name__ != "TBNotInstalledError":
-                raise
-            written = write_scalar_without_tensorboard(tf, name, data, step, description)
-        if metrics is None or in_fit() or not tf.executing_eagerly():
-            return written
-        try:
-            if step is None:
-                step = tf.summary.experimental.get_step()
-            number = data.numpy() if hasattr(data, "numpy") else data
-            value = float(number)
-            step_number = None if step is None else int(step.numpy() if hasattr(step, "numpy") else step)
-        except (TypeError, ValueError) as exc:
-            log(f"tf.summary.scalar({name!r}) is not a scalar number ({type(exc).__name__}); not reported")
-            return written
-        metrics.add(step_number, {str(name): value})
-        return written
+    try:
+        return importlib.import_module("tensorflow.python.ops.summary_ops_v2").has_default_writer()
+    except (ImportError, AttributeError):
+        return True  # unknown: never write somewhere the cell did not ask
 
-    scalar._tfk8s = True
-    scalar.__wrapped__ = original
-    scalar.__doc__ = original.__doc__
-    # Every public alias: tf.summary, and tf.compat.v2.summary (what tf_keras's TensorBoard callback calls).
-    modules = [summary]
+
+def _summary_modules(tf, name: str, original) -> list:
+    """Every public module whose ``name`` is ``original``: tf.summary, tf.compat.v2.summary (what tf_keras's
+    TensorBoard callback calls) and ``tensorflow.summary`` (Keras 3's). ``import tensorflow.summary`` made
+    after a patch would replace ``tf.summary`` with a fresh, unpatched module: it is imported first."""
+    import importlib
+
+    try:
+        importlib.import_module("tensorflow.summary")
+    except ImportError:
+        pass
+    modules = [tf.summary]
     try:
         modules.append(tf.compat.v2.summary)
     except AttributeError:
         pass
     modules += [
-        m
-        for name, m in list(sys.modules.items())
-        if name.endswith(".summary") and name.startswith("tensorflow")
+        m for n, m in list(sys.modules.items()) if n.endswith(".summary") and n.startswith("tensorflow")
     ]
+    return [m for m in dict.fromkeys(modules) if vars(m).get(name) is original]
+
+
+def patch_summary_scalar(tf, metrics: CellMetrics | None, in_fit, artifacts=None) -> None:
+    """Make eager ``tf.summary.scalar`` calls also points of ``metrics`` (not while ``in_fit()``; never
+    when ``metrics`` is None, a replica that does not report), and write without TensorBoard.
+
+    With ``artifacts`` (the reporting replica's ``JobArtifacts``), an eager call outside ``fit`` made with
+    no default writer is written to ``<artifacts>/tensorboard/cell`` (at the step it is reported with), and
+    the folders of the cell's own ``tf.summary.create_file_writer`` are recorded in ``artifacts.json``.
+    """
+    summary = tf.summary
+    original = summary.scalar
+    if getattr(original, "_tfk8s", False):
+        return
+    modules = _summary_modules(tf, "scalar", original)
+
+    def write(name, data, step, description):
+        try:
+            return original(name, data, step=step, description=description)
+        except Exception as exc:  # TBNotInstalledError: TensorFlow 2.21 no longer pulls in TensorBoard
+            if type(exc).__name__ != "TBNotInstalledError":
+                raise
+            return write_scalar_without_tensorboard(tf, name, data, step, description)
+
+    def scalar(name, data, step=None, description=None):
+        eager = tf.executing_eagerly()
+        to_artifacts = (
+            artifacts is not None
+            and artifacts.enabled
+            and eager
+            and not in_fit()
+            and not has_default_writer(tf)
+        )
+        if not to_artifacts:
+            written = write(name, data, step, description)
+            if metrics is None or in_fit() or not eager:
+                return written
+        try:
+            step_number = step if step is not None else tf.summary.experimental.get_step()
+            number = data.numpy() if hasattr(data, "numpy") else data
+            value = float(number)
+            if step_number is not None:
+                step_number = int(step_number.numpy() if hasattr(step_number, "numpy") else step_number)
+        except (TypeError, ValueError) as exc:
+            log(f"tf.summary.scalar({name!r}) is not a scalar number ({type(exc).__name__}); not reported")
+            return write(name, data, step, description) if to_artifacts else written
+        used = metrics.add(step_number, {str(name): value}) if metrics is not None else step_number
+        if not to_artifacts:
+            return written
+        with artifacts.cell_writer().as_default():
+            return write(name, data, used if used is not None else 0, description)
+
+    scalar._tfk8s = True
+    scalar.__wrapped__ = original
+    scalar.__doc__ = original.__doc__
     for module in modules:
-        if vars(module).get("scalar") is original:
-            module.scalar = scalar
+        module.scalar = scalar
+    if artifacts is not None and artifacts.enabled:
+        _record_file_writers(tf, artifacts, in_fit)
+
+
+def _record_file_writers(tf, artifacts, in_fit) -> None:
+    """The folders of the cell's own ``tf.summary.create_file_writer`` calls, recorded in artifacts.json."""
+    original = tf.summary.create_file_writer
+    if getattr(original, "_tfk8s", False):
+        return
+    modules = _summary_modules(tf, "create_file_writer", original)
+
+    def create_file_writer(logdir, *args, **kwargs):
+        writer = original(logdir, *args, **kwargs)
+        if not in_fit() and isinstance(logdir, (str, os.PathLike)):
+            artifacts.record_tensorboard(os.fspath(logdir))
+        return writer
+
+    create_file_writer._tfk8s = True
+    create_file_writer.__wrapped__ = original
+    create_file_writer.__doc__ = original.__doc__
+    for module in modules:
+        module.create_file_writer = create_file_writer

@@ -4,8 +4,9 @@
 and patches ``Model.fit`` on every replica: it refuses a model not built under the job's strategy
 (:class:`DistributionError`: never a silent single-process run), coerces ``verbose`` where a progress bar
 cannot work or would be duplicated, and adds the callbacks of ``replica_callbacks.py`` (job backup,
-metrics on the reporting replica, a TerminateOnNaN that reads parameter-server logs). After ``fit`` it logs
-a digest of the weights, which the replicas of an all-reduce job must agree on.
+metrics and a TensorBoard in the job's artifacts on the reporting replica, a TerminateOnNaN that reads
+parameter-server logs). After ``fit`` it logs a digest of the weights, which the replicas of an all-reduce
+job must agree on, and keeps the model (``trained_model``: the runner saves it into the artifacts).
 
 Part of the runner (see ``runner.py``): ``tf`` is passed in, Keras is imported only inside methods. It
 travels with the runner in the job's ConfigMap.
@@ -14,11 +15,13 @@ travels with the runner in the job's ConfigMap.
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
+import os
 
 try:
+    from tfk8s_jupyter.replica_artifacts import backup_subdir
     from tfk8s_jupyter.replica_callbacks import (
         job_backup,
+        job_tensorboard,
         metrics_callback,
         safe_terminate_on_nan,
         to_float,
@@ -32,8 +35,10 @@ try:
     from tfk8s_jupyter.replica_keras import patch_clear_session
     from tfk8s_jupyter.replica_output import Reporter, log
 except ImportError:  # standalone: the shipped modules sit beside this file
+    from replica_artifacts import backup_subdir  # type: ignore[no-redef]
     from replica_callbacks import (  # type: ignore[no-redef]
         job_backup,
+        job_tensorboard,
         metrics_callback,
         safe_terminate_on_nan,
         to_float,
@@ -93,6 +98,10 @@ class Runtime:
         self.fit_count = 0
         self.fitting = 0  # fit calls running (nested: fit's own evaluate)
         self.last_model: dict = {}
+        self.trained_model = None  # the model of the last successful fit (saved into the artifacts)
+        self.artifacts = (
+            None  # replica_artifacts.JobArtifacts on the reporting replica of a job with artifacts
+        )
         self.replicas = int(getattr(strategy, "num_replicas_in_sync", 1) or 1)
 
     # --- the default strategy
@@ -225,8 +234,15 @@ class Runtime:
             # Only the chief saves with parameter servers, so it may skip epochs; all-reduce workers must
             # all save the same epochs (they restore and resume together), so they save every epoch.
             interval = self.renv.checkpoint_interval if self.renv.strategy == "parameter_server" else 0.0
-            backup = job_backup(keras)(self.backup_dir(fit_index), interval)
+            resumed = getattr(self.artifacts, "resumed", None) or {}
+            backup = job_backup(keras)(self.backup_dir(fit_index), interval, resumed.get("from"))
             callbacks.append(backup)
+        if self.artifacts is not None and self.artifacts.enabled:
+            own = [cb for cb in callbacks if isinstance(cb, keras.callbacks.TensorBoard)]
+            for cb in own:  # the cell's own TensorBoard keeps its folder, recorded in artifacts.json
+                self.artifacts.record_tensorboard(str(cb.log_dir))
+            if not own:
+                callbacks.append(job_tensorboard(keras)(self.artifacts.fit_log_dir(fit_index)))
         if self.renv.reporting:
             initial_epoch = int(arguments.get("initial_epoch", 0) or 0)
             callbacks.append(metrics_callback(keras, self)(fit_index, initial_epoch, backup))
@@ -239,8 +255,6 @@ class Runtime:
         Each worker restores its own copy; they are identical, all workers saving the same epochs."""
         if getattr(backup, "_tfk8s_separated", False) or not hasattr(backup, "_weights_path"):
             return
-        import os
-
         path = os.path.join(str(backup.backup_dir), self.renv.name)
         backup.backup_dir = path
         backup._weights_path = os.path.join(path, "latest.weights.h5")
@@ -251,15 +265,10 @@ class Runtime:
         log(f"the cell's BackupAndRestore saves {self.renv.name}'s backup in {path}")
 
     def backup_dir(self, fit_index: int) -> str | None:
-        base = Path(self.renv.checkpoint_dir) / f"fit-{fit_index}"
-        if self.renv.strategy == "parameter_server":
-            path = base / "chief"
-        elif self.renv.strategy == "multi_worker_mirrored" and not self.renv.uses_tf_keras:
-            path = base / self.renv.name  # Keras 3 locks its backup file: one dir per worker
-        else:
-            path = base / "shared"  # tf_keras all-reduce needs the same dir on every worker
-        path.mkdir(parents=True, exist_ok=True)
-        return str(path)
+        """``$TFK8S_CHECKPOINT_DIR/fit-<i>/<chief|worker-<n>|shared>`` (see ``backup_subdir``); a path or URI."""
+        path = os.path.join(self.renv.checkpoint_dir, f"fit-{fit_index}", backup_subdir(self.renv))
+        self.tf.io.gfile.makedirs(path)
+        return path
 
     def after_fit(self, model) -> None:
         try:
@@ -267,6 +276,7 @@ class Runtime:
         except Exception as exc:  # reading weights from a ps that is gone
             info = {"weights_sha256": None, "variable_device": None, "note": f"{type(exc).__name__}"}
         self.last_model = info
+        self.trained_model = model
         log(
             f"fit {self.fit_count - 1} finished on {self.renv.name}: weights_sha256={info['weights_sha256']} "
             f"variable_device={info['variable_device']}"

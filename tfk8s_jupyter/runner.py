@@ -81,6 +81,7 @@ from pathlib import Path
 try:
     from tfk8s_jupyter import (
         cell_report,
+        replica_artifacts,
         replica_callbacks,
         replica_inputs,
         replica_keras,
@@ -109,6 +110,7 @@ try:
 except ImportError:  # standalone: the shipped modules sit beside this file
     import cell_report  # type: ignore[no-redef]
     import payload as payload_mod  # type: ignore[no-redef]
+    import replica_artifacts  # type: ignore[no-redef]
     import replica_callbacks  # type: ignore[no-redef]
     import replica_inputs  # type: ignore[no-redef]
     import replica_keras  # type: ignore[no-redef]
@@ -148,6 +150,7 @@ RUNNER_SOURCE_NAMES = frozenset(
             m.__file__
             for m in (
                 cell_report,
+                replica_artifacts,
                 replica_callbacks,
                 replica_inputs,
                 replica_keras,
@@ -356,6 +359,11 @@ def keep_process_temp_dir(renv: ReplicaEnv) -> str | None:
     """
     if not renv.checkpoint_dir:
         return None
+    if replica_artifacts.is_uri(renv.checkpoint_dir):
+        log(
+            f"the checkpoint dir {renv.checkpoint_dir} is a URI; multiprocessing's temp dir stays per process"
+        )
+        return None
     import multiprocessing.process
 
     path = Path(renv.checkpoint_dir) / "tmp"
@@ -373,7 +381,7 @@ def start_cell_metrics(tf, renv: ReplicaEnv, runtime, reporter: Reporter):
     elsewhere). ``tf.summary.scalar`` is patched on every replica: it writes even without TensorBoard."""
     expose_report()
     metrics = CellMetrics(reporter, renv.metric_interval).start() if renv.reporting else None
-    patch_summary_scalar(tf, metrics, runtime.in_fit)
+    patch_summary_scalar(tf, metrics, runtime.in_fit, runtime.artifacts)
     if metrics is not None:
         cell_report._sink = metrics.add
     return metrics
@@ -423,6 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         prepare_process_env(renv)
         payload = None if renv.serves_only else load_payload(renv)
         tf = check_image(renv)
+        artifacts = None if renv.serves_only else replica_artifacts.open_artifacts(tf, renv)
     except SetupError as exc:
         log(str(exc))
         reporter.emit("error", always=True, message=str(exc), traceback="")
@@ -446,6 +455,7 @@ def main(argv: list[str] | None = None) -> int:
             if renv.strategy == "parameter_server":
                 install_keras_alias()
         runtime = Runtime(tf, renv, strategy, reporter)
+        runtime.artifacts = artifacts
         runtime.patch_fit()
         runtime.patch_clear_session()
         runtime.set_default_strategy()
@@ -466,6 +476,7 @@ def main(argv: list[str] | None = None) -> int:
             ps=len(renv.cluster.get("ps", [])),
             pid=os.getpid(),
             setup_seconds=round(time.time() - started, 3),
+            resumed_from=(artifacts.resumed or {}).get("from"),
         )
         prepare_workdir(renv, payload)
         keep_process_temp_dir(renv)
@@ -485,12 +496,20 @@ def main(argv: list[str] | None = None) -> int:
                 message, summary, line = summarize_exception(exc)
             traceback.print_exc()
             reporter.emit("error", always=True, message=message, traceback=summary, line=line, phase=phase)
+            if phase == "cell":
+                artifacts.finish(None, "", succeeded=False)
             sys.stdout.flush()
             return EXIT_CELL_ERROR if phase == "cell" else EXIT_SETUP_ERROR
     if cell_metrics is not None:
         cell_metrics.close()
+    flavour = "tf_keras" if renv.uses_tf_keras else "keras3"
+    index = artifacts.finish(runtime.trained_model, flavour, succeeded=True, reporter=reporter)
     reporter.emit(
-        "end", status="succeeded", seconds=round(time.time() - started, 3), model=runtime.last_model
+        "end",
+        status="succeeded",
+        seconds=round(time.time() - started, 3),
+        model=runtime.last_model,
+        artifacts=index,
     )
     sys.stdout.flush()
     return 0

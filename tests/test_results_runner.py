@@ -1,0 +1,363 @@
+"""Results come back, the runner's side: the job's artifact directory (TFK8S_ARTIFACTS) with the trained model,
+kept checkpoints, TensorBoard logs and artifacts.json; a new job resuming from an earlier job's checkpoints
+(TFK8S_RESUME_FROM). Real TensorFlow replicas launched by hand with the runner contract's environment."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import cells  # noqa: E402
+from handlaunch import REPO, HandLaunch  # noqa: E402
+
+from tfk8s_jupyter import runner  # noqa: E402
+
+PS = "parameter_server"
+MWMS = "multi_worker_mirrored"
+JOB_TIMEOUT = 150
+
+# The fit cell with its epoch count from the environment, a little slower per step so it can be killed
+# mid-training.
+SLOW_FIT = cells.TF_KERAS.replace(
+    "history = model.fit(ds, epochs=3, steps_per_epoch=20)",
+    """import os, time
+class Slow(tf.keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        time.sleep(float(os.environ.get("STEP_SLEEP", "0")))
+
+history = model.fit(ds, epochs=int(os.environ["EPOCHS"]), steps_per_epoch=20, callbacks=[Slow()])""",
+)
+
+# Another shape: 32 hidden units instead of 16.
+WIDER = SLOW_FIT.replace("Dense(16", "Dense(32")
+
+# A custom loop: tf.summary.scalar with no writer (lands in the artifacts) and with the cell's own writer.
+CUSTOM_LOOP = """\
+import os
+import tensorflow as tf
+own = tf.summary.create_file_writer(os.path.join(os.getcwd(), "own-logs"))
+for step in range(1, 11):
+    loss = tf.constant(1.0 / step)
+    tf.summary.scalar("loss", loss, step=step)
+    with own.as_default():
+        tf.summary.scalar("inverse", 1.0 / loss, step=step)
+own.flush()
+print("loop done")
+"""
+
+# The cell's own TensorBoard callback: it keeps its folder.
+OWN_TENSORBOARD = cells.TF_KERAS.replace(
+    "history = model.fit(ds, epochs=3, steps_per_epoch=20)",
+    "history = model.fit(ds, epochs=3, steps_per_epoch=20, "
+    "callbacks=[tf.keras.callbacks.TensorBoard(log_dir='tb-own')])",
+)
+
+# Loads the model artifacts.json names in a fresh process (no runner), prints its weights' digest (as the
+# runner computes it) and its loss on the cells' training data.
+LOAD_AND_EVALUATE = """\
+import hashlib, json, os, sys
+artifacts = sys.argv[1]
+index = json.load(open(os.path.join(artifacts, "artifacts.json")))
+if index["model"]["keras"] == "tf_keras":
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    import tf_keras as keras
+else:
+    import keras
+import numpy as np
+model = keras.models.load_model(os.path.join(artifacts, index["model"]["path"]))
+digest = hashlib.sha256()
+for w in model.get_weights():
+    digest.update(np.ascontiguousarray(w).tobytes())
+rng = np.random.default_rng(7)
+x = rng.normal(size=(2048, 8)).astype("float32")
+true_w = rng.normal(size=(8, 1)).astype("float32")
+y = (x @ true_w + 0.1 * rng.normal(size=(2048, 1))).astype("float32")
+loss = model.evaluate(x, y, batch_size=256, verbose=0)
+loss = loss[0] if isinstance(loss, list) else loss
+print(json.dumps({"module": type(model).__module__, "sha": digest.hexdigest()[:16], "loss": float(loss)}))
+"""
+
+
+def _job(tmp_path: Path, name: str, code: str, strategy: str, workers: int, ps: int = 0, env=None):
+    """A hand-launched job whose artifacts are ``<tmp>/<name>/artifacts`` with the checkpoints inside, as the
+    backends lay them out."""
+    art = tmp_path / name / "artifacts"
+    contract = {"TFK8S_ARTIFACTS": str(art), "TFK8S_CHECKPOINT_DIR": str(art / "checkpoints"), **(env or {})}
+    return HandLaunch(code, strategy, workers, tmp_path / name, ps=ps, env=contract, job=name), art
+
+
+def _wait_all(h: HandLaunch, timeout: float = JOB_TIMEOUT) -> dict[str, int]:
+    return {name: h.wait(name, timeout) for name in h.replicas}
+
+
+def _load_in_fresh_process(art: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TFK8S_") and k != "TF_USE_LEGACY_KERAS"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    proc = subprocess.run(
+        [sys.executable, "-c", LOAD_AND_EVALUATE, str(art)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _event_files(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("events.out.tfevents.*") if p.stat().st_size > 0]
+
+
+def _assert_model_comes_back(h: HandLaunch, art: Path, keras: str) -> None:
+    events = h.events()
+    end = events[-1]
+    assert end["type"] == "end" and end["status"] == "succeeded", h.tail(h.reporting)
+    index = json.loads((art / "artifacts.json").read_text())
+    assert end["artifacts"] == index
+    model = index["model"]
+    assert model["path"] == "model/model.keras" and model["format"] == "keras" and model["keras"] == keras
+    assert model["bytes"] == (art / "model" / "model.keras").stat().st_size > 0
+    assert 0 < model["save_seconds"] < 30
+    assert index["tensorboard"] == ["tensorboard"] and index["checkpoints"] == "checkpoints"
+    assert _event_files(art / "tensorboard" / "fit-0" / "train"), (
+        "the job's TensorBoard callback wrote nothing"
+    )
+
+    loaded = _load_in_fresh_process(art)
+    assert loaded["module"].split(".")[0] == ("tf_keras" if keras == "tf_keras" else "keras")
+    # the very weights the job trained, and a loss where training left it
+    assert loaded["sha"] == end["model"]["weights_sha256"]
+    last_loss = [e for e in events if e["type"] == "epoch"][-1]["values"]["loss"]
+    # (the epoch's reported loss is its running mean while the weights still improve: a little above)
+    assert 0.4 * last_loss <= loaded["loss"] <= 1.1 * last_loss + 0.01, (loaded["loss"], last_loss)
+
+
+@pytest.mark.tf
+def test_keras3_all_reduce_model_comes_back_and_its_checkpoints_are_kept(tmp_path):
+    h, art = _job(tmp_path, "k3", cells.KERAS, MWMS, workers=2)
+    h.start()
+    try:
+        assert _wait_all(h) == {"worker-0": 0, "worker-1": 0}, h.tail("worker-0") + h.tail("worker-1")
+        _assert_model_comes_back(h, art, "keras3")
+        # the last epoch's backup stays after a successful fit, one per worker (Keras 3)
+        for worker in ("worker-0", "worker-1"):
+            meta = art / "checkpoints" / "fit-0" / worker / "training_metadata.json"
+            assert json.loads(meta.read_text())["epoch"] == 3
+        assert not (h.tmp / "work" / "worker-1" / "model").exists()  # worker 1's part of the save is gone
+    finally:
+        h.teardown()
+
+
+@pytest.mark.tf
+def test_tf_keras_parameter_server_model_comes_back_with_its_last_epoch_checkpointed(tmp_path):
+    h, art = _job(tmp_path, "ps", cells.TF_KERAS, PS, workers=1, ps=1)
+    h.start()
+    try:
+        assert h.wait("chief-0", JOB_TIMEOUT) == 0, h.tail("chief-0")
+        _assert_model_comes_back(h, art, "tf_keras")
+        assert "/job:ps" in h.events()[-1]["model"]["variable_device"]
+        # the chief saved epoch 0, the interval skipped the others, and the fit's end saved the last one
+        state = (art / "checkpoints" / "fit-0" / "chief" / "chief" / "checkpoint").read_text()
+        assert 'model_checkpoint_path: "ckpt-2"' in state
+    finally:
+        h.teardown()
+
+
+@pytest.mark.tf
+def test_a_killed_job_is_continued_by_a_job_that_resumes_from_its_checkpoints(tmp_path):
+    first, first_art = _job(
+        tmp_path, "first", SLOW_FIT, MWMS, workers=2, env={"EPOCHS": "40", "STEP_SLEEP": "0.01"}
+    )
+    first.start()
+    try:
+        first.wait_event(lambda e: e["type"] == "checkpoint" and e.get("epoch", 0) >= 1, JOB_TIMEOUT)
+        for name in first.replicas:  # killed: nothing gets to tidy up
+            first.kill(name, signal.SIGKILL)
+        _wait_all(first, 30)
+    finally:
+        first.teardown()
+    first_events = first.events()
+    assert first_events[-1]["type"] != "end"
+    saved = first_art / "checkpoints" / "fit-0" / "worker-0" / "training_metadata.json"
+    next_epoch = json.loads(saved.read_text())["epoch"]  # the epoch the killed job would have run next
+    assert next_epoch >= 2
+    first_losses = {e["epoch"]: e["values"]["loss"] for e in first_events if e["type"] == "epoch"}
+
+    epochs = next_epoch + 3
+    second, art = _job(
+        tmp_path,
+        "second",
+        SLOW_FIT,
+        MWMS,
+        workers=2,
+        env={"EPOCHS": str(epochs), "TFK8S_RESUME_FROM": str(first_art / "checkpoints")},
+    )
+    second.start()
+    try:
+        assert _wait_all(second) == {"worker-0": 0, "worker-1": 0}, second.tail("worker-0")
+        events = second.events()
+        assert events[0]["type"] == "start" and events[0]["resumed_from"] == str(first_art / "checkpoints")
+        restored = [e for e in events if e["type"] == "checkpoint" and e["action"] == "restored"]
+        assert [e["epoch"] for e in restored] == [next_epoch]
+        ends = [e for e in events if e["type"] == "epoch"]
+        # epochs and the global step continue from the earlier job's
+        assert [e["epoch"] for e in ends] == list(range(next_epoch, epochs))
+        assert [e["step"] for e in ends] == [20 * (e + 1) for e in range(next_epoch, epochs)]
+        points = [e for e in events if e["type"] == "metric"]
+        assert points and min(p["step"] for p in points) > 20 * next_epoch
+        # the loss goes on from where the first job left it, it does not start over
+        assert ends[0]["values"]["loss"] < 0.5 * first_losses[0]
+        assert ends[0]["values"]["loss"] <= 1.5 * first_losses[next_epoch - 1] + 0.05
+        index = json.loads((art / "artifacts.json").read_text())
+        assert index["resumed_from"] == str(first_art / "checkpoints") and index["model"]["bytes"] > 0
+        # each worker copied its own backup in; the earlier job's is untouched
+        for worker in ("worker-0", "worker-1"):
+            marker = json.loads((art / "checkpoints" / f"resumed-{worker}.json").read_text())
+            assert marker["fits"] == [0]
+        assert json.loads(saved.read_text())["epoch"] == next_epoch
+    finally:
+        second.teardown()
+
+
+@pytest.mark.tf
+def test_resuming_from_no_checkpoint_or_another_shape_is_one_sentence(tmp_path):
+    empty = tmp_path / "nothing" / "checkpoints"
+    empty.mkdir(parents=True)
+    h, _ = _job(
+        tmp_path,
+        "from-nothing",
+        SLOW_FIT,
+        "mirrored",
+        1,
+        env={"EPOCHS": "2", "TFK8S_RESUME_FROM": str(empty)},
+    )
+    h.start()
+    try:
+        assert h.wait("worker-0", JOB_TIMEOUT) == runner.EXIT_SETUP_ERROR
+        (error,) = h.events()
+        assert error["message"].startswith(f"the job to resume from has no checkpoint in {empty} (")
+        assert error["message"].count(". ") == 0 and error["message"].endswith("--resume-from.")
+    finally:
+        h.teardown()
+
+    first, first_art = _job(tmp_path, "narrow", SLOW_FIT, "mirrored", 1, env={"EPOCHS": "2"})
+    first.start()
+    try:
+        assert first.wait("worker-0", JOB_TIMEOUT) == 0, first.tail("worker-0")
+    finally:
+        first.teardown()
+    wider, _ = _job(
+        tmp_path,
+        "wider",
+        WIDER,
+        "mirrored",
+        1,
+        env={"EPOCHS": "4", "TFK8S_RESUME_FROM": str(first_art / "checkpoints")},
+    )
+    wider.start()
+    try:
+        assert wider.wait("worker-0", JOB_TIMEOUT) == runner.EXIT_CELL_ERROR
+        error = wider.events()[-1]
+        assert error["type"] == "error"
+        assert error["message"].startswith(
+            f"RestoreError: the checkpoint copied from the earlier job ({first_art / 'checkpoints'}) cannot be "
+            "restored into the model this cell builds ("
+        ), error["message"]
+        assert "same model (layers and shapes)" in error["message"]
+        assert not [e for e in wider.events() if e["type"] == "epoch"]
+    finally:
+        wider.teardown()
+
+
+@pytest.mark.tf
+def test_a_custom_loop_writes_tensorboard_logs_and_saves_no_model(tmp_path):
+    h, art = _job(tmp_path, "loop", CUSTOM_LOOP, "mirrored", 1)
+    h.start()
+    try:
+        assert h.wait("worker-0", JOB_TIMEOUT) == 0, h.tail("worker-0")
+        events = h.events()
+        assert len([e for e in events if e["type"] == "metric"]) >= 1  # still streamed as points
+        index = json.loads((art / "artifacts.json").read_text())
+        assert index["model"] is None and "trained no model with fit" in index["model_note"]
+        assert not (art / "model").exists()
+        own = h.tmp / "work" / "worker-0" / "own-logs"
+        assert index["tensorboard"] == [str(own), "tensorboard"]
+        assert _event_files(art / "tensorboard" / "cell"), "scalars with no writer landed nowhere"
+        assert _event_files(own)
+        # the no-writer scalars only: the cell's own writer keeps its own
+        assert b"loss" in _event_files(art / "tensorboard" / "cell")[0].read_bytes()
+    finally:
+        h.teardown()
+
+
+@pytest.mark.tf
+def test_no_save_model_saves_none_and_the_cells_own_tensorboard_keeps_its_folder(tmp_path):
+    h, art = _job(tmp_path, "nosave", OWN_TENSORBOARD, "mirrored", 1, env={"TFK8S_SAVE_MODEL": "0"})
+    h.start()
+    try:
+        assert h.wait("worker-0", JOB_TIMEOUT) == 0, h.tail("worker-0")
+        index = json.loads((art / "artifacts.json").read_text())
+        assert h.events()[-1]["artifacts"] == index
+        assert index["model"] is None and "--no-save-model" in index["model_note"]
+        assert not (art / "model").exists()
+        own = h.tmp / "work" / "worker-0" / "tb-own"
+        assert index["tensorboard"] == [str(own)]
+        assert _event_files(own) and not (art / "tensorboard").exists()
+        assert (art / "checkpoints" / "fit-0" / "shared" / "latest.weights.h5").is_file()
+    finally:
+        h.teardown()
+
+
+@pytest.mark.tf
+def test_artifacts_at_a_uri_go_through_tf_io_gfile(tmp_path):
+    # ram:// is TensorFlow's in-process file system: a URI no pathlib code could write to correctly
+    h = HandLaunch(
+        cells.TF_KERAS,
+        "mirrored",
+        1,
+        tmp_path,
+        env={
+            "TFK8S_ARTIFACTS": "ram://job/artifacts",
+            "TFK8S_CHECKPOINT_DIR": "ram://job/artifacts/checkpoints",
+        },
+    ).start()
+    try:
+        assert h.wait("worker-0", JOB_TIMEOUT) == 0, h.tail("worker-0")
+        events = h.events()
+        model = events[-1]["artifacts"]["model"]
+        assert model["bytes"] > 10_000 and model["keras"] == "keras3"
+        assert [e["epoch"] for e in events if e["type"] == "checkpoint"] == [0, 1, 2]
+        assert not [p for p in tmp_path.rglob("ram:*")], "a URI was written as a local path"
+    finally:
+        h.teardown()
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("where", ["under-a-file", "s3"])
+def test_an_unwritable_artifact_dir_fails_at_start_with_one_sentence(tmp_path, where):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    target = str(blocker / "artifacts") if where == "under-a-file" else "s3://tfk8s-no-bucket/job"
+    h = HandLaunch(cells.TF_KERAS, "mirrored", 1, tmp_path / "job", env={"TFK8S_ARTIFACTS": target}).start()
+    try:
+        assert h.wait("worker-0", 90) == runner.EXIT_SETUP_ERROR
+        (error,) = h.events()
+        message = error["message"]
+        assert message.startswith(
+            f"the job's artifact directory {target} cannot be written from this replica ("
+        )
+        assert message.endswith("installed in the image).") and "\n" not in message
+        if where == "s3":
+            assert "File system scheme 's3' not implemented" in message
+        assert not (tmp_path / "job" / "work").exists()  # stopped before the cell's work dir was made
+    finally:
+        h.teardown()
