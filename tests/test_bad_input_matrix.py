@@ -348,7 +348,7 @@ CASES = [
         "max_restarts is -1",
         "0 (never restart)",
     ),
-    case("magic", "unclosed-quote", ("--env 'A=1", CODE), "quotation", "close the quote"),
+    case("magic", "unclosed-quote", ("--env 'A=1", CODE), "a quote that is never closed", "close it"),
     case("magic", "out-not-a-name", ("--out 2fast", CODE), "'2fast'", "--out job"),
     case("magic", "wait-and-no-wait", ("--wait --no-wait", CODE), "--wait and --no-wait", "only one"),
     case("magic", "empty-cell", ("", "\n\n"), "the cell is empty", "model.fit"),
@@ -374,7 +374,7 @@ CASES = [
     case("magic", "storage-on-local", ("--storage pvc:data", CODE), "'pvc:data'", "backend='kubernetes'"),
     case("magic", "code-with-ipython-after-python", ("", "x = 1\n  !ls\n"), "line 2", "separate cell"),
     # -- the line magics ----------------------------------------------------------------------------------
-    case("line", "logs-tail-text", ("tfk8s_logs", "some-job --tail lots"), "'lots'", "--tail 2"),
+    case("line", "logs-tail-text", ("tfk8s_logs", "some-job --tail lots"), "'lots'", "--tail 50"),
     case("line", "logs-bad-name", ("tfk8s_logs", "Bad_Name"), "'Bad_Name'", "%tfk8s_jobs"),
     case("line", "stop-missing", ("tfk8s_stop", "no-such-job"), "'no-such-job'", "%tfk8s_jobs lists"),
     case(

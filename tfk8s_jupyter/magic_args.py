@@ -175,7 +175,7 @@ def train_arguments(func):
     return func
 
 
-_FLOAT_EXAMPLES = {"--metric-interval": "1.0", "--stall-timeout": "120", "--timeout": "600"}
+_EXAMPLES = {"--metric-interval": "1.0", "--stall-timeout": "120", "--timeout": "600", "--tail": "50"}
 
 
 def fix_usage(message: str, func=None) -> str:
@@ -196,11 +196,11 @@ def fix_usage(message: str, func=None) -> str:
         return f"{m.group(1)} {message.split(': ', 1)[1]}."
     flag = m.group(1) if m else "--workers"
     if "invalid int value" in message:
-        return f"{message}; give a number, e.g. {flag} 2."
+        return f"{message}; give a number, e.g. {flag} {_EXAMPLES.get(flag, '2')}."
     if "invalid float value" in message:
-        return f"{message}; give a number, e.g. {flag} {_FLOAT_EXAMPLES.get(flag, '10')}."
+        return f"{message}; give a number, e.g. {flag} {_EXAMPLES.get(flag, '10')}."
     if "expected one argument" in message:
-        return f"{message}; give it a value, e.g. {flag} {_FLOAT_EXAMPLES.get(flag, '2')}."
+        return f"{message}; give it a value, e.g. {flag} {_EXAMPLES.get(flag, '2')}."
     return f"{message}; run %%tfk8s_train? for the options and examples."
 
 
@@ -212,8 +212,10 @@ def parse_magic_line(func, line: str):
     """
     try:
         argv = shlex.split(line)
-    except ValueError as e:
-        raise UsageError(f"the magic line has {e}; close the quote.") from None
+    except ValueError:
+        raise UsageError(
+            "the magic line has a quote that is never closed; close it, e.g. --env 'MSG=a b'."
+        ) from None
     try:
         return func.parser.parse_args(argv)
     except UsageError as e:
