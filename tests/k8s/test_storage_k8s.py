@@ -148,18 +148,18 @@ def test_where_a_new_job_finds_an_earlier_jobs_checkpoints(earlier, now, expecte
 @pytest.mark.parametrize(
     ("earlier", "now", "message"),
     [
-        ({}, {"storage": "pvc:results"}, r"^job first ran without storage, so its checkpoints vanished"),
+        ({}, {"storage": "pvc:results"}, r"^job 'first' ran without storage, so its checkpoints vanished"),
         (
             {"storage": "pvc:results"},
             {"storage": "pvc:other"},
-            r"^job first keeps its checkpoints on claim results, which this job's pods do not mount; "
+            r"^job 'first' keeps its checkpoints on claim results, which this job's pods do not mount; "
             r"pass --storage pvc:results",
         ),
         ({"storage": "pvc:results"}, {}, r"which this job's pods do not mount"),
         (
             {"storage": "pvc:results", "namespace": "team"},
             {"storage": "pvc:results"},
-            r"^job first ran in namespace team and its claim results belongs there; submit this job with "
+            r"^job 'first' ran in namespace team and its claim results belongs there; submit this job with "
             r"--namespace team",
         ),
     ],
@@ -239,15 +239,16 @@ def test_resume_from_refusals_create_nothing(apiserver, config, backend, tfk8s_h
     apiserver.add_claim("default", "results")
     apiserver.add_claim("default", "other")
     with pytest.raises(
-        JobNotFound, match="^resume_from names job ghost, which does not exist in namespace default"
+        JobNotFound,
+        match="^resume_from 'ghost' names no job in namespace default nor in this notebook's records",
     ):
         backend.submit(spec_of(name="again", storage="pvc:results", resume_from="ghost"), Payload(code=QUICK))
     backend.submit(spec_of(name="plain"), Payload(code=QUICK))
     backend.submit(spec_of(name="kept", storage="pvc:results"), Payload(code=QUICK))
     before = apiserver.count()
-    with pytest.raises(st.StorageError, match="^job plain ran without storage"):
+    with pytest.raises(st.StorageError, match="^job 'plain' ran without storage"):
         backend.submit(spec_of(name="again", storage="pvc:results", resume_from="plain"), Payload(code=QUICK))
-    with pytest.raises(st.StorageError, match="^job kept keeps its checkpoints on claim results"):
+    with pytest.raises(st.StorageError, match="^job 'kept' keeps its checkpoints on claim results"):
         backend.submit(spec_of(name="again", storage="pvc:other", resume_from="kept"), Payload(code=QUICK))
     assert apiserver.count() == before
     assert not (tfk8s_home / "jobs" / "again").exists()
@@ -263,7 +264,7 @@ def test_resume_from_a_job_that_left_no_checkpoint_is_refused_when_the_notebook_
     backend.submit(spec_of(name="kept", storage="pvc:results/runs"), Payload(code=QUICK))
     before = apiserver.count()
     again = spec_of(name="again", storage="pvc:results/runs", resume_from="kept")
-    with pytest.raises(st.StorageError, match=r"^job kept left no checkpoint in .*/runs/kept/checkpoints"):
+    with pytest.raises(st.StorageError, match=r"^job 'kept' left no checkpoint in .*/runs/kept/checkpoints"):
         backend.submit(again, Payload(code=QUICK))
     assert apiserver.count() == before
     (claim_root / "runs" / "kept" / "checkpoints" / "chief").mkdir(parents=True)
@@ -285,7 +286,7 @@ def test_artifacts_location_and_notes(apiserver, config, backend, tmp_path):
     # not mounted in this notebook: None, and why
     assert backend.artifacts_location("claimed") is None
     assert backend.artifacts_reason("claimed").startswith(
-        "job claimed keeps its artifacts on claim results, which this notebook does not mount; mount"
+        "job 'claimed' keeps its artifacts on claim results, which this notebook does not mount; mount"
     )
     config.storage_mount = str(tmp_path / "shared")
     assert backend.artifacts_location("claimed") == f"{tmp_path}/shared/runs/claimed"

@@ -172,8 +172,8 @@ class KubernetesBackend(Backend):
             earlier = self.spec(name)
         except JobNotFound:
             raise JobNotFound(
-                f"resume_from names job {name}, which does not exist in namespace {spec.namespace} nor in this "
-                "notebook's records; pass the name of an earlier job (see %tfk8s_jobs)."
+                f"resume_from {name!r} names no job in namespace {spec.namespace} nor in this notebook's "
+                "records; pass the name of an earlier job (see %tfk8s_jobs)."
             ) from None
         where = storage.resume_dir(spec, earlier)
         local, _ = self._artifacts(earlier)
@@ -181,7 +181,7 @@ class KubernetesBackend(Backend):
             checkpoints = Path(local) / ARTIFACT_CHECKPOINTS
             if not checkpoints.is_dir() or not any(p.is_file() for p in checkpoints.rglob("*")):
                 raise StorageError(
-                    f"job {name} left no checkpoint in {checkpoints} (it ended before its first one, or its "
+                    f"job {name!r} left no checkpoint in {checkpoints} (it ended before its first one, or its "
                     "fit completed and removed it), so there is nothing to resume from; pass another job."
                 )
         return where

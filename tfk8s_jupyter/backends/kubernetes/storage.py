@@ -106,7 +106,7 @@ def resume_dir(spec: JobSpec, earlier: JobSpec) -> str:
     before = storage_of(earlier)
     if before is None:
         raise StorageError(
-            f"job {name} ran without storage, so its checkpoints vanished with its pods and there is nothing "
+            f"job {name!r} ran without storage, so its checkpoints vanished with its pods and there is nothing "
             f"to resume from; run the earlier job again with --storage pvc:CLAIM (or c.TFK8s.storage) so it "
             "can be resumed."
         )
@@ -115,12 +115,12 @@ def resume_dir(spec: JobSpec, earlier: JobSpec) -> str:
     now = storage_of(spec)
     if now is None or now.kind != "pvc" or now.claim != before.claim:
         raise StorageError(
-            f"job {name} keeps its checkpoints on claim {before.claim}, which this job's pods do not mount; "
+            f"job {name!r} keeps its checkpoints on claim {before.claim}, which this job's pods do not mount; "
             f"pass --storage pvc:{before.claim} (with any subpath) to resume from it."
         )
     if (earlier.namespace or spec.namespace) != spec.namespace:
         raise StorageError(
-            f"job {name} ran in namespace {earlier.namespace} and its claim {before.claim} belongs there; "
+            f"job {name!r} ran in namespace {earlier.namespace} and its claim {before.claim} belongs there; "
             f"submit this job with --namespace {earlier.namespace} to resume from it."
         )
     return pod_checkpoints(earlier)
@@ -142,7 +142,7 @@ def notebook_artifacts(
     st = storage_of(spec)
     if st is None:
         return None, (
-            f"job {spec.name} ran without storage: its checkpoints, model and TensorBoard logs vanished with its "
+            f"job {spec.name!r} ran without storage: its checkpoints, model and TensorBoard logs vanished with its "
             "pods; pass --storage pvc:CLAIM or set c.TFK8s.storage for the next job."
         )
     if st.kind == "uri":
@@ -153,7 +153,7 @@ def notebook_artifacts(
     if Path(STORAGE_MOUNT).is_dir():
         return _join(STORAGE_MOUNT, st.subpath, spec.name), None
     return None, (
-        f"job {spec.name} keeps its artifacts on claim {st.claim}, which this notebook does not mount; mount "
+        f"job {spec.name!r} keeps its artifacts on claim {st.claim}, which this notebook does not mount; mount "
         f"the claim in the notebook pod and set c.TFK8s.storage_mount to its path (deploy/jupyterhub/"
         "values-storage.yaml shows how)."
     )
