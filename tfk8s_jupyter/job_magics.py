@@ -262,6 +262,8 @@ class JobMagics(Magics):
         import threading
 
         args = parse_magic_line(self.tfk8s_logs, line)
+        if args.tail is not None and args.tail < 1:
+            raise UsageError(f"--tail {args.tail} is not a number of lines; give 1 or more, e.g. --tail 50.")
         job = self._job(args.name, args.backend)
         replica = args.replica or job.spec.reporting_replica
         if replica not in job.spec.replica_names:
@@ -449,6 +451,10 @@ class JobMagics(Magics):
             %tfk8s_wait mnist-ps --timeout 600
         """
         args = parse_magic_line(self.tfk8s_wait, line)
+        if args.timeout is not None and not args.timeout > 0:
+            raise UsageError(
+                f"--timeout {args.timeout:g} is not a positive number of seconds; use e.g. --timeout 600."
+            )
         job = self._job(args.name, args.backend)
         phase = self.train.wait_for(job, args.timeout)
         print(f"tfk8s job {job.name}: {phase}")
