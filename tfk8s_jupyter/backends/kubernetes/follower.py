@@ -98,6 +98,8 @@ class JobFollower:
         self.created = (self.record.read_status() or {}).get("created")
         self.job_events: list[dict] | None = None
         self.metrics_error: str | None = None
+        self.finishing = False  # the job is done: the metric stream ends once nothing is left to read
+        self.note: str | None = None  # a transient error of the watch, among the status' notes until it works
 
     # status -------------------------------------------------------------------------------------
     def _recompute(self, replica: str) -> None:
@@ -153,11 +155,16 @@ class JobFollower:
             )
             if self.metrics_error and not status.message:
                 status.message = self.metrics_error
+            if self.note:
+                status.notes = [*status.notes, self.note]
             if self.parent_gone:
                 status.phase = STOPPED
                 status.message = status.message or "the job's objects were deleted from the cluster."
         if status.done and status.phase != STOPPED:
             # the metric stream reads the reporting replica to its end first (if it ever started)
+            self.finishing = True
+            with self.pods_changed:
+                self.pods_changed.notify_all()
             self.log_done.wait(30 if self.log_opened.is_set() else 2)
             status = self.finisher.finalize(self.job, status)
         self.last_status = status
@@ -171,6 +178,11 @@ class JobFollower:
             self.record.write_status(self.unwritten.to_json())  # at most once a second while running
             self.last_write, self.unwritten = now, None
         return status
+
+    def set_note(self, note: str | None) -> None:
+        if note != self.note:
+            self.note = note
+            self.version += 1
 
     def handle_event(self, event: dict) -> bool:
         """Fold one watch event in; returns ``False`` when the resourceVersion expired (relist needed)."""
@@ -234,11 +246,16 @@ class JobFollower:
                         self.job_events = job_events(self.job)
                         self.version += 1
                     backoff = 0.2
+                    self.set_note(None)
                     if expired:
                         self.rv = None
                 except (Forbidden, JobNotFound):
                     raise  # retrying cannot help: the caller shows the sentence
-                except (TFK8sError, urllib3.exceptions.HTTPError, OSError, ValueError):
+                except (TFK8sError, urllib3.exceptions.HTTPError, OSError, ValueError) as e:
+                    reason = " ".join(str(e).split())[:300] or type(e).__name__
+                    self.set_note(f"following the job failed ({reason}); retrying in {backoff:g} s")
+                    if self.last_status is not None:
+                        self.publish()
                     if self.stop.wait(backoff):
                         return
                     backoff = min(backoff * 2, 5.0)
@@ -290,10 +307,13 @@ class JobFollower:
         status = pod.get("status") or {}
         cs = (status.get("containerStatuses") or [{}])[0]
         state = cs.get("state") or {}
-        if not ("running" in state or "terminated" in state or cs.get("restartCount")):
-            return None
+        restarts = int(cs.get("restartCount") or 0)
         ended = status.get("phase") in POD_ENDED
-        return pod["metadata"]["name"], int(cs.get("restartCount") or 0), ended
+        if not ("running" in state or "terminated" in state):
+            if not (ended and restarts):
+                return None  # not started, or waiting to restart (its log is still the previous run's)
+            restarts -= 1  # ended while waiting to restart: its log is its last run's
+        return pod["metadata"]["name"], restarts, ended
 
     def deliver(self, lines) -> None:
         key = self.spec.protocol_key  # only lines authenticated with the job's key are events
@@ -314,6 +334,7 @@ class JobFollower:
         copy = LogCopy(replica_log(self.job, self.spec.reporting_replica))
         backoff = 0.2
         seeded = False
+        copied = 0
         try:
             while not self.stop_logs.is_set():
                 try:
@@ -323,6 +344,8 @@ class JobFollower:
                                 self.dedup.new(batch)
                         seeded = True
                     target = self.reporting_pod()
+                    if target is None and self.finishing:
+                        return  # the job is done and its reporting replica has nothing to read
                     if target is None:
                         with self.pods_changed:
                             self.pods_changed.wait(1.0)
@@ -334,6 +357,7 @@ class JobFollower:
                         self.deliver(previous.splitlines())
                         copy.finish(AttemptLog.key(pod, restarts - 1), previous)
                     read_restarts[pod] = restarts
+                    copied = copy.copied if copy.key == AttemptLog.key(pod, restarts) else 0
                     resp = self.cluster.follow_log(self.namespace, pod, _request_timeout=(10, READ_TIMEOUT))
                     self.log_opened.set()
                     # the container's log is re-read from its start on every (re)connect: the copy skips
@@ -362,7 +386,8 @@ class JobFollower:
                     self.version += 1
                     return
                 except Exception:  # an API error, a dropped stream, a callback raising: read again
-                    pass
+                    if copy.copied > copied:
+                        backoff = 0.2  # it was making progress: reconnect soon
                 if self.stop_logs.wait(backoff):
                     return
                 backoff = min(backoff * 2, 5.0)
