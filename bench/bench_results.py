@@ -7,8 +7,8 @@
    ``keras.models.load_model`` of the same file run alternately ``--loads`` times each. Prints the medians
    and their ratio (target ≤ 2×).
 2. **Save**: the same cell trained for about ``--seconds`` seconds (the step count calibrated from the
-   first job's speed), submitted with and without ``save_model=False`` (``--no-save-model``), one after the
-   other, the order flipping every round. A job's time is its record's ``created`` → ``finished`` (submit
+   speed of the jobs before), submitted with and without ``save_model=False`` (``--no-save-model``), one
+   after the other, the order flipping every round. A job's time is its record's ``created`` → ``finished`` (submit
    to the end of its last replica). Prints the median times, their ratio (target ≤ 1.05) and the save time
    the job itself reported (``artifacts.json``), which is the cost without the machine's noise.
 
@@ -108,6 +108,7 @@ def main() -> None:
     times: dict[bool, list[float]] = {True: [], False: []}
     saves = []
     for r in range(args.rounds):
+        round_trained = []
         for save in (True, False) if r % 2 == 0 else (False, True):
             job, seconds = run_job(tk, f"save-{r}-{int(save)}", epochs=1, steps=steps, save=save)
             times[save].append(seconds)
@@ -118,14 +119,18 @@ def main() -> None:
                 e["t"] for e in events if e.get("type") == "start"
             )
             print(
-                f"  round {r + 1}: save_model={save}: job {seconds:.1f} s (start -> last epoch {trained:.1f} s)",
+                f"  round {r + 1}: save_model={save}: {steps} steps, job {seconds:.1f} s "
+                f"(start -> last epoch {trained:.1f} s)",
                 flush=True,
             )
             job.delete()
+            round_trained.append(trained)
+        # The next round's step count aims at --seconds of training at the speed this round saw.
+        steps = max(10, int(steps * args.seconds / statistics.median(round_trained)))
     with_save, without = statistics.median(times[True]), statistics.median(times[False])
     save_s = statistics.median(saves)
     print(
-        f"save: {steps} steps (~{args.seconds:g} s of training at {speed:.0f} steps/s); job with the model "
+        f"save: ~{args.seconds:g} s of training per job; job with the model "
         f"saved {with_save:.1f} s, with --no-save-model {without:.1f} s (medians of {args.rounds}); "
         f"ratio {with_save / without:.3f} (target <= 1.05); the save itself {save_s:.2f} s = "
         f"{100 * save_s / without:.1f} % of the job"

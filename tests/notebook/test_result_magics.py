@@ -5,6 +5,7 @@ integration, listens on 127.0.0.1 only and is gone when the kernel ends."""
 from __future__ import annotations
 
 import os
+import re
 import textwrap
 import time
 from pathlib import Path
@@ -33,8 +34,9 @@ class Kernel:
         self.pid = self.km.provisioner.pid
         self.run("%load_ext tfk8s_jupyter")
 
-    def run(self, code: str, timeout: float = 600) -> dict:
-        """``{"text": stdout+stderr, "error": "ename: evalue" or None, "displays": [data bundles]}``."""
+    def run(self, code: str, timeout: float = 600, interactive: bool = False) -> dict:
+        """``{"text": stdout+stderr, "error": "ename: evalue" or None, "displays": [data bundles]}``;
+        ``interactive``: as JupyterLab sends it (``allow_stdin``), else as a batch run (nbclient)."""
         out = {"text": "", "error": None, "displays": []}
 
         def hook(msg):
@@ -46,7 +48,9 @@ class Kernel:
             elif kind == "error":
                 out["error"] = f"{content['ename']}: {content['evalue']}"
 
-        self.kc.execute_interactive(textwrap.dedent(code), timeout=timeout, output_hook=hook)
+        self.kc.execute_interactive(
+            textwrap.dedent(code), timeout=timeout, output_hook=hook, allow_stdin=interactive
+        )
         # IPython shows a magic's UsageError on stderr (no traceback), not as an error reply.
         usage = [line for line in out["text"].splitlines() if line.startswith("UsageError: ")]
         if usage and out["error"] is None:
@@ -120,8 +124,14 @@ def test_bad_requests_say_what_to_do_in_one_sentence(standin, kernel, tfk8s_home
 @pytest.mark.timeout(900)
 def test_model_lands_in_a_variable_and_tensorboard_shows_inline_then_stops_with_the_kernel(kernel):
     cell = tf_keras_cell(epochs=3, steps=30)
-    out = kernel.run(f"%%tfk8s_train --ps 1 --workers 1 --name trained --wait --no-panel\n{cell}")
+    out = kernel.run(f"%%tfk8s_train --ps 1 --workers 1 --name trained --wait\n{cell}")
     assert out["error"] is None, out
+    final = [
+        d["text/plain"] for d in out["displays"] if "tfk8s job trained: succeeded" in d.get("text/plain", "")
+    ]
+    assert final and re.search(
+        r"\n  model saved: [\d.]+ kB in [\d.]+ s — job.model\(\) loads it", final[-1]
+    ), out
 
     out = kernel.run("%tfk8s_model trained net")
     assert out["error"] is None, out
@@ -146,3 +156,20 @@ def test_model_lands_in_a_variable_and_tensorboard_shows_inline_then_stops_with_
     while process_alive(info.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not process_alive(info.pid), "TensorBoard outlived its kernel"
+
+
+@pytest.mark.k8s
+def test_a_kubernetes_job_without_storage_notes_it_and_its_model_is_refused(kube_cluster, kernel):
+    out = kernel.run(
+        "%%tfk8s_train --backend kubernetes --workers 1 --name nostore --wait\nEPOCHS = 1\nSTEPS = 2"
+    )
+    assert out["error"] is None, out
+    final = [
+        d["text/plain"] for d in out["displays"] if "tfk8s job nostore: succeeded" in d.get("text/plain", "")
+    ]
+    assert final and "\n  note: " in final[-1], out
+    out = kernel.run("%tfk8s_model nostore")
+    assert out["error"] == (
+        "UsageError: job 'nostore' kept no artifacts: it ran without storage, so they went with its pods; "
+        "run it again with --storage pvc:CLAIM (or a gs:// / s3:// URI) to keep them."
+    )
