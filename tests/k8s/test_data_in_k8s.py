@@ -177,3 +177,14 @@ def test_tfjob_pods_mount_the_inputs_too():
         kubernetes_validate.validate(
             {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": pod}, "1.33", strict=True
         )
+
+
+def test_a_job_with_input_files_is_listed_once(apiserver, backend, tfk8s_home):
+    """The input ConfigMaps carry the job's labels, but only the parent is a job to list (or to expire)."""
+    data = {"train.csv": b"1,2\n3,4\n"}
+    payload = Payload(code="x = 1", inputs={k: len(v) for k, v in data.items()}, data=data)
+    backend.submit(_spec(), payload)
+    assert [o["metadata"]["name"] for o in apiserver.objects("configmaps")] == ["data-job", "data-job-data-0"]
+    assert [s.name for s in backend.list()] == ["data-job"]
+    backend.delete("data-job")
+    assert apiserver.objects("configmaps") == []
