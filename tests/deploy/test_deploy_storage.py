@@ -6,6 +6,8 @@ consistent with the jobs' namespace and the hub's."""
 from __future__ import annotations
 
 import json
+import sys
+import types
 
 import pytest
 from deploytools import (
@@ -16,6 +18,7 @@ from deploytools import (
     helm_merge,
     load_yaml,
     render_overlay,
+    rule_permissions,
     validation_errors,
     values_errors,
 )
@@ -116,3 +119,61 @@ def test_job_pods_with_the_default_mount_the_claim_and_validate(merged):
         ]
         env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
         assert env["TFK8S_ARTIFACTS"] == f"{STORAGE_MOUNT}/runs/mnist"
+
+
+PER_USER = DEPLOY / "jupyterhub" / "values-per-user-namespace.yaml"
+PER_USER_STORAGE = DEPLOY / "jupyterhub" / "values-per-user-storage.yaml"
+
+
+def test_per_user_mode_gets_one_results_claim_in_each_user_namespace(monkeypatch):
+    """The per-user storage hook runs after the namespace hook and creates the claim the notebook mounts
+    and the jobs use, ReadWriteMany, in the user's namespace; already existing is fine."""
+    from test_deploy_user_namespaces import ApiException, RecordingClient, run
+
+    files = (VALUES, PER_USER, STORAGE, PER_USER_STORAGE)
+    assert values_errors(*files) == []
+    merged = load_yaml(files[0])
+    for f in files[1:]:
+        merged = helm_merge(merged, load_yaml(f))
+    calls: list = []
+    fail: dict[str, int] = {}
+    rest = types.ModuleType("kubernetes_asyncio.client.rest")
+    rest.ApiException = ApiException
+    clients = types.ModuleType("kubespawner.clients")
+    clients.shared_client = lambda kind: RecordingClient(calls, fail)
+    for name, module in {
+        "kubernetes_asyncio": types.ModuleType("kubernetes_asyncio"),
+        "kubernetes_asyncio.client": types.ModuleType("kubernetes_asyncio.client"),
+        "kubernetes_asyncio.client.rest": rest,
+        "kubespawner": types.ModuleType("kubespawner"),
+        "kubespawner.clients": clients,
+    }.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    namespace = {"c": Config()}
+    snippets = merged["hub"]["extraConfig"]
+    assert sorted(snippets) == ["tfk8s-user-namespaces", "tfk8s-user-results-claim"]  # the chart's order
+    for key in sorted(snippets):
+        exec(compile(snippets[key], key, "exec"), namespace)
+    run(namespace["c"].KubeSpawner.pre_spawn_hook)
+    methods = [m for m, _, _ in calls]
+    assert methods[-1] == "create_namespaced_persistent_volume_claim" and len(methods) == 5, methods
+    _, ns, body = calls[-1]
+    pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", **body}
+    pvc["metadata"] = {**pvc["metadata"], "namespace": ns}
+    assert validation_errors([pvc]) == []
+    assert ns == "jhub-alice" and pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    defaults = next(iter(merged["singleuser"]["extraFiles"].values()))["data"]["TFK8s"]
+    assert "namespace" not in defaults  # jobs run in the user's namespace, where the claim is
+    assert parse_storage(defaults["storage"]).claim == pvc["metadata"]["name"]
+    mounted = [
+        v["persistentVolumeClaim"]["claimName"]
+        for v in merged["singleuser"]["storage"]["extraVolumes"].values()
+    ]
+    assert mounted == [pvc["metadata"]["name"]]
+    calls.clear()
+    fail["create_namespaced_persistent_volume_claim"] = 409
+    run(namespace["c"].KubeSpawner.pre_spawn_hook)  # a restart: the claim exists already
+    hub = find_object(
+        render_overlay(OVERLAYS / "per-user-namespace"), "ClusterRole", "tfk8s-hub-user-namespaces"
+    )
+    assert ("", "persistentvolumeclaims", None, "create") in rule_permissions(hub["rules"])
