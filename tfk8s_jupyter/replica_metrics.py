@@ -9,6 +9,10 @@
   (Keras's TensorBoard callback writes them too), so a metric is not drawn twice;
 * ``report(step=..., **values)`` (``cell_report.py``).
 
+With a job artifact directory, a ``tf.summary.scalar`` call outside ``fit`` made with no default writer is
+also written to ``<artifacts>/tensorboard/cell`` (it would otherwise be written nowhere), and the folders of
+the cell's own ``tf.summary.create_file_writer`` calls are recorded for ``artifacts.json``.
+
 Values of one step are gathered into one point (a loop usually writes loss and accuracy in two calls);
 a point is printed when the next step begins, at most every ``metric_interval`` seconds (the steps in
 between are dropped, like fit's), and a step that stays the last one is flushed by a timer thread after at

@@ -8,7 +8,10 @@ The runner is the only part of the package that imports TensorFlow, and only onc
 * ``replica_env.py``: the runner contract, i.e. the environment every replica gets (``TFK8S_*`` variables,
   TF_CONFIG, ``no_proxy``): see its docstring for the variables;
 * ``replica_runtime.py``: the default strategy and the ``Model.fit`` hooks;
-* ``replica_callbacks.py``: the callbacks ``fit`` gets (metrics, job backup, TerminateOnNaN);
+* ``replica_callbacks.py``: the callbacks ``fit`` gets (metrics, job backup, TensorBoard, TerminateOnNaN);
+* ``replica_artifacts.py``: the job's artifact directory (``TFK8S_ARTIFACTS``): checked at start, an
+  earlier job's checkpoints copied in (``TFK8S_RESUME_FROM``), the trained model and ``artifacts.json``
+  written at the end (its docstring has the layout and the format);
 * ``replica_keras.py``: Keras 3 or tf_keras, the ``keras`` alias and the Keras patches;
 * ``replica_output.py``: protocol lines on stdout, diagnostics on stderr;
 * ``replica_strategy.py``: a strategy the cell constructs is the job's (or one clear refusal);
@@ -52,8 +55,27 @@ How an unchanged cell trains distributed (the rule):
   (chief-0 with parameter servers, worker-0 otherwise) gets a callback that prints protocol lines; a
   ``BackupAndRestore`` in ``$TFK8S_CHECKPOINT_DIR`` lets a restarted job resume from its last saved
   epoch (one shared dir for tf_keras all-reduce, one per worker for Keras 3, every epoch; with parameter
-  servers the chief's only, after the first epoch and then at most every TFK8S_CHECKPOINT_INTERVAL s);
-  ``TerminateOnNaN`` is replaced by a version that works with parameter-server logs.
+  servers the chief's only, after the first epoch and then at most every TFK8S_CHECKPOINT_INTERVAL s, and
+  the last epoch when fit ends); the backup is kept after a successful fit, so a later job can continue from
+  it; ``TerminateOnNaN`` is replaced by a version that works with parameter-server logs.
+
+Results (``replica_artifacts.py``), when the job has an artifact directory (``TFK8S_ARTIFACTS``, a path or a
+URI: everything written there goes through ``tf.io.gfile``):
+
+* At start the reporting replica creates it and proves it writable, or the job fails with one sentence
+  (exit 2). With ``TFK8S_RESUME_FROM`` (an earlier job's checkpoint dir) each replica that owns a backup dir
+  copies the earlier job's backups in, once per job; the cell's ``fit`` calls restore them as after a
+  restart, so epochs and the global step of metric points continue. No checkpoint there, or one written by
+  the other Keras, fails at start in one sentence; one that does not fit the cell's model fails its ``fit``
+  with one sentence (``RestoreError``).
+* Every ``fit`` on the reporting replica gets a ``TensorBoard`` callback writing epoch summaries to
+  ``tensorboard/fit-<i>`` unless the cell passed its own (whose folder is recorded); ``tf.summary.scalar``
+  calls of a custom loop with no default writer are written to ``tensorboard/cell``, and the folders of the
+  cell's own ``tf.summary.create_file_writer`` are recorded.
+* When the cell succeeded, the model of the last successful ``fit`` is saved as ``model/model.keras``
+  (unless ``TFK8S_SAVE_MODEL=0``; every all-reduce worker takes part, since Keras's save runs collectives
+  there), and ``artifacts.json`` is written; its content is the ``artifacts`` field of the ``end`` event. A
+  failed save is an ``error`` event (``phase="save"``) and the job still succeeds (exit 0).
 
 Output: protocol lines (``@tfk8s {json}``, see ``protocol.py``) and the cell's own prints go to stdout;
 TensorFlow's logs and the runner's diagnostics go to stderr. Exit status 0 means the cell finished; 1 means
