@@ -143,6 +143,12 @@ def test_resume_from_a_killed_job_continues_its_step_count():
             os.kill(replica.pid, signal.SIGKILL)
     first.wait(timeout=60)
     reached = max(e["step"] for e in first.events() if isinstance(e.get("step"), int))
+    home = first.backend.root
+    with pytest.raises(
+        SpecError, match=r"^job 'first' saved its checkpoints with tf_keras and this job trains"
+    ):
+        tk.submit(tf_keras_cell(epochs=6, steps=20), workers=2, name="other", resume_from="first")
+    assert _records(home) == ["first"]  # another shape that cannot restore: refused, nothing created
 
     again = tk.submit(
         tf_keras_cell(epochs=6, steps=20),

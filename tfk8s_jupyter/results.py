@@ -133,6 +133,35 @@ def _copy(src: str, dest: Path) -> None:
         gfile.copy(src.rstrip("/") + "/" + rel, str(target), overwrite=True)
 
 
+# -- checkpoints (local paths) -------------------------------------------------------------------------
+KERAS3_BACKUP = "latest.weights.h5"  # what Keras 3's BackupAndRestore writes in its folder
+TF_KERAS_BACKUP = "checkpoint"  # tf_keras's: a tf.train.CheckpointManager's index file
+
+
+def checkpoint_flavours(checkpoint_dir: str | os.PathLike) -> set[str]:
+    """Which Keras wrote the ``fit-<i>`` backups a new job restores from ``checkpoint_dir`` (a local path):
+    ``{"keras3"}``, ``{"tf_keras"}``, both, or none (no usable checkpoint)."""
+    found = set()
+    for fit_dir in Path(checkpoint_dir).glob("fit-*"):
+        for f in fit_dir.rglob("*"):
+            if f.name == KERAS3_BACKUP and f.is_file():
+                found.add("keras3")
+            elif f.name == TF_KERAS_BACKUP and f.is_file():
+                found.add("tf_keras")
+    return found
+
+
+def keras_of(spec) -> str:
+    """The Keras a job trains with: tf_keras with parameter servers or ``TFK8S_KERAS=legacy``, else Keras 3
+    (the runner's rule, ``ReplicaEnv.uses_tf_keras``)."""
+    legacy = str((spec.env or {}).get("TFK8S_KERAS", "")).strip().lower() in (
+        "legacy",
+        "tf_keras",
+        "tf-keras",
+    )
+    return "tf_keras" if spec.strategy == "parameter_server" or legacy else "keras3"
+
+
 # -- the job's side ----------------------------------------------------------------------------------
 def artifacts_root(backend: Backend, name: str) -> str:
     """Where this kernel reads job ``name``'s artifacts.

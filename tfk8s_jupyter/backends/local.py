@@ -27,7 +27,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -36,7 +36,6 @@ from ..logtext import FileTail, read_log
 from ..payload import Payload
 from ..protocol import EventDedup
 from ..records import JobRecord, records_root, write_json_atomic
-from ..replica_env import ARTIFACT_CHECKPOINTS, contract_env, merge_no_proxy
 from ..spec import JobSpec, SpecError, validate
 from .base import (
     FAILED,
@@ -53,12 +52,14 @@ from .base import (
     StatusCallback,
     TFK8sError,
 )
+from .local_env import ARTIFACTS, checkpoint_dir, process_env
 from .local_processes import proc_start_ticks, process_alive
+
+__all__ = ["ARTIFACTS", "LocalBackend", "checkpoint_dir", "process_env"]
 
 HOST = "127.0.0.1"
 SUPERVISOR_FILE = "supervisor.json"
 SUPERVISOR_LOG = "supervisor.log"
-ARTIFACTS = "artifacts"  # the job's artifact directory inside its record
 STOP_WAIT = 60.0  # seconds stop() waits for the supervisor to tear the job down
 
 
@@ -214,7 +215,7 @@ class LocalBackend(Backend):
                 f"storage {spec.storage!r} is for Kubernetes jobs; a local job keeps its artifacts in its "
                 "own record, so submit it without storage (or with backend='kubernetes')."
             )
-        resume_from = self._resume_checkpoint(spec.resume_from) if spec.resume_from else None
+        resume_from = self._resume_checkpoint(spec) if spec.resume_from else None
         slices = gpu_slices(spec, detect_gpus() if spec.gpus else [])
         check_inputs(payload, os.getcwd())
         # The replicas read the notebook's folder in place; input bytes never go into the record.
@@ -248,12 +249,16 @@ class LocalBackend(Backend):
                 _signal(pid, signal.SIGKILL)
         record.delete()
 
-    def _resume_checkpoint(self, name: str) -> str:
-        """The checkpoint directory of the local job ``name``, for ``resume_from``.
+    def _resume_checkpoint(self, spec: JobSpec) -> str:
+        """The checkpoint directory of the local job ``spec.resume_from``.
 
         Raises:
-            SpecError: there is no such job, or it never wrote a checkpoint; nothing is created.
+            SpecError: there is no such job, it never wrote a checkpoint, or its checkpoints were written by
+                the other Keras than the one ``spec`` trains with; nothing is created.
         """
+        from ..results import checkpoint_flavours, keras_of
+
+        name = spec.resume_from
         record = JobRecord(name, self.root)
         if not record.exists():
             raise SpecError(
@@ -261,10 +266,19 @@ class LocalBackend(Backend):
                 "backend (see %tfk8s_jobs)."
             )
         path = checkpoint_dir(JobSpec.from_json(record.read_spec()), record)
-        if not has_files(path):
+        written = checkpoint_flavours(path)
+        if not written:
             raise SpecError(
-                f"job {name!r} has no checkpoint to resume from ({path} is empty); resume from a job "
+                f"job {name!r} has no checkpoint to resume from (none in {path}); resume from a job "
                 "that trained with fit at least until its first checkpoint."
+            )
+        needed = keras_of(spec)
+        if needed not in written:
+            names = {"keras3": "Keras 3", "tf_keras": "tf_keras"}
+            raise SpecError(
+                f"job {name!r} saved its checkpoints with {names[written.pop()]} and this job trains with "
+                f"{names[needed]}, which cannot restore them; resume with the earlier job's strategy "
+                "(parameter-server jobs use tf_keras, all-reduce jobs Keras 3)."
             )
         return str(path)
 
@@ -541,80 +555,3 @@ def check_inputs(payload: Payload, folder: str) -> None:
             f"the cell's input {gone[0]!r}{more} disappeared from {folder} after it was found; put it back "
             "(or stop reading it in the cell), then run the cell again."
         )
-
-
-def checkpoint_dir(spec: JobSpec, record: JobRecord) -> Path:
-    """The job-scoped checkpoint base: ``<checkpoint_dir>/<job>`` when configured, else the artifact
-    directory's ``checkpoints/`` inside the record."""
-    if spec.checkpoint_dir:
-        return Path(spec.checkpoint_dir).expanduser() / spec.name
-    return record.dir / ARTIFACTS / ARTIFACT_CHECKPOINTS
-
-
-def has_files(path: Path) -> bool:
-    """Whether any file lies under ``path`` (at any depth)."""
-    try:
-        return any(p.is_file() for p in path.rglob("*"))
-    except OSError:
-        return False
-
-
-def process_env(
-    spec: JobSpec,
-    replica: str,
-    cluster: Mapping[str, list[str]],
-    *,
-    payload_path: Path,
-    checkpoint: Path,
-    workdir: Path,
-    cuda_visible_devices: str,
-    base: Mapping[str, str] | None = None,
-    input_dir: str | None = None,
-    artifacts: str | os.PathLike | None = None,
-    resume_from: str | None = None,
-) -> dict[str, str]:
-    """The environment of one replica process: this process's environment (less any cluster settings of
-    its own) under the runner contract (:func:`~tfk8s_jupyter.replica_env.contract_env`), plus
-    ``TFK8S_INPUT_DIR`` (the notebook's folder its work dir presents) when ``input_dir`` is given.
-
-    ``artifacts`` and ``resume_from`` default to what the job's ``local.json`` (beside ``payload_path``
-    in the record) says: ``<record>/artifacts`` and the checkpoint directory of the job it resumes."""
-    role, index = replica.rsplit("-", 1)
-    if artifacts is None:
-        record_dir = Path(payload_path).parent
-        try:
-            local = json.loads((record_dir / "local.json").read_text())
-        except (OSError, ValueError):
-            local = {}
-        artifacts = local.get("artifacts") or record_dir / ARTIFACTS
-        if resume_from is None:
-            resume_from = local.get("resume_from")
-    env = dict(os.environ if base is None else base)
-    for key in list(env):
-        # Never let the submitting process's own cluster settings leak into a replica.
-        if key.startswith("TFK8S_") or key in ("TF_CONFIG", "JOB_COMPLETION_INDEX"):
-            del env[key]
-    inherited_no_proxy = merge_no_proxy(env.get("no_proxy", ""), env.get("NO_PROXY", ""))
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    env.update(
-        contract_env(
-            spec,
-            role,
-            index=int(index),
-            cluster=cluster,
-            payload=str(payload_path),
-            checkpoint_dir=str(checkpoint),
-            workdir=str(workdir),
-            # Serving replicas give up on a chief they never saw a little after the supervisor's own
-            # deadline, which names the replica that did not come up.
-            setup_timeout=float(spec.setup_timeout) + 30.0,
-            inherited_no_proxy=inherited_no_proxy,
-            artifacts=str(artifacts),
-            resume_from=resume_from or "",
-            extra={
-                "CUDA_VISIBLE_DEVICES": cuda_visible_devices,
-                **({"TFK8S_INPUT_DIR": input_dir} if input_dir else {}),
-            },
-        )
-    )
-    return env

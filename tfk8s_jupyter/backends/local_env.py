@@ -1,0 +1,85 @@
+"""The environment and folders of a local job's replica processes: the job-scoped checkpoint dir, the
+artifact directory inside the record and the runner contract of each replica process (built here, started
+by the supervisor)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from ..records import JobRecord
+from ..replica_env import ARTIFACT_CHECKPOINTS, contract_env, merge_no_proxy
+from ..spec import JobSpec
+
+ARTIFACTS = "artifacts"  # the job's artifact directory inside its record
+
+
+def checkpoint_dir(spec: JobSpec, record: JobRecord) -> Path:
+    """The job-scoped checkpoint base: ``<checkpoint_dir>/<job>`` when configured, else the artifact
+    directory's ``checkpoints/`` inside the record."""
+    if spec.checkpoint_dir:
+        return Path(spec.checkpoint_dir).expanduser() / spec.name
+    return record.dir / ARTIFACTS / ARTIFACT_CHECKPOINTS
+
+
+def process_env(
+    spec: JobSpec,
+    replica: str,
+    cluster: Mapping[str, list[str]],
+    *,
+    payload_path: Path,
+    checkpoint: Path,
+    workdir: Path,
+    cuda_visible_devices: str,
+    base: Mapping[str, str] | None = None,
+    input_dir: str | None = None,
+    artifacts: str | os.PathLike | None = None,
+    resume_from: str | None = None,
+) -> dict[str, str]:
+    """The environment of one replica process: this process's environment (less any cluster settings of
+    its own) under the runner contract (:func:`~tfk8s_jupyter.replica_env.contract_env`), plus
+    ``TFK8S_INPUT_DIR`` (the notebook's folder its work dir presents) when ``input_dir`` is given.
+
+    ``artifacts`` and ``resume_from`` default to what the job's ``local.json`` (beside ``payload_path``
+    in the record) says: ``<record>/artifacts`` and the checkpoint directory of the job it resumes."""
+    role, index = replica.rsplit("-", 1)
+    if artifacts is None:
+        record_dir = Path(payload_path).parent
+        try:
+            local = json.loads((record_dir / "local.json").read_text())
+        except (OSError, ValueError):
+            local = {}
+        artifacts = local.get("artifacts") or record_dir / ARTIFACTS
+        if resume_from is None:
+            resume_from = local.get("resume_from")
+    env = dict(os.environ if base is None else base)
+    for key in list(env):
+        # Never let the submitting process's own cluster settings leak into a replica.
+        if key.startswith("TFK8S_") or key in ("TF_CONFIG", "JOB_COMPLETION_INDEX"):
+            del env[key]
+    inherited_no_proxy = merge_no_proxy(env.get("no_proxy", ""), env.get("NO_PROXY", ""))
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env.update(
+        contract_env(
+            spec,
+            role,
+            index=int(index),
+            cluster=cluster,
+            payload=str(payload_path),
+            checkpoint_dir=str(checkpoint),
+            workdir=str(workdir),
+            # Serving replicas give up on a chief they never saw a little after the supervisor's own
+            # deadline, which names the replica that did not come up.
+            setup_timeout=float(spec.setup_timeout) + 30.0,
+            inherited_no_proxy=inherited_no_proxy,
+            artifacts=str(artifacts),
+            resume_from=resume_from or "",
+            extra={
+                "CUDA_VISIBLE_DEVICES": cuda_visible_devices,
+                **({"TFK8S_INPUT_DIR": input_dir} if input_dir else {}),
+            },
+        )
+    )
+    return env
