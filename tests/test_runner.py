@@ -87,11 +87,27 @@ def test_exception_summary_points_at_the_cell_line():
 
 def test_runner_import_does_not_import_tensorflow():
     modules = ", ".join(
-        f"tfk8s_jupyter.{m}" for m in ("runner", "replica_runtime", "replica_callbacks", "replica_keras")
+        f"tfk8s_jupyter.{m}"
+        for m in ("runner", "replica_runtime", "replica_callbacks", "replica_keras", "replica_artifacts")
     )
     code = f"import sys, {modules}; print('tensorflow' in sys.modules or 'keras' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_artifact_paths_stay_uris_and_folders_outside_are_kept_whole():
+    from tfk8s_jupyter.replica_artifacts import backup_subdir, relative_to
+    from tfk8s_jupyter.replica_env import read_env
+
+    assert relative_to("gs://b/jobs/a", "gs://b/jobs/a/tensorboard/fit-0") == "tensorboard/fit-0"
+    assert relative_to("gs://b/jobs/a", "gs://b/jobs/ab/x") == "gs://b/jobs/ab/x"
+    assert relative_to("/data/a", "/data/a/checkpoints") == "checkpoints"
+    assert relative_to("/data/a", "/elsewhere/logs") == "/elsewhere/logs"
+    cluster = '{"worker": ["h:1", "h:2"]}'
+    base = {"TFK8S_ROLE": "worker", "TFK8S_INDEX": "1", "TFK8S_CLUSTER": cluster}
+    mwms = read_env({**base, "TFK8S_STRATEGY": MWMS})
+    legacy = read_env({**base, "TFK8S_STRATEGY": MWMS, "TFK8S_KERAS": "legacy"})
+    assert (backup_subdir(mwms), backup_subdir(legacy)) == ("worker-1", "shared")
 
 
 # ------------------------------------------------------------------------------------------------
