@@ -73,12 +73,12 @@ class FileTail:
         self.partial = b""
         self.max_partial = max_partial
 
-    def read_bytes(self) -> list[bytes]:
-        """New complete lines, undecoded."""
+    def read_bytes(self, max_bytes: int | None = None) -> list[bytes]:
+        """New complete lines, undecoded (from at most about ``max_bytes`` read: call again for more)."""
         try:
             with open(self.path, "rb") as f:
                 f.seek(self.offset)
-                chunk = f.read()
+                chunk = f.read() if max_bytes is None else f.read(max_bytes)
         except FileNotFoundError:
             return []
         if not chunk:
