@@ -275,7 +275,7 @@ def test_resuming_from_no_checkpoint_or_another_shape_is_one_sentence(tmp_path):
         assert first.wait("worker-0", JOB_TIMEOUT) == 0, first.tail("worker-0")
     finally:
         first.teardown()
-    wider, _ = _job(
+    wider, wider_art = _job(
         tmp_path,
         "wider",
         WIDER,
@@ -294,8 +294,46 @@ def test_resuming_from_no_checkpoint_or_another_shape_is_one_sentence(tmp_path):
         ), error["message"]
         assert "same model (layers and shapes)" in error["message"]
         assert not [e for e in wider.events() if e["type"] == "epoch"]
+        index = json.loads((wider_art / "artifacts.json").read_text())
+        assert index["model"] is None and index["model_note"] == "the cell failed, so no model was saved."
     finally:
         wider.teardown()
+
+    # Keras 3 wrote them; a tf_keras job cannot read its backup format
+    legacy_env = {"EPOCHS": "4", "TFK8S_KERAS": "legacy", "TFK8S_RESUME_FROM": str(first_art / "checkpoints")}
+    legacy, _ = _job(tmp_path, "legacy", SLOW_FIT, "mirrored", 1, env=legacy_env)
+    legacy.start()
+    try:
+        assert legacy.wait("worker-0", JOB_TIMEOUT) == runner.EXIT_SETUP_ERROR
+        (error,) = legacy.events()
+        assert error["message"] == (
+            f"the checkpoints in {first_art / 'checkpoints'} were written by Keras 3 and this job trains with "
+            "tf_keras, which cannot restore them; resume with the earlier job's strategy (parameter-server and "
+            "TFK8S_KERAS=legacy jobs use tf_keras, all-reduce jobs Keras 3)."
+        )
+    finally:
+        legacy.teardown()
+
+
+@pytest.mark.tf
+def test_a_model_that_cannot_be_saved_is_an_error_event_but_the_job_succeeds(tmp_path):
+    # the cell takes the name of the model folder for a file of its own
+    code = cells.TF_KERAS + "open(os.path.join(os.environ['TFK8S_ARTIFACTS'], 'model'), 'w').close()\n"
+    h, art = _job(tmp_path, "unsaved", "import os\n" + code, "mirrored", 1)
+    h.start()
+    try:
+        assert h.wait("worker-0", JOB_TIMEOUT) == 0, h.tail("worker-0")
+        events = h.events()
+        assert [e["type"] for e in events[-2:]] == ["error", "end"]
+        error, end = events[-2:]
+        assert error["phase"] == "save" and end["status"] == "succeeded"
+        assert error["message"].startswith(
+            f"training succeeded but the trained model could not be saved to {art / 'model'} ("
+        )
+        assert end["artifacts"]["model"] is None and end["artifacts"]["model_note"] == error["message"]
+        assert [e["epoch"] for e in events if e["type"] == "epoch"] == [0, 1, 2]
+    finally:
+        h.teardown()
 
 
 @pytest.mark.tf

@@ -256,7 +256,7 @@ class RestoreError(RuntimeError):
 
 
 def explain_restore_failure(exc: BaseException, backup_dir: str, resumed_from: str | None) -> RestoreError:
-    what = " ".join(str(exc).split())[:300]
+    what = " ".join(str(exc).split())[:300].rstrip(".")
     origin = (
         f"the checkpoint copied from the earlier job ({resumed_from})"
         if resumed_from
