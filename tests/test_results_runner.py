@@ -299,15 +299,15 @@ def test_resuming_from_no_checkpoint_or_another_shape_is_one_sentence(tmp_path):
     finally:
         wider.teardown()
 
-    # Keras 3 wrote them; a tf_keras job cannot read its backup format
-    legacy_env = {"EPOCHS": "4", "TFK8S_KERAS": "legacy", "TFK8S_RESUME_FROM": str(first_art / "checkpoints")}
+    # Keras 3 wrote them; a tf_keras job cannot read its backup format (named by the artifact dir this time)
+    legacy_env = {"EPOCHS": "4", "TFK8S_KERAS": "legacy", "TFK8S_RESUME_FROM": str(first_art)}
     legacy, _ = _job(tmp_path, "legacy", SLOW_FIT, "mirrored", 1, env=legacy_env)
     legacy.start()
     try:
         assert legacy.wait("worker-0", JOB_TIMEOUT) == runner.EXIT_SETUP_ERROR
         (error,) = legacy.events()
         assert error["message"] == (
-            f"the checkpoints in {first_art / 'checkpoints'} were written by Keras 3 and this job trains with "
+            f"the checkpoints in {first_art} were written by Keras 3 and this job trains with "
             "tf_keras, which cannot restore them; resume with the earlier job's strategy (parameter-server and "
             "TFK8S_KERAS=legacy jobs use tf_keras, all-reduce jobs Keras 3)."
         )

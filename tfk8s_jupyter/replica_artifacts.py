@@ -30,7 +30,8 @@ own ``.keras`` zip: measured to round-trip with its optimizer state, unlike Save
 A model that cannot be saved is an ``error`` event (``phase="save"``) followed by the ``end`` event of the
 succeeded job, ``model`` null and the reason in ``model_note``: the training result is not hidden.
 
-Resume (``TFK8S_RESUME_FROM``, an earlier job's checkpoint dir): before the cell runs, each replica that
+Resume (``TFK8S_RESUME_FROM``, an earlier job's checkpoint dir, or its artifact dir holding
+``checkpoints/``): before the cell runs, each replica that
 owns a backup dir (the chief with parameter servers, every worker with Keras 3 all-reduce, worker 0 for the
 dir shared by tf_keras all-reduce workers, who wait for it) copies the earlier job's ``fit-<i>`` backups into
 its own dir, once per job (a marker file records it; a restarted replica finds its own newer checkpoint).
@@ -51,6 +52,7 @@ import uuid
 
 try:
     from tfk8s_jupyter.replica_env import (
+        ARTIFACT_CHECKPOINTS,
         ARTIFACT_INDEX,
         ARTIFACT_MODEL,
         ARTIFACT_TENSORBOARD,
@@ -60,6 +62,7 @@ try:
     from tfk8s_jupyter.replica_output import log
 except ImportError:  # standalone: the shipped modules sit beside this file
     from replica_env import (  # type: ignore[no-redef]
+        ARTIFACT_CHECKPOINTS,
         ARTIFACT_INDEX,
         ARTIFACT_MODEL,
         ARTIFACT_TENSORBOARD,
@@ -195,7 +198,7 @@ def resume_from_earlier_job(tf, renv: ReplicaEnv) -> dict | None:
     if tf.io.gfile.exists(marker):  # this replica restarted: its copy (or newer checkpoints) are there
         with tf.io.gfile.GFile(marker) as f:
             return json.loads(f.read())
-    fits = _fit_dirs(tf, source)
+    fits = _fit_dirs(tf, source) or _fit_dirs(tf, os.path.join(source, ARTIFACT_CHECKPOINTS))
     usable, other_flavour = [], []
     for index, fit_dir in fits:
         folders = _candidates(tf, fit_dir, own)
