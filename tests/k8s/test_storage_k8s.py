@@ -16,6 +16,7 @@ import pytest
 import yaml
 from kubelet import STANDIN_RUNNER
 from local_helpers import epoch_events, tf_keras_cell, wait_for
+from test_preflight import ROLE
 
 import tfk8s_jupyter as tk
 import tfk8s_jupyter.api as api_module
@@ -67,9 +68,11 @@ def validate(objs):
 
 
 @pytest.fixture
-def config(kubeconfig):
-    """The process-wide c.TFK8s of this test (the kubeconfig fixture installed a fresh one)."""
+def config(apiserver, kubeconfig):
+    """The process-wide c.TFK8s of this test (the kubeconfig fixture installed a fresh one); the Role
+    tfk8s-jobs enforced by the test API server, as on a real cluster."""
     api_module._backends.clear()
+    apiserver.enforce_rules(ROLE["rules"])
     yield current_config()
     api_module._backends.clear()
 
@@ -223,8 +226,6 @@ def test_a_shared_claim_passes_and_the_check_says_where_results_go(apiserver, co
 
 
 def test_reading_the_claim_forbidden_is_reported_not_failed(apiserver, config, backend):
-    from test_preflight import ROLE
-
     rules = [r for r in ROLE["rules"] if "persistentvolumeclaims" not in r["resources"]]
     apiserver.enforce_rules(rules)
     report = tk.check(storage="pvc:results", workers=1)
