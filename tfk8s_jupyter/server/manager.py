@@ -148,6 +148,7 @@ class JobsManager(LoggingConfigurable):
         self._lock = threading.Lock()
         # Finished jobs never change: their summary is computed once.
         self._done_cache: dict[tuple[str, str, float], JobState] = {}
+        self._done_models: dict[tuple, dict] = {}  # a finished job's list model (its sparkline costs most)
         # Running jobs: the summary so far and where its events were read up to.
         self._live: dict[tuple[str, str, float], tuple[JobState, EventHistory, threading.Lock]] = {}
         self._origins: dict[tuple[str, str, float], str | None] = {}
@@ -198,11 +199,22 @@ class JobsManager(LoggingConfigurable):
         backend = self.backend(name)
         out = []
         for status in backend.list(owner=owner):
+            key = (backend.name, status.name, status.created, status.phase, status.finished, status.message)
+            if status.done:
+                with self._lock:
+                    model = self._done_models.get(key)
+                if model is not None:
+                    out.append(model)
+                    continue
             try:
                 state = self._state_for(backend, status)
             except JobNotFound:
                 continue  # deleted while we listed
-            out.append(job_model(status, state, self._origin_for(backend, status)))
+            model = job_model(status, state, self._origin_for(backend, status))
+            if status.done:
+                with self._lock:
+                    self._done_models[key] = model
+            out.append(model)
         return out
 
     def _origin_for(self, backend: Backend, status: JobStatus) -> str | None:
@@ -356,6 +368,8 @@ class JobsManager(LoggingConfigurable):
                 del self._done_cache[key]
             for key in [k for k in self._live if k[:2] == (b.name, name)]:
                 del self._live[key]
+            for key in [k for k in self._done_models if k[:2] == (b.name, name)]:
+                del self._done_models[key]
         return {"name": name, "deleted": True}
 
     def close(self) -> None:
