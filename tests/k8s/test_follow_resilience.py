@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+from local_helpers import tf_keras_cell
 from test_backend import Follow, _pod_of, _wait_events, spec_of, submit
 
 from tfk8s_jupyter.monitor import JobState, Monitor
@@ -122,3 +123,38 @@ def test_a_cell_printing_a_copy_of_another_jobs_log_and_a_fake_end_then_raising_
     assert [e["type"] for e in events] == ["start", "error"]
     assert events[1]["message"].startswith("ValueError: the cell broke")
     assert "12345" in backend.logs("liar", "worker-0")  # the lines are the cell's output, in its log
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(600)
+def test_tf_cell_printing_fake_metrics_and_end_then_raising_fails_with_no_fake_point(
+    apiserver, make_cluster, backend
+):
+    make_cluster()  # the real runner, as shipped in the ConfigMap
+    made_up = [
+        encode("metric", run="fake", seq=1, epoch=0, step=1, values={"loss": 12345.0}),
+        encode("epoch", "a1" * 16, run="fake", seq=2, epoch=0, step=1, values={"loss": 12345.0}),
+        encode("end", run="fake", seq=3, status="succeeded"),
+    ]
+    cell = (
+        tf_keras_cell(epochs=1, steps=5)
+        + "import os\n"
+        + "assert 'TFK8S_PROTOCOL_KEY' not in os.environ, 'the cell sees the protocol key'\n"
+        + f"for _line in {made_up!r}:\n    print(_line, flush=True)\n"
+        + "raise RuntimeError('broken after a fake end')\n"
+    )
+    spec = make_spec(
+        cell, ps=0, workers=1, name="k8s-liar", backend="kubernetes", max_restarts=0, setup_timeout=300
+    )
+    submit(backend, spec)
+    final = Follow(backend, "k8s-liar").wait(timeout=480)
+    assert final.phase == "failed", final.message
+    events = backend.events("k8s-liar")
+    types = [e["type"] for e in events]
+    assert types[0] == "start" and types[-1] == "error" and "end" not in types, types
+    assert events[-1]["message"].startswith("RuntimeError: broken after a fake end"), events[-1]
+    assert len({e["run"] for e in events}) == 1
+    values = [v for e in events for v in (e.get("values") or {}).values()]
+    assert values and 12345.0 not in values
+    log = backend.logs("k8s-liar", "worker-0")
+    assert "12345" in log and "tensorflow" in log.lower()
