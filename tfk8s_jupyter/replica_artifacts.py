@@ -342,17 +342,18 @@ class JobArtifacts:
         """A non-reporting all-reduce worker saves the model too, into a local folder it then deletes: Keras's
         ``model.save`` under MultiWorkerMirroredStrategy runs collectives (measured: ``CollectiveBcastSend``;
         worker 0 saving alone fails with ``UnavailableError`` once the other workers have exited), so every
-        worker must take part (TensorFlow's ``write_filepath`` idiom)."""
-        import shutil
-        import tempfile
-
-        folder = tempfile.mkdtemp(prefix=f"tfk8s-{self.renv.name}-model-")
+        worker must take part (TensorFlow's ``write_filepath`` idiom). Its copy goes to TensorFlow's in-memory
+        file system (``ram://``; Keras zips remote saves in memory), so it costs no disk writes."""
+        folder = f"ram://tfk8s-{self.renv.name}-model-{uuid.uuid4().hex[:8]}"
         try:
             model.save(os.path.join(folder, MODEL_FILE))
         except Exception as exc:
             log(f"{self.renv.name}'s part of saving the model failed ({type(exc).__name__}: {exc})")
         finally:
-            shutil.rmtree(folder, ignore_errors=True)
+            try:
+                self.tf.io.gfile.rmtree(folder)
+            except Exception:
+                pass
 
     def finish(self, model, keras_flavour: str, succeeded: bool, reporter=None) -> dict | None:
         """The end of the cell: save the model (when it succeeded), write artifacts.json, return its dict."""
