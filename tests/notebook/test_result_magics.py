@@ -173,3 +173,39 @@ def test_a_kubernetes_job_without_storage_notes_it_and_its_model_is_refused(kube
         "UsageError: job 'nostore' kept no artifacts: it ran without storage, so they went with its pods; "
         "run it again with --storage pvc:CLAIM (or a gs:// / s3:// URI) to keep them."
     )
+
+
+def test_the_panel_shows_the_jobs_notes_and_its_summary_the_saved_model():
+    from tfk8s_jupyter.backends.base import JobStatus
+    from tfk8s_jupyter.display_text import Summary
+    from tfk8s_jupyter.job_panel import JobPanel
+    from tfk8s_jupyter.results import ResultsState
+
+    note = "no storage: checkpoints and model will not survive the pods"
+    state = ResultsState("noted")
+    state.set_status(JobStatus("noted", "kubernetes", "parameter_server", phase="running", notes=[note]))
+    panel = JobPanel(state=state, start=False)
+    try:
+        panel.render(budget=None)
+        assert 'class="tfk8s-note"' in panel.info.value and note in panel.info.value
+        state.add_events(
+            [
+                {
+                    "type": "end",
+                    "run": "r1",
+                    "seq": 1,
+                    "status": "succeeded",
+                    "artifacts": {
+                        "model": {"path": "model/model.keras", "bytes": 1_234_567, "save_seconds": 0.42}
+                    },
+                }
+            ]
+        )
+        state.set_status(
+            JobStatus("noted", "kubernetes", "parameter_server", phase="succeeded", notes=[note])
+        )
+        text = Summary(state).text
+        assert "\n  model saved: 1.2 MB in 0.4 s — job.model() loads it\n" in text
+        assert text.endswith(f"\n  note: {note}")
+    finally:
+        panel.close()
