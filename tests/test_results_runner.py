@@ -419,3 +419,27 @@ def test_an_unwritable_artifact_dir_fails_at_start_with_one_sentence(tmp_path, w
         assert not (tmp_path / "job" / "work").exists()  # stopped before the cell's work dir was made
     finally:
         h.teardown()
+
+
+@pytest.mark.tf
+def test_a_stock_image_running_the_shipped_runner_files_writes_the_artifacts(tmp_path):
+    from test_runner_files import NOT_IMPORTABLE, image_job, write_runner_files
+
+    from tfk8s_jupyter.payload import Payload
+    from tfk8s_jupyter.spec import make_spec
+
+    image = write_runner_files(tmp_path / "image")
+    job = tmp_path / "job"
+    job.mkdir()
+    (job / "payload.json").write_text(Payload(code=cells.TF_KERAS).to_json())
+    command, env = image_job(make_spec(cells.TF_KERAS, workers=1, strategy="mirrored", name="stock"), job)
+    art = job / "artifacts"
+    env.update({"TFK8S_ARTIFACTS": str(art), "TFK8S_CHECKPOINT_DIR": str(art / "checkpoints")})
+    code = f"{NOT_IMPORTABLE}; import runner; raise SystemExit(runner.main())"
+    proc = subprocess.run(
+        [*command, "-c", code], cwd=image, env=env, capture_output=True, text=True, timeout=JOB_TIMEOUT
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    index = json.loads((art / "artifacts.json").read_text())
+    assert index["model"]["keras"] == "keras3" and (art / index["model"]["path"]).stat().st_size > 0
+    assert _event_files(art / "tensorboard") and (art / "checkpoints" / "fit-0" / "shared").is_dir()
