@@ -314,6 +314,27 @@ def test_resuming_from_no_checkpoint_or_another_shape_is_one_sentence(tmp_path):
     finally:
         legacy.teardown()
 
+    # a checkpoint dir this replica cannot write (here: under a file)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    stuck_env = {
+        "EPOCHS": "4",
+        "TFK8S_RESUME_FROM": str(first_art / "checkpoints"),
+        "TFK8S_CHECKPOINT_DIR": str(blocker / "checkpoints"),
+    }
+    stuck, _ = _job(tmp_path, "stuck", SLOW_FIT, "mirrored", 1, env=stuck_env)
+    stuck.start()
+    try:
+        assert stuck.wait("worker-0", JOB_TIMEOUT) == runner.EXIT_SETUP_ERROR
+        (error,) = stuck.events()
+        assert error["message"].startswith(
+            f"the earlier job's checkpoints in {first_art / 'checkpoints'} cannot be copied into "
+            f"{blocker / 'checkpoints'} ("
+        ), error["message"]
+        assert error["message"].endswith("(the same storage).")
+    finally:
+        stuck.teardown()
+
 
 @pytest.mark.tf
 def test_a_model_that_cannot_be_saved_is_an_error_event_but_the_job_succeeds(tmp_path):

@@ -402,5 +402,14 @@ def open_artifacts(tf, renv: ReplicaEnv) -> JobArtifacts:
     """At the replica's start: the artifact directory made and proven writable (reporting replica), an
     earlier job's checkpoints copied in (``TFK8S_RESUME_FROM``). Raises SetupError, one sentence."""
     prepare_artifacts(tf, renv)
-    resumed = resume_from_earlier_job(tf, renv)
+    try:
+        resumed = resume_from_earlier_job(tf, renv)
+    except SetupError:
+        raise
+    except Exception as exc:  # tf.errors.*, OSError: a folder this replica cannot read or write
+        reason = " ".join(str(getattr(exc, "message", "") or exc).split())[:300].rstrip(".")
+        raise SetupError(
+            f"the earlier job's checkpoints in {renv.resume_from} cannot be copied into {renv.checkpoint_dir} "
+            f"({type(exc).__name__}: {reason}); make both reachable from this replica (the same storage)."
+        ) from None
     return JobArtifacts(tf, renv, resumed)
