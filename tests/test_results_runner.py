@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -464,3 +465,38 @@ def test_a_stock_image_running_the_shipped_runner_files_writes_the_artifacts(tmp
     index = json.loads((art / "artifacts.json").read_text())
     assert index["model"]["keras"] == "keras3" and (art / index["model"]["path"]).stat().st_size > 0
     assert _event_files(art / "tensorboard") and (art / "checkpoints" / "fit-0" / "shared").is_dir()
+
+
+@pytest.mark.tf
+def test_a_custom_loop_with_the_tutorials_temp_dir_checkpoints_continues_in_a_resuming_job(tmp_path):
+    first, first_art = _job(tmp_path, "ctl", cells.MWMS_LOOP_TUTORIAL_DIR.format(sleep=0.1), MWMS, 2)
+    first.start()
+    try:
+        first.wait_event(lambda e: e["type"] == "metric" and e["step"] > 25, JOB_TIMEOUT)  # epoch 1 saved
+        for name in first.replicas:
+            first.kill(name, signal.SIGKILL)
+        _wait_all(first, 30)
+    finally:
+        first.teardown()
+    assert "restored epoch" not in first.stdout("worker-0")
+    again, art = _job(
+        tmp_path,
+        "ctl-again",
+        cells.MWMS_LOOP_TUTORIAL_DIR.format(sleep=0.0),
+        MWMS,
+        2,
+        env={"TFK8S_RESUME_FROM": str(first_art / "checkpoints")},
+    )
+    again.start()
+    try:
+        assert _wait_all(again) == {"worker-0": 0, "worker-1": 0}, again.tail("worker-0")
+        restored = {name: re.findall(r"restored epoch (\d+)", again.stdout(name)) for name in again.replicas}
+        assert restored["worker-0"] and restored["worker-0"] == restored["worker-1"], restored
+        epoch = int(restored["worker-0"][0])
+        assert epoch >= 1
+        steps = [e["step"] for e in again.events() if e["type"] == "metric"]
+        assert steps and min(steps) > 20 * epoch and max(steps) == 60  # the step count continues
+        index = json.loads((art / "artifacts.json").read_text())
+        assert index["resumed_from"] == str(first_art / "checkpoints") and index["model"] is None
+    finally:
+        again.teardown()

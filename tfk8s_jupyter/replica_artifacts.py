@@ -37,6 +37,9 @@ dir shared by tf_keras all-reduce workers, who wait for it) copies the earlier j
 its own dir, once per job (a marker file records it; a restarted replica finds its own newer checkpoint).
 The copy lands in a temporary folder renamed into place, so a replica never restores a half copy. The cell's
 ``fit`` calls then restore as after a restart: epochs, and so the global step of metric points, continue.
+The reporting replica also copies the earlier job's ``checkpoints/tmp`` (multiprocessing's temp dir, where
+TensorFlow's ``multi_worker_with_ctl`` tutorial keeps its checkpoints), so such a custom loop's own restore
+logic continues too.
 
 Part of the runner (see ``runner.py``); stdlib only at import, TensorFlow passed in; it travels with the
 runner in the job's ConfigMap (``RUNNER_FILES``).
@@ -76,6 +79,7 @@ CELL_SUMMARIES = "cell"  # tensorboard/cell: the cell's tf.summary calls that ha
 KERAS3_BACKUP = "latest.weights.h5"  # what Keras 3's BackupAndRestore writes in its dir
 TF_KERAS_BACKUP = os.path.join("chief", "checkpoint")  # tf_keras's: a tf.train.CheckpointManager in chief/
 RESUMED_MARKER = "resumed-{name}.json"
+TEMP_DIR = "tmp"  # multiprocessing's temp dir of the job (runner.keep_process_temp_dir)
 _FIT_DIR = re.compile(r"^fit-(\d+)/?$")
 
 
@@ -163,16 +167,26 @@ def _candidates(tf, fit_dir: str, own: str) -> list[str]:
     return [os.path.join(fit_dir, n) for n in dict.fromkeys(order) if n in names]
 
 
+def _has_files(tf, folder: str) -> bool:
+    try:
+        return any(files for _, _, files in tf.io.gfile.walk(folder))
+    except Exception:  # NotFoundError
+        return False
+
+
 def _copy_tree(tf, src: str, dst: str) -> int:
-    """Copy every file under ``src`` to ``dst`` (tf.io.gfile); returns the bytes copied."""
+    """Copy every file under ``src`` to ``dst`` (tf.io.gfile), the ``checkpoint`` index files (which name
+    the latest checkpoint) last; returns the bytes copied."""
     copied = 0
+    pairs = []
     for folder, _subdirs, files in tf.io.gfile.walk(src):
         rel = folder[len(src) :].lstrip("/")
         target = os.path.join(dst, rel) if rel else dst
         tf.io.gfile.makedirs(target)
-        for name in files:
-            tf.io.gfile.copy(os.path.join(folder, name), os.path.join(target, name), overwrite=True)
-            copied += tf.io.gfile.stat(os.path.join(target, name)).length
+        pairs += [(os.path.join(folder, name), os.path.join(target, name)) for name in files]
+    for source, target in sorted(pairs, key=lambda pair: os.path.basename(pair[0]) == "checkpoint"):
+        tf.io.gfile.copy(source, target, overwrite=True)
+        copied += tf.io.gfile.stat(target).length
     return copied
 
 
@@ -198,7 +212,11 @@ def resume_from_earlier_job(tf, renv: ReplicaEnv) -> dict | None:
     if tf.io.gfile.exists(marker):  # this replica restarted: its copy (or newer checkpoints) are there
         with tf.io.gfile.GFile(marker) as f:
             return json.loads(f.read())
-    fits = _fit_dirs(tf, source) or _fit_dirs(tf, os.path.join(source, ARTIFACT_CHECKPOINTS))
+    base = source
+    if not (_fit_dirs(tf, base) or _has_files(tf, os.path.join(base, TEMP_DIR))):
+        base = os.path.join(source, ARTIFACT_CHECKPOINTS)  # the earlier job's artifact dir was named
+    fits = _fit_dirs(tf, base)
+    temp = _has_files(tf, os.path.join(base, TEMP_DIR))
     usable, other_flavour = [], []
     for index, fit_dir in fits:
         folders = _candidates(tf, fit_dir, own)
@@ -207,7 +225,7 @@ def resume_from_earlier_job(tf, renv: ReplicaEnv) -> dict | None:
             usable.append((index, match))
         elif any(_has_backup(tf, d, not keras3) for d in folders):
             other_flavour.append(index)
-    if not usable:
+    if not usable and not temp:
         if other_flavour:
             written, needed = ("tf_keras", "Keras 3") if keras3 else ("Keras 3", "tf_keras")
             raise SetupError(
@@ -231,6 +249,12 @@ def resume_from_earlier_job(tf, renv: ReplicaEnv) -> dict | None:
             tf.io.gfile.rmtree(target)
         tf.io.gfile.rename(partial, target)
         done["fits"].append(index)
+    own_temp = os.path.join(ckpt, TEMP_DIR)
+    if temp and renv.reporting and not _has_files(tf, own_temp):
+        # The cell's own checkpoints in multiprocessing's temp dir (TensorFlow's multi_worker_with_ctl):
+        # copied before this replica creates the strategy, so no peer can get past its own strategy
+        # creation, and reach a restore, before the copy is complete.
+        done["temp_bytes"] = _copy_tree(tf, os.path.join(base, TEMP_DIR), own_temp)
     tf.io.gfile.makedirs(ckpt)
     with tf.io.gfile.GFile(marker, "w") as f:
         f.write(json.dumps(done))
