@@ -21,7 +21,7 @@ from pathlib import Path
 from kubernetes import client as k8s
 
 from ...config import current_config, current_owner
-from ...logtext import last_lines
+from ...logtext import read_log
 from ...payload import Payload
 from ...records import JobRecord
 from ...replica_env import ARTIFACT_CHECKPOINTS
@@ -416,11 +416,7 @@ class KubernetesBackend(Backend):
                     return job.cluster.read_log(job.namespace, pod, tail=tail)
                 except (JobNotFound, BackendUnavailable):
                     pass
-        try:
-            text = job.record.log_path(replica).read_text()
-        except FileNotFoundError:
-            return ""
-        return last_lines(text, tail)
+        return read_log(job.record.log_path(replica), tail)
 
     def follow_logs(self, name: str, replica: str, stop: threading.Event) -> Iterator[str]:
         """The replica's log lines as they come, over one follow stream (the record's copy once it is gone)."""

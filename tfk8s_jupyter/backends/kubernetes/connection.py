@@ -275,6 +275,16 @@ def load_cluster(context: str | None = None, config_file: str | None = None) -> 
         or str(Path.home() / ".kube" / "config")
     )
     in_cluster = "KUBERNETES_SERVICE_HOST" in os.environ
+    if context and Path(kubeconfig).exists():
+        try:
+            known = [c["name"] for c in k8s_config.list_kube_config_contexts(config_file=kubeconfig)[0]]
+        except (ConfigException, OSError, TypeError, ValueError, KeyError):
+            known = None  # an unreadable kubeconfig is explained below
+        if known is not None and context not in known:
+            raise BackendUnavailable(
+                f"context {context!r} is not in {kubeconfig} (its contexts: {', '.join(known) or 'none'}); "
+                "pass one of them with --context or c.TFK8s.context."
+            )
     try:
         if context or Path(kubeconfig).exists() or not in_cluster:
             k8s_config.load_kube_config(

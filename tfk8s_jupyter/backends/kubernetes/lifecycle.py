@@ -16,7 +16,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ...protocol import parse_line
+from ...protocol import EventDedup, parse_line
 from ..base import STOPPED, SUCCEEDED, TERMINAL, JobNotFound, JobStatus, TFK8sError
 from .connection import RESOURCE_NAMES, Cluster
 from .job_objects import JobRef, job_pods
@@ -251,13 +251,21 @@ class Finisher:
             await_replicas_ended(job)
         capture_logs(job)
         # the reporting replica's log holds the protocol: keep every event even if no one followed it
-        text = ""
+        key = job.spec.protocol_key  # only lines authenticated with the job's key are events
         try:
-            text = record.log_path(job.spec.reporting_replica).read_text()
+            with open(record.log_path(job.spec.reporting_replica), encoding="utf-8", errors="replace") as f:
+                batch: list[dict] = []
+                seen = EventDedup()  # one memory of recorded events for every batch
+                for line in f:  # streamed, a batch at a time: a long job's log is never held whole
+                    event = parse_line(line, key)
+                    if event:
+                        batch.append(event)
+                    if len(batch) >= 10_000:
+                        record.append_events(batch, seen)
+                        batch = []
+                record.append_events(batch, seen)
         except FileNotFoundError:
             pass
-        key = job.spec.protocol_key  # only lines authenticated with the job's key are events
-        record.append_events([e for e in (parse_line(line, key) for line in text.splitlines()) if e])
         try:
             remove_replicas(job, every=status.phase != SUCCEEDED)
         except TFK8sError:

@@ -114,8 +114,8 @@ class PreflightFailed(TFK8sError):
 
     def __init__(self, report: PreflightReport):
         self.report = report
-        problems = " ".join(c.message for c in report.failed)
-        super().__init__(f"the job would not run: {problems} (%tfk8s_check shows every check.)")
+        problems = "; ".join(c.message.rstrip(". ") for c in report.failed)
+        super().__init__(f"the job would not run: {problems}; %tfk8s_check shows every check.")
 
 
 def rule_text(rule: dict) -> str:
