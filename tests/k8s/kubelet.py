@@ -686,10 +686,15 @@ class TestCluster:
             local.mkdir(parents=True, exist_ok=True)
             if "configMap" in vol:
                 cm = self.store.get("", "configmaps", ns, vol["configMap"]["name"])
+                # ``items`` projects only the listed keys, at their paths (as a kubelet does)
+                items = vol["configMap"].get("items")
+                paths = {i["key"]: i.get("path", i["key"]) for i in items} if items else None
                 for key, value in ((cm or {}).get("data") or {}).items():
-                    (local / key).write_text(value)
+                    if paths is None or key in paths:
+                        (local / (paths or {}).get(key, key)).write_text(value)
                 for key, value in ((cm or {}).get("binaryData") or {}).items():
-                    (local / key).write_bytes(base64.b64decode(value))
+                    if paths is None or key in paths:
+                        (local / (paths or {}).get(key, key)).write_bytes(base64.b64decode(value))
             out[vm["mountPath"].rstrip("/")] = local
         return out
 

@@ -309,3 +309,17 @@ def test_deadline_priority_class_queue_and_service_account(flavor):
     plain = render_manifests(ps_spec(), flavor=flavor)
     text = json.dumps(plain)
     assert "activeDeadlineSeconds" not in text and "suspend" not in text and "priorityClassName" not in text
+
+
+@pytest.mark.parametrize("flavor", ["native", "tfjob"])
+def test_pods_get_the_runner_and_payload_but_not_the_spec_with_the_protocol_key(flavor):
+    """spec.json holds the job's protocol key: a cell reading its own files cannot forge protocol lines."""
+    spec = mwms_spec(flavor=flavor)
+    objects = render_manifests(spec, Payload(code=spec.code))
+    assert json.loads(objects[0]["data"]["spec.json"])["protocol_key"] == spec.protocol_key
+    pods = [p for obj in objects for p in containers(obj)]
+    assert pods
+    for _, pod_spec, _ in pods:
+        (volume,) = [v for v in pod_spec["volumes"] if v.get("configMap", {}).get("name") == spec.name]
+        projected = {i["key"] for i in volume["configMap"]["items"]}
+        assert projected == {"payload.json", *RUNNER_FILES}

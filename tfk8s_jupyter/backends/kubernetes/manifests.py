@@ -242,7 +242,14 @@ def pod_template(
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "volumes": [
-            {"name": "tfk8s-payload", "configMap": {"name": spec.name}},
+            {
+                # only what the replicas run: spec.json (with the job's protocol key) stays out of the pods
+                "name": "tfk8s-payload",
+                "configMap": {
+                    "name": spec.name,
+                    "items": [{"key": k, "path": k} for k in ("payload.json", *RUNNER_FILES)],
+                },
+            },
             {"name": "scratch", "emptyDir": {}},
             *(
                 {"name": f"tfk8s-data-{i}", "configMap": {"name": data_configmap_name(spec, i)}}
