@@ -307,3 +307,24 @@ async def test_each_job_says_which_notebook_and_cell_started_it(jp_fetch, tfk8s_
     _, detail = await get_json(jp_fetch, "from-notebook")
     assert detail["origin"] == "forecast.ipynb [7]"
     assert body["defaults"] == {"strategy": "auto", "ps": 0, "workers": 2, "gpus": 0, "backend": "local"}
+
+
+async def test_keep_jobs_trims_the_history_when_the_side_panel_lists(jp_fetch, tfk8s_home, monkeypatch):
+    from tfk8s_jupyter.config import current_config
+
+    now = time.time()
+    records = [
+        write_record(tfk8s_home, n, created=now - 600 + i * 60) for i, n in enumerate(["old-a", "old-b"])
+    ]
+    records.append(write_record(tfk8s_home, "newest", created=now - 60))
+    records.append(write_record(tfk8s_home, "bobs-old", owner="bob", created=now - 6000))
+    monkeypatch.setattr(current_config(), "keep_jobs", "1")
+
+    _, body = await get_json(jp_fetch)
+
+    assert [j["name"] for j in body["jobs"]] == ["newest"]
+    (warning,) = body["warnings"]
+    assert "removed 2" in warning["message"] and "old-a" in warning["message"]
+    assert [r.dir.exists() for r in records] == [False, False, True, True]
+    _, again = await get_json(jp_fetch)
+    assert again["warnings"] == [] and [j["name"] for j in again["jobs"]] == ["newest"]

@@ -32,6 +32,7 @@ from ..config import current_config, current_owner
 from ..display_text import epoch_number
 from ..job_origin import origin_of
 from ..monitor import EventHistory, JobState
+from ..retention import apply_keep_jobs
 from ..spec import SpecError, check_name
 
 SPARKLINE_POINTS = 60
@@ -156,6 +157,7 @@ class JobsManager(LoggingConfigurable):
         self._inflight: dict[tuple[str, str], concurrent.futures.Future] = {}
         self._failed_at: dict[str, float] = {}
         self._failed: dict[str, concurrent.futures.Future] = {}
+        self._pruned: dict[str, str] = {}  # backend -> the line saying what keep_jobs removed
 
     # backends -----------------------------------------------------------------
     def backend_names(self) -> list[str]:
@@ -198,7 +200,14 @@ class JobsManager(LoggingConfigurable):
     def _list_backend(self, name: str, owner: str) -> list[dict]:
         backend = self.backend(name)
         out = []
-        for status in backend.list(owner=owner):
+        pruned = apply_keep_jobs(backend, backend.list(owner=owner), owner=owner)  # c.TFK8s.keep_jobs
+        line = pruned.line()
+        with self._lock:
+            if line:
+                self._pruned[name] = line
+            else:
+                self._pruned.pop(name, None)
+        for status in pruned.kept:
             key = (backend.name, status.name, status.created, status.phase, status.finished, status.message)
             if status.done:
                 with self._lock:
@@ -263,6 +272,10 @@ class JobsManager(LoggingConfigurable):
                 jobs.extend(future.result(timeout=self.backend_timeout))
                 self._failed.pop(name, None)
                 self._failed_at.pop(name, None)
+                with self._lock:
+                    pruned_line = self._pruned.pop(name, None)
+                if pruned_line:
+                    warnings.append({"backend": name, "message": pruned_line})
             except concurrent.futures.TimeoutError:
                 warnings.append(
                     {
