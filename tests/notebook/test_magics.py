@@ -450,6 +450,11 @@ def test_rerunning_a_cell_whose_job_runs_launches_nothing_and_shows_that_job(
     third.stop()
 
 
+def said(capsys) -> list[str]:
+    """The lines a magic printed, without a running job's background progress lines."""
+    return [line for line in capsys.readouterr().out.splitlines() if line.startswith("tfk8s:")]
+
+
 def test_jobs_say_which_notebook_and_cell_started_them_and_delete_says_what_goes(
     shell, standin, capsys, tfk8s_home, monkeypatch
 ):
@@ -464,7 +469,8 @@ def test_jobs_say_which_notebook_and_cell_started_them_and_delete_says_what_goes
     )
     capsys.readouterr()
     shell.run_line_magic("tfk8s_jobs", "")
-    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    out = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("[tfk8s]")]
+    rows = {line.split()[0]: line for line in out[1:]}
     assert "Sales-Forecast.ipynb [7]" in rows[first.name] and "0.09091" in rows[first.name]
 
     # --dry-run refuses a name that is taken, as the launch would
@@ -482,14 +488,14 @@ def test_jobs_say_which_notebook_and_cell_started_them_and_delete_says_what_goes
 
     capsys.readouterr()
     shell.run_line_magic("tfk8s_delete", "--finished --dry-run")
-    assert capsys.readouterr().out.strip() == (
-        f"tfk8s: would delete 1 job: {first.name} (succeeded); nothing was deleted."
-    )
+    # the running job's text progress may print a line meanwhile: only the magic's own lines count
+    assert said(capsys) == [f"tfk8s: would delete 1 job: {first.name} (succeeded); nothing was deleted."]
     shell.run_line_magic("tfk8s_delete", "--finished")
-    assert capsys.readouterr().out.strip() == f"tfk8s: deleted 1 job: {first.name} (succeeded)."
+    assert said(capsys) == [f"tfk8s: deleted 1 job: {first.name} (succeeded)."]
     assert records(tfk8s_home) == ["still-running"]
     shell.run_line_magic("tfk8s_delete", "still-running --stop")
-    assert capsys.readouterr().out.strip().startswith("tfk8s: deleted 1 job: still-running (")
+    (line,) = said(capsys)
+    assert line.startswith("tfk8s: deleted 1 job: still-running (")
     assert records(tfk8s_home) == []
 
 
