@@ -21,7 +21,8 @@ TERMINAL = (SUCCEEDED, FAILED, STOPPED)
 # Replica states.
 R_PENDING, R_STARTING, R_RUNNING, R_RESTARTING = "pending", "starting", "running", "restarting"
 R_SUCCEEDED, R_FAILED, R_STOPPED = "succeeded", "failed", "stopped"
-REPLICA_DONE = (R_SUCCEEDED, R_FAILED, R_STOPPED)
+R_REMOVED = "removed"  # stopped for good by a scale-down (``job.scale``): never restarted
+REPLICA_DONE = (R_SUCCEEDED, R_FAILED, R_STOPPED, R_REMOVED)
 
 
 class TFK8sError(Exception):
@@ -76,6 +77,8 @@ class JobStatus:
     namespace: str | None = None
     # One-line notes the panel shows under the header (e.g. "artifacts will not survive the pods").
     notes: list[str] = field(default_factory=list)
+    # Each resize of the job: {"time", "from", "to", "how" ("live"), "removed": [replica names]}.
+    history: list[dict] = field(default_factory=list)
 
     @property
     def done(self) -> bool:
@@ -195,6 +198,13 @@ class Backend(ABC):
     @abstractmethod
     def delete(self, name: str) -> None:
         """Stop the job if needed and remove everything of it, record included."""
+
+    def scale(self, name: str, workers: int) -> JobStatus:
+        """Change the running job's worker count to ``workers``; returns the status showing the change."""
+        raise TFK8sError(
+            f"resizing a running job is not supported on the {self.name} backend yet; stop the job and "
+            "submit it again with the worker count you want."
+        )
 
     def artifacts_location(self, name: str) -> str | None:
         """Where this kernel reads the job's artifact directory (``TFK8S_ARTIFACTS``): a local path or a

@@ -541,6 +541,13 @@ class LocalBackend(Backend):
             shutil.rmtree(checkpoint_dir(spec, record), ignore_errors=True)
         record.delete()
 
+    def scale(self, name: str, workers: int) -> JobStatus:
+        """Scale a running parameter-server job down to ``workers`` workers, live (see local_scale)."""
+        from .local_scale import request_scale
+
+        record = self._record(name)
+        return request_scale(record, self._status(record), JobSpec.from_json(record.read_spec()), workers)
+
 
 def check_inputs(payload: Payload, folder: str) -> None:
     """Every input file found at submission is still in the notebook's folder.

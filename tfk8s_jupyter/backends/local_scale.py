@@ -1,0 +1,196 @@
+"""Live scale-down of a local parameter-server job: ``job.scale(workers=N)`` with N below the worker count.
+
+TensorFlow's ``ClusterCoordinator`` keeps training when a worker disappears (the worker's closures are
+rescheduled on the others), so the highest-index workers can be stopped for good with no restart. Adding
+workers, or resizing an all-reduce job, needs a checkpoint-restart, which is not built yet: refused.
+
+The kernel and the job's supervisor talk through two files in the job record:
+
+- ``scale.request`` ``{"id", "workers", "at"}``: created by the kernel with an exclusive link (so a second
+  resize while one is in progress is refused), removed by the supervisor once the resize is applied;
+- ``scale.reply`` ``{"id", "ok", "message"}``: written atomically by the supervisor.
+
+The supervisor (:func:`poll`, called from its loop) stops the workers (SIGTERM, then SIGKILL), marks them
+``removed`` in the replica table (never restarted as a failure; their logs stay), and appends the resize to
+``JobStatus.history`` (``{"time", "from", "to", "how": "live", "removed"}``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import tempfile
+import time
+from pathlib import Path
+
+from ..records import JobRecord, write_json_atomic
+from ..spec import JobSpec
+from .base import R_REMOVED, RUNNING, JobConflict, JobStatus, TFK8sError
+
+SCALE_REQUEST = "scale.request"
+SCALE_REPLY = "scale.reply"
+SCALE_WAIT = 20.0  # seconds the kernel waits for the supervisor to apply a resize
+NOT_BUILT = (
+    "adding workers or resizing an all-reduce job needs a checkpoint-restart, which is not built yet; "
+    "stop the job and submit it again with the shape you want"
+)
+
+
+class BadScale(TFK8sError, ValueError):
+    """A worker count that is not a count (negative, not a whole number)."""
+
+
+def live_workers(status: JobStatus) -> list:
+    """The job's worker replicas that have not been removed, by index."""
+    return sorted(
+        (r for r in status.replicas if r.role == "worker" and r.state != R_REMOVED), key=lambda r: r.index
+    )
+
+
+def check_count(workers) -> int:
+    """``workers`` as a count, or :class:`BadScale` in one sentence."""
+    if isinstance(workers, bool) or not isinstance(workers, int):
+        raise BadScale(
+            f"workers={workers!r} is not a whole number of workers; give one, e.g. job.scale(workers=2)."
+        )
+    if workers < 0:
+        raise BadScale(f"workers={workers} is negative; give the number of workers to keep, at least 1.")
+    return workers
+
+
+def refusal(name: str, status: JobStatus, strategy: str, workers: int) -> str | None:
+    """Why resizing the job to ``workers`` workers is refused now (one sentence), or ``None``."""
+    if status.done:
+        return f"job {name} has already {status.phase}; only a running job can be resized."
+    if strategy != "parameter_server":
+        return f"job {name} is an all-reduce job: {NOT_BUILT}."
+    if workers == 0:
+        return (
+            f"a parameter-server job needs at least one worker; scale job {name} to workers=1 or more, "
+            "or stop it with job.stop()."
+        )
+    current = len(live_workers(status))
+    if workers > current:
+        return f"job {name} has {current} worker(s) and workers={workers} asks for more: {NOT_BUILT}."
+    if status.phase != RUNNING:
+        # The coordinator's worker set is fixed when it connects, and it waits for every worker it names.
+        return (
+            f"job {name} is still {status.phase} (its chief has not started training); resize it once "
+            "job.status shows it running."
+        )
+    return None
+
+
+# kernel side ----------------------------------------------------------------------------------------
+def request_scale(record: JobRecord, status: JobStatus, spec: JobSpec, workers, wait: float = SCALE_WAIT):
+    """Ask the job's supervisor to scale down to ``workers`` workers; return the status showing it."""
+    workers = check_count(workers)
+    why = refusal(record.name, status, spec.strategy, workers)
+    if why:
+        raise JobConflict(why)
+    if workers == len(live_workers(status)):
+        return status  # nothing to change
+    request = record.dir / SCALE_REQUEST
+    ident = secrets.token_hex(8)
+    fd, tmp = tempfile.mkstemp(dir=record.dir, prefix=f".{SCALE_REQUEST}.")
+    with os.fdopen(fd, "w") as f:
+        json.dump({"id": ident, "workers": workers, "at": time.time()}, f)
+    try:
+        os.link(tmp, request)  # exclusive: fails while another resize is in progress
+    except FileExistsError:
+        raise JobConflict(
+            f"a resize of job {record.name} is in progress already; wait until job.status shows it, then "
+            "ask again."
+        ) from None
+    finally:
+        os.unlink(tmp)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        reply = _read(record.dir / SCALE_REPLY)
+        if reply.get("id") == ident:
+            if not reply.get("ok"):
+                raise JobConflict(str(reply.get("message")))
+            return JobStatus.from_json(record.read_status() or {})
+        time.sleep(0.05)
+    if _read(request).get("id") == ident:
+        request.unlink(missing_ok=True)  # nobody picked it up: leave nothing behind
+    raise TFK8sError(
+        f"the supervisor of job {record.name} did not apply the resize within {wait:g} s; look at "
+        "job.logs('supervisor') and job.status."
+    )
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+# supervisor side ------------------------------------------------------------------------------------
+def poll(sup) -> None:
+    """Apply a pending ``scale.request`` (called on every tick of the supervisor's loop)."""
+    request = sup.record.dir / SCALE_REQUEST
+    if not request.exists():
+        return
+    req = _read(request)
+    reply = {"id": req.get("id"), "ok": True, "message": None}
+    try:
+        workers = check_count(req.get("workers"))
+        why = refusal(sup.spec.name, sup.status, sup.spec.strategy, workers)
+        if why:
+            raise JobConflict(why)
+        scale_down(sup, workers)
+    except TFK8sError as e:
+        reply.update(ok=False, message=str(e))
+    write_json_atomic(sup.record.dir / SCALE_REPLY, reply)
+    request.unlink(missing_ok=True)
+
+
+def scale_down(sup, workers: int) -> None:
+    """Stop the highest-index workers beyond ``workers`` for good and record the resize."""
+    from .local_supervisor import say
+
+    keep = live_workers(sup.status)
+    if workers >= len(keep):
+        return
+    gone = [sup.by_name[r.name] for r in keep[workers:]]
+    say(f"scaling down from {len(keep)} to {workers} worker(s): stopping {', '.join(r.name for r in gone)}")
+    sup.terminate(gone)
+    for r in gone:
+        r.start_at = None  # a restart it was waiting for is cancelled
+        r.up = False
+        r.status.state = R_REMOVED
+        r.status.message = f"removed by a scale-down to {workers} worker(s); its log is kept"
+    sup.status.history.append(
+        {
+            "time": time.time(),
+            "from": len(keep),
+            "to": workers,
+            "how": "live",
+            "removed": [r.name for r in gone],
+        }
+    )
+    if sup.status.message and any(r.name in sup.status.message for r in gone):
+        sup.status.message = None  # "restarting worker-2: ..." no longer applies
+    sup.save()
+    say(f"scaled down to {workers} worker(s); the chief carries on")
+
+
+def note_full_restart(sup) -> None:
+    """Record that a restart of every replica brings removed workers back: the cluster spec every replica
+    starts with names each worker, and a coordinator waits for every worker it names."""
+    removed = [r.name for r in sup.status.replicas if r.state == R_REMOVED]
+    if not removed:
+        return
+    total = len([r for r in sup.status.replicas if r.role == "worker"])
+    sup.status.history.append(
+        {
+            "time": time.time(),
+            "from": total - len(removed),
+            "to": total,
+            "how": "restart",
+            "restored": removed,
+        }
+    )
