@@ -52,7 +52,7 @@ def check_count(workers) -> int:
     """``workers`` as a count, or :class:`BadScale` in one sentence."""
     if isinstance(workers, bool) or not isinstance(workers, int):
         raise BadScale(
-            f"workers={workers!r} is not a whole number of workers; give one, e.g. job.scale(workers=2)."
+            f"workers={workers!r} is not a whole number of workers; give one, such as job.scale(workers=2)."
         )
     if workers < 0:
         raise BadScale(f"workers={workers} is negative; give the number of workers to keep, at least 1.")
