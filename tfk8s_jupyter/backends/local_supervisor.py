@@ -40,6 +40,7 @@ from .base import (
     FAILED,
     PENDING,
     R_FAILED,
+    R_REMOVED,
     R_RESTARTING,
     R_RUNNING,
     R_STARTING,
@@ -53,6 +54,8 @@ from .base import (
 )
 from .local import SUPERVISOR_FILE, process_env
 from .local_processes import listening_ports, proc_start_ticks, process_cpu_seconds, process_state
+from .local_scale import note_full_restart
+from .local_scale import poll as poll_scale
 
 TICK = 0.1  # seconds between loop iterations
 # Seconds a replica gets between SIGTERM and SIGKILL. All-reduce workers catch SIGTERM (TensorFlow's
@@ -378,7 +381,7 @@ class Supervisor:
             for r in self.replicas
             if r.proc is not None
             and r.proc.poll() is not None
-            and r.status.state not in (R_SUCCEEDED, R_FAILED)
+            and r.status.state not in (R_SUCCEEDED, R_FAILED, R_REMOVED)
         ]
 
     def on_exits(self, exited: list[tuple[Replica, int]]) -> bool:
@@ -437,6 +440,7 @@ class Supervisor:
             self.status.message = f"restarting {', '.join(r.name for r in failed)}: {message}"
         else:
             self.terminate([r for r in self.replicas if r.alive], grace=FAILED_GRACE)
+            note_full_restart(self)  # removed workers come back: the cluster spec names every worker
             self.schedule_restart(self.replicas)
             self.status.message = f"restarting every replica because {message}"
         say(self.status.message)
@@ -592,6 +596,7 @@ class Supervisor:
             if self.stop_signalled():
                 self.finish(STOPPED, "stopped by the user")
                 return
+            poll_scale(self)  # job.scale(workers=N): a live scale-down
             self.pump_events()
             exited = self.newly_exited()
             if exited:
