@@ -328,3 +328,32 @@ async def test_keep_jobs_trims_the_history_when_the_side_panel_lists(jp_fetch, t
     assert [r.dir.exists() for r in records] == [False, False, True, True]
     _, again = await get_json(jp_fetch)
     assert again["warnings"] == [] and [j["name"] for j in again["jobs"]] == ["newest"]
+
+
+async def test_patch_workers_scales_a_running_ps_job_down_live(jp_fetch, tfk8s_home, standin):
+    job = api.submit("EPOCHS = 30\nSTEPS = 10\nSTEP_SECONDS = 0.1", ps=1, workers=3, name="rest-scale")
+    try:
+        deadline = time.monotonic() + 60
+        while not (job.status.phase == "running" and job.metrics()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        body = json.dumps({"workers": 2}).encode()
+        response = await jp_fetch("tfk8s", "api", "jobs", "rest-scale", method="PATCH", body=body)
+        detail = json.loads(response.body)
+        states = {r["name"]: r["state"] for r in detail["replicas"]}
+        assert states["worker-2"] == "removed" and states["worker-1"] != "removed"
+        assert detail["counts"]["removed"] == 1 and detail["phase"] == "running"
+        assert [(h["from"], h["to"], h["how"]) for h in detail["history"]] == [(3, 2, "live")]
+
+        code, message = await error_of(jp_fetch, "rest-scale", method="PATCH", body=b'{"workers": 5}')
+        assert code == 409 and "needs a checkpoint-restart, which is not built yet" in message
+        code, message = await error_of(jp_fetch, "rest-scale", method="PATCH", body=b'{"workers": 0}')
+        assert code == 409 and "at least one worker" in message
+        code, message = await error_of(jp_fetch, "rest-scale", method="PATCH", body=b'{"workers": 1.5}')
+        assert code == 400 and message.startswith("workers=1.5 is not a number of workers")
+        code, message = await error_of(jp_fetch, "rest-scale", method="PATCH", body=b'{"replicas": 1}')
+        assert code == 400 and 'such as {"workers": 2}' in message
+        assert [r.state for r in job.status.replicas].count("removed") == 1  # refusals changed nothing
+    finally:
+        job.stop()
+    code, message = await error_of(jp_fetch, "rest-scale", method="PATCH", body=b'{"workers": 1}')
+    assert code == 409 and message == "job rest-scale has already stopped; only a running job can be resized."

@@ -6,6 +6,7 @@ Routes (under the server's base URL)::
     GET    /tfk8s/api/jobs/{name}[?backend=]             detail: replicas, metric series
     GET    /tfk8s/api/jobs/{name}/logs?replica=&tail=    a replica's last lines
     POST   /tfk8s/api/jobs/{name}/stop                   stop every replica
+    PATCH  /tfk8s/api/jobs/{name}   {"workers": N}       resize a running job (PS scale-down, live)
     DELETE /tfk8s/api/jobs/{name}                        stop if needed, remove the record
 """
 
@@ -60,7 +61,7 @@ class JobsBaseHandler(APIHandler):
             message = (
                 f"{self.request.method} is not supported on {self.request.path}; jobs are submitted from a "
                 "notebook (%%tfk8s_train or tfk8s_jupyter.submit()), and this API lists them (GET), stops "
-                "them (POST .../stop) and deletes them (DELETE)."
+                'them (POST .../stop), resizes them (PATCH {"workers": N}) and deletes them (DELETE).'
             )
         else:
             message = self._reason
@@ -87,6 +88,19 @@ class JobHandler(JobsBaseHandler):
     @tornado.web.authenticated
     async def get(self, name: str) -> None:
         self.reply(await self.call(self.manager.get_job, name, self.get_query_argument("backend", None)))
+
+    @tornado.web.authenticated
+    async def patch(self, name: str) -> None:
+        try:
+            body = json.loads(self.request.body or b"{}")
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or set(body) != {"workers"}:
+            raise tornado.web.HTTPError(
+                400, "%s", 'a resize takes a JSON body with the worker count only, such as {"workers": 2}.'
+            )
+        backend = self.get_query_argument("backend", None)
+        self.reply(await self.call(self.manager.scale, name, body["workers"], backend))
 
     @tornado.web.authenticated
     async def delete(self, name: str) -> None:

@@ -11,6 +11,7 @@ the offset where the previous poll stopped (only what was appended since), a fin
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import threading
 import time
@@ -372,6 +373,19 @@ class JobsManager(LoggingConfigurable):
             raise JobConflict(f"job {name} has already {status.phase}; there is nothing to stop.")
         status = b.stop(name)
         return job_model(status, self._state_for(b, status))
+
+    def scale(self, name: str, workers, backend: str | None = None) -> dict:
+        """Resize the job to ``workers`` workers (PATCH ``{"workers": N}``); its detail showing the change."""
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+            raise BadRequest(
+                f"workers={json.dumps(workers)} is not a number of workers; send a whole number of at least 0, "
+                'such as {"workers": 2}.'
+            )
+        b, _ = self._find(name, backend)
+        status = b.scale(name, workers)
+        # The detail plus the job's resizes (time, from, to, how); the detail of GET gains "history" once
+        # labextension/src/model.ts mirrors it.
+        return {**self.get_job(name, b.name), "history": list(status.history)}
 
     def delete(self, name: str, backend: str | None = None) -> dict:
         b, _ = self._find(name, backend)
