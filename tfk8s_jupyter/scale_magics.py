@@ -1,0 +1,78 @@
+"""``%tfk8s_scale NAME --workers N``: resize a running job (a parameter-server job's scale-down, live).
+
+Registered beside the other magics by ``%load_ext tfk8s_jupyter`` (``ScaleMagics(ipython, train)`` with the
+kernel's :class:`~tfk8s_jupyter.magics.TFK8sMagics`), or on its own with
+``%load_ext tfk8s_jupyter.scale_magics`` after ``%load_ext tfk8s_jupyter``.
+"""
+
+from __future__ import annotations
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments
+
+from .magic_args import job_backend_argument, job_name_argument, parse_magic_line
+
+
+def _count(text: str):
+    """``--workers`` as an int when it is one; else as given, for the backend's one-sentence refusal."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+@magics_class
+class ScaleMagics(Magics):
+    """``train`` is the kernel's :class:`~tfk8s_jupyter.magics.TFK8sMagics` (its jobs and defaults)."""
+
+    def __init__(self, shell, train):
+        super().__init__(shell)
+        self.train = train
+
+    @magic_arguments()
+    @job_name_argument
+    @argument("--workers", required=True, help="The number of workers to keep (fewer than now: live).")
+    @job_backend_argument
+    @line_magic
+    def tfk8s_scale(self, line: str):
+        """Resize a running job: fewer workers in a parameter-server job are removed live (the highest
+        index first; the chief carries on).
+
+        Example::
+
+            %tfk8s_scale mnist-ps --workers 2
+        """
+        from .backends.base import TFK8sError
+        from .job_magics import JobMagics
+
+        args = parse_magic_line(self.tfk8s_scale, line)
+        job = JobMagics._job(self, args.name, args.backend)
+        try:
+            before = len([r for r in job.status.replicas if r.role == "worker" and r.state != "removed"])
+            scale = getattr(job, "scale", None)  # Job.scale(workers=N) once the API has it
+            status = (
+                scale(workers=_count(args.workers))
+                if scale
+                else job.backend.scale(job.name, _count(args.workers))
+            )
+        except TFK8sError as e:
+            raise UsageError(str(e)) from None
+        after = len([r for r in status.replicas if r.role == "worker" and r.state != "removed"])
+        if after == before:
+            print(f"tfk8s: job {job.name} has {after} worker(s) already; nothing changed.")
+            return
+        removed = status.history[-1].get("removed", []) if status.history else []
+        print(
+            f"tfk8s: job {job.name} scaled down from {before} to {after} worker(s), live ({', '.join(removed)} removed)."
+        )
+
+
+def load_ipython_extension(ipython) -> None:
+    """Register ``%tfk8s_scale`` beside the magics ``%load_ext tfk8s_jupyter`` registered."""
+    train = ipython.magics_manager.registry.get("TFK8sMagics")
+    if train is None:
+        raise UsageError(
+            "load tfk8s_jupyter first: %load_ext tfk8s_jupyter, then %load_ext tfk8s_jupyter.scale_magics."
+        )
+    ipython.register_magics(ScaleMagics(ipython, train))
