@@ -112,6 +112,12 @@ def request_scale(record: JobRecord, status: JobStatus, spec: JobSpec, workers, 
             if not reply.get("ok"):
                 raise JobConflict(str(reply.get("message")))
             return JobStatus.from_json(record.read_status() or {})
+        now = JobStatus.from_json(record.read_status() or status.to_json())
+        if now.done:  # the job ended before its supervisor got to the request
+            request.unlink(missing_ok=True)
+            raise JobConflict(
+                f"job {record.name} has {now.phase} meanwhile; only a running job can be resized."
+            )
         time.sleep(0.05)
     if _read(request).get("id") == ident:
         request.unlink(missing_ok=True)  # nobody picked it up: leave nothing behind
