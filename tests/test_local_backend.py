@@ -412,3 +412,22 @@ def test_a_configured_checkpoint_dir_wins_and_goes_with_the_job(standin, tfk8s_h
     assert not (JobRecord("ownck", tfk8s_home).dir / "artifacts" / "checkpoints").exists()
     job.delete()
     assert not (tmp_path / "ck" / "ownck").exists()
+
+
+def test_watch_delivers_a_long_backlog_in_batches_and_misses_nothing(standin, tfk8s_home):
+    job = tk.submit("EPOCHS = 1\nSTEPS = 2", workers=1, name="backlog")
+    assert job.wait(timeout=60) == "succeeded"
+    record = JobRecord("backlog", tfk8s_home)
+    before = len(record.read_events())
+    extra = [
+        {"type": "metric", "run": "later", "seq": i, "step": i, "values": {"loss": 1.0}} for i in range(40000)
+    ]
+    with open(record.events_path, "a") as f:
+        f.write("".join(json.dumps(e) + "\n" for e in extra))
+    assert record.events_path.stat().st_size > 3 << 20
+    batches: list[int] = []
+    job.backend.watch(
+        "backlog", lambda _s: None, lambda events: batches.append(len(events)), threading.Event()
+    )
+    assert sum(batches) == before + len(extra)
+    assert len(batches) >= 3 and max(batches) < len(extra)  # about 1 MB at a time, never all at once

@@ -61,6 +61,7 @@ HOST = "127.0.0.1"
 SUPERVISOR_FILE = "supervisor.json"
 SUPERVISOR_LOG = "supervisor.log"
 STOP_WAIT = 60.0  # seconds stop() waits for the supervisor to tear the job down
+EVENT_BATCH_BYTES = 1 << 20  # watch() delivers a backlog of events in batches of about this size
 
 
 # --------------------------------------------------------------------------- machine facts (pure-ish)
@@ -459,15 +460,20 @@ class LocalBackend(Backend):
         last_alive_check = 0.0
 
         def read_new_events() -> None:
-            events = []
-            for line in tail.read_bytes():
-                try:
-                    events.append(json.loads(line))
-                except ValueError:
-                    continue
-            new = dedup.new(events)
-            if new:
-                on_events(new)
+            # In batches of about EVENT_BATCH_BYTES: a long backlog is never parsed into one list at once.
+            while True:
+                lines = tail.read_bytes(max_bytes=EVENT_BATCH_BYTES)
+                if not lines:
+                    return
+                events = []
+                for line in lines:
+                    try:
+                        events.append(json.loads(line))
+                    except ValueError:
+                        continue
+                new = dedup.new(events)
+                if new:
+                    on_events(new)
 
         while not stop.is_set():
             read_new_events()
