@@ -12,10 +12,10 @@ import pytest
 from local_helpers import epoch_events, tf_keras_cell, wait_for
 
 import tfk8s_jupyter as tk
-from tfk8s_jupyter.backends.local import process_alive
+from tfk8s_jupyter.backends.local import LocalBackend, process_alive
 from tfk8s_jupyter.config import current_config
 from tfk8s_jupyter.records import JobRecord
-from tfk8s_jupyter.results import ResultsError
+from tfk8s_jupyter.results import ResultsError, download, list_artifacts, load_model
 from tfk8s_jupyter.spec import SpecError
 
 
@@ -117,11 +117,26 @@ def test_the_trained_model_comes_back_and_evaluates_at_the_last_reported_loss(sh
     model_file = next(a for a in job.artifacts() if a.kind == "model")
     assert model_file.size > 0
     copy = job.download("model", dest=tmp_path)
-    assert sorted(p.name for p in copy.rglob("*") if p.is_file())
+    assert copy == tmp_path / "model" and (copy / "model.keras").stat().st_size == model_file.size
     dirs = job.tensorboard_dirs()
     assert dirs and all(
         any(f.startswith("events.out.tfevents") for _, _, files in os.walk(d) for f in files) for d in dirs
     )
+
+    # The same artifacts read as a URI (what gs:// or s3:// storage gives), through tf.io.gfile.
+    class UriBackend(LocalBackend):
+        def artifacts_location(self, name):
+            return "file://" + super().artifacts_location(name)
+
+    uri = UriBackend(job.backend.root)
+    assert [(a.path, a.size, a.kind) for a in list_artifacts(uri, job.name)] == [
+        (a.path, a.size, a.kind) for a in job.artifacts()
+    ]
+    loaded = load_model(uri, job.name)
+    assert loaded.path.startswith("file://") and loaded.keras == flavour
+    assert float(loaded.model.evaluate(x, y, batch_size=512, verbose=0)) == pytest.approx(loss, rel=1e-5)
+    copy = download(uri, job.name, "model", tmp_path / "from-uri")
+    assert sorted(p.name for p in copy.rglob("*")) == sorted(p.name for p in (tmp_path / "model").rglob("*"))
 
 
 @pytest.mark.tf
