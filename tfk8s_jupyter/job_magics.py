@@ -175,7 +175,13 @@ class JobMagics(Magics):
     @argument("--backend", default="kubernetes", help="kubernetes (the only backend with a preflight).")
     @argument("--context", default=None, help="kubeconfig context (default: the configured one).")
     @argument("--namespace", default=None, help="Kubernetes namespace (default: the configured one).")
-    @argument("--image", default=None, help="Container image of the replicas.")
+    @argument(
+        "--image",
+        default=None,
+        help="Container image of the replicas; given, a one-off pod checks that the nodes can pull it and "
+        "that it has TensorFlow.",
+    )
+    @argument("--image-timeout", type=float, default=None, help="Seconds the image check may take (120).")
     @argument("--gpus", type=int, default=None, help="GPUs per worker and chief.")
     @argument("--workers", type=int, default=None, help="Workers.")
     @argument("--ps", type=int, default=None, help="Parameter servers.")
@@ -185,13 +191,15 @@ class JobMagics(Magics):
     @line_magic
     def tfk8s_check(self, line: str):
         """Preflight: would a job run on the cluster? A ✓/✗ table (permissions, namespace, TFJob CRD, GPU
-        capacity, quota), one sentence per ✗ naming the fix. Nothing is created.
+        capacity, quota, LimitRange, storage), one sentence per ✗ naming the fix. Nothing is kept: with
+        ``--image`` a one-off pod checks the image (pull, TensorFlow / tf-keras versions) and is removed.
 
         Example::
 
             %tfk8s_check --namespace team --gpus 1
+            %tfk8s_check --image registry.example.com/team/trainer:2.21
         """
-        from .api import check
+        from .api import backend_for, check
         from .backends.base import TFK8sError
 
         args = parse_magic_line(self.tfk8s_check, line)
@@ -205,6 +213,10 @@ class JobMagics(Magics):
                 gpus=args.gpus,
                 **{k: v for k, v in given.items() if v is not None},
             )
+            if args.image and report.spec is not None and report.checks and report.checks[0].ok:
+                from .backends.kubernetes.preflight import check_image  # (the namespace exists)
+
+                check_image(report, backend_for("kubernetes"), report.spec, args.image_timeout)
         except (TFK8sError, SpecError) as e:
             raise UsageError(str(e)) from None
         from IPython.display import display

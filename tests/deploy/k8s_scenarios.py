@@ -1,4 +1,5 @@
-"""Drive the Kubernetes backend through everything a notebook user does — submit (native and TFJob, flavor
+"""Drive the Kubernetes backend through everything a notebook user does — preflight (with the image
+check), submit (native and TFJob, flavor
 discovery, results on a storage claim), follow (one watch + the metrics log), logs, list, attach from another kernel, stop, delete,
 diagnostics — against the in-repo test API server, so the deploy tests can read its request log."""
 
@@ -106,6 +107,7 @@ def native_lifecycle(kubeconfig: Path, tmp_path: Path) -> None:
     """Everything a user does with native jobs: submit (flavor discovery), follow to the end, logs of
     every replica, list, attach from another kernel, stop a running job, delete both."""
     b = backend_for(kubeconfig)
+    preflight_with_image_check(b)
     done = submit(b, "lp-done", ps=1, workers=2, storage=f"pvc:{CLAIM}/runs")  # the claim is checked
     assert done.flavor == "native"
     final = follow(b, "lp-done")
@@ -122,6 +124,17 @@ def native_lifecycle(kubeconfig: Path, tmp_path: Path) -> None:
     b.stop("lp-stop")
     for name in ("lp-done", "lp-stop"):
         b.delete(name)
+
+
+def preflight_with_image_check(backend: KubernetesBackend) -> None:
+    """``%tfk8s_check --image``: the preflight a submission runs (LimitRanges included) plus the image
+    check's one-off pod, which is deleted after."""
+    from tfk8s_jupyter.backends.kubernetes.preflight import preflight
+
+    spec = make_spec("pass", name="preflight", backend="kubernetes", workers=1)
+    report = preflight(backend, spec, cheap=True, image=True, image_timeout=120)
+    assert report.ok, report.text()
+    assert [c.mark for c in report.checks if c.name == "image"] == ["✓"], report.text()
 
 
 def failed_submission(server: ApiServer, kubeconfig: Path) -> str:

@@ -151,7 +151,7 @@ VERBS = {
 }
 RESOURCES = {"config_map": ("", "configmaps"), "service": ("", "services"), "job": ("batch", "jobs")}
 RESOURCES |= {"pod": ("", "pods"), "event": ("", "events"), "custom_object": ("kubeflow.org", "tfjobs")}
-RESOURCES |= {"persistent_volume_claim": ("", "persistentvolumeclaims")}
+RESOURCES |= {"persistent_volume_claim": ("", "persistentvolumeclaims"), "limit_range": ("", "limitranges")}
 
 
 # Reads the preflight makes only after a SelfSubjectAccessReview says they are allowed; the Role lacks them.

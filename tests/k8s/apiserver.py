@@ -46,6 +46,7 @@ RESOURCES: dict[tuple[str, str], tuple[str, str, bool, bool]] = {
     ("", "namespaces"): ("v1", "Namespace", False, True),
     ("", "nodes"): ("v1", "Node", False, True),
     ("", "resourcequotas"): ("v1", "ResourceQuota", True, True),
+    ("", "limitranges"): ("v1", "LimitRange", True, False),
     ("", "serviceaccounts"): ("v1", "ServiceAccount", True, False),
     ("", "persistentvolumeclaims"): ("v1", "PersistentVolumeClaim", True, True),
     ("batch", "jobs"): ("v1", "Job", True, True),
@@ -59,6 +60,7 @@ NOT_JOB_OBJECTS = (
     "events",
     "serviceaccounts",
     "resourcequotas",
+    "limitranges",
     "priorityclasses",
     "localqueues",
     "persistentvolumeclaims",  # storage the cluster has, not a job's object
@@ -770,6 +772,20 @@ class ApiServer:
                 "metadata": {"name": name, "namespace": namespace},
                 "spec": {"hard": dict(hard)},
                 "status": {"hard": dict(hard), "used": {k: "0" for k in hard} | (used or {})},
+            },
+        )
+
+    def add_limitrange(self, namespace: str, name: str, limits: list[dict]) -> dict:
+        """A LimitRange (``spec.limits``: items of type Container / Pod with max, min, default,
+        defaultRequest, maxLimitRequestRatio)."""
+        return self.store.create(
+            "",
+            "limitranges",
+            {
+                "apiVersion": "v1",
+                "kind": "LimitRange",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {"limits": limits},
             },
         )
 

@@ -5,7 +5,8 @@ Job controller: an Indexed Job gets one pod per index (``JOB_COMPLETION_INDEX`` 
 ``Complete`` / ``Failed`` conditions; a quota (``pod_quota``) refused pod creation is a FailedCreate Event.
 
 Kubelet: "schedules" a pod (``Insufficient <resource>`` when it asks more than the node has), "pulls" its
-image (``bad_images`` fail with ErrImagePull / ImagePullBackOff), runs its container as a process
+image (``bad_images`` fail with ErrImagePull / ImagePullBackOff; ``bare_images`` run ``python -S``, an
+image without site-packages, so without TensorFlow), runs its container as a process
 (``python`` → this interpreter; ConfigMap volumes written to a temp dir and every path under a mount
 rewritten to it; each ``host:port`` in ``TFK8S_CLUSTER`` mapped to a free local port), restarts it per
 ``restartPolicy`` (CrashLoopBackOff in between), reports phases, container states, exit codes and
@@ -81,12 +82,14 @@ class TestCluster:
         crash_backoff: float = 0.3,
         runner_override: Path | None = None,
         pull_seconds: float = 0.0,
+        bare_images: tuple[str, ...] = (),
     ):
         self.server = server
         self.store = server.store
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="tfk8s-kubelet-"))
         self.capacity = {"cpu": "64", "memory": "256Gi", "pods": "500", **(node_capacity or {})}
         self.bad_images = set(bad_images)
+        self.bare_images = set(bare_images)
         self.pod_quota = pod_quota
         self.extra_env = dict(extra_env or {})
         self.crash_backoff = crash_backoff
@@ -739,6 +742,8 @@ class TestCluster:
         argv = [rewrite(a) for a in (container.get("command") or []) + (container.get("args") or [])]
         if argv and argv[0] in ("python", "python3"):
             argv[0] = sys.executable
+            if container["image"] in self.bare_images:
+                argv.insert(1, "-S")  # no site-packages: an image with python but no TensorFlow
         if self.runner_override and len(argv) > 1 and argv[1].endswith("runner.py"):
             # an "image" whose runner is the TF-free stand-in (it reads TFK8S_INDEX only)
             argv[1] = str(self.runner_override)

@@ -68,6 +68,7 @@ def test_all_green(cluster):
         "permissions": "✓",
         "GPUs": "✓",
         "quota": "✓",
+        "LimitRange": "✓",
         "storage": "–",  # no storage: a note, not a failure
     }
     assert "gpu-node has 4 allocatable nvidia.com/gpu" in report.text()

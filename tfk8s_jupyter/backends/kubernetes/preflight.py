@@ -11,7 +11,11 @@ Each check is a row (✓, ✗, or – when it could not be checked) with one sen
   tolerations (listing nodes is cluster-scoped: checked only when a review says it is allowed);
 - ResourceQuota in the namespace versus the job's requests (checked only when a review says that listing
   quotas is allowed: the Role does not grant it);
-- storage (:mod:`.storage_check`): the claim exists and its access mode lets every replica mount it.
+- LimitRange (:mod:`.preflight_limits`): the namespace's container max/min/maxLimitRequestRatio versus
+  the job's requests, and the defaults a job that sets no cpu/memory gets;
+- storage (:mod:`.storage_check`): the claim exists and its access mode lets every replica mount it;
+- the image (:mod:`.image_check`, only when asked: it costs a pod): a one-off pod runs the runner's image
+  check and reports the TensorFlow / tf-keras versions, the pull error, or a timeout.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from ...spec import JobSpec, parse_quantity
 from ..base import TFK8sError
 from .connection import Cluster
 from .errors import ApiErrorContext, api_status
+from .preflight_limits import limitrange_rows
 from .storage_check import storage_problem
 
 ROLE_FILE = "deploy/kubernetes/base/role.yaml"
@@ -35,15 +40,17 @@ ROLE_RULES: tuple[dict, ...] = (
     {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "get", "list", "patch", "delete"]},
     {"apiGroups": [""], "resources": ["services"], "verbs": ["create", "delete"]},
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "list", "delete"]},
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["create", "list", "watch", "delete"]},
     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]},
     {"apiGroups": ["kubeflow.org"], "resources": ["tfjobs"], "verbs": ["create", "get", "delete"]},
     {"apiGroups": [""], "resources": ["persistentvolumeclaims"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["limitranges"], "verbs": ["list"]},
 )
 NATIVE_ONLY = {"services", "jobs"}
 TFJOB_ONLY = {"tfjobs"}
 CLAIM_ONLY = {"persistentvolumeclaims"}  # asked only of jobs whose storage is a claim
+IMAGE_CHECK_ONLY = {("pods", "create"), ("pods", "delete")}  # asked only when the image check runs
 
 OK, FAIL, UNKNOWN = "✓", "✗", "–"
 
@@ -71,6 +78,7 @@ class PreflightReport:
     context: str
     namespace: str
     checks: list[Check] = field(default_factory=list)
+    spec: JobSpec | None = field(default=None, repr=False, compare=False)  # what was checked
 
     @property
     def ok(self) -> bool:
@@ -124,9 +132,12 @@ def rule_text(rule: dict) -> str:
     )
 
 
-def permissions(flavor: str, claim: bool = False) -> list[tuple[str, str, str | None, str, dict]]:
+def permissions(
+    flavor: str, claim: bool = False, image_check: bool = False
+) -> list[tuple[str, str, str | None, str, dict]]:
     """(group, resource, subresource, verb, granting rule) of every call the backend makes for ``flavor``
-    (and, with ``claim``, for a job whose storage is a PersistentVolumeClaim)."""
+    (and, with ``claim``, for a job whose storage is a PersistentVolumeClaim; with ``image_check``, the
+    image check's pod)."""
     out = []
     for rule in ROLE_RULES:
         for res in rule["resources"]:
@@ -138,6 +149,8 @@ def permissions(flavor: str, claim: bool = False) -> list[tuple[str, str, str | 
             ):
                 continue
             for verb in rule["verbs"]:
+                if (resource, verb) in IMAGE_CHECK_ONLY and not image_check:
+                    continue
                 out.append((rule["apiGroups"][0], resource, sub or None, verb, rule))
     return out
 
@@ -175,10 +188,15 @@ def _qty(value) -> float:
 
 # the checks ------------------------------------------------------------------------------------
 def check_permissions(
-    report: PreflightReport, cluster: Cluster, namespace: str, flavor: str, claim: bool = False
+    report: PreflightReport,
+    cluster: Cluster,
+    namespace: str,
+    flavor: str,
+    claim: bool = False,
+    image_check: bool = False,
 ) -> None:
     missing = []
-    for group, resource, sub, verb, rule in permissions(flavor, claim):
+    for group, resource, sub, verb, rule in permissions(flavor, claim, image_check):
         if not can(cluster, verb, group, resource, namespace, sub):
             what = f"{resource}/{sub}" if sub else resource
             missing.append((verb, what, group, rule))
@@ -352,6 +370,13 @@ def check_quota(report: PreflightReport, cluster: Cluster, spec: JobSpec, namesp
         )
 
 
+def check_limitranges(report: PreflightReport, cluster: Cluster, spec: JobSpec, namespace: str) -> None:
+    if not can(cluster, "list", "", "limitranges", namespace):
+        return  # the permission rows name the missing rule
+    for ok, message in limitrange_rows(cluster, spec, namespace):
+        report.add("LimitRange", OK if ok else FAIL, message)
+
+
 def check_storage(report: PreflightReport, cluster: Cluster, spec: JobSpec, namespace: str) -> None:
     ok, message = storage_problem(cluster, spec, namespace)
     report.add("storage", {True: OK, False: FAIL, None: UNKNOWN}[ok], message)
@@ -424,10 +449,13 @@ def check_queue(report: PreflightReport, cluster: Cluster, queue: str | None, na
         )
 
 
-def preflight(backend, spec: JobSpec, cheap: bool = False) -> PreflightReport:
+def preflight(
+    backend, spec: JobSpec, cheap: bool = False, image: bool = False, image_timeout: float | None = None
+) -> PreflightReport:
     """Every check for ``spec`` on ``backend`` (a :class:`~.client.KubernetesBackend`); ``cheap`` (before
     a first submission): all but GPU capacity and quota, which read beyond the Role (they are diagnosed on
-    the job if they stop it); the priority class and queue only when the job names them.
+    the job if they stop it); the priority class and queue only when the job names them; the image only
+    with ``image`` (a one-off pod; ``image_timeout`` seconds at most).
 
     Raises:
         BackendUnavailable: no usable kubeconfig / context, or the API server cannot be reached.
@@ -435,15 +463,37 @@ def preflight(backend, spec: JobSpec, cheap: bool = False) -> PreflightReport:
     cluster = backend.cluster(spec.context)
     namespace = backend.resolve_namespace(spec.namespace, spec.context)
     report = PreflightReport(spec.context or "current context", namespace)
+    report.spec = spec
     if not check_namespace(report, cluster, namespace):
         return report
     flavor = check_tfjob(report, cluster, spec.flavor)
     claim = bool(spec.storage) and spec.storage.strip().startswith("pvc:")
-    check_permissions(report, cluster, namespace, flavor, claim)
+    check_permissions(report, cluster, namespace, flavor, claim, image)
+    check_limitranges(report, cluster, spec, namespace)
     check_storage(report, cluster, spec, namespace)
     if not cheap:
         check_gpus(report, cluster, spec)
         check_quota(report, cluster, spec, namespace)
     check_priority_class(report, cluster, spec.priority_class)
     check_queue(report, cluster, spec.queue, namespace)
+    if image:
+        check_image(report, backend, spec, image_timeout)
     return report
+
+
+def check_image(report: PreflightReport, backend, spec: JobSpec, timeout: float | None = None) -> None:
+    """The image row (:mod:`.image_check`): a one-off pod, always removed after."""
+    from .image_check import DEFAULT_TIMEOUT, run_image_check
+
+    cluster = backend.cluster(spec.context)
+    namespace = report.namespace
+    if not (can(cluster, "create", "", "pods", namespace) and can(cluster, "delete", "", "pods", namespace)):
+        report.add(
+            "image",
+            UNKNOWN,
+            f"not checked: creating and deleting pods in namespace {namespace} is not allowed to you; bind the "
+            f"Role {ROLE_NAME} ({ROLE_FILE}).",
+        )
+        return
+    ok, message = run_image_check(cluster, spec, namespace, timeout or DEFAULT_TIMEOUT)
+    report.add("image", OK if ok else FAIL, message)
