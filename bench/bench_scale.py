@@ -1,0 +1,111 @@
+"""Live scale-down of a parameter-server job on the local backend, with real TensorFlow.
+
+    .venv/bin/python bench/bench_scale.py [--rounds 2]
+
+Per round: a PS job (chief + 3 workers + 1 ps, tf_keras fit) scaled 3 -> 2 after its first epoch. Printed:
+seconds from the call until a separate reader of the record (a fresh LocalBackend, as the panel or another
+kernel reads it) sees worker-2 "removed" in the replica table, seconds until the call returned, the
+chief's steps/s in the 10 s before and after the resize side by side (training continues, no restart:
+one run), and the job's outcome. Target: the table shows the change <= 5 s after the call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from local_helpers import epoch_events, tf_keras_cell, wait_for  # noqa: E402
+
+WINDOW = 10.0
+
+
+def steps_per_s(events: list[dict], start: float, end: float) -> float:
+    steps = [
+        (e["t"], e["step"])
+        for e in events
+        if e.get("type") == "metric" and isinstance(e.get("step"), int) and start <= e.get("t", 0) <= end
+    ]
+    if len(steps) < 2:
+        return 0.0
+    (t0, s0), (t1, s1) = steps[0], steps[-1]
+    return (s1 - s0) / (t1 - t0) if t1 > t0 else 0.0
+
+
+def one(tk, n: int) -> dict:
+    from tfk8s_jupyter.backends.local import LocalBackend
+
+    name = f"bench-scale-{n}"
+    job = tk.submit(
+        tf_keras_cell(epochs=12, steps=40, step_sleep=0.05), ps=1, workers=3, name=name, setup_timeout=240
+    )
+    wait_for(lambda: epoch_events(job.events()), 300, "the first epoch")
+    time.sleep(WINDOW)  # a window of steps before the resize
+    reader = LocalBackend()
+    seen: dict = {}
+
+    def watch(t0: float) -> None:
+        while time.monotonic() - t0 < 60:
+            r = reader.get(name).replica("worker-2")
+            if r is not None and r.state == "removed":
+                seen["s"] = time.monotonic() - t0
+                return
+            time.sleep(0.02)
+
+    t0 = time.monotonic()
+    at = time.time()
+    watcher = threading.Thread(target=watch, args=(t0,))
+    watcher.start()
+    job.backend.scale(name, 2)
+    returned = time.monotonic() - t0
+    watcher.join()
+    time.sleep(WINDOW)
+    events = job.events()
+    before = steps_per_s(events, at - WINDOW, at)
+    after = steps_per_s(events, at + 0.5, at + WINDOW)
+    phase = job.wait(timeout=900)
+    runs = {e.get("run") for e in events if e.get("type") == "metric"}
+    return {
+        "shown_s": seen.get("s"),
+        "returned_s": returned,
+        "before": before,
+        "after": after,
+        "runs": len(runs),
+        "phase": phase,
+        "history": job.status.history,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=2)
+    args = ap.parse_args()
+    os.environ.setdefault("TFK8S_HOME", tempfile.mkdtemp(prefix="tfk8s-bench-scale-"))
+    import tfk8s_jupyter as tk
+
+    print(
+        f"PS 3 -> 2 workers live; target: the replica table shows the change <= 5 s after the call; load {os.getloadavg()[0]:.1f}"
+    )
+    for n in range(args.rounds):
+        r = one(tk, n)
+        shown = r["shown_s"]
+        ok = shown is not None and shown <= 5 and r["phase"] == "succeeded" and r["runs"] == 1
+        print(
+            f"round {n}: shown after {shown if shown is None else round(shown, 2)} s, call returned after "
+            f"{r['returned_s']:.2f} s; chief steps/s before {r['before']:.1f} | after {r['after']:.1f} "
+            f"(ratio {r['after'] / r['before'] if r['before'] else float('nan'):.2f}); runs {r['runs']}; "
+            f"{r['phase']}; history {[(h['from'], h['to'], h['how']) for h in r['history']]}  "
+            f"{'OK' if ok else 'MISSED'}",
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
