@@ -185,3 +185,24 @@ def test_the_preflight_before_a_submission_runs_no_image_check(cluster, monkeypa
     assert reviews, "the submission ran no preflight"
     assert not any(e["resource"] == "pods" and e["verb"] == "create" for e in cluster.request_log)
     api_module.backend_for("kubernetes").delete("pf-img")
+
+
+def test_an_api_error_while_following_still_removes_the_pod(cluster, make_cluster):
+    make_cluster(pull_seconds=60)
+    cluster.fail(500, verb="list", resource="pods", times=50)
+    report = run_magic("--image tfk8s/trainer:test")
+    [row] = [c for c in report.checks if c.name == "image"]
+    assert row.mark == "✗" and row.message.startswith("the image check pod could not run: "), row.message
+    assert "500 to list pods in namespace default" in row.message, row.message
+    assert any(e["resource"] == "pods" and e["verb"] == "delete" for e in cluster.request_log)
+    assert check_pods(cluster) == []
+
+
+def test_without_pod_permissions_the_image_is_not_checked(cluster, make_cluster):
+    make_cluster()
+    cluster.enforce_rules(rules_without("create", "pods"))
+    report = run_magic("--image tfk8s/trainer:test")
+    assert [c.name for c in report.failed] == [], report.text()  # the cheap rows need no pod
+    [row] = [c for c in report.checks if c.name == "image"]
+    assert row.mark == "–" and "creating and deleting pods in namespace default" in row.message, row.message
+    assert not any(e["resource"] == "pods" and e["verb"] == "create" for e in cluster.request_log)

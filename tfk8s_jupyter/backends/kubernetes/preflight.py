@@ -495,5 +495,8 @@ def check_image(report: PreflightReport, backend, spec: JobSpec, timeout: float 
             f"Role {ROLE_NAME} ({ROLE_FILE}).",
         )
         return
-    ok, message = run_image_check(cluster, spec, namespace, timeout or DEFAULT_TIMEOUT)
+    try:
+        ok, message = run_image_check(cluster, spec, namespace, timeout or DEFAULT_TIMEOUT)
+    except TFK8sError as e:  # refused (e.g. by admission) or a read failed; the pod is already deleted
+        ok, message = False, f"the image check pod could not run: {str(e).rstrip('.')}."
     report.add("image", OK if ok else FAIL, message)
