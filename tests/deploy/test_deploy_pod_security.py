@@ -109,3 +109,22 @@ def test_the_check_names_each_violation(name, mutate, expected):
     mutate(pod)
     problems = restricted_violations(pod)
     assert any(expected in p for p in problems), (name, problems)
+
+
+@pytest.mark.parametrize("case", list(SPECS))
+def test_the_image_check_pod_meets_the_restricted_profile(case):
+    """``%tfk8s_check --image`` runs one pod in the jobs namespace: restricted, tokenless, tiny, bounded."""
+    from tfk8s_jupyter.backends.kubernetes.image_check import check_pod
+
+    spec = make_spec("pass", backend="kubernetes", name="preflight", owner="alice", **SPECS[case])
+    pod = check_pod(spec, "tfk8s-image-check-1234abcd", timeout=120)
+    assert restricted_violations(pod["spec"]) == []
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    assert pod["spec"]["restartPolicy"] == "Never" and pod["spec"]["activeDeadlineSeconds"] == 150
+    assert pod["metadata"]["labels"]["app.kubernetes.io/component"] == "image-check"
+    [container] = pod["spec"]["containers"]
+    assert container["command"][:2] == ["python", "-c"]
+    assert container["resources"]["limits"] == {"cpu": "1", "memory": "1Gi"}
+    if case == "gpus+scheduling":  # it lands where the job would, pulls as the job would
+        assert pod["spec"]["imagePullSecrets"] == [{"name": "registry"}]
+        assert pod["spec"]["nodeSelector"] == {"accelerator": "a100"} and pod["spec"]["tolerations"]
