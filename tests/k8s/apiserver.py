@@ -813,6 +813,44 @@ class ApiServer:
             self.request_log.append(entry)
 
 
+def _qty(v) -> float:
+    s = str(v)
+    for suffix, f in (
+        ("m", 1e-3),
+        ("Ki", 2**10),
+        ("Mi", 2**20),
+        ("Gi", 2**30),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+    ):
+        if s.endswith(suffix):
+            return float(s[: -len(suffix)]) * f
+    return float(s)
+
+
+def limitrange_refusal(store: Store, namespace: str, pod: dict) -> str | None:
+    """Why the LimitRanger admission plugin refuses ``pod`` (a Container item's max / min, after its
+    defaults are applied as the API server does), or None."""
+    for lr in store.list("", "limitranges", namespace)[0]:
+        for item in (lr.get("spec") or {}).get("limits") or []:
+            if item.get("type", "Container") != "Container":
+                continue
+            default = {**(item.get("max") or {}), **(item.get("default") or {})}
+            default_request = {**(item.get("min") or {}), **default, **(item.get("defaultRequest") or {})}
+            for c in pod["spec"]["containers"]:
+                res = c.get("resources") or {}
+                limits = {**default, **(res.get("limits") or {})}
+                requests = {**default_request, **(res.get("requests") or {})}
+                for key, top in (item.get("max") or {}).items():
+                    if key in limits and _qty(limits[key]) > _qty(top):
+                        return f"maximum {key} usage per Container is {top}, but limit is {limits[key]}"
+                for key, low in (item.get("min") or {}).items():
+                    if key in requests and _qty(requests[key]) < _qty(low):
+                        return f"minimum {key} usage per Container is {low}, but request is {requests[key]}"
+    return None
+
+
 class _Abort(Exception):
     """Cut the connection without finishing the response (a dropped stream)."""
 
@@ -1096,6 +1134,9 @@ class _Handler(BaseHTTPRequestHandler):
                     f"{RESOURCES[(g, r)][1]} is invalid: metadata.name: Required value: name or generateName is required",
                     reason="Invalid",
                 )
+            if r == "pods" and (refused := limitrange_refusal(store, ns, body)):
+                name = body["metadata"].get("name") or body["metadata"].get("generateName", "")
+                raise ApiError(403, f'pods "{name}" is forbidden: {refused}', reason="Forbidden")
             obj = store.create(g, r, body)
             self._send_json(201, obj)
             return 201

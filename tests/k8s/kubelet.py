@@ -11,7 +11,8 @@ image without site-packages, so without TensorFlow), runs its container as a pro
 rewritten to it; each ``host:port`` in ``TFK8S_CLUSTER`` mapped to a free local port), restarts it per
 ``restartPolicy`` (CrashLoopBackOff in between), reports phases, container states, exit codes and
 ``terminationMessagePolicy: FallbackToLogsOnError`` messages, and serves its output as the pod log.
-``oom(pod)`` kills a container the way the OOM killer does (exit 137, reason OOMKilled).
+``oom(pod)`` kills a container the way the OOM killer does (exit 137, reason OOMKilled). A pod that breaks
+a LimitRange's container max / min is refused (FailedCreate), as the LimitRanger admission plugin does.
 
 Storage: a ``persistentVolumeClaim`` volume is one host directory per claim (:meth:`TestCluster.claim_dir`),
 shared by every pod that mounts the claim and kept after they are gone; a pod whose claim does not exist
@@ -35,7 +36,7 @@ import time
 import uuid
 from pathlib import Path
 
-from apiserver import ApiError, ApiServer, WatchEvent, now_rfc3339
+from apiserver import ApiError, ApiServer, WatchEvent, limitrange_refusal, now_rfc3339
 
 INDEX_KEY = "batch.kubernetes.io/job-completion-index"
 STANDIN_RUNNER = Path(__file__).resolve().parent.parent / "standin_runner.py"  # the TF-free stand-in runner
@@ -234,6 +235,14 @@ class TestCluster:
             },
             "spec": pod_spec,
         }
+        refused = limitrange_refusal(self.store, pod["metadata"]["namespace"], pod)
+        if refused:  # the LimitRanger admission plugin, as the Job controller sees it
+            self._event(
+                job,
+                "FailedCreate",
+                f'Error creating: pods "{pod["metadata"]["name"]}" is forbidden: {refused}',
+            )
+            return
         self.store.create("", "pods", pod)
 
     def _event(self, obj: dict, reason: str, message: str) -> None:

@@ -206,3 +206,41 @@ def test_without_pod_permissions_the_image_is_not_checked(cluster, make_cluster)
     [row] = [c for c in report.checks if c.name == "image"]
     assert row.mark == "–" and "creating and deleting pods in namespace default" in row.message, row.message
     assert not any(e["resource"] == "pods" and e["verb"] == "create" for e in cluster.request_log)
+
+
+def test_the_server_refuses_the_pod_the_preflight_flags(cluster):
+    """The ✗ predicts the LimitRanger admission refusal a submission would meet."""
+    from kubernetes import client as k8s
+    from kubernetes.client.exceptions import ApiException
+
+    from tfk8s_jupyter.backends.kubernetes.image_check import check_pod
+
+    cluster.add_limitrange("default", "team-limits", [{"type": "Container", "max": {"memory": "1Gi"}}])
+    report = tk.check(memory="2Gi")
+    assert [c.name for c in report.failed] == ["LimitRange"]
+    pod = check_pod(report.spec, "too-big", 60)
+    pod["spec"]["containers"][0]["resources"] = {"requests": {"memory": "2Gi"}, "limits": {"memory": "2Gi"}}
+    core = k8s.CoreV1Api(api_module.backend_for("kubernetes").cluster(None).api_client)
+    with pytest.raises(ApiException) as err:
+        core.create_namespaced_pod("default", pod)
+    assert err.value.status == 403 and "maximum memory usage per Container is 1Gi" in err.value.body
+    assert check_pods(cluster) == [] and cluster.objects(namespace="default") == []
+
+
+def test_the_image_check_pod_fits_the_limitranges(cluster, make_cluster):
+    from tfk8s_jupyter.backends.kubernetes.image_check import check_pod
+
+    make_cluster()
+    limits = [
+        {"type": "Container", "max": {"memory": "768Mi", "cpu": "500m"}, "min": {"cpu": "200m"}},
+    ]
+    cluster.add_limitrange("default", "small", limits)
+    report = run_magic("--image tfk8s/trainer:test")
+    [row] = [c for c in report.checks if c.name == "image"]
+    assert row.mark == "✓", report.text()  # its pod was admitted: the server refuses one outside the range
+    pod = check_pod(report.spec, "x", 60, [{"spec": {"limits": limits}}])
+    assert pod["spec"]["containers"][0]["resources"] == {
+        "requests": {"cpu": "200m", "memory": "256Mi"},
+        "limits": {"cpu": "500m", "memory": "768Mi"},
+    }
+    assert check_pods(cluster) == []

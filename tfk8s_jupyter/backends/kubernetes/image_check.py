@@ -21,6 +21,7 @@ from ..base import TFK8sError
 from . import manifests as m
 from .connection import Cluster
 from .errors import ApiErrorContext, api_status
+from .preflight_limits import fit_container, limitranges
 
 DEFAULT_TIMEOUT = 120.0  # seconds: a pull of a multi-GB TensorFlow image plus its import
 LABEL_COMPONENT = "app.kubernetes.io/component"
@@ -30,6 +31,7 @@ MARK = "TFK8S_IMAGE_CHECK "
 MIN_TF = (2, 16)  # as runner.MIN_TF_VERSION
 PULL_ERRORS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
 POLL_SECONDS = 0.5
+RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
 
 # Runs in the image with its own python: stdlib only, so that a bare image answers too.
 CHECK_CODE = f"""
@@ -47,19 +49,17 @@ print({MARK!r} + json.dumps(out), flush=True)
 """
 
 
-def check_pod(spec: JobSpec, name: str, timeout: float) -> dict:
+def check_pod(spec: JobSpec, name: str, timeout: float, limitranges: list[dict] = ()) -> dict:
     """The check pod: the job's image, pull secrets, node selector, tolerations, service account and
-    priority class; restricted security context; never restarted; ends after ``timeout`` (+ margin)."""
+    priority class; restricted security context; never restarted; ends after ``timeout`` (+ margin); its
+    small resources moved inside the namespace's ``limitranges``."""
     container = {
         "name": m.CONTAINER,
         "image": spec.image or "tfk8s/trainer:0.1.0",
         "imagePullPolicy": "IfNotPresent",
         "command": ["python", "-c", CHECK_CODE],
         "env": [{"name": "TF_CPP_MIN_LOG_LEVEL", "value": "2"}, {"name": "HOME", "value": "/tmp"}],
-        "resources": {
-            "requests": {"cpu": "100m", "memory": "256Mi"},
-            "limits": {"cpu": "1", "memory": "1Gi"},
-        },
+        "resources": fit_container(dict(RESOURCES), list(limitranges)),
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"]},
@@ -169,11 +169,17 @@ def run_image_check(cluster: Cluster, spec: JobSpec, namespace: str, timeout: fl
     image = spec.image or "tfk8s/trainer:0.1.0"
     name = f"tfk8s-image-check-{uuid.uuid4().hex[:8]}"
     core = k8s.CoreV1Api(cluster.api_client)
+    try:
+        ranges = limitranges(cluster, namespace)
+    except TFK8sError as e:
+        if api_status(e) != 403:
+            raise
+        ranges = []  # not allowed to read them: the permission rows say so
     cluster.raw(
         ApiErrorContext("create", "pods", namespace, name),
         core.create_namespaced_pod,
         namespace,
-        check_pod(spec, name, timeout),
+        check_pod(spec, name, timeout, ranges),
     )
     try:
         return _follow(cluster, image, namespace, name, timeout)

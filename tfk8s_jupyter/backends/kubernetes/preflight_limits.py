@@ -141,3 +141,28 @@ def limitrange_rows(cluster: Cluster, spec: JobSpec, namespace: str) -> list[tup
     if notes:
         return [(True, f"{fits}; what the job leaves unset it gets by default: {'; '.join(notes)}.")]
     return [(True, f"{fits}.")]
+
+
+def fit_container(resources: dict[str, dict[str, str]], ranges: list[dict]) -> dict[str, dict[str, str]]:
+    """``resources`` (requests and limits) moved inside the LimitRanges' container max / min /
+    maxLimitRequestRatio, for a pod of our own choosing (the image check's)."""
+    requests = dict(resources.get("requests") or {})
+    limits = dict(resources.get("limits") or {})
+    for lr in ranges:
+        for item in (lr.get("spec") or {}).get("limits") or []:
+            if (item.get("type") or "Container") != "Container":
+                continue
+            for key, top in (item.get("max") or {}).items():
+                if key in limits and (_qty(limits[key]) or 0) > (_qty(top) or 0):
+                    limits[key] = str(top)
+            for key, low in (item.get("min") or {}).items():
+                if key in requests and (_qty(requests[key]) or 0) < (_qty(low) or 0):
+                    requests[key] = str(low)
+            for key, value in list(requests.items()):
+                if key in limits and (_qty(value) or 0) > (_qty(limits[key]) or 0):
+                    limits[key] = value
+            for key, ratio in (item.get("maxLimitRequestRatio") or {}).items():
+                lq, rq = _qty(limits.get(key)), _qty(requests.get(key))
+                if lq and rq and lq / rq > (_qty(ratio) or 1):
+                    requests[key] = limits[key]
+    return {"requests": requests, "limits": limits}
