@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from local_helpers import tf_keras_cell, wait_for
+from local_helpers import kill, set_test_hooks, tf_keras_cell, wait_for
 
 import tfk8s_jupyter as tk
 from tfk8s_jupyter.backends.base import JobConflict
@@ -152,3 +152,29 @@ def test_tf_ps_scale_down_3_to_2_live_and_the_job_succeeds():
     assert final.replica("worker-2").pid == removed_pid  # never started again
     assert len({e.get("run") for e in job.events() if e.get("type") == "metric"}) == 1
     assert [h["how"] for h in final.history] == ["live"]
+
+
+def test_a_job_still_starting_is_refused(standin, monkeypatch):
+    set_test_hooks(monkeypatch, stall_replica="chief-0")  # the chief never starts training
+    job = tk.submit("EPOCHS = 3\nSTEPS = 10", ps=1, workers=2, name="sc-starting", setup_timeout=60)
+    wait_for(lambda: job.status.replica("worker-1").state == "running", 60, "worker-1 up")
+    assert job.status.phase == "pending"
+    text = _refused("sc-starting", 1)
+    assert text == (
+        "job sc-starting is still pending (its chief has not started training); resize it once job.status "
+        "shows it running."
+    )
+    job.stop()
+
+
+def test_a_restart_of_every_replica_brings_removed_workers_back_and_says_so(standin):
+    job = tk.submit("EPOCHS = 8\nSTEPS = 10\nSTEP_SECONDS = 0.1", ps=1, workers=3, name="sc-restart")
+    _running(job)
+    LocalBackend().scale("sc-restart", 2)
+    kill(job.status.replica("ps-0").pid)  # a lost ps: every replica restarts with the full cluster spec
+    wait_for(lambda: job.status.replica("worker-2").state == "running", 60, "worker-2 back")
+    assert job.wait(timeout=120) == "succeeded", job.status.message
+    history = job.status.history
+    assert [(h["from"], h["to"], h["how"]) for h in history] == [(3, 2, "live"), (2, 3, "restart")]
+    assert history[1]["restored"] == ["worker-2"]
+    assert job.status.replica("worker-2").restarts == 1
