@@ -327,3 +327,17 @@ def test_all_backends_lists_local_jobs_when_the_cluster_cannot_be_reached(
     assert lines[1].split()[0] == "name" and lines[2].split()[:3] == ["here", "succeeded", "local"]
     with pytest.raises(UsageError, match="--all-backends lists every backend; drop --backend"):
         shell.run_line_magic("tfk8s_jobs", "--all-backends --backend local")
+
+
+def test_list_jobs_through_the_python_api_applies_keep_jobs(capsys, tfk8s_home, monkeypatch):
+    from tfk8s_jupyter.config import current_config
+
+    finished("first", 2, days=3)
+    finished("second", 3, days=2)
+    finished("third", 4)
+    monkeypatch.setattr(current_config(), "keep_jobs", "2")
+    capsys.readouterr()
+    jobs = tk.list_jobs(backend="local")
+    assert [j.name for j in jobs] == ["third", "second"]
+    assert capsys.readouterr().out.strip() == "tfk8s: keep_jobs = '2' removed 1 finished local job (first)."
+    assert names(tfk8s_home) == ["second", "third"]

@@ -13,7 +13,8 @@ from .backends.base import Backend, JobStatus
 from .config import current_config, current_owner
 from .monitor import JobState, Monitor, event_to_point
 from .payload import Payload
-from .spec import JobSpec, make_spec
+from .retention import apply_keep_jobs
+from .spec import JobSpec, SpecError, make_spec
 
 _backends: dict[str, Backend] = {}
 
@@ -195,8 +196,18 @@ def submit(
     merged.setdefault("owner", current_owner())
     if merged.get("owner") is None:
         merged["owner"] = current_owner()
+    if payload is not None and not isinstance(payload, Payload):
+        raise SpecError(
+            f"payload {_short(payload)} is a {type(payload).__name__}, not a Payload; leave it out (the code alone is sent) "
+            "or pass Payload(code=code)."
+        )
     spec = make_spec(code, name=name, **merged)
     return submit_spec(spec, payload or Payload(code=code))
+
+
+def _short(value, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 _preflight_passed: set[tuple] = set()  # (backend, context, namespace) whose preflight passed this session
@@ -289,4 +300,7 @@ def list_jobs(
     b = backend_for(backend)
     extra = {"all_namespaces": True} if all_namespaces else {}
     jobs = b.list(owner=owner if owner is not None else current_owner(), **extra)
-    return sorted(jobs, key=lambda s: s.created, reverse=True)
+    pruned = apply_keep_jobs(b, jobs)  # c.TFK8s.keep_jobs: the user's old finished jobs go
+    if pruned.line():
+        print(pruned.line())
+    return sorted(pruned.kept, key=lambda s: s.created, reverse=True)

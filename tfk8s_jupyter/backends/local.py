@@ -52,6 +52,7 @@ from .base import (
     StatusCallback,
     TFK8sError,
 )
+from .local_capacity import check_local_capacity
 from .local_env import ARTIFACTS, checkpoint_dir, process_env
 from .local_processes import proc_start_ticks, process_alive
 
@@ -211,6 +212,7 @@ class LocalBackend(Backend):
             raise SpecError(
                 f"spec.backend is {spec.backend!r}; submit it to that backend, not the local one."
             )
+        check_local_capacity(spec)  # replicas this machine's memory and cores can run
         if spec.storage:
             raise SpecError(
                 f"storage {spec.storage!r} is for Kubernetes jobs; a local job keeps its artifacts in its "
