@@ -85,6 +85,11 @@ class Job:
         """Stop every replica; the record stays, with phase ``stopped``."""
         return self.backend.stop(self.name)
 
+    def scale(self, workers: int) -> JobStatus:
+        """Resize the running job: a parameter-server job's workers go down live (the highest indexes stop
+        for good and show as ``removed``; the chief carries on). The resize is in ``status.history``."""
+        return self.backend.scale(self.name, workers)
+
     def delete(self) -> None:
         """Stop the job if needed and remove it and its record."""
         if self._monitor:

@@ -441,11 +441,13 @@ def load_ipython_extension(ipython) -> None:
     """Register the magics on ``ipython`` (``%load_ext tfk8s_jupyter``)."""
     from .job_magics import JobMagics
     from .result_magics import ResultMagics
+    from .scale_magics import ScaleMagics
 
     magics = TFK8sMagics(ipython)
     ipython.register_magics(magics)
     ipython.register_magics(JobMagics(ipython, magics))
     ipython.register_magics(ResultMagics(ipython, magics))
+    ipython.register_magics(ScaleMagics(ipython, magics))
 
 
 def unload_ipython_extension(ipython) -> None:

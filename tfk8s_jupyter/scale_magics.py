@@ -1,8 +1,7 @@
 """``%tfk8s_scale NAME --workers N``: resize a running job (a parameter-server job's scale-down, live).
 
 Registered beside the other magics by ``%load_ext tfk8s_jupyter`` (``ScaleMagics(ipython, train)`` with the
-kernel's :class:`~tfk8s_jupyter.magics.TFK8sMagics`), or on its own with
-``%load_ext tfk8s_jupyter.scale_magics`` after ``%load_ext tfk8s_jupyter``.
+kernel's :class:`~tfk8s_jupyter.magics.TFK8sMagics`).
 """
 
 from __future__ import annotations
@@ -50,12 +49,7 @@ class ScaleMagics(Magics):
         job = JobMagics._job(self, args.name, args.backend)
         try:
             before = len([r for r in job.status.replicas if r.role == "worker" and r.state != "removed"])
-            scale = getattr(job, "scale", None)  # Job.scale(workers=N) once the API has it
-            status = (
-                scale(workers=_count(args.workers))
-                if scale
-                else job.backend.scale(job.name, _count(args.workers))
-            )
+            status = job.scale(workers=_count(args.workers))
         except TFK8sError as e:
             raise UsageError(str(e)) from None
         after = len([r for r in status.replicas if r.role == "worker" and r.state != "removed"])
@@ -66,13 +60,3 @@ class ScaleMagics(Magics):
         print(
             f"tfk8s: job {job.name} scaled down from {before} to {after} worker(s), live ({', '.join(removed)} removed)."
         )
-
-
-def load_ipython_extension(ipython) -> None:
-    """Register ``%tfk8s_scale`` beside the magics ``%load_ext tfk8s_jupyter`` registered."""
-    train = ipython.magics_manager.registry.get("TFK8sMagics")
-    if train is None:
-        raise UsageError(
-            "load tfk8s_jupyter first: %load_ext tfk8s_jupyter, then %load_ext tfk8s_jupyter.scale_magics."
-        )
-    ipython.register_magics(ScaleMagics(ipython, train))

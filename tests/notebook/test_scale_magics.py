@@ -11,7 +11,6 @@ import tfk8s_jupyter as tk
 
 
 def test_scale_magic_removes_a_worker_live_and_refuses_in_one_sentence(shell, capsys, standin):
-    shell.run_line_magic("load_ext", "tfk8s_jupyter.scale_magics")
     job = tk.submit("EPOCHS = 30\nSTEPS = 10\nSTEP_SECONDS = 0.1", ps=1, workers=3, name="m-scale")
     try:
         deadline = time.monotonic() + 60
