@@ -55,6 +55,7 @@ export class JobDetailView extends RefreshingWidget<JobDetailView.IModel> {
     this._delete.onclick = () => void this.deleteJob();
     actions.append(this._stop, this._delete);
     this._message = el('div', 'tfk8s-detail-message');
+    this._notes = el('ul', 'tfk8s-detail-notes');
     this._replicas = el('table', 'tfk8s-lab-replicas');
     const curveBox = el('div', 'tfk8s-detail-curve');
     this._metric = el('select', 'tfk8s-metric-select');
@@ -94,6 +95,7 @@ export class JobDetailView extends RefreshingWidget<JobDetailView.IModel> {
       this._header,
       actions,
       this._message,
+      this._notes,
       el('h3', '', 'Replicas'),
       this._replicas,
       el('h3', '', 'Metrics'),
@@ -206,6 +208,16 @@ export class JobDetailView extends RefreshingWidget<JobDetailView.IModel> {
     ]
       .filter(Boolean)
       .join(' · ');
+    this._notes.replaceChildren(
+      ...(job.notes ?? []).map(note => el('li', 'tfk8s-detail-note', note)),
+      ...(job.history ?? []).map(h =>
+        el(
+          'li',
+          'tfk8s-detail-resize',
+          `resized ${h.from} → ${h.to} workers (${h.how}) ${ageSince(h.time)} ago`
+        )
+      )
+    );
 
     const head = el('tr');
     for (const h of [
@@ -295,6 +307,7 @@ export class JobDetailView extends RefreshingWidget<JobDetailView.IModel> {
   private _stop: HTMLButtonElement;
   private _delete: HTMLButtonElement;
   private _message: HTMLDivElement;
+  private _notes: HTMLUListElement;
   private _replicas: HTMLTableElement;
   private _metric: HTMLSelectElement;
   private _log: HTMLInputElement;

@@ -142,8 +142,28 @@ export interface IJobDetail extends IJob {
   n_points: number;
   /** Checkpoints written so far. */
   checkpoints: number;
+  /** One-line notes from the backend (e.g. that a job without storage loses its artifacts with its pods). */
+  notes: string[];
+  /** Each resize of the running job, oldest first. */
+  history: IResize[];
   /** The settings it was submitted with; `{}` when the backend cannot read them back. */
   spec: IJobSettings;
+}
+
+/** One resize of a running job (`JobStatus.history`). */
+export interface IResize {
+  /** When it happened (seconds since the epoch). */
+  time: number;
+  /** Workers before. */
+  from: number;
+  /** Workers after. */
+  to: number;
+  /** `live` (workers stopped, the chief carried on) or `restart`. */
+  how: string;
+  /** The replicas removed. */
+  removed?: string[];
+  /** The replicas brought back by a restart of every replica. */
+  restored?: string[];
 }
 
 /**

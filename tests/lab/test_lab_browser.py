@@ -250,3 +250,30 @@ def test_quickstart_notebook_shows_a_curve_and_a_replica_table(lab_page, lab, tf
     lab_page.screenshot("quickstart-panel")
     jobs = lab.api("GET", "/tfk8s/api/jobs")["jobs"]
     assert jobs and jobs[0]["phase"] == "succeeded", json.dumps(jobs)[:500]
+
+
+def test_job_view_shows_the_backend_notes_and_each_resize(lab_page, tfk8s_home):
+    """A job's one-line notes (e.g. no storage on Kubernetes) and its resize history, in the side panel."""
+    from labjobs import write_record
+
+    from tfk8s_jupyter.config import current_owner
+
+    record = write_record(tfk8s_home, "noted-job", owner=current_owner(), workers=3)
+    status = record.read_status()
+    status["notes"] = [
+        "no storage: this job's checkpoints, model and TensorBoard logs will not survive its pods"
+    ]
+    status["history"] = [
+        {"time": time.time() - 30, "from": 3, "to": 2, "how": "live", "removed": ["worker-2"]}
+    ]
+    record.write_status(status)
+    lab_page.open()
+    lab_page.show_jobs_panel()
+    row = lab_page.job_row("noted-job")
+    row.wait_for(timeout=60_000)
+    row.click()
+    view = lab_page.page.locator("#tfk8s-job-noted-job .tfk8s-JobDetail")
+    view.locator(".tfk8s-detail-note").wait_for(timeout=30_000)
+    assert view.locator(".tfk8s-detail-note").inner_text().startswith("no storage: this job's checkpoints")
+    assert view.locator(".tfk8s-detail-resize").inner_text().startswith("resized 3 → 2 workers (live)")
+    lab_page.screenshot("detail-notes")

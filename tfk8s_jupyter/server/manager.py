@@ -113,6 +113,8 @@ def job_detail(status: JobStatus, state: JobState, spec: dict | None) -> dict:
     }
     model["n_points"] = state.n_points
     model["checkpoints"] = state.checkpoints
+    model["notes"] = list(status.notes)  # e.g. "no storage: ... will not survive its pods"
+    model["history"] = [dict(h) for h in status.history]  # resizes
     keep = ("ps", "workers", "gpus", "cpu", "memory", "image", "max_restarts", "reporting_replica")
     model["spec"] = {k: spec.get(k) for k in keep if k in spec} if spec else {}
     return model
