@@ -125,6 +125,29 @@ def test_jobstate_error_comes_from_the_error_event_or_a_failed_status():
     assert other.error == "it broke"
 
 
+def test_a_model_that_could_not_be_saved_is_no_error_of_a_job_that_trained():
+    from tfk8s_jupyter.display_text import model_line
+
+    state = JobState("j")
+    why = "the model could not be saved (NotImplementedError: a subclassed model without get_config)."
+    state.add_events(
+        [
+            {"type": "error", "run": "r", "seq": 1, "phase": "save", "message": why},
+            {
+                "type": "end",
+                "run": "r",
+                "seq": 2,
+                "status": "succeeded",
+                "artifacts": {"model": None, "model_note": why},
+            },
+        ]
+    )
+    assert state.error is None
+    assert model_line({"model": None, "model_note": why}) == f"no model saved: {why.rstrip('.')}"
+    saved = {"model": {"path": "model/model.keras", "bytes": 1_200_000, "save_seconds": 0.4}}
+    assert model_line(saved) == "model saved: 1.2 MB in 0.4 s — job.model() loads it"
+
+
 def test_jobstate_memory_is_bounded_for_a_long_run():
     state = JobState("long", max_points=200)
     for chunk in range(50):

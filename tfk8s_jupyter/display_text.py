@@ -121,10 +121,11 @@ def format_bytes(n: float | None) -> str:
 
 def model_line(artifacts: dict | None) -> str | None:
     """What the final line says of the saved model, from the ``end`` event's ``artifacts``:
-    ``model saved: 1.2 MB in 0.4 s — job.model() loads it``; ``None`` when no model was saved."""
+    ``model saved: 1.2 MB in 0.4 s — job.model() loads it``, or why none was (``model_note``)."""
     model = artifacts.get("model") if isinstance(artifacts, dict) else None
     if not isinstance(model, dict) or not model.get("path"):
-        return None
+        note = artifacts.get("model_note") if isinstance(artifacts, dict) else None
+        return f"no model saved: {str(note).rstrip('.')}" if note else None
     seconds = model.get("save_seconds")
     took = f" in {seconds:.1f} s" if isinstance(seconds, (int, float)) else ""
     return f"model saved: {format_bytes(model.get('bytes'))}{took} — job.model() loads it"

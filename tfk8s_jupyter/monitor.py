@@ -176,7 +176,9 @@ class JobState:
             for e in self._dedup.new(events):
                 added += 1
                 t = e.get("type")
-                if t == "error":
+                if t == "error" and e.get("phase") == "save":
+                    pass  # the model could not be saved; training succeeded (the end event's model_note says why)
+                elif t == "error":
                     self.error = e.get("message") or e.get("error") or "the training cell raised an error"
                 elif t == "checkpoint":
                     self.checkpoints += 1
