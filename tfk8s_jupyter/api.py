@@ -264,9 +264,11 @@ def check(
     namespace: str | None = None,
     image: str | None = None,
     gpus: int | Mapping[str, int] | None = None,
+    image_timeout: float | None = None,
     **options,
 ):
-    """Preflight: would a job with these options run on the cluster? Nothing is created.
+    """Preflight: would a job with these options run on the cluster? Nothing is created (with ``image``,
+    a one-off pod runs the image check and is always removed after; ``image_timeout`` seconds at most).
 
     Checks permissions (``SelfSubjectAccessReview`` of every call the backend makes), the namespace, the
     TFJob CRD (flavor ``tfjob``/``auto``), GPU capacity of schedulable nodes, and ResourceQuota. Unset
@@ -294,7 +296,13 @@ def check(
     spec = make_spec("pass", name="preflight", owner=current_owner(), **merged)
     from .backends.kubernetes.preflight import preflight
 
-    return preflight(backend_for("kubernetes"), spec)
+    backend_ = backend_for("kubernetes")
+    report = preflight(backend_, spec)
+    if image is not None and report.checks and report.checks[0].ok:  # the namespace exists
+        from .backends.kubernetes.preflight import check_image
+
+        check_image(report, backend_, spec, image_timeout)  # its own row: a job needs no pod verbs
+    return report
 
 
 def list_jobs(

@@ -199,7 +199,7 @@ class JobMagics(Magics):
             %tfk8s_check --namespace team --gpus 1
             %tfk8s_check --image registry.example.com/team/trainer:2.21
         """
-        from .api import backend_for, check
+        from .api import check
         from .backends.base import TFK8sError
 
         args = parse_magic_line(self.tfk8s_check, line)
@@ -211,12 +211,9 @@ class JobMagics(Magics):
                 namespace=args.namespace,
                 image=args.image,
                 gpus=args.gpus,
+                image_timeout=args.image_timeout,
                 **{k: v for k, v in given.items() if v is not None},
             )
-            if args.image and report.spec is not None and report.checks and report.checks[0].ok:
-                from .backends.kubernetes.preflight import check_image  # (the namespace exists)
-
-                check_image(report, backend_for("kubernetes"), report.spec, args.image_timeout)
         except (TFK8sError, SpecError) as e:
             raise UsageError(str(e)) from None
         from IPython.display import display

@@ -244,3 +244,15 @@ def test_the_image_check_pod_fits_the_limitranges(cluster, make_cluster):
         "limits": {"cpu": "500m", "memory": "768Mi"},
     }
     assert check_pods(cluster) == []
+
+
+def test_the_python_api_runs_the_same_image_check(cluster, make_cluster):
+    import tfk8s_jupyter as tk
+
+    make_cluster(bare_images=("python:3.12-slim",))
+    report = tk.check(image="python:3.12-slim", image_timeout=60)
+    [row] = [c for c in report.checks if c.name == "image"]
+    assert row.mark == "✗" and "the image python:3.12-slim has no TensorFlow" in row.message, report.text()
+    created = [e for e in cluster.request_log if e["resource"] == "pods" and e["verb"] == "create"]
+    assert len(created) == 1 and check_pods(cluster) == []
+    assert not [c for c in tk.check().checks if c.name == "image"]  # no image named: no pod
