@@ -97,7 +97,14 @@ def main() -> int:
     try:
         exec(compile(payload["code"], "<cell>", "exec"), ns)
     except Exception as e:
-        emit("error", message=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
+        innermost = traceback.extract_tb(e.__traceback__)[-1].filename
+        emit(
+            "error",
+            message=f"{type(e).__name__}: {e}",
+            traceback=traceback.format_exc(),
+            error_type=f"{type(e).__module__}.{type(e).__qualname__}",
+            raised_in_cell=innermost == "<cell>",
+        )
         return 1
     must = [
         a for r, addrs in cluster.items() if r != "worker" or strategy != "parameter_server" for a in addrs
@@ -109,7 +116,13 @@ def main() -> int:
             time.sleep(ns["STEP_SECONDS"])
             lost = [a for a in must if a != me and not reachable(a)]
             if lost:
-                emit("error", message=f"UnavailableError: peer {lost[0]} is gone", traceback="")
+                emit(
+                    "error",
+                    message=f"UnavailableError: peer {lost[0]} is gone",
+                    traceback="",
+                    error_type="tensorflow.python.framework.errors_impl.UnavailableError",
+                    raised_in_cell=False,
+                )
                 return 1
             step += 1
             loss = 1.0 / (1 + step)

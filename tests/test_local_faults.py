@@ -454,6 +454,26 @@ def test_transient_errors_are_judged_by_the_exception_type_only():
     )
     assert not curable_error({"message": "the cell raised UnavailableError"})
     assert not curable_error({"message": ""})
+    # with the runner's full type: TensorFlow's own errors, or a connection error a library raised
+    tf_error = "tensorflow.python.framework.errors_impl.UnavailableError"
+    assert curable_error({"message": "UnavailableError: x", "error_type": tf_error, "raised_in_cell": False})
+    own = {"message": "UnavailableError: bad csv", "error_type": "__main__.UnavailableError"}
+    assert not curable_error({**own, "raised_in_cell": True})
+    lost = {"message": "ConnectionError: reset", "error_type": "builtins.ConnectionError"}
+    assert curable_error({**lost, "raised_in_cell": False})
+    assert not curable_error({**lost, "raised_in_cell": True})  # the cell's own raise
+
+
+def test_a_cell_defining_its_own_transient_looking_error_fails_at_once(standin):
+    job = tk.submit(
+        "class UnavailableError(Exception):\n    pass\n\nraise UnavailableError('bad csv')",
+        workers=2,
+        max_restarts=3,
+        name="own-error-type",
+    )
+    assert job.wait(timeout=60) == "failed"
+    assert job.status.message.startswith("worker-0 failed: UnavailableError: bad csv"), job.status.message
+    assert all(r.restarts == 0 for r in job.status.replicas)
 
 
 def test_a_reporting_replica_that_hangs_idle_is_killed_and_counts_as_a_failure(standin):

@@ -409,6 +409,13 @@ def start_cell_metrics(tf, renv: ReplicaEnv, runtime, reporter: Reporter):
     return metrics
 
 
+def raised_in_cell(exc: BaseException) -> bool:
+    """Whether the exception was raised by the cell's own code (its innermost frame is the cell's or the
+    prelude's), not by TensorFlow or a library the cell called."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return bool(frames) and frames[-1].filename in (CELL_FILENAME, PRELUDE_FILENAME)
+
+
 def summarize_exception(exc: BaseException) -> tuple[str, str, int | None]:
     """(message, short traceback, cell line) for an exception raised by the cell."""
     message = explain_missing_file(exc) or f"{type(exc).__name__}: {exc}".strip()
@@ -517,7 +524,16 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 message, summary, line = summarize_exception(exc)
             traceback.print_exc()
-            reporter.emit("error", always=True, message=message, traceback=summary, line=line, phase=phase)
+            reporter.emit(
+                "error",
+                always=True,
+                message=message,
+                traceback=summary,
+                line=line,
+                phase=phase,
+                error_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
+                raised_in_cell=raised_in_cell(exc),
+            )
             if phase == "cell":
                 artifacts.finish(None, "", succeeded=False)
             sys.stdout.flush()

@@ -102,7 +102,17 @@ def error_type(event: dict) -> str | None:
 
 def curable_error(event: dict) -> bool:
     """Whether a restart may cure the failure an ``error`` event reports: a lost peer, by the exception's
-    type (never by words in its message or traceback)."""
+    type (never by words in its message or traceback). With the runner's ``error_type`` (module and
+    qualified name), only TensorFlow's own error types, or a built-in connection error raised outside the
+    cell's own code, count: a cell's own ``class UnavailableError`` or its ``raise ConnectionError`` does not."""
+    full = event.get("error_type")
+    if isinstance(full, str) and full:
+        module, _, name = full.rpartition(".")
+        if name not in TRANSIENT_ERRORS:
+            return False
+        if module.startswith("tensorflow."):
+            return True
+        return module == "builtins" and event.get("raised_in_cell") is False
     return error_type(event) in TRANSIENT_ERRORS
 
 
