@@ -15,8 +15,9 @@ Variables:
 
     Results: TFK8S_ARTIFACTS (the job's artifact directory, a path or a ``gs://``/``s3://`` URI, the same
     for every replica; layout below), TFK8S_SAVE_MODEL (``1``/``0``: save the trained model after a
-    successful fit), optional TFK8S_RESUME_FROM (an earlier job's checkpoint directory: restored before
-    training when this job has no checkpoint of its own yet).
+    successful fit), optional TFK8S_RESUME_FROM (an earlier job's checkpoint directory, or its artifact
+    directory whose ``checkpoints/`` is used: restored before training when this job has no checkpoint of
+    its own yet).
 
     Protocol: optional TFK8S_PROTOCOL_KEY, the per-run secret that authenticates protocol lines (the
     runner takes it out of the environment before the cell runs).
