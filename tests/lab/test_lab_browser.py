@@ -277,3 +277,50 @@ def test_job_view_shows_the_backend_notes_and_each_resize(lab_page, tfk8s_home):
     assert view.locator(".tfk8s-detail-note").inner_text().startswith("no storage: this job's checkpoints")
     assert view.locator(".tfk8s-detail-resize").inner_text().startswith("resized 3 → 2 workers (live)")
     lab_page.screenshot("detail-notes")
+
+
+def tensorboard_pids(job_name: str) -> list[int]:
+    """Running TensorBoard servers (their info files, as ``tensorboard.manager`` keeps them) showing a job."""
+    import base64
+
+    from tensorboard import manager as tb_manager
+
+    return [
+        info.pid
+        for info in tb_manager.get_all()
+        if f"{job_name}:" in base64.b64decode(info.cache_key).decode(errors="replace")
+    ]
+
+
+def test_tfk8s_tensorboard_renders_inline_and_stops_with_the_kernel(lab_page, lab, tfk8s_home):
+    job = tk.submit(cells.TF_KERAS, name="tb-inline", **ONE_REPLICA)
+    assert job.wait(timeout=240) == "succeeded", job.logs()
+    assert job.tensorboard_dirs(), "a fit job writes TensorBoard logs"
+    write_notebook(lab.root / "tb.ipynb", ["%load_ext tfk8s_jupyter", f"%tfk8s_tensorboard {job.name}"])
+    lab_page.open_notebook("tb.ipynb")
+    page = lab_page.page
+    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+    page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+
+    iframe = page.locator(".jp-OutputArea iframe").first
+    iframe.wait_for(timeout=120_000)
+    src = iframe.get_attribute("src") or ""
+    assert src.startswith("http://127.0.0.1:") or src.startswith("http://localhost:"), src
+    frame = page.frame_locator(".jp-OutputArea iframe").first
+    frame.locator("tb-webapp").wait_for(state="attached", timeout=60_000)
+    # TensorBoard lists the job as a run (its logdir_spec names runs after jobs) and draws its scalars.
+    frame.get_by_text(f"{job.name}/fit-0/train").first.wait_for(timeout=60_000)
+    frame.get_by_text("epoch_loss").first.wait_for(timeout=60_000)
+    tb_frame = next(f for f in page.frames if f.url.startswith(src.split("#")[0].rstrip("/")))
+    assert tb_frame.title() == "TensorBoard"
+    iframe.scroll_into_view_if_needed()
+    lab_page.screenshot("tensorboard-inline")
+
+    pids = tensorboard_pids(job.name)
+    assert pids and all(process_alive(p) for p in pids)
+    for kernel in lab.api("GET", "/api/kernels"):
+        lab.api("DELETE", f"/api/kernels/{kernel['id']}")
+    deadline = time.monotonic() + 30
+    while any(process_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not any(process_alive(p) for p in pids), "TensorBoard outlived the kernel that started it"
