@@ -148,6 +148,20 @@ export interface IJobDetail extends IJob {
   history: IResize[];
   /** The settings it was submitted with; `{}` when the backend cannot read them back. */
   spec: IJobSettings;
+  /** Whether the job has TensorBoard logs (the job view's TensorBoard button). */
+  tensorboard: boolean;
+}
+
+/** `POST jobs/<name>/tensorboard`: the job's TensorBoard, started or reused, on 127.0.0.1. */
+export interface ITensorBoardResponse {
+  name: string;
+  /** Where it answers, e.g. `http://127.0.0.1:6006/`. */
+  url: string;
+  port: number;
+  /** Its process (a child of the Jupyter server). */
+  pid: number;
+  /** Whether it was already running. */
+  reused: boolean;
 }
 
 /** One resize of a running job (`JobStatus.history`). */

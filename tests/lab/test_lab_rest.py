@@ -357,3 +357,39 @@ async def test_patch_workers_scales_a_running_ps_job_down_live(jp_fetch, tfk8s_h
         job.stop()
     code, message = await error_of(jp_fetch, "rest-scale", method="PATCH", body=b'{"workers": 1}')
     assert code == 409 and message == "job rest-scale has already stopped; only a running job can be resized."
+
+
+async def test_tensorboard_of_a_job_starts_once_on_localhost_and_refuses_in_one_sentence(
+    jp_fetch, jp_serverapp, tfk8s_home
+):
+    """POST .../tensorboard starts (then reuses) one TensorBoard on 127.0.0.1 for the job's logs."""
+    from tfk8s_jupyter.backends.local import process_alive
+
+    code, message = await error_of(jp_fetch, "no-such-job", "tensorboard", method="POST", body=b"")
+    assert code == 404 and "no-such-job" in message
+
+    write_record(tfk8s_home, "no-logs-job")
+    _, detail = await get_json(jp_fetch, "no-logs-job")
+    assert detail["tensorboard"] is False
+    code, message = await error_of(jp_fetch, "no-logs-job", "tensorboard", method="POST", body=b"")
+    assert code == 409 and message.startswith("job no-logs-job has no TensorBoard logs")
+    assert message.count(". ") == 0 and message.endswith(".")
+
+    record = write_record(tfk8s_home, "logs-job")
+    (record.dir / "artifacts" / "tensorboard" / "fit-0" / "train").mkdir(parents=True)
+    _, detail = await get_json(jp_fetch, "logs-job")
+    assert detail["tensorboard"] is True
+    manager = jp_serverapp.web_app.settings["tfk8s_jobs_manager"]
+    try:
+        code, first = await get_json(jp_fetch, "logs-job", "tensorboard", method="POST", body=b"")
+        assert code == 200 and first["url"] == f"http://127.0.0.1:{first['port']}/" and not first["reused"]
+        assert process_alive(first["pid"]) and ts_fields("ITensorBoardResponse") == set(first)
+        import urllib.request
+
+        with urllib.request.urlopen(first["url"], timeout=10) as response:
+            assert b"TensorBoard" in response.read()  # TensorBoard's page answers
+        _, again = await get_json(jp_fetch, "logs-job", "tensorboard", method="POST", body=b"")
+        assert again["reused"] and again["port"] == first["port"] and again["pid"] == first["pid"]
+    finally:
+        assert manager._tensorboards.stop_all() == 1  # what the server does when it stops
+    assert not process_alive(first["pid"])

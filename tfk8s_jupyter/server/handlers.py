@@ -6,6 +6,7 @@ Routes (under the server's base URL)::
     GET    /tfk8s/api/jobs/{name}[?backend=]             detail: replicas, metric series
     GET    /tfk8s/api/jobs/{name}/logs?replica=&tail=    a replica's last lines
     POST   /tfk8s/api/jobs/{name}/stop                   stop every replica
+    POST   /tfk8s/api/jobs/{name}/tensorboard            start (or reuse) its TensorBoard on 127.0.0.1: URL
     PATCH  /tfk8s/api/jobs/{name}   {"workers": N}       resize a running job (PS scale-down, live)
     DELETE /tfk8s/api/jobs/{name}                        stop if needed, remove the record
 """
@@ -132,6 +133,12 @@ class JobStopHandler(JobsBaseHandler):
         self.reply(await self.call(self.manager.stop, name, self.get_query_argument("backend", None)))
 
 
+class JobTensorBoardHandler(JobsBaseHandler):
+    @tornado.web.authenticated
+    async def post(self, name: str) -> None:
+        self.reply(await self.call(self.manager.tensorboard, name, self.get_query_argument("backend", None)))
+
+
 def setup_handlers(web_app, manager: JobsManager) -> None:
     web_app.settings["tfk8s_jobs_manager"] = manager
     base = url_path_join(web_app.settings["base_url"], "tfk8s", "api", "jobs")
@@ -141,6 +148,7 @@ def setup_handlers(web_app, manager: JobsManager) -> None:
             (base, JobsHandler),
             (url_path_join(base, NAME, "logs"), JobLogsHandler),
             (url_path_join(base, NAME, "stop"), JobStopHandler),
+            (url_path_join(base, NAME, "tensorboard"), JobTensorBoardHandler),
             (url_path_join(base, NAME), JobHandler),
         ],
     )

@@ -35,6 +35,7 @@ from ..job_origin import origin_of
 from ..monitor import EventHistory, JobState
 from ..retention import apply_keep_jobs
 from ..spec import SpecError, check_name
+from .tensorboard import TensorBoardServers
 
 SPARKLINE_POINTS = 60
 MAX_SERIES_POINTS = 2000
@@ -161,6 +162,7 @@ class JobsManager(LoggingConfigurable):
         self._failed_at: dict[str, float] = {}
         self._failed: dict[str, concurrent.futures.Future] = {}
         self._pruned: dict[str, str] = {}  # backend -> the line saying what keep_jobs removed
+        self._tensorboards = TensorBoardServers()  # the job view's TensorBoard button
 
     # backends -----------------------------------------------------------------
     def backend_names(self) -> list[str]:
@@ -345,7 +347,25 @@ class JobsManager(LoggingConfigurable):
             spec = {**job_spec.to_json(), "reporting_replica": job_spec.reporting_replica}
         except Exception:
             spec = None
-        return job_detail(status, state, spec)
+        detail = job_detail(status, state, spec)
+        detail["tensorboard"] = bool(_tensorboard_dirs(b, name))
+        return detail
+
+    def tensorboard(self, name: str, backend: str | None = None) -> dict:
+        """Start (or reuse) a TensorBoard on 127.0.0.1 for the job's logs; ``{"name", "url", "port", ...}``."""
+        from ..result_magics import logdir_spec
+
+        b, status = self._find(name, backend)
+        dirs = _tensorboard_dirs(b, name)
+        if not dirs:
+            when = (
+                "once its fit starts" if not status.done else "only when the job ran a fit or wrote summaries"
+            )
+            raise JobConflict(
+                f"job {name} has no TensorBoard logs (they appear {when}); there is nothing to show."
+            )
+        started = self._tensorboards.start((b.name, name), logdir_spec({name: dirs}))
+        return {"name": name, **started}
 
     def logs(self, name: str, replica: str | None, tail: int | None, backend: str | None = None) -> dict:
         b, status = self._find(name, backend)
@@ -403,6 +423,17 @@ class JobsManager(LoggingConfigurable):
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._tensorboards.stop_all()
+
+
+def _tensorboard_dirs(backend: Backend, name: str) -> list[str]:
+    """The job's TensorBoard folders; none when its artifacts cannot be read (e.g. gone with its pods)."""
+    from ..results import tensorboard_dirs
+
+    try:
+        return tensorboard_dirs(backend, name)
+    except Exception:
+        return []
 
 
 def _one_sentence(backend: str, e: Exception) -> str:
