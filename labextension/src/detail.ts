@@ -11,7 +11,7 @@ import {
   preferredMetric,
   strategyLabel
 } from './format';
-import { IJobDetail, ILogsResponse } from './model';
+import { IJobDetail, ILogsResponse, ITensorBoardResponse } from './model';
 import { phaseChip } from './panel';
 import { RefreshingWidget } from './refreshing';
 import { jobPath, requestAPI } from './request';
@@ -53,7 +53,14 @@ export class JobDetailView extends RefreshingWidget<JobDetailView.IModel> {
       'Delete'
     );
     this._delete.onclick = () => void this.deleteJob();
-    actions.append(this._stop, this._delete);
+    this._tensorboard = el(
+      'button',
+      'jp-Button jp-mod-styled tfk8s-tensorboard',
+      'TensorBoard'
+    );
+    this._tensorboard.onclick = () => void this.showTensorBoard();
+    this._tensorboard.disabled = true; // until the job is known to have TensorBoard logs
+    actions.append(this._stop, this._delete, this._tensorboard);
     this._message = el('div', 'tfk8s-detail-message');
     this._notes = el('ul', 'tfk8s-detail-notes');
     this._replicas = el('table', 'tfk8s-lab-replicas');
@@ -69,6 +76,7 @@ export class JobDetailView extends RefreshingWidget<JobDetailView.IModel> {
     curveBar.append(this._metric, logLabel);
     this._curve = el('div', 'tfk8s-curve-area');
     curveBox.append(curveBar, this._curve);
+    this._tensorboardBox = el('div', 'tfk8s-detail-tensorboard');
 
     const logBar = el('div', 'tfk8s-log-bar');
     this._replicaSelect = el('select', 'tfk8s-replica-select');
@@ -100,6 +108,7 @@ export class JobDetailView extends RefreshingWidget<JobDetailView.IModel> {
       this._replicas,
       el('h3', '', 'Metrics'),
       curveBox,
+      this._tensorboardBox,
       el('h3', '', 'Logs'),
       logBar,
       this._logView
@@ -126,6 +135,44 @@ export class JobDetailView extends RefreshingWidget<JobDetailView.IModel> {
     }
     this._onChange();
     await this.refresh();
+  }
+
+  /** Start (or reuse) the job's TensorBoard on the server's machine and show it below the curve. */
+  async showTensorBoard(): Promise<void> {
+    this._tensorboardStarting = true;
+    this._tensorboard.disabled = true;
+    this._tensorboardBox.replaceChildren(
+      el('div', 'tfk8s-curve-caption', 'Starting TensorBoard…')
+    );
+    try {
+      const tb = await requestAPI<ITensorBoardResponse>(
+        this._path('tensorboard'),
+        { method: 'POST' }
+      );
+      const frame = el('iframe', 'tfk8s-tensorboard-frame');
+      frame.src = tb.url;
+      frame.title = `TensorBoard of ${this.jobName}`;
+      const link = el('a', 'tfk8s-tensorboard-link', 'open in a new tab');
+      link.href = tb.url;
+      link.target = '_blank';
+      link.rel = 'noopener';
+      const caption = el(
+        'div',
+        'tfk8s-curve-caption',
+        `TensorBoard of ${this.jobName} at ${tb.url} · `
+      );
+      caption.append(link);
+      this._tensorboardBox.replaceChildren(caption, frame);
+    } catch (error) {
+      this._tensorboardBox.replaceChildren();
+      await showErrorMessage(
+        `TensorBoard of ${this.jobName} could not start`,
+        (error as Error).message
+      );
+    } finally {
+      this._tensorboardStarting = false;
+      this._tensorboard.disabled = !this.job?.tensorboard;
+    }
   }
 
   /** Ask for confirmation, then stop the job if needed and delete its record. */
@@ -196,6 +243,10 @@ export class JobDetailView extends RefreshingWidget<JobDetailView.IModel> {
       )
     );
     this._stop.disabled = job.done;
+    this._tensorboard.disabled = !job.tensorboard || this._tensorboardStarting;
+    this._tensorboard.title = job.tensorboard
+      ? 'Show TensorBoard for this job (a server on 127.0.0.1)'
+      : 'This job has no TensorBoard logs yet (they appear once its fit starts)';
     const metrics = Object.entries(job.last_metrics)
       .map(([k, v]) => `${k} ${formatMetric(v)}`)
       .join('  ');
@@ -306,6 +357,9 @@ export class JobDetailView extends RefreshingWidget<JobDetailView.IModel> {
   private _header: HTMLDivElement;
   private _stop: HTMLButtonElement;
   private _delete: HTMLButtonElement;
+  private _tensorboard: HTMLButtonElement;
+  private _tensorboardBox: HTMLDivElement;
+  private _tensorboardStarting = false;
   private _message: HTMLDivElement;
   private _notes: HTMLUListElement;
   private _replicas: HTMLTableElement;

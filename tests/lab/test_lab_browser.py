@@ -324,3 +324,44 @@ def test_tfk8s_tensorboard_renders_inline_and_stops_with_the_kernel(lab_page, la
     while any(process_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not any(process_alive(p) for p in pids), "TensorBoard outlived the kernel that started it"
+
+
+def test_job_view_tensorboard_button_shows_tensorboard_below_the_curve(lab_page, lab, tfk8s_home):
+    job = tk.submit(cells.TF_KERAS, name="tb-panel", **ONE_REPLICA)
+    assert job.wait(timeout=240) == "succeeded", job.logs()
+    lab_page.open()
+    lab_page.show_jobs_panel()
+    row = lab_page.job_row(job.name)
+    row.wait_for(timeout=60_000)
+    row.click()
+    page = lab_page.page
+    view = page.locator(f"#tfk8s-job-{job.name} .tfk8s-JobDetail")
+    button = view.locator(".tfk8s-tensorboard")
+    button.wait_for()
+    page.wait_for_function(
+        f"() => !document.querySelector('#tfk8s-job-{job.name} .tfk8s-tensorboard').disabled", timeout=30_000
+    )
+    button.click()
+
+    iframe = view.locator("iframe.tfk8s-tensorboard-frame")
+    iframe.wait_for(timeout=120_000)
+    assert (iframe.get_attribute("src") or "").startswith("http://127.0.0.1:")
+    frame = page.frame_locator(f"#tfk8s-job-{job.name} iframe.tfk8s-tensorboard-frame")
+    frame.locator("tb-webapp").wait_for(state="attached", timeout=60_000)
+    frame.get_by_text(f"{job.name}/fit-0/train").first.wait_for(timeout=60_000)
+    frame.get_by_text("epoch_loss").first.wait_for(timeout=60_000)
+    iframe.scroll_into_view_if_needed()
+    lab_page.screenshot("detail-tensorboard")
+
+    # A second click reuses the same server.
+    pids = tensorboard_pids(job.name)
+    assert len(pids) == 1 and process_alive(pids[0])
+    page.wait_for_function(
+        f"() => !document.querySelector('#tfk8s-job-{job.name} .tfk8s-tensorboard').disabled", timeout=30_000
+    )
+    button.click()
+    view.locator("iframe.tfk8s-tensorboard-frame").wait_for(timeout=60_000)
+    assert tensorboard_pids(job.name) == pids
+
+    lab.stop()  # the Jupyter server stops its TensorBoard with it
+    assert not process_alive(pids[0]), "TensorBoard outlived the Jupyter server that started it"
