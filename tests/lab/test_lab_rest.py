@@ -390,6 +390,12 @@ async def test_tensorboard_of_a_job_starts_once_on_localhost_and_refuses_in_one_
             assert b"TensorBoard" in response.read()  # TensorBoard's page answers
         _, again = await get_json(jp_fetch, "logs-job", "tensorboard", method="POST", body=b"")
         assert again["reused"] and again["port"] == first["port"] and again["pid"] == first["pid"]
+        await jp_fetch("tfk8s", "api", "jobs", "logs-job", method="DELETE")  # deleting the job stops it
+        assert not process_alive(first["pid"])
+        other = write_record(tfk8s_home, "other-logs-job")
+        (other.dir / "artifacts" / "tensorboard").mkdir(parents=True)
+        _, second = await get_json(jp_fetch, "other-logs-job", "tensorboard", method="POST", body=b"")
+        assert second["port"] != first["port"] and process_alive(second["pid"])
     finally:
-        assert manager._tensorboards.stop_all() == 1  # what the server does when it stops
-    assert not process_alive(first["pid"])
+        stopped = manager._tensorboards.stop_all()  # what the server does when it stops
+    assert stopped == 1 and not process_alive(second["pid"])

@@ -163,6 +163,7 @@ class JobsManager(LoggingConfigurable):
         self._failed: dict[str, concurrent.futures.Future] = {}
         self._pruned: dict[str, str] = {}  # backend -> the line saying what keep_jobs removed
         self._tensorboards = TensorBoardServers()  # the job view's TensorBoard button
+        self._tensorboard_known: dict[tuple, bool] = {}  # finished jobs: whether they have TensorBoard logs
 
     # backends -----------------------------------------------------------------
     def backend_names(self) -> list[str]:
@@ -348,8 +349,27 @@ class JobsManager(LoggingConfigurable):
         except Exception:
             spec = None
         detail = job_detail(status, state, spec)
-        detail["tensorboard"] = bool(_tensorboard_dirs(b, name))
+        detail["tensorboard"] = self._has_tensorboard(b, status)
         return detail
+
+    def _has_tensorboard(self, b: Backend, status: JobStatus) -> bool:
+        """Whether the job has TensorBoard logs (the job view polls this; a finished job's answer is kept).
+
+        Logs behind a URI (``gs://``, ``s3://``) are taken as there: reading them would import TensorFlow
+        into the Jupyter server on every poll; ``POST .../tensorboard`` checks them when asked.
+        """
+        from ..results import artifacts_root, is_uri
+
+        key = (b.name, status.name, status.created)
+        if key in self._tensorboard_known:
+            return self._tensorboard_known[key]
+        try:
+            found = is_uri(artifacts_root(b, status.name)) or bool(_tensorboard_dirs(b, status.name))
+        except Exception:
+            found = False
+        if status.done:
+            self._tensorboard_known[key] = found
+        return found
 
     def tensorboard(self, name: str, backend: str | None = None) -> dict:
         """Start (or reuse) a TensorBoard on 127.0.0.1 for the job's logs; ``{"name", "url", "port", ...}``."""
@@ -412,6 +432,7 @@ class JobsManager(LoggingConfigurable):
     def delete(self, name: str, backend: str | None = None) -> dict:
         b, _ = self._find(name, backend)
         b.delete(name)
+        self._tensorboards.stop((b.name, name))  # its logs are gone with it
         with self._lock:
             for key in [k for k in self._done_cache if k[:2] == (b.name, name)]:
                 del self._done_cache[key]

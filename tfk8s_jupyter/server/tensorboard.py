@@ -90,6 +90,15 @@ class TensorBoardServers:
                 "in the Jupyter server's environment and try again."
             )
 
+    def stop(self, key: tuple[str, str]) -> bool:
+        """Stop the TensorBoard of ``key`` (its job was deleted); whether one was running."""
+        with self._lock:
+            known = self._servers.pop(key, None)
+        if known is None or known[0].poll() is not None:
+            return False
+        _stop(known[0])
+        return True
+
     def stop_all(self) -> int:
         """Stop every TensorBoard this server started; returns how many were running."""
         with self._lock:
