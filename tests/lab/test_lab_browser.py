@@ -276,6 +276,8 @@ def test_job_view_shows_the_backend_notes_and_each_resize(lab_page, tfk8s_home):
     view.locator(".tfk8s-detail-note").wait_for(timeout=30_000)
     assert view.locator(".tfk8s-detail-note").inner_text().startswith("no storage: this job's checkpoints")
     assert view.locator(".tfk8s-detail-resize").inner_text().startswith("resized 3 → 2 workers (live)")
+    tensorboard = view.locator(".tfk8s-tensorboard")  # no TensorBoard logs: the button says so and cannot act
+    assert tensorboard.is_disabled() and "no TensorBoard logs" in (tensorboard.get_attribute("title") or "")
     lab_page.screenshot("detail-notes")
 
 
