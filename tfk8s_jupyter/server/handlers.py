@@ -62,7 +62,8 @@ class JobsBaseHandler(APIHandler):
             message = (
                 f"{self.request.method} is not supported on {self.request.path}; jobs are submitted from a "
                 "notebook (%%tfk8s_train or tfk8s_jupyter.submit()), and this API lists them (GET), stops "
-                'them (POST .../stop), resizes them (PATCH {"workers": N}) and deletes them (DELETE).'
+                "them (POST .../stop), shows their TensorBoard (POST .../tensorboard), resizes them (PATCH "
+                '{"workers": N}) and deletes them (DELETE).'
             )
         else:
             message = self._reason
