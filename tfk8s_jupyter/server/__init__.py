@@ -24,7 +24,15 @@ def _load_jupyter_server_extension(server_app) -> None:
         server_app.log.error("tfk8s-jupyter: %s The built-in default is used instead.", problem)
     set_current_config(defaults)
     manager = JobsManager(config=server_app.config, log=server_app.log)
+    server_app.web_app.settings["tfk8s_jobs_manager"] = manager
     setup_handlers(server_app.web_app, manager)
     server_app.log.info(
         "tfk8s-jupyter: REST API at %s", server_app.web_app.settings["base_url"] + "tfk8s/api/jobs"
     )
+
+
+def _unload_jupyter_server_extension(server_app) -> None:
+    """Stop what the jobs manager started (its TensorBoards, its listing threads) when the server stops."""
+    manager = server_app.web_app.settings.pop("tfk8s_jobs_manager", None)
+    if manager is not None:
+        manager.close()
