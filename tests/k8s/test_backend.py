@@ -258,7 +258,7 @@ def test_tfjob_status_follows_the_operator(apiserver, backend):
 
 # lifecycle ----------------------------------------------------------------------------------------
 def test_stop_removes_every_replica_and_keeps_the_record(apiserver, standin_cluster, backend):
-    submit(backend, spec_of(code="STEPS = 400\nSTEP_SECONDS = 0.05"))
+    submit(backend, spec_of(code="STEPS = 4000\nSTEP_SECONDS = 0.05"))  # long enough to be stopped under load
     deadline = time.monotonic() + 60
     while backend.get("job1").phase != "running" and time.monotonic() < deadline:
         time.sleep(0.2)
