@@ -127,10 +127,11 @@ def main() -> int:
             step += 1
             loss = 1.0 / (1 + step)
             emit("metric", epoch=epoch, step=step, values={"loss": loss})
-        emit("epoch", epoch=epoch, step=step, values={"loss": loss})
+        emit("epoch", epoch=epoch, step=step, values={"loss": loss}, last_epoch=epoch + 1 >= ns["EPOCHS"])
         with open(ckpt, "w") as f:
             json.dump({"epoch": epoch + 1}, f)
         emit("checkpoint", epoch=epoch, path=ckpt)
+    time.sleep(ns.get("AFTER_FIT_SECONDS", 0))  # like a fit whose tf.data teardown takes a while
     emit("end", status="succeeded", step=step)
     while ns.get("HANG_AFTER_END"):  # like a process whose threads keep it from exiting
         time.sleep(1)

@@ -476,6 +476,19 @@ def test_a_cell_defining_its_own_transient_looking_error_fails_at_once(standin):
     assert all(r.restarts == 0 for r in job.status.replicas)
 
 
+def test_a_slow_end_after_the_last_epoch_is_no_hang(standin):
+    # fit's tf.data teardown can take longer than stall_timeout after the last epoch: no progress, no hang
+    job = tk.submit(
+        "EPOCHS = 2\nSTEPS = 4\nSTEP_SECONDS = 0.05\nAFTER_FIT_SECONDS = 6",
+        workers=1,
+        name="slow-end",
+        stall_timeout=2,
+    )
+    assert job.wait(timeout=60) == "succeeded", job.status.message
+    assert job.status.replica("worker-0").restarts == 0
+    assert "so it was killed" not in job.logs("supervisor")
+
+
 def test_a_reporting_replica_that_hangs_idle_is_killed_and_counts_as_a_failure(standin):
     # The cell blocks (as on a deadlock) before its first step: start-up grace (setup_timeout) + stall_timeout.
     job = tk.submit(

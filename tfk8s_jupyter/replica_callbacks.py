@@ -137,8 +137,14 @@ def metrics_callback(keras, runtime: Runtime):
             except fetch_errors(tf) as exc:
                 log(f"epoch {epoch} metrics unavailable ({type(exc).__name__})")
                 values = {}
+            epochs = (getattr(self, "params", None) or {}).get("epochs")
             runtime.reporter.emit(
-                "epoch", epoch=int(epoch), step=self.step, values=values, fit=self.fit_index
+                "epoch",
+                epoch=int(epoch),
+                step=self.step,
+                values=values,
+                fit=self.fit_index,
+                last_epoch=isinstance(epochs, int) and int(epoch) + 1 >= epochs,
             )
             if self.backup is not None and getattr(self.backup, "last_saved_epoch", epoch) == epoch:
                 runtime.reporter.emit("checkpoint", action="saved", epoch=int(epoch), fit=self.fit_index)

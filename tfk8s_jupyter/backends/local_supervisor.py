@@ -195,6 +195,7 @@ class Supervisor:
         self.stall_timeout = float(getattr(self.spec, "stall_timeout", 0) or 0)
         self.progress_at: float | None = None  # monotonic time of the current run's start or last progress
         self.progress_seen = False  # the current run reported a progress event
+        self.fit_finished = False  # the last progress event was a fit's last epoch (teardown is no hang)
         self.last_step: int | None = None
         self.last_stall_check = 0.0
         self.busy_at: float | None = None  # monotonic time the job last used more than IDLE_CPU cores
@@ -223,6 +224,8 @@ class Supervisor:
                 self.progress_at, self.progress_seen = time.monotonic(), False
             elif e.get("type") in PROGRESS_EVENTS:
                 self.progress_at, self.progress_seen = time.monotonic(), True
+                if e.get("type") != "checkpoint":  # a checkpoint after the last epoch is still its end
+                    self.fit_finished = e.get("type") == "epoch" and e.get("last_epoch") is True
                 if isinstance(e.get("step"), int):
                     self.last_step = e["step"]
             if e.get("type") == "start" and self.awaiting_start_until is not None:
@@ -300,6 +303,7 @@ class Supervisor:
             self.run_error = None
             self.ended_at = None
             self.progress_at = None  # the clock starts at the new run's start event
+            self.fit_finished = False
             self.awaiting_start_until = time.monotonic() + float(self.spec.setup_timeout)
 
     def terminate(self, replicas: list[Replica], grace: float = TERM_GRACE) -> None:
@@ -481,7 +485,9 @@ class Supervisor:
         long_frozen = [r for r in frozen if now - r.frozen_since >= timeout]
         self.note_cpu(now)
         stalled = False
-        if self.progress_at is not None and self.ended_at is None and self.reporting.alive:
+        # after a fit's last epoch, what follows (its tf.data teardown, saving) makes no progress events
+        training = not self.fit_finished
+        if self.progress_at is not None and self.ended_at is None and self.reporting.alive and training:
             limit = timeout if self.progress_seen else timeout + float(self.spec.setup_timeout)
             quiet_since = max(self.progress_at, self.busy_at or 0.0)
             if now - quiet_since >= limit:
