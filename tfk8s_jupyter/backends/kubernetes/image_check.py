@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from copy import deepcopy
 
 from kubernetes import client as k8s
 
@@ -60,12 +61,7 @@ def check_pod(spec: JobSpec, name: str, timeout: float, limitranges: list[dict] 
         "command": ["python", "-c", CHECK_CODE],
         "env": [{"name": "TF_CPP_MIN_LOG_LEVEL", "value": "2"}, {"name": "HOME", "value": "/tmp"}],
         "resources": fit_container(dict(RESOURCES), list(limitranges)),
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-            "runAsNonRoot": True,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": deepcopy(m.CONTAINER_SECURITY),
         "volumeMounts": [{"name": "scratch", "mountPath": "/tmp"}],
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
@@ -75,25 +71,10 @@ def check_pod(spec: JobSpec, name: str, timeout: float, limitranges: list[dict] 
         "activeDeadlineSeconds": int(timeout) + 30,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": 1000,
-            "runAsGroup": 1000,
-            "fsGroup": 1000,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": deepcopy(m.POD_SECURITY),
         "volumes": [{"name": "scratch", "emptyDir": {}}],
     }
-    if spec.node_selector:
-        pod_spec["nodeSelector"] = {str(k): str(v) for k, v in spec.node_selector.items()}
-    if spec.tolerations:
-        pod_spec["tolerations"] = [dict(t) for t in spec.tolerations]
-    if spec.image_pull_secrets:
-        pod_spec["imagePullSecrets"] = [{"name": s} for s in spec.image_pull_secrets]
-    if spec.service_account:
-        pod_spec["serviceAccountName"] = spec.service_account
-    if spec.priority_class:
-        pod_spec["priorityClassName"] = spec.priority_class
+    m.place_pod(spec, pod_spec)
     labels = {
         m.LABEL_MANAGED_BY: m.MANAGED_BY,
         LABEL_COMPONENT: COMPONENT,

@@ -35,6 +35,7 @@ import base64
 import json
 import math
 import re
+from copy import deepcopy
 from importlib import resources
 
 from ...payload import Payload
@@ -197,6 +198,37 @@ def resources_for(spec: JobSpec, role: str) -> dict:
     return out
 
 
+# The restricted pod-security profile every pod of ours meets (job replicas and the image check pod).
+CONTAINER_SECURITY = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "runAsNonRoot": True,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+POD_SECURITY = {
+    "runAsNonRoot": True,
+    "runAsUser": 1000,
+    "runAsGroup": 1000,
+    "fsGroup": 1000,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def place_pod(spec: JobSpec, pod_spec: dict) -> None:
+    """The spec's scheduling and identity options on ``pod_spec``: node selector, tolerations, pull
+    secrets, service account, priority class."""
+    if spec.node_selector:
+        pod_spec["nodeSelector"] = {str(k): str(v) for k, v in spec.node_selector.items()}
+    if spec.tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in spec.tolerations]
+    if spec.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": s} for s in spec.image_pull_secrets]
+    if spec.service_account:
+        pod_spec["serviceAccountName"] = spec.service_account
+    if spec.priority_class:
+        pod_spec["priorityClassName"] = spec.priority_class
+
+
 def pod_template(
     spec: JobSpec, role: str, namespace: str, flavor: str, data_volumes: int = 0, resume_from: str = ""
 ) -> dict:
@@ -210,12 +242,7 @@ def pod_template(
         "env": container_env(spec, role, namespace, flavor, data_volumes, resume_from),
         "ports": [{"name": "tfjob-port", "containerPort": TF_PORT, "protocol": "TCP"}],
         "resources": resources_for(spec, role),
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-            "runAsNonRoot": True,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": deepcopy(CONTAINER_SECURITY),
         "volumeMounts": [
             {"name": "tfk8s-payload", "mountPath": PAYLOAD_DIR, "readOnly": True},
             {"name": "scratch", "mountPath": SCRATCH_DIR},
@@ -234,13 +261,7 @@ def pod_template(
         "restartPolicy": "OnFailure",
         "automountServiceAccountToken": False,  # replicas never call the API
         "enableServiceLinks": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": 1000,
-            "runAsGroup": 1000,
-            "fsGroup": 1000,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": deepcopy(POD_SECURITY),
         "volumes": [
             {
                 # only what the replicas run: spec.json (with the job's protocol key) stays out of the pods
@@ -260,16 +281,7 @@ def pod_template(
     }
     if flavor == "native":
         pod_spec["subdomain"] = service_name(spec)
-    if spec.node_selector:
-        pod_spec["nodeSelector"] = {str(k): str(v) for k, v in spec.node_selector.items()}
-    if spec.tolerations:
-        pod_spec["tolerations"] = [dict(t) for t in spec.tolerations]
-    if spec.image_pull_secrets:
-        pod_spec["imagePullSecrets"] = [{"name": s} for s in spec.image_pull_secrets]
-    if spec.service_account:
-        pod_spec["serviceAccountName"] = spec.service_account
-    if spec.priority_class:
-        pod_spec["priorityClassName"] = spec.priority_class
+    place_pod(spec, pod_spec)
     return {"metadata": {"labels": job_labels(spec, role)}, "spec": pod_spec}
 
 
