@@ -16,22 +16,6 @@ from tfk8s_jupyter.records import JobRecord
 STANDIN_RUNNER = Path(__file__).with_name("standin_runner.py")
 
 
-def children_of(pid: int) -> list[int]:
-    """Live (non-zombie) direct children of ``pid``."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if fields[0] not in ("Z", "X") and int(fields[1]) == pid:
-            out.append(int(entry.name))
-    return out
-
-
 @pytest.fixture(autouse=True)
 def tfk8s_home(tmp_path, monkeypatch) -> Path:
     """Every test gets its own job records root."""

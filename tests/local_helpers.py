@@ -7,8 +7,26 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
+from pathlib import Path
 
 from tfk8s_jupyter.backends.local import LocalBackend, SupervisorTestHooks, process_alive
+
+
+def children_of(pid: int) -> list[int]:
+    """Live (non-zombie) direct children of ``pid``."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] not in ("Z", "X") and int(fields[1]) == pid:
+            out.append(int(entry.name))
+    return out
+
 
 # Every cell seeds its data, so all-reduce workers see the same batches.
 _DATA = """\

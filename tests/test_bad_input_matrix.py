@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 from IPython.core.error import UsageError
+from local_helpers import children_of
 from tornado.httpclient import HTTPClientError
 from traitlets.config import Config
 
@@ -530,21 +531,6 @@ def assert_one_sentence(message: str, says: tuple[str, ...]) -> None:
         assert fragment in message, f"{fragment!r} not in {message!r}"
 
 
-def children_of(pid: int) -> set[int]:
-    """Live (non-zombie) direct children of ``pid``."""
-    out = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            fields = stat[stat.rindex(")") + 2 :].split()
-            if fields[0] not in ("Z", "X") and int(fields[1]) == pid:
-                out.add(int(entry.name))
-    return out
-
-
 def files_under(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
 
@@ -555,12 +541,12 @@ JOB_KINDS = ("configmaps", "services", "jobs", "tfjobs")
 @contextmanager
 def nothing_created(home: Path, server: ApiServer | None = None):
     """No new file under the records, no new child process, no new Kubernetes object (and no create)."""
-    files, children = files_under(home), children_of(os.getpid())
+    files, children = files_under(home), set(children_of(os.getpid()))
     objects = server.count() if server else 0
     seen = len(server.request_log) if server else 0
     yield
     assert files_under(home) == files, "a job record was written"
-    assert children_of(os.getpid()) - children == set(), "a process was started"
+    assert set(children_of(os.getpid())) - children == set(), "a process was started"
     if server is not None:
         assert server.count() == objects, "a Kubernetes object was created"
         creates = [
