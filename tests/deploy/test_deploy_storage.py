@@ -6,8 +6,6 @@ consistent with the jobs' namespace and the hub's."""
 from __future__ import annotations
 
 import json
-import sys
-import types
 
 import pytest
 from deploytools import (
@@ -128,7 +126,7 @@ PER_USER_STORAGE = DEPLOY / "jupyterhub" / "values-per-user-storage.yaml"
 def test_per_user_mode_gets_one_results_claim_in_each_user_namespace(monkeypatch):
     """The per-user storage hook runs after the namespace hook and creates the claim the notebook mounts
     and the jobs use, ReadWriteMany, in the user's namespace; already existing is fine."""
-    from test_deploy_user_namespaces import ApiException, RecordingClient, run
+    from test_deploy_user_namespaces import install_hub_modules, run
 
     files = (VALUES, PER_USER, STORAGE, PER_USER_STORAGE)
     assert values_errors(*files) == []
@@ -137,18 +135,7 @@ def test_per_user_mode_gets_one_results_claim_in_each_user_namespace(monkeypatch
         merged = helm_merge(merged, load_yaml(f))
     calls: list = []
     fail: dict[str, int] = {}
-    rest = types.ModuleType("kubernetes_asyncio.client.rest")
-    rest.ApiException = ApiException
-    clients = types.ModuleType("kubespawner.clients")
-    clients.shared_client = lambda kind: RecordingClient(calls, fail)
-    for name, module in {
-        "kubernetes_asyncio": types.ModuleType("kubernetes_asyncio"),
-        "kubernetes_asyncio.client": types.ModuleType("kubernetes_asyncio.client"),
-        "kubernetes_asyncio.client.rest": rest,
-        "kubespawner": types.ModuleType("kubespawner"),
-        "kubespawner.clients": clients,
-    }.items():
-        monkeypatch.setitem(sys.modules, name, module)
+    install_hub_modules(monkeypatch, calls, fail)
     namespace = {"c": Config()}
     snippets = merged["hub"]["extraConfig"]
     assert sorted(snippets) == ["tfk8s-user-namespaces", "tfk8s-user-results-claim"]  # the chart's order

@@ -64,11 +64,9 @@ class RecordingClient:
         return call
 
 
-@pytest.fixture
-def hook(monkeypatch):
-    """The hook function and the KubeSpawner config the extraConfig sets; ``calls`` records requests."""
-    calls: list = []
-    fail: dict[str, int] = {}
+def install_hub_modules(monkeypatch, calls: list, fail: dict[str, int]) -> None:
+    """The modules the hub's extraConfig imports (kubespawner's shared client, kubernetes_asyncio's
+    ApiException), as stand-ins whose client records every request in ``calls``."""
     rest = types.ModuleType("kubernetes_asyncio.client.rest")
     rest.ApiException = ApiException
     clients = types.ModuleType("kubespawner.clients")
@@ -81,6 +79,14 @@ def hook(monkeypatch):
         "kubespawner.clients": clients,
     }.items():
         monkeypatch.setitem(sys.modules, name, module)
+
+
+@pytest.fixture
+def hook(monkeypatch):
+    """The hook function and the KubeSpawner config the extraConfig sets; ``calls`` records requests."""
+    calls: list = []
+    fail: dict[str, int] = {}
+    install_hub_modules(monkeypatch, calls, fail)
     merged = helm_merge(load_yaml(VALUES), load_yaml(PER_USER))
     namespace = {"c": Config()}
     exec(compile(merged["hub"]["extraConfig"]["tfk8s-user-namespaces"], "extraConfig", "exec"), namespace)
