@@ -41,8 +41,14 @@ def _run(tmp_path, code, strategy, **kw) -> HandLaunch:
 
 def _wait_reporting_then_all(h: HandLaunch) -> int:
     code = h.wait(h.reporting, JOB_TIMEOUT)
+    # A reporting replica that failed may have failed before serving ones ever saw it (they then wait out
+    # the setup timeout): its own log is the diagnosis, not theirs.
+    assert code == 0, h.tail(h.reporting)
     for name in h.replicas:  # the others end too: all-reduce workers by themselves, serving ones by watchdog
-        h.wait(name, 30)
+        try:
+            h.wait(name, 30)
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}\n{h.tail(h.reporting)}") from None
     return code
 
 
