@@ -152,6 +152,13 @@ def _keep_jobs(v):
     return str(v)
 
 
+def _secret_env(v):
+    from .spec import check_secret_env
+
+    check_secret_env(v)
+    return dict(v)
+
+
 def _flag(what: str) -> Callable[[Any], bool]:
     def check(v):
         if not isinstance(v, bool):
@@ -270,7 +277,13 @@ class TFK8s(Configurable):
     ).tag(config=True)
     env = CheckedDict(
         check=_string_map("env", "{'WANDB_MODE': 'offline'}", keys_are_env=True),
-        help="Extra environment variables for every replica.",
+        help="Extra environment variables for every replica (stored in the job's objects: on Kubernetes "
+        "anyone who can read the namespace's ConfigMaps and pods reads them; use secret_env for secrets).",
+    ).tag(config=True)
+    secret_env = CheckedDict(
+        check=_secret_env,
+        help="Kubernetes: environment variables taken from Secrets in the job's namespace, "
+        "{'WANDB_API_KEY': 'wandb/api-key'} (NAME: secret-name/key), given to the pods as secretKeyRef.",
     ).tag(config=True)
     max_restarts = CheckedInt(
         3,
@@ -371,6 +384,25 @@ class TFK8s(Configurable):
         "--no-wait does for one cell).",
     ).tag(config=True)
 
+    keep_warm = CheckedFloat(
+        600.0,
+        check=_seconds("keep_warm", False, "600"),
+        help="Local backend: seconds a finished job's replica processes stay to take the next run of the same "
+        "shape (strategy, counts, GPUs, Keras flavour, env) without a cold start; 0 turns it off.",
+    ).tag(config=True)
+    warm_pool = CheckedInt(
+        None,
+        allow_none=True,
+        check=_count("warm_pool", 0, "use 0 (off) or a number of processes, e.g. 4"),
+        help="Local backend: processes kept with TensorFlow imported, waiting to become the replicas of a "
+        "new job; default (None): as many as the last job had; 0 turns the pool off.",
+    ).tag(config=True)
+    warm_pool_idle = CheckedFloat(
+        600.0,
+        check=_seconds("warm_pool_idle", True, "600"),
+        help="Local backend: seconds an unclaimed warm process waits before it exits.",
+    ).tag(config=True)
+
     @classmethod
     def from_config(cls, config=None, parent=None, where: str = "") -> tuple[TFK8s, list[str]]:
         """The defaults from ``config`` (or ``parent``'s), each ``c.TFK8s.<option>`` checked on its own:
@@ -410,7 +442,8 @@ class TFK8s(Configurable):
         """The defaults as keyword arguments of :func:`tfk8s_jupyter.spec.make_spec`."""
         names = (
             "backend flavor strategy ps workers gpus cpu memory image image_pull_secrets service_account "
-            "namespace context node_selector tolerations gpu_resource labels env max_restarts checkpoint_dir "
+            "namespace context node_selector tolerations gpu_resource labels env secret_env max_restarts "
+            "checkpoint_dir "
             "metric_interval setup_timeout stall_timeout ttl_seconds_after_finished "
             "deadline priority_class queue storage save_model"
         ).split()

@@ -121,7 +121,15 @@ TRAIN_ARGUMENTS = (
         "--env",
         action="append",
         metavar="KEY=VALUE",
-        help="Environment variable for every replica (repeatable).",
+        help="Environment variable for every replica (repeatable). Its value is stored in the job's "
+        "objects, readable by anyone who can read them; use --secret-env for secrets.",
+    ),
+    argument(
+        "--secret-env",
+        dest="secret_env",
+        action="append",
+        metavar="NAME=SECRET/KEY",
+        help="Kubernetes: environment variable from a key of a Secret in the job's namespace (repeatable).",
     ),
     argument(
         "--files",
@@ -222,13 +230,16 @@ def parse_magic_line(func, line: str):
         raise UsageError(fix_usage(str(e), func)) from None
 
 
-def parse_env(items: list[str] | None) -> dict[str, str]:
-    """``--env KEY=VALUE`` flags as a dict."""
+def parse_env(items: list[str] | None, flag: str = "--env", example: str = "value") -> dict[str, str]:
+    """``--env KEY=VALUE`` (or ``--secret-env NAME=SECRET/KEY``) flags as a dict."""
     env: dict[str, str] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise UsageError(f"--env {item!r} is not KEY=VALUE; write it as --env {item or 'KEY'}=value.")
+            raise UsageError(
+                f"{flag} {item!r} is not KEY={example.upper() if example != 'value' else 'VALUE'}; "
+                f"write it as {flag} {item or 'KEY'}={example}."
+            )
         env[key] = value
     return env
 
@@ -257,5 +268,8 @@ def job_options(defaults: TFK8s, args, overrides: dict | None = None) -> dict:
     env = dict(merged.get("env") or {})
     env.update(parse_env(getattr(args, "env", None)))
     merged["env"] = env
+    secret_env = dict(merged.get("secret_env") or {})
+    secret_env.update(parse_env(getattr(args, "secret_env", None), flag="--secret-env", example="SECRET/KEY"))
+    merged["secret_env"] = secret_env
     merged["owner"] = current_owner()
     return merged

@@ -169,6 +169,9 @@ class JobSpec:
     namespace: str | None = None
     context: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
+    # Kubernetes: NAME -> "secret-name/key", given to every replica as a secretKeyRef (never stored in the job's
+    # objects as a value, unlike ``env``).
+    secret_env: Mapping[str, str] = field(default_factory=dict)
     max_restarts: int = 3
     checkpoint_dir: str | None = None
     metric_interval: float = 1.0
@@ -231,6 +234,7 @@ class JobSpec:
     def to_json(self) -> dict:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
         d["env"] = dict(self.env)
+        d["secret_env"] = dict(self.secret_env)
         d["labels"] = dict(self.labels)
         d["node_selector"] = dict(self.node_selector)
         d["tolerations"] = [dict(t) for t in self.tolerations]
@@ -505,6 +509,29 @@ def validate(spec: JobSpec) -> None:
         if not isinstance(value, str):
             raise SpecError(
                 f"environment variable {key} has a non-string value {value!r}; pass it as a string."
+            )
+    check_secret_env(spec.secret_env)
+
+
+_SECRET_REF_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/[-._a-zA-Z0-9]{1,253}$")
+
+
+def check_secret_env(secret_env) -> None:
+    """``secret_env`` is ``{NAME: "secret-name/key"}``; raises :class:`SpecError` naming the bad entry."""
+    if not isinstance(secret_env, Mapping):
+        from .spec_fields import not_a_mapping
+
+        raise SpecError(not_a_mapping("secret_env", secret_env, "{'WANDB_API_KEY': 'wandb/api-key'}"))
+    for key, ref in secret_env.items():
+        if not _ENV_KEY_RE.match(str(key)):
+            raise SpecError(
+                f"secret_env variable name {key!r} is invalid; use letters, digits and '_' "
+                "(starting with a letter or '_'), as in NAME=secret/key."
+            )
+        if not isinstance(ref, str) or not _SECRET_REF_RE.match(ref):
+            raise SpecError(
+                f"secret_env {key}={ref!r} is not SECRET/KEY; name a Secret in the job's namespace and one of "
+                "its keys, e.g. --secret-env WANDB_API_KEY=wandb/api-key."
             )
 
 
