@@ -42,6 +42,7 @@ RESOURCES: dict[tuple[str, str], tuple[str, str, bool, bool]] = {
     ("", "pods"): ("v1", "Pod", True, True),
     ("", "services"): ("v1", "Service", True, True),
     ("", "configmaps"): ("v1", "ConfigMap", True, False),
+    ("", "secrets"): ("v1", "Secret", True, False),
     ("", "events"): ("v1", "Event", True, False),
     ("", "namespaces"): ("v1", "Namespace", False, True),
     ("", "nodes"): ("v1", "Node", False, True),

@@ -602,6 +602,8 @@ class TestCluster:
         last_state: dict = {}
         start_time = now_rfc3339()
         while self._alive(pod):
+            if not self._await_secret_env(pod, container, restarts, last_state):
+                return
             c = self._start(pod, container, mounts, podroot, restarts > 0)
             with self._lock:
                 self.containers[(ns, name)] = c
@@ -664,6 +666,41 @@ class TestCluster:
                 ],
             )
             time.sleep(self.crash_backoff)
+
+    def secret_env(self, pod: dict, container: dict) -> dict[str, str]:
+        """The container's ``valueFrom.secretKeyRef`` variables, resolved from the API server's Secrets.
+
+        Raises:
+            ApiError: (400) a Secret or key is missing, with the message a real kubelet gives.
+        """
+        ns = pod["metadata"]["namespace"]
+        out = {}
+        for item in container.get("env") or []:
+            ref = (item.get("valueFrom") or {}).get("secretKeyRef")
+            if ref is None:
+                continue
+            secret = self.store.get("", "secrets", ns, ref["name"])
+            if secret is None:
+                raise ApiError(400, f'secret "{ref["name"]}" not found')
+            data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+            data.update(secret.get("stringData") or {})
+            if ref["key"] not in data:
+                raise ApiError(400, f"couldn't find key {ref['key']} in Secret {ns}/{ref['name']}")
+            out[item["name"]] = data[ref["key"]]
+        return out
+
+    def _await_secret_env(self, pod: dict, container: dict, restarts: int, last_state: dict) -> bool:
+        """As a real kubelet: a container whose secretKeyRef cannot be resolved waits in
+        CreateContainerConfigError (retried until it resolves); False when the pod went away meanwhile."""
+        while self._alive(pod):
+            try:
+                self.secret_env(pod, container)
+                return True
+            except ApiError as e:
+                state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(e)}}
+                self._set_status(pod, containerStatuses=[self._cs(container, state, restarts, last_state)])
+            time.sleep(1.0)
+        return False
 
     @staticmethod
     def _cs(
@@ -740,6 +777,9 @@ class TestCluster:
             "HOSTNAME": pod["spec"].get("hostname", pod["metadata"]["name"]),
         }
         for item in container.get("env") or []:
+            if "valueFrom" in item:
+                env[item["name"]] = self.secret_env(pod, container).get(item["name"], "")
+                continue
             env[item["name"]] = rewrite(str(item.get("value", "")))
         if "TFK8S_CLUSTER" in env:
             env["TFK8S_CLUSTER"] = self._map_hosts(env["TFK8S_CLUSTER"])
