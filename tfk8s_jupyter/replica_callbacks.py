@@ -1,6 +1,7 @@
 """The Keras callbacks the runner adds to a replica's ``Model.fit`` (see ``replica_runtime.py``).
 
-* :func:`metrics_callback`: the reporting replica's throttled ``metric`` points and every ``epoch`` end,
+* :func:`metrics_callback`: the reporting replica's ``metric`` points (every one of a fit's first steps, then
+  an adaptive interval up to ``metric_interval``) and every ``epoch`` end,
   as protocol lines; with parameter servers it reports the RemoteValue kept at the previous tick, so
   fetching a metric never stalls the coordinator.
 * :func:`job_backup`: ``BackupAndRestore`` in the job's checkpoint dir, saving the first epoch and then at
@@ -52,12 +53,28 @@ def fetch_errors(tf):
     return (tf.errors.UnavailableError, tf.errors.CancelledError, tf.errors.AbortedError)
 
 
+DENSE_STEPS = 50  # the first steps of each fit are all reported, so a short job draws a curve
+
+
 def metrics_callback(keras, runtime: Runtime):
-    """The reporting replica's metrics callback class for ``keras`` (Keras 3 or tf_keras)."""
+    """The reporting replica's metrics callback class for ``keras`` (Keras 3 or tf_keras).
+
+    Adaptive reporting: every one of a fit's first ``DENSE_STEPS`` steps is a point, then points are at
+    least ``min(metric_interval, time since the fit's first step / DENSE_STEPS)`` apart, so the curve so
+    far always has about ``DENSE_STEPS`` points or more until the configured interval takes over (a
+    40-step job draws 40 points, a 150-step job a curve rather than a line through two points). With
+    parameter servers a batch's logs are a RemoteValue: dense points wait in a queue and are reported once
+    their step has run (a non-blocking check), so reporting never stalls the coordinator.
+    """
     tf = runtime.tf
 
+    def ready(remote) -> bool | None:
+        """Whether a RemoteValue's step has run (None: this TensorFlow cannot say without blocking)."""
+        event = getattr(remote, "_status_available_event", None)
+        return event.is_set() if isinstance(event, threading.Event) else None
+
     class TFK8sMetrics(keras.callbacks.Callback):
-        """Prints throttled ``metric`` points and every ``epoch`` end (reporting replica only)."""
+        """Prints adaptive ``metric`` points and every ``epoch`` end (reporting replica only)."""
 
         def __init__(self, fit_index: int, initial_epoch: int, backup) -> None:
             super().__init__()
@@ -68,10 +85,13 @@ def metrics_callback(keras, runtime: Runtime):
             self.epoch = 0
             self.step = 0
             self.steps_per_epoch = None
+            self.batches = 0  # batch ends seen in this fit
+            self.fit_start: float | None = None
             self.last_point = 0.0
             self.first_epoch_seen = False
             self.interval = runtime.renv.metric_interval
             self.lock = threading.Lock()
+            self.waiting: list = []  # parameter servers: (RemoteValue logs, step, epoch) until their step ran
             self.pending = None  # (RemoteValue logs, step, epoch) kept for the next tick
             # Keras 3 runs batch-end callbacks in a thread pool only when every one says it is safe; a
             # plain cell would otherwise lose that overlap just because the runner added a callback.
@@ -94,25 +114,47 @@ def metrics_callback(keras, runtime: Runtime):
                 return self.epoch * int(self.steps_per_epoch) + int(batch) + 1
             return self.step + 1
 
+        def _due(self, now: float) -> bool:
+            if self.batches <= DENSE_STEPS:
+                return True
+            interval = min(self.interval, (now - (self.fit_start or now)) / DENSE_STEPS)
+            return now - self.last_point >= interval
+
         def on_train_batch_end(self, batch, logs=None):
-            # Keras 3 may call this from its callback thread pool (async_safe): one batch at a time here.
+            # Keras 3 may call this from its callback thread pool (async_safe): one batch at a time here,
+            # points emitted under the lock so their steps stay in order.
             with self.lock:
                 step = self._global_step(batch)
                 self.step = max(self.step, step)
                 now = time.monotonic()
-                if self.last_point and now - self.last_point < self.interval:
+                self.batches += 1
+                if self.fit_start is None:
+                    self.fit_start = now
+                remote = hasattr(logs, "fetch")
+                if remote and self.waiting:
+                    self._emit_waiting(block=False)
+                if not self._due(now):
                     return
-                first = not self.last_point
                 self.last_point = now
                 epoch = self.epoch
-                if hasattr(logs, "fetch") and not first:
-                    # Parameter servers: fetching this step's RemoteValue would stall the coordinator
-                    # until the step ran; report the one kept at the previous tick, long done by now.
-                    previous, self.pending = self.pending, (logs, step, epoch)
-                    if previous is None:
-                        return
-                    logs, step, epoch = previous
-            self._emit_point(logs, step, epoch)
+                if not remote:
+                    self._emit_point(logs, step, epoch)
+                    return
+                if self.batches <= DENSE_STEPS and ready(logs) is not None:
+                    self.waiting.append((logs, step, epoch))
+                    self._emit_waiting(block=False)
+                    return
+                # Parameter servers past the first steps: fetching this step's RemoteValue would stall the
+                # coordinator until the step ran; report the one kept at the previous tick, long done now.
+                self._emit_waiting(block=True)
+                previous, self.pending = self.pending, (logs, step, epoch)
+                if previous is not None:
+                    self._emit_point(*previous)
+
+        def _emit_waiting(self, block: bool) -> None:
+            """Report the queued parameter-server points whose steps have run (all of them when ``block``)."""
+            while self.waiting and (block or ready(self.waiting[0][0])):
+                self._emit_point(*self.waiting.pop(0))
 
         def _emit_point(self, logs, step: int, epoch: int) -> None:
             try:
@@ -125,11 +167,12 @@ def metrics_callback(keras, runtime: Runtime):
 
         def on_epoch_end(self, epoch, logs=None):
             with self.lock:
+                # The points kept belong to this epoch: report them before the epoch's end (after it,
+                # steps would go back), so short epochs still get their per-step points.
+                self._emit_waiting(block=True)
                 pending, self.pending = self.pending, None
-            if pending is not None:
-                # The point kept at the last tick belongs to this epoch: report it before the epoch's end
-                # (after it, steps would go back), so short epochs still get their per-step points.
-                self._emit_point(*pending)
+                if pending is not None:
+                    self._emit_point(*pending)
             if self.steps_per_epoch:
                 self.step = (int(epoch) + 1) * int(self.steps_per_epoch)
             try:

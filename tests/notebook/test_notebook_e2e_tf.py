@@ -69,3 +69,33 @@ def test_build_model_from_earlier_cells_trains_distributed(shell, capsys, flags,
     assert "loss" in list(panel.lines.labels) and len(panel.lines.x) >= 3
     assert np.isfinite(np.atleast_2d(panel.lines.y)).any()
     assert panel.table.value.count("data-replica=") == len(job.spec.replica_names)
+
+
+SHORT = """\
+model = build_model(LR)
+model.fit(train_ds(), epochs=2, steps_per_epoch=20, verbose=2)
+"""
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize(
+    ("flags", "reporter"), [("--ps 1 --workers 1", "chief-0"), ("--workers 2", "worker-0")]
+)
+def test_a_40_step_job_draws_a_curve_ending_at_its_last_step(shell, flags, reporter):
+    """With the default metric interval the first steps are reported one by one (a 40-step job used to
+    draw one point), the curve ends at the last step, epochs tick whole, and TensorFlow never calls our
+    metrics callback slow."""
+    for cell in EARLIER_CELLS:
+        run(shell, cell)
+    run(shell, "%config TFK8s.frontend = 'widgets'")
+    shell.run_cell_magic("tfk8s_train", f"{flags} --name short-job --wait --timeout 400", SHORT)
+    job = shell.user_ns["_tfk8s_job"]
+    assert job.phase == "succeeded", job.logs(tail=40)
+    steps = job.state.series("step")["loss"]["x"]
+    assert len(steps) >= 10, steps
+    assert steps == sorted(steps) and steps[-1] == job.state.step == 40
+    (panel,) = magics_of(shell).panels["short-job"]
+    assert panel.done and panel.lines.x[-1] == 40 and panel.lines.marker == "circle"
+    panel.kind.value = "epoch"
+    assert list(panel._xaxis.tick_values) == [1, 2]
+    assert "is slow compared to the batch time" not in job.logs(reporter)
