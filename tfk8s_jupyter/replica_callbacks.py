@@ -1,9 +1,9 @@
 """The Keras callbacks the runner adds to a replica's ``Model.fit`` (see ``replica_runtime.py``).
 
 * :func:`metrics_callback`: the reporting replica's ``metric`` points (every one of a fit's first steps, then
-  an adaptive interval up to ``metric_interval``) and every ``epoch`` end,
-  as protocol lines; with parameter servers it reports the RemoteValue kept at the previous tick, so
-  fetching a metric never stalls the coordinator.
+  an adaptive interval up to ``metric_interval``) and every ``epoch`` end, as protocol lines; with
+  parameter servers a point waits until its step has run, so fetching a metric never stalls the
+  coordinator.
 * :func:`job_backup`: ``BackupAndRestore`` in the job's checkpoint dir, saving the first epoch and then at
   most every interval, so a restarted job resumes from its last saved epoch.
 * :func:`safe_terminate_on_nan`: ``TerminateOnNaN`` that works with parameter-server logs.
@@ -63,8 +63,8 @@ def metrics_callback(keras, runtime: Runtime):
     least ``min(metric_interval, time since the fit's first step / DENSE_STEPS)`` apart, so the curve so
     far always has about ``DENSE_STEPS`` points or more until the configured interval takes over (a
     40-step job draws 40 points, a 150-step job a curve rather than a line through two points). With
-    parameter servers a batch's logs are a RemoteValue: dense points wait in a queue and are reported once
-    their step has run (a non-blocking check), so reporting never stalls the coordinator.
+    parameter servers a batch's logs are a RemoteValue: points wait in a queue and are reported once their
+    step has run (a non-blocking check at each batch end), so reporting never stalls the coordinator.
     """
     tf = runtime.tf
 
@@ -140,13 +140,14 @@ def metrics_callback(keras, runtime: Runtime):
                 if not remote:
                     self._emit_point(logs, step, epoch)
                     return
-                if self.batches <= DENSE_STEPS and ready(logs) is not None:
+                if ready(logs) is not None:
+                    # Parameter servers: fetching this step's RemoteValue would stall the coordinator until
+                    # the steps queued before it ran; it waits in the queue until it is ready.
                     self.waiting.append((logs, step, epoch))
                     self._emit_waiting(block=False)
                     return
-                # Parameter servers past the first steps: fetching this step's RemoteValue would stall the
-                # coordinator until the step ran; report the one kept at the previous tick, long done now.
-                self._emit_waiting(block=True)
+                # A TensorFlow that cannot say whether a value is ready: report the one kept at the
+                # previous tick, long done by now.
                 previous, self.pending = self.pending, (logs, step, epoch)
                 if previous is not None:
                     self._emit_point(*previous)
