@@ -54,6 +54,7 @@ RESOURCES: dict[tuple[str, str], tuple[str, str, bool, bool]] = {
     ("kubeflow.org", "tfjobs"): ("v1", "TFJob", True, True),
     ("scheduling.k8s.io", "priorityclasses"): ("v1", "PriorityClass", False, False),
     ("kueue.x-k8s.io", "localqueues"): ("v1beta1", "LocalQueue", True, True),
+    ("kueue.x-k8s.io", "workloads"): ("v1beta1", "Workload", True, True),
 }
 NOT_JOB_OBJECTS = (
     "namespaces",
@@ -557,6 +558,9 @@ class ApiServer:
         self.user = "system:serviceaccount:default:tester"
         self.tfjob_crd = tfjob_crd
         self.kueue = False  # Kueue's CRDs installed (localqueues served)
+        # Kueue's visibility API (visibility.kueue.x-k8s.io/v1beta1 localqueues/pendingworkloads): a callable
+        # (namespace, localqueue, query) -> PendingWorkloadsSummary, set by tests/k8s/kueue.py's TestKueue
+        self.visibility = None
         self.validate = validate  # check created objects against the real schemas (422 when invalid)
         self.watch_versions: list[str | None] = []  # the resourceVersion of every watch request
         self.gone_sent = 0  # watches answered with 410 Gone
@@ -990,6 +994,19 @@ class _Handler(BaseHTTPRequestHandler):
                     status = 201
                     self._send_json(201, api.review(self._body() or {}))
                     return
+                if req["group"] == "visibility.kueue.x-k8s.io" and api.visibility is not None:
+                    if (req["resource"], req["subresource"], req["verb"]) != (
+                        "localqueues",
+                        "pendingworkloads",
+                        "get",
+                    ):
+                        raise ApiError(404, "the server could not find the requested resource")
+                    summary = api.visibility(
+                        req["namespace"], req["name"], {k: v[0] for k, v in query.items()}
+                    )
+                    status = 200
+                    self._send_json(200, summary)
+                    return
                 if (
                     (req["group"], req["resource"]) not in RESOURCES
                     or (req["group"] == "kubeflow.org" and not api.tfjob_crd)
@@ -1020,6 +1037,8 @@ class _Handler(BaseHTTPRequestHandler):
         api = self.api
         path = path.rstrip("/") or "/"
         groups = [("batch", "v1")] + ([("kubeflow.org", "v1")] if api.tfjob_crd else [])
+        groups += [("kueue.x-k8s.io", "v1beta1")] if api.kueue else []
+        groups += [("visibility.kueue.x-k8s.io", "v1beta1")] if api.visibility is not None else []
         if path == "/api":
             return self._send_json(
                 200, {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}

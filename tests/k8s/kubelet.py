@@ -18,6 +18,12 @@ Storage: a ``persistentVolumeClaim`` volume is one host directory per claim (:me
 shared by every pod that mounts the claim and kept after they are gone; a pod whose claim does not exist
 stays Pending (unschedulable), as on a real cluster. TTL controller: a finished Job with
 ``ttlSecondsAfterFinished`` is deleted (background propagation) that many seconds after it finished.
+
+Suspension and deadlines: a suspended Job (``spec.suspend``) or TFJob (``spec.runPolicy.suspend``) gets no
+pod until it is unsuspended (Kueue's admission: tests/k8s/kueue.py); ``activeDeadlineSeconds`` (Job) and
+``runPolicy.activeDeadlineSeconds`` (TFJob), counted from the start, fail it as the Job controller
+(DeadlineExceeded) and training-operator v1 (TFJobFailed, "… active longer than specified deadline") do,
+deleting its running pods.
 """
 
 from __future__ import annotations
@@ -172,8 +178,23 @@ class TestCluster:
                     t.daemon = True
                     t.start()
         elif (ev.group, ev.resource) == ("kubeflow.org", "tfjobs"):
-            if ev.type == "ADDED":
+            run_policy = (ev.obj.get("spec") or {}).get("runPolicy") or {}
+            key = ("tfjob", ev.namespace, ev.obj["metadata"]["name"])
+            if ev.type == "DELETED":
+                self.started_jobs.discard(key)
+            elif (
+                ev.type in ("ADDED", "MODIFIED")
+                and not run_policy.get("suspend")
+                and key not in self.started_jobs
+            ):
+                # created running, or admitted (runPolicy.suspend set false, as Kueue does) after waiting
+                self.started_jobs.add(key)
                 self._create_tfjob_pods(ev.obj)
+                deadline = run_policy.get("activeDeadlineSeconds")
+                if deadline:
+                    t = threading.Timer(deadline, self._tfjob_deadline_exceeded, args=key[1:])
+                    t.daemon = True
+                    t.start()
         elif (ev.group, ev.resource) == ("", "pods"):
             if ev.type == "ADDED":
                 threading.Thread(target=self._run_pod_logged, args=(ev.obj,), daemon=True).start()
@@ -409,6 +430,38 @@ class TestCluster:
         self.store.update("batch", "jobs", ns, name, mutate)
         pods = self.store.list("", "pods", ns, f"batch.kubernetes.io/job-name={name}")[0]
         for p in pods:
+            if p["status"].get("phase") in ("Pending", "Running"):
+                try:
+                    self.store.delete("", "pods", ns, p["metadata"]["name"], "Background")
+                except ApiError:
+                    pass
+
+    def _tfjob_deadline_exceeded(self, ns: str, name: str) -> None:
+        """The training operator past ``runPolicy.activeDeadlineSeconds``: Failed (reason TFJobFailed, its
+        message naming the deadline, as training-operator v1 writes it), the replicas' pods deleted."""
+        tfjob = self.store.get("kubeflow.org", "tfjobs", ns, name)
+        if tfjob is None or self._stop.is_set():
+            return
+        conditions = list((tfjob.get("status") or {}).get("conditions") or [])
+        if any(c["type"] in ("Succeeded", "Failed") and c["status"] == "True" for c in conditions):
+            return
+        conditions.append(
+            {
+                "type": "Failed",
+                "status": "True",
+                "reason": "TFJobFailed",
+                "message": f"TFJob {ns}/{name} has failed because it was active longer than specified deadline",
+                "lastTransitionTime": now_rfc3339(),
+            }
+        )
+        self.store.update(
+            "kubeflow.org",
+            "tfjobs",
+            ns,
+            name,
+            lambda o: o.setdefault("status", {}).update(conditions=conditions, completionTime=now_rfc3339()),
+        )
+        for p in self.store.list("", "pods", ns, f"training.kubeflow.org/job-name={name}")[0]:
             if p["status"].get("phase") in ("Pending", "Running"):
                 try:
                     self.store.delete("", "pods", ns, p["metadata"]["name"], "Background")

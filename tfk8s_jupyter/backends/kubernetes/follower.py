@@ -36,6 +36,7 @@ from .connection import READ_TIMEOUT, LineStream
 from .errors import ApiErrorContext
 from .job_objects import JobRef, job_events, owners, snapshot
 from .lifecycle import POD_ENDED, AttemptLog, Finisher, capture_logs, replica_log
+from .queue import describe as describe_queued
 from .status import assemble_status, pod_replica, replica_from_pods, replicas_from_pods
 
 WATCH_TIMEOUT = 60  # seconds per watch request; the server ends it, we resume from the last resourceVersion
@@ -153,6 +154,7 @@ class JobFollower:
                 events=self.job_events,
                 created=self.created,
             )
+            status = describe_queued(self.job, status, self.jobs, self.tfjob)  # Kueue's position, if queued
             if self.metrics_error and not status.message:
                 status.message = self.metrics_error
             if self.note:
