@@ -19,7 +19,7 @@ pytestmark = pytest.mark.k8s
 
 
 def submit(backend, name, code, **kw):
-    spec = make_spec(code, name=name, backend="kubernetes", flavor="native", **{"workers": 2, **kw})
+    spec = make_spec(code, name=name, backend="kubernetes", **{"flavor": "native", "workers": 2, **kw})
     return backend.submit(spec, Payload(code=code))
 
 
@@ -49,6 +49,20 @@ def test_a_deadline_exceeded_ends_the_job_with_a_clear_message(backend, standin_
     assert "ran past its deadline of 3 s" in final.message and "--deadline" in final.message, final.message
     assert not standin_cluster.running()
     backend.delete("kd")
+
+
+def test_a_tfjob_past_its_deadline_ends_with_the_same_clear_message(backend, standin_cluster, apiserver):
+    """The TFJob flavor's deadline is ``runPolicy.activeDeadlineSeconds``; the training operator fails the
+    TFJob (TFJobFailed, "... active longer than specified deadline") and removes its pods."""
+    apiserver.tfjob_crd = True
+    submit(backend, "kd-tf", LONG, flavor="tfjob", ps=1, workers=1, deadline="3s")
+    tfjob = apiserver.objects("tfjobs", namespace="default")[0]
+    assert tfjob["spec"]["runPolicy"]["activeDeadlineSeconds"] == 3
+    final = follow(backend, "kd-tf", timeout=90)
+    assert final.phase == "failed", final
+    assert "ran past its deadline of 3 s" in final.message and "--deadline" in final.message, final.message
+    assert not standin_cluster.running()
+    backend.delete("kd-tf")
 
 
 @pytest.mark.parametrize("bad", ["0", "-5", "soon", 0])
