@@ -59,3 +59,17 @@ def pytest_collection_modifyitems(items):
     """The whole-suite least-privilege check reads what the session's Kubernetes tests recorded: run it last."""
     last = [i for i in items if i.name == "test_the_whole_kubernetes_suite_uses_nothing_the_role_lacks"]
     items[:] = [i for i in items if i not in last] + last
+
+
+@pytest.fixture(autouse=True)
+def no_warm_pool(monkeypatch):
+    """Local jobs start no warm pool (``c.TFK8s.warm_pool = 0``) unless a test sets its own config; a pool
+    a test started ends with the test."""
+    from tfk8s_jupyter import config
+    from tfk8s_jupyter.backends import local_pool
+
+    monkeypatch.setattr(config, "_current", config.TFK8s(warm_pool=0))
+    yield
+    for pool in local_pool.owned_pools():
+        pool.stop()
+    local_pool._pools.clear()

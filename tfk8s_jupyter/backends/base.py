@@ -56,6 +56,7 @@ class ReplicaStatus:
     exit_code: int | None = None
     started: float | None = None
     message: str | None = None
+    launch: str | None = None  # local: "warm" (a warm pool process became it) or "cold" (a new process)
 
     @property
     def name(self) -> str:

@@ -53,7 +53,8 @@ from .base import (
     TFK8sError,
 )
 from .local_capacity import check_local_capacity
-from .local_env import ARTIFACTS, checkpoint_dir, process_env
+from .local_env import ARTIFACTS, checkpoint_dir, pool_envs, process_env, supervisor_env
+from .local_pool import owned_pool, owned_pools, pool_dir
 from .local_processes import proc_start_ticks, process_alive
 
 __all__ = ["ARTIFACTS", "LocalBackend", "checkpoint_dir", "process_env"]
@@ -299,6 +300,7 @@ class LocalBackend(Backend):
         (record.dir / ARTIFACTS).mkdir(exist_ok=True)
         ports = allocate_ports(len(spec.replica_names))
         cluster = cluster_of(spec, ports)
+        pool_size = self._pool_size()
         status = JobStatus(
             name=spec.name,
             backend="local",
@@ -323,11 +325,10 @@ class LocalBackend(Backend):
                 "artifacts": str(record.dir / ARTIFACTS),
                 "resume_from": resume_from,
                 "test_hooks": asdict(self.test_hooks) if self.test_hooks else None,
+                "warm_pool": str(pool_dir(self.root)) if pool_size is not None else None,
             },
         )
-        env = dict(os.environ)
-        pkg_parent = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_parent, env.get("PYTHONPATH")) if p)
+        env = supervisor_env()
         with open(record.dir / SUPERVISOR_LOG, "ab") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "tfk8s_jupyter.backends.local_supervisor", str(record.dir)],
@@ -351,7 +352,44 @@ class LocalBackend(Backend):
                 )
         # Reap the supervisor when it ends so it never lingers as a zombie of this process.
         threading.Thread(target=proc.wait, name=f"tfk8s-reap-{spec.name}", daemon=True).start()
+        if pool_size:
+            self._refill_pool(spec, record, cluster, slices, pool_size)
         return status
+
+    # the warm pool ----------------------------------------------------------
+    def _pool_size(self) -> int | None:
+        """``c.TFK8s.warm_pool`` as this launch uses it: None when the pool is off (0, or replicas that
+        do not run the runner module: test hooks), -1 for "the last job's shape", else the count."""
+        from ..config import current_config
+
+        if self.test_hooks and (self.test_hooks.runner or self.test_hooks.stall_replica):
+            return None
+        size = current_config().warm_pool
+        if size == 0:
+            for pool in owned_pools():
+                pool.stop()
+            return None
+        return -1 if size is None else int(size)
+
+    def _refill_pool(
+        self, spec: JobSpec, record: JobRecord, cluster: dict, slices: dict[str, str], size: int
+    ) -> None:
+        """Refill this process's pool for the shape just launched, once the job trains (see local_pool)."""
+        from ..config import current_config
+
+        envs = pool_envs(spec, slices, size)
+        pool = owned_pool(self.root)
+        pool.refill_after(record.dir / "status.json", envs, current_config().warm_pool_idle)
+
+    def warm_up(self, spec: JobSpec, count: int | None = None, timeout: float = 120.0) -> bool:
+        """Start warm pool processes for ``spec``'s replicas (``count`` of them, default one per replica)
+        now, owned by this process, and wait until they have imported TensorFlow; False on timeout."""
+        from ..config import current_config
+
+        slices = gpu_slices(spec, detect_gpus() if spec.gpus else [])
+        pool = owned_pool(self.root)
+        pool.ensure(pool_envs(spec, slices, -1 if count is None else count), current_config().warm_pool_idle)
+        return pool.ready(timeout)
 
     # reading ----------------------------------------------------------------
     def _status(self, record: JobRecord) -> JobStatus:

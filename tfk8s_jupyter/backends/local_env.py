@@ -83,3 +83,35 @@ def process_env(
         )
     )
     return env
+
+
+def pool_envs(spec: JobSpec, slices: dict[str, str], size: int = -1) -> list[dict[str, str]]:
+    """The environments of ``spec``'s replicas as this process's supervisors would build them (paths and
+    ports aside, which a pool process learns from its assignment): one per replica, or cycled to ``size``."""
+    ports = iter(range(1, len(spec.replica_names) + 1))
+    cluster = {r.role: [f"127.0.0.1:{next(ports)}" for _ in range(r.count)] for r in spec.replicas}
+    base = supervisor_env()
+    envs = [
+        process_env(
+            spec,
+            name,
+            cluster,
+            payload_path=Path("payload.json"),
+            checkpoint=Path("checkpoints"),
+            workdir=Path("work") / name,
+            cuda_visible_devices=slices.get(name, ""),
+            base=base,
+            artifacts="artifacts",
+        )
+        for name in spec.replica_names
+    ]
+    return envs if size < 0 else [envs[i % len(envs)] for i in range(size)]
+
+
+def supervisor_env() -> dict[str, str]:
+    """The environment a job's supervisor runs with (so its replicas' environments start from it): this
+    process's, with the package importable."""
+    env = dict(os.environ)
+    pkg_parent = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_parent, env.get("PYTHONPATH")) if p)
+    return env

@@ -1,0 +1,227 @@
+"""The local backend's warm replica pool, with real TensorFlow: a job's replicas become pool processes
+(their pids), only an assignment with the pool process's import-time environment is served warm, a pool
+process killed or frozen while idle means a cold start, two claimers never share a process, ``warm_pool=0``
+starts nothing, and the pool ends with its owner."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from local_helpers import keras_cell, tf_keras_cell, wait_for
+
+import tfk8s_jupyter as tk
+from tfk8s_jupyter.backends.local import LocalBackend, process_alive
+from tfk8s_jupyter.backends.local_env import pool_envs
+from tfk8s_jupyter.backends.local_pool import import_key, list_pool, owned_pool
+from tfk8s_jupyter.config import TFK8s, set_current_config
+from tfk8s_jupyter.spec import make_spec
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def idle_pids(home) -> set[int]:
+    return {r["pid"] for r in list_pool(home) if r["state"] == "idle"}
+
+
+def use_pool(size=None, idle=600.0) -> None:
+    set_current_config(TFK8s(warm_pool=size, warm_pool_idle=idle))
+
+
+def launches(job) -> dict[str, tuple[str, int]]:
+    return {r.name: (r.launch, r.pid) for r in job.status.replicas}
+
+
+# --------------------------------------------------------------------------- the import key
+def test_the_import_key_separates_what_is_applied_before_tensorflow_is_imported():
+    spec = make_spec("print(1)", workers=2)
+    worker0, worker1 = pool_envs(spec, {})
+    # what a replica learns from its assignment does not matter ...
+    assert import_key(worker0) == import_key(worker1)
+    assert import_key({**worker0, "TF_CONFIG": "{}", "TFK8S_JOB": "other"}) == import_key(worker0)
+    # ... an environment change that matters does
+    assert import_key({**worker0, "MY_FLAG": "1"}) != import_key(worker0)
+    assert import_key({**worker0, "CUDA_VISIBLE_DEVICES": "0"}) != import_key(worker0)
+    assert import_key({**worker0, "TFK8S_KERAS": "legacy"}) != import_key(worker0)
+    assert import_key(worker0, "/other/python") != import_key(worker0)
+    ps_spec = make_spec("print(1)", ps=1, workers=2)
+    assert import_key(pool_envs(ps_spec, {})[0]) != import_key(worker0)  # parameter servers: tf_keras
+    assert import_key(pool_envs(make_spec("print(1)", workers=2, env={"A": "b"}), {})[0]) != import_key(
+        worker0
+    )
+
+
+# --------------------------------------------------------------------------- end to end
+def test_the_next_job_of_the_shape_runs_on_the_pool_that_refilled_after_the_first(tfk8s_home):
+    use_pool()  # None: the last job's shape
+    first = tk.submit(keras_cell(epochs=2, steps=10), workers=2, name="warm-first")
+    assert first.wait(timeout=240) == "succeeded", first.status.message
+    assert {launch for launch, _ in launches(first).values()} == {"cold"}
+    assert owned_pool(tfk8s_home).ready(180), "the pool did not refill after the launch"
+    pool_pids = idle_pids(tfk8s_home)
+    assert len(pool_pids) == 2
+    second = tk.submit(keras_cell(epochs=2, steps=10), workers=2, name="warm-second")
+    assert second.wait(timeout=240) == "succeeded", second.status.message
+    got = launches(second)
+    assert {launch for launch, _ in got.values()} == {"warm"}
+    assert {pid for _, pid in got.values()} == pool_pids  # the replicas were the pool's processes
+    assert "cell done, losses:" in second.logs("worker-0")
+    events = second.events()
+    assert any(e.get("type") == "metric" for e in events)
+    assert next(e for e in events if e.get("type") == "start")["pid"] in pool_pids
+
+
+def test_an_assignment_with_another_environment_is_not_served_warm(tfk8s_home):
+    use_pool(0)  # only the processes warmed here
+    backend = LocalBackend()
+    assert backend.warm_up(make_spec("print(1)", workers=1), timeout=180)
+    before = idle_pids(tfk8s_home)
+    set_current_config(TFK8s(warm_pool=1))  # pool on, sized 1: nothing more to start for this key
+    job = tk.submit(keras_cell(epochs=1, steps=5), workers=1, env={"MY_FLAG": "on"}, name="other-env")
+    assert job.wait(timeout=240) == "succeeded", job.status.message
+    assert launches(job)["worker-0"][0] == "cold"
+    assert launches(job)["worker-0"][1] not in before
+    assert before <= idle_pids(tfk8s_home)  # the mismatched process still waits, unused
+
+
+def test_a_pool_process_killed_or_frozen_while_idle_means_a_cold_start(tfk8s_home):
+    use_pool(0)
+    spec = make_spec("print(1)", ps=1, workers=1)
+    assert LocalBackend().warm_up(spec, timeout=240)
+    rows = {r["pid"]: r for r in list_pool(tfk8s_home) if r["state"] == "idle"}
+    assert len(rows) == 3  # ps, chief, worker
+    killed, frozen, *_ = sorted(rows)
+    os.kill(killed, signal.SIGKILL)
+    wait_for(lambda: not process_alive(killed), 10, "the killed pool process to die")
+    os.kill(frozen, signal.SIGSTOP)
+    try:
+        set_current_config(TFK8s(warm_pool=1))
+        job = tk.submit(tf_keras_cell(epochs=1, steps=5), ps=1, workers=1, name="after-kill")
+        phase = job.wait(timeout=300)
+    finally:
+        if process_alive(frozen):
+            os.kill(frozen, signal.SIGKILL)
+    assert phase == "succeeded", job.status.message
+    got = launches(job)
+    assert killed not in {pid for _, pid in got.values()} and frozen not in {pid for _, pid in got.values()}
+    assert sorted(launch for launch, _ in got.values()) == ["cold", "cold", "warm"]
+    assert not process_alive(frozen)  # a claimed process that did not answer is killed, never served late
+
+
+CLAIMER = """
+import json, os, sys, time
+from tfk8s_jupyter.backends.local_pool import claim_replica
+env, start = json.loads(sys.argv[1]), float(sys.argv[2])
+time.sleep(max(0.0, start - time.time()))
+got = []
+for i in range(3):
+    proc = claim_replica(sys.argv[3], [sys.executable, "-m", "tfk8s_jupyter.runner"], env, os.getcwd(),
+                         os.path.join(sys.argv[4], f"{os.getpid()}-{i}.log"))
+    if proc is not None:
+        got.append(proc.pid)
+        proc.wait(60)  # the runner fails at once (no payload); the claimed process must end
+print(json.dumps(got))
+"""
+
+
+def test_two_concurrent_claimers_never_get_the_same_process(tfk8s_home, tmp_path):
+    use_pool(0)
+    spec = make_spec("print(1)", workers=2)
+    assert LocalBackend().warm_up(spec, count=3, timeout=240)
+    pool = idle_pids(tfk8s_home)
+    assert len(pool) == 3
+    env = pool_envs(spec, {})[0]
+    env = {**env, "TFK8S_PAYLOAD": str(tmp_path / "no-payload.json")}
+    start = time.time() + 2.0
+    claimers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                CLAIMER,
+                json.dumps(env),
+                str(start),
+                str(tfk8s_home / ".warm-pool"),
+                str(tmp_path),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=str(tmp_path),
+        )
+        for _ in range(3)
+    ]
+    results = [json.loads(c.communicate(timeout=120)[0]) for c in claimers]
+    claimed = [pid for got in results for pid in got]
+    assert len(claimed) == len(set(claimed)) == 3  # every process claimed once, by one claimer only
+    assert set(claimed) == pool
+    logs = list(tmp_path.glob("*.log"))
+    assert len(logs) == 3 and all(
+        "TFK8S_PAYLOAD" in p.read_text() or "payload" in p.read_text() for p in logs
+    )
+
+
+def test_warm_pool_zero_starts_nothing(tfk8s_home):
+    use_pool(0)
+    job = tk.submit(keras_cell(epochs=1, steps=5), workers=1, name="no-pool")
+    assert job.wait(timeout=240) == "succeeded", job.status.message
+    time.sleep(1.0)
+    assert list_pool(tfk8s_home) == []
+    assert not (tfk8s_home / ".warm-pool").exists()
+    assert json.loads((tfk8s_home / "no-pool" / "local.json").read_text())["warm_pool"] is None
+
+
+OWNER = """
+import sys
+from tfk8s_jupyter.backends.local import LocalBackend
+from tfk8s_jupyter.spec import make_spec
+assert LocalBackend().warm_up(make_spec("print(1)", workers=2), timeout=240)
+print("ready", flush=True)
+if sys.argv[1] == "stop":
+    from IPython.core.interactiveshell import InteractiveShell
+    from tfk8s_jupyter.pool_magics import register
+    shell = InteractiveShell.instance()
+    register(shell)
+    shell.run_line_magic("tfk8s_pool", "")
+    shell.run_line_magic("tfk8s_pool", "--stop")
+    print("stopped", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.parametrize("how", ["owner exits", "stop"])
+def test_the_pool_ends_with_its_owner_or_tfk8s_pool_stop(tfk8s_home, how):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    owner = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(OWNER), how],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert owner.stdout.readline().strip() == "ready"
+        pids = idle_pids(tfk8s_home)
+        assert len(pids) == 2
+        if how == "stop":
+            out = []
+            while (line := owner.stdout.readline().strip()) != "stopped":
+                out.append(line)
+            text = "\n".join(out)
+            assert all(str(pid) in text for pid in pids) and "idle" in text
+            assert "stopped 2 idle warm process(es)" in text
+            assert owner.poll() is None  # the kernel lives on, its pool does not
+        else:
+            owner.kill()  # as a kernel that dies: no cleanup code runs
+        for pid in pids:
+            wait_for(lambda pid=pid: not process_alive(pid), 20, f"pool process {pid} to end")
+        assert list_pool(tfk8s_home) == [] or all(r["state"] == "gone" for r in list_pool(tfk8s_home))
+    finally:
+        owner.kill()
+        owner.wait()
