@@ -55,3 +55,27 @@ def origin_of(labels) -> str | None:
     if not nb and not cell:
         return None
     return " ".join(x for x in (nb, f"[{cell}]" if cell else None) if x)
+
+
+CELL_KEY_LABEL = "tfk8s.io/cell-key"
+
+
+def cell_key_label(cell_key: str) -> str:
+    """The label value that ties a job to its cell (the front end's cell id, else the cell's text)."""
+    return hashlib.sha1(cell_key.encode()).hexdigest()[:20]
+
+
+def running_job_of_cell(backend, cell_key: str, owner: str | None) -> str | None:
+    """The name of ``owner``'s running job that ``cell_key``'s cell started, read from the backend (after a
+    kernel restart the kernel no longer knows it); None when there is none."""
+    value = cell_key_label(cell_key)
+    for status in sorted(backend.list(owner=owner), key=lambda s: s.created, reverse=True):
+        if status.done:
+            continue
+        try:
+            labels = backend.spec(status.name).labels or {}
+        except Exception:  # a record being written or removed: not this cell's job
+            continue
+        if labels.get(CELL_KEY_LABEL) == value:
+            return status.name
+    return None

@@ -20,7 +20,7 @@ from IPython.core.magic_arguments import magic_arguments
 
 from .capture import CaptureError, capture, check_cell
 from .config import TFK8s, set_current_config
-from .job_origin import origin_job_name, origin_labels
+from .job_origin import CELL_KEY_LABEL, cell_key_label, origin_job_name, origin_labels
 from .magic_args import (
     job_options,
     parse_magic_line,
@@ -108,6 +108,8 @@ class TFK8sMagics(Magics):
             if not (overrides or {}).get("storage"):
                 opts["storage"] = None  # the configured storage is for Kubernetes jobs
         opts["labels"] = {**origin_labels(self.shell), **dict(opts.get("labels") or {})}
+        if getattr(args, "cell_key", None):  # a re-run after a kernel restart finds the cell's job by it
+            opts["labels"][CELL_KEY_LABEL] = cell_key_label(args.cell_key)
         return opts
 
     def build(self, code: str, args, overrides: dict | None = None):
@@ -283,7 +285,7 @@ class TFK8sMagics(Magics):
             raise UsageError("--wait and --no-wait contradict each other; pass only one of them.")
         if args.out is not None and not (args.out.isidentifier() and not keyword.iskeyword(args.out)):
             raise UsageError(f"--out {args.out!r} is not a Python variable name; use one like --out job.")
-        cell_key = self._cell_key(line, cell)
+        cell_key = args.cell_key = self._cell_key(line, cell)
         if not args.dry_run and self._running_job_of_cell(cell_key, args):
             return None
         if args.panel:
@@ -326,7 +328,8 @@ class TFK8sMagics(Magics):
 
         name = self.cell_jobs.get(cell_key)
         job = self.jobs.get(name) if name else None
-        if job is None:
+        restarted = job is None
+        if job is None and (job := self._job_of_cell_on_backend(cell_key, args)) is None:
             return False
         try:
             done = job.status.done
@@ -341,9 +344,10 @@ class TFK8sMagics(Magics):
                 raise UsageError(f"could not stop job {job.name} to replace it: {e}") from None
             print(f"tfk8s: stopped job {job.name}; starting the cell anew.")
             return False
+        since = " (started before the kernel restarted)" if restarted else ""
         print(
-            f"tfk8s: job {job.name} from this cell is still running, so nothing new was started; its panel "
-            f"follows (re-run with --replace to stop it and start anew)."
+            f"tfk8s: job {job.name} from this cell is still running{since}, so nothing new was started; "
+            f"its panel follows (re-run with --replace to stop it and start anew)."
         )
         self.last_job = job.name
         self.shell.user_ns["_tfk8s_job"] = job
@@ -352,6 +356,25 @@ class TFK8sMagics(Magics):
         if self.batch_wait(args):
             self.wait_for(job, args.timeout)
         return True
+
+    def _job_of_cell_on_backend(self, cell_key: str, args):
+        """The cell's running job as the backend knows it (labelled with the cell's key), when this kernel
+        does not: it was restarted since the cell ran. None when there is none or the backend cannot say."""
+        from . import api
+        from .backends.base import TFK8sError
+        from .config import current_owner
+        from .job_origin import running_job_of_cell
+
+        try:
+            backend = api.backend_for(getattr(args, "backend", None) or self.defaults.backend)
+            name = running_job_of_cell(backend, cell_key, current_owner())
+        except (TFK8sError, OSError):
+            return None
+        if name is None:
+            return None
+        job = self.jobs[name] = api.Job(name, backend)
+        self.cell_jobs[cell_key] = name
+        return job
 
     def _check_name_free(self, spec) -> None:
         """``--dry-run --name X`` is only valid if X is free: a real launch would be refused. Kubernetes is

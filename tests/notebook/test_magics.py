@@ -450,6 +450,44 @@ def test_rerunning_a_cell_whose_job_runs_launches_nothing_and_shows_that_job(
     third.stop()
 
 
+def test_after_a_kernel_restart_rerunning_the_cell_finds_its_running_job(
+    shell, standin, capsys, ipython_dir, tfk8s_home
+):
+    """The kernel that started the job is gone: the re-run cell still launches nothing, says so, and
+    follows the job; --replace stops it and starts anew."""
+    long = "EPOCHS = 50\nSTEPS = 100\nSTEP_SECONDS = 0.05\n"
+    shell.run_cell_magic("tfk8s_train", "--workers 2 --no-wait", long)
+    first = shell.user_ns["_tfk8s_job"]
+    restarted = make_shell(ipython_dir)
+    restarted.run_line_magic("load_ext", "tfk8s_jupyter")
+    restarted.run_line_magic("config", "TFK8s.frontend = 'widgets'")
+    capsys.readouterr()
+    restarted.run_cell_magic("tfk8s_train", "--workers 2 --no-wait", long)
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0] == (
+        f"tfk8s: job {first.name} from this cell is still running (started before the kernel restarted), "
+        "so nothing new was started; its panel follows (re-run with --replace to stop it and start anew)."
+    )
+    assert records(tfk8s_home) == [first.name]
+    assert restarted.user_ns["_tfk8s_job"].name == first.name
+    (panel,) = magics_of(restarted).panels[first.name]
+    assert not panel.stop_button.disabled  # a live panel on the running job
+    # another cell's text is another cell: it trains
+    restarted.run_cell_magic("tfk8s_train", "--workers 2 --no-wait --name other-cell", QUICK)
+    assert sorted(records(tfk8s_home)) == sorted([first.name, "other-cell"])
+    restarted.run_line_magic("tfk8s_wait", "other-cell --timeout 120")
+    capsys.readouterr()
+    restarted.run_cell_magic("tfk8s_train", "--workers 2 --no-wait --replace", long)
+    assert f"tfk8s: stopped job {first.name}; starting the cell anew." in capsys.readouterr().out
+    second = restarted.user_ns["_tfk8s_job"]
+    assert second.name != first.name and first.phase == "stopped"
+    second.stop()
+    for p in magics_of(restarted).panels.get(first.name, []) + magics_of(restarted).panels.get(
+        second.name, []
+    ):
+        p.close()
+
+
 def said(capsys) -> list[str]:
     """The lines a magic printed, without a running job's background progress lines."""
     return [line for line in capsys.readouterr().out.splitlines() if line.startswith("tfk8s:")]
