@@ -429,3 +429,45 @@ class CrashOnce(tf.keras.callbacks.Callback):
 callbacks = [tf.keras.callbacks.BackupAndRestore(backup_dir="BACKUP_DIR_HERE"), CrashOnce()]
 history = model.fit(ds, epochs=3, steps_per_epoch=20, callbacks=callbacks)""",
 )
+
+# multi_worker_with_ctl with the summaries written inside the step function (graph mode, the usual custom
+# loop style): per-replica and reduced losses, at the optimizer's step, into each worker's own folder.
+MWMS_GRAPH_SUMMARY = (
+    MWMS_LOOP.replace(
+        "        optimizer.apply_gradients(zip(grads, model.trainable_variables))\n        return loss\n"
+        "    per_replica = strategy.run(step_fn, args=(next(iterator),))\n"
+        "    return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)\n",
+        "        optimizer.apply_gradients(zip(grads, model.trainable_variables))\n"
+        '        tf.summary.scalar("replica_loss", loss * GLOBAL_BATCH / tf.cast(tf.shape(xb)[0], tf.float32),'
+        " step=optimizer.iterations)\n"
+        "        return loss\n"
+        "    per_replica = strategy.run(step_fn, args=(next(iterator),))\n"
+        "    loss = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)\n"
+        '    tf.summary.scalar("loss", loss, step=optimizer.iterations)\n'
+        "    return loss\n",
+    )
+    .replace(
+        "        report(step=int(epoch.numpy()) * STEPS + i + 1, loss=loss)\n",
+        "",
+    )
+    .replace(
+        "while epoch.numpy() < EPOCHS:\n",
+        'writer = tf.summary.create_file_writer(write_filepath(os.path.join(os.getcwd(), "logs"), task_type,'
+        " task_id))\nwriter.set_as_default()\nwhile epoch.numpy() < EPOCHS:\n",
+    )
+)
+
+# parameter_server_training's loop with its epoch summaries written by a tf.function the coordinator runs
+# itself (reading the metric and the weights on the parameter servers), no report().
+PS_GRAPH_SUMMARY = PS_LOOP.replace(
+    "writer = tf.summary.create_file_writer(",
+    "@tf.function\n"
+    "def write_epoch_summary(step):\n"
+    '    tf.summary.scalar("loss", loss_metric.result(), step=step)\n'
+    '    tf.summary.scalar("weight_norm", tf.linalg.global_norm(model.trainable_variables), step=step)\n\n'
+    "writer = tf.summary.create_file_writer(",
+).replace(
+    '        tf.summary.scalar("loss", loss_metric.result(), step=step)\n'
+    "        report(step=step, last_batch_loss=last.fetch())\n",
+    "        write_epoch_summary(tf.constant(step, tf.int64))\n",
+)

@@ -520,3 +520,55 @@ def test_the_all_reduce_tutorials_shared_backup_dir_resumes_after_a_crash(tmp_pa
         assert len(sums) == 2 and len(set(sums.values())) == 1, sums
     finally:
         second.teardown()
+
+
+def _summary_values(folder: Path) -> dict[str, list[tuple[int, float]]]:
+    """The scalars in the event files under ``folder`` (read with TensorFlow's own record reader)."""
+    import tensorflow as tf
+    from tensorflow.core.util import event_pb2
+
+    found: dict[str, list[tuple[int, float]]] = {}
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        for record in tf.data.TFRecordDataset(str(path)):
+            event = event_pb2.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                number = tf.make_ndarray(value.tensor) if value.HasField("tensor") else value.simple_value
+                found.setdefault(value.tag, []).append((event.step, float(number)))
+    return found
+
+
+@pytest.mark.tf
+def test_summaries_written_inside_an_all_reduce_step_function_stream_points(tmp_path):
+    code = cells.MWMS_GRAPH_SUMMARY.format(ckpt=str(tmp_path / "ckpt"), sleep=0)
+    h = _run(tmp_path, code, MWMS, metric_interval=0.0)
+    try:
+        assert _wait_reporting_then_all(h) == 0, h.tail(h.reporting)
+        points = [e for e in h.events() if e["type"] == "metric"]
+        assert [p["step"] for p in points] == list(range(1, 61)), points[:3]
+        assert all(set(p["values"]) == {"loss", "replica_loss"} for p in points), points[:3]
+        assert points[0]["values"]["loss"] > points[-1]["values"]["loss"]
+        assert protocol.parse_lines(h.stdout("worker-1")) == []  # only the reporting replica reports
+        # the cell's own summary files hold the same values (worker-1's in its temp folder)
+        work = tmp_path / "work" / "worker-0"
+        written = _summary_values(work / "logs")
+        assert [s for s, _ in written["loss"]] == list(range(1, 61))
+        assert [round(v, 5) for _, v in written["loss"]] == [round(p["values"]["loss"], 5) for p in points]
+        assert _summary_values(tmp_path / "work" / "worker-1" / "workertemp_1" / "logs")["loss"]
+    finally:
+        h.teardown()
+
+
+@pytest.mark.tf
+def test_summaries_written_by_a_coordinator_function_stream_points(tmp_path):
+    h = _run(tmp_path, cells.PS_GRAPH_SUMMARY, PS, metric_interval=0.0)
+    try:
+        assert _wait_reporting_then_all(h) == 0, h.tail(h.reporting)
+        points = [e for e in h.events() if e["type"] == "metric"]
+        assert [p["step"] for p in points] == [20, 40, 60], points
+        assert all(set(p["values"]) == {"loss", "weight_norm"} for p in points), points
+        assert points[0]["values"]["loss"] > points[-1]["values"]["loss"]
+        assert "summary files: True variables on: /job:ps" in h.stdout(h.reporting)
+        written = _summary_values(tmp_path / "work" / h.reporting / "logs")
+        assert [s for s, _ in written["weight_norm"]] == [20, 40, 60]
+    finally:
+        h.teardown()

@@ -3,10 +3,12 @@
 ``fit`` has its own callback (``replica_callbacks.py``). A custom training loop reports through
 :class:`CellMetrics`, fed by two sources on the reporting replica:
 
-* ``tf.summary.scalar(name, value, step)`` called eagerly (the cell's TensorBoard scalars, still written to
-  its own summary files, also in an image without the ``tensorboard`` package, which TensorFlow 2.21 no
-  longer installs and without which ``tf.summary.scalar`` raises): :func:`patch_summary_scalar`; inside ``fit`` they are left to fit's callback
-  (Keras's TensorBoard callback writes them too), so a metric is not drawn twice;
+* ``tf.summary.scalar(name, value, step)``, called eagerly or inside a ``tf.function`` (the cell's
+  TensorBoard scalars, still written to its own summary files, also in an image without the
+  ``tensorboard`` package, which TensorFlow 2.21 no longer installs and without which
+  ``tf.summary.scalar`` raises): :func:`patch_summary_scalar`; in a traced function an op beside the
+  summary's write hands each run's value over; inside ``fit`` they are left to fit's callback (Keras's
+  TensorBoard callback writes them too), so a metric is not drawn twice;
 * ``report(step=..., **values)`` (``cell_report.py``).
 
 With a job artifact directory, a ``tf.summary.scalar`` call outside ``fit`` made with no default writer is
@@ -30,6 +32,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 
 try:
     from tfk8s_jupyter.replica_output import Reporter, log
@@ -156,8 +159,9 @@ def _summary_modules(tf, name: str, original) -> list:
 
 
 def patch_summary_scalar(tf, metrics: CellMetrics | None, in_fit, artifacts=None) -> None:
-    """Make eager ``tf.summary.scalar`` calls also points of ``metrics`` (not while ``in_fit()``; never
-    when ``metrics`` is None, a replica that does not report), and write without TensorBoard.
+    """Make ``tf.summary.scalar`` calls, eager or traced, also points of ``metrics`` (not while
+    ``in_fit()``; never when ``metrics`` is None, a replica that does not report), and write without
+    TensorBoard.
 
     With ``artifacts`` (the reporting replica's ``JobArtifacts``), an eager call outside ``fit`` made with
     no default writer is written to ``<artifacts>/tensorboard/cell`` (at the step it is reported with), and
@@ -188,7 +192,10 @@ def patch_summary_scalar(tf, metrics: CellMetrics | None, in_fit, artifacts=None
         )
         if not to_artifacts:
             written = write(name, data, step, description)
-            if metrics is None or in_fit() or not eager:
+            if metrics is None or in_fit():
+                return written
+            if not eager:  # traced in a tf.function: the point is taken when the graph runs
+                _bridge_traced_scalar(tf, metrics, str(name), data, step)
                 return written
         try:
             step_number = step if step is not None else tf.summary.experimental.get_step()
@@ -205,17 +212,80 @@ def patch_summary_scalar(tf, metrics: CellMetrics | None, in_fit, artifacts=None
         with artifacts.cell_writer().as_default():
             return write(name, data, used if used is not None else 0, description)
 
+    _mark_scheduling(tf)
     scalar._tfk8s = True
     scalar.__wrapped__ = original
     scalar.__doc__ = original.__doc__
     for module in modules:
         module.scalar = scalar
-    if artifacts is not None and artifacts.enabled:
-        _record_file_writers(tf, artifacts, in_fit)
+    _record_file_writers(tf, artifacts if artifacts is not None and artifacts.enabled else None, in_fit)
+
+
+_SCHEDULING = threading.local()  # set while ClusterCoordinator.schedule traces a function for a worker
+
+
+def _bridge_traced_scalar(tf, metrics: CellMetrics, name: str, data, step) -> None:
+    """In a function being traced (``@tf.function``, graph mode), add an op that hands the scalar's value
+    and step to ``metrics`` each time the graph runs: a ``tf.numpy_function`` beside the summary's own
+    write op. Left out where such an op cannot run: a function ``ClusterCoordinator.schedule`` sends to
+    a parameter-server worker (another process), an XLA-compiled function, or a non-scalar value."""
+    if getattr(_SCHEDULING, "depth", 0):
+        return
+    try:
+        from tensorflow.python.framework import ops
+        from tensorflow.python.ops import control_flow_util
+
+        if control_flow_util.GraphOrParentsInXlaContext(ops.get_default_graph()):
+            return
+    except (ImportError, AttributeError):
+        pass
+    try:
+        value = tf.cast(data, tf.float64)
+        if value.shape.rank not in (0, None):
+            return
+        if step is None:
+            step = tf.summary.experimental.get_step()
+        step_value = tf.constant(-1, tf.int64) if step is None else tf.cast(step, tf.int64)
+    except (TypeError, ValueError):
+        return
+
+    def take(number, step_number):
+        step_number = int(step_number)
+        metrics.add(step_number if step_number >= 0 else None, {name: float(number)})
+        return []
+
+    tf.numpy_function(take, [value, step_value], Tout=[], stateful=True, name="tfk8s_metric")
+
+
+def _mark_scheduling(tf) -> None:
+    """Note when ``ClusterCoordinator.schedule`` runs (it traces the function it sends to a worker)."""
+    try:
+        cls = tf.distribute.coordinator.ClusterCoordinator
+    except AttributeError:
+        return
+    original = cls.schedule
+    if getattr(original, "_tfk8s", False):
+        return
+
+    def schedule(self, *args, **kwargs):
+        _SCHEDULING.depth = getattr(_SCHEDULING, "depth", 0) + 1
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            _SCHEDULING.depth -= 1
+
+    schedule._tfk8s = True
+    schedule.__wrapped__ = original
+    schedule.__doc__ = original.__doc__
+    cls.schedule = schedule
+
+
+_WRITERS: weakref.WeakSet = weakref.WeakSet()  # the cell's summary writers, flushed at its end
 
 
 def _record_file_writers(tf, artifacts, in_fit) -> None:
-    """The folders of the cell's own ``tf.summary.create_file_writer`` calls, recorded in artifacts.json."""
+    """Keep the cell's own ``tf.summary.create_file_writer`` writers (:func:`flush_summary_writers`) and,
+    with ``artifacts``, record their folders in artifacts.json."""
     original = tf.summary.create_file_writer
     if getattr(original, "_tfk8s", False):
         return
@@ -223,7 +293,11 @@ def _record_file_writers(tf, artifacts, in_fit) -> None:
 
     def create_file_writer(logdir, *args, **kwargs):
         writer = original(logdir, *args, **kwargs)
-        if not in_fit() and isinstance(logdir, (str, os.PathLike)):
+        try:
+            _WRITERS.add(writer)
+        except TypeError:
+            pass
+        if artifacts is not None and not in_fit() and isinstance(logdir, (str, os.PathLike)):
             artifacts.record_tensorboard(os.fspath(logdir))
         return writer
 
@@ -232,3 +306,13 @@ def _record_file_writers(tf, artifacts, in_fit) -> None:
     create_file_writer.__doc__ = original.__doc__
     for module in modules:
         module.create_file_writer = create_file_writer
+
+
+def flush_summary_writers() -> None:
+    """Write out what the cell's summary writers still hold (the replica leaves with ``os._exit``, which
+    would drop the events a writer queues between its flushes: a loop's last steps)."""
+    for writer in list(_WRITERS):
+        try:
+            writer.flush()
+        except Exception as exc:  # a writer the cell closed, or whose folder went away: nothing to keep
+            log(f"a summary writer could not be flushed at the cell's end ({type(exc).__name__})")

@@ -512,6 +512,7 @@ def main(argv: list[str] | None = None) -> int:
         phase = "cell"
         run_cell(payload)
     except BaseException as exc:
+        replica_metrics.flush_summary_writers()
         if cell_metrics is not None:
             cell_metrics.close()
         if isinstance(exc, SystemExit) and exc.code in (None, 0):
@@ -538,6 +539,7 @@ def main(argv: list[str] | None = None) -> int:
                 artifacts.finish(None, "", succeeded=False)
             sys.stdout.flush()
             return EXIT_CELL_ERROR if phase == "cell" else EXIT_SETUP_ERROR
+    replica_metrics.flush_summary_writers()
     if cell_metrics is not None:
         cell_metrics.close()
     flavour = "tf_keras" if renv.uses_tf_keras else "keras3"
