@@ -41,6 +41,7 @@ from .display_text import (
     snapshot_bundle,
 )
 from .monitor import JobState
+from .panel_workers import WorkerControls
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
 MESSAGES_PER_TICK = 2
@@ -199,7 +200,8 @@ class JobPanel(W.VBox):
         self.log_scale = W.ToggleButton(value=False, description="log y", tooltip="Logarithmic y axis")
         self.log_scale.layout = W.Layout(width="auto")
         self.log_scale.observe(self._on_log_scale, "value")
-        controls = W.HBox([self.kind, self.log_scale])
+        self.workers = WorkerControls(job, self._wake.set)  # −/+ call job.scale (panel_workers.py)
+        controls = W.HBox([self.kind, self.log_scale, self.workers])
 
         # replicas, logs, error
         self.table = W.HTML(replica_table_html(None))
@@ -358,6 +360,7 @@ class JobPanel(W.VBox):
             self._final = True
             self.stop_button.disabled = True
             self.stop_button.description = "Stop"
+            self.workers.disable()
             name = html.escape(self.state.name)
             note = f"<i>job {name} {html.escape(why)}"
             if not why.startswith("deleted"):
@@ -392,6 +395,7 @@ class JobPanel(W.VBox):
             order = sorted(rotating, key=lambda k: self._last_sent.get(k, 0.0))
             updates = [
                 ("badge", self._update_badge),
+                ("workers", lambda: self.workers.update(self.state.status, self._set)),
                 ("error", self._update_error),
                 ("lines", self._update_lines),
                 *((k, rotating[k]) for k in order),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import os
 import re
+import time
 from pathlib import Path
 
 import nbformat
@@ -312,3 +313,95 @@ def test_the_settings_form_works_in_a_batch_run(tmp_path, standin):
     assert nb.cells[3].outputs[0]["text"].strip() == "tfk8s job form-nb: succeeded"
     (form,) = by_class(widget_states(nb), "tfk8s-launched")
     assert form["_dom_classes"]
+
+
+class Kernel:
+    """A real IPython kernel driven as a front end drives it: execute requests, and comm messages for
+    widget events (a button click is a ``custom`` message ``{"event": "click"}`` to the button's model)."""
+
+    def __init__(self, cwd: Path) -> None:
+        from jupyter_client.manager import start_new_kernel
+
+        self.km, self.kc = start_new_kernel(kernel_name="python3", cwd=str(cwd))
+        self.updates: list[dict] = []  # every widget state update the kernel sent (comm_msg "update")
+
+    def _drain(self, parent_id: str | None, timeout: float = 120) -> str:
+        out = []
+        while True:
+            msg = self.kc.get_iopub_msg(timeout=timeout)
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "comm_msg" and content["data"].get("method") == "update":
+                self.updates.append(content["data"].get("state", {}))
+            elif kind == "stream" and msg["parent_header"].get("msg_id") == parent_id:
+                out.append(content["text"])
+            elif kind == "error" and msg["parent_header"].get("msg_id") == parent_id:
+                raise AssertionError("\n".join(content["traceback"]))
+            elif kind == "status" and content["execution_state"] == "idle":
+                if parent_id is None or msg["parent_header"].get("msg_id") == parent_id:
+                    return "".join(out)
+
+    def run(self, code: str) -> str:
+        return self._drain(self.kc.execute(code))
+
+    def click(self, model_id: str) -> None:
+        data = {"method": "custom", "content": {"event": "click"}}
+        msg = self.kc.session.msg("comm_msg", {"comm_id": model_id, "data": data})
+        self.kc.shell_channel.send(msg)
+
+    def until(self, expression: str, timeout: float = 60) -> str:
+        """Run ``expression`` until it prints something true (not empty/False); what it printed."""
+        deadline = time.monotonic() + timeout
+        out = ""
+        while time.monotonic() < deadline:
+            out = self.run(f"print({expression})").strip()
+            if out not in ("", "False", "None"):
+                return out
+            time.sleep(0.3)
+        raise AssertionError(f"{expression} stayed {out!r} for {timeout} s")
+
+    def close(self) -> None:
+        self.kc.stop_channels()
+        self.km.shutdown_kernel(now=True)
+
+
+@pytest.mark.timeout(300)
+def test_the_panels_minus_button_removes_a_worker_live_and_shows_a_refusal_in_one_sentence(tmp_path, standin):
+    """In a real kernel, clicking − in a running parameter-server job's panel (a comm message, as the
+    browser sends it) calls job.scale: worker-1 is removed live, the panel says so and counts 1 worker;
+    − again asks for 0 workers, and the panel shows the backend's one sentence; + and − are disabled once
+    the job has ended."""
+    work = tmp_path / "nbwork"
+    work.mkdir()
+    kernel = Kernel(work)
+    try:
+        kernel.run(
+            "%load_ext tfk8s_jupyter\n%config TFK8s.frontend = 'widgets'\n%config TFK8s.batch_wait = False"
+        )
+        kernel.run(
+            "%%tfk8s_train --ps 1 --workers 2 --name click-scale\nEPOCHS = 40\nSTEPS = 10\nSTEP_SECONDS = 0.1\n"
+        )
+        kernel.run(
+            "job = _tfk8s_job\n"
+            "panel = get_ipython().magics_manager.registry['TFK8sMagics'].panels['click-scale'][0]\n"
+            "w = panel.workers"
+        )
+        kernel.until("job.status.phase == 'running' and bool(job.metrics()) and not w.minus.disabled")
+        assert kernel.run("print(w.count.value)").strip() == "2"
+        minus = kernel.run("print(w.minus.model_id)").strip()
+        kernel.click(minus)
+        said = kernel.until("'scaled' in w.message.value and w.message.value")
+        assert "scaled from 2 to 1 worker(s), live (worker-1 removed)." in said
+        assert kernel.run("print(job.status.replica('worker-1').state)").strip() == "removed"
+        assert kernel.until("w.count.value == '1' and not w.minus.disabled") == "True"
+        # what the browser was sent: the message, the count
+        assert any("worker-1 removed" in str(u.get("value", "")) for u in kernel.updates)
+        assert {"value": "1"} in kernel.updates
+        kernel.click(minus)
+        refusal = kernel.until("'b02a37' in w.message.value and w.message.value")
+        assert "Traceback" not in refusal and refusal.count(". ") <= 1 and "0" in refusal, refusal
+        assert kernel.run("print(job.status.phase)").strip() == "running"  # refused: nothing changed
+        kernel.run("%tfk8s_stop click-scale")
+        assert kernel.until("w.minus.disabled and w.plus.disabled") == "True"
+    finally:
+        kernel.run("_tfk8s_job.stop() if not _tfk8s_job.status.done else None")
+        kernel.close()
