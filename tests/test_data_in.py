@@ -126,12 +126,13 @@ def test_a_file_that_disappears_before_launch_is_refused_and_nothing_starts(nb, 
 
 # -- the replica's work dir (the real runner's prepare_workdir, in a process of its own) -------------
 def _run_replica(
-    tmp_path: Path, payload: Payload, script: str, env: dict[str, str]
+    tmp_path: Path, payload: Payload, script: str, env: dict[str, str], before: str = "", timeout: float = 60
 ) -> subprocess.CompletedProcess:
     work = tmp_path / "work" / "worker-0"
     code = textwrap.dedent(
         f"""
         import json, os, sys, glob, types
+        {before}
         sys.path.insert(0, {str(REPO)!r})
         from tfk8s_jupyter.payload import Payload
         from tfk8s_jupyter import runner
@@ -142,7 +143,7 @@ def _run_replica(
     ) + textwrap.dedent(script)
     clean = {k: v for k, v in os.environ.items() if not k.startswith("TFK8S_")}
     return subprocess.run(
-        [sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -209,6 +210,75 @@ def test_a_folder_linked_whole_is_recreated_before_a_write_into_it(nb, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == ["True a b c", "False False a b c"]
     assert folder_state(nb) == before
+
+
+# Every gate a native or library writer passes, each onto a presented file (or into a folder linked whole):
+# name -> (the write, what the replica must then read there).
+NATIVE_WRITES = {
+    "train.csv": ('tf.io.write_file("train.csv", "by write_file")', b"by write_file"),
+    "unrelated.txt": ('f = tf.io.gfile.GFile("unrelated.txt", "a"); f.write("+gfile"); f.close()', None),
+    "images/img0.png": ('tf.io.gfile.copy("train.csv", "images/img0.png", overwrite=True)', b"by write_file"),
+    "images/img1.png": ("traced_write()", b"traced"),
+    "images/img2.png": (
+        "fd = os.open('images/img2.png', os.O_WRONLY | os.O_TRUNC); os.write(fd, b'os.open'); os.close(fd)",
+        b"os.open",
+    ),
+    "images/img3.png": ("os.truncate('images/img3.png', 3)", None),
+    "images/img4.png": ("shutil.copy('train.csv', 'images/img4.png')", b"by write_file"),
+    "images/img5.png": ("h5py.File('images/img5.png', 'w').close()", None),
+    "data/nested/arrays.npz": ("np.savez('data/nested/arrays.npz', mine=np.arange(3))", None),
+    ".cache/deep/vocab.txt": (
+        'with tf.io.gfile.GFile(".cache/deep/vocab.txt", "w") as f: f.write("own vocab")',
+        b"own vocab",
+    ),
+}
+
+
+@pytest.mark.tf
+def test_native_writers_through_a_presented_file_write_the_replicas_own(nb, tmp_path):
+    (nb / ".cache" / "deep").mkdir(parents=True)  # a hidden folder: presented as one link
+    (nb / ".cache" / "deep" / "vocab.txt").write_text("a b c")
+    (nb / "old_ckpt").mkdir()
+    (nb / "old_ckpt" / "keep.txt").write_text("the user's")
+    before = folder_state(nb)
+    script = "import shutil, h5py, numpy as np\n@tf.function\ndef traced_write():\n"
+    script += "    tf.io.write_file('images/img1.png', 'traced')\n"
+    for write, _ in NATIVE_WRITES.values():
+        script += write + "\n"
+    script += textwrap.dedent(
+        f"""
+        tf.io.gfile.makedirs(".cache/deep/made")
+        tf.io.gfile.rmtree("old_ckpt")
+        os.remove(".cache/deep/vocab.txt")
+        with open(".cache/deep/vocab.txt", "w") as f:
+            f.write("own vocab")
+        saved = {{}}
+        for name in {list(NATIVE_WRITES)!r}:
+            with open(name, "rb") as f:
+                saved[name] = f.read().hex()
+        saved["npz"] = np.load("data/nested/arrays.npz")["mine"].tolist()
+        saved["h5"] = open("images/img5.png", "rb").read()[:8].hex()
+        saved["gone"] = os.path.exists("old_ckpt")
+        print(json.dumps(saved))
+        """
+    )
+    proc = _run_replica(
+        tmp_path, Payload(code=""), script, {"TFK8S_INPUT_DIR": str(nb)}, "import tensorflow as tf", 180
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = json.loads(proc.stdout.splitlines()[-1])
+    # the notebook's folder is exactly as it was
+    assert folder_state(nb) == before
+    # and the replica sees what it wrote
+    for name, (_, expect) in NATIVE_WRITES.items():
+        if expect is not None:
+            assert bytes.fromhex(seen[name]) == expect, name
+    assert bytes.fromhex(seen["unrelated.txt"]) == b"not read\n+gfile"
+    assert bytes.fromhex(seen["images/img3.png"]) == (nb / "images" / "img3.png").read_bytes()[:3]
+    assert bytes.fromhex(seen["h5"]) == b"\x89HDF\r\n\x1a\n"
+    assert seen["npz"] == [0, 1, 2] and seen["gone"] is False
+    work = tmp_path / "work" / "worker-0"
+    assert not any(p.is_symlink() for p in [work / n for n in NATIVE_WRITES]), "a write left a link"
 
 
 def test_a_work_dir_inside_the_notebooks_folder_is_not_presented_in_itself(tmp_path):

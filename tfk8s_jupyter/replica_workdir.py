@@ -158,35 +158,168 @@ def _write_own(workdir: Path, rel: Path, blob: bytes) -> None:
 
 
 def _guard_writes(work: Path) -> None:
-    """Python's ``open`` for writing, on a presented file of the work dir, writes the replica's own copy."""
+    """Every write a replica makes to a presented file of the work dir writes the replica's own copy.
+
+    A write that would follow a link to the notebook's folder breaks the link first (keeping the file's
+    content when the write keeps it: append, update), and a write into a folder linked whole recreates it
+    first (:func:`_own_parents`). Guarded at each gate a cell's writes pass: Python's ``open`` (and so
+    ``np.save``, ``shutil.copy``, ``pathlib``, pandas, PIL), the ``os`` calls that write, create, move or
+    delete by path, TensorFlow's file system (``tf.io.gfile``, ``GFile``, checkpoints and SavedModel's file
+    writes, ``tf.io.gfile.copy``) and ``tf.io.write_file``, and h5py (Keras's ``.h5`` files).
+    """
     import io
     import shutil
 
-    original = io.open
-
-    def own(path, mode: str) -> None:
+    def inside(path) -> tuple[Path, Path] | None:
         try:
+            if isinstance(path, bytes):
+                path = os.fsdecode(path)
             full = Path(os.path.abspath(os.fspath(path)))
             rel = full.relative_to(work)
         except (TypeError, ValueError):
+            return None
+        return (full, rel) if rel.parts else None
+
+    def own(path, keep: bool, creates: bool = True) -> None:
+        """``path`` is about to be written: make it (and its folders) the replica's own, with the presented
+        file's content when the write ``keep``s it, else empty when the write does not create it."""
+        found = inside(path)
+        if found is None:
             return
-        if not rel.parts:
-            return
+        full, rel = found
         _own_parents(work, rel)
         if full.is_symlink():
             linked = os.path.realpath(full)
             full.unlink()
-            if ("a" in mode or "+" in mode) and os.path.isfile(linked):
+            if keep and os.path.isfile(linked):
                 shutil.copyfile(linked, full)
+            elif not creates and os.path.isfile(linked):
+                full.touch()
+
+    def own_folder(path) -> None:
+        """Something is created, moved or deleted in the folder ``path``: make it a folder of the work dir."""
+        found = inside(path)
+        if found is not None:
+            _own_parents(work, found[1] / "-")
+
+    def own_parents(path) -> None:
+        found = inside(path)
+        if found is not None:
+            _own_parents(work, found[1])
+
+    def own_tree(path) -> None:
+        """``path`` is about to be deleted recursively: its links go first (only they, not what they name)."""
+        own_parents(path)
+        found = inside(path)
+        if found is None or not os.path.lexists(found[0]):
+            return
+        if found[0].is_symlink():
+            found[0].unlink()
+            return
+        for folder, dirs, files in os.walk(found[0]):
+            for name in dirs + files:
+                if os.path.islink(os.path.join(folder, name)):
+                    os.unlink(os.path.join(folder, name))
+
+    original_open = io.open
 
     def guarded_open(file, mode="r", *args, **kwargs):
-        if isinstance(mode, str) and not isinstance(file, int) and any(c in mode for c in "wa+"):
-            own(file, mode)
-        return original(file, mode, *args, **kwargs)
+        if isinstance(mode, str) and not isinstance(file, int) and any(c in mode for c in "wax+"):
+            own(file, keep="a" in mode or "+" in mode)
+        return original_open(file, mode, *args, **kwargs)
 
-    guarded_open.__doc__ = original.__doc__
+    guarded_open.__doc__ = original_open.__doc__
     builtins.open = guarded_open
     io.open = guarded_open
+
+    writing = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
+
+    def os_open(path, flags, *args, dir_fd=None, **kwargs):
+        if dir_fd is None and flags & writing:
+            own(path, keep=not flags & os.O_TRUNC, creates=bool(flags & os.O_CREAT))
+        return os_open.original(path, flags, *args, dir_fd=dir_fd, **kwargs)
+
+    _before(os, "truncate", lambda path, *a, **k: isinstance(path, int) or own(path, keep=True))
+    _before(os, "mkdir", lambda path, *a, **k: own_parents(path))
+    _before(os, "rename", lambda src, dst, *a, **k: (own_parents(src), own_parents(dst)))
+    _before(os, "replace", lambda src, dst, *a, **k: (own_parents(src), own_parents(dst)))
+    _before(os, "remove", lambda path, *a, **k: own_parents(path))
+    _before(os, "unlink", lambda path, *a, **k: own_parents(path))
+    _before(os, "rmdir", lambda path, *a, **k: own_parents(path))
+    os_open.original = os.open
+    os.open = os_open
+
+    file_io = sys.modules.get("tensorflow.python.lib.io._pywrap_file_io")
+    if file_io is not None:  # TensorFlow's file system: tf.io.gfile, GFile, checkpoints, SavedModel
+        _before(file_io, "WritableFile", lambda name, mode, *a, **k: own(name, keep=b"a" in bytes(mode)))
+        _before(file_io, "CopyFile", lambda src, dst, *a, **k: own(dst, keep=False))
+        _before(file_io, "CreateDir", lambda path, *a, **k: own_parents(path))
+        _before(file_io, "RecursivelyCreateDir", lambda path, *a, **k: own_folder(path))
+        _before(file_io, "RenameFile", lambda src, dst, *a, **k: (own_parents(src), own_parents(dst)))
+        _before(file_io, "DeleteFile", lambda path, *a, **k: own_parents(path))
+        _before(file_io, "DeleteRecursively", lambda path, *a, **k: own_tree(path))
+    if "tensorflow" in sys.modules:
+        _guard_write_file_op(sys.modules["tensorflow"], own)
+    try:
+        import h5py  # Keras's .h5 files are written by the HDF5 library itself
+    except ImportError:
+        h5py = None
+    if h5py is not None:
+        original_init = h5py.File.__init__
+
+        def h5_init(self, name, mode="r", *args, **kwargs):
+            if isinstance(name, (str, bytes, os.PathLike)) and mode in ("w", "w-", "x", "a", "r+"):
+                own(name, keep=mode in ("a", "r+"))
+            return original_init(self, name, mode, *args, **kwargs)
+
+        if not getattr(original_init, "_tfk8s", False):
+            h5_init._tfk8s = True
+            h5py.File.__init__ = h5_init
+
+
+def _before(owner, name: str, check) -> None:
+    """Make ``owner.name`` call ``check`` with its arguments first."""
+    original = getattr(owner, name, None)
+    if original is None or getattr(original, "_tfk8s", False):
+        return
+
+    def guarded(*args, **kwargs):
+        check(*args, **kwargs)
+        return original(*args, **kwargs)
+
+    guarded._tfk8s = True
+    guarded.__doc__ = original.__doc__
+    setattr(owner, name, guarded)
+
+
+def _guard_write_file_op(tf, own) -> None:
+    """``tf.io.write_file``: the file it names becomes the replica's own before the op runs (when the name is
+    known while a function is traced, then; else by an op that runs first)."""
+    original = tf.io.write_file
+    if getattr(original, "_tfk8s", False):
+        return
+
+    def take(filename):
+        own(bytes(filename), keep=False)
+        return []
+
+    def write_file(filename, contents, name=None):
+        if tf.executing_eagerly():
+            own(bytes(tf.convert_to_tensor(filename).numpy()), keep=False)
+            return original(filename, contents, name=name)
+        known = tf.get_static_value(filename)
+        if known is not None:
+            own(known if isinstance(known, (str, bytes)) else bytes(known), keep=False)
+            return original(filename, contents, name=name)
+        taken = tf.numpy_function(take, [filename], Tout=[], stateful=True)
+        with tf.control_dependencies(taken or [tf.no_op()]):
+            return original(filename, contents, name=name)
+
+    write_file._tfk8s = True
+    write_file.__doc__ = original.__doc__
+    for module in (tf.io, getattr(tf.compat.v1, "io", None), tf.compat.v1):
+        if module is not None and getattr(module, "write_file", None) is original:
+            module.write_file = write_file
 
 
 def share_download_cache(lock_path: str | None = None) -> None:
