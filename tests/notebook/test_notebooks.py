@@ -368,8 +368,8 @@ class Kernel:
 def test_the_panels_minus_button_removes_a_worker_live_and_shows_a_refusal_in_one_sentence(tmp_path, standin):
     """In a real kernel, clicking − in a running parameter-server job's panel (a comm message, as the
     browser sends it) calls job.scale: worker-1 is removed live, the panel says so and counts 1 worker;
-    − again asks for 0 workers, and the panel shows the backend's one sentence; + and − are disabled once
-    the job has ended."""
+    − again asks for 0 workers, and the panel shows the backend's one sentence; + adds the worker back by a
+    checkpoint-restart; + and − are disabled once the job has ended."""
     work = tmp_path / "nbwork"
     work.mkdir()
     kernel = Kernel(work)
@@ -400,6 +400,13 @@ def test_the_panels_minus_button_removes_a_worker_live_and_shows_a_refusal_in_on
         refusal = kernel.until("'b02a37' in w.message.value and w.message.value")
         assert "Traceback" not in refusal and refusal.count(". ") <= 1 and "0" in refusal, refusal
         assert kernel.run("print(job.status.phase)").strip() == "running"  # refused: nothing changed
+        # + adds the worker back by a checkpoint-restart, under way when the panel says so
+        kernel.until("not w.plus.disabled")
+        kernel.click(kernel.run("print(w.plus.model_id)").strip())
+        said = kernel.until("'checkpoint-restart' in w.message.value and w.message.value")
+        assert "is resizing from 1 to 2 worker(s) by checkpoint-restart" in said, said
+        kernel.until("len(job.status.history) == 2 and w.count.value == '2'")
+        assert kernel.run("print([h['how'] for h in job.status.history])").strip() == "['live', 'restart']"
         kernel.run("%tfk8s_stop click-scale")
         assert kernel.until("w.minus.disabled and w.plus.disabled") == "True"
     finally:
