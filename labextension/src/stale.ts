@@ -4,7 +4,8 @@ import { staleNote } from './format';
 /**
  * Mark every live job panel (`.tfk8s-job-panel`, drawn by the kernel's widgets) under `root` as stale:
  * its kernel restarted or died, so it no longer updates. The last known state stays, the badge says it
- * is the last known one, Stop is disabled and a note says how to follow the job again.
+ * is the last known one, Stop and the − / + worker controls are disabled and a note says how to follow the
+ * job again.
  */
 export function markStalePanels(root: HTMLElement): number {
   let marked = 0;
@@ -19,7 +20,9 @@ export function markStalePanels(root: HTMLElement): number {
       badge.textContent = `last known: ${badge.textContent ?? ''}`;
     }
     panel
-      .querySelectorAll<HTMLButtonElement>('button.tfk8s-stop-button')
+      .querySelectorAll<HTMLButtonElement>(
+        'button.tfk8s-stop-button, .tfk8s-worker-controls button'
+      )
       .forEach(b => {
         b.disabled = true;
         b.title = 'The kernel that drew this panel is gone';
