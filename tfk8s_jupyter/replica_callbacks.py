@@ -203,10 +203,12 @@ def job_backup(keras):
         """``BackupAndRestore`` that saves the first epoch, then at most every ``interval`` seconds, and keeps
         its last checkpoint when ``fit`` ends (a later job resumes from it, ``TFK8S_RESUME_FROM``).
 
-        A save costs ~0.1 s with parameter servers (variables come from the ps): with short epochs,
-        saving every one of them would cost several percent of the training time. A checkpoint that does
-        not fit the cell's model (another shape) is one sentence (:class:`RestoreError`), not Keras's
-        traceback.
+        A save costs ~0.1 s with parameter servers (variables come from the ps) and a few percent of a short
+        epoch with all-reduce: saving every epoch would cost several percent of the training time. All-reduce
+        workers restore and resume together, so they must save the same epochs: there the decision is
+        agreed (a one-scalar all-reduce: a save is due when it is due on any worker's clock). A checkpoint
+        that does not fit the cell's model (another shape) is one sentence (:class:`RestoreError`), not
+        Keras's traceback.
         """
 
         def __init__(self, backup_dir: str, interval: float, resumed_from: str | None = None) -> None:
@@ -235,10 +237,25 @@ def job_backup(keras):
                     self.interval = interval
             super().on_train_end(logs)
 
+        def save_due(self) -> bool:
+            """Whether this epoch's save is due; the same answer on every worker of an all-reduce job."""
+            if self.interval <= 0:
+                return True
+            due = self.last_save is None or time.monotonic() - self.last_save >= self.interval
+            import tensorflow as tf
+
+            strategy = getattr(self.model, "distribute_strategy", None)
+            if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+                return due  # parameter servers: only the chief saves
+            if getattr(strategy.extended, "_num_workers", 1) <= 1:
+                return due
+            flag = tf.constant(1.0 if due else 0.0)
+            votes = strategy.run(lambda: tf.identity(flag))
+            return float(strategy.reduce(tf.distribute.ReduceOp.SUM, votes, axis=None)) > 0
+
         def on_epoch_end(self, epoch, logs=None):
             self.last_epoch_end = int(epoch)
-            now = time.monotonic()
-            if self.interval > 0 and self.last_save is not None and now - self.last_save < self.interval:
+            if not self.save_due():
                 if hasattr(self, "_current_epoch"):  # Keras 3 keeps its epoch count here
                     self._current_epoch = epoch + 1
                     self._last_batch_seen = 0

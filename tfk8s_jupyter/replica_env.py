@@ -9,8 +9,9 @@ Variables:
     unless TF_CONFIG is already set), TFK8S_STRATEGY (parameter_server|multi_worker_mirrored|mirrored),
     TFK8S_PAYLOAD (path of payload.json), TFK8S_CHECKPOINT_DIR (job-scoped base dir),
     TFK8S_METRIC_INTERVAL (seconds), optional TFK8S_WORKDIR, TFK8S_SETUP_TIMEOUT (seconds a serving
-    replica waits to see the chief, default 600), TFK8S_CHECKPOINT_INTERVAL (seconds between the
-    chief's checkpoints with parameter servers, default 10; 0 = every epoch) and TFK8S_KERAS
+    replica waits to see the chief, default 600), TFK8S_CHECKPOINT_INTERVAL (seconds between
+    checkpoints after the first epoch, the chief's with parameter servers, every worker's, agreed, with
+    all-reduce; default 10; 0 = every epoch) and TFK8S_KERAS
     (``legacy`` runs all-reduce jobs on tf_keras); ``no_proxy``/``NO_PROXY``.
 
     Results: TFK8S_ARTIFACTS (the job's artifact directory, a path or a ``gs://``/``s3://`` URI, the same

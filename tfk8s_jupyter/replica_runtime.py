@@ -231,9 +231,8 @@ class Runtime:
         ):
             self.separate_backup_dir(backup)
         if backup is None and self.renv.checkpoint_dir:
-            # Only the chief saves with parameter servers, so it may skip epochs; all-reduce workers must
-            # all save the same epochs (they restore and resume together), so they save every epoch.
-            interval = self.renv.checkpoint_interval if self.renv.strategy == "parameter_server" else 0.0
+            # At most every TFK8S_CHECKPOINT_INTERVAL s; all-reduce workers agree on the epochs they save.
+            interval = self.renv.checkpoint_interval
             resumed = getattr(self.artifacts, "resumed", None) or {}
             backup = job_backup(keras)(self.backup_dir(fit_index), interval, resumed.get("from"))
             callbacks.append(backup)

@@ -54,9 +54,9 @@ How an unchanged cell trains distributed (the rule):
   would be duplicated (non-reporting replicas, tf_keras with parameter servers); the reporting replica
   (chief-0 with parameter servers, worker-0 otherwise) gets a callback that prints protocol lines; a
   ``BackupAndRestore`` in ``$TFK8S_CHECKPOINT_DIR`` lets a restarted job resume from its last saved
-  epoch (one shared dir for tf_keras all-reduce, one per worker for Keras 3, every epoch; with parameter
-  servers the chief's only, after the first epoch and then at most every TFK8S_CHECKPOINT_INTERVAL s, and
-  the last epoch when fit ends); the backup is kept after a successful fit, so a later job can continue from
+  epoch (one shared dir for tf_keras all-reduce, one per worker for Keras 3; with parameter servers the
+  chief's only): the first epoch, then at most every TFK8S_CHECKPOINT_INTERVAL s (all-reduce workers agree
+  on the epochs they save), and the last epoch when fit ends; the backup is kept after a successful fit, so a later job can continue from
   it; ``TerminateOnNaN`` is replaced by a version that works with parameter-server logs.
 
 Results (``replica_artifacts.py``), when the job has an artifact directory (``TFK8S_ARTIFACTS``, a path or a

@@ -1,0 +1,64 @@
+"""Time-based checkpoint spacing under all-reduce (real TensorFlow): the workers save the first epoch and
+then at most every TFK8S_CHECKPOINT_INTERVAL seconds, the same epochs on every worker, and a killed worker
+still resumes the whole job from the last saved epoch."""
+
+from __future__ import annotations
+
+from local_helpers import epoch_events, kill, wait_for
+
+import tfk8s_jupyter as tk
+
+SLOW_KERAS_CELL = """\
+import time
+import numpy as np
+import tensorflow as tf
+import keras
+
+rng = np.random.default_rng(3)
+x = rng.normal(size=(2048, 8)).astype("float32")
+y = (x @ rng.normal(size=(8, 1))).astype("float32")
+keras.utils.set_random_seed(7)
+ds = tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(64)
+model = keras.Sequential([keras.Input(shape=(8,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(1)])
+model.compile(optimizer="adam", loss="mse")
+
+class Slow(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        time.sleep(0.04)
+
+model.fit(ds, epochs=12, steps_per_epoch=10, callbacks=[Slow()], verbose=2)
+print("cell done")
+"""
+
+
+def _saved_epochs(events: list[dict], run: str) -> list[int]:
+    return [
+        e["epoch"]
+        for e in events
+        if e["type"] == "checkpoint" and e.get("action") == "saved" and e["run"] == run
+    ]
+
+
+def test_all_reduce_workers_space_their_checkpoints_and_still_resume_after_a_killed_worker():
+    job = tk.submit(
+        SLOW_KERAS_CELL, workers=2, name="ar-spaced", env={"TFK8S_CHECKPOINT_INTERVAL": "2"}, max_restarts=2
+    )
+    wait_for(lambda: len(epoch_events(job.events())) >= 6, 240, "six epochs")
+    events = job.events()
+    first_run = next(e["run"] for e in events if e["type"] == "start")
+    saved = _saved_epochs(events, first_run)
+    seen = max(e["epoch"] for e in epoch_events(events))
+    assert saved and saved[0] == 0, saved  # the first epoch is always saved
+    assert len(saved) < seen + 1, (saved, seen)  # ... and not every epoch after it
+    kill(job.status.replica("worker-1").pid)
+    assert job.wait(timeout=300) == "succeeded", job.status.message
+    assert [r.restarts for r in job.status.replicas] == [1, 1]
+    events = job.events()
+    runs = [e["run"] for e in events if e["type"] == "start"]
+    assert len(runs) == 2
+    saved_before = _saved_epochs(events, first_run)
+    resumed_at = min(e["epoch"] for e in epoch_events(events) if e["run"] == runs[-1])
+    # the new run continues after an epoch both workers saved (they agree), never from scratch
+    assert resumed_at == max(saved_before) + 1, (saved_before, resumed_at)
+    assert max(e["epoch"] for e in epoch_events(events)) == 11
+    assert "cell done" in job.logs("worker-0")
