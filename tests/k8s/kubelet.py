@@ -168,6 +168,8 @@ class TestCluster:
             key = (ev.namespace, ev.obj["metadata"]["name"])
             if ev.type == "DELETED":
                 self.started_jobs.discard(key)
+            elif ev.type == "MODIFIED" and key in self.started_jobs:
+                self._trim_elastic_job(ev.obj)
             elif ev.type in ("ADDED", "MODIFIED") and not suspended and key not in self.started_jobs:
                 # created running, or admitted (unsuspended, as Kueue does) after waiting suspended
                 self.started_jobs.add(key)
@@ -222,6 +224,21 @@ class TestCluster:
                 )
                 continue
             self._create_pod(job, index)
+
+    def _trim_elastic_job(self, job: dict) -> None:
+        """An elastic Indexed Job (completions and parallelism lowered together, Kubernetes >= 1.27): the Job
+        controller deletes the pods whose index is no longer below ``completions``."""
+        spec = job["spec"]
+        if spec.get("completionMode") != "Indexed":
+            return
+        ns, name = job["metadata"]["namespace"], job["metadata"]["name"]
+        pods = self.store.list("", "pods", ns, f"batch.kubernetes.io/job-name={name}")[0]
+        for pod in pods:
+            if int(pod["metadata"]["labels"][INDEX_KEY]) >= spec.get("completions", 1):
+                try:
+                    self.store.delete("", "pods", ns, pod["metadata"]["name"], "Background")
+                except ApiError:
+                    pass  # gone meanwhile
 
     def _create_pod(self, job: dict, index: int) -> None:
         tpl = json.loads(json.dumps(job["spec"]["template"]))
