@@ -225,3 +225,14 @@ def test_the_pool_ends_with_its_owner_or_tfk8s_pool_stop(tfk8s_home, how):
     finally:
         owner.kill()
         owner.wait()
+
+
+def test_a_pool_over_the_memory_budget_starts_what_fits_and_says_so_in_one_sentence(tfk8s_home, monkeypatch):
+    from tfk8s_jupyter.backends import local_pool
+
+    monkeypatch.setattr(local_pool, "_mem_available", lambda: local_pool.MEMORY_RESERVE + 100 * 2**20)
+    pool = owned_pool(tfk8s_home)
+    started = pool.ensure(pool_envs(make_spec("print(1)", ps=1, workers=2), {}), idle=600)
+    assert started == [] and pool.waiting() == {}
+    assert pool.note.startswith("the warm pool started 0 of 4 process(es)")
+    assert "set c.TFK8s.warm_pool lower" in pool.note and pool.note.count(";") == 1
