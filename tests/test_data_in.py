@@ -425,6 +425,67 @@ def test_local_replicas_download_a_keras_dataset_once(tmp_path, keras_module):
     assert requests == ["/blob.bin"], "each replica downloaded the dataset itself"
 
 
+TFDS_CELL = """
+import sys, time, types
+sys.path.insert(0, {repo!r})
+import tensorflow as tf
+from tfk8s_jupyter import runner
+from tfk8s_jupyter.payload import Payload
+runner.prepare_workdir(types.SimpleNamespace(workdir=sys.argv[1], job="j", name="w"), Payload(code=""))
+import numpy as np
+import tensorflow_datasets as tfds
+
+
+class CountedSquares(tfds.core.GeneratorBasedBuilder):
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        return tfds.core.DatasetInfo(
+            builder=self, features=tfds.features.FeaturesDict({{"x": np.int64, "y": np.int64}})
+        )
+
+    def _split_generators(self, dl_manager):
+        with open({log!r}, "a") as f:  # a download and preparation happened
+            f.write("prepared\\n")
+        time.sleep(1.0)  # long enough for the other replica to ask meanwhile
+        return {{"train": self._generate_examples()}}
+
+    def _generate_examples(self):
+        for i in range(10):
+            yield i, {{"x": i, "y": i * i}}
+
+
+ds = tfds.load("counted_squares", split="train")
+print(sorted(int(e["y"]) for e in ds))
+"""
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(300)
+def test_local_replicas_prepare_a_tensorflow_datasets_dataset_once(tmp_path):
+    log = tmp_path / "prepared.log"
+    data_dir = tmp_path / "tfds"  # TFDS_DATA_DIR, as a user sets it (else ~/tensorflow_datasets)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TFK8S_")}
+    env.update(TFK8S_INPUT_DIR=str(tmp_path), TFDS_DATA_DIR=str(data_dir))
+    code = TFDS_CELL.format(repo=str(REPO), log=str(log))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(tmp_path / "work" / f"w{i}")],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outs = [p.communicate(timeout=240) for p in procs]
+    for p, (out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+        assert out.splitlines()[-1] == str([i * i for i in range(10)])
+    assert log.read_text().splitlines() == ["prepared"], "each replica prepared the dataset itself"
+    assert any(data_dir.glob("counted_squares/1.0.0/*.tfrecord*"))
+
+
 # -- end to end, real TensorFlow ------------------------------------------------------------------
 @pytest.mark.tf
 @pytest.mark.timeout(600)

@@ -17,8 +17,10 @@ from pathlib import Path
 
 try:
     from tfk8s_jupyter.replica_env import ReplicaEnv, SetupError
+    from tfk8s_jupyter.replica_output import log
 except ImportError:  # standalone: the shipped modules sit beside this file
     from replica_env import ReplicaEnv, SetupError  # type: ignore[no-redef]
+    from replica_output import log  # type: ignore[no-redef]
 
 
 def _safe_relpath(rel: str) -> Path:
@@ -329,11 +331,13 @@ def share_download_cache(lock_path: str | None = None) -> None:
     straight into its cache, ``~/.keras/datasets``, which the local replicas of a job share (one home): at
     the same time, each would download, and one could read another's half-written file. Every replica's
     ``get_file`` takes an exclusive file lock first, so the first downloads and the others then find the
-    file in the cache.
+    file in the cache. ``tensorflow_datasets`` the same way: :func:`share_tfds_preparation`.
     """
     import fcntl
     import functools
 
+    lock_path = lock_path or os.path.join(tempfile.gettempdir(), f"tfk8s-downloads-{os.getuid()}.lock")
+    share_tfds_preparation(lock_path)
     originals = []
     for modname in ("keras.src.utils.file_utils", "tf_keras.src.utils.data_utils"):
         fn = getattr(sys.modules.get(modname), "get_file", None)
@@ -341,7 +345,6 @@ def share_download_cache(lock_path: str | None = None) -> None:
             originals.append(fn)
     if not originals:
         return
-    lock_path = lock_path or os.path.join(tempfile.gettempdir(), f"tfk8s-downloads-{os.getuid()}.lock")
 
     def shared(fn):
         @functools.wraps(fn)
@@ -363,6 +366,80 @@ def share_download_cache(lock_path: str | None = None) -> None:
         namespace = getattr(module, "__dict__", None)
         if isinstance(namespace, dict) and id(namespace.get("get_file")) in wrapped:
             namespace["get_file"] = wrapped[id(namespace["get_file"])]
+
+
+TFDS_BUILDER_MODULE = "tensorflow_datasets.core.dataset_builder"
+
+
+def share_tfds_preparation(lock_path: str) -> None:
+    """One download and preparation of a ``tensorflow_datasets`` dataset per machine, not one per replica.
+
+    The local replicas share its data dir (``TFDS_DATA_DIR`` or ``~/tensorflow_datasets``, one home):
+    every builder's ``download_and_prepare`` takes the same lock as Keras's downloads, so the first
+    replica downloads and prepares, and the others then find the prepared dataset (and read its info,
+    which their builder, made before it existed, lacks). Installed when the cell imports the package.
+    """
+    module = sys.modules.get(TFDS_BUILDER_MODULE)
+    if module is not None:
+        _share_tfds_builder(module, lock_path)
+    elif not any(isinstance(f, _AfterImport) and f.name == TFDS_BUILDER_MODULE for f in sys.meta_path):
+        sys.meta_path.insert(
+            0, _AfterImport(TFDS_BUILDER_MODULE, lambda m: _share_tfds_builder(m, lock_path))
+        )
+
+
+def _share_tfds_builder(module, lock_path: str) -> None:
+    import fcntl
+    import functools
+
+    builder = getattr(module, "DatasetBuilder", None)
+    original = getattr(builder, "download_and_prepare", None)
+    if original is None or getattr(original, "_tfk8s_shared", False):
+        return
+
+    @functools.wraps(original)
+    def download_and_prepare(self, *args, **kwargs):
+        with open(lock_path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                result = original(self, *args, **kwargs)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        try:
+            if not self.info.splits and self.data_path.exists():  # another replica prepared it meanwhile
+                self.info.read_from_directory(self.data_dir)
+        except Exception as exc:  # its own reading says what is wrong, when the cell reads it
+            log(f"the prepared dataset's info could not be read ({type(exc).__name__})")
+        return result
+
+    download_and_prepare._tfk8s_shared = True
+    builder.download_and_prepare = download_and_prepare
+
+
+class _AfterImport:
+    """A ``sys.meta_path`` finder that calls ``then(module)`` once the module ``name`` has been executed."""
+
+    def __init__(self, name: str, then) -> None:
+        self.name, self.then = name, then
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != self.name:
+            return None
+        import importlib.util
+
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        loader = getattr(spec, "loader", None)
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        execute = loader.exec_module
+
+        def exec_module(module):
+            execute(module)
+            self.then(module)
+
+        loader.exec_module = exec_module
+        return spec
 
 
 def shipped_inputs(environ) -> dict[str, bytes]:
