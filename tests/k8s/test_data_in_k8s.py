@@ -55,7 +55,7 @@ def test_inputs_are_split_across_configmaps_under_the_limit_and_reassembled(tmp_
         pod = job["spec"]["template"]["spec"]
         mounted = {v["configMap"]["name"] for v in pod["volumes"] if "configMap" in v}
         assert mounted == {"data-job", *(cm["metadata"]["name"] for cm in cms)}
-        env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+        env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
         assert [env[f"TFK8S_DATA_DIR_{i}"] for i in range(3)] == [f"/etc/tfk8s-data-{i}" for i in range(3)]
     # what the runner reassembles from the mounts is the files, byte for byte
     environ = {f"TFK8S_DATA_DIR_{i}": str(_mount(cm, tmp_path / str(i))) for i, cm in enumerate(cms)}
@@ -168,7 +168,7 @@ def test_tfjob_pods_mount_the_inputs_too():
     objs = render_manifests(
         make_spec("x = 1", ps=1, workers=2, name="tf-data", backend="kubernetes"), payload, "tfjob"
     )
-    assert [o["kind"] for o in objs] == ["ConfigMap", "ConfigMap", "TFJob"]
+    assert [o["kind"] for o in objs] == ["ConfigMap", "ConfigMap", "Secret", "TFJob"]
     tfjob = objs[-1]
     jsonschema.validate(tfjob, schema)
     for rs in tfjob["spec"]["tfReplicaSpecs"].values():
@@ -188,3 +188,50 @@ def test_a_job_with_input_files_is_listed_once(apiserver, backend, tfk8s_home):
     assert [s.name for s in backend.list()] == ["data-job"]
     backend.delete("data-job")
     assert apiserver.objects("configmaps") == []
+
+
+BAD_INPUTS = {
+    "outside": (
+        "",
+        'import numpy as np\nt = np.loadtxt("../secret.csv")\n',
+        "lies outside the notebook's folder",
+    ),
+    "files-nothing": ("--files 'missing/*.csv' ", "x = 1\n", "--files 'missing/*.csv' matches no file"),
+    "symlink-loop": ("", 'f = open("self")\n', "'self' is a symlink loop"),
+    "over-limit": (
+        "",
+        'blob = open("big.bin", "rb").read()\n',
+        "over the 8.0 MB that travel with a Kubernetes",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_inputs_through_the_magic_say_one_sentence_and_create_nothing(
+    case, apiserver, kubeconfig, tfk8s_home, tmp_path, monkeypatch
+):
+    from IPython.core.error import UsageError
+    from IPython.core.interactiveshell import InteractiveShell
+
+    flags, cell, expect = BAD_INPUTS[case]
+    nb = make_notebook_folder(tmp_path / "nb")
+    (tmp_path / "secret.csv").write_text("1,2\n")
+    (nb / "self").symlink_to("self")
+    (nb / "big.bin").write_bytes(b"\0" * 9_000_000)
+    monkeypatch.chdir(nb)
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+    before = apiserver.objects()
+    shell = InteractiveShell.instance()
+    try:
+        shell.run_line_magic("load_ext", "tfk8s_jupyter")
+        with pytest.raises(UsageError) as e:
+            shell.run_cell_magic(
+                "tfk8s_train", f"{flags}--workers 2 --backend kubernetes --name bad-{case}", cell
+            )
+    finally:
+        InteractiveShell.clear_instance()
+    message = str(e.value)
+    assert expect in message, message
+    assert "\n" not in message and message.endswith(".") and message.count(". ") == 0, message
+    assert apiserver.objects() == before  # no API object
+    assert not any(tfk8s_home.rglob("*.json")), "a job record was left behind"
