@@ -1,6 +1,6 @@
 """Engine overhead, measured side by side in one run: the same training hand-launched and via ``tk.submit``.
 
-    .venv/bin/python bench/bench_engine.py [--rounds 3] [--epochs 8] [--steps 200]
+    .venv/bin/python bench/bench_engine.py [--what all|engine|warm] [--rounds 3] [--mode alternate]
 
 For parameter servers (chief + 2 workers + 1 ps) and all-reduce (2 workers), alternating hand and tfk8s
 runs ``--rounds`` times each, it prints:
@@ -8,6 +8,13 @@ runs ``--rounds`` times each, it prints:
 * steps/s ratio = tfk8s ÷ hand (target >= 0.97), steps/s measured by the cell itself over epochs 2..N;
 * launch overhead ratio = (submit -> first metric point) ÷ (hand start -> first batch) (target <= 1.10);
 * ``import tfk8s_jupyter`` time (target < 0.3 s, and TensorFlow not imported).
+
+``--what warm`` (part of the default ``all``): warm launch. For the same two shapes, ``--rounds`` times in a
+rotating order: a cold launch with the pool off (``c.TFK8s.warm_pool = 0``), a launch from a warm pool
+filled beforehand for the shape, and a cold launch with the pool on (a job whose ``--env`` no pool process
+has, so it starts cold while the pool refills after it). It prints submit -> first metric point for each,
+warm ÷ cold (target <= 0.35) and cold-with-pool ÷ cold (target <= 1.05), then the idle pool's RSS per
+process and its CPU over a minute.
 
 "Hand" replicas run ``bench/hand_replica.py`` (TF_CONFIG from the same cluster, the strategy, the cell
 under its scope) through ``tests/handlaunch.py``; tfk8s replicas run the runner under the local backend's
@@ -126,9 +133,10 @@ class HandRun:
 class Tfk8sRun:
     """The same training via ``tk.submit`` (local backend: supervisor + runner)."""
 
-    def __init__(self, code: str, strategy: str) -> None:
+    def __init__(self, code: str, strategy: str, env: dict | None = None) -> None:
         self.code = code
         self.strategy = strategy
+        self.env = env or {}
         self.observed: float | None = None
 
     def start(self) -> Tfk8sRun:
@@ -137,7 +145,9 @@ class Tfk8sRun:
         setup = SETUPS[self.strategy]
         self.reporting = "chief-0" if setup["ps"] else "worker-0"
         self.t0 = time.time()
-        self.job = tk.submit(self.code, workers=setup["workers"], ps=setup["ps"], strategy=self.strategy)
+        self.job = tk.submit(
+            self.code, workers=setup["workers"], ps=setup["ps"], strategy=self.strategy, env=self.env
+        )
         self.watcher = threading.Thread(target=self._watch, daemon=True)
         self.watcher.start()
         return self
@@ -161,6 +171,7 @@ class Tfk8sRun:
             )
         first_point = next(p for p in self.job.metrics() if p.get("kind") == "step")
         result = bench_line(self.job.logs(self.reporting))
+        self.launches = sorted({r.launch or "?" for r in self.job.status.replicas})
         return {
             "launch": first_point["t"] - self.t0,
             "launch_observed": (self.observed or float("nan")) - self.t0,
@@ -202,6 +213,7 @@ def import_time(runs: int = 5) -> tuple[float, bool]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--what", choices=("all", "engine", "warm"), default="all")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--steps", type=int, default=200)
@@ -209,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--mode",
         choices=("concurrent", "alternate"),
-        default="concurrent",
+        default="alternate",
         help="concurrent: both sides start together and share the machine's load (fair on a busy box); "
         "alternate: one after the other",
     )
@@ -222,6 +234,10 @@ def main(argv: list[str] | None = None) -> int:
         f"import tfk8s_jupyter: {seconds * 1000:.2f} ms (target < 300 ms); TensorFlow imported: {tf_loaded}"
     )
     failed = seconds >= 0.3 or tf_loaded
+    if args.what in ("all", "warm"):
+        failed = warm_launch(args) or failed
+    if args.what == "warm":
+        return 1 if failed else 0
 
     for strategy in args.strategies.split(","):
         hand, tfk8s = [], []
@@ -246,6 +262,100 @@ def main(argv: list[str] | None = None) -> int:
         )
         failed = failed or steps_ratio < 0.97 or launch_ratio > 1.10
     return 1 if failed else 0
+
+
+WARM_EPOCHS, WARM_STEPS = 2, 40  # the warm-launch jobs only need to reach and pass their first points
+
+
+def warm_launch(args) -> bool:
+    """Cold vs warm vs cold-with-pool, same shape, rotating order; then the idle pool's cost. True: a miss."""
+    from tfk8s_jupyter.backends.local import LocalBackend
+    from tfk8s_jupyter.backends.local_pool import list_pool, owned_pool
+    from tfk8s_jupyter.config import TFK8s, set_current_config
+    from tfk8s_jupyter.records import records_root
+    from tfk8s_jupyter.spec import make_spec
+
+    code = CELL.replace("EPOCHS", str(WARM_EPOCHS)).replace("STEPS", str(WARM_STEPS))
+    failed = False
+    pool = owned_pool(records_root())
+    for strategy in args.strategies.split(","):
+        setup = SETUPS[strategy]
+        spec = make_spec(code, workers=setup["workers"], ps=setup["ps"], strategy=strategy)
+        runs: dict[str, list[dict]] = {"cold": [], "warm": [], "cold+pool": []}
+        order = ["cold", "warm", "cold+pool"]
+        for r in range(args.rounds):
+            for kind in order[r % 3 :] + order[: r % 3]:
+                env = {}
+                if kind == "cold":
+                    pool.stop()
+                    set_current_config(TFK8s(warm_pool=0))
+                elif kind == "warm":
+                    set_current_config(TFK8s(warm_pool=None))
+                    if not LocalBackend().warm_up(spec, timeout=300):
+                        raise RuntimeError("the warm pool did not get ready within 300 s")
+                    time.sleep(2.0)  # let the machine settle after the pool's imports
+                else:
+                    pool.stop()
+                    set_current_config(TFK8s(warm_pool=None))
+                    env = {"BENCH_COLD_ROUND": str(r)}  # a key no pool process has: a cold start
+                run = Tfk8sRun(code, strategy, env)
+                result = run.start().finish()
+                result["launches"] = run.launches
+                runs[kind].append(result)
+                print(
+                    f"  {strategy} round {r + 1} {kind}: submit -> first metric point {result['launch']:.2f} s "
+                    f"(seen through the API {result['launch_observed']:.2f} s; replicas {'/'.join(run.launches)})",
+                    flush=True,
+                )
+        cold, warm, cold_pool = (median(runs[k], "launch") for k in ("cold", "warm", "cold+pool"))
+        ratio = statistics.median(
+            w["launch"] / c["launch"] for c, w in zip(runs["cold"], runs["warm"], strict=True)
+        )
+        pool_ratio = statistics.median(
+            p["launch"] / c["launch"] for c, p in zip(runs["cold"], runs["cold+pool"], strict=True)
+        )
+        print(
+            f"{strategy} warm launch: submit -> first metric point medians cold {cold:.2f} s, warm {warm:.2f} s, "
+            f"cold with the pool on {cold_pool:.2f} s (seen through the API: cold "
+            f"{median(runs['cold'], 'launch_observed'):.2f} s, warm {median(runs['warm'], 'launch_observed'):.2f} s); "
+            f"warm/cold {ratio:.3f} (target <= 0.35), cold-with-pool/cold {pool_ratio:.3f} (target <= 1.05)",
+            flush=True,
+        )
+        failed = failed or ratio > 0.35 or pool_ratio > 1.05
+    # the idle pool's cost: one process per replica of the parameter-server shape
+    set_current_config(TFK8s(warm_pool=None))
+    pool.stop()
+    setup = SETUPS["parameter_server"]
+    LocalBackend().warm_up(make_spec(code, workers=setup["workers"], ps=setup["ps"]), timeout=300)
+    from tfk8s_jupyter.backends.local_processes import process_cpu_seconds
+
+    time.sleep(5.0)
+    rows = [r for r in list_pool(records_root()) if r["state"] == "idle"]
+    before = {r["pid"]: process_cpu_seconds(r["pid"]) or 0.0 for r in rows}
+    time.sleep(60.0)
+    cpu = [(process_cpu_seconds(pid) or 0.0) - c for pid, c in before.items()]
+    idle = [r for r in list_pool(records_root()) if r["state"] == "idle"]
+    rss = [r["rss"] / 2**20 for r in idle]
+    own = [memory(r["pid"]) for r in idle]
+    print(
+        f"idle warm pool ({len(rows)} processes): per process RSS {', '.join(f'{m:.0f}' for m in rss)} MB, "
+        f"of which its own (private) {', '.join(f'{p:.0f}' for p, _ in own)} MB, PSS "
+        f"{', '.join(f'{q:.0f}' for _, q in own)} MB (the rest: TensorFlow's library pages, shared by every "
+        f"TensorFlow process; target <= 512 MB); CPU over 60 s per process "
+        f"{', '.join(f'{c:.3f}' for c in cpu)} s (max {max(cpu) / 60 * 100:.2f} %, target <= 1 %)",
+        flush=True,
+    )
+    pool.stop()
+    return failed or max(cpu) / 60 > 0.01 or max(p for p, _ in own) > 512
+
+
+def memory(pid: int) -> tuple[float, float]:
+    """(private MB, PSS MB) of process ``pid`` from ``/proc/<pid>/smaps_rollup``."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, value = line.split(":", 1)
+        fields[name] = int(value.split()[0]) / 1024
+    return fields["Private_Clean"] + fields["Private_Dirty"], fields["Pss"]
 
 
 def median(results: list[dict], key: str) -> float:
