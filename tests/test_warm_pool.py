@@ -236,3 +236,20 @@ def test_a_pool_over_the_memory_budget_starts_what_fits_and_says_so_in_one_sente
     assert started == [] and pool.waiting() == {}
     assert pool.note.startswith("the warm pool started 0 of 4 process(es)")
     assert "set c.TFK8s.warm_pool lower" in pool.note and pool.note.count(";") == 1
+
+
+def test_the_pool_directory_deleted_under_the_pool_means_cold_starts_and_a_fresh_pool(tfk8s_home):
+    import shutil
+
+    use_pool(0)
+    spec = make_spec("print(1)", workers=1)
+    assert LocalBackend().warm_up(spec, timeout=180)
+    (old,) = idle_pids(tfk8s_home)
+    shutil.rmtree(tfk8s_home / ".warm-pool")
+    set_current_config(TFK8s(warm_pool=1))
+    job = tk.submit(keras_cell(epochs=1, steps=5), workers=1, name="pool-deleted")
+    assert job.wait(timeout=240) == "succeeded", job.status.message
+    assert launches(job)["worker-0"][0] == "cold"
+    assert LocalBackend().warm_up(spec, timeout=180)  # the orphaned process ends, a new one takes its place
+    wait_for(lambda: not process_alive(old), 20, "the orphaned pool process to end")
+    assert len(idle_pids(tfk8s_home)) == 1 and old not in idle_pids(tfk8s_home)

@@ -300,6 +300,8 @@ class WarmPool:
     def ensure(self, envs: list[Mapping[str, str]], idle: float) -> list[str]:
         """Start what is missing so that one unclaimed process waits for each of ``envs`` (by key);
         returns the new slot ids. Capped by the memory budget (:attr:`note` says so)."""
+        if self.waiting() and not (self.dir / "idle").is_dir():
+            self.stop(timeout=2.0)  # the pool directory was deleted under them: nobody can claim them
         want: dict[str, list[Mapping[str, str]]] = {}
         for env in envs:
             want.setdefault(import_key(env), []).append(env)
