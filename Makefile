@@ -73,5 +73,15 @@ system-deps:
 	  else echo "make test needs Debian's chromium for the browser tests: run 'sudo apt-get install -y chromium'"; exit 1; fi; }
 	@$(MAKE) --no-print-directory node-setup
 
+## The Kubernetes end-to-end scenarios against a real cluster (tests/k8s/test_e2e_cluster.py; not part of
+## `make test`, which runs the same scenarios against the in-repo test API server); deploy/README.md has a
+## kind recipe. make e2e-cluster KUBECONFIG=~/.kube/config [IMAGE=REGISTRY/tfk8s/trainer:0.1.0] [NAMESPACE=N]
+.PHONY: e2e-cluster
+e2e-cluster: $(STAMP)
+	@test -n "$(KUBECONFIG)" || { echo "make e2e-cluster needs KUBECONFIG=<kubeconfig file> naming the cluster to test (see deploy/README.md)"; exit 2; }
+	@test -f "$(KUBECONFIG)" || { echo "make e2e-cluster: KUBECONFIG=$(KUBECONFIG) is not a file; pass the path of one kubeconfig file"; exit 2; }
+	TFK8S_E2E_KUBECONFIG="$(abspath $(KUBECONFIG))" TFK8S_E2E_IMAGE="$(IMAGE)" TFK8S_E2E_NAMESPACE="$(NAMESPACE)" \
+	  $(PY) -m pytest -ra -p no:cacheprovider $(E2E_ARGS) tests/k8s/test_e2e_cluster.py
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

@@ -55,6 +55,8 @@ RESOURCES: dict[tuple[str, str], tuple[str, str, bool, bool]] = {
     ("scheduling.k8s.io", "priorityclasses"): ("v1", "PriorityClass", False, False),
     ("kueue.x-k8s.io", "localqueues"): ("v1beta1", "LocalQueue", True, True),
     ("kueue.x-k8s.io", "workloads"): ("v1beta1", "Workload", True, True),
+    ("rbac.authorization.k8s.io", "roles"): ("v1", "Role", True, False),
+    ("rbac.authorization.k8s.io", "rolebindings"): ("v1", "RoleBinding", True, False),
 }
 NOT_JOB_OBJECTS = (
     "namespaces",
@@ -66,6 +68,8 @@ NOT_JOB_OBJECTS = (
     "priorityclasses",
     "localqueues",
     "persistentvolumeclaims",  # storage the cluster has, not a job's object
+    "roles",
+    "rolebindings",
 )
 # The default ClusterRole system:basic-user, bound to every authenticated user on a real cluster.
 BASIC_USER_RULES = [
@@ -75,6 +79,8 @@ BASIC_USER_RULES = [
         "verbs": ["create"],
     }
 ]
+# The User-Agent of a test's own client: its requests are logged as not the backend's (granted_by test-client)
+TEST_CLIENT_AGENT = "tfk8s-test-client"
 SINGULAR = {"pods": "pod", "services": "service", "configmaps": "configmap", "events": "event"}
 
 
@@ -561,6 +567,15 @@ class ApiServer:
         # Kueue's visibility API (visibility.kueue.x-k8s.io/v1beta1 localqueues/pendingworkloads): a callable
         # (namespace, localqueue, query) -> PendingWorkloadsSummary, set by tests/k8s/kueue.py's TestKueue
         self.visibility = None
+        # ServiceAccount tokens (TokenRequest: POST .../serviceaccounts/{name}/token) -> (namespace, name): a
+        # request bearing one is authorized by the Roles bound to that ServiceAccount (RoleBindings), alone
+        self.tokens: dict[str, tuple[str, str]] = {}
+        # bearer tokens of an administrator (the tests' own reads and setup): kept out of the backend's
+        # requests in the log (granted_by "cluster-admin"), always allowed
+        self.admin_tokens: set[str] = set()
+        self._caller = (
+            threading.local()
+        )  # the bearer token (and User-Agent) of the request this thread serves
         self.validate = validate  # check created objects against the real schemas (422 when invalid)
         self.watch_versions: list[str | None] = []  # the resourceVersion of every watch request
         self.gone_sent = 0  # watches answered with 410 Gone
@@ -704,7 +719,37 @@ class ApiServer:
             return "clusterrole"
         return None
 
+    def _bearer(self) -> str | None:
+        return getattr(self._caller, "token", None)
+
+    def service_account_rules(self, token: str, namespace: str | None) -> list[dict]:
+        """The rules of the Roles bound to the token's ServiceAccount in ``namespace`` (RoleBindings)."""
+        sa_ns, sa = self.tokens[token]
+        rules: list[dict] = []
+        if namespace is None:
+            return rules
+        for binding in self.store.list("rbac.authorization.k8s.io", "rolebindings", namespace)[0]:
+            subjects = binding.get("subjects") or []
+            if not any(
+                s.get("kind") == "ServiceAccount"
+                and s.get("name") == sa
+                and s.get("namespace", namespace) == sa_ns
+                for s in subjects
+            ):
+                continue
+            ref = binding.get("roleRef") or {}
+            role = self.store.get("rbac.authorization.k8s.io", "roles", namespace, ref.get("name", ""))
+            if ref.get("kind") == "Role" and role:
+                rules.extend(role.get("rules") or [])
+        return rules
+
     def allowed(self, req: dict) -> bool:
+        token = self._bearer()
+        if token in self.admin_tokens:
+            return True
+        if token in self.tokens:
+            rules = self.service_account_rules(token, req.get("namespace"))
+            return _rules_allow(rules, req) or _rules_allow(BASIC_USER_RULES, req)
         if self.rules is None:
             return True
         return any(_rules_allow(r, req) for r in (self.rules, BASIC_USER_RULES, self.cluster_rules))
@@ -811,7 +856,9 @@ class ApiServer:
     def log_request(self, req: dict, status: int) -> None:
         entry = {k: req.get(k) for k in ("verb", "group", "resource", "subresource", "namespace", "name")}
         entry["status"] = status
-        by = self.granted_by(req)
+        by = "cluster-admin" if self._bearer() in self.admin_tokens else self.granted_by(req)
+        if (getattr(self._caller, "agent", None) or "").startswith(TEST_CLIENT_AGENT):
+            by = "test-client"  # a test's own request (e.g. a probe that must be refused), not the backend's
         if by:
             entry["granted_by"] = by  # not the Role: the least-privilege comparison leaves it out
         with self._lock:
@@ -958,6 +1005,9 @@ class _Handler(BaseHTTPRequestHandler):
         query = parse_qs(url.query)
         req = self._route(method, url.path, query)
         self.req = req
+        auth = self.headers.get("Authorization") or ""
+        self.api._caller.token = auth[7:] if auth.startswith("Bearer ") else None
+        self.api._caller.agent = self.headers.get("User-Agent")
         if req is None:
             return self._discovery(url.path, method)
         api = self.api
@@ -993,6 +1043,15 @@ class _Handler(BaseHTTPRequestHandler):
                 ):
                     status = 201
                     self._send_json(201, api.review(self._body() or {}))
+                    return
+                if (req["group"], req["resource"], req["subresource"], req["verb"]) == (
+                    "",
+                    "serviceaccounts",
+                    "token",
+                    "create",
+                ):
+                    status = 201
+                    self._send_json(201, self._token_request(req))
                     return
                 if req["group"] == "visibility.kueue.x-k8s.io" and api.visibility is not None:
                     if (req["resource"], req["subresource"], req["verb"]) != (
@@ -1032,6 +1091,25 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             if not self.logged:
                 api.log_request(req, status)
+
+    def _token_request(self, req: dict) -> dict:
+        """A TokenRequest for a ServiceAccount: a new bearer token authorized by its RoleBindings."""
+        ns, name = req["namespace"], req["name"]
+        if self.api.store.get("", "serviceaccounts", ns, name) is None:
+            raise ApiError(
+                404, f'serviceaccounts "{name}" not found', details={"name": name, "kind": "serviceaccounts"}
+            )
+        token = f"sa-{uuid.uuid4().hex}"
+        self.api.tokens[token] = (ns, name)
+        body = self._body() or {}
+        seconds = int((body.get("spec") or {}).get("expirationSeconds") or 3600)
+        return {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "metadata": {"name": name, "namespace": ns, "creationTimestamp": now_rfc3339()},
+            "spec": {**(body.get("spec") or {}), "expirationSeconds": seconds},
+            "status": {"token": token, "expirationTimestamp": now_rfc3339(time.time() + seconds)},
+        }
 
     def _discovery(self, path: str, method: str) -> None:
         api = self.api

@@ -90,3 +90,61 @@ def make_cluster(apiserver, tmp_path):
     yield make
     for c in made:
         c.stop()
+
+
+# The Kubernetes end-to-end scenarios (test_e2e_cluster.py): one scenario, two targets ------------------
+_E2E_RESULTS: list[tuple[str, str, float]] = []
+_E2E_TARGET: dict[str, str] = {}
+
+
+@pytest.fixture
+def e2e_target(request, tmp_path, monkeypatch):
+    """Where the end-to-end scenarios run: the cluster of ``TFK8S_E2E_KUBECONFIG`` (``make e2e-cluster``),
+    or else the in-repo test API server with a test kubelet running the real runner (``make test``)."""
+    from e2e_target import ENV_IMAGE, ENV_KUBECONFIG, ENV_NAMESPACE, ClusterTarget, InRepoTarget
+
+    from tfk8s_jupyter.config import TFK8s, set_current_config
+
+    kubeconfig = os.environ.get(ENV_KUBECONFIG)
+    if kubeconfig:
+        target = ClusterTarget(
+            Path(kubeconfig), os.environ.get(ENV_IMAGE) or None, os.environ.get(ENV_NAMESPACE) or None
+        )
+        monkeypatch.setenv("KUBECONFIG", kubeconfig)
+        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+        set_current_config(TFK8s(image=target.image) if target.image else TFK8s())
+    else:
+        request.getfixturevalue("kubeconfig")
+        server = request.getfixturevalue("apiserver")
+        kubelet = request.getfixturevalue("make_cluster")()  # the real runner, as shipped in the ConfigMap
+        target = InRepoTarget(server, kubelet, tmp_path)
+    _E2E_TARGET["name"] = target.name
+    yield target
+    target.close()
+    set_current_config(TFK8s())
+
+
+def pytest_runtest_logreport(report):
+    if "test_e2e_cluster.py::" not in report.nodeid:
+        return
+    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+        name = report.nodeid.split("::")[-1].removeprefix("test_").replace("_", " ")
+        outcome = "error" if report.when == "setup" and report.failed else report.outcome
+        _E2E_RESULTS.append((name, outcome, report.duration))
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The scenarios' table: what ran where, and how it ended."""
+    if not _E2E_RESULTS:
+        return
+    tr = terminalreporter
+    tr.write_sep("=", "tfk8s Kubernetes end-to-end scenarios")
+    tr.write_line(f"target: {_E2E_TARGET.get('name', '?')}")
+    width = max(len(n) for n, _, _ in _E2E_RESULTS)
+    tr.write_line(f"{'scenario':<{width}}  {'result':<7}  seconds")
+    for name, outcome, seconds in _E2E_RESULTS:
+        tr.write_line(f"{name:<{width}}  {outcome:<7}  {seconds:7.1f}")
+    counts = {
+        o: sum(1 for _, x, _ in _E2E_RESULTS if x == o) for o in ("passed", "failed", "error", "skipped")
+    }
+    tr.write_line(", ".join(f"{n} {o}" for o, n in counts.items() if n) or "nothing ran")
