@@ -240,3 +240,19 @@ def test_a_submission_naming_a_queue_that_does_not_exist_is_refused(cluster, mon
     ):
         tk.submit("STEPS = 1", workers=1, backend="kubernetes", flavor="native", name="pf-q", queue="team-a")
     assert cluster.objects(namespace="default") == []
+
+
+def test_a_submission_naming_a_priority_class_that_does_not_exist_is_refused(cluster, monkeypatch):
+    monkeypatch.setattr(api_module, "_preflight_passed", set())
+    cluster.grant_cluster_rules(PRIORITY_READER)
+    with pytest.raises(pf.PreflightFailed, match="PriorityClass batch-low does not exist") as err:
+        tk.submit(
+            "STEPS = 1",
+            workers=1,
+            backend="kubernetes",
+            flavor="native",
+            name="pf-pc",
+            priority_class="batch-low",
+        )
+    assert "--priority-class" in str(err.value), err.value
+    assert cluster.objects(namespace="default") == []  # refused before anything was created
