@@ -60,10 +60,10 @@ class QueueState:
 
 _lock = threading.Lock()
 _apis: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # Cluster -> (time, {group: version})
-_access: dict[
-    tuple[int, str], tuple[float, bool, bool]
-] = {}  # (id(cluster), ns) -> (time, workloads, pending)
-_answers: dict[tuple[int, str, str], tuple[float, QueueState]] = {}
+# Cluster -> {namespace: (time, may list workloads, may get pendingworkloads)}
+_access: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# Cluster -> {(namespace, job): (time, state)}; entries older than ANSWER_TTL dropped as new ones come
+_answers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def served_versions(cluster: Cluster) -> dict[str, str]:
@@ -90,15 +90,14 @@ def _allowed(cluster: Cluster, namespace: str) -> tuple[bool, bool]:
     """(may list Workloads, may get the LocalQueue's pending workloads) in ``namespace``: two reviews."""
     from .preflight import can
 
-    key = (id(cluster), namespace)
     with _lock:
-        cached = _access.get(key)
+        cached = _access.get(cluster, {}).get(namespace)
     if cached and time.monotonic() - cached[0] < DISCOVERY_TTL:
         return cached[1], cached[2]
     workloads = can(cluster, "list", KUEUE_GROUP, "workloads", namespace)
     pending = can(cluster, "get", VISIBILITY_GROUP, "localqueues", namespace, sub="pendingworkloads")
     with _lock:
-        _access[key] = (time.monotonic(), workloads, pending)
+        _access.setdefault(cluster, {})[namespace] = (time.monotonic(), workloads, pending)
     return workloads, pending
 
 
@@ -208,9 +207,9 @@ def describe(job, status, jobs: list[dict] | None, tfjob: dict | None):
     """
     if status.phase != QUEUED or not job.spec.queue:
         return status
-    key = (id(job.cluster), job.namespace, job.spec.name)
+    key = (job.namespace, job.spec.name)
     with _lock:
-        cached = _answers.get(key)
+        cached = _answers.get(job.cluster, {}).get(key)
     if cached and time.monotonic() - cached[0] < ANSWER_TTL:
         state = cached[1]
     else:
@@ -220,7 +219,11 @@ def describe(job, status, jobs: list[dict] | None, tfjob: dict | None):
         except TFK8sError:
             state = None
         with _lock:
-            _answers[key] = (time.monotonic(), state)
+            answers = _answers.setdefault(job.cluster, {})
+            now = time.monotonic()
+            for old in [k for k, (t, _) in answers.items() if now - t >= ANSWER_TTL]:
+                del answers[old]
+            answers[key] = (now, state)
     if state is not None and state.admitted:
         status.phase = PENDING
         status.message = f"admitted by Kueue from queue {job.spec.queue}; its pods are starting."
