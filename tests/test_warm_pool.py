@@ -76,6 +76,8 @@ def test_the_next_job_of_the_shape_runs_on_the_pool_that_refilled_after_the_firs
     events = second.events()
     assert any(e.get("type") == "metric" for e in events)
     assert next(e for e in events if e.get("type") == "start")["pid"] in pool_pids
+    # the assignment (it holds the job's protocol key) is read and removed by the pool process at once
+    assert not list((tfk8s_home / ".warm-pool" / "slots").glob("*/assignment.json"))
 
 
 def test_an_assignment_with_another_environment_is_not_served_warm(tfk8s_home):

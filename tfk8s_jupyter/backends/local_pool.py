@@ -150,7 +150,7 @@ def claim_replica(
         markers = sorted(n for n in os.listdir(pool / "idle") if n.startswith(key + "."))
     except OSError:
         return None
-    assignment = {
+    assignment = {  # a 0600 file, read and removed by the pool process at once
         "env": dict(env),
         "cwd": cwd,
         "log": str(log),
@@ -396,7 +396,7 @@ def list_pool(root: str | os.PathLike) -> list[dict]:
         if alive and (slot / "accepted").exists():
             state = "claimed"
             try:
-                env = json.loads((slot / "assignment.json").read_text())["env"]
+                env = json.loads((slot / "job.json").read_text())
                 job = f"{env.get('TFK8S_JOB')} {env.get('TFK8S_ROLE')}-{env.get('TFK8S_INDEX')}"
             except (OSError, ValueError, KeyError):
                 pass

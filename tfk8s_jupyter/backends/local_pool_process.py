@@ -73,7 +73,14 @@ def wait_for_assignment(slot: Path, marker: Path, fifo_fd: int, idle: float) -> 
             except BlockingIOError:
                 continue
             if b"go" in data:
-                return json.loads((slot / "assignment.json").read_text())
+                path = slot / "assignment.json"
+                assignment = json.loads(path.read_text())
+                path.unlink()  # it holds the job's protocol key and secret env: in this process only now
+                env = assignment.get("env", {})
+                _write_json(
+                    slot / "job.json", {k: env.get(k) for k in ("TFK8S_JOB", "TFK8S_ROLE", "TFK8S_INDEX")}
+                )
+                return assignment
             continue
         if stdin in readable:
             if os.read(stdin, 64):
