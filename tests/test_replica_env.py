@@ -107,7 +107,7 @@ def _local_env(spec, replica: str, tmp_path, base: dict | None = None) -> dict[s
 
 
 def _k8s_env(spec, role: str, index: int, flavor: str = "native") -> dict[str, str]:
-    env = {e["name"]: e["value"] for e in container_env(spec, role, "team-a", flavor)}
+    env = {e["name"]: e.get("value") for e in container_env(spec, role, "team-a", flavor)}
     env["JOB_COMPLETION_INDEX"] = str(index)  # what the Indexed Job controller adds
     return env
 

@@ -65,7 +65,7 @@ def start_job(users: Users, owner: str = "alice", name: str = JOB) -> None:
 def assert_untouched(server, users: Users, owner: str = "alice", name: str = JOB) -> None:
     """The job still runs with all its objects, as its owner sees it."""
     kinds = sorted(o["kind"] for o in server.objects(namespace=sc.NAMESPACE) if o["kind"] != "Pod")
-    assert kinds == ["ConfigMap", "Job", "Service"], kinds
+    assert kinds == ["ConfigMap", "Job", "Secret", "Service"], kinds
     users.be(owner)
     assert api.attach(name, backend="kubernetes").status.phase == "running"
 
@@ -223,3 +223,48 @@ async def test_bob_cannot_act_on_alices_job_through_the_rest_api(alice_job, user
     code, body = await fetch(jp_fetch, *parts, **kwargs)
     assert code in (403, 404), (code, body)
     assert_untouched(alice_job, users)
+
+
+# The shared token itself, under the Role ------------------------------------------------------------
+def test_with_the_shared_token_bob_can_neither_rewrite_alices_job_nor_read_its_key(tmp_path, monkeypatch):
+    """What the package refuses is one thing; what the Role allows anyone holding the shared token is
+    another. Under the Role, bob's own kubernetes client cannot patch or replace alice's parent ConfigMap (her
+    code and pickled values, mounted by her pods at each restart) nor read her job's protocol-key Secret."""
+    from deploytools import OVERLAYS, find_object, render_overlay
+    from kubernetes import client as k8s
+    from kubernetes import config as k8s_config
+    from kubernetes.client.exceptions import ApiException
+
+    rules = find_object(render_overlay(OVERLAYS / "shared-namespace"), "Role", "tfk8s-jobs")["rules"]
+    monkeypatch.setenv("JUPYTERHUB_USER", "alice")
+    monkeypatch.setenv("TFK8S_HOME", str(tmp_path / "home-alice"))
+    with sc.test_cluster(tmp_path, rules=rules) as (server, _, kubeconfig):
+        alice = sc.backend_for(kubeconfig)
+        sc.submit(alice, JOB, code=sc.LONG, workers=1)
+        assert sc.wait_running(alice, JOB).phase == "running"
+        core = k8s.CoreV1Api(k8s_config.new_client_from_config(str(kubeconfig)))
+        payload = core.read_namespaced_config_map(JOB, sc.NAMESPACE).data["payload.json"]
+        forged = {"data": {"payload.json": json.dumps({"code": "print('bob was here')"})}}
+        refused = []
+        for attempt in (
+            lambda: core.patch_namespaced_config_map(JOB, sc.NAMESPACE, forged),
+            lambda: core.replace_namespaced_config_map(
+                JOB, sc.NAMESPACE, {**core.read_namespaced_config_map(JOB, sc.NAMESPACE).to_dict(), **forged}
+            ),
+            lambda: core.read_namespaced_secret(f"{JOB}-protocol", sc.NAMESPACE),
+            lambda: core.list_namespaced_secret(sc.NAMESPACE),
+        ):
+            with pytest.raises(ApiException) as err:
+                attempt()
+            refused.append(err.value.status)
+        assert refused == [403, 403, 403, 403]
+        assert core.read_namespaced_config_map(JOB, sc.NAMESPACE).data["payload.json"] == payload
+        # the key is in neither the pod spec nor the parent ConfigMap, both readable by bob
+        key = json.loads((alice.record(JOB).dir / "spec.json").read_text())["protocol_key"]
+        assert key
+        pods = core.list_namespaced_pod(sc.NAMESPACE).to_dict()
+        parent = core.read_namespaced_config_map(JOB, sc.NAMESPACE).to_dict()
+        assert key not in json.dumps(pods, default=str) and key not in json.dumps(parent, default=str)
+        alice.stop(JOB)
+        alice.delete(JOB)
+        assert server.objects(namespace=sc.NAMESPACE) == []

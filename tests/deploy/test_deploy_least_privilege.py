@@ -135,7 +135,11 @@ def test_the_role_is_plain_and_namespaced():
         assert set(rule) == {"apiGroups", "resources", "verbs"}, f"unexpected fields in {rule}"
         for key in ("apiGroups", "resources", "verbs"):
             assert "*" not in rule[key]
-        assert not {"secrets", "serviceaccounts", "roles", "rolebindings"} & set(rule["resources"])
+        assert not {"serviceaccounts", "roles", "rolebindings"} & set(rule["resources"])
+        # nothing another user of the namespace also reaches can be rewritten: no patch, no update at all
+        assert not {"patch", "update"} & set(rule["verbs"]), f"{rule} lets one user rewrite another's objects"
+        if "secrets" in rule["resources"]:  # the job's protocol-key Secret: made and removed, never read
+            assert rule["resources"] == ["secrets"] and sorted(rule["verbs"]) == ["create", "delete"], rule
     # API discovery (flavor auto) is no resource request: the default system:discovery ClusterRole allows it
     # to every authenticated user, so the Role carries no nonResourceURLs (a Role cannot hold them anyway).
 
@@ -150,12 +154,17 @@ VERBS = {
     "delete": "delete",
 }
 RESOURCES = {"config_map": ("", "configmaps"), "service": ("", "services"), "job": ("batch", "jobs")}
+RESOURCES |= {"secret": ("", "secrets")}
 RESOURCES |= {"pod": ("", "pods"), "event": ("", "events"), "custom_object": ("kubeflow.org", "tfjobs")}
 RESOURCES |= {"persistent_volume_claim": ("", "persistentvolumeclaims"), "limit_range": ("", "limitranges")}
 
 
 # Reads the preflight makes only after a SelfSubjectAccessReview says they are allowed; the Role lacks them.
-PREFLIGHT_OPTIONAL = {"list_namespaced_resource_quota": "preflight.py"}
+# Kueue's Workloads (queue.py) likewise, only after an access review allows listing them.
+PREFLIGHT_OPTIONAL = {
+    "list_namespaced_resource_quota": "preflight.py",
+    "list_namespaced_custom_object": "queue.py",
+}
 
 
 def test_every_api_call_in_the_backend_code_is_granted():
@@ -191,12 +200,30 @@ def test_the_whole_kubernetes_suite_uses_nothing_the_role_lacks(request):
     assert entries, "no request of the backend was recorded"
     missing, _ = compare(role_rules(), entries)
     assert not missing, "\n".join(missing)
+    # shared mode's promise: the backend never patches nor updates anything (another user's job included)
+    rewrites = sorted(
+        {
+            f"{e['verb']} {e['resource']} during {e.get('test') or '?'}"
+            for e in entries
+            if e["verb"] in ("patch", "update")
+        }
+    )
+    assert not rewrites, "the backend rewrote objects other users also reach: " + "; ".join(rewrites)
+    # and it never reads a Secret (the notebook keeps each job's protocol key in its own record)
+    reads = sorted(
+        {
+            f"{e['verb']} secrets during {e.get('test') or '?'}"
+            for e in entries
+            if e["resource"] == "secrets" and e["verb"] not in ("create", "delete")
+        }
+    )
+    assert not reads, "; ".join(reads)
 
 
 # Bad input: a rule removed ------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "perm",
-    [("batch", "jobs", None, "create"), ("", "pods", "log", "get"), ("", "configmaps", None, "patch")],
+    [("batch", "jobs", None, "create"), ("", "pods", "log", "get"), ("", "secrets", None, "create")],
     ids=lambda p: format_permission(p),
 )
 def test_a_removed_rule_is_named_with_the_call_that_needs_it(used, perm):
@@ -215,9 +242,10 @@ def test_with_the_role_enforced_the_backend_works_end_to_end(tmp_path, monkeypat
 
 CASES = {
     "submit": (("batch", "jobs", None, "create"), "create", "jobs"),
+    "submit (protocol key)": (("", "secrets", None, "create"), "create", "secrets"),
     "list": (("", "configmaps", None, "list"), "list", "configmaps"),
     "logs": (("", "pods", "log", "get"), "get", "pods/log"),
-    "stop": (("", "configmaps", None, "patch"), "patch", "configmaps"),
+    "stop": (("batch", "jobs", None, "delete"), "delete", "jobs"),
     "delete": (("", "configmaps", None, "delete"), "delete", "configmaps"),
 }
 
@@ -229,7 +257,7 @@ def test_a_missing_rule_gives_a_403_diagnostic_naming_it(tmp_path, monkeypatch, 
     with sc.test_cluster(tmp_path, rules=rules_without(role_rules(), perm)) as (server, _, kc):
         b = sc.backend_for(kc)
         with pytest.raises(Forbidden) as err:
-            if operation == "submit":
+            if operation.startswith("submit"):
                 sc.submit(b, "lp-403", ps=1, workers=1)
             else:
                 sc.submit(b, "lp-403", code=sc.LONG, workers=1)
@@ -245,7 +273,7 @@ def test_a_missing_rule_gives_a_403_diagnostic_naming_it(tmp_path, monkeypatch, 
         message = str(err.value)
         assert f"{verb} {resource}" in message and sc.NAMESPACE in message, message
         assert "deploy/" in message, message  # points the operator at the Role
-        if operation == "submit":
+        if operation.startswith("submit"):
             assert server.objects(namespace=sc.NAMESPACE) == [], "a refused submission left objects behind"
         elif operation != "delete":
             server.enforce_rules(None)

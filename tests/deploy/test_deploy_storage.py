@@ -115,7 +115,7 @@ def test_job_pods_with_the_default_mount_the_claim_and_validate(merged):
         assert {"name": "tfk8s-storage", "persistentVolumeClaim": {"claimName": "tfk8s-results"}} in pod[
             "volumes"
         ]
-        env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+        env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
         assert env["TFK8S_ARTIFACTS"] == f"{STORAGE_MOUNT}/runs/mnist"
 
 

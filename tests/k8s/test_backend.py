@@ -70,7 +70,7 @@ def test_ps_job_runs_to_success_through_the_kubernetes_path(apiserver, standin_c
     # ps and workers are gone from the cluster, and every log was captured first
     pods = apiserver.objects("pods")
     assert [p["metadata"]["labels"]["tfk8s.io/role"] for p in pods] == ["chief"]
-    assert {o["kind"] for o in apiserver.objects()} == {"ConfigMap", "Service", "Job", "Pod"}
+    assert {o["kind"] for o in apiserver.objects()} == {"ConfigMap", "Secret", "Service", "Job", "Pod"}
     for replica in ("ps-0", "worker-0", "worker-1"):
         assert "listening on" in backend.logs("job1", replica)
     assert '"type":"end"' in backend.logs("job1", "chief-0")
@@ -92,19 +92,20 @@ def test_submission_costs_api_calls_per_role_not_per_replica(apiserver, backend)
     submit(backend, spec)
     assert [(r["resource"], r["status"]) for r in creates(apiserver)] == [
         ("configmaps", 201),
+        ("secrets", 201),
         ("services", 201),
         ("jobs", 201),
         ("jobs", 201),
         ("jobs", 201),
     ]
-    assert len(apiserver.request_log) == 5
+    assert len(apiserver.request_log) == 6
 
 
-def test_a_403_at_the_third_create_leaves_zero_objects(apiserver, backend):
-    apiserver.fail(403, verb="create", resource="jobs", skip=0)  # jobs are the 3rd create
+def test_a_403_at_the_fourth_create_leaves_zero_objects(apiserver, backend):
+    apiserver.fail(403, verb="create", resource="jobs", skip=0)  # jobs are the 4th create
     with pytest.raises(Forbidden) as err:
         submit(backend, spec_of())
-    assert [r["status"] for r in creates(apiserver)] == [201, 201, 403]
+    assert [r["status"] for r in creates(apiserver)] == [201, 201, 201, 403]
     assert apiserver.count() == 0
     assert "may not create jobs in namespace default" in str(err.value)
     assert isinstance(err.value.__cause__, Exception) and err.value.__cause__.status == 403
@@ -115,12 +116,18 @@ def test_a_500_on_the_last_create_also_leaves_nothing(apiserver, backend):
     apiserver.fail(500, verb="create", resource="jobs", skip=2)
     with pytest.raises(BackendUnavailable, match="answered 500"):
         submit(backend, spec_of())
-    assert len(creates(apiserver)) == 5 and apiserver.count() == 0
+    assert len(creates(apiserver)) == 6 and apiserver.count() == 0
 
 
 def test_rbac_denial_names_verb_resource_namespace_and_account(apiserver, backend):
     apiserver.enforce_rules(
-        [{"apiGroups": [""], "resources": ["configmaps", "services"], "verbs": ["create", "delete"]}]
+        [
+            {
+                "apiGroups": [""],
+                "resources": ["configmaps", "secrets", "services"],
+                "verbs": ["create", "delete"],
+            }
+        ]
     )
     with pytest.raises(Forbidden) as err:
         submit(backend, spec_of())
@@ -135,7 +142,7 @@ def test_a_name_in_use_is_a_conflict(apiserver, backend):
     submit(backend, spec_of())
     with pytest.raises(JobConflict, match="exists already in namespace default"):
         submit(backend, spec_of())
-    assert apiserver.count() == 5  # the first job is untouched
+    assert apiserver.count() == 6  # the first job is untouched
 
 
 def test_a_missing_namespace_says_so(apiserver, backend):
@@ -231,7 +238,7 @@ def test_api_discovery_picks_the_flavor(apiserver, backend):
     status = submit(fresh, spec_of(flavor="auto"))
     assert status.flavor == "tfjob"
     kinds = [o["kind"] for o in apiserver.objects()]
-    assert sorted(kinds) == ["ConfigMap", "TFJob"]
+    assert sorted(kinds) == ["ConfigMap", "Secret", "TFJob"]
     tfjob = apiserver.objects("tfjobs")[0]
     assert tfjob["metadata"]["ownerReferences"][0]["kind"] == "ConfigMap"
     discovery = [r for r in apiserver.request_log if r["resource"] == "tfjobs"]
@@ -521,7 +528,11 @@ def test_follow_logs_streams_a_replica_until_it_ends(apiserver, standin_cluster,
 
 def test_a_service_account_without_pods_log_sees_why_metrics_are_missing(apiserver, standin_cluster, backend):
     rules = [
-        {"apiGroups": [""], "resources": ["configmaps", "services", "pods", "events"], "verbs": ["*"]},
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps", "secrets", "services", "pods", "events"],
+            "verbs": ["*"],
+        },
         {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["*"]},
     ]
     apiserver.enforce_rules(rules)  # everything but pods/log
@@ -559,7 +570,7 @@ def test_another_users_job_is_not_found_and_never_adopted(apiserver, kubeconfig,
     assert not (tmp_path / "other" / "shared").exists()
     assert [s.name for s in other.list(owner=None)] == ["shared"]  # everyone's, read-only
     assert not (tmp_path / "other" / "shared").exists()
-    assert apiserver.count() == 5
+    assert apiserver.count() == 6
     monkeypatch.setenv("JUPYTERHUB_USER", "alice@example.org")
     assert [s.name for s in alice.list(owner="alice@example.org")] == ["shared"]
 
@@ -592,7 +603,10 @@ def test_tfjob_flavor_runs_to_success_through_the_operator_pods(apiserver, stand
     # when the chief reports the end, which usually (not always) wins that race
     services = [o for o in apiserver.objects("services")]
     assert len(services) == 4  # the operator's Service per replica; the client created none
-    assert [r["resource"] for r in creates(apiserver)] == ["configmaps", "tfjobs"]
+    # the parent, the protocol key's Secret, the TFJob; at the end the outcome ConfigMap (never a patch)
+    assert [r["resource"] for r in creates(apiserver)] == ["configmaps", "secrets", "tfjobs", "configmaps"]
+    assert apiserver.store.get("", "configmaps", "default", "job1-outcome") is not None
+    assert not [r for r in apiserver.request_log if r["verb"] in ("patch", "update")]
 
 
 def test_rejected_credentials_say_to_log_in_again(apiserver, backend):
@@ -602,7 +616,7 @@ def test_rejected_credentials_say_to_log_in_again(apiserver, backend):
 
 
 def test_a_slow_api_server_still_gets_the_job_submitted(apiserver, backend):
-    apiserver.delay(0.5, verb="create", times=5)
+    apiserver.delay(0.5, verb="create", times=6)
     t = time.monotonic()
     submit(backend, spec_of())
-    assert time.monotonic() - t >= 2.5 and apiserver.count() == 5
+    assert time.monotonic() - t >= 3.0 and apiserver.count() == 6

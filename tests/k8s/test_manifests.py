@@ -3,6 +3,7 @@ Security, GPUs only where they belong, stable DNS, labels, and a runner that bui
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -70,14 +71,14 @@ def containers(obj: dict) -> list[tuple[str, dict, dict]]:
 
 
 def env_of(container: dict) -> dict[str, str]:
-    return {e["name"]: e["value"] for e in container["env"]}
+    return {e["name"]: e.get("value") for e in container["env"]}
 
 
 @pytest.mark.parametrize("spec", [ps_spec(), mwms_spec(), ps_spec(gpus=0, cpu=None, memory=None)])
 def test_every_native_object_passes_strict_validation(spec):
     objs = render_manifests(spec, Payload(code=spec.code))
-    assert [o["kind"] for o in objs][:2] == ["ConfigMap", "Service"]
-    assert [o["metadata"]["name"] for o in objs[2:]] == [f"{spec.name}-{r.role}" for r in spec.replicas]
+    assert [o["kind"] for o in objs][:3] == ["ConfigMap", "Secret", "Service"]
+    assert [o["metadata"]["name"] for o in objs[3:]] == [f"{spec.name}-{r.role}" for r in spec.replicas]
     for obj in objs:
         validate_core(obj)
 
@@ -94,8 +95,9 @@ def test_owner_references_validate_once_the_parent_exists():
 
 @pytest.mark.parametrize("spec", [ps_spec(), mwms_spec()])
 def test_tfjob_passes_the_upstream_crd_schema(spec):
-    cm, tfjob = render_manifests(spec, flavor="tfjob")
+    cm, secret, tfjob = render_manifests(spec, flavor="tfjob")
     validate_core(cm)
+    validate_core(secret)
     jsonschema.validate(tfjob, TFJOB_SCHEMA)
     assert tfjob["spec"]["runPolicy"]["cleanPodPolicy"] == "Running"
     assert tfjob["spec"]["runPolicy"]["backoffLimit"] == spec.max_restarts
@@ -111,14 +113,14 @@ def test_tfjob_passes_the_upstream_crd_schema(spec):
 
 
 def test_an_invalid_tfjob_is_caught_by_the_crd_schema():
-    _, tfjob = render_manifests(ps_spec(), flavor="tfjob")
+    *_, tfjob = render_manifests(ps_spec(), flavor="tfjob")
     tfjob["spec"]["tfReplicaSpecs"]["Worker"]["replicas"] = "three"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(tfjob, TFJOB_SCHEMA)
 
 
 def test_strict_validation_catches_an_unknown_field():
-    job = render_manifests(ps_spec())[2]
+    job = render_manifests(ps_spec())[3]
     job["spec"]["template"]["spec"]["containers"][0]["gpuCount"] = 1
     with pytest.raises(kubernetes_validate.ValidationError):
         validate_core(job)
@@ -190,9 +192,9 @@ def test_native_dns_names_and_the_runner_builds_tf_config_from_them():
 
     spec = ps_spec()
     objs = render_manifests(spec, namespace="ml")
-    svc = objs[1]
+    svc = objs[2]
     assert svc["spec"]["clusterIP"] == "None" and svc["spec"]["publishNotReadyAddresses"] is True
-    for job in objs[2:]:
+    for job in objs[3:]:
         role = job["metadata"]["labels"]["tfk8s.io/role"]
         pod = job["spec"]["template"]["spec"]
         assert pod["subdomain"] == svc["metadata"]["name"]
@@ -214,7 +216,7 @@ def test_native_dns_names_and_the_runner_builds_tf_config_from_them():
 
 def test_ttl_backoff_and_restart_policy_of_native_jobs():
     spec = ps_spec(max_restarts=2, ttl_seconds_after_finished=600)
-    for job in render_manifests(spec)[2:]:
+    for job in render_manifests(spec)[3:]:
         assert job["spec"]["ttlSecondsAfterFinished"] == 600
         assert job["spec"]["backoffLimit"] == 2 * job["spec"]["completions"]
         assert job["spec"]["template"]["spec"]["restartPolicy"] == "OnFailure"
@@ -266,6 +268,7 @@ def test_dry_run_yaml_parses_back_to_the_same_objects_and_validates():
                 validate_core(d)
     assert [d["kind"] for d in yaml.safe_load_all(manifests_yaml(render_manifests(spec, flavor="auto")))] == [
         "ConfigMap",
+        "Secret",
         "Service",
         "Job",
         "Job",
@@ -312,14 +315,65 @@ def test_deadline_priority_class_queue_and_service_account(flavor):
 
 
 @pytest.mark.parametrize("flavor", ["native", "tfjob"])
-def test_pods_get_the_runner_and_payload_but_not_the_spec_with_the_protocol_key(flavor):
-    """spec.json holds the job's protocol key: a cell reading its own files cannot forge protocol lines."""
+def test_the_protocol_key_is_in_the_jobs_secret_only_never_in_the_pod_spec_or_the_parent(flavor):
+    """The job's protocol key lives in its own Secret <job>-protocol; the pods read it with secretKeyRef,
+    and neither the pod spec nor the parent ConfigMap (readable by the whole namespace) shows it."""
     spec = mwms_spec(flavor=flavor)
     objects = render_manifests(spec, Payload(code=spec.code))
-    assert json.loads(objects[0]["data"]["spec.json"])["protocol_key"] == spec.protocol_key
+    assert spec.protocol_key
+    (secret,) = [o for o in objects if o["kind"] == "Secret"]
+    validate_core(secret)
+    assert secret["metadata"]["name"] == f"{spec.name}-protocol"
+    assert base64.b64decode(secret["data"]["protocol-key"]).decode() == spec.protocol_key
+    assert json.loads(objects[0]["data"]["spec.json"])["protocol_key"] == ""
+    for obj in objects:
+        if obj["kind"] != "Secret":
+            assert spec.protocol_key not in json.dumps(obj), f"the key is readable in the {obj['kind']}"
     pods = [p for obj in objects for p in containers(obj)]
     assert pods
-    for _, pod_spec, _ in pods:
+    for _, pod_spec, container in pods:
         (volume,) = [v for v in pod_spec["volumes"] if v.get("configMap", {}).get("name") == spec.name]
         projected = {i["key"] for i in volume["configMap"]["items"]}
         assert projected == {"payload.json", *RUNNER_FILES}
+        (entry,) = [e for e in container["env"] if e["name"] == "TFK8S_PROTOCOL_KEY"]
+        assert entry == {
+            "name": "TFK8S_PROTOCOL_KEY",
+            "valueFrom": {"secretKeyRef": {"name": f"{spec.name}-protocol", "key": "protocol-key"}},
+        }
+
+
+@pytest.mark.parametrize("flavor", ["native", "tfjob"])
+def test_secret_env_becomes_secret_key_refs_in_every_replica_and_no_value_anywhere(flavor):
+    spec = ps_spec(
+        secret_env={"WANDB_API_KEY": "wandb/api-key", "EXTRA": "extra/value"},
+        env={"EXTRA": "plain", "A": "1"},
+    )
+    objects = render_manifests(spec, flavor=flavor)
+    pods = [c for obj in objects for c in containers(obj)]
+    assert {role for role, _, _ in pods} == {"ps", "chief", "worker"}
+    for _, _, container in pods:
+        env = {e["name"]: e for e in container["env"]}
+        assert env["WANDB_API_KEY"] == {
+            "name": "WANDB_API_KEY",
+            "valueFrom": {"secretKeyRef": {"name": "wandb", "key": "api-key"}},
+        }
+        # a name in both: the Secret wins and the plain value is not stored in the pod spec
+        assert env["EXTRA"] == {
+            "name": "EXTRA",
+            "valueFrom": {"secretKeyRef": {"name": "extra", "key": "value"}},
+        }
+        assert env["A"] == {"name": "A", "value": "1"}
+        assert [e["name"] for e in container["env"]].count("EXTRA") == 1
+    for obj in objects:
+        if obj["kind"] == "TFJob":
+            jsonschema.validate(obj, TFJOB_SCHEMA)
+        else:
+            validate_core(obj)
+
+
+def test_secret_env_cannot_override_the_runner_contract():
+    spec = ps_spec(secret_env={"TFK8S_ROLE": "s/k"})
+    for obj in render_manifests(spec):
+        for role, _, container in containers(obj):
+            (entry,) = [e for e in container["env"] if e["name"] == "TFK8S_ROLE"]
+            assert entry == {"name": "TFK8S_ROLE", "value": role}

@@ -55,7 +55,7 @@ def pod_specs(objs):
             continue
         for t in templates:
             c = t["spec"]["containers"][0]
-            out.append((t["spec"], c, {e["name"]: e["value"] for e in c["env"]}))
+            out.append((t["spec"], c, {e["name"]: e.get("value") for e in c["env"]}))
     return out
 
 
@@ -349,7 +349,7 @@ def test_the_parent_configmap_goes_with_its_jobs_ttl(apiserver, standin_cluster,
     backend.submit(spec_of(name="lasting", ps=0, workers=1), Payload(code=QUICK))
     assert wait_done(backend, "brief").phase == "succeeded"
     assert wait_done(backend, "lasting").phase == "succeeded"
-    parent = apiserver.store.get("", "configmaps", "default", "brief")
+    parent = apiserver.store.get("", "configmaps", "default", "brief-outcome")  # the end, noted beside it
     assert ANNOTATION_FINISHED in parent["metadata"]["annotations"]
     # the TTL controller removes the finished Job; listing then removes its parent (and so the Service)
     deadline = time.monotonic() + 30

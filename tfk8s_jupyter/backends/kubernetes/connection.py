@@ -35,6 +35,7 @@ RESOURCE_NAMES = {
     "Service": "services",
     "Job": "jobs",
     "TFJob": "tfjobs",
+    "Secret": "secrets",
 }
 _NAMED_VERBS = ("get", "patch", "delete")  # the requests that name one object
 
@@ -143,16 +144,16 @@ class Cluster:
                 "get": core.read_namespaced_config_map,
                 "list": core.list_namespaced_config_map,
                 "create": core.create_namespaced_config_map,
-                "patch": core.patch_namespaced_config_map,
                 "delete": core.delete_namespaced_config_map,
             },
             "services": {"create": core.create_namespaced_service, "delete": core.delete_namespaced_service},
+            "secrets": {"create": core.create_namespaced_secret, "delete": core.delete_namespaced_secret},
             "jobs": {
                 "list": batch.list_namespaced_job,
                 "create": batch.create_namespaced_job,
                 "delete": batch.delete_namespaced_job,
             },
-            "pods": {"list": core.list_namespaced_pod},
+            "pods": {"list": core.list_namespaced_pod, "delete": core.delete_namespaced_pod},
             "persistentvolumeclaims": {"get": core.read_namespaced_persistent_volume_claim},
             "events": {"list": core.list_namespaced_event},
             "tfjobs": {

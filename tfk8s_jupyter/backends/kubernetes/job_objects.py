@@ -40,6 +40,54 @@ def owner_of(obj: dict) -> str | None:
     )
 
 
+OUTCOME_SUFFIX = "-outcome"
+
+
+def outcome_name(job_name: str) -> str:
+    """The ConfigMap ``<job>-outcome`` the backend creates when the job ends (its final phase, message and
+    end time as annotations): never a patch of the parent, which every user of a shared namespace reaches."""
+    return f"{job_name}{OUTCOME_SUFFIX}"
+
+
+def with_outcome(parent: dict, outcome: dict | None) -> dict:
+    """The parent as readers expect it: the outcome's annotations laid over its own (a copy)."""
+    if not outcome:
+        return parent
+    meta = dict(parent.get("metadata") or {})
+    meta["annotations"] = {
+        **(meta.get("annotations") or {}),
+        **((outcome.get("metadata") or {}).get("annotations") or {}),
+    }
+    return {**parent, "metadata": meta}
+
+
+def fold_outcomes(configmaps: list[dict]) -> list[dict]:
+    """A list of the jobs' ConfigMaps with each ``<job>-outcome`` folded into its parent (:func:`with_outcome`)
+    and left out of the list; an outcome whose parent is not listed is dropped."""
+    outcomes, rest = {}, []
+    for cm in configmaps:
+        meta = cm.get("metadata") or {}
+        job = (meta.get("labels") or {}).get(m.LABEL_JOB)
+        if job and meta.get("name") == outcome_name(job):
+            outcomes[job] = cm
+        else:
+            rest.append(cm)
+    return [with_outcome(cm, outcomes.get(cm["metadata"]["name"])) for cm in rest]
+
+
+def parent_of(job: JobRef) -> dict | None:
+    """The parent ConfigMap with its outcome folded in (:func:`with_outcome`); ``None`` when deleted."""
+    try:
+        parent = job.cluster.get("configmaps", job.namespace, job.name)
+    except JobNotFound:
+        return None
+    try:
+        outcome = job.cluster.get("configmaps", job.namespace, outcome_name(job.name))
+    except JobNotFound:
+        outcome = None
+    return with_outcome(parent, outcome)
+
+
 def job_pods(job: JobRef) -> list[dict]:
     """Every pod of the job (one list request)."""
     return job.cluster.items("pods", job.namespace, label_selector=m.job_selector(job.name))
@@ -66,10 +114,7 @@ def snapshot(job: JobRef) -> dict:
     out = {"pods": pods["items"], "pods_rv": pods["metadata"].get("resourceVersion")}
     out["jobs"], out["tfjob"] = owners(job)
     if not out["pods"] and not out["jobs"] and not out["tfjob"]:
-        try:
-            out["parent"] = job.cluster.get("configmaps", job.namespace, job.name)
-        except JobNotFound:
-            out["parent"] = None
+        out["parent"] = parent_of(job)
     return out
 
 

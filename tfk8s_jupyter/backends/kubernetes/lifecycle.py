@@ -1,6 +1,7 @@
 """The end of a job on the cluster: copy every replica's log into the record, give the other replicas a
 moment to end after a success, remove what still runs, and persist the final phase (in the record and, for
-clients that attach after the Jobs' TTL, on the parent ConfigMap, with when it ended).
+clients that attach after the Jobs' TTL, in the outcome ConfigMap ``<job>-outcome`` it creates beside the
+parent, with when it ended: created, never patched, so the Role needs no patch on ConfigMaps).
 
 The parent ConfigMap's retention (:func:`parent_expired`): once the job's Jobs and pods are gone and its
 ``ttlSecondsAfterFinished`` has passed since the end, the backend deletes the parent when it lists jobs.
@@ -17,13 +18,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ...protocol import EventDedup, parse_line
-from ..base import STOPPED, SUCCEEDED, TERMINAL, JobNotFound, JobStatus, TFK8sError
+from ..base import STOPPED, SUCCEEDED, TERMINAL, JobConflict, JobNotFound, JobStatus, TFK8sError
+from . import manifests as m
 from .connection import RESOURCE_NAMES, Cluster
-from .job_objects import JobRef, job_pods
+from .job_objects import JobRef, job_pods, outcome_name
 from .status import parse_time, pod_replica
 
 ANNOTATION_STOPPED = "tfk8s.io/stopped"
-ANNOTATION_PHASE = "tfk8s.io/phase"  # the final phase, noted on the parent when the job ends
+ANNOTATION_PHASE = "tfk8s.io/phase"  # the final phase, noted on the outcome ConfigMap when the job ends
 ANNOTATION_MESSAGE = "tfk8s.io/message"
 ANNOTATION_FINISHED = "tfk8s.io/finished"  # when the job ended (RFC 3339): the parent's TTL counts from it
 UNSEEN_END_AFTER = 120  # seconds: a parent this old with no pods nor Jobs left ended unseen
@@ -205,15 +207,32 @@ def parent_expired(parent: dict, ttl: int, now: float | None = None) -> bool:
     return created is not None and now - created >= max(ttl, UNSEEN_END_AFTER)
 
 
-def _annotate_parent(job: JobRef, annotations: dict[str, str]) -> None:
-    job.cluster.patch("configmaps", job.namespace, job.name, {"metadata": {"annotations": annotations}})
+def _note_outcome(job: JobRef, annotations: dict[str, str]) -> None:
+    """Create the job's outcome ConfigMap (:func:`.job_objects.outcome_name`), a dependent of the parent.
+    A new object, never a patch: the Role grants no patch or update on what other users also reach. The
+    first outcome stays (a stop noted before the end was seen)."""
+    try:
+        parent = job.cluster.get("configmaps", job.namespace, job.name)
+    except JobNotFound:
+        return  # deleted: nothing to note it on
+    meta = {
+        "name": outcome_name(job.name),
+        "namespace": job.namespace,
+        "labels": m.job_labels(job.spec),
+        "annotations": {m.ANNOTATION_OWNER: str(job.spec.owner), **annotations},
+    }
+    obj = m.set_owner({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {}}, parent)
+    try:
+        job.cluster.create(job.namespace, obj)
+    except JobConflict:
+        pass
 
 
 def stop(job: JobRef, status: JobStatus) -> JobStatus:
     """Stop a running job: capture its logs, mark the parent stopped, remove every replica."""
     capture_logs(job)
     try:
-        _annotate_parent(job, {ANNOTATION_STOPPED: "true", ANNOTATION_FINISHED: rfc3339(time.time())})
+        _note_outcome(job, {ANNOTATION_STOPPED: "true", ANNOTATION_FINISHED: rfc3339(time.time())})
     except JobNotFound:
         pass
     remove_replicas(job, every=True)
@@ -275,7 +294,7 @@ class Finisher:
         status.end(status.phase, status.message, finished=status.finished)
         record.write_status(status.to_json())
         try:  # note the outcome on the parent, for clients that attach after the Jobs' TTL
-            _annotate_parent(
+            _note_outcome(
                 job,
                 {
                     ANNOTATION_PHASE: status.phase,

@@ -39,7 +39,7 @@ from copy import deepcopy
 from importlib import resources
 
 from ...payload import Payload
-from ...replica_env import contract_env
+from ...replica_env import PROTOCOL_KEY_ENV, contract_env
 from ...spec import JobSpec
 from . import storage
 
@@ -80,6 +80,8 @@ RUNNER_FILES = (
 )
 TFJOB_ROLES = {"chief": "Chief", "ps": "PS", "worker": "Worker"}
 FLAVORS = ("native", "tfjob")
+
+PROTOCOL_SECRET_KEY = "protocol-key"  # the key of the job's protocol key in its Secret <job>-protocol
 
 _LABEL_VALUE_BAD = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -178,7 +180,35 @@ def container_env(
             **{f"{DATA_ENV_PREFIX}{i}": f"{DATA_DIR}-{i}" for i in range(data_volumes)},
         },
     )
-    return [{"name": k, "value": v} for k, v in env.items()]
+    out = []
+    for k, v in env.items():
+        if k == PROTOCOL_KEY_ENV:  # never a value in the pod spec: read from the job's own Secret
+            out.append({"name": k, "valueFrom": secret_ref(protocol_secret_name(spec), PROTOCOL_SECRET_KEY)})
+        elif k not in spec.secret_env or k not in spec.env:
+            out.append({"name": k, "value": v})
+    contract = {k for k in env if k not in spec.env}
+    for k, ref in sorted(spec.secret_env.items()):
+        if k not in contract:  # the runner contract's own variables win, as over plain env
+            secret, key = ref.split("/", 1)
+            out.append({"name": k, "valueFrom": secret_ref(secret, key)})
+    return out
+
+
+def secret_ref(secret: str, key: str) -> dict:
+    """An env ``valueFrom`` reading ``key`` of the Secret ``secret`` (the kubelet resolves it at start)."""
+    return {"secretKeyRef": {"name": secret, "key": key}}
+
+
+def protocol_secret_name(spec: JobSpec) -> str:
+    return f"{spec.name}-protocol"
+
+
+def protocol_secret(spec: JobSpec, namespace: str) -> dict:
+    """The job's protocol key in a Secret of its own (a dependent of the parent, removed with it): the pods
+    read it through ``secretKeyRef``, so neither the pod spec nor the parent ConfigMap shows it."""
+    meta = _metadata(spec, protocol_secret_name(spec), namespace)
+    data = {PROTOCOL_SECRET_KEY: base64.b64encode(spec.protocol_key.encode()).decode()}
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": meta, "type": "Opaque", "data": data}
 
 
 def resources_for(spec: JobSpec, role: str) -> dict:
@@ -264,7 +294,7 @@ def pod_template(
         "securityContext": deepcopy(POD_SECURITY),
         "volumes": [
             {
-                # only what the replicas run: spec.json (with the job's protocol key) stays out of the pods
+                # only what the replicas run: spec.json stays out of the pods
                 "name": "tfk8s-payload",
                 "configMap": {
                     "name": spec.name,
@@ -298,7 +328,8 @@ def configmap(spec: JobSpec, payload: Payload, namespace: str, flavor: str) -> d
     """The job's parent object: payload, runner files and the spec (so any client can attach)."""
     data = {
         "payload.json": payload.without_data().to_json(),
-        "spec.json": json.dumps(spec.to_json(), sort_keys=True),
+        # without the protocol key: anyone who reads the namespace's ConfigMaps reads this
+        "spec.json": json.dumps({**spec.to_json(), "protocol_key": ""}, sort_keys=True),
     }
     data.update(runner_files())
     size = sum(len(v.encode()) for v in data.values())
@@ -475,6 +506,8 @@ def render_manifests(
     namespace = namespace or spec.namespace or "default"
     data = data_configmaps(spec, payload, namespace)
     objs = [configmap(spec, payload, namespace, flavor), *data]
+    if spec.protocol_key:
+        objs.append(protocol_secret(spec, namespace))
     if flavor == "tfjob":
         objs.append(tfjob(spec, namespace, len(data), resume_from))
         return objs

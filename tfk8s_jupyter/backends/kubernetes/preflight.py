@@ -37,7 +37,8 @@ ROLE_NAME = "tfk8s-jobs"
 
 # The rules of the Role tfk8s-jobs, as in ROLE_FILE (tests/k8s/test_preflight.py checks they agree).
 ROLE_RULES: tuple[dict, ...] = (
-    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "get", "list", "patch", "delete"]},
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "get", "list", "delete"]},
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "delete"]},
     {"apiGroups": [""], "resources": ["services"], "verbs": ["create", "delete"]},
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "list", "delete"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["create", "list", "watch", "delete"]},
