@@ -105,6 +105,7 @@ class TestCluster:
         self.ports: dict[str, int] = {}
         self.containers: dict[tuple[str, str], Container] = {}  # (ns, pod) -> running container
         self.restarts: dict[tuple[str, str], int] = {}
+        self.deleted_failed: dict[tuple[str, str], int] = {}  # (ns, Job) -> its pods deleted while running
         self.queue: queue.Queue = queue.Queue()
         self._stop = threading.Event()
         self._lock = threading.RLock()
@@ -206,6 +207,7 @@ class TestCluster:
                     c = self.containers.pop(key, None)
                 if c is not None:
                     threading.Thread(target=self._kill, args=(c,), daemon=True).start()
+                self._replace_deleted_pod(ev.obj)
                 self._sync_job_of(ev.obj)
 
     # Job controller -----------------------------------------------------------------------------
@@ -224,6 +226,29 @@ class TestCluster:
                 )
                 continue
             self._create_pod(job, index)
+
+    def _replace_deleted_pod(self, pod: dict) -> None:
+        """As the Job controller: a pod of an unfinished Indexed Job deleted before it succeeded counts as a
+        failed pod (against ``backoffLimit``) and its index gets a new pod."""
+        owner = self._job_of(pod)
+        if owner is None or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            return
+        ns, name = owner
+        job = self.store.get("batch", "jobs", ns, name)
+        if job is None or job["spec"].get("completionMode") != "Indexed" or job["spec"].get("suspend"):
+            return
+        conditions = (job.get("status") or {}).get("conditions") or []
+        if any(c["type"] in ("Complete", "Failed") and c["status"] == "True" for c in conditions):
+            return
+        index = int(pod["metadata"]["labels"][INDEX_KEY])
+        if index >= job["spec"].get("completions", 1):
+            return  # trimmed by an elastic resize
+        pods = self.store.list("", "pods", ns, f"batch.kubernetes.io/job-name={name}")[0]
+        if any(p["metadata"]["labels"].get(INDEX_KEY) == str(index) for p in pods):
+            return
+        with self._lock:
+            self.deleted_failed[owner] = self.deleted_failed.get(owner, 0) + 1
+        self._create_pod(job, index)
 
     def _trim_elastic_job(self, job: dict) -> None:
         """An elastic Indexed Job (completions and parallelism lowered together, Kubernetes >= 1.27): the Job
@@ -508,6 +533,7 @@ class TestCluster:
         restarts = (
             sum((p["status"].get("containerStatuses") or [{}])[0].get("restartCount", 0) for p in pods)
             + failed_pods
+            + self.deleted_failed.get((ns, name), 0)
         )
         active = sum(1 for p in pods if p["status"].get("phase") in ("Pending", "Running"))
         limit = job["spec"].get("backoffLimit", 6)
@@ -904,6 +930,15 @@ class TestCluster:
         if c is None:
             raise LookupError(f"pod {pod} has no running container")
         os.killpg(c.proc.pid, signal.SIGKILL)
+
+    def freeze(self, namespace: str, pod: str) -> int:
+        """SIGSTOP the pod's container (alive and silent: a hung replica); returns its pid."""
+        with self._lock:
+            c = self.containers.get((namespace, pod))
+        if c is None:
+            raise LookupError(f"pod {pod} has no running container")
+        os.killpg(c.proc.pid, signal.SIGSTOP)
+        return c.proc.pid
 
     def oom(self, namespace: str, pod: str) -> None:
         """Kill the pod's container as the OOM killer would (SIGKILL, reported as OOMKilled)."""
