@@ -15,6 +15,7 @@ import { IJobDetail, ILogsResponse, ITensorBoardResponse } from './model';
 import { phaseChip } from './panel';
 import { RefreshingWidget } from './refreshing';
 import { jobPath, requestAPI } from './request';
+import { resizeControls, resizingText } from './resize';
 import { curveSvg } from './svg';
 
 /** Refresh interval of a job that runs, and of one that is done (it changes no more). */
@@ -60,7 +61,32 @@ export class JobDetailView extends RefreshingWidget<JobDetailView.IModel> {
     );
     this._tensorboard.onclick = () => void this.showTensorBoard();
     this._tensorboard.disabled = true; // until the job is known to have TensorBoard logs
-    actions.append(this._stop, this._delete, this._tensorboard);
+    // −/+ workers: PATCH {"workers": N}; the server applies it or refuses with one sentence.
+    const resize = el('span', 'tfk8s-resize');
+    this._shrink = el(
+      'button',
+      'jp-Button jp-mod-styled tfk8s-workers-minus',
+      '−'
+    );
+    this._shrink.title = 'One worker fewer';
+    this._shrink.onclick = () => void this.scaleWorkers(-1);
+    this._grow = el(
+      'button',
+      'jp-Button jp-mod-styled tfk8s-workers-plus',
+      '+'
+    );
+    this._grow.title = 'One worker more';
+    this._grow.onclick = () => void this.scaleWorkers(1);
+    this._workers = el('span', 'tfk8s-workers-count', '');
+    resize.append(
+      el('span', 'tfk8s-resize-label', 'Workers'),
+      this._shrink,
+      this._workers,
+      this._grow
+    );
+    this._shrink.disabled = this._grow.disabled = true; // until the job is known to run
+    actions.append(this._stop, this._delete, this._tensorboard, resize);
+    this._resizeMessage = el('div', 'tfk8s-resize-message');
     this._message = el('div', 'tfk8s-detail-message');
     this._notes = el('ul', 'tfk8s-detail-notes');
     this._replicas = el('table', 'tfk8s-lab-replicas');
@@ -102,6 +128,7 @@ export class JobDetailView extends RefreshingWidget<JobDetailView.IModel> {
     this.node.append(
       this._header,
       actions,
+      this._resizeMessage,
       this._message,
       this._notes,
       el('h3', '', 'Replicas'),
@@ -133,6 +160,45 @@ export class JobDetailView extends RefreshingWidget<JobDetailView.IModel> {
         (error as Error).message
       );
     }
+    this._onChange();
+    await this.refresh();
+  }
+
+  /**
+   * Resize the job by `delta` workers. The server answers with the job's detail once the resize is
+   * applied, or refuses with one sentence, shown under the buttons as is.
+   */
+  async scaleWorkers(delta: number): Promise<void> {
+    const controls = resizeControls(this.job, this._resizing);
+    if (delta < 0 ? !controls.canShrink : !controls.canGrow) {
+      return;
+    }
+    const to = controls.workers + delta;
+    const before = this.job?.history?.length ?? 0;
+    this._resizedFrom = before;
+    this._resizing = true;
+    this._updateResize();
+    const message = this._resizeMessage;
+    message.classList.remove('tfk8s-error');
+    message.dataset.state = 'resizing';
+    message.textContent = resizingText(controls.workers, to);
+    try {
+      const job = await requestAPI<IJobDetail>(this._path(), {
+        method: 'PATCH',
+        body: JSON.stringify({ workers: to })
+      });
+      // Applied (a live scale-down), or accepted (a restart with the new shape: the job's message says so).
+      message.dataset.state = 'done';
+      message.textContent =
+        (job.history?.length ?? 0) > before ? '' : (job.message ?? '');
+    } catch (error) {
+      message.dataset.state = 'refused';
+      message.textContent = (error as Error).message;
+      message.classList.add('tfk8s-error');
+    } finally {
+      this._resizing = false;
+    }
+    this._updateResize();
     this._onChange();
     await this.refresh();
   }
@@ -223,8 +289,9 @@ export class JobDetailView extends RefreshingWidget<JobDetailView.IModel> {
   }
 
   protected showError(message: string): void {
-    // A job that cannot be read (deleted, or its backend gone) cannot be stopped from here either.
+    // A job that cannot be read (deleted, or its backend gone) cannot be stopped or resized from here.
     this._stop.disabled = true;
+    this._shrink.disabled = this._grow.disabled = true;
     this._message.textContent = message;
     this._message.classList.add('tfk8s-error');
   }
@@ -243,6 +310,7 @@ export class JobDetailView extends RefreshingWidget<JobDetailView.IModel> {
       )
     );
     this._stop.disabled = job.done;
+    this._updateResize();
     this._tensorboard.disabled = !job.tensorboard || this._tensorboardStarting;
     this._tensorboard.title = job.tensorboard
       ? 'Show TensorBoard for this job (a server on 127.0.0.1)'
@@ -321,6 +389,29 @@ export class JobDetailView extends RefreshingWidget<JobDetailView.IModel> {
     }
   }
 
+  /** Enable −/+ as the latest detail and a resize in flight allow; show the live worker count. */
+  private _updateResize(): void {
+    const controls = resizeControls(this.job, this._resizing);
+    const message = this._resizeMessage;
+    if (
+      message.dataset.state === 'done' &&
+      (this.job?.history?.length ?? 0) > this._resizedFrom
+    ) {
+      // A restart-resize accepted earlier has now happened: the history line replaces the message.
+      message.textContent = '';
+    }
+    this._workers.textContent = this.job ? String(controls.workers) : '';
+    this._shrink.disabled = !controls.canShrink;
+    this._grow.disabled = !controls.canGrow;
+    const why = controls.reason;
+    this._shrink.title =
+      why ||
+      (controls.canShrink
+        ? 'One worker fewer'
+        : 'A job needs at least one worker; Stop ends it.');
+    this._grow.title = why || 'One worker more';
+  }
+
   private _renderCurve(): void {
     const job = this.job;
     if (!job) {
@@ -360,6 +451,12 @@ export class JobDetailView extends RefreshingWidget<JobDetailView.IModel> {
   private _tensorboard: HTMLButtonElement;
   private _tensorboardBox: HTMLDivElement;
   private _tensorboardStarting = false;
+  private _shrink: HTMLButtonElement;
+  private _grow: HTMLButtonElement;
+  private _workers: HTMLSpanElement;
+  private _resizeMessage: HTMLDivElement;
+  private _resizing = false;
+  private _resizedFrom = 0;
   private _message: HTMLDivElement;
   private _notes: HTMLUListElement;
   private _replicas: HTMLTableElement;

@@ -12,7 +12,8 @@ export const STATE_ORDER = [
   'pending',
   'succeeded',
   'failed',
-  'stopped'
+  'stopped',
+  'removed'
 ];
 
 export const STRATEGIES = [
@@ -351,7 +352,7 @@ export function exitText(code: number | null, state: string): string {
     return String(code);
   }
   const signal = SIGNALS[-code] ?? `signal ${-code}`;
-  return state === 'stopped' || state === 'succeeded'
+  return state === 'stopped' || state === 'succeeded' || state === 'removed'
     ? `stopped (${signal})`
     : signal;
 }

@@ -16,7 +16,9 @@ export type ReplicaState =
   | 'restarting'
   | 'succeeded'
   | 'failed'
-  | 'stopped';
+  | 'stopped'
+  /** Stopped for good by a scale-down (`PATCH {"workers": N}`); never restarted, its log kept. */
+  | 'removed';
 
 /** Number of replicas in each state, e.g. `{running: 3, pending: 1}`. */
 export type ReplicaCounts = { [state: string]: number };
@@ -117,6 +119,8 @@ export interface IReplica {
   started: number | null;
   /** One sentence about this replica (why it failed or restarted). */
   message: string | null;
+  /** Local: `warm` (a warm pool process became the replica) or `cold` (a new process); null otherwise. */
+  launch: string | null;
 }
 
 /** One metric series: parallel arrays, at most 2,000 points. */
@@ -237,4 +241,42 @@ export interface ITrainOptions {
   gpus: number;
   /** `local` or `kubernetes`. */
   backend: string;
+}
+
+/** One row of the cluster preflight (`%tfk8s_check`, `tk.check()`, `POST /tfk8s/api/check`). */
+export interface ICheckRow {
+  /** What was checked: `namespace`, `permissions`, `create jobs`, `GPUs`, `quota`, `image`, ... */
+  name: string;
+  /** `✓` passed, `✗` failed, `–` not checked (no permission to look, or not asked). */
+  mark: string;
+  /** False only for `✗`. */
+  ok: boolean;
+  /** One sentence: what was found, and for a `✗` the fix. */
+  message: string;
+}
+
+/** `GET|POST /tfk8s/api/check`: would a job with these options run on the cluster? */
+export interface ICheckReport {
+  /** The kubeconfig context checked (`current context` when none was named). */
+  context: string;
+  /** The namespace checked. */
+  namespace: string;
+  /** True when no row failed. */
+  ok: boolean;
+  /** One line: `preflight of namespace N (context): ready.` or `... : K problem(s).` */
+  summary: string;
+  /** Every row, in the order they were checked. */
+  checks: ICheckRow[];
+}
+
+/** What the "Check cluster" form sends (empty fields: the configured defaults). */
+export interface ICheckOptions {
+  /** kubeconfig context. */
+  context?: string;
+  /** Namespace. */
+  namespace?: string;
+  /** Image to check with a one-off pod (the check then takes up to a minute or two). */
+  image?: string;
+  /** GPUs per worker to check capacity for. */
+  gpus?: number;
 }

@@ -1,5 +1,6 @@
 import { showErrorMessage } from '@jupyterlab/apputils';
 
+import { ClusterCheckView } from './checkview';
 import { el } from './dom';
 import {
   ageSince,
@@ -37,7 +38,8 @@ export class JobsPanel extends RefreshingWidget<IJobsResponse> {
     header.appendChild(refresh);
     this._warnings = el('div', 'tfk8s-warnings');
     this._list = el('div', 'tfk8s-job-list');
-    this.node.append(header, this._warnings, this._list);
+    this._check = new ClusterCheckView();
+    this.node.append(header, this._warnings, this._check.node, this._list);
   }
 
   protected fetch(): Promise<IJobsResponse> {
@@ -115,6 +117,7 @@ export class JobsPanel extends RefreshingWidget<IJobsResponse> {
   }
 
   private _list: HTMLDivElement;
+  private _check: ClusterCheckView;
   private _warnings: HTMLDivElement;
   private _onOpen: (job: IJob) => void;
 }

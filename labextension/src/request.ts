@@ -4,16 +4,29 @@ import { ServerConnection } from '@jupyterlab/services';
 import { IErrorResponse } from './model';
 
 /**
- * Call the REST API under `<base>/tfk8s/api/jobs/<endPoint>`; every request of the extension goes here.
+ * Call the jobs API under `<base>/tfk8s/api/jobs/<endPoint>`.
  *
  * @throws ServerConnection.ResponseError carrying the server's one-sentence message.
  */
-export async function requestAPI<T>(
+export function requestAPI<T>(
   endPoint = '',
   init: RequestInit = {}
 ): Promise<T> {
+  return requestTfk8s<T>(['jobs', endPoint], init);
+}
+
+/**
+ * Call the extension's REST API under `<base>/tfk8s/api/<parts...>`; every request of the extension
+ * goes here (`requestAPI` for the jobs, `['check']` for the cluster preflight).
+ *
+ * @throws ServerConnection.ResponseError carrying the server's one-sentence message.
+ */
+export async function requestTfk8s<T>(
+  parts: string[],
+  init: RequestInit = {}
+): Promise<T> {
   const settings = ServerConnection.makeSettings();
-  const url = URLExt.join(settings.baseUrl, 'tfk8s', 'api', 'jobs', endPoint);
+  const url = URLExt.join(settings.baseUrl, 'tfk8s', 'api', ...parts);
   let response: Response;
   try {
     response = await ServerConnection.makeRequest(url, init, settings);

@@ -78,3 +78,22 @@ def attach_sleeping_supervisor(record: JobRecord) -> subprocess.Popen:
         record.dir / "supervisor.json", {"pid": proc.pid, "start_ticks": ticks, "processes": []}
     )
     return proc
+
+
+def start_test_cluster(kubeconfig: Path):
+    """The in-repo test API server (namespaces default and team, the Role ``tfk8s-jobs`` enforced, list
+    nodes granted, one node with 4 GPUs) and a kubeconfig at ``kubeconfig`` pointing at it (current context
+    ``test``, namespace default; context ``team``, namespace team). Stop it with ``server.stop()``."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "k8s"))
+    from apiserver import ApiServer
+
+    from tfk8s_jupyter.backends.kubernetes.preflight import ROLE_RULES
+
+    server = ApiServer(namespaces=("default", "team"), validate=True).start()
+    server.enforce_rules([dict(r) for r in ROLE_RULES])
+    server.grant_cluster_rules([{"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]}])
+    server.add_node("gpu-node", {"cpu": "16", "memory": "64Gi", "nvidia.com/gpu": "4"})
+    server.kubeconfig(kubeconfig, contexts={"team": "team"})
+    return server

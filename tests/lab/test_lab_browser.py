@@ -15,6 +15,7 @@ import cells
 import nbformat
 import pytest
 from browser import PANEL_REFRESH_SECONDS, REPO
+from local_helpers import tf_keras_cell
 
 import tfk8s_jupyter as tk
 from tfk8s_jupyter.backends.local import job_processes, process_alive
@@ -367,3 +368,237 @@ def test_job_view_tensorboard_button_shows_tensorboard_below_the_curve(lab_page,
 
     lab.stop()  # the Jupyter server stops its TensorBoard with it
     assert not process_alive(pids[0]), "TensorBoard outlived the Jupyter server that started it"
+
+
+def detail_replica_state(view, replica: str) -> str:
+    return view.locator(f'.tfk8s-lab-replicas tr[data-replica="{replica}"] td').nth(1).inner_text()
+
+
+@pytest.mark.timeout(1200)
+def test_job_view_resizes_a_running_ps_job_with_minus_and_plus(lab_page, tfk8s_home):
+    """−: worker-2 is removed live and the job runs on; +: the backend adds a worker or refuses in its own
+    sentence, shown in the view."""
+    job = tk.submit(
+        tf_keras_cell(epochs=400, steps=30, step_sleep=0.05),
+        ps=1,
+        workers=3,
+        name="panel-resize",
+        setup_timeout=240,
+        metric_interval=0.5,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not (job.status.phase == "running" and job.metrics()) and time.monotonic() < deadline:
+            assert not job.status.done, job.logs()
+            time.sleep(0.5)
+        assert job.metrics(), "the PS job never reported a metric point"
+        lab_page.open()
+        lab_page.show_jobs_panel()
+        row = lab_page.job_row(job.name)
+        row.wait_for(timeout=60_000)
+        row.click()
+        page = lab_page.page
+        view = page.locator(f"#tfk8s-job-{job.name} .tfk8s-JobDetail")
+        minus, plus = view.locator(".tfk8s-workers-minus"), view.locator(".tfk8s-workers-plus")
+        count = view.locator(".tfk8s-workers-count")
+        view.locator('.tfk8s-lab-replicas tr[data-replica="worker-2"]').wait_for(timeout=30_000)
+        page.wait_for_function(
+            f"() => !document.querySelector('#tfk8s-job-{job.name} .tfk8s-workers-minus').disabled",
+            timeout=30_000,
+        )
+        assert count.inner_text() == "3" and not plus.is_disabled()
+        lab_page.screenshot("resize-before")
+
+        minus.click()
+        message = view.locator(".tfk8s-resize-message")
+        page.wait_for_function(
+            f"""() => Array.from(document.querySelectorAll(
+                  '#tfk8s-job-{job.name} .tfk8s-lab-replicas tr[data-replica="worker-2"] td'))[1]
+                  ?.textContent === 'removed'""",
+            timeout=60_000,
+        )
+        assert detail_replica_state(view, "worker-1") == "running"
+        assert view.locator('.tfk8s-chip[data-phase="running"]').count() == 1
+        view.locator(".tfk8s-detail-resize").wait_for(timeout=30_000)
+        assert (
+            view.locator(".tfk8s-detail-resize").first.inner_text().startswith("resized 3 → 2 workers (live)")
+        )
+        page.wait_for_function(
+            f"() => document.querySelector('#tfk8s-job-{job.name} .tfk8s-workers-count').textContent === '2'",
+            timeout=30_000,
+        )
+        assert message.inner_text() == ""  # applied: no error
+        status = job.status
+        assert status.phase == "running" and status.replica("worker-2").state == "removed"
+        lab_page.screenshot("resize-removed")
+
+        page.wait_for_function(
+            f"() => !document.querySelector('#tfk8s-job-{job.name} .tfk8s-workers-plus').disabled",
+            timeout=30_000,
+        )
+        history_before = len(job.status.history)
+        plus.click()
+        # The backend adds the worker by a checkpoint-restart, or refuses in its own sentence.
+        page.wait_for_function(
+            f"""() => ['done', 'refused'].includes(
+                  document.querySelector('#tfk8s-job-{job.name} .tfk8s-resize-message').dataset.state)""",
+            timeout=120_000,
+        )
+        lab_page.screenshot("resize-plus")
+        if message.get_attribute("data-state") == "refused":
+            refusal = message.inner_text()
+            # the backend's own sentence, as the REST API gave it, not a generic error
+            assert refusal.startswith(f"job {job.name} ") and refusal.endswith("."), refusal
+            assert "409" not in refusal and "Conflict" not in refusal and refusal.count(". ") == 0, refusal
+            assert "tfk8s-error" in (message.get_attribute("class") or "")
+            assert count.inner_text() == "2"
+            status = job.status
+            assert status.phase == "running" and len(status.history) == history_before
+            assert status.replica("worker-2").state == "removed"
+        else:  # accepted: once the new shape runs, the history says so and worker-2 is back
+            deadline = time.monotonic() + 480
+            while len(job.status.history) == history_before and time.monotonic() < deadline:
+                assert not job.status.done, job.status.message
+                lab_page.wait(1)
+            assert job.status.history[-1]["to"] == 3, job.status.history
+            view.locator(".tfk8s-detail-resize").nth(1).wait_for(timeout=60_000)
+            page.wait_for_function(
+                f"() => document.querySelector('#tfk8s-job-{job.name} .tfk8s-workers-count').textContent === '3'",
+                timeout=60_000,
+            )
+            assert detail_replica_state(view, "worker-2") != "removed"
+            # the line saying the restart was under way gives way to the history's
+            page.wait_for_function(
+                f"() => document.querySelector('#tfk8s-job-{job.name} .tfk8s-resize-message').textContent === ''",
+                timeout=30_000,
+            )
+            lab_page.screenshot("resize-added")
+    finally:
+        job.stop()
+    # A stopped job cannot be resized: both buttons off.
+    page.wait_for_function(
+        f"() => document.querySelector('#tfk8s-job-{job.name} .tfk8s-workers-plus').disabled",
+        timeout=60_000,
+    )
+    assert minus.is_disabled()
+
+
+def test_job_view_shows_the_backends_refusal_in_its_own_sentence(lab_page, tfk8s_home):
+    """A resize the backend cannot apply (here: the job's supervisor never answers): while it is on its way
+    both buttons are off and the view says so; then the backend's sentence is shown as is."""
+    from labjobs import attach_sleeping_supervisor, write_record
+
+    from tfk8s_jupyter.config import current_owner
+
+    record = write_record(tfk8s_home, "stuck-resize", phase="running", owner=current_owner(), workers=3)
+    sleeper = attach_sleeping_supervisor(record)
+    try:
+        lab_page.open()
+        lab_page.show_jobs_panel()
+        row = lab_page.job_row("stuck-resize")
+        row.wait_for(timeout=60_000)
+        row.click()
+        page = lab_page.page
+        view = page.locator("#tfk8s-job-stuck-resize .tfk8s-JobDetail")
+        minus, plus = view.locator(".tfk8s-workers-minus"), view.locator(".tfk8s-workers-plus")
+        page.wait_for_function(
+            "() => !document.querySelector('#tfk8s-job-stuck-resize .tfk8s-workers-minus').disabled",
+            timeout=30_000,
+        )
+        assert view.locator(".tfk8s-workers-count").inner_text() == "3"
+        minus.click()
+        message = view.locator(".tfk8s-resize-message")
+        # the supervisor is given 20 s to apply it: time enough to see the resize in flight
+        assert message.inner_text() == "resizing 3 → 2 workers…"
+        assert minus.is_disabled() and plus.is_disabled()
+        assert "in progress" in (plus.get_attribute("title") or "")
+        lab_page.screenshot("resize-in-flight")
+        page.wait_for_function(
+            "() => document.querySelector('#tfk8s-job-stuck-resize .tfk8s-resize-message').dataset.state"
+            " === 'refused'",
+            timeout=120_000,
+        )
+        refusal = message.inner_text()
+        assert "job stuck-resize" in refusal and refusal.endswith("."), refusal
+        assert "400" not in refusal and "Bad Request" not in refusal, refusal
+        assert "tfk8s-error" in (message.get_attribute("class") or "")
+        assert detail_replica_state(view, "worker-2") == "running"  # nothing changed
+        assert view.locator(".tfk8s-detail-resize").count() == 0
+        page.wait_for_function(
+            "() => !document.querySelector('#tfk8s-job-stuck-resize .tfk8s-workers-minus').disabled",
+            timeout=30_000,
+        )
+        assert not (record.dir / "scale.request").exists()  # the request left nothing behind
+        lab_page.screenshot("resize-refused")
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+@pytest.fixture
+def lab_kubeconfig(tmp_path, monkeypatch):
+    """The in-repo test API server, and a kubeconfig for the JupyterLab the test starts after this."""
+    from labjobs import start_test_cluster
+
+    server = start_test_cluster(tmp_path / "kubeconfig")
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    yield server
+    server.stop()
+
+
+@pytest.mark.k8s
+def test_check_cluster_in_the_side_panel_shows_the_preflight_table(lab_kubeconfig, lab_page):
+    lab_page.open()
+    panel = lab_page.show_jobs_panel()
+    page = lab_page.page
+    check = panel.locator(".tfk8s-check")
+    check.locator("summary").click()
+    form = check.locator(".tfk8s-check-form")
+    form.wait_for()
+    result = check.locator(".tfk8s-check-result")
+
+    def run(**fields) -> str:
+        for name in ("context", "namespace", "image", "gpus"):
+            form.locator(f'input[name="{name}"]').fill(str(fields.get(name, "")))
+        form.locator(".tfk8s-check-run").click()
+        page.wait_for_function(
+            "() => ['ready', 'problems', 'error'].includes("
+            "document.querySelector('.tfk8s-check-result').dataset.state)",
+            timeout=120_000,
+        )
+        return result.get_attribute("data-state")
+
+    def marks() -> dict[str, str]:
+        rows = result.locator(".tfk8s-check-table tr")
+        return {
+            rows.nth(i).get_attribute("data-check"): rows.nth(i).get_attribute("data-mark")
+            for i in range(rows.count())
+        }
+
+    # All green in the current context: a ✓ row per check, and the summary says ready.
+    assert run(gpus=2) == "ready"
+    assert marks()["namespace"] == "✓" and marks()["permissions"] == "✓" and marks()["GPUs"] == "✓"
+    assert result.locator(".tfk8s-check-summary").inner_text().endswith("ready.")
+    lab_page.screenshot("check-ready")
+
+    # More GPUs than any node has: that row is ✗ with one sentence, the others still ✓.
+    assert run(namespace="team", gpus=8) == "problems"
+    assert marks()["GPUs"] == "✗" and marks()["namespace"] == "✓"
+    gpus = result.locator('.tfk8s-check-table tr[data-check="GPUs"] .tfk8s-check-message').inner_text()
+    assert "8" in gpus and gpus.endswith(".") and gpus.count(". ") == 0, gpus
+    assert "✗ GPUs" in result.locator(".tfk8s-check-summary").inner_text()
+    lab_page.screenshot("check-problem")
+
+    # A context the kubeconfig does not have: the one sentence, no table.
+    assert run(context="nope") == "error"
+    error = result.locator(".tfk8s-check-error").inner_text()
+    assert "nope" in error and error.endswith(".") and result.locator(".tfk8s-check-table").count() == 0
+    # A GPU count that is not one: said in the form's own sentence, nothing asked of the cluster.
+    asked = len([e for e in lab_kubeconfig.request_log if e["resource"] == "selfsubjectaccessreviews"])
+    assert run(gpus="two") == "error"
+    assert result.locator(".tfk8s-check-error").inner_text().startswith('gpus="two" is not a number of GPUs')
+    assert (
+        len([e for e in lab_kubeconfig.request_log if e["resource"] == "selfsubjectaccessreviews"]) == asked
+    )
+    lab_page.screenshot("check-error")

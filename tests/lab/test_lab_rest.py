@@ -219,6 +219,8 @@ async def test_an_unreachable_cluster_is_a_warning_and_is_not_asked_on_every_pol
     kubeconfig.write_text(DEAD_CLUSTER)
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
     monkeypatch.setattr(api, "_backends", {})  # a fresh Kubernetes backend on this kubeconfig
+    # generous: the first listing imports the Kubernetes client, slow on a loaded machine
+    jp_serverapp.web_app.settings["tfk8s_jobs_manager"].backend_timeout = 60
     write_record(tfk8s_home, "local-job")
 
     _, body = await get_json(jp_fetch)
@@ -344,8 +346,8 @@ async def test_patch_workers_scales_a_running_ps_job_down_live(jp_fetch, tfk8s_h
         assert detail["counts"]["removed"] == 1 and detail["phase"] == "running"
         assert [(h["from"], h["to"], h["how"]) for h in detail["history"]] == [(3, 2, "live")]
 
-        code, message = await error_of(jp_fetch, "rest-scale", method="PATCH", body=b'{"workers": 5}')
-        assert code == 409 and "needs a checkpoint-restart, which is not built yet" in message
+        code, message = await error_of(jp_fetch, "rest-scale", method="PATCH", body=b'{"workers": -1}')
+        assert code == 400 and message.startswith("workers=-1 is not a number of workers")
         code, message = await error_of(jp_fetch, "rest-scale", method="PATCH", body=b'{"workers": 0}')
         assert code == 409 and "at least one worker" in message
         code, message = await error_of(jp_fetch, "rest-scale", method="PATCH", body=b'{"workers": 1.5}')
@@ -399,3 +401,118 @@ async def test_tensorboard_of_a_job_starts_once_on_localhost_and_refuses_in_one_
     finally:
         stopped = manager._tensorboards.stop_all()  # what the server does when it stops
     assert stopped == 1 and not process_alive(second["pid"])
+
+
+@pytest.fixture
+def test_cluster(tmp_path, kube_absent, monkeypatch):
+    """The in-repo test API server (the Role enforced, one GPU node) and the Jupyter server's kubeconfig
+    pointing at it."""
+    from labjobs import start_test_cluster
+
+    from tfk8s_jupyter import api as api_module
+
+    server = start_test_cluster(tmp_path / "kubeconfig")
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
+    api_module._backends.clear()
+    yield server
+    api_module._backends.clear()
+    server.stop()
+
+
+async def check_json(jp_fetch, body=None, params=None):
+    if params is not None:
+        response = await jp_fetch("tfk8s", "api", "check", params=params)
+    else:
+        response = await jp_fetch("tfk8s", "api", "check", method="POST", body=json.dumps(body).encode())
+    return response.code, json.loads(response.body)
+
+
+async def check_error(jp_fetch, body) -> tuple[int, str]:
+    with pytest.raises(HTTPClientError) as info:
+        await jp_fetch("tfk8s", "api", "check", method="POST", body=body)
+    return info.value.code, json.loads(info.value.response.body)["message"]
+
+
+@pytest.mark.k8s
+async def test_check_runs_the_same_preflight_as_tk_check(jp_fetch, test_cluster):
+    import tfk8s_jupyter as tk
+
+    code, report = await check_json(jp_fetch, {"gpus": 2})
+    assert code == 200 and report["namespace"] == "default"
+    rows = {c["name"]: c for c in report["checks"]}
+    assert rows["namespace"]["mark"] == "✓" and rows["permissions"]["mark"] == "✓"
+    assert (
+        rows["GPUs"]["mark"] == "✓" and "gpu-node has 4 allocatable nvidia.com/gpu" in rows["GPUs"]["message"]
+    )
+    # the rows are tk.check's, one for one
+    same = tk.check(gpus=2)
+    assert [(c["name"], c["mark"], c["message"]) for c in report["checks"]] == [
+        (c.name, c.mark, c.message) for c in same.checks
+    ]
+    assert report["ok"] == same.ok and report["summary"] == same.text().splitlines()[0]
+    assert set(report) == ts_fields("ICheckReport") and set(report["checks"][0]) == ts_fields("ICheckRow")
+    assert test_cluster.objects(namespace="default") == []  # a preflight creates nothing
+
+    # GET with query arguments is the same check; another context's namespace is checked there.
+    code, team = await check_json(jp_fetch, params={"context": "team", "gpus": "8"})
+    assert code == 200 and team["namespace"] == "team" and not team["ok"]
+    (gpus,) = [c for c in team["checks"] if c["mark"] == "✗"]
+    assert gpus["name"] == "GPUs" and gpus["message"].endswith(".") and "8" in gpus["message"]
+
+
+@pytest.mark.k8s
+async def test_check_shows_each_failure_as_one_sentence(jp_fetch, test_cluster):
+    rules = [dict(r) for r in test_cluster.rules]
+    test_cluster.enforce_rules(
+        [
+            {**r, "verbs": [v for v in r["verbs"] if v != "create"]} if r["resources"] == ["jobs"] else r
+            for r in rules
+        ]
+    )
+    _, report = await check_json(jp_fetch, {"backend": "kubernetes", "namespace": "", "image": None})
+    failed = [c for c in report["checks"] if not c["ok"]]
+    assert not report["ok"] and [c["name"] for c in failed] == ["create jobs"], report
+    assert "in namespace default" in failed[0]["message"] and "role.yaml" in failed[0]["message"]
+    assert report["summary"].endswith("1 problem(s).")
+
+    _, missing = await check_json(jp_fetch, {"namespace": "nowhere"})
+    assert [(c["name"], c["mark"]) for c in missing["checks"]] == [("namespace", "✗")]
+    assert "nowhere" in missing["checks"][0]["message"]
+
+
+@pytest.mark.k8s
+async def test_check_refuses_bad_options_and_says_why_a_cluster_cannot_be_asked(
+    jp_fetch, test_cluster, tmp_path, monkeypatch
+):
+    code, message = await check_error(jp_fetch, b'{"gpus": -1}')
+    assert code == 400 and message.startswith("gpus=-1 is not a number of GPUs")
+    code, message = await check_error(jp_fetch, b'{"gpus": "two"}')
+    assert code == 400 and message.startswith('gpus="two" is not a number of GPUs')
+    code, message = await check_error(jp_fetch, b'{"workers": 2}')
+    assert (
+        code == 400
+        and message
+        == "'workers' is not an option of the check; it takes backend, context, namespace, image, gpus."
+    )
+    code, message = await check_error(jp_fetch, b"[1]")
+    assert code == 400 and "JSON object" in message
+    code, message = await check_error(jp_fetch, b'{"backend": "local"}')
+    assert code == 400 and "preflight checks a Kubernetes cluster" in message
+    code, message = await check_error(jp_fetch, b'{"context": "nope"}')
+    assert code in (400, 503) and "nope" in message and message.count(". ") == 0, message
+    assert test_cluster.objects(namespace="default") == []
+
+    # An API server that does not answer: its address and the hint, in one sentence.
+    import socket
+
+    from tfk8s_jupyter import api as api_module
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = test_cluster.kubeconfig(tmp_path / "unreachable")
+    path.write_text(path.read_text().replace(test_cluster.url, f"http://127.0.0.1:{port}"))
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    api_module._backends.clear()
+    code, message = await check_error(jp_fetch, b"{}")
+    assert code == 503 and f"127.0.0.1:{port}" in message and "kubeconfig" in message, message

@@ -9,6 +9,8 @@ Routes (under the server's base URL)::
     POST   /tfk8s/api/jobs/{name}/tensorboard            start (or reuse) its TensorBoard on 127.0.0.1: URL
     PATCH  /tfk8s/api/jobs/{name}   {"workers": N}       resize a running job (PS scale-down, live)
     DELETE /tfk8s/api/jobs/{name}                        stop if needed, remove the record
+    GET|POST /tfk8s/api/check  {backend, context, namespace, image, gpus}
+                                                         the preflight of %tfk8s_check: ✓/✗ rows
 """
 
 from __future__ import annotations
@@ -140,6 +142,28 @@ class JobTensorBoardHandler(JobsBaseHandler):
         self.reply(await self.call(self.manager.tensorboard, name, self.get_query_argument("backend", None)))
 
 
+class CheckHandler(JobsBaseHandler):
+    """The cluster preflight: options as query arguments (GET) or a JSON object (POST; the image check
+    runs a one-off pod, so the side panel posts)."""
+
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        options = {
+            k: self.get_query_argument(k)
+            for k in self.request.query_arguments
+            if k not in ("token", "_xsrf")  # the server's own authentication, not options
+        }
+        self.reply(await self.call(self.manager.check, options))
+
+    @tornado.web.authenticated
+    async def post(self) -> None:
+        try:
+            options = json.loads(self.request.body or b"{}")
+        except ValueError:
+            options = None
+        self.reply(await self.call(self.manager.check, options))
+
+
 def setup_handlers(web_app, manager: JobsManager) -> None:
     web_app.settings["tfk8s_jobs_manager"] = manager
     base = url_path_join(web_app.settings["base_url"], "tfk8s", "api", "jobs")
@@ -151,5 +175,6 @@ def setup_handlers(web_app, manager: JobsManager) -> None:
             (url_path_join(base, NAME, "stop"), JobStopHandler),
             (url_path_join(base, NAME, "tensorboard"), JobTensorBoardHandler),
             (url_path_join(base, NAME), JobHandler),
+            (url_path_join(web_app.settings["base_url"], "tfk8s", "api", "check"), CheckHandler),
         ],
     )

@@ -442,6 +442,18 @@ class JobsManager(LoggingConfigurable):
                 del self._done_models[key]
         return {"name": name, "deleted": True}
 
+    # preflight ------------------------------------------------------------------
+    def check(self, options) -> dict:
+        """The preflight of ``%tfk8s_check`` / ``tk.check`` with ``options`` (backend, context, namespace,
+        image, gpus): ``{"context", "namespace", "ok", "summary", "checks": [{"name", "mark", "ok",
+        "message"}]}``."""
+        from .check import run_check
+
+        try:
+            return run_check(options)
+        except SpecError as e:
+            raise BadRequest(str(e)) from None
+
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._tensorboards.stop_all()
