@@ -1,4 +1,5 @@
-"""Live scale-down of a local parameter-server job (``LocalBackend.scale``), and its refusals."""
+"""Resizing a local job (``LocalBackend.scale``): a parameter-server job's scale-down live, scale-up and
+all-reduce resizes by checkpoint-restart, and the refusals."""
 
 from __future__ import annotations
 
@@ -68,8 +69,8 @@ def test_refusals_leave_the_job_as_it_was(standin):
     assert "whole number" in _refused("sc-refuse", 1.5, BadScale)
     assert "whole number" in _refused("sc-refuse", "1", BadScale)
     assert "whole number" in _refused("sc-refuse", True, BadScale)
-    more = _refused("sc-refuse", 3)
-    assert "needs a checkpoint-restart, which is not built yet" in more and "has 2 worker(s)" in more
+    many = _refused("sc-refuse", 200)  # the rule of a submission: more processes than this machine runs
+    assert "would start 202 TensorFlow processes on this machine" in many and "Kubernetes" in many
     assert _shape(job.status) == shape
     # One resize at a time: the first waits on a paused supervisor, the second is refused.
     sup = read_supervisor(JobRecord("sc-refuse"))["pid"]
@@ -91,14 +92,15 @@ def test_refusals_leave_the_job_as_it_was(standin):
     assert text == "job sc-refuse has already stopped; only a running job can be resized."
 
 
-def test_an_all_reduce_or_finished_job_is_refused(standin):
-    job = tk.submit("EPOCHS = 30\nSTEPS = 10\nSTEP_SECONDS = 0.1", workers=2, name="sc-mw")
+def test_a_resize_before_the_first_checkpoint_or_of_a_finished_job_is_refused(standin):
+    job = tk.submit("EPOCHS = 3\nSTEPS = 200\nSTEP_SECONDS = 0.1", workers=2, name="sc-mw")
     _running(job)
     text = _refused("sc-mw", 1)
     assert text == (
-        "job sc-mw is an all-reduce job: adding workers or resizing an all-reduce job needs a "
-        "checkpoint-restart, which is not built yet; stop the job and submit it again with the shape you want."
+        "job sc-mw has no checkpoint to restart from yet: its first is saved at the end of epoch 1 (it is in "
+        "epoch 1 now), so resize it after that."
     )
+    assert "at least one worker" in _refused("sc-mw", 0)
     job.stop()
     done = tk.submit("EPOCHS = 1\nSTEPS = 2", ps=1, workers=2, name="sc-done")
     assert done.wait(timeout=60) == "succeeded"
@@ -178,3 +180,129 @@ def test_a_restart_of_every_replica_brings_removed_workers_back_and_says_so(stan
     assert [(h["from"], h["to"], h["how"]) for h in history] == [(3, 2, "live"), (2, 3, "restart")]
     assert history[1]["restored"] == ["worker-2"]
     assert job.status.replica("worker-2").restarts == 1
+
+
+def _curve_is_continuous(job, epochs: int, steps: int) -> None:
+    """Every step of the job reported exactly once, in order, across the restarts (no point lost or doubled)."""
+    points = [e["step"] for e in job.events() if e.get("type") == "metric"]
+    assert points == list(range(1, epochs * steps + 1)), points
+
+
+def _resized(job, n: int, timeout: float = 120) -> dict:
+    wait_for(lambda: len(job.status.history) >= n and not job.status.message, timeout, f"resize {n} applied")
+    return job.status.history[n - 1]
+
+
+def test_standin_all_reduce_resizes_up_and_down_by_checkpoint_restart(standin):
+    job = tk.submit("EPOCHS = 10\nSTEPS = 10\nSTEP_SECONDS = 0.1", workers=2, name="sc-ar")
+    wait_for(lambda: any(e.get("type") == "checkpoint" for e in job.events()), 60, "the first checkpoint")
+    record = JobRecord("sc-ar")
+    status = LocalBackend().scale("sc-ar", 3)
+    assert status.message.startswith("resizing from 2 to 3 worker(s) by checkpoint-restart")
+    assert (record.dir / SCALE_REQUEST).exists()  # one resize at a time until the new shape runs
+    with pytest.raises(JobConflict, match="in progress already"):
+        LocalBackend().scale("sc-ar", 2)
+    up = _resized(job, 1)
+    assert (up["from"], up["to"], up["how"], up["added"]) == (2, 3, "restart", ["worker-2"])
+    assert up["step"] == (up["epoch"] + 1) * 10  # restarted at the checkpoint's step
+    assert job.status.replica("worker-2").state != "removed"
+    assert job.spec.workers == 3 and len(job.status.replicas) == 3
+    assert not (record.dir / SCALE_REQUEST).exists()
+    starts = [e for e in job.events() if e.get("type") == "start"]
+    assert starts[-1]["replicas"] == 3 and starts[-1]["initial_epoch"] == up["epoch"] + 1
+    down = LocalBackend().scale("sc-ar", 2)
+    assert down.message.startswith("resizing from 3 to 2 worker(s)")
+    entry = _resized(job, 2)
+    assert (entry["from"], entry["to"], entry["how"], entry["removed"]) == (3, 2, "restart", ["worker-2"])
+    assert job.status.replica("worker-2").state == "removed"
+    assert job.wait(timeout=120) == "succeeded", job.status.message
+    _curve_is_continuous(job, 10, 10)
+    markers = [e for e in job.events() if e.get("type") == "resize"]
+    assert [(m["from"], m["to"], m["step"]) for m in markers] == [(2, 3, up["step"]), (3, 2, entry["step"])]
+    assert "started with the job's new shape (3 workers)" in job.logs("worker-0")
+
+
+def test_standin_ps_scale_up_by_checkpoint_restart_brings_a_removed_worker_back(standin):
+    job = tk.submit("EPOCHS = 10\nSTEPS = 10\nSTEP_SECONDS = 0.1", ps=1, workers=2, name="sc-up")
+    wait_for(lambda: any(e.get("type") == "checkpoint" for e in job.events()), 60, "the first checkpoint")
+    LocalBackend().scale("sc-up", 1)  # live
+    LocalBackend().scale("sc-up", 3)  # worker-1 back, worker-2 added
+    entry = _resized(job, 2)
+    assert (entry["how"], entry["from"], entry["to"], entry["added"]) == (
+        "restart",
+        1,
+        3,
+        ["worker-1", "worker-2"],
+    )
+    assert [r.state for r in job.status.replicas if r.role == "worker"].count("removed") == 0
+    assert job.wait(timeout=120) == "succeeded", job.status.message
+    _curve_is_continuous(job, 10, 10)
+    assert job.status.replica("chief-0").restarts == 0  # a resize is no failure
+
+
+def _loss_continues(job, entry: dict, steps: int) -> None:
+    """Around the resize ``entry``'s marker: the new shape's first step follows the checkpoint's step (the
+    step count continues, no point doubled) and its loss continues from the loss before (not an untrained
+    model's)."""
+    events = job.events()
+    n = next(i for i, h in enumerate(job.status.history) if h["time"] == entry["time"]) + 1
+    at = next(i for i, e in enumerate(events) if e.get("type") == "resize" and e["seq"] == n)
+    before = [e for e in events[:at] if e.get("type") in ("metric", "epoch")]
+    after = [e for e in events[at:] if e.get("type") == "metric"]
+    untrained = next(e for e in events if e.get("type") == "metric")["values"]["loss"]
+    last, first = before[-1], after[0]
+    assert last["type"] == "epoch" and last["epoch"] == entry["epoch"] and last["step"] == entry["step"]
+    assert entry["step"] < first["step"] <= entry["step"] + steps, (entry, first)
+    assert first["epoch"] == entry["epoch"] + 1
+    assert first["values"]["loss"] < min(2 * last["values"]["loss"], untrained / 4), (untrained, last, first)
+    steps_seen = [e["step"] for e in events if e.get("type") == "metric"]
+    assert steps_seen == sorted(set(steps_seen)), steps_seen  # no step reported twice
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(900)
+def test_tf_ps_scale_up_2_to_3_by_checkpoint_restart():
+    job = tk.submit(
+        tf_keras_cell(epochs=10, steps=30, step_sleep=0.05), ps=1, workers=2, name="tf-up", setup_timeout=240
+    )
+    wait_for(lambda: any(e.get("type") == "checkpoint" for e in job.events()), 300, "the first checkpoint")
+    asked = time.time()
+    status = job.scale(workers=3)
+    assert status.message.startswith("resizing from 2 to 3 worker(s) by checkpoint-restart")
+    entry = _resized(job, 1, timeout=300)
+    assert (entry["from"], entry["to"], entry["how"], entry["added"]) == (2, 3, "restart", ["worker-2"])
+    assert asked <= entry["asked"] <= entry["time"]
+    wait_for(lambda: job.status.replica("worker-2").state == "running", 240, "worker-2 up")
+    assert job.wait(timeout=600) == "succeeded", job.status.message
+    _loss_continues(job, entry, 30)
+    epochs = [e["epoch"] for e in job.events() if e.get("type") == "epoch"]
+    assert epochs == list(range(10)), epochs  # every epoch once: nothing lost, nothing redone
+    assert job.spec.workers == 3 and job.status.replica("chief-0").restarts == 0
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(1200)
+def test_tf_all_reduce_2_to_3_and_3_to_2_by_checkpoint_restart():
+    job = tk.submit(
+        tf_keras_cell(epochs=14, steps=30, step_sleep=0.05), workers=2, name="tf-ar", setup_timeout=240
+    )
+    wait_for(lambda: any(e.get("type") == "checkpoint" for e in job.events()), 300, "the first checkpoint")
+    job.scale(workers=3)
+    up = _resized(job, 1, timeout=300)
+    assert (up["from"], up["to"], up["how"], up["added"]) == (2, 3, "restart", ["worker-2"])
+    wait_for(
+        lambda: [e for e in job.events() if e.get("type") == "epoch" and e["epoch"] > up["epoch"] + 1],
+        300,
+        "an epoch of 3 workers",
+    )
+    assert [e for e in job.events() if e.get("type") == "start"][-1]["replicas"] == 3
+    job.scale(workers=2)
+    down = _resized(job, 2, timeout=300)
+    assert (down["from"], down["to"], down["how"], down["removed"]) == (3, 2, "restart", ["worker-2"])
+    assert job.wait(timeout=600) == "succeeded", job.status.message
+    _loss_continues(job, up, 30)
+    _loss_continues(job, down, 30)
+    epochs = [e["epoch"] for e in job.events() if e.get("type") == "epoch"]
+    assert epochs == list(range(14)), epochs
+    assert job.status.replica("worker-2").state == "removed"
+    assert [h["how"] for h in job.status.history] == ["restart", "restart"]

@@ -87,7 +87,9 @@ class Job:
 
     def scale(self, workers: int) -> JobStatus:
         """Resize the running job: a parameter-server job's workers go down live (the highest indexes stop
-        for good and show as ``removed``; the chief carries on). The resize is in ``status.history``."""
+        for good and show as ``removed``; the chief carries on); more workers, or any resize of an all-reduce
+        job, restart the job with the new shape from its next checkpoint (local backend; the returned
+        status' message says it is under way). Each resize is in ``status.history``."""
         return self.backend.scale(self.name, workers)
 
     def delete(self) -> None:

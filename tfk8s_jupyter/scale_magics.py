@@ -1,4 +1,5 @@
-"""``%tfk8s_scale NAME --workers N``: resize a running job (a parameter-server job's scale-down, live).
+"""``%tfk8s_scale NAME --workers N``: resize a running job (a parameter-server job's scale-down live, any
+other resize by checkpoint-restart).
 
 Registered beside the other magics by ``%load_ext tfk8s_jupyter`` (``ScaleMagics(ipython, train)`` with the
 kernel's :class:`~tfk8s_jupyter.magics.TFK8sMagics`).
@@ -31,16 +32,18 @@ class ScaleMagics(Magics):
 
     @magic_arguments()
     @job_name_argument
-    @argument("--workers", required=True, help="The number of workers to keep (fewer than now: live).")
+    @argument("--workers", required=True, help="The number of workers the job should have.")
     @job_backend_argument
     @line_magic
     def tfk8s_scale(self, line: str):
         """Resize a running job: fewer workers in a parameter-server job are removed live (the highest
-        index first; the chief carries on).
+        index first; the chief carries on); more workers, or any resize of an all-reduce job, restart the
+        job with the new shape from its next checkpoint (the step count and the curve continue).
 
-        Example::
+        Examples::
 
             %tfk8s_scale mnist-ps --workers 2
+            %tfk8s_scale mnist-mw --workers 3
         """
         from .backends.base import TFK8sError
         from .job_magics import JobMagics
@@ -53,6 +56,9 @@ class ScaleMagics(Magics):
         except TFK8sError as e:
             raise UsageError(str(e)) from None
         after = len([r for r in status.replicas if r.role == "worker" and r.state != "removed"])
+        if after == before and status.message and status.message.startswith("resizing"):
+            print(f"tfk8s: job {job.name} is {status.message}; job.status.history records it when done.")
+            return
         if after == before:
             print(f"tfk8s: job {job.name} has {after} worker(s) already; nothing changed.")
             return

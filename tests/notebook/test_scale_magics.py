@@ -23,10 +23,26 @@ def test_scale_magic_removes_a_worker_live_and_refuses_in_one_sentence(shell, ca
         assert job.status.replica("worker-2").state == "removed"
         with pytest.raises(UsageError, match="not a whole number of workers"):
             shell.run_line_magic("tfk8s_scale", "m-scale --workers two")
-        with pytest.raises(UsageError, match="needs a checkpoint-restart, which is not built yet"):
-            shell.run_line_magic("tfk8s_scale", "m-scale --workers 3")
         shell.run_line_magic("tfk8s_scale", "m-scale --workers 2")
         assert "has 2 worker(s) already; nothing changed" in capsys.readouterr().out
         assert len(job.status.history) == 1
+        # more workers: a checkpoint-restart, under way when the magic returns
+        while (
+            not any(e.get("type") == "checkpoint" for e in job.events()) and time.monotonic() < deadline + 60
+        ):
+            time.sleep(0.1)
+        shell.run_line_magic("tfk8s_scale", "m-scale --workers 3")
+        assert capsys.readouterr().out == (
+            "tfk8s: job m-scale is resizing from 2 to 3 worker(s) by checkpoint-restart: waiting for the next "
+            "checkpoint; job.status.history records it when done.\n"
+        )
+        deadline = time.monotonic() + 60
+        while len(job.status.history) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [(h["from"], h["to"], h["how"]) for h in job.status.history] == [
+            (3, 2, "live"),
+            (2, 3, "restart"),
+        ]
+        assert job.status.replica("worker-2").state != "removed"
     finally:
         job.stop()

@@ -78,7 +78,7 @@ class JobStatus:
     namespace: str | None = None
     # One-line notes the panel shows under the header (e.g. "artifacts will not survive the pods").
     notes: list[str] = field(default_factory=list)
-    # Each resize of the job: {"time", "from", "to", "how" ("live"), "removed": [replica names]}.
+    # Each resize of the job: {"time", "from", "to", "how" ("live" or "restart"), "removed" / "added": [names]}.
     history: list[dict] = field(default_factory=list)
 
     @property

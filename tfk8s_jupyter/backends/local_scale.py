@@ -1,17 +1,21 @@
-"""Live scale-down of a local parameter-server job: ``job.scale(workers=N)`` with N below the worker count.
+"""Resizing a local job: ``job.scale(workers=N)``.
 
-TensorFlow's ``ClusterCoordinator`` keeps training when a worker disappears (the worker's closures are
-rescheduled on the others), so the highest-index workers can be stopped for good with no restart. Adding
-workers, or resizing an all-reduce job, needs a checkpoint-restart, which is not built yet: refused.
+- **Parameter-server scale-down, live**: TensorFlow's ``ClusterCoordinator`` keeps training when a worker
+  disappears (the worker's closures are rescheduled on the others), so the highest-index workers are
+  stopped for good with no restart.
+- **Parameter-server scale-up and any all-reduce resize, by checkpoint-restart** (:mod:`.local_resize`):
+  the coordinator's worker set, and an all-reduce group, is fixed when it starts.
 
 The kernel and the job's supervisor talk through two files in the job record:
 
 - ``scale.request`` ``{"id", "workers", "at"}``: created by the kernel with an exclusive link (so a second
-  resize while one is in progress is refused), removed by the supervisor once the resize is applied;
-- ``scale.reply`` ``{"id", "ok", "message"}``: written atomically by the supervisor.
+  resize while one is in progress is refused), removed by the supervisor once the resize is applied (a
+  restart: once the new shape's run has started);
+- ``scale.reply`` ``{"id", "ok", "message"}``: written atomically by the supervisor when it applied (live)
+  or accepted (restart) the resize, or refused it.
 
-The supervisor (:func:`poll`, called from its loop) stops the workers (SIGTERM, then SIGKILL), marks them
-``removed`` in the replica table (never restarted as a failure; their logs stay), and appends the resize to
+A live scale-down (:func:`scale_down`) stops the workers (SIGTERM, then SIGKILL), marks them ``removed``
+in the replica table (never restarted as a failure; their logs stay), and appends the resize to
 ``JobStatus.history`` (``{"time", "from", "to", "how": "live", "removed"}``).
 """
 
@@ -27,14 +31,11 @@ from pathlib import Path
 from ..records import JobRecord, write_json_atomic
 from ..spec import JobSpec
 from .base import R_REMOVED, RUNNING, JobConflict, JobStatus, TFK8sError
+from .local_capacity import REPLICA_MEMORY, available_memory, check_local_capacity
 
 SCALE_REQUEST = "scale.request"
 SCALE_REPLY = "scale.reply"
-SCALE_WAIT = 20.0  # seconds the kernel waits for the supervisor to apply a resize
-NOT_BUILT = (
-    "adding workers or resizing an all-reduce job needs a checkpoint-restart, which is not built yet; "
-    "stop the job and submit it again with the shape you want"
-)
+SCALE_WAIT = 20.0  # seconds the kernel waits for the supervisor to apply (or accept) a resize
 
 
 class BadScale(TFK8sError, ValueError):
@@ -59,20 +60,22 @@ def check_count(workers) -> int:
     return workers
 
 
+def by_restart(strategy: str, current: int, workers: int) -> bool:
+    """Whether going from ``current`` to ``workers`` workers needs a checkpoint-restart (else: live)."""
+    return strategy != "parameter_server" or workers > current
+
+
 def refusal(name: str, status: JobStatus, strategy: str, workers: int) -> str | None:
     """Why resizing the job to ``workers`` workers is refused now (one sentence), or ``None``."""
     if status.done:
         return f"job {name} has already {status.phase}; only a running job can be resized."
-    if strategy != "parameter_server":
-        return f"job {name} is an all-reduce job: {NOT_BUILT}."
     if workers == 0:
-        return (
-            f"a parameter-server job needs at least one worker; scale job {name} to workers=1 or more, "
-            "or stop it with job.stop()."
-        )
-    current = len(live_workers(status))
-    if workers > current:
-        return f"job {name} has {current} worker(s) and workers={workers} asks for more: {NOT_BUILT}."
+        if strategy == "parameter_server":
+            return (
+                f"a parameter-server job needs at least one worker; scale job {name} to workers=1 or more, "
+                "or stop it with job.stop()."
+            )
+        return f"an all-reduce job needs at least one worker; scale job {name} to workers=1 or more, or stop it with job.stop()."
     if status.phase != RUNNING:
         # The coordinator's worker set is fixed when it connects, and it waits for every worker it names.
         return (
@@ -82,15 +85,49 @@ def refusal(name: str, status: JobStatus, strategy: str, workers: int) -> str | 
     return None
 
 
+def capacity_refusal(spec: JobSpec, status: JobStatus, workers: int) -> str | None:
+    """Why this machine cannot run the job with ``workers`` workers (the rule of a submission, counting the
+    memory the job's own replicas give back when they stop for the restart), or ``None``."""
+    from ..spec import SpecError
+
+    available = available_memory()
+    if available is not None:
+        running = len([r for r in status.replicas if r.state != R_REMOVED])
+        available += running * REPLICA_MEMORY
+    try:
+        check_local_capacity(spec.with_(workers=workers), available=available)
+    except SpecError as e:
+        return str(e)
+    return None
+
+
+def no_checkpoint(name: str, epoch_now: int | None) -> str:
+    """The refusal of a restart-resize before the job saved any checkpoint: when one will be."""
+    where = f" (it is in epoch {epoch_now + 1} now)" if isinstance(epoch_now, int) else ""
+    return (
+        f"job {name} has no checkpoint to restart from yet: its first is saved at the end of epoch 1{where}, "
+        "so resize it after that."
+    )
+
+
 # kernel side ----------------------------------------------------------------------------------------
 def request_scale(record: JobRecord, status: JobStatus, spec: JobSpec, workers, wait: float = SCALE_WAIT):
-    """Ask the job's supervisor to scale down to ``workers`` workers; return the status showing it."""
+    """Ask the job's supervisor to resize the job to ``workers`` workers; return the status showing the
+    change (live), or the resize under way (restart: its ``message`` says so, its ``history`` gets the entry
+    once the new shape runs)."""
     workers = check_count(workers)
     why = refusal(record.name, status, spec.strategy, workers)
     if why:
         raise JobConflict(why)
-    if workers == len(live_workers(status)):
+    current = len(live_workers(status))
+    if (record.dir / SCALE_REQUEST).exists():
+        raise JobConflict(in_progress(record.name))
+    if workers == current:
         return status  # nothing to change
+    if by_restart(spec.strategy, current, workers):
+        why = capacity_refusal(spec, status, workers)
+        if why:
+            raise JobConflict(why)
     request = record.dir / SCALE_REQUEST
     ident = secrets.token_hex(8)
     fd, tmp = tempfile.mkstemp(dir=record.dir, prefix=f".{SCALE_REQUEST}.")
@@ -99,10 +136,7 @@ def request_scale(record: JobRecord, status: JobStatus, spec: JobSpec, workers, 
     try:
         os.link(tmp, request)  # exclusive: fails while another resize is in progress
     except FileExistsError:
-        raise JobConflict(
-            f"a resize of job {record.name} is in progress already; wait until job.status shows it, then "
-            "ask again."
-        ) from None
+        raise JobConflict(in_progress(record.name)) from None
     finally:
         os.unlink(tmp)
     deadline = time.monotonic() + wait
@@ -127,6 +161,10 @@ def request_scale(record: JobRecord, status: JobStatus, spec: JobSpec, workers, 
     )
 
 
+def in_progress(name: str) -> str:
+    return f"a resize of job {name} is in progress already; wait until job.status shows it, then ask again."
+
+
 def _read(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
@@ -136,22 +174,49 @@ def _read(path: Path) -> dict:
 
 # supervisor side ------------------------------------------------------------------------------------
 def poll(sup) -> None:
-    """Apply a pending ``scale.request`` (called on every tick of the supervisor's loop)."""
+    """Apply a pending ``scale.request`` (called on every tick of the supervisor's loop), and advance an
+    accepted restart-resize."""
+    from .local_resize import PendingResize
+    from .local_resize import step as step_resize
+
     request = sup.record.dir / SCALE_REQUEST
+    if sup.resize is not None:
+        step_resize(sup)  # the request file stays until the new shape runs: a second resize is refused
+        return
     if not request.exists():
         return
     req = _read(request)
     reply = {"id": req.get("id"), "ok": True, "message": None}
+    done = True
     try:
         workers = check_count(req.get("workers"))
         why = refusal(sup.spec.name, sup.status, sup.spec.strategy, workers)
         if why:
             raise JobConflict(why)
-        scale_down(sup, workers)
+        current = len(live_workers(sup.status))
+        if by_restart(sup.spec.strategy, current, workers) and workers != current:
+            if not sup.checkpoints_seen:
+                raise JobConflict(no_checkpoint(sup.spec.name, sup.current_epoch))
+            why = capacity_refusal(sup.spec, sup.status, workers)
+            if why:
+                raise JobConflict(why)
+            sup.resize = PendingResize(
+                str(req.get("id")), workers, current, float(req.get("at") or time.time())
+            )
+            sup.status.message = (
+                f"resizing from {current} to {workers} worker(s) by checkpoint-restart: waiting for the "
+                "next checkpoint"
+            )
+            sup.save()
+            reply["message"] = sup.status.message
+            done = False
+        else:
+            scale_down(sup, workers)
     except TFK8sError as e:
         reply.update(ok=False, message=str(e))
     write_json_atomic(sup.record.dir / SCALE_REPLY, reply)
-    request.unlink(missing_ok=True)
+    if done:
+        request.unlink(missing_ok=True)
 
 
 def scale_down(sup, workers: int) -> None:
@@ -187,10 +252,10 @@ def scale_down(sup, workers: int) -> None:
 def note_full_restart(sup) -> None:
     """Record that a restart of every replica brings removed workers back: the cluster spec every replica
     starts with names each worker, and a coordinator waits for every worker it names."""
-    removed = [r.name for r in sup.status.replicas if r.state == R_REMOVED]
+    removed = [r.name for r in sup.replicas if r.status.state == R_REMOVED]
     if not removed:
         return
-    total = len([r for r in sup.status.replicas if r.role == "worker"])
+    total = len([r for r in sup.replicas if r.status.role == "worker"])
     sup.status.history.append(
         {
             "time": time.time(),

@@ -15,6 +15,9 @@ submitting process). One single-threaded loop:
   together); an error raised by the cell fails the job at once (it would only fail again); a setup deadline
   that names the replica that never came up; SIGTERM from ``stop()`` stops everything and records ``stopped``.
 
+Beside it: the stall checks (:mod:`.local_stall`), which failures a restart may cure (:mod:`.local_errors`),
+and resizes (:mod:`.local_scale`, live; :mod:`.local_resize`, by checkpoint-restart).
+
 Test-only settings come from ``local.json`` (``test_hooks``, written from
 :attr:`~tfk8s_jupyter.backends.local.LocalBackend.test_hooks` by the test suite), never from the
 environment, so no stray variable of a kernel can change what replicas run.
@@ -25,7 +28,6 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -53,9 +55,14 @@ from .base import (
     ReplicaStatus,
 )
 from .local import SUPERVISOR_FILE, process_env
-from .local_processes import listening_ports, proc_start_ticks, process_cpu_seconds, process_state
+from .local_errors import TRANSIENT_ERRORS, curable_error, error_type  # noqa: F401 (re-exported)
+from .local_pool import claim_replica
+from .local_processes import listening_ports, proc_start_ticks, process_state
+from .local_resize import cancel as cancel_resize
+from .local_resize import filter_events
 from .local_scale import note_full_restart
 from .local_scale import poll as poll_scale
+from .local_stall import FROZEN_STATES, PROGRESS_EVENTS, StallWatch, say
 
 TICK = 0.1  # seconds between loop iterations
 # Seconds a replica gets between SIGTERM and SIGKILL. All-reduce workers catch SIGTERM (TensorFlow's
@@ -65,57 +72,7 @@ FAILED_GRACE = 2.0
 PEER_GRACE = 5.0  # seconds all-reduce workers get to finish by themselves once worker 0 has
 END_GRACE = 30.0  # seconds the reporting replica may take to exit after it reported a successful end
 UP_CHECK_EVERY = 1.0
-STALL_CHECK_EVERY = 1.0
-# Below this many CPU cores summed over the job's replicas the job counts as idle: a hung job (a deadlock,
-# a peer that never answers) waits without computing, while work that reports no progress events (an
-# evaluate after fit, a custom loop that reports nothing) keeps computing and is never taken for a hang.
-IDLE_CPU = 0.2
-# Events of the reporting replica that show training advancing.
-PROGRESS_EVENTS = ("metric", "epoch", "checkpoint")
-# Process states that make no progress by themselves: stopped (SIGSTOP), traced, uninterruptible sleep.
-FROZEN_STATES = {"T": "stopped", "t": "stopped by a tracer", "D": "in uninterruptible sleep"}
 GATHER = 0.7  # seconds to collect peers that fail together before deciding what to do
-# Exception types that mean a peer was lost rather than a bug in the cell: restarts can cure these. The
-# decision reads only the type name the runner puts first in its error event ("UnavailableError: ..."),
-# never the free text of a message, which the cell controls.
-TRANSIENT_ERRORS = frozenset(
-    {
-        "UnavailableError",
-        "AbortedError",
-        "DeadlineExceededError",
-        "CancelledError",
-        "ConnectionError",
-        "ConnectionResetError",
-        "ConnectionRefusedError",
-        "ConnectionAbortedError",
-        "BrokenPipeError",
-    }
-)
-_TYPE_NAME = re.compile(r"([A-Za-z_][\w.]*):")
-
-
-def error_type(event: dict) -> str | None:
-    """The exception type name an ``error`` event starts its message with (``UnavailableError``), if any."""
-    match = _TYPE_NAME.match(str(event.get("message") or event.get("error") or ""))
-    return match.group(1).rsplit(".", 1)[-1] if match else None
-
-
-def curable_error(event: dict) -> bool:
-    """Whether a restart may cure the failure an ``error`` event reports: a lost peer, by the exception's
-    type (never by words in its message or traceback). With the runner's ``error_type`` (module and
-    qualified name), only TensorFlow's own error types, or a built-in connection error raised outside the
-    cell's own code, count: a cell's own ``class UnavailableError`` or its ``raise ConnectionError`` does not."""
-    full = event.get("error_type")
-    if isinstance(full, str) and full:
-        module, _, name = full.rpartition(".")
-        if name not in TRANSIENT_ERRORS:
-            return False
-        if module.startswith("tensorflow."):
-            return True
-        return module == "builtins" and event.get("raised_in_cell") is False
-    return error_type(event) in TRANSIENT_ERRORS
-
-
 PR_SET_PDEATHSIG = 1
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -128,11 +85,6 @@ def _die_with_parent(parent: int):
             os._exit(1)
 
     return preexec
-
-
-def say(text: str) -> None:
-    """One line of the supervisor's own log (``job.logs("supervisor")``)."""
-    print(f"{time.strftime('%H:%M:%S')} {text}", flush=True)
 
 
 class Replica:
@@ -159,7 +111,7 @@ class Replica:
         return self.proc is not None and self.proc.poll() is None
 
 
-class Supervisor:
+class Supervisor(StallWatch):
     def __init__(self, job_dir: Path):
         self.record = JobRecord(job_dir.name, job_dir.parent)
         self.spec = JobSpec.from_json(self.record.read_spec())
@@ -202,6 +154,10 @@ class Supervisor:
         self.cpu_seen: dict[int, float] = {}  # pid -> CPU seconds at the last stall check
         self.last_cpu_check = 0.0
         self.stall_notes: dict[str, str] = {}  # replica name -> why the supervisor killed it as hung
+        self.resize = None  # an accepted checkpoint-restart resize (local_resize.PendingResize)
+        self.checkpoints_seen = 0  # checkpoint events of the reporting replica (saved or restored)
+        self.checkpoint_epoch: int | None = None  # the epoch of the last one
+        self.current_epoch: int | None = None  # the epoch of the last metric or epoch event
 
     # bookkeeping ----------------------------------------------------------------
     def save(self) -> None:
@@ -216,6 +172,7 @@ class Supervisor:
     def pump_events(self) -> None:
         key = self.spec.protocol_key
         events = [e for e in (parse_line(line, key) for line in self.tail.read()) if e is not None]
+        events = filter_events(self, events)  # a restart-resize drops the old run's tail after its checkpoint
         if not events:
             return
         changed = False
@@ -274,7 +231,8 @@ class Supervisor:
                     f"\n---- tfk8s: {r.name} restarted ({r.status.restarts} of {self.limit(r)}) ----\n".encode()
                 )
                 log.flush()
-            r.proc = subprocess.Popen(
+            warm = claim_replica(self.local.get("warm_pool"), command, env, self.cwd, r.log)
+            r.proc = warm or subprocess.Popen(
                 command,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -288,6 +246,7 @@ class Supervisor:
             f"started {r.name} as pid {r.proc.pid}"
             + (f" (restart {r.status.restarts})" if r.status.restarts else "")
         )
+        r.status.launch = "warm" if warm else "cold"  # warm: a warm pool process became the replica
         r.start_at = None
         r.up = False
         r.frozen_since = None
@@ -326,6 +285,7 @@ class Supervisor:
     # lifecycle -------------------------------------------------------------------
     def finish(self, phase: str, message: str | None) -> None:
         say(f"job {phase}" + (f": {message}" if message else ""))
+        cancel_resize(self, f"the job {phase} first")
         if phase == SUCCEEDED and self.spec.strategy != "parameter_server":
             # All-reduce peers finish together with worker 0; let them exit by themselves.
             deadline = time.monotonic() + PEER_GRACE
@@ -461,85 +421,6 @@ class Supervisor:
         self.save()
         return False
 
-    def check_stall(self, now: float) -> bool:
-        """Kill a hung replica and apply the role rules to it; return True when the job is finished.
-
-        Hung: a replica frozen (stopped, uninterruptible) for ``stall_timeout`` seconds, or the reporting
-        replica's run without a progress event for that long (before its first progress event the
-        start-up grace ``setup_timeout`` is added, for the first step's compile). The culprit is the frozen
-        replica if there is one, else the reporting replica."""
-        if self.stall_timeout <= 0 or now - self.last_stall_check < STALL_CHECK_EVERY:
-            return False
-        self.last_stall_check = now
-        timeout = self.stall_timeout
-        for r in self.replicas:
-            state = process_state(r.proc.pid) if r.alive else None
-            if state in FROZEN_STATES:
-                cpu = process_cpu_seconds(r.proc.pid) or 0.0
-                # a process that keeps computing between samples (heavy I/O sampled in D) is not frozen
-                if r.frozen_since is None or r.frozen_state != state or cpu > r.frozen_cpu + 0.05:
-                    r.frozen_since, r.frozen_state, r.frozen_cpu = now, state, cpu
-            else:
-                r.frozen_since = None
-        frozen = [r for r in self.replicas if r.alive and r.frozen_since is not None]
-        long_frozen = [r for r in frozen if now - r.frozen_since >= timeout]
-        self.note_cpu(now)
-        stalled = False
-        # after a fit's last epoch, what follows (its tf.data teardown, saving) makes no progress events
-        training = not self.fit_finished
-        if self.progress_at is not None and self.ended_at is None and self.reporting.alive and training:
-            limit = timeout if self.progress_seen else timeout + float(self.spec.setup_timeout)
-            quiet_since = max(self.progress_at, self.busy_at or 0.0)
-            if now - quiet_since >= limit:
-                stalled = True
-        if not long_frozen and not stalled:
-            return False
-        culprit = (long_frozen or frozen or [self.reporting])[0]
-        at = self.where()
-        if culprit in long_frozen:
-            what = (
-                f"was frozen ({FROZEN_STATES[culprit.frozen_state]}) longer than stall_timeout={timeout:g} s"
-            )
-        elif culprit.frozen_since is not None:
-            what = (
-                f"was frozen ({FROZEN_STATES[culprit.frozen_state]}) and training made no progress for longer "
-                f"than stall_timeout={timeout:g} s"
-            )
-        else:
-            what = f"made no training progress for longer than stall_timeout={timeout:g} s"
-        note = f"{culprit.name} {what} {at}, so it was killed"
-        say(f"{note} (pid {culprit.proc.pid})")
-        self.stall_notes[culprit.name] = note
-        culprit.proc.kill()
-        code = culprit.proc.wait()
-        self.pump_events()
-        finished = self.on_exits([(culprit, code)])
-        self.stall_notes.pop(culprit.name, None)
-        if not finished:
-            self.progress_at = time.monotonic() if self.progress_at is not None else None
-        return finished
-
-    def where(self) -> str:
-        """``at step N`` of the reporting replica's last progress event (``before its first step``)."""
-        return f"at step {self.last_step}" if self.last_step is not None else "before its first step"
-
-    def note_cpu(self, now: float) -> None:
-        """Set :attr:`busy_at` to ``now`` when the replicas used more than ``IDLE_CPU`` cores since the last
-        check (a replica that was not there last time counts from its start)."""
-        used, seen = 0.0, {}
-        for r in self.replicas:
-            if not r.alive:
-                continue
-            cpu = process_cpu_seconds(r.proc.pid)
-            if cpu is None:
-                continue
-            seen[r.proc.pid] = cpu
-            used += cpu - self.cpu_seen.get(r.proc.pid, 0.0)
-        elapsed = now - self.last_cpu_check if self.last_cpu_check else STALL_CHECK_EVERY
-        if used > IDLE_CPU * max(elapsed, STALL_CHECK_EVERY):
-            self.busy_at = now
-        self.cpu_seen, self.last_cpu_check = seen, now
-
     def schedule_restart(self, replicas: list[Replica]) -> None:
         for r in replicas:
             r.proc = None
@@ -612,8 +493,8 @@ class Supervisor:
             if self.stop_signalled():
                 self.finish(STOPPED, "stopped by the user")
                 return
-            poll_scale(self)  # job.scale(workers=N): a live scale-down
             self.pump_events()
+            poll_scale(self)  # job.scale(workers=N): a live scale-down, or a restart at the next checkpoint
             exited = self.newly_exited()
             if exited:
                 self.pump_events()

@@ -1,0 +1,251 @@
+"""Resizing a local job by checkpoint-restart: adding parameter-server workers, or any all-reduce resize.
+
+A ``ClusterCoordinator``'s worker set is fixed when it connects, and all-reduce fixes its group when the
+strategy starts, so the job restarts with the new shape (the kernel's request: :mod:`.local_scale`):
+
+1. **wait for a safe point**: the next ``checkpoint`` event of the reporting replica (its ``BackupAndRestore``
+   saves every epoch under all-reduce, the first epoch and then every ``TFK8S_CHECKPOINT_INTERVAL`` seconds
+   with parameter servers); what the old run reports after that checkpoint is not recorded, since the new
+   run does it again (no metric point doubled). After :data:`CHECKPOINT_WAIT` seconds without one, the last
+   checkpoint is used;
+2. **stop every replica** and drop what the old run printed after the checkpoint;
+3. **start the new shape** under the same record: new ports and ``TF_CONFIG``, the same checkpoint dir and
+   artifacts; ``spec.json`` and ``local.json`` say the new worker count; Keras 3 all-reduce workers back up
+   into one folder each, so every worker of the new shape gets worker 0's copy. The restored replicas
+   continue the step count from the checkpoint's epoch;
+4. **record it**: a ``resize`` event in ``events.jsonl`` (a marker on the curve) and an entry in
+   ``JobStatus.history`` ``{"time", "asked", "from", "to", "how": "restart", "epoch", "step", "added" |
+   "removed"}``; the request file is removed once the new run reports its start, so a second resize is
+   refused until then.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+from ..protocol import parse_line
+from ..records import write_json_atomic
+from .base import R_REMOVED, R_RESTARTING, ReplicaStatus
+
+CHECKPOINT_WAIT = 120.0  # seconds to wait for the next checkpoint before restarting from the last one
+RESIZE_RUN = "resize"  # the ``run`` of the marker events the supervisor writes
+
+
+class PendingResize:
+    """A restart-resize the supervisor accepted and has not finished."""
+
+    def __init__(self, ident: str, workers: int, before: int, asked: float):
+        self.id = ident
+        self.workers = workers
+        self.before = before
+        self.asked = asked
+        self.accepted = time.monotonic()
+        self.ready = False  # the safe point arrived: restart now
+        self.fallback = False  # no new checkpoint in time: the last one is used
+        self.restarted = False  # the new shape was started; done once its reporting replica starts
+        self.epoch: int | None = None  # the epoch of the checkpoint the new shape restores
+        self.held: list[dict] = []  # what the old run reported after that checkpoint, until it is stopped
+
+
+def checkpoint_saved(event: dict) -> bool:
+    return event.get("type") == "checkpoint" and event.get("action") != "restored"
+
+
+def filter_events(sup, events: list[dict]) -> list[dict]:
+    """The reporting replica's new events the supervisor records (called by ``pump_events``): all of them,
+    except, while a restart-resize waits, what follows the checkpoint it restarts from."""
+    for e in events:
+        if e.get("type") in ("metric", "epoch") and isinstance(e.get("epoch"), int):
+            sup.current_epoch = e["epoch"]
+        if e.get("type") == "checkpoint":
+            sup.checkpoints_seen += 1
+            if isinstance(e.get("epoch"), int):
+                sup.checkpoint_epoch = e["epoch"]
+    resize = sup.resize
+    if resize is None or resize.restarted:
+        return events
+    if resize.ready:
+        resize.held += events  # the old run after its checkpoint: recorded only up to its last checkpoint
+        return []
+    for i, e in enumerate(events):
+        if checkpoint_saved(e):
+            last = next((p for p in reversed(events[:i]) if p.get("type") == "epoch"), None)
+            if last is not None and last.get("last_epoch") is True:
+                return events  # training has ended: nothing left to resize
+            resize.ready, resize.epoch = True, e.get("epoch")
+            resize.held = events[i + 1 :]
+            return events[: i + 1]
+    return events
+
+
+def settle_old_run(sup, resize: PendingResize) -> None:
+    """Record what the stopped run reported up to its last checkpoint (the one the new shape restores: a
+    replica may have saved another before it was stopped) and drop the rest, which the new shape does again."""
+    key = sup.spec.protocol_key
+    rest = resize.held + [e for e in (parse_line(line, key) for line in sup.tail.read()) if e is not None]
+    sup.tail.partial = b""
+    resize.held = []
+    last = max((i for i, e in enumerate(rest) if checkpoint_saved(e)), default=None)
+    if last is None:
+        return
+    keep = rest[: last + 1]
+    if isinstance(keep[-1].get("epoch"), int):
+        resize.epoch = keep[-1]["epoch"]
+    for e in keep:
+        if isinstance(e.get("step"), int) and e.get("type") in ("metric", "epoch"):
+            sup.last_step = e["step"]
+        if e.get("type") == "checkpoint":
+            sup.checkpoints_seen += 1
+            sup.checkpoint_epoch = e.get("epoch", sup.checkpoint_epoch)
+    sup.record.append_events(keep, sup.dedup)
+
+
+def step(sup) -> None:
+    """Advance the accepted resize (called on every tick of the supervisor's loop)."""
+    from .local_scale import SCALE_REQUEST
+    from .local_supervisor import say
+
+    resize = sup.resize
+    if resize is None:
+        return
+    if resize.restarted:
+        if sup.awaiting_start_until is None and sup.reporting.up:  # the new shape's run has started
+            say(f"resized to {resize.workers} worker(s); {sup.reporting.name} is training again")
+            sup.resize = None
+            if sup.status.message and sup.status.message.startswith("resizing"):
+                sup.status.message = None
+            sup.save()
+            (sup.record.dir / SCALE_REQUEST).unlink(missing_ok=True)
+        return
+    if not resize.ready and time.monotonic() - resize.accepted > CHECKPOINT_WAIT:
+        say(f"no checkpoint within {CHECKPOINT_WAIT:g} s of the resize: restarting from the last one")
+        resize.ready, resize.fallback, resize.epoch = True, True, sup.checkpoint_epoch
+    if resize.ready:
+        restart_with_shape(sup, resize)
+
+
+def cancel(sup, why: str) -> None:
+    """Drop an accepted resize that can no longer happen (the job ended first)."""
+    from .local_scale import SCALE_REQUEST
+    from .local_supervisor import say
+
+    if sup.resize is None:
+        return
+    say(f"the resize to {sup.resize.workers} worker(s) did not happen: {why}")
+    sup.resize = None
+    (sup.record.dir / SCALE_REQUEST).unlink(missing_ok=True)
+
+
+def restart_with_shape(sup, resize: PendingResize) -> None:
+    """Stop every replica and start the job again with ``resize.workers`` workers (see the module doc)."""
+    from .local import allocate_ports, cluster_of, detect_gpus, gpu_slices
+    from .local_supervisor import Replica, say
+
+    workers = resize.workers
+    spec = sup.spec.with_(workers=workers)
+    # Stopped at once (SIGKILL): a replica given time to end would go on training and saving past the
+    # checkpoint the new shape restores. A kill during a save leaves the previous backup (Keras keeps it).
+    live = [r for r in sup.replicas if r.alive]
+    for r in live:
+        r.proc.kill()
+    for r in live:
+        r.status.exit_code = r.proc.wait()
+    settle_old_run(sup, resize)
+    say(
+        f"resizing from {resize.before} to {workers} worker(s): every replica stopped, restarting from the "
+        f"checkpoint of epoch {resize.epoch}"
+    )
+    old_workers = {r.status.index: r for r in sup.replicas if r.status.role == "worker"}
+    kept = [r for r in sup.replicas if r.status.role != "worker" or r.status.index < workers]
+    gone = [r for r in old_workers.values() if r.status.index >= workers and r.status.state != R_REMOVED]
+    restored = [r.name for r in kept if r.status.state == R_REMOVED]
+    added = []
+    for index in range(len(old_workers), workers):
+        status = next((s for s in sup.status.replicas if s.role == "worker" and s.index == index), None)
+        if status is None:
+            status = ReplicaStatus(role="worker", index=index)
+            sup.status.replicas.append(status)
+        r = Replica(status, sup.record.log_path(status.name))
+        kept.append(r)
+        added.append(r.name)
+    for r in gone:
+        r.status.state = R_REMOVED
+        r.status.message = f"removed by a resize to {workers} worker(s); its log is kept"
+    # new ports for the new cluster spec (the old ones may linger), the same checkpoint dir and artifacts
+    cluster = cluster_of(spec, allocate_ports(len(spec.replica_names)))
+    sup.spec, sup.cluster = spec, cluster
+    sup.local["cluster"] = cluster
+    if spec.gpus:
+        sup.local["gpus"] = gpu_slices(spec, detect_gpus())
+    sup.record.write_spec(spec.to_json())
+    write_json_atomic(sup.record.dir / "local.json", sup.local)
+    if spec.strategy != "parameter_server":
+        share_worker_backups(sup.checkpoint, workers)
+    order = {"ps": 0, "chief": 1, "worker": 2}
+    sup.replicas = sorted(kept, key=lambda r: (order.get(r.status.role, 3), r.status.index))
+    sup.by_name = {r.name: r for r in sup.replicas}
+    sup.reporting = sup.by_name[spec.reporting_replica]
+    sup.status.replicas.sort(key=lambda s: (s.state == R_REMOVED, order.get(s.role, 3), s.index))
+    for r in sup.replicas:
+        r.proc = None
+        r.up = False
+        r.start_at = None
+        r.status.state = R_RESTARTING
+        r.status.message = None
+        r.status.exit_code = None
+        r.status.host = cluster[r.status.role][r.status.index]
+    last_step = sup.last_step
+    entry = {
+        "time": time.time(),
+        "asked": resize.asked,
+        "from": resize.before,
+        "to": workers,
+        "how": "restart",
+        "epoch": resize.epoch,
+        "step": last_step,
+    }
+    if added or restored:
+        entry["added"] = sorted(set(added + restored))
+    if gone:
+        entry["removed"] = [r.name for r in gone]
+    if resize.fallback:
+        entry["note"] = "no new checkpoint in time; restarted from the last one"
+    sup.status.history.append(entry)
+    marker = {
+        "type": "resize",
+        "run": RESIZE_RUN,
+        "seq": len(sup.status.history),
+        "t": entry["time"],
+        "from": resize.before,
+        "to": workers,
+        "how": "restart",
+        "epoch": resize.epoch,
+        "step": last_step,
+    }
+    sup.record.append_events([marker], sup.dedup)
+    sup.status.message = (
+        f"resizing from {resize.before} to {workers} worker(s): restarting from the checkpoint"
+    )
+    for r in sup.replicas:
+        with open(r.log, "ab") as log:
+            log.write(
+                f"\n---- tfk8s: {r.name} started with the job's new shape ({workers} workers) ----\n".encode()
+            )
+        sup.spawn(r)
+    resize.restarted = True
+    sup.save()
+
+
+def share_worker_backups(checkpoint: Path, workers: int) -> None:
+    """Give each all-reduce worker of the new shape worker 0's backup (Keras 3 backs up into one folder per
+    worker, ``fit-<i>/worker-<n>``; all workers save the same epochs, so worker 0's copy is everyone's)."""
+    for fit in sorted(Path(checkpoint).glob("fit-*")):
+        source = fit / "worker-0"
+        if not source.is_dir():
+            continue
+        for index in range(1, workers):
+            target = fit / f"worker-{index}"
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(source, target)
