@@ -38,7 +38,7 @@ from ..base import (
     StatusCallback,
     TFK8sError,
 )
-from . import lifecycle, storage
+from . import lifecycle, resize, storage
 from . import manifests as m
 from .connection import Cluster, Connections, LineStream
 from .errors import ApiErrorContext, api_status
@@ -53,6 +53,7 @@ from .lifecycle import (
     delete_object,
     parent_expired,
 )
+from .resize import with_history
 from .status import compute_status, parse_time
 from .storage import StorageError
 from .storage_check import storage_problem
@@ -283,8 +284,8 @@ class KubernetesBackend(Backend):
         job = self._job_context(name)
         prev = job.record.read_status()
         if prev and prev.get("phase") in TERMINAL:
-            return JobStatus.from_json(prev)
-        status = self._status_from(job, snapshot(job))
+            return with_history(job.record, JobStatus.from_json(prev))
+        status = with_history(job.record, self._status_from(job, snapshot(job)))
         if status.done:
             status = self.finisher.finalize(job, status)
         else:
@@ -441,6 +442,10 @@ class KubernetesBackend(Backend):
             return
         with LineStream(resp, stop) as lines:
             yield from lines
+
+    def scale(self, name: str, workers: int) -> JobStatus:
+        """Resize a running job (see :mod:`.resize`: a parameter-server job's scale-down, live)."""
+        return resize.scale(self, name, workers)
 
     def stop(self, name: str) -> JobStatus:
         job = self._job_context(name)
