@@ -1,4 +1,5 @@
-"""Resizing a Kubernetes job (``KubernetesBackend.scale``) through the real ``kubernetes`` client against
+"""Resizing a Kubernetes job (``KubernetesBackend.scale``: a parameter-server job's workers re-created with
+the lower count, the chief carrying on) through the real ``kubernetes`` client against
 the test API server, the test kubelet running the TensorFlow-free stand-in runner in the pods."""
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def _worker_pods(apiserver, name):
     )
 
 
-def test_ps_scale_down_live_lowers_the_elastic_indexed_job_and_the_chief_carries_on(
+def test_ps_scale_down_recreates_the_worker_job_with_fewer_workers_and_the_chief_carries_on(
     apiserver, standin_cluster, backend
 ):
     following = _submit(backend, "k-down", "EPOCHS = 20\nSTEPS = 10\nSTEP_SECONDS = 0.1", ps=1, workers=3)
@@ -53,14 +54,17 @@ def test_ps_scale_down_live_lowers_the_elastic_indexed_job_and_the_chief_carries
     chief = backend.get("k-down").replica("chief-0").host
     asked = time.time()
     status = backend.scale("k-down", 2)
-    # one JSON patch: completions and parallelism lowered together (an elastic Indexed Job)
-    patches = [r for r in apiserver.request_log if r["verb"] == "patch"]
-    assert [(r["resource"], r["name"]) for r in patches] == [("jobs", "k-down-worker")]
+    # the worker Indexed Job re-created with 2 completions; nothing patched (a shared namespace's promise)
+    assert not [r for r in apiserver.request_log if r["verb"] in ("patch", "update")]
+    calls = [(r["verb"], r["resource"]) for r in apiserver.request_log if r["verb"] in ("create", "delete")]
+    assert calls[-2:] == [("delete", "jobs"), ("create", "jobs")]
     job = next(o for o in apiserver.objects("jobs") if o["metadata"]["name"] == "k-down-worker")
     assert job["spec"]["completions"] == job["spec"]["parallelism"] == 2
+    assert job["metadata"]["ownerReferences"][0]["name"] == "k-down"  # still the parent's: deleted with it
     assert status.replica("worker-2").state == "removed"
     entry = status.history[-1]
     assert (entry["from"], entry["to"], entry["how"], entry["removed"]) == (3, 2, "live", ["worker-2"])
+    assert entry["recreated"] == ["worker-0", "worker-1"]
     assert asked <= entry["time"] <= time.time()
     _wait(lambda: _worker_pods(apiserver, "k-down") == ["0", "1"], 30, "worker-2's pod deleted")
     # the chief carries on: new metric points after the resize, from the same pod
