@@ -1,12 +1,18 @@
-"""Live scale-down of a parameter-server job on the local backend, with real TensorFlow.
+"""Resizing a job on the local backend, with real TensorFlow: live scale-down and scale-up by
+checkpoint-restart, side by side.
 
-    .venv/bin/python bench/bench_scale.py [--rounds 2]
+    .venv/bin/python bench/bench_scale.py [--rounds 1]
 
-Per round: a PS job (chief + 3 workers + 1 ps, tf_keras fit) scaled 3 -> 2 after its first epoch. Printed:
+Scale-down, per round: a PS job (chief + 3 workers + 1 ps, tf_keras fit) scaled 3 -> 2 after its first epoch. Printed:
 seconds from the call until a separate reader of the record (a fresh LocalBackend, as the panel or another
 kernel reads it) sees worker-2 "removed" in the replica table, seconds until the call returned, the
 chief's steps/s in the 10 s before and after the resize side by side (training continues, no restart:
 one run), and the job's outcome. Target: the table shows the change <= 5 s after the call.
+
+Scale-up, per round: a PS job (chief + 2 workers + 1 ps) and an all-reduce job (2 workers), each scaled to 3
+workers after its first checkpoint. Printed: the job's launch time (submit -> first metric point, cold),
+seconds from the call to the safe point (the checkpoint it restarts from), and from the call to the first
+metric point of the new shape, with the target: first point <= launch time + 5 s after the call.
 """
 
 from __future__ import annotations
@@ -82,9 +88,42 @@ def one(tk, n: int) -> dict:
     }
 
 
+def one_up(tk, n: int, ps: int) -> dict:
+    kind = "ps" if ps else "ar"
+    name = f"bench-up-{kind}-{n}"
+    submitted = time.time()
+    job = tk.submit(
+        tf_keras_cell(epochs=40, steps=30, step_sleep=0.05), ps=ps, workers=2, name=name, setup_timeout=240
+    )
+    first = wait_for(lambda: [e for e in job.events() if e.get("type") == "metric"], 300, "the first point")
+    launch = first[0]["t"] - submitted
+    wait_for(lambda: [e for e in job.events() if e.get("type") == "checkpoint"], 300, "the first checkpoint")
+    at = time.time()
+    job.scale(workers=3)
+    wait_for(lambda: len(job.status.history) >= 1, 600, "the restart")
+    entry = job.status.history[0]
+
+    def new_points() -> list[dict]:
+        events = job.events()
+        marker = next((i for i, e in enumerate(events) if e.get("type") == "resize"), None)
+        return [] if marker is None else [e for e in events[marker:] if e.get("type") == "metric"]
+
+    point = wait_for(new_points, 600, "a point of the new shape")[0]
+    steps = [e["step"] for e in job.events() if e.get("type") == "metric"]
+    job.stop()
+    return {
+        "kind": "PS" if ps else "all-reduce",
+        "launch": launch,
+        "safe": entry["time"] - at,
+        "first": point["t"] - at,
+        "step": (entry["step"], point["step"]),
+        "doubled": len(steps) - len(set(steps)),
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=1)
     args = ap.parse_args()
     os.environ.setdefault("TFK8S_HOME", tempfile.mkdtemp(prefix="tfk8s-bench-scale-"))
     import tfk8s_jupyter as tk
@@ -104,6 +143,21 @@ def main() -> int:
             f"{'OK' if ok else 'MISSED'}",
             flush=True,
         )
+    print(
+        "scale-up 2 -> 3 workers by checkpoint-restart; target: the first metric point of the new shape <= "
+        f"launch time + 5 s after the call; load {os.getloadavg()[0]:.1f}"
+    )
+    for n in range(args.rounds):
+        rows = [one_up(tk, n, ps=1), one_up(tk, n, ps=0)]
+        for r in rows:
+            target = r["launch"] + 5
+            print(
+                f"round {n} {r['kind']:>10}: launch {r['launch']:.1f} s | call -> safe point {r['safe']:.1f} s | "
+                f"call -> first point of 3 workers {r['first']:.1f} s (target <= {target:.1f} s; restart alone "
+                f"{r['first'] - r['safe']:.1f} s); steps {r['step'][0]} -> {r['step'][1]}, doubled {r['doubled']}  "
+                f"{'OK' if r['first'] <= target else 'MISSED'}",
+                flush=True,
+            )
     return 0
 
 
