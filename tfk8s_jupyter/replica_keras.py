@@ -6,7 +6,8 @@
 * All-reduce jobs on Keras 3: :func:`patch_keras3_multi_worker` fixes ``fit`` under
   MultiWorkerMirroredStrategy (keras-team/keras#20585).
 * Both: :func:`patch_clear_session` re-applies the job's default strategy after ``clear_session()``, which
-  drops it with the graph.
+  drops it with the graph; :func:`defer_iterator_teardown` tears tf.data iterators down off the cell's
+  thread (:class:`IteratorReaper`), so ``fit`` returns right after its last epoch.
 
 Part of the runner (see ``runner.py``): TensorFlow and Keras are imported only inside these functions, and
 ``tf`` is passed in. It travels with the runner in the job's ConfigMap.
@@ -18,6 +19,8 @@ import importlib
 import importlib.abc
 import importlib.machinery
 import sys
+import threading
+import time
 import types
 from collections.abc import Callable
 
@@ -159,7 +162,11 @@ def patch_clear_session(uses_tf_keras: bool, reapply_strategy: Callable[[], None
     ``clear_session()`` (common at the top of a cell) drops the default strategy with the graph: training
     would then run locally on each replica and look like success. tf_keras is always patched, Keras 3
     unless ``uses_tf_keras``.
+
+    Every replica that runs the cell comes here before the cell runs, so this also installs
+    :func:`defer_iterator_teardown`.
     """
+    defer_iterator_teardown()
     originals = []
     modules = []
     names = ["tf_keras.backend", "tf_keras.utils", "tf_keras.src.backend"]
@@ -208,3 +215,88 @@ def patch_clear_session(uses_tf_keras: bool, reapply_strategy: Callable[[], None
                 m.clear_session = wrapped[id(fn)]
             except (AttributeError, TypeError):
                 pass
+
+
+# tf.data iterators torn down off the cell's thread
+
+
+class IteratorReaper:
+    """Holds every tf.data iterator the replica creates and drops it, once nothing else refers to it, in
+    its own daemon thread (``tfk8s-iterator-reaper``).
+
+    Why: tearing a tf.data iterator down (``~IteratorResource``) joins the iterator's autotuning thread,
+    which sleeps between optimization rounds for up to 60 s (the period doubles while the iterator lives)
+    and is often not woken by the teardown. Under a distribution strategy every ``fit`` iterates through a
+    ``MultiDeviceIterator`` whose per-device datasets autotune whatever the cell's dataset options say, so
+    ``fit`` returned 5-100 s after its last epoch in about half the jobs, its last reference to the
+    iterator dropped in the cell's thread. Here that wait happens in the reaper (TensorFlow releases the
+    GIL while it deletes a tensor handle), and the process exits without waiting for it.
+    """
+
+    def __init__(self, period: float = 0.5) -> None:
+        self.period = period
+        self.released = 0
+        self._held: list = []
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def keep(self, iterator) -> None:
+        with self._lock:
+            self._held.append(iterator)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="tfk8s-iterator-reaper", daemon=True)
+                self._thread.start()
+
+    def held(self) -> int:
+        with self._lock:
+            return len(self._held)
+
+    def release_unreferenced(self) -> int:
+        """Drop (here, in the calling thread) the iterators only this reaper refers to; returns how many."""
+        with self._lock:
+            held = self._held
+            # 2 = the list's reference + getrefcount's argument: nobody else can reach the iterator.
+            free = [i for i in range(len(held)) if sys.getrefcount(held[i]) <= 2]
+            done = [held[i] for i in free]
+            for i in reversed(free):
+                del held[i]
+        count = len(done)
+        done.clear()  # the iterators' teardown (and its wait) happens here, outside the lock
+        self.released += count
+        return count
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(self.period)
+            try:
+                self.release_unreferenced()
+            except Exception as exc:  # never let a teardown error end the reaper
+                log(f"a tf.data iterator's teardown failed: {type(exc).__name__}: {exc}")
+
+
+def defer_iterator_teardown() -> IteratorReaper | None:
+    """Make every tf.data iterator (``OwnedIterator``, which strategies' distributed iterators are made
+    of) be torn down by an :class:`IteratorReaper` instead of the thread that drops it last. Idempotent;
+    returns the reaper (None when this TensorFlow has no ``OwnedIterator``)."""
+    try:
+        from tensorflow.python.data.ops import iterator_ops
+    except ImportError:
+        return None
+    cls = getattr(iterator_ops, "OwnedIterator", None)
+    if cls is None:
+        return None
+    reaper = getattr(cls, "_tfk8s_reaper", None)
+    if reaper is not None:
+        return reaper
+    reaper = IteratorReaper()
+    original_init = cls.__init__
+
+    def __init__(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        reaper.keep(self)
+
+    __init__.__wrapped__ = original_init
+    __init__.__doc__ = original_init.__doc__
+    cls.__init__ = __init__
+    cls._tfk8s_reaper = reaper
+    return reaper
