@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 from local_helpers import wait_for
 
 import tfk8s_jupyter as tk
@@ -125,14 +126,20 @@ def test_jobstate_error_comes_from_the_error_event_or_a_failed_status():
     assert other.error == "it broke"
 
 
-def test_a_model_that_could_not_be_saved_is_no_error_of_a_job_that_trained():
+@pytest.mark.parametrize("recorded", ["note", "older error with phase save"])
+def test_a_model_that_could_not_be_saved_is_no_error_of_a_job_that_trained(recorded):
     from tfk8s_jupyter.display_text import model_line
 
     state = JobState("j")
+    state.set_status(JobStatus(name="j", backend="local", strategy="mirrored", phase="running"))
     why = "the model could not be saved (NotImplementedError: a subclassed model without get_config)."
+    if recorded == "note":
+        event = {"type": "note", "run": "r", "seq": 1, "about": "save", "message": why}
+    else:  # a record written before the note event existed
+        event = {"type": "error", "run": "r", "seq": 1, "phase": "save", "message": why}
     state.add_events(
         [
-            {"type": "error", "run": "r", "seq": 1, "phase": "save", "message": why},
+            event,
             {
                 "type": "end",
                 "run": "r",
@@ -143,6 +150,13 @@ def test_a_model_that_could_not_be_saved_is_no_error_of_a_job_that_trained():
         ]
     )
     assert state.error is None
+    assert state.event_notes == [why] and state.status.notes == [why]
+    # a later status (the backend's, with its own notes) keeps showing it, once
+    state.set_status(
+        JobStatus(name="j", backend="local", strategy="mirrored", phase="succeeded", notes=["other"])
+    )
+    state.add_events([event])
+    assert state.status.notes == ["other", why]
     assert model_line({"model": None, "model_note": why}) == f"no model saved: {why.rstrip('.')}"
     saved = {"model": {"path": "model/model.keras", "bytes": 1_200_000, "save_seconds": 0.4}}
     assert model_line(saved) == "model saved: 1.2 MB in 0.4 s — job.model() loads it"

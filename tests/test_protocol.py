@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+from tfk8s_jupyter import protocol
 from tfk8s_jupyter.protocol import (
     MARKER,
     VERSION,
@@ -152,3 +153,14 @@ def test_one_dedup_for_every_follower_keeps_memory_per_run_not_per_event():
     assert dedup.new(odd) == [odd[0], odd[2]]
     assert run_a[0] in dedup and {"run": "z", "seq": 1} not in dedup
     assert EventDedup(known=run_a).new(run_a[-2:]) == []
+
+
+def test_a_note_is_not_an_error_and_an_older_records_save_error_reads_as_one():
+    why = "training succeeded but the trained model could not be saved to /a/model (OSError: full)."
+    note = protocol.parse_line(protocol.encode("note", "k", run="r", seq=3, about="save", message=why), "k")
+    assert note["type"] == "note" and "note" in protocol.TYPES
+    assert protocol.note_message(note) == why and not protocol.is_metric(note)
+    older = {"type": "error", "run": "r", "seq": 3, "phase": "save", "message": why}
+    assert protocol.note_message(older) == why
+    assert protocol.note_message({"type": "error", "phase": "cell", "message": "ValueError: x"}) is None
+    assert protocol.note_message({"type": "end", "status": "succeeded"}) is None

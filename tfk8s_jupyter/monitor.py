@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from .backends.base import Backend, JobNotFound, JobStatus
-from .protocol import EventDedup
+from .protocol import EventDedup, note_message
 from .records import record_of
 
 LOG_REFRESH_SECONDS = 2.0  # how often a followed replica's log is fetched again while the job runs
@@ -116,6 +116,7 @@ class JobState:
         self.step: int | None = None
         self.error: str | None = None
         self.note: str | None = None  # a transient problem following the job, shown among the status' notes
+        self.event_notes: list[str] = []  # the job's ``note`` events (not its error), shown among the notes
         self.checkpoints: int = 0
         self.n_points = 0
         self.version = 0  # bumps on every change; faces compare it to skip redundant renders
@@ -148,13 +149,19 @@ class JobState:
     def set_status(self, status: JobStatus) -> None:
         with self._lock:
             self.note = None  # a fresh status: following works again
-            self.status = status
+            self.status = self._with_event_notes(status)
             if status.phase == "failed" and status.message and not self.error:
                 self.error = status.message
             source = self._log_source if self._logs_followed else None
         if source is not None:  # followed tails are refreshed while the job runs
             source()
         self._changed()
+
+    def _with_event_notes(self, status: JobStatus | None) -> JobStatus | None:
+        if status is None:
+            return None
+        missing = [n for n in self.event_notes if n not in status.notes]
+        return replace(status, notes=[*status.notes, *missing]) if missing else status
 
     def set_note(self, note: str | None) -> None:
         """Show (or with ``None`` clear) a transient note: appended to the current status' ``notes``."""
@@ -176,8 +183,11 @@ class JobState:
             for e in self._dedup.new(events):
                 added += 1
                 t = e.get("type")
-                if t == "error" and e.get("phase") == "save":
-                    pass  # the model could not be saved; training succeeded (the end event's model_note says why)
+                note = note_message(e)
+                if note is not None:  # e.g. the model could not be saved: no error, the job succeeded
+                    if note not in self.event_notes:
+                        self.event_notes.append(note)
+                        self.status = self._with_event_notes(self.status)
                 elif t == "error":
                     self.error = e.get("message") or e.get("error") or "the training cell raised an error"
                 elif t == "checkpoint":

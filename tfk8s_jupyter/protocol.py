@@ -19,6 +19,12 @@ Every event carries ``run`` (one id per replica process start) and ``seq`` (a co
 ``(run, seq)`` identifies an event, so a monitor that re-reads a log after a dropped stream or a restart
 neither loses nor duplicates a point.
 
+Event types: ``start``, ``metric``, ``epoch``, ``checkpoint``, ``end``, ``error`` (the job's error: the
+cell raised or the replica could not be set up) and ``note``: one sentence the user should see that is
+not the job's error (``message``, and ``about``: what it concerns, e.g. ``"save"`` when the trained model
+could not be saved; the job still succeeds). Records written before ``note`` existed carry that as an
+``error`` event with ``phase="save"``: :func:`note_message` reads both.
+
 This module is stdlib-only: the runner imports it inside replicas, where only TensorFlow is installed.
 """
 
@@ -31,7 +37,7 @@ import math
 
 MARKER = "@tfk8s "
 VERSION = 1
-TYPES = ("start", "metric", "epoch", "checkpoint", "end", "error")
+TYPES = ("start", "metric", "epoch", "checkpoint", "end", "error", "note")
 MAC_PREFIX = " #"
 MAC_CHARS = 24  # hex digits of the HMAC-SHA256 kept on a line (96 bits)
 
@@ -149,3 +155,13 @@ class EventDedup:
 
 def is_metric(event: dict) -> bool:
     return event.get("type") in ("metric", "epoch")
+
+
+def note_message(event: dict) -> str | None:
+    """The sentence of a ``note`` event (or of an older record's ``error`` event with ``phase="save"``,
+    which was a note too); ``None`` for any other event."""
+    kind = event.get("type")
+    if kind == "note" or (kind == "error" and event.get("phase") == "save"):
+        message = event.get("message")
+        return str(message) if message else None
+    return None

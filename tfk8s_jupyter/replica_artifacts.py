@@ -27,8 +27,9 @@ paths or URIs as the replica saw them. ``"keras"`` says which Keras loads the mo
 own ``.keras`` zip: measured to round-trip with its optimizer state, unlike SavedModel) with
 ``tf_keras.models.load_model``. The same dict is the ``artifacts`` field of the ``end`` event.
 
-A model that cannot be saved is an ``error`` event (``phase="save"``) followed by the ``end`` event of the
-succeeded job, ``model`` null and the reason in ``model_note``: the training result is not hidden.
+A model that cannot be saved is a ``note`` event (``about="save"``; not the job's error) followed by the
+``end`` event of the succeeded job, ``model`` null and the reason in ``model_note``: the training result is
+not hidden.
 
 Resume (``TFK8S_RESUME_FROM``, an earlier job's checkpoint dir, or its artifact dir holding
 ``checkpoints/``): before the cell runs, each replica that
@@ -409,7 +410,7 @@ class JobArtifacts:
                 log(message)
                 index["model_note"] = message
                 if reporter is not None:
-                    reporter.emit("error", always=True, message=message, traceback="", phase="save")
+                    reporter.emit("note", always=True, message=message, about="save")
         index["tensorboard"] = list(self.tensorboard)
         ckpt = self.renv.checkpoint_dir
         index["checkpoints"] = relative_to(self.root, ckpt) if ckpt else None
