@@ -238,6 +238,12 @@ def main(argv: list[str] | None = None) -> int:
         failed = warm_launch(args) or failed
     if args.what == "warm":
         return 1 if failed else 0
+    from tfk8s_jupyter.backends.local_pool import owned_pools
+    from tfk8s_jupyter.config import TFK8s, set_current_config
+
+    set_current_config(TFK8s(warm_pool=0))  # the engine against hand-launched: cold launches, no pool
+    for pool in owned_pools():
+        pool.stop()
 
     for strategy in args.strategies.split(","):
         hand, tfk8s = [], []
