@@ -279,6 +279,49 @@ def _wait_for_owner(tf, renv: ReplicaEnv, ckpt: str, period: float = 0.2) -> dic
     )
 
 
+def history_path(renv: ReplicaEnv, fit_index: int) -> str | None:
+    """Where this replica records the epochs' logs of its ``fit`` number ``fit_index`` (beside its backup)."""
+    if not renv.checkpoint_dir:
+        return None
+    return os.path.join(
+        renv.checkpoint_dir, f"fit-{fit_index}", backup_subdir(renv), f"history-{renv.name}.json"
+    )
+
+
+def keep_fit_history(tf, renv: ReplicaEnv, fit_index: int, history):
+    """Record the ``History`` a completed ``fit`` returns, or give back the recorded one when this ``fit``
+    trained no epoch because it restored a completed fit (a replica restarted after its fit ended, or a job
+    resuming from a finished one): the cell's ``history.history["loss"]`` then reads the epochs the earlier
+    attempt trained instead of raising ``KeyError``. Returns ``history`` (filled in place)."""
+    path = history_path(renv, fit_index)
+    if path is None or history is None or not hasattr(history, "history"):
+        return history
+    epochs = list(getattr(history, "epoch", None) or [])
+    try:
+        if epochs:
+            logs = {}
+            for key, values in dict(history.history).items():
+                try:
+                    logs[str(key)] = [float(v) for v in values]
+                except (TypeError, ValueError):
+                    continue
+            tf.io.gfile.makedirs(os.path.dirname(path))
+            with tf.io.gfile.GFile(path, "w") as f:
+                f.write(json.dumps({"epoch": [int(e) for e in epochs], "history": logs}))
+        elif tf.io.gfile.exists(path):
+            with tf.io.gfile.GFile(path) as f:
+                recorded = json.loads(f.read())
+            history.history = dict(recorded["history"])
+            history.epoch = list(recorded["epoch"])
+            log(
+                f"fit {fit_index} restored a completed fit and trained no epoch; its History holds the "
+                f"{len(history.epoch)} epochs recorded before"
+            )
+    except Exception as exc:  # the record is a convenience: never fail the cell over it
+        log(f"fit {fit_index}'s history record in {path}: {type(exc).__name__}: {exc}")
+    return history
+
+
 class RestoreError(RuntimeError):
     """A checkpoint that does not fit the model the cell built (another shape): one sentence."""
 

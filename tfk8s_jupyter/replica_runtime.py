@@ -18,7 +18,7 @@ import hashlib
 import os
 
 try:
-    from tfk8s_jupyter.replica_artifacts import backup_subdir
+    from tfk8s_jupyter.replica_artifacts import backup_subdir, keep_fit_history
     from tfk8s_jupyter.replica_callbacks import (
         job_backup,
         job_tensorboard,
@@ -35,7 +35,7 @@ try:
     from tfk8s_jupyter.replica_keras import patch_clear_session
     from tfk8s_jupyter.replica_output import Reporter, log
 except ImportError:  # standalone: the shipped modules sit beside this file
-    from replica_artifacts import backup_subdir  # type: ignore[no-redef]
+    from replica_artifacts import backup_subdir, keep_fit_history  # type: ignore[no-redef]
     from replica_callbacks import (  # type: ignore[no-redef]
         job_backup,
         job_tensorboard,
@@ -151,7 +151,7 @@ class Runtime:
             finally:
                 runtime.fitting -= 1
             runtime.after_fit(model)
-            return history
+            return keep_fit_history(runtime.tf, runtime.renv, runtime.fit_count - 1, history)
 
         fit._tfk8s = True
         fit.__wrapped__ = original

@@ -1,4 +1,5 @@
-"""``fit`` returns right after its last epoch, so the job's end (and the model save) follow it closely.
+"""The end of ``fit`` on a replica: it returns right after its last epoch, so the job's end (and the model
+save) follow it closely; and a replica restarted after its fit completed still gets that fit's History.
 
 Tearing a tf.data iterator down joins its autotuning thread, which sleeps between rounds for longer and
 longer (up to 60 s) while the iterator lives and is often not woken by the teardown: ``fit`` returned
@@ -83,3 +84,35 @@ def test_fit_returns_right_after_its_last_epoch_and_the_job_ends_soon_after(tmp_
     end = next(e for e in events if e["type"] == "end")
     assert end["status"] == "succeeded"
     assert end["t"] - last_epoch < 20.0, f"the job ended {end['t'] - last_epoch:.1f} s after its last epoch"
+
+
+# A cell written as users write it: the History fit returns, read by key.
+HISTORY_CELL = """\
+import numpy as np
+import tensorflow as tf
+rng = np.random.default_rng(7)
+x = rng.normal(size=(512, 8)).astype("float32")
+y = x.sum(axis=1, keepdims=True).astype("float32")
+model = tf.keras.Sequential([tf.keras.Input(shape=(8,)), tf.keras.layers.Dense(16), tf.keras.layers.Dense(1)])
+model.compile(optimizer="adam", loss="mse")
+h = model.fit(x, y, epochs=3, batch_size=64, verbose=2)
+print("LAST_LOSS", h.history["loss"][-1], len(h.history["loss"]), flush=True)
+"""
+
+
+@pytest.mark.tf
+def test_a_replica_restarted_after_its_fit_completed_gets_the_history_of_that_fit(tmp_path):
+    h = HandLaunch(HISTORY_CELL, "mirrored", 1, tmp_path, job="history")
+    with h:  # starts the replicas
+        assert h.wait("worker-0", 300) == 0, h.tail("worker-0")
+        first = [ln for ln in h.stdout("worker-0").splitlines() if ln.startswith("LAST_LOSS ")]
+        # the replica starts again (as after a crash once fit had ended): it restores the kept final
+        # checkpoint and trains no epoch, yet the cell's h.history["loss"] is the completed fit's
+        h.start_replica("worker", 0)
+        assert h.wait("worker-0", 300) == 0, h.tail("worker-0")
+        lines = [ln for ln in h.stdout("worker-0").splitlines() if ln.startswith("LAST_LOSS ")]
+        assert "fit 0 restored a completed fit and trained no epoch" in h.stderr("worker-0")
+    assert len(first) == 1 and first[0].endswith(" 3")
+    assert lines == [first[0], first[0]]
+    epochs = [e for e in h.events() if e["type"] == "epoch"]
+    assert [e["epoch"] for e in epochs] == [0, 1, 2]  # the restart trained nothing more
