@@ -398,6 +398,12 @@ class TFK8sMagics(Magics):
     def _print_dry_run(self, spec, cap) -> None:
         import json
 
+        from .results import resume_line
+
+        try:
+            resume = resume_line(spec)
+        except SpecError as e:
+            raise UsageError(str(e)) from None
         print(f"# tfk8s dry run: job {spec.name} is valid; nothing was started.")
         d = spec.to_json()
         d.pop("code", None)
@@ -406,6 +412,8 @@ class TFK8sMagics(Magics):
         print(json.dumps(shown, indent=1, sort_keys=True))
         print(f"# replicas: {', '.join(spec.replica_names)} (reporting: {spec.reporting_replica})")
         print("# " + cap.summary().replace("\n", "\n# "))
+        if resume:
+            print(resume)
         if spec.backend == "kubernetes":
             from .backends.kubernetes import manifests_yaml, render_manifests
 

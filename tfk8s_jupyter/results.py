@@ -162,6 +162,26 @@ def keras_of(spec) -> str:
     return "tf_keras" if spec.strategy == "parameter_server" or legacy else "keras3"
 
 
+def resume_line(spec) -> str | None:
+    """What ``--dry-run`` says about ``TFK8S_RESUME_FROM`` (None when the job resumes from nothing).
+
+    Local jobs: the checkpoint directory every replica will restore from, resolved and checked now as the
+    submission would (no such job, no checkpoint, or the other Keras raise :class:`~tfk8s_jupyter.spec.SpecError`
+    with the submission's sentence). Kubernetes: the earlier job is looked up in the cluster at submission.
+    """
+    if not spec.resume_from:
+        return None
+    if spec.backend == "local":
+        from .api import backend_for
+
+        path = backend_for("local")._resume_checkpoint(spec)
+        return f"# resume: TFK8S_RESUME_FROM={path} (job {spec.resume_from}'s checkpoints, restored by fit)"
+    return (
+        f"# resume: TFK8S_RESUME_FROM is resolved at submission: job {spec.resume_from}'s checkpoint dir on "
+        "its storage, as the new pods see it (the cluster is not asked in a dry run)"
+    )
+
+
 # -- the job's side ----------------------------------------------------------------------------------
 def artifacts_root(backend: Backend, name: str) -> str:
     """Where this kernel reads job ``name``'s artifacts.

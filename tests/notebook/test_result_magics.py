@@ -209,3 +209,33 @@ def test_the_panel_shows_the_jobs_notes_and_its_summary_the_saved_model():
         assert text.endswith(f"\n  note: {note}")
     finally:
         panel.close()
+
+
+def test_dry_run_shows_where_a_resumed_job_restores_from(shell, capsys, standin, tfk8s_home):
+    import tfk8s_jupyter as tk
+
+    earlier = tk.submit("EPOCHS = 1\nSTEPS = 2", workers=1, name="earlier")
+    assert earlier.wait(timeout=60) == "succeeded"
+    ckpt = tfk8s_home / "earlier" / "artifacts" / "checkpoints"
+    backup = ckpt / "fit-0" / "shared"
+    backup.mkdir(parents=True, exist_ok=True)
+    (backup / "latest.weights.h5").write_bytes(b"\x89HDF")  # where Keras 3's BackupAndRestore writes
+    capsys.readouterr()
+    shell.run_cell_magic(
+        "tfk8s_train", "--workers 1 --resume-from earlier --name again --dry-run", "EPOCHS = 1"
+    )
+    out = capsys.readouterr().out
+    assert f"# resume: TFK8S_RESUME_FROM={ckpt} (job earlier's checkpoints, restored by fit)" in out
+    shell.run_cell_magic(
+        "tfk8s_train",
+        "--backend kubernetes --workers 1 --resume-from earlier --name again --dry-run",
+        "EPOCHS = 1",
+    )
+    out = capsys.readouterr().out
+    assert "# resume: TFK8S_RESUME_FROM is resolved at submission: job earlier's checkpoint dir" in out
+    # what the submission would refuse, the dry run refuses in the same sentence, creating nothing
+    from IPython.core.error import UsageError
+
+    with pytest.raises(UsageError, match=r"^resume_from 'nope' names no local job; pass the name"):
+        shell.run_cell_magic("tfk8s_train", "--workers 1 --resume-from nope --dry-run", "EPOCHS = 1")
+    assert sorted(p.name for p in tfk8s_home.iterdir()) == ["earlier"]
