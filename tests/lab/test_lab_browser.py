@@ -100,7 +100,8 @@ def test_panel_lists_a_local_job_until_it_succeeds_with_a_sparkline(lab_page, tf
     dialog.locator(".jp-mod-accept").click()
     row.wait_for(state="detached", timeout=30_000)
     assert not JobRecord(job.name, tfk8s_home).exists()
-    assert lab_page.page.locator(f"#tfk8s-job-{job.name}").count() == 0  # the job view closed itself
+    # the job view closes itself (the list's own poll may drop the row a moment before the view hears back)
+    lab_page.page.wait_for_function(f"() => !document.getElementById('tfk8s-job-{job.name}')", timeout=30_000)
 
 
 def test_stop_from_the_panel_leaves_no_process(lab_page, tfk8s_home):

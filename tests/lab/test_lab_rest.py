@@ -496,6 +496,12 @@ async def test_check_refuses_bad_options_and_says_why_a_cluster_cannot_be_asked(
     )
     code, message = await check_error(jp_fetch, b"[1]")
     assert code == 400 and "JSON object" in message
+    with pytest.raises(HTTPClientError) as info:
+        await jp_fetch("tfk8s", "api", "check", method="DELETE")
+    assert info.value.code == 405
+    message = json.loads(info.value.response.body)["message"]
+    assert message.startswith("DELETE is not supported on ") and message.count(". ") == 0
+    assert "/tfk8s/api/check; run the cluster preflight with POST" in message
     code, message = await check_error(jp_fetch, b'{"backend": "local"}')
     assert code == 400 and "preflight checks a Kubernetes cluster" in message
     code, message = await check_error(jp_fetch, b'{"context": "nope"}')

@@ -60,6 +60,12 @@ class JobsBaseHandler(APIHandler):
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, tornado.web.HTTPError) and exc.log_message:
             message = exc.log_message % exc.args if exc.args else exc.log_message
+        elif status_code == 405 and isinstance(self, CheckHandler):
+            message = (
+                f"{self.request.method} is not supported on {self.request.path}; run the cluster preflight "
+                "with POST (a JSON object of backend, context, namespace, image, gpus) or GET (the same as "
+                "query arguments)."
+            )
         elif status_code == 405:
             message = (
                 f"{self.request.method} is not supported on {self.request.path}; jobs are submitted from a "
