@@ -20,6 +20,7 @@ import urllib3
 
 from ...protocol import EventDedup, parse_line
 from ..base import (
+    FAILED,
     STOPPED,
     TERMINAL,
     BackendUnavailable,
@@ -37,6 +38,7 @@ from .errors import ApiErrorContext
 from .job_objects import JobRef, job_events, owners, snapshot
 from .lifecycle import POD_ENDED, AttemptLog, Finisher, capture_logs, replica_log
 from .queue import describe as describe_queued
+from .stall import STALL_CHECK_EVERY, StallWatch, cell_error_message, fatal_cell_error
 from .status import assemble_status, pod_replica, replica_from_pods, replicas_from_pods
 
 WATCH_TIMEOUT = 60  # seconds per watch request; the server ends it, we resume from the last resourceVersion
@@ -101,6 +103,9 @@ class JobFollower:
         self.metrics_error: str | None = None
         self.finishing = False  # the job is done: the metric stream ends once nothing is left to read
         self.note: str | None = None  # a transient error of the watch, among the status' notes until it works
+        self.stall = StallWatch(job.spec)  # the reporting replica's progress (stall.py)
+        self.stall_notes: list[str] = []  # one sentence per stall acted on
+        self.cell_error: dict | None = None  # the cell's own error: the job fails at once
 
     # status -------------------------------------------------------------------------------------
     def _recompute(self, replica: str) -> None:
@@ -159,6 +164,11 @@ class JobFollower:
                 status.message = self.metrics_error
             if self.note:
                 status.notes = [*status.notes, self.note]
+            if self.stall_notes:
+                status.notes = [*status.notes, *self.stall_notes]
+            if self.cell_error is not None and not status.done:
+                status.phase = FAILED  # not restarted: the next run would raise the same
+                status.message = cell_error_message(self.spec, self.cell_error)
             if self.parent_gone:
                 status.phase = STOPPED
                 status.message = status.message or "the job's objects were deleted from the cluster."
@@ -233,6 +243,10 @@ class JobFollower:
         )
         stop_logs = threading.Event()
         self.stop_logs = stop_logs
+        if self.stall.timeout > 0:
+            threading.Thread(
+                target=self.watch_progress, name=f"tfk8s-stall-{self.spec.name}", daemon=True
+            ).start()
         backoff = 0.2
         try:
             while not self.stop.is_set():
@@ -297,6 +311,32 @@ class JobFollower:
                     return False
         return False
 
+    # stalls -------------------------------------------------------------------------------------
+    def watch_progress(self) -> None:
+        """Every few seconds: has the reporting replica's running container stalled? Then delete the job's
+        running pods, so their Jobs recreate them (:mod:`.stall`), with one note in the status."""
+        while not self.stop_logs.wait(STALL_CHECK_EVERY):
+            if self.finishing or not self.stall.stalled():
+                continue
+            target = self.reporting_pod()
+            if target is None or target[2]:
+                continue  # not running (waiting to restart, or ended): nothing hangs
+            with self.pods_changed:
+                running = [
+                    name for name, p in self.pods.items() if (p.get("status") or {}).get("phase") == "Running"
+                ]
+            note = self.stall.note()
+            self.stall.restarted()
+            for name in running:
+                try:
+                    self.cluster.delete("pods", self.namespace, name)
+                except JobNotFound:
+                    pass
+                except TFK8sError as e:
+                    note = f"{note} Deleting pod {name} failed: {e}"
+            self.stall_notes.append(note)
+            self.version += 1
+
     # metrics ------------------------------------------------------------------------------------
     def reporting_pod(self) -> tuple[str, int, bool] | None:
         """(pod name, restart count, container ended) of the reporting replica, once it has started."""
@@ -325,6 +365,11 @@ class JobFollower:
         with self.events_lock:
             new = self.record.append_events(events, self.dedup)
         if new:
+            self.stall.saw(new)
+            fatal = next((e for e in new if fatal_cell_error(e)), None)
+            if fatal is not None and self.cell_error is None:
+                self.cell_error = fatal
+                self.version += 1
             self.on_events(new)
             if self.flavor == "tfjob" and any(e.get("type") == "end" for e in new):
                 # the operator removes running replicas the moment the chief exits: copy their logs now
@@ -344,6 +389,7 @@ class JobFollower:
                         with self.events_lock:  # the recorded events, a batch at a time: O(runs) memory
                             for batch in self.record.iter_events():
                                 self.dedup.new(batch)
+                                self.stall.saw(batch)  # attached to a running job: its quiet counts from now
                         seeded = True
                     target = self.reporting_pod()
                     if target is None and self.finishing:
