@@ -43,7 +43,7 @@ from . import manifests as m
 from .connection import Cluster, Connections, LineStream
 from .errors import ApiErrorContext, api_status
 from .follower import JobFollower
-from .job_objects import JobRef, job_events, owner_of, pod_of, snapshot
+from .job_objects import JobRef, fold_outcomes, job_events, owner_of, pod_of, snapshot
 from .lifecycle import (
     ANNOTATION_MESSAGE,
     ANNOTATION_PHASE,
@@ -333,7 +333,7 @@ class KubernetesBackend(Backend):
 
     def _list_in(self, cluster: Cluster, namespace: str, owner: str | None) -> list[JobStatus]:
         sel = m.owner_selector(owner)
-        parents = cluster.items("configmaps", namespace, label_selector=sel)
+        parents = fold_outcomes(cluster.items("configmaps", namespace, label_selector=sel))
         if not parents:
             return []
         pods = _by_job(cluster.items("pods", namespace, label_selector=sel))
