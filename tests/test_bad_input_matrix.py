@@ -242,6 +242,14 @@ CASES = [
     case("api", "gpus-unknown-role", dict(gpus={"wrker": 1}), "['wrker']", "chief, worker or ps"),
     case("api", "context-blank", dict(context=" "), "context ' '", "'my-cluster'"),
     case("api", "storage-on-local", dict(storage="pvc:data"), "'pvc:data'", "backend='kubernetes'"),
+    case(
+        "api",
+        "secret-env-on-local",
+        dict(secret_env={"WANDB_API_KEY": "wandb/api-key"}),
+        "secret_env WANDB_API_KEY",
+        "env=",
+        "backend='kubernetes'",
+    ),
     case("api", "resume-from-missing", dict(resume_from="no-such-job"), "'no-such-job'", "%tfk8s_jobs"),
     # -- the Python API on Kubernetes: refused before any cluster is contacted ------------------------------
     case("cluster", "namespace-invalid", dict(namespace="Team_A"), "namespace 'Team_A'", "e.g. 'team-a'"),

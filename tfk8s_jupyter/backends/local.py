@@ -219,6 +219,11 @@ class LocalBackend(Backend):
                 f"storage {spec.storage!r} is for Kubernetes jobs; a local job keeps its artifacts in its "
                 "own record, so submit it without storage (or with backend='kubernetes')."
             )
+        if spec.secret_env:
+            raise SpecError(
+                f"secret_env {', '.join(sorted(spec.secret_env))} reads Kubernetes Secrets, which a local job "
+                "cannot; pass the values with env= for a local job (or submit with backend='kubernetes')."
+            )
         resume_from = self._resume_checkpoint(spec) if spec.resume_from else None
         slices = gpu_slices(spec, detect_gpus() if spec.gpus else [])
         check_inputs(payload, os.getcwd())
