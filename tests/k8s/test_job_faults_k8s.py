@@ -189,6 +189,9 @@ def test_a_frozen_tensorflow_ps_worker_is_recovered_by_stall_detection(apiserver
     assert time.monotonic() - frozen_at > 15
     epochs = [e for e in backend.events("tf-stall") if e["type"] == "epoch"]
     assert epochs[-1].get("last_epoch") is True
+    # followed live across the restart: the new run's start and its epochs reached the watcher as they came
+    assert len([e for e in follow.events if e["type"] == "start"]) >= 2
+    assert any(e.get("last_epoch") for e in follow.events if e["type"] == "epoch")
 
 
 def _alive(pid: int) -> bool:

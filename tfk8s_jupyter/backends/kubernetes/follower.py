@@ -427,6 +427,10 @@ class JobFollower:
                         self.deliver(batch)
                     backoff = 0.2
                     # the stream ended: the container ended (or the connection was cut); ended pods are done
+                    with self.pods_changed:
+                        gone = pod not in self.pods
+                    if gone and not ended and not self.finishing:
+                        continue  # deleted (a stall's restart): its Job makes a new pod, followed next
                     if ended or self._pod_ended(pod):
                         return
                 except Forbidden as e:
