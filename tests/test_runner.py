@@ -189,9 +189,10 @@ def test_all_reduce_workers_train_an_unchanged_cell_to_identical_weights(tmp_pat
         sums = _checksums(h)
         assert len(sums) == 2 and sums["worker-0"] == sums["worker-1"], sums
         assert events[-1]["model"]["weights_sha256"] == sums["worker-0"]
-        # all-reduce workers save every epoch (they must restore the same one)
+        # all-reduce workers save the first epoch, then at most every TFK8S_CHECKPOINT_INTERVAL (10 s), the
+        # same epochs on every worker (tests/test_runner_backup.py: they resume together after a kill)
         saved = [e["epoch"] for e in events if e["type"] == "checkpoint" and e["action"] == "saved"]
-        assert saved == [0, 1, 2]
+        assert saved[:1] == [0] and saved == sorted(set(saved)), saved
         # the second worker trains but reports nothing, and shows no progress bar
         assert protocol.parse_lines(h.stdout("worker-1")) == []
         assert "\r" not in h.stdout("worker-1") and "20/20" in h.stdout("worker-1")
