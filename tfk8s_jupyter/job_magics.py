@@ -432,8 +432,11 @@ class JobMagics(Magics):
         if args.dry_run:
             print(f"tfk8s: would delete {plural(len(targets), 'job')}: {listed}; nothing was deleted.")
             return
-        deleted = []
+        from .retention import JobArtifactsRemoval
+
+        deleted, remains = [], []
         for s in targets:
+            artifacts = JobArtifactsRemoval(b, s.name)
             try:
                 job = self.train.jobs.pop(s.name, None)
                 if job is not None:
@@ -444,8 +447,11 @@ class JobMagics(Magics):
                 done = f" after deleting {', '.join(deleted)}" if deleted else ""
                 raise UsageError(f"could not delete job {s.name}{done}: {e}") from None
             deleted.append(s.name)
+            remains.append(artifacts.remove())
             self._forget(s.name, s.phase)
         print(f"tfk8s: deleted {plural(len(targets), 'job')}: {listed}.")
+        for line in filter(None, remains):
+            print(f"tfk8s: {line}")
 
     @magic_arguments()
     @job_name_argument

@@ -75,6 +75,7 @@ class Pruned:
     keep: str | None = None
     backend: str = ""
     failed: dict[str, str] = field(default_factory=dict)  # name -> the backend's sentence
+    remains: list[str] = field(default_factory=list)  # where deleted jobs' artifacts remain (one line each)
 
     def line(self) -> str | None:
         """One line for the user when anything went (or could not go); ``None`` otherwise."""
@@ -90,7 +91,32 @@ class Pruned:
             more = f" (and {len(self.failed) - 1} more)" if len(self.failed) > 1 else ""
             text += f"{'; ' if self.deleted else ': '}could not remove {self.backend} job {name}{more}: "
             text += why.rstrip(".")
-        return text + "."
+        return text + "." + "".join(f"\ntfk8s: {line}" for line in self.remains)
+
+
+class JobArtifactsRemoval:
+    """A job's artifacts deleted with the job: create it before ``backend.delete(name)`` (it reads the
+    job's spec), call :meth:`remove` after. Local artifacts live in the job's record and go with it; a
+    Kubernetes job's on a claim this notebook mounts (``c.TFK8s.storage_mount``) are deleted here, and
+    otherwise (claim not mounted, object storage) :meth:`remove` says in one line where they remain."""
+
+    def __init__(self, backend: Backend, name: str) -> None:
+        self.spec = None
+        if backend.name != "kubernetes":
+            return
+        try:
+            self.spec = backend.spec(name)
+        except (TFK8sError, FileNotFoundError, KeyError, ValueError):
+            self.spec = None
+
+    def remove(self) -> str | None:
+        if self.spec is None:
+            return None
+        from .backends.kubernetes.storage import remove_artifacts
+        from .config import current_config
+
+        cfg = current_config()
+        return remove_artifacts(self.spec, cfg.storage_mount, cfg.storage)
 
 
 def apply_keep_jobs(
@@ -126,6 +152,7 @@ def apply_keep_jobs(
     pruned = Pruned([], keep=str(keep), backend=backend.name)
     gone = set()
     for name in names:
+        artifacts = JobArtifactsRemoval(backend, name)
         try:
             backend.delete(name)
         except (JobNotFound, FileNotFoundError):  # deleted meanwhile (another listing, another kernel)
@@ -136,6 +163,9 @@ def apply_keep_jobs(
             continue
         gone.add(name)
         pruned.deleted.append(name)
+        remains = artifacts.remove()
+        if remains:
+            pruned.remains.append(remains)
     pruned.kept = [s for s in statuses if not (s.name in gone and s.owner == owner and s.done)]
     return pruned
 

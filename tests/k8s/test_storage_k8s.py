@@ -501,3 +501,46 @@ def test_a_tf_job_killed_after_its_pods_are_gone_is_resumed_from_its_checkpoint(
     assert index["resumed_from"] == str(
         cluster.claim_dir("default", "results") / "runs" / "first" / "checkpoints"
     )
+
+
+# deleting a job deletes its artifacts where the notebook reaches them ----------------------------
+def test_deleting_a_job_deletes_its_artifacts_on_a_mounted_claim_or_says_where_they_remain(
+    apiserver, config, backend, tmp_path
+):
+    from tfk8s_jupyter.retention import apply_keep_jobs
+
+    apiserver.add_claim("default", "results")
+    claim_root = tmp_path / "claim"
+    for name in ("gone", "kept-here"):
+        (claim_root / "runs" / name / "model").mkdir(parents=True)
+        (claim_root / "runs" / name / "model" / "model.keras").write_bytes(b"PK")
+    (claim_root / "runs" / "notes.txt").write_text("not a job's")
+    config.storage_mount = str(claim_root)
+    for name, storage in (
+        ("gone", "pvc:results/runs"),
+        ("kept-here", "pvc:results/runs"),
+        ("far", "gs://b/r"),
+    ):
+        backend.submit(spec_of(name=name, storage=storage), Payload(code=QUICK))
+    # retention: the mounted claim's folder of the job goes, nothing else of the claim
+    statuses = [s for s in backend.list(owner=None) if s.name in ("gone", "far")]
+    for s in statuses:
+        s.phase = "succeeded"  # (ended; its age makes it expire)
+    pruned = apply_keep_jobs(backend, statuses, keep="1s", owner="alice", now=time.time() + 60)
+    assert sorted(pruned.deleted) == ["far", "gone"]
+    assert not (claim_root / "runs" / "gone").exists()
+    assert (claim_root / "runs" / "kept-here" / "model" / "model.keras").exists()
+    assert (claim_root / "runs" / "notes.txt").read_text() == "not a job's"
+    # object storage is not deleted with the job: one line says where the artifacts remain
+    assert pruned.line().splitlines()[1] == (
+        "tfk8s: job far's artifacts remain at gs://b/r/far (object storage is not deleted with the job; "
+        "remove them there when you no longer need them)."
+    )
+    # a claim this notebook does not mount: where they remain, and how to have them deleted
+    config.storage_mount = None
+    remains = st.remove_artifacts(backend.spec("kept-here"), config.storage_mount, config.storage)
+    assert remains == (
+        f"job kept-here's artifacts remain on claim results at {st.STORAGE_MOUNT}/runs/kept-here (this notebook "
+        "does not mount the claim; set c.TFK8s.storage_mount to its path here to delete them with the job)."
+    )
+    assert st.remove_artifacts(spec_of(name="plain"), str(claim_root)) is None  # no storage: nothing remains

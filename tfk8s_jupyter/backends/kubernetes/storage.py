@@ -17,6 +17,7 @@ Pure functions over the job's spec (no cluster, no ``kubernetes`` import):
 from __future__ import annotations
 
 import posixpath
+import shutil
 from pathlib import Path
 
 from ...replica_env import ARTIFACT_CHECKPOINTS
@@ -157,3 +158,37 @@ def notebook_artifacts(
         f"the claim in the notebook pod and set c.TFK8s.storage_mount to its path (deploy/jupyterhub/"
         "values-storage.yaml shows how)."
     )
+
+
+def remove_artifacts(spec: JobSpec, storage_mount: str | None, configured: str | None = None) -> str | None:
+    """Delete a deleted job's artifact directory when this notebook reaches it (its claim mounted here);
+    else say where the artifacts remain.
+
+    Returns:
+        ``None`` when nothing remains (removed, or the job had no storage), else one line for the user.
+    """
+    st = storage_of(spec)
+    if st is None:
+        return None
+    where = pod_artifacts(spec)
+    if st.kind == "uri":
+        return (
+            f"job {spec.name}'s artifacts remain at {where} (object storage is not deleted with the job; "
+            "remove them there when you no longer need them)."
+        )
+    location, _ = notebook_artifacts(spec, storage_mount, configured)
+    if location is None:
+        return (
+            f"job {spec.name}'s artifacts remain on claim {st.claim} at {where} (this notebook does not mount "
+            "the claim; set c.TFK8s.storage_mount to its path here to delete them with the job)."
+        )
+    if not Path(location).exists():
+        return None
+    try:
+        shutil.rmtree(location)
+    except OSError as exc:
+        return (
+            f"job {spec.name}'s artifacts remain in {location}: deleting them failed ({exc.strerror or exc}); "
+            "remove the folder by hand."
+        )
+    return None
