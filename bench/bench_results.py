@@ -1,6 +1,6 @@
 """Results: what loading a job's model through ``job.model()`` and saving it at the end of a job cost.
 
-    .venv/bin/python bench/bench_results.py [--rounds 3] [--loads 5] [--seconds 60]
+    .venv/bin/python bench/bench_results.py [--rounds 5] [--loads 5] [--seconds 60]
 
 1. **Load**: a local job trains a ~10 M-parameter Keras 3 MLP (one replica, one short epoch) and saves it;
    then, in this process with TensorFlow already imported, ``job.model()`` and a plain
@@ -12,11 +12,12 @@
    to the end of its last replica). Prints the median times, their ratio (target ≤ 1.05) and the save time
    the job itself reported (``artifacts.json``), which is the cost without the machine's noise.
 
-   Each job also prints how long its end event came after its last epoch: in some jobs of either kind
-   ``fit`` returned 20-100 s after its last epoch (seen in gdb: the tf.data iterator's destructor,
-   ``~IteratorResource``, waiting for a tf.data thread), which swamps the save; hence also the ratio of
-   the fastest job of each kind. The cell turns tf.data autotuning off (``--autotune`` keeps it on); that
-   did not remove those waits.
+   Each job also prints how long its end event came after its last epoch. Before the runner tore tf.data
+   iterators down off the cell's thread (``replica_keras.IteratorReaper``), ``fit`` returned 5-100 s after
+   its last epoch in about half the jobs (the teardown joined the iterator's autotuning thread, asleep for
+   up to 60 s), which swamped the save; now that tail is the save (about a second) or less. The cell turns
+   tf.data autotuning off (``--autotune`` keeps it on); the ratio of the fastest job of each kind is printed
+   too, since training time on a shared machine varies far more than the save costs.
 
 Jobs run on the real local backend in a temporary ``TFK8S_HOME``, deleted at the end.
 """
@@ -75,13 +76,13 @@ def steps_per_second(job) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3, help="save/no-save pairs (default 3)")
+    parser.add_argument("--rounds", type=int, default=5, help="save/no-save pairs (default 5)")
     parser.add_argument("--loads", type=int, default=5, help="loads of each kind (default 5)")
     parser.add_argument("--seconds", type=float, default=60.0, help="training time of a job (default 60)")
     parser.add_argument(
         "--autotune",
         action="store_true",
-        help="keep tf.data autotuning on: fit's end then waits up to 60 s for its thread, in either mode",
+        help="keep tf.data autotuning on in the cell's dataset",
     )
     args = parser.parse_args()
 
