@@ -15,7 +15,7 @@ import { IJobDetail, ILogsResponse, ITensorBoardResponse } from './model';
 import { phaseChip } from './panel';
 import { RefreshingWidget } from './refreshing';
 import { jobPath, requestAPI } from './request';
-import { resizeControls, resizingText } from './resize';
+import { resizeControls, resizeMarks, resizingText } from './resize';
 import { curveSvg } from './svg';
 
 /** Refresh interval of a job that runs, and of one that is done (it changes no more). */
@@ -431,7 +431,8 @@ export class JobDetailView extends RefreshingWidget<JobDetailView.IModel> {
       picked.xy.y,
       width,
       240,
-      this._log.checked
+      this._log.checked,
+      resizeMarks(job.history, picked.kind)
     );
     svg.dataset.kind = picked.kind;
     this._curve.replaceChildren(

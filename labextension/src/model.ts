@@ -182,6 +182,10 @@ export interface IResize {
   removed?: string[];
   /** The replicas brought back by a restart of every replica. */
   restored?: string[];
+  /** A restart-resize: the epoch of the checkpoint the new shape continued from (counted from 0). */
+  epoch?: number;
+  /** A restart-resize: the last step reported before it. */
+  step?: number;
 }
 
 /**

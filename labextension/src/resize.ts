@@ -2,7 +2,7 @@
  * The job view's −/+ worker controls, as pure logic (unit-tested under plain Node): how many workers a job
  * has now, which button may act, and what each says when it cannot.
  */
-import type { IJobDetail, IReplica } from './model';
+import type { IJobDetail, IReplica, IResize } from './model';
 
 /** What the −/+ controls show for one job. */
 export interface IResizeControls {
@@ -53,4 +53,35 @@ export function resizeControls(
 /** The line shown while a resize is on its way, e.g. `resizing 3 → 2 workers…`. */
 export function resizingText(from: number, to: number): string {
   return `resizing ${from} → ${to} workers…`;
+}
+
+/** A vertical mark on the job view's curve where a resize restarted the job. */
+export interface IResizeMark {
+  /** Step (per-step curve) or epoch counted from 1 (per-epoch curve). */
+  x: number;
+  /** E.g. `2→3`. */
+  label: string;
+}
+
+/**
+ * Where each restart-resize sits on a curve of `kind`: at the step of the checkpoint the new shape
+ * continued from (per step), or at the first epoch it trained (per epoch, counted from 1). A live
+ * scale-down restarts nothing and is not marked.
+ */
+export function resizeMarks(
+  history: readonly IResize[] | undefined,
+  kind: 'step' | 'epoch'
+): IResizeMark[] {
+  const marks: IResizeMark[] = [];
+  for (const h of history ?? []) {
+    const at = kind === 'step' ? h.step : h.epoch;
+    if (h.how !== 'restart' || typeof at !== 'number') {
+      continue;
+    }
+    marks.push({
+      x: kind === 'step' ? at : at + 1,
+      label: `${h.from}→${h.to}`
+    });
+  }
+  return marks;
 }

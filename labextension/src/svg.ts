@@ -1,5 +1,6 @@
 import { svgEl } from './dom';
 import { scalePoints, sparklinePoints } from './format';
+import type { IResizeMark } from './resize';
 
 /** An inline SVG sparkline (class `tfk8s-sparkline`), empty when there are no values. */
 export function sparklineSvg(
@@ -35,7 +36,8 @@ export function curveSvg(
   ys: number[],
   width: number,
   height: number,
-  logY = false
+  logY = false,
+  marks: readonly IResizeMark[] = []
 ): SVGSVGElement {
   const svg = svgEl('svg', {
     class: 'tfk8s-lab-curve',
@@ -69,6 +71,33 @@ export function curveSvg(
           svgEl('circle', { cx: x, cy: y, r: 3, class: 'tfk8s-curve-point' })
         );
       }
+    }
+    // Resizes that restarted the job: a dashed vertical line where the new shape took over.
+    const shown = xs.filter(v => Number.isFinite(v));
+    const [x0, x1] = [Math.min(...shown), Math.max(...shown)];
+    for (const mark of marks) {
+      if (x1 <= x0 || mark.x < x0 || mark.x > x1) {
+        continue;
+      }
+      const x =
+        Math.round((24 + ((mark.x - x0) / (x1 - x0)) * (width - 48)) * 10) / 10;
+      const line = svgEl('line', {
+        x1: x,
+        x2: x,
+        y1: 24,
+        y2: height - 24,
+        class: 'tfk8s-curve-resize'
+      });
+      line.dataset.x = String(mark.x);
+      svg.appendChild(line);
+      const nearEnd = x > width - 60; // keep the label inside the picture
+      const t = svgEl('text', {
+        x: nearEnd ? x - 3 : x + 3,
+        y: 20,
+        'text-anchor': nearEnd ? 'end' : 'start'
+      });
+      t.textContent = mark.label;
+      svg.appendChild(t);
     }
     const finite = ys.filter(v => Number.isFinite(v));
     const label = (text: string, x: number, y: number, anchor: string) => {

@@ -473,6 +473,11 @@ def test_job_view_resizes_a_running_ps_job_with_minus_and_plus(lab_page, tfk8s_h
                 f"() => document.querySelector('#tfk8s-job-{job.name} .tfk8s-resize-message').textContent === ''",
                 timeout=30_000,
             )
+            # the curve marks where the new shape took over from the checkpoint
+            mark = view.locator("svg.tfk8s-lab-curve line.tfk8s-curve-resize")
+            mark.first.wait_for(state="attached", timeout=30_000)
+            entry = job.status.history[-1]
+            assert int(mark.first.get_attribute("data-x")) == entry["step"], entry
             lab_page.screenshot("resize-added")
     finally:
         job.stop()

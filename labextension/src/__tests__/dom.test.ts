@@ -94,3 +94,18 @@ test('a short series is drawn with a marker on every point, a long one as a line
   );
   assert.equal(points(long).length, 0);
 });
+
+test('a resize mark is a vertical line where it happened, inside the curve only', () => {
+  const lines = (svg: SVGSVGElement) =>
+    (svg as unknown as FakeElement).children.filter(c => c.tagName === 'line');
+  const xs = [0, 50, 100];
+  const svg = curveSvg(xs, [3, 2, 1], 248, 150, false, [
+    { x: 50, label: '2→3' },
+    { x: 500, label: '3→4' }
+  ]);
+  const [line] = lines(svg);
+  assert.equal(lines(svg).length, 1);
+  assert.equal(line.attributes.get('x1'), '124'); // halfway between the 24-pixel margins
+  assert.equal(line.dataset.x, '50');
+  assert.equal(lines(curveSvg(xs, [3, 2, 1], 248, 150)).length, 0);
+});

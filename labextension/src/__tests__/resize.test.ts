@@ -2,7 +2,12 @@ import { strict as assert } from 'node:assert';
 import { test } from 'node:test';
 
 import { IJobDetail, IReplica, JobPhase } from '../model';
-import { liveWorkers, resizeControls, resizingText } from '../resize';
+import {
+  liveWorkers,
+  resizeControls,
+  resizeMarks,
+  resizingText
+} from '../resize';
 
 function replica(role: string, index: number, state = 'running'): IReplica {
   return {
@@ -81,4 +86,15 @@ test('the last worker cannot be removed, but one can be added', () => {
 
 test('the in-flight line names both counts', () => {
   assert.equal(resizingText(3, 2), 'resizing 3 → 2 workers…');
+});
+
+test('restart-resizes are marked on the curve, live ones are not', () => {
+  const history = [
+    { time: 1, from: 3, to: 2, how: 'live', removed: ['worker-2'] },
+    { time: 2, from: 2, to: 3, how: 'restart', epoch: 4, step: 150 },
+    { time: 3, from: 3, to: 4, how: 'restart' } // no checkpoint position known
+  ];
+  assert.deepEqual(resizeMarks(history, 'step'), [{ x: 150, label: '2→3' }]);
+  assert.deepEqual(resizeMarks(history, 'epoch'), [{ x: 5, label: '2→3' }]);
+  assert.deepEqual(resizeMarks(undefined, 'step'), []);
 });
