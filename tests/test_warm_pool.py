@@ -255,3 +255,12 @@ def test_the_pool_directory_deleted_under_the_pool_means_cold_starts_and_a_fresh
     assert LocalBackend().warm_up(spec, timeout=180)  # the orphaned process ends, a new one takes its place
     wait_for(lambda: not process_alive(old), 20, "the orphaned pool process to end")
     assert len(idle_pids(tfk8s_home)) == 1 and old not in idle_pids(tfk8s_home)
+
+
+def test_an_idle_pool_process_exits_after_warm_pool_idle(tfk8s_home):
+    use_pool(0, idle=3.0)
+    assert LocalBackend().warm_up(make_spec("print(1)", workers=1), timeout=180)
+    (pid,) = idle_pids(tfk8s_home)
+    wait_for(lambda: not process_alive(pid), 60, "the idle pool process to expire")
+    assert idle_pids(tfk8s_home) == set()
+    assert os.listdir(tfk8s_home / ".warm-pool" / "idle") == []  # its marker withdrawn: nobody can claim it
