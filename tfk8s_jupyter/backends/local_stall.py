@@ -90,8 +90,10 @@ class StallWatch:
 
     def note_cpu(self, now: float) -> None:
         """Set :attr:`busy_at` to ``now`` when the replicas used more than ``IDLE_CPU`` cores since the last
-        check (a replica that was not there last time counts from its start)."""
-        used, seen = 0.0, {}
+        check (a replica that was not there last time counts from its start), or when a replica's main
+        thread is running or runnable: on a loaded machine a computing process may get less than
+        ``IDLE_CPU`` of a core, but it waits in the run queue, never asleep as a hung one does."""
+        used, seen, runnable = 0.0, {}, False
         for r in self.replicas:
             if not r.alive:
                 continue
@@ -100,7 +102,8 @@ class StallWatch:
                 continue
             seen[r.proc.pid] = cpu
             used += cpu - self.cpu_seen.get(r.proc.pid, 0.0)
+            runnable = runnable or process_state(r.proc.pid) == "R"
         elapsed = now - self.last_cpu_check if self.last_cpu_check else STALL_CHECK_EVERY
-        if used > IDLE_CPU * max(elapsed, STALL_CHECK_EVERY):
+        if runnable or used > IDLE_CPU * max(elapsed, STALL_CHECK_EVERY):
             self.busy_at = now
         self.cpu_seen, self.last_cpu_check = seen, now
