@@ -53,6 +53,7 @@ from .lifecycle import (
     delete_object,
     parent_expired,
 )
+from .queue import describe as describe_queued
 from .resize import with_history
 from .status import compute_status, parse_time
 from .storage import StorageError
@@ -256,6 +257,7 @@ class KubernetesBackend(Backend):
             events=events,
             created=prev.get("created"),
         )
+        status = describe_queued(job, status, snap["jobs"], snap["tfjob"])  # Kueue's position, if queued
         if "parent" not in snap:
             return status
         parent = snap["parent"]

@@ -38,8 +38,9 @@ from .errors import ApiErrorContext
 from .job_objects import JobRef, job_events, owners, snapshot
 from .lifecycle import POD_ENDED, AttemptLog, Finisher, capture_logs, replica_log
 from .queue import describe as describe_queued
+from .resize import with_history
 from .stall import STALL_CHECK_EVERY, StallWatch, cell_error_message, fatal_cell_error
-from .status import assemble_status, pod_replica, replica_from_pods, replicas_from_pods
+from .status import assemble_status, pod_replica, replica_from_pods, replicas_from_pods, suspended
 
 WATCH_TIMEOUT = 60  # seconds per watch request; the server ends it, we resume from the last resourceVersion
 MISSING_PODS_RECHECK = 3  # seconds between looks at the Jobs' events while pods are missing
@@ -179,6 +180,7 @@ class JobFollower:
                 self.pods_changed.notify_all()
             self.log_done.wait(30 if self.log_opened.is_set() else 2)
             status = self.finisher.finalize(self.job, status)
+        status = with_history(self.record, status)  # resizes: removed workers, the history
         self.last_status = status
         sig = (status.phase, status.message, self.version)
         if sig != self.last_sig:
@@ -230,8 +232,11 @@ class JobFollower:
         return True
 
     def pods_missing(self) -> bool:
-        """Native jobs whose Jobs exist but not every pod does (the Job controller may be refused)."""
-        return self.flavor == "native" and bool(self.jobs) and len(self.pods) < len(self.names)
+        """Native jobs whose Jobs exist but not every pod does (the Job controller may be refused), and a
+        TFJob Kueue holds suspended (its queue position changes without a pod event)."""
+        if self.flavor == "tfjob":
+            return self.tfjob is not None and suspended([], self.tfjob)
+        return bool(self.jobs) and len(self.pods) < len(self.names)
 
     def _stopped_elsewhere(self) -> bool:
         prev = self.record.read_status() or {}
