@@ -416,7 +416,8 @@ def test_artifacts_at_a_uri_go_through_tf_io_gfile(tmp_path):
         events = h.events()
         model = events[-1]["artifacts"]["model"]
         assert model["bytes"] > 10_000 and model["keras"] == "keras3"
-        assert [e["epoch"] for e in events if e["type"] == "checkpoint"] == [0, 1, 2]
+        # (all-reduce saves the first epoch, then at most every TFK8S_CHECKPOINT_INTERVAL s)
+        assert [e["epoch"] for e in events if e["type"] == "checkpoint"][:1] == [0]
         assert not [p for p in tmp_path.rglob("ram:*")], "a URI was written as a local path"
     finally:
         h.teardown()
