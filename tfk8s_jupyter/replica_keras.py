@@ -162,11 +162,7 @@ def patch_clear_session(uses_tf_keras: bool, reapply_strategy: Callable[[], None
     ``clear_session()`` (common at the top of a cell) drops the default strategy with the graph: training
     would then run locally on each replica and look like success. tf_keras is always patched, Keras 3
     unless ``uses_tf_keras``.
-
-    Every replica that runs the cell comes here before the cell runs, so this also installs
-    :func:`defer_iterator_teardown`.
     """
-    defer_iterator_teardown()
     originals = []
     modules = []
     names = ["tf_keras.backend", "tf_keras.utils", "tf_keras.src.backend"]

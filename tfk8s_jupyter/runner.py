@@ -75,7 +75,7 @@ URI: everything written there goes through ``tf.io.gfile``):
 * When the cell succeeded, the model of the last successful ``fit`` is saved as ``model/model.keras``
   (unless ``TFK8S_SAVE_MODEL=0``; every all-reduce worker takes part, since Keras's save runs collectives
   there), and ``artifacts.json`` is written; its content is the ``artifacts`` field of the ``end`` event. A
-  failed save is an ``error`` event (``phase="save"``) and the job still succeeds (exit 0).
+  failed save is a ``note`` event (``about="save"``) and the job still succeeds (exit 0).
 
 Output: protocol lines (``@tfk8s {json}``, see ``protocol.py``) and the cell's own prints go to stdout;
 TensorFlow's logs and the runner's diagnostics go to stderr. Exit status 0 means the cell finished; 1 means
@@ -487,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
         runtime.artifacts = artifacts
         runtime.patch_fit()
         runtime.patch_clear_session()
+        replica_keras.defer_iterator_teardown()  # fit returns right after its last epoch
         runtime.set_default_strategy()
         adoption = StrategyAdoption(tf, renv, strategy, runtime.set_default_strategy)
         runtime.original_set_strategy = adoption.original_set_strategy
