@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 import time
 
 import pytest
 from local_helpers import keras_cell, wait_for
+from test_backend import Follow
 
 from tfk8s_jupyter.payload import Payload
 from tfk8s_jupyter.spec import make_spec
@@ -43,25 +43,6 @@ def add_secret(apiserver, name, data, namespace="default"):
     )
 
 
-class Follow:
-    """``backend.watch`` in a thread, keeping what it delivers."""
-
-    def __init__(self, backend, name):
-        self.statuses, self.events = [], []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(
-            target=backend.watch,
-            args=(name, self.statuses.append, self.events.extend, self.stop),
-            daemon=True,
-        )
-        self.thread.start()
-
-    def wait(self, timeout=300):
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), f"watch did not end; last status {self.statuses[-1:]}"
-        return self.statuses[-1]
-
-
 # --secret-env ----------------------------------------------------------------------------------------
 def test_secret_env_reaches_every_replica_and_its_value_is_stored_nowhere(
     apiserver, standin_cluster, backend
@@ -79,7 +60,7 @@ def test_secret_env_reaches_every_replica_and_its_value_is_stored_nowhere(
             "WANDB_API_KEY": "s3cr3t-value-42",
             "TFK8S_PROTOCOL_KEY": spec.protocol_key,
         }
-    final = follow.wait()
+    final = follow.wait(300)
     assert final.phase == "succeeded", final.message
     assert "token is s3cr3t-value-42" in backend.logs("sec", "worker-0")  # the cell (worker 0 runs it here)
     # in no object tfk8s created (only the user's own Secret holds it), nor in the job's record
