@@ -92,11 +92,17 @@ class Job:
         status' message says it is under way). Each resize is in ``status.history``."""
         return self.backend.scale(self.name, workers)
 
-    def delete(self) -> None:
-        """Stop the job if needed and remove it and its record."""
+    def delete(self) -> str | None:
+        """Stop the job if needed and remove it, its record and its artifacts (a Kubernetes job's too when
+        this notebook mounts its claim: ``c.TFK8s.storage_mount``). Returns ``None``, or one line saying
+        where artifacts remain (object storage, a claim not mounted here)."""
+        from .retention import JobArtifactsRemoval
+
         if self._monitor:
             self._monitor.stop()
+        artifacts = JobArtifactsRemoval(self.backend, self.name)
         self.backend.delete(self.name)
+        return artifacts.remove()
 
     @property
     def state(self) -> JobState:

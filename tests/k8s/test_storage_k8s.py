@@ -544,3 +544,11 @@ def test_deleting_a_job_deletes_its_artifacts_on_a_mounted_claim_or_says_where_t
         "does not mount the claim; set c.TFK8s.storage_mount to its path here to delete them with the job)."
     )
     assert st.remove_artifacts(spec_of(name="plain"), str(claim_root)) is None  # no storage: nothing remains
+    # job.delete() from Python does the same: the line when they remain, the folder gone when mounted here
+    assert api_module.Job("kept-here", backend).delete() == remains
+    (claim_root / "runs" / "api" / "model").mkdir(parents=True)
+    backend.submit(spec_of(name="api", storage="pvc:results/runs"), Payload(code=QUICK))
+    config.storage_mount = str(claim_root)
+    assert api_module.Job("api", backend).delete() is None
+    assert not (claim_root / "runs" / "api").exists()
+    assert (claim_root / "runs" / "notes.txt").read_text() == "not a job's"
