@@ -4,8 +4,8 @@ A ``ClusterCoordinator``'s worker set is fixed when it connects, and all-reduce 
 strategy starts, so the job restarts with the new shape (the kernel's request: :mod:`.local_scale`):
 
 1. **wait for a safe point**: the next ``checkpoint`` event of the reporting replica (its ``BackupAndRestore``
-   saves every epoch under all-reduce, the first epoch and then every ``TFK8S_CHECKPOINT_INTERVAL`` seconds
-   with parameter servers); what the old run reports after that checkpoint is not recorded, since the new
+   saves the first epoch and then at most every ``TFK8S_CHECKPOINT_INTERVAL`` seconds, with either
+   strategy); what the old run reports after that checkpoint is not recorded, since the new
    run does it again (no metric point doubled). After :data:`CHECKPOINT_WAIT` seconds without one, the last
    checkpoint is used;
 2. **stop every replica** and drop what the old run printed after the checkpoint;
