@@ -64,6 +64,34 @@ def test_watchdog_exits_zero_after_the_chief_is_gone():
     assert codes == [0]
 
 
+def test_watchdog_counts_a_peer_connected_to_its_server_as_the_chief_seen():
+    """A short job's chief may start the cluster and end between two probes: a peer connected to this
+    replica's own server says the chief was there, so the replica exits 0 instead of waiting out the setup
+    timeout; with no peer it waits (the chief may not have come yet)."""
+    own, own_address = _listen()
+    gone, chief = _listen()
+    gone.close()  # nobody listens at the chief's address
+    codes: list[int] = []
+    t = threading.Thread(
+        target=runner.watch_chief,
+        args=(chief, 30.0, codes.append, 0.1, 3),
+        kwargs={"own_port": own_address[1]},
+        daemon=True,
+    )
+    t.start()
+    time.sleep(1.0)
+    assert codes == [] and t.is_alive()  # no peer yet: the chief may still come
+    peer = socket.create_connection(own_address)
+    accepted, _ = own.accept()
+    try:
+        t.join(timeout=5)
+        assert codes == [0]
+    finally:
+        peer.close()
+        accepted.close()
+        own.close()
+
+
 def test_watchdog_gives_up_when_the_chief_never_comes():
     _, address = _listen()  # bound, then closed below: nobody listens there
     _.close()

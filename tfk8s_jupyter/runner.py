@@ -265,15 +265,37 @@ def chief_address(renv: ReplicaEnv) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def inbound_connections(port: int) -> int:
+    """How many established TCP connections this machine (or pod) has to local ``port`` (Linux
+    ``/proc/net/tcp*``; 0 where it cannot tell)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f, None)
+                for line in f:
+                    fields = line.split()
+                    if len(fields) > 3 and fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        count += 1
+        except (OSError, ValueError, IndexError):
+            continue
+    return count
+
+
 def watch_chief(
     address: tuple[str, int],
     setup_timeout: float,
     exit_fn=os._exit,
     period: float = 1.0,
     misses_allowed: int = WATCHDOG_MISSES,
+    own_port: int | None = None,
 ) -> None:
     """Exit 0 once the chief was reachable and then missed ``misses_allowed`` times in a row; exit 2 when
-    it is never reachable within ``setup_timeout``. Runs forever otherwise (meant for a daemon thread)."""
+    it is never reachable within ``setup_timeout``. Runs forever otherwise (meant for a daemon thread).
+
+    A peer connected to ``own_port`` (this replica's server) also counts as having seen the chief: the
+    cluster only talks to a serving replica once the chief started it, and a short job's chief may come and
+    go between two probes. Until the chief is seen, probes come four times as often."""
     started = time.monotonic()
     seen = False
     misses = 0
@@ -283,6 +305,8 @@ def watch_chief(
                 seen = True
                 misses = 0
         except OSError:
+            if not seen and own_port is not None and inbound_connections(own_port):
+                seen = True
             if seen:
                 misses += 1
                 if misses >= misses_allowed:
@@ -296,7 +320,7 @@ def watch_chief(
                 )
                 exit_fn(EXIT_SETUP_ERROR)
                 return
-        time.sleep(period)
+        time.sleep(period if seen else period / 4)
 
 
 def serve(tf, renv: ReplicaEnv) -> int:
@@ -310,8 +334,13 @@ def serve(tf, renv: ReplicaEnv) -> int:
         protocol=resolver.rpc_layer or "grpc",
         start=True,
     )
+    own_port = int(renv.cluster[renv.role][renv.index].rsplit(":", 1)[1])
     thread = threading.Thread(
-        target=watch_chief, args=(chief_address(renv), renv.setup_timeout), name="tfk8s-watchdog", daemon=True
+        target=watch_chief,
+        args=(chief_address(renv), renv.setup_timeout),
+        kwargs={"own_port": own_port},
+        name="tfk8s-watchdog",
+        daemon=True,
     )
     thread.start()
     log(f"{renv.name} serving on {renv.cluster[renv.role][renv.index]}")
