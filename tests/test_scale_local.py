@@ -284,7 +284,12 @@ def test_tf_ps_scale_up_2_to_3_by_checkpoint_restart():
 @pytest.mark.timeout(1200)
 def test_tf_all_reduce_2_to_3_and_3_to_2_by_checkpoint_restart():
     job = tk.submit(
-        tf_keras_cell(epochs=14, steps=30, step_sleep=0.05), workers=2, name="tf-ar", setup_timeout=240
+        # long enough that both resizes find a checkpoint before training ends (all-reduce checkpoints are
+        # at most every TFK8S_CHECKPOINT_INTERVAL s: a resize asked near the end is cancelled by the end)
+        tf_keras_cell(epochs=40, steps=30, step_sleep=0.05),
+        workers=2,
+        name="tf-ar",
+        setup_timeout=240,
     )
     wait_for(lambda: any(e.get("type") == "checkpoint" for e in job.events()), 300, "the first checkpoint")
     job.scale(workers=3)
@@ -303,6 +308,6 @@ def test_tf_all_reduce_2_to_3_and_3_to_2_by_checkpoint_restart():
     _loss_continues(job, up, 30)
     _loss_continues(job, down, 30)
     epochs = [e["epoch"] for e in job.events() if e.get("type") == "epoch"]
-    assert epochs == list(range(14)), epochs
+    assert epochs == list(range(40)), epochs
     assert job.status.replica("worker-2").state == "removed"
     assert [h["how"] for h in job.status.history] == ["restart", "restart"]
