@@ -407,6 +407,17 @@ def test_local_replicas_download_a_keras_dataset_once(tmp_path, keras_module):
     env = {k: v for k, v in os.environ.items() if not k.startswith("TFK8S_")}
     env["TFK8S_INPUT_DIR"] = str(tmp_path)
     env["no_proxy"] = env["NO_PROXY"] = "127.0.0.1,localhost"
+    outs = _two_replicas(code, env, tmp_path)
+    server.shutdown()
+    for rc, out, err in outs:
+        assert rc == 0, err[-2000:]
+        assert out.split()[-1] == "True"
+    assert requests == ["/blob.bin"], "each replica downloaded the dataset itself"
+
+
+def _two_replicas(code: str, env: dict, tmp_path) -> list[tuple[int, str, str]]:
+    """Run ``code`` as two replica processes at once (work dirs ``work/w0``, ``work/w1``): their
+    (exit code, stdout, stderr)."""
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", code, str(tmp_path / "work" / f"w{i}")],
@@ -418,11 +429,7 @@ def test_local_replicas_download_a_keras_dataset_once(tmp_path, keras_module):
         for i in range(2)
     ]
     outs = [p.communicate(timeout=240) for p in procs]
-    server.shutdown()
-    for p, (out, err) in zip(procs, outs, strict=True):
-        assert p.returncode == 0, err[-2000:]
-        assert out.split()[-1] == "True"
-    assert requests == ["/blob.bin"], "each replica downloaded the dataset itself"
+    return [(p.returncode, out, err) for p, (out, err) in zip(procs, outs, strict=True)]
 
 
 TFDS_CELL = """
@@ -468,19 +475,9 @@ def test_local_replicas_prepare_a_tensorflow_datasets_dataset_once(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("TFK8S_")}
     env.update(TFK8S_INPUT_DIR=str(tmp_path), TFDS_DATA_DIR=str(data_dir))
     code = TFDS_CELL.format(repo=str(REPO), log=str(log))
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", code, str(tmp_path / "work" / f"w{i}")],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    outs = [p.communicate(timeout=240) for p in procs]
-    for p, (out, err) in zip(procs, outs, strict=True):
-        assert p.returncode == 0, err[-3000:]
+    outs = _two_replicas(code, env, tmp_path)
+    for rc, out, err in outs:
+        assert rc == 0, err[-3000:]
         assert out.splitlines()[-1] == str([i * i for i in range(10)])
     assert log.read_text().splitlines() == ["prepared"], "each replica prepared the dataset itself"
     assert any(data_dir.glob("counted_squares/1.0.0/*.tfrecord*"))
