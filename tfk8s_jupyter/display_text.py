@@ -108,6 +108,27 @@ def progress_text(state: JobState, now: float | None = None) -> str:
     return " · ".join(parts)
 
 
+LAUNCH_ORDER = ("kept", "warm", "cold")
+
+
+def launch_text(status: JobStatus | None) -> str | None:
+    """How the job's current replicas started (local backend): ``kept`` (a finished job's replica took this
+    run), ``warm`` (a warm pool process became it) or ``cold`` (a new process), e.g. ``warm start`` or
+    ``start: 2 warm, 1 cold``; None when no replica says (Kubernetes, or before any started)."""
+    kinds: dict[str, int] = {}
+    for r in status.replicas if status else []:
+        if r.launch and r.state != "removed":
+            kinds[r.launch] = kinds.get(r.launch, 0) + 1
+    if not kinds:
+        return None
+    if len(kinds) == 1:
+        return f"{next(iter(kinds))} start"
+    order = sorted(
+        kinds, key=lambda k: (LAUNCH_ORDER.index(k) if k in LAUNCH_ORDER else len(LAUNCH_ORDER), k)
+    )
+    return "start: " + ", ".join(f"{kinds[k]} {k}" for k in order)
+
+
 def format_bytes(n: float | None) -> str:
     """``"812 B"``, ``"4.1 kB"``, ``"1.2 MB"``, ``"3.4 GB"`` (powers of 1000); ``"?"`` when unknown."""
     if not isinstance(n, (int, float)):

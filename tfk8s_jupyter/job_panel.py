@@ -34,6 +34,7 @@ from .display_text import (
     epoch_shown,
     format_duration,
     format_value,
+    launch_text,
     notes_html,
     plural,
     progress_text,
@@ -497,6 +498,9 @@ class JobPanel(W.VBox):
         parts = []
         if status is not None:
             parts.append(f"{html.escape(status.backend)} · {html.escape(status.strategy)}")
+            launch = launch_text(status)
+            if launch:
+                parts.append(f'<span class="tfk8s-launch">{html.escape(launch)}</span>')
         parts.append(f"elapsed {format_duration(elapsed(status, now))}")
         if self.state.epoch is not None:
             parts.append(f"epoch {epoch_shown(self.state)}")

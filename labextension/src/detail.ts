@@ -7,6 +7,7 @@ import {
   foldedLog,
   formatCounts,
   formatMetric,
+  launchLabel,
   pickSeries,
   preferredMetric,
   strategyLabel
@@ -300,6 +301,7 @@ export class JobDetailView extends RefreshingWidget<JobDetailView.IModel> {
     this.setInterval(job.done ? DONE_INTERVAL_MS : RUNNING_INTERVAL_MS);
     this.title.label = `${job.name} (${job.phase})`;
     const header = this._header;
+    const launch = launchLabel(job.replicas);
     header.replaceChildren(
       el('span', 'tfk8s-detail-name', job.name),
       phaseChip(job.phase),
@@ -307,7 +309,8 @@ export class JobDetailView extends RefreshingWidget<JobDetailView.IModel> {
         'span',
         'tfk8s-detail-meta',
         `${job.backend}${job.flavor ? ` (${job.flavor})` : ''} · ${strategyLabel(job.strategy)} · ${formatCounts(job.counts)} · started ${ageSince(job.created)} ago`
-      )
+      ),
+      ...(launch ? [el('span', 'tfk8s-detail-launch', launch)] : [])
     );
     this._stop.disabled = job.done;
     this._updateResize();

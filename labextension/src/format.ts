@@ -80,6 +80,34 @@ export function formatMetric(value: number | null | undefined): string {
   return String(Number(value.toPrecision(4)));
 }
 
+/**
+ * How a job's current replicas started (local backend): `kept start`, `warm start`, `cold start`, or
+ * `start: 2 warm, 1 cold` when they differ; null when no replica says (Kubernetes, or none started yet).
+ */
+export function launchLabel(
+  replicas: { launch: string | null; state: string }[]
+): string | null {
+  const order = ['kept', 'warm', 'cold'];
+  const kinds = new Map<string, number>();
+  for (const r of replicas) {
+    if (r.launch && r.state !== 'removed') {
+      kinds.set(r.launch, (kinds.get(r.launch) ?? 0) + 1);
+    }
+  }
+  if (kinds.size === 0) {
+    return null;
+  }
+  if (kinds.size === 1) {
+    return `${[...kinds.keys()][0]} start`;
+  }
+  const rank = (k: string) =>
+    order.includes(k) ? order.indexOf(k) : order.length;
+  const sorted = [...kinds.keys()].sort(
+    (a, b) => rank(a) - rank(b) || a.localeCompare(b)
+  );
+  return 'start: ' + sorted.map(k => `${kinds.get(k)} ${k}`).join(', ');
+}
+
 /** Short strategy names for narrow rows. */
 export function strategyLabel(strategy: string): string {
   const short: { [k: string]: string } = {

@@ -638,3 +638,37 @@ def test_the_log_tail_folds_start_up_noise_behind_show_all():
     panel.log_all.value = True
     assert panel.log_tail.value.count("Could not find cuda drivers") == 3
     panel.close()
+
+
+@pytest.mark.parametrize(
+    "launches, shown",
+    [
+        (["warm", "warm", "warm", "warm"], "warm start"),
+        (["kept", "kept", "kept", "kept"], "kept start"),
+        (["cold", "warm", "cold", "warm"], "start: 2 warm, 2 cold"),
+    ],
+)
+def test_the_header_says_how_the_replicas_started(launches, shown):
+    state = JobState("launched")
+    st = status("running", time.time())
+    for r, launch in zip(st.replicas, launches, strict=True):
+        r.launch = launch
+    state.set_status(st)
+    panel = JobPanel(FakeJob("launched", state), interval=0.05)
+    try:
+        wait_for(lambda: "tfk8s-launch" in panel.info.value)
+        assert f'<span class="tfk8s-launch">{shown}</span>' in panel.info.value
+    finally:
+        panel.close()
+
+
+def test_the_header_says_nothing_of_launch_when_no_replica_says():
+    state = JobState("k8s")
+    state.set_status(status("running", time.time()))
+    panel = JobPanel(FakeJob("k8s", state), interval=0.05)
+    try:
+        wait_for(lambda: "elapsed" in panel.info.value)
+        assert "start" not in panel.info.value.split("elapsed")[0]
+        assert "tfk8s-launch" not in panel.info.value
+    finally:
+        panel.close()

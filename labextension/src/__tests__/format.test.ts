@@ -9,6 +9,7 @@ import {
   exitText,
   foldedLog,
   formatMetric,
+  launchLabel,
   pickSeries,
   phaseClass,
   phaseLabel,
@@ -227,4 +228,17 @@ test('an exit reads as its code or the signal that ended it', () => {
   assert.equal(exitText(1, 'failed'), '1');
   assert.equal(exitText(-15, 'stopped'), 'stopped (SIGTERM)');
   assert.equal(exitText(-9, 'failed'), 'SIGKILL');
+});
+
+test('the launch label says how the current replicas started', () => {
+  const r = (launch: string | null, state = 'running') => ({ launch, state });
+  assert.equal(launchLabel([r('warm'), r('warm')]), 'warm start');
+  assert.equal(launchLabel([r('kept'), r('kept'), r('kept')]), 'kept start');
+  assert.equal(
+    launchLabel([r('cold'), r('warm'), r('kept'), r('warm')]),
+    'start: 1 kept, 2 warm, 1 cold'
+  );
+  assert.equal(launchLabel([r('warm'), r('cold', 'removed')]), 'warm start');
+  assert.equal(launchLabel([r(null), r(null)]), null);
+  assert.equal(launchLabel([]), null);
 });
