@@ -7,12 +7,21 @@ Prints:
   native and TFJob flavors, and how that count scales with the replica count;
 - submission time (median and worst of 20) of that job;
 - the monitor handling 10,000 pod events: folding them into the job status in-process, and end to end
-  through one watch stream over HTTP with the real client.
+  through one watch stream over HTTP with the real client;
+- the requests an open panel makes, counted from the test API server's request log: a job runs in the test
+  kubelet (the TensorFlow-free stand-in runner in its pods) while the cell's panel (``JobPanel`` on the job's
+  ``Monitor``, in-process, as ``%%tfk8s_train`` opens it) follows it for ``--seconds``; watches
+  (``watch=true``) and followed log streams (``/log?follow=true``) per job and per kind, and every other GET
+  (polling) per second. Once with one job, once with three jobs followed at once.
+
+    .venv/bin/python bench/bench_k8s.py [--seconds 20] [--only panel]
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
+import os
 import statistics
 import sys
 import tempfile
@@ -25,8 +34,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "k8s"))
 
 from apiserver import ApiServer  # noqa: E402
+from kubelet import STANDIN_RUNNER, TestCluster  # noqa: E402
+from request_record import record_requests  # noqa: E402
 
 from tfk8s_jupyter.backends.kubernetes import KubernetesBackend  # noqa: E402
+from tfk8s_jupyter.backends.kubernetes import manifests as m  # noqa: E402
 from tfk8s_jupyter.backends.kubernetes.follower import JobFollower  # noqa: E402
 from tfk8s_jupyter.payload import Payload  # noqa: E402
 from tfk8s_jupyter.spec import make_spec  # noqa: E402
@@ -82,10 +94,7 @@ def pod_states(n: int):
         }
 
 
-def main() -> None:
-    import os
-
-    os.environ["TFK8S_HOME"] = tempfile.mkdtemp(prefix="tfk8s-bench-")
+def submission_and_events() -> None:
     server = ApiServer().start()
     kubeconfig = server.kubeconfig(Path(tempfile.mkdtemp()) / "kubeconfig")
     backend = KubernetesBackend(config_file=str(kubeconfig))
@@ -202,6 +211,129 @@ def main() -> None:
         f"{dt2 * 1000:.0f} ms ({len(delivered2)} status changes; the test server's own serialization included)"
     )
     server.stop()
+
+
+# --- an open panel's requests ------------------------------------------------------------------------
+LONG_JOB = "EPOCHS = 100000\nSTEPS = 10\nSTEP_SECONDS = 0.1"  # the stand-in runner: a point every 0.1 s
+
+
+def _job_of(entry: dict, names: list[str]) -> str | None:
+    """The job a request is about: its label selector, or the object's name (the job's objects and pods
+    are named after it)."""
+    selector = entry["query"].get("labelSelector", "").split(",")
+    for name in sorted(names, key=len, reverse=True):
+        if m.job_selector(name) in selector:
+            return name
+        obj = entry.get("name") or ""
+        if obj == name or obj.startswith(name + "-"):
+            return name
+    return None
+
+
+def _kind(entry: dict) -> str:
+    q = entry["query"]
+    if entry["verb"] == "watch":
+        return "watch"
+    if entry["subresource"] == "log":
+        return "log stream" if q.get("follow") == "true" else "log read"
+    return entry["verb"]
+
+
+def _describe(entry: dict) -> str:
+    """A request's kind and target, e.g. ``watch pods``, ``log read chief``, ``list pods``."""
+    kind = _kind(entry)
+    if entry["subresource"] == "log":
+        pod = entry.get("name") or ""
+        role = next((r for r in ("chief", "worker", "ps", "evaluator") if f"-{r}-" in pod), "pod")
+        return f"{kind} ({role})"
+    return f"{kind} {entry['resource']}"
+
+
+def panel_requests(jobs: int, seconds: float, backend, log: list[dict], earlier: list[str]) -> list[str]:
+    """Submit ``jobs`` long jobs, open each one's panel at once (as the cell does), keep them open
+    ``seconds`` and count the requests about each job made meanwhile (``log``: the server's requests, from
+    :func:`record_requests`); the jobs are stopped after. Requests about the ``earlier`` jobs (stopped before)
+    made meanwhile are counted too: there should be none."""
+    from tfk8s_jupyter.api import Job
+    from tfk8s_jupyter.job_panel import JobPanel
+
+    names = [f"panel{jobs}-{chr(ord('a') + k)}" for k in range(jobs)]
+    panels, handles = [], []
+    for name in names:
+        spec = make_spec(LONG_JOB, ps=1, workers=2, name=name, backend="kubernetes", flavor="native")
+        backend.submit(spec, Payload(code=spec.code))
+    opened = time.monotonic()
+    for name in names:
+        job = Job(name, backend)
+        handles.append(job)
+        panels.append(JobPanel(job))  # the panel follows the job through job.state (its Monitor)
+    time.sleep(seconds)
+    closed = time.monotonic()
+    phases = [job.state.status.phase if job.state.status else "?" for job in handles]
+    points = [job.state.n_points for job in handles]
+    for panel, job in zip(panels, handles, strict=True):
+        panel.close()
+        job.stop()
+        job.monitor().stop()
+        job.monitor().join(10)
+    window = [e for e in log if opened <= e["t"] <= closed]
+    out = []
+    for name, phase, n in zip(names, phases, points, strict=True):
+        mine = [e for e in window if _job_of(e, names) == name]
+        kinds: dict[str, int] = {}
+        for e in mine:
+            kinds[_describe(e)] = kinds.get(_describe(e), 0) + 1
+        watches = sum(1 for e in mine if _kind(e) == "watch")
+        streams = sum(1 for e in mine if _kind(e) == "log stream")
+        polls = [e for e in mine if _kind(e) not in ("watch", "log stream")]
+        steady = [e for e in polls if e["t"] >= opened + 5]  # past the first relist and log seeding
+        out.append(
+            f"  {name}: {watches} watch / {streams} log stream in {closed - opened:.0f} s ({phase}, {n} points "
+            f"shown); other requests {len(polls)} ({len(polls) / (closed - opened):.2f}/s; "
+            f"{len(steady) / max(closed - opened - 5, 1e-9):.2f}/s after the first 5 s)"
+        )
+        out.append("    " + ", ".join(f"{k} x{v}" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])))
+    other = [e for e in window if _job_of(e, names) is None]
+    if other:
+        out.append(
+            f"  requests about no job: {len(other)} [{', '.join(sorted({_describe(e) for e in other}))}]"
+        )
+    return out
+
+
+def panels(seconds: float) -> None:
+    server = ApiServer().start()
+    kubeconfig = server.kubeconfig(Path(tempfile.mkdtemp()) / "kubeconfig")
+    os.environ["KUBECONFIG"] = str(kubeconfig)
+    backend = KubernetesBackend(config_file=str(kubeconfig))
+    backend.cluster()
+    cluster = TestCluster(
+        server, workdir=Path(tempfile.mkdtemp(prefix="tfk8s-bench-kubelet-")), runner_override=STANDIN_RUNNER
+    ).start()
+    log = record_requests(server)
+    earlier: list[str] = []
+    try:
+        for jobs in (1, 3):
+            print(
+                f"an open panel's requests, {jobs} job{'s' if jobs > 1 else ''} (1 chief + 2 workers + 1 ps, "
+                f"a point every 0.1 s) followed at once for {seconds:g} s (target per job: 1 watch, 1 log stream):"
+            )
+            for line in panel_requests(jobs, seconds, backend, log, earlier):
+                print(line)
+    finally:
+        cluster.stop()
+        server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=20.0, help="how long each panel stays open")
+    parser.add_argument("--only", choices=("panel",), help="only the open panels' requests")
+    args = parser.parse_args()
+    os.environ["TFK8S_HOME"] = tempfile.mkdtemp(prefix="tfk8s-bench-")
+    if args.only != "panel":
+        submission_and_events()
+    panels(args.seconds)
 
 
 if __name__ == "__main__":
