@@ -16,6 +16,7 @@ from tfk8s_jupyter.backends.base import JobConflict
 from tfk8s_jupyter.backends.local import LocalBackend, process_alive, read_supervisor
 from tfk8s_jupyter.backends.local_scale import SCALE_REQUEST, BadScale
 from tfk8s_jupyter.records import JobRecord
+from tfk8s_jupyter.replica_env import CHECKPOINT_REQUEST
 
 
 def _running(job, timeout: float = 120) -> None:
@@ -311,3 +312,57 @@ def test_tf_all_reduce_2_to_3_and_3_to_2_by_checkpoint_restart():
     assert epochs == list(range(40)), epochs
     assert job.status.replica("worker-2").state == "removed"
     assert [h["how"] for h in job.status.history] == ["restart", "restart"]
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(900)
+def test_tf_scale_up_asks_for_its_checkpoint_and_restarts_on_warm_processes(tfk8s_home):
+    """With a checkpoint interval of 300 s, the checkpoint the restart uses is the one the resize asked for
+    (saved after the request, at the next epoch end, long before the interval), and every replica of the new
+    shape is a warm pool process the kernel prepared at the call."""
+    from tfk8s_jupyter.backends.local_pool import list_pool
+    from tfk8s_jupyter.config import TFK8s, set_current_config
+
+    set_current_config(TFK8s(warm_pool=None, keep_warm=0))  # the pool on, sized by the last job's shape
+    job = tk.submit(
+        tf_keras_cell(epochs=40, steps=30, step_sleep=0.05),
+        workers=2,
+        name="tf-ondemand",
+        setup_timeout=240,
+        env={"TFK8S_CHECKPOINT_INTERVAL": "300"},
+    )
+    wait_for(lambda: any(e.get("type") == "checkpoint" for e in job.events()), 300, "the first checkpoint")
+    first = [e for e in job.events() if e.get("type") == "checkpoint"]
+    assert [(e["action"], e["epoch"]) for e in first] == [("saved", 0)]  # the first epoch; then every 300 s
+    job.scale(workers=3)
+    up = _resized(job, 1, timeout=300)
+    assert (up["from"], up["to"], up["how"], up["added"]) == (2, 3, "restart", ["worker-2"])
+    assert "note" not in up  # not the fallback to the last checkpoint
+    events = job.events()
+    marker = next(i for i, e in enumerate(events) if e.get("type") == "resize")
+    saved = [e for e in events[:marker] if e.get("type") == "checkpoint" and e.get("action") == "saved"]
+    # Two saves in the old run: the first epoch, and the one asked for, after the request.
+    assert [e["epoch"] for e in saved] == [0, up["epoch"]] and up["epoch"] > 0, saved
+    assert saved[-1]["t"] >= up["asked"]
+    assert "asked for a checkpoint at the next epoch end" in job.logs("supervisor")
+    # The new shape came from the warm pool: every replica, the added one too.
+    assert [(r.name, r.launch) for r in job.status.replicas] == [
+        ("worker-0", "warm"),
+        ("worker-1", "warm"),
+        ("worker-2", "warm"),
+    ]
+    claimed = {r["pid"] for r in list_pool(tfk8s_home) if r["state"] == "claimed"}
+    assert {r.pid for r in job.status.replicas} <= claimed
+    wait_for(
+        lambda: [e for e in job.events() if e.get("type") == "epoch" and e["epoch"] > up["epoch"] + 1],
+        300,
+        "an epoch of 3 workers",
+    )
+    assert [e for e in job.events() if e.get("type") == "start"][-1]["replicas"] == 3
+    _loss_continues(job, up, 30)
+    record = JobRecord("tf-ondemand")
+    assert not (record.dir / SCALE_REQUEST).exists()
+    assert not (
+        record.dir / "artifacts" / "checkpoints" / CHECKPOINT_REQUEST
+    ).exists()  # the new run's own clock
+    job.stop()

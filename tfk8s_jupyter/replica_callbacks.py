@@ -4,8 +4,9 @@
   an adaptive interval up to ``metric_interval``) and every ``epoch`` end, as protocol lines; with
   parameter servers a point waits until its step has run, so fetching a metric never stalls the
   coordinator.
-* :func:`job_backup`: ``BackupAndRestore`` in the job's checkpoint dir, saving the first epoch and then at
-  most every interval, so a restarted job resumes from its last saved epoch.
+* :func:`job_backup`: ``BackupAndRestore`` in the job's checkpoint dir, saving the first epoch, then at
+  most every interval or at the epoch end after a checkpoint request (a resize waiting for one), so a
+  restarted job resumes from its last saved epoch.
 * :func:`safe_terminate_on_nan`: ``TerminateOnNaN`` that works with parameter-server logs.
 * :func:`job_tensorboard`: the reporting replica's ``TensorBoard`` in the job's artifacts (epoch summaries
   only).
@@ -16,6 +17,7 @@ that takes the ``keras`` module. Part of the runner: it travels with it in the j
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -200,22 +202,36 @@ def job_backup(keras):
     """The job's ``BackupAndRestore`` class for ``keras`` (Keras 3 or tf_keras)."""
 
     class JobBackupAndRestore(keras.callbacks.BackupAndRestore):
-        """``BackupAndRestore`` that saves the first epoch, then at most every ``interval`` seconds, and keeps
-        its last checkpoint when ``fit`` ends (a later job resumes from it, ``TFK8S_RESUME_FROM``).
+        """``BackupAndRestore`` that saves the first epoch, then at most every ``interval`` seconds or when a
+        checkpoint is asked for, and keeps its last checkpoint when ``fit`` ends (a later job resumes from
+        it, ``TFK8S_RESUME_FROM``).
 
         A save costs ~0.1 s with parameter servers (variables come from the ps) and a few percent of a short
-        epoch with all-reduce: saving every epoch would cost several percent of the training time. All-reduce
-        workers restore and resume together, so they must save the same epochs: there the decision is
-        agreed (a one-scalar all-reduce: a save is due when it is due on any worker's clock). A checkpoint
-        that does not fit the cell's model (another shape) is one sentence (:class:`RestoreError`), not
-        Keras's traceback.
+        epoch with all-reduce: saving every epoch would cost several percent of the training time. A
+        checkpoint asked for (``request``: the runner contract's ``checkpoint.request`` file, written by a
+        resize that waits for one) is saved at the next epoch end. All-reduce workers restore and resume
+        together, so they must save the same epochs: there the decision is agreed (a one-scalar all-reduce:
+        a save is due when it is due on any worker's clock or any worker saw the request). A checkpoint that
+        does not fit the cell's model (another shape) is one sentence (:class:`RestoreError`), not Keras's
+        traceback.
         """
 
-        def __init__(self, backup_dir: str, interval: float, resumed_from: str | None = None) -> None:
+        def __init__(
+            self,
+            backup_dir: str,
+            interval: float,
+            resumed_from: str | None = None,
+            request: str | None = None,
+            request_check: float = 0.2,
+        ) -> None:
             super().__init__(backup_dir, delete_checkpoint=False)
             self.interval = interval
             self.resumed_from = resumed_from
+            self.request = request
+            self.request_check = request_check
+            self.last_look = 0.0  # monotonic time of the last stat of the request file
             self.last_save: float | None = None
+            self.last_save_wall_ns = 0  # wall clock when the last save started: older requests are honoured
             self.last_saved_epoch: int | None = None
             self.last_epoch_end: int | None = None
             self.async_safe = True  # save_freq="epoch": its batch-end hook does nothing
@@ -237,17 +253,32 @@ def job_backup(keras):
                     self.interval = interval
             super().on_train_end(logs)
 
+        def requested(self) -> bool:
+            """Whether a checkpoint request newer than the last save is there (one stat, at most every
+            ``request_check`` seconds)."""
+            if not self.request:
+                return False
+            now = time.monotonic()
+            if now - self.last_look < self.request_check:
+                return False
+            self.last_look = now
+            try:
+                return os.stat(self.request).st_mtime_ns >= self.last_save_wall_ns
+            except OSError:
+                return False
+
         def save_due(self) -> bool:
             """Whether this epoch's save is due; the same answer on every worker of an all-reduce job."""
             if self.interval <= 0:
                 return True
             due = self.last_save is None or time.monotonic() - self.last_save >= self.interval
+            due = due or self.requested()
+            strategy = getattr(self.model, "distribute_strategy", None)
+            if getattr(getattr(strategy, "extended", None), "_num_workers", 1) <= 1:
+                return due  # one worker, or parameter servers (only the chief saves)
             import tensorflow as tf
 
-            strategy = getattr(self.model, "distribute_strategy", None)
             if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-                return due  # parameter servers: only the chief saves
-            if getattr(strategy.extended, "_num_workers", 1) <= 1:
                 return due
             flag = tf.constant(1.0 if due else 0.0)
             votes = strategy.run(lambda: tf.identity(flag))
@@ -260,8 +291,10 @@ def job_backup(keras):
                     self._current_epoch = epoch + 1
                     self._last_batch_seen = 0
                 return
+            started = time.time_ns()
             super().on_epoch_end(epoch, logs)
             self.last_save = time.monotonic()
+            self.last_save_wall_ns = started
             self.last_saved_epoch = int(epoch)
 
     return JobBackupAndRestore

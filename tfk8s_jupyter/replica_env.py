@@ -23,6 +23,15 @@ Variables:
     Protocol: optional TFK8S_PROTOCOL_KEY, the per-run secret that authenticates protocol lines (the
     runner takes it out of the environment before the cell runs).
 
+    Checkpoint on demand (no variable): a file ``checkpoint.request`` (:data:`CHECKPOINT_REQUEST`) in
+    TFK8S_CHECKPOINT_DIR, when that dir is a local path, asks the job's backup for a checkpoint at the next
+    epoch end, whatever TFK8S_CHECKPOINT_INTERVAL says: a request is honoured by the first save that
+    starts after the file's modification time (so rewriting the file asks again). The replicas that save
+    check it with one ``stat`` at an epoch end, at most every :data:`REQUEST_CHECK` seconds; all-reduce
+    workers fold it into the vote they already agree on each epoch's save with, so every worker saves the
+    same epoch. The local backend's supervisor writes it when a resize waits for a checkpoint and removes
+    it before the new shape starts.
+
 The artifact directory's layout (``ARTIFACT_*``), read back by the kernel side: ``checkpoints/`` (the
 BackupAndRestore checkpoints, unless a checkpoint dir is configured), ``model/`` (the trained model),
 ``tensorboard/`` (TensorBoard logs of ``fit`` and of the cell's own summaries) and ``artifacts.json`` (what
@@ -50,6 +59,8 @@ ARTIFACT_MODEL = "model"
 ARTIFACT_TENSORBOARD = "tensorboard"
 ARTIFACT_INDEX = "artifacts.json"
 PROTOCOL_KEY_ENV = "TFK8S_PROTOCOL_KEY"
+CHECKPOINT_REQUEST = "checkpoint.request"  # in TFK8S_CHECKPOINT_DIR: a checkpoint at the next epoch end
+REQUEST_CHECK = 0.2  # seconds between two looks at the request file (one stat each)
 
 
 class SetupError(RuntimeError):
@@ -155,6 +166,13 @@ class ReplicaEnv:
     resume_from: str | None = None
     save_model: bool = True
     protocol_key: str = field(default="", repr=False)
+
+    @property
+    def checkpoint_request(self) -> str | None:
+        """The path of the checkpoint-on-demand file (see the module doc), or None: no local checkpoint dir."""
+        if not self.checkpoint_dir or "://" in self.checkpoint_dir:
+            return None
+        return os.path.join(self.checkpoint_dir, CHECKPOINT_REQUEST)
 
     @property
     def name(self) -> str:

@@ -26,7 +26,7 @@ try:
         safe_terminate_on_nan,
         to_float,
     )
-    from tfk8s_jupyter.replica_env import ReplicaEnv
+    from tfk8s_jupyter.replica_env import REQUEST_CHECK, ReplicaEnv
     from tfk8s_jupyter.replica_inputs import (
         adapt_evaluate_arguments,
         adapt_fit_arguments,
@@ -43,7 +43,7 @@ except ImportError:  # standalone: the shipped modules sit beside this file
         safe_terminate_on_nan,
         to_float,
     )
-    from replica_env import ReplicaEnv  # type: ignore[no-redef]
+    from replica_env import REQUEST_CHECK, ReplicaEnv  # type: ignore[no-redef]
     from replica_inputs import (  # type: ignore[no-redef]
         adapt_evaluate_arguments,
         adapt_fit_arguments,
@@ -231,10 +231,17 @@ class Runtime:
         ):
             self.separate_backup_dir(backup)
         if backup is None and self.renv.checkpoint_dir:
-            # At most every TFK8S_CHECKPOINT_INTERVAL s; all-reduce workers agree on the epochs they save.
+            # At most every TFK8S_CHECKPOINT_INTERVAL s, or at the epoch end after a checkpoint request;
+            # all-reduce workers agree on the epochs they save.
             interval = self.renv.checkpoint_interval
             resumed = getattr(self.artifacts, "resumed", None) or {}
-            backup = job_backup(keras)(self.backup_dir(fit_index), interval, resumed.get("from"))
+            backup = job_backup(keras)(
+                self.backup_dir(fit_index),
+                interval,
+                resumed.get("from"),
+                request=self.renv.checkpoint_request,
+                request_check=REQUEST_CHECK,
+            )
             callbacks.append(backup)
         if self.artifacts is not None and self.artifacts.enabled:
             own = [cb for cb in callbacks if isinstance(cb, keras.callbacks.TensorBoard)]

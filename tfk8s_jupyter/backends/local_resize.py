@@ -3,17 +3,25 @@
 A ``ClusterCoordinator``'s worker set is fixed when it connects, and all-reduce fixes its group when the
 strategy starts, so the job restarts with the new shape (the kernel's request: :mod:`.local_scale`):
 
-1. **wait for a safe point**: the next ``checkpoint`` event of the reporting replica (its ``BackupAndRestore``
-   saves the first epoch and then at most every ``TFK8S_CHECKPOINT_INTERVAL`` seconds, with either
-   strategy); what the old run reports after that checkpoint is not recorded, since the new
-   run does it again (no metric point doubled). After :data:`CHECKPOINT_WAIT` seconds without one, the last
-   checkpoint is used;
-2. **stop every replica** and drop what the old run printed after the checkpoint;
-3. **start the new shape** under the same record: new ports and ``TF_CONFIG``, the same checkpoint dir and
+1. **warm processes for the new shape**: the kernel asked its warm pool for one process per replica of the
+   new shape before it wrote the request (:func:`.local_scale.warm_new_shape`); the old run goes on
+   training until they are idle (:func:`warm_ready`: one idle process of each replica's import key, or no
+   pool process left starting, or :data:`POOL_WAIT` seconds), so the restart claims them instead of
+   importing TensorFlow again. Without a pool this step is skipped;
+2. **ask for a checkpoint** (:func:`arm`): the runner contract's ``checkpoint.request`` in the job's
+   checkpoint dir (``replica_env.CHECKPOINT_REQUEST``): the backup saves at the next epoch end instead of
+   waiting for ``TFK8S_CHECKPOINT_INTERVAL`` (all-reduce workers agree on it in the vote they already
+   hold on each epoch's save);
+3. **wait for the safe point**: the reporting replica's next ``checkpoint`` event after the request; what
+   the old run reports after that checkpoint is not recorded, since the new run does it again (no metric
+   point doubled). After :data:`CHECKPOINT_WAIT` seconds without one, the last checkpoint is used;
+4. **stop every replica** and drop what the old run printed after the checkpoint;
+5. **start the new shape** under the same record, each replica from the warm pool when one of its key is
+   idle (``ReplicaStatus.launch`` says ``warm``), else cold: new ports and ``TF_CONFIG``, the same checkpoint dir and
    artifacts; ``spec.json`` and ``local.json`` say the new worker count; Keras 3 all-reduce workers back up
    into one folder each, so every worker of the new shape gets worker 0's copy. The restored replicas
    continue the step count from the checkpoint's epoch;
-4. **record it**: a ``resize`` event in ``events.jsonl`` (a marker on the curve) and an entry in
+6. **record it**: a ``resize`` event in ``events.jsonl`` (a marker on the curve) and an entry in
    ``JobStatus.history`` ``{"time", "asked", "from", "to", "how": "restart", "epoch", "step", "added" |
    "removed"}``; the request file is removed once the new run reports its start, so a second resize is
    refused until then.
@@ -21,15 +29,18 @@ strategy starts, so the job restarts with the new shape (the kernel's request: :
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
 
 from ..protocol import parse_line
 from ..records import write_json_atomic
+from ..replica_env import CHECKPOINT_REQUEST
 from .base import R_REMOVED, R_RESTARTING, ReplicaStatus
 
 CHECKPOINT_WAIT = 120.0  # seconds to wait for the next checkpoint before restarting from the last one
+POOL_WAIT = 30.0  # seconds the old run goes on while warm processes for the new shape import TensorFlow
 RESIZE_RUN = "resize"  # the ``run`` of the marker events the supervisor writes
 
 
@@ -42,11 +53,14 @@ class PendingResize:
         self.before = before
         self.asked = asked
         self.accepted = time.monotonic()
+        self.armed = False  # the checkpoint was asked for (after the warm processes were ready)
         self.ready = False  # the safe point arrived: restart now
         self.fallback = False  # no new checkpoint in time: the last one is used
         self.restarted = False  # the new shape was started; done once its reporting replica starts
         self.epoch: int | None = None  # the epoch of the checkpoint the new shape restores
         self.held: list[dict] = []  # what the old run reported after that checkpoint, until it is stopped
+        self.keys: dict[str, int] | None = None  # warm pool key -> replicas of the new shape (warm_ready)
+        self.looked = 0.0  # monotonic time warm_ready last listed the pool
 
 
 def checkpoint_saved(event: dict) -> bool:
@@ -64,8 +78,8 @@ def filter_events(sup, events: list[dict]) -> list[dict]:
             if isinstance(e.get("epoch"), int):
                 sup.checkpoint_epoch = e["epoch"]
     resize = sup.resize
-    if resize is None or resize.restarted:
-        return events
+    if resize is None or resize.restarted or not resize.armed:
+        return events  # not armed: a checkpoint from before the request is no safe point for this resize
     if resize.ready:
         resize.held += events  # the old run after its checkpoint: recorded only up to its last checkpoint
         return []
@@ -119,6 +133,10 @@ def step(sup) -> None:
             sup.save()
             (sup.record.dir / SCALE_REQUEST).unlink(missing_ok=True)
         return
+    if not resize.armed:
+        if not warm_ready(sup, resize):
+            return
+        arm(sup, resize)
     if not resize.ready and time.monotonic() - resize.accepted > CHECKPOINT_WAIT:
         say(f"no checkpoint within {CHECKPOINT_WAIT:g} s of the resize: restarting from the last one")
         resize.ready, resize.fallback, resize.epoch = True, True, sup.checkpoint_epoch
@@ -135,7 +153,80 @@ def cancel(sup, why: str) -> None:
         return
     say(f"the resize to {sup.resize.workers} worker(s) did not happen: {why}")
     sup.resize = None
+    (sup.checkpoint / CHECKPOINT_REQUEST).unlink(missing_ok=True)
     (sup.record.dir / SCALE_REQUEST).unlink(missing_ok=True)
+
+
+def new_shape_keys(sup, workers: int) -> dict[str, int]:
+    """Warm pool import key -> how many replicas of the job with ``workers`` workers start with it (the
+    environments the supervisor's ``spawn`` builds; ports and paths are not part of a key)."""
+    from .local import detect_gpus, gpu_slices
+    from .local_env import process_env
+    from .local_pool import import_key
+
+    spec = sup.spec.with_(workers=workers)
+    slices = gpu_slices(spec, detect_gpus()) if spec.gpus else {}
+    ports = iter(range(1, len(spec.replica_names) + 1))
+    cluster = {r.role: [f"127.0.0.1:{next(ports)}" for _ in range(r.count)] for r in spec.replicas}
+    keys: dict[str, int] = {}
+    for name in spec.replica_names:
+        env = process_env(
+            spec,
+            name,
+            cluster,
+            payload_path=sup.record.dir / "payload.json",
+            checkpoint=sup.checkpoint,
+            workdir=sup.workdir / name,
+            cuda_visible_devices=slices.get(name, ""),
+            input_dir=sup.input_dir,
+        )
+        key = import_key(env, sup.command[0])
+        keys[key] = keys.get(key, 0) + 1
+    return keys
+
+
+def warm_ready(sup, resize: PendingResize) -> bool:
+    """Whether the restart can go on: the job has no warm pool (or its replicas cannot come from one), one
+    idle pool process waits for each replica of the new shape, no pool process is still starting (the
+    memory budget gave fewer: the rest start cold), or :data:`POOL_WAIT` seconds have passed."""
+    from .local_pool import RUNNER_MODULE
+
+    pool = sup.local.get("warm_pool")
+    if not pool or list(sup.command[1:]) != ["-m", RUNNER_MODULE]:
+        return True
+    if time.monotonic() - resize.accepted > POOL_WAIT:
+        return True
+    now = time.monotonic()
+    if now - resize.looked < 0.1:
+        return False
+    resize.looked = now
+    if resize.keys is None:
+        resize.keys = new_shape_keys(sup, resize.workers)
+    try:
+        idle = os.listdir(Path(pool) / "idle")
+        slots = os.listdir(Path(pool) / "slots")
+    except OSError:
+        return True  # no pool directory: cold
+    have = {key: sum(1 for m in idle if m.startswith(key + ".")) for key in resize.keys}
+    if all(have[key] >= n for key, n in resize.keys.items()):
+        return True
+    starting = [s for s in slots if not (Path(pool) / "slots" / s / "info.json").exists()]
+    return not starting
+
+
+def arm(sup, resize: PendingResize) -> None:
+    """Ask the job's backup for a checkpoint at the next epoch end (the runner contract's request file)."""
+    from .local_supervisor import say
+
+    request = sup.checkpoint / CHECKPOINT_REQUEST
+    try:
+        request.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(request, {"resize": resize.id, "workers": resize.workers, "at": time.time()})
+    except OSError as e:
+        say(f"could not ask for a checkpoint ({e}); the resize waits for the next one the interval gives")
+    resize.armed = True
+    waited = time.monotonic() - resize.accepted
+    say(f"asked for a checkpoint at the next epoch end ({waited:.1f} s after the resize was accepted)")
 
 
 def restart_with_shape(sup, resize: PendingResize) -> None:
@@ -153,6 +244,7 @@ def restart_with_shape(sup, resize: PendingResize) -> None:
     for r in live:
         r.status.exit_code = r.proc.wait()
     settle_old_run(sup, resize)
+    (sup.checkpoint / CHECKPOINT_REQUEST).unlink(missing_ok=True)  # the new run saves on its own clock
     say(
         f"resizing from {resize.before} to {workers} worker(s): every replica stopped, restarting from the "
         f"checkpoint of epoch {resize.epoch}"

@@ -4,7 +4,9 @@
   disappears (the worker's closures are rescheduled on the others), so the highest-index workers are
   stopped for good with no restart.
 - **Parameter-server scale-up and any all-reduce resize, by checkpoint-restart** (:mod:`.local_resize`):
-  the coordinator's worker set, and an all-reduce group, is fixed when it starts.
+  the coordinator's worker set, and an all-reduce group, is fixed when it starts. Before asking, the
+  kernel has its warm pool prepare a process for each replica of the new shape
+  (:func:`warm_new_shape`), which the restart claims.
 
 The kernel and the job's supervisor talk through two files in the job record:
 
@@ -128,6 +130,7 @@ def request_scale(record: JobRecord, status: JobStatus, spec: JobSpec, workers, 
         why = capacity_refusal(spec, status, workers)
         if why:
             raise JobConflict(why)
+        warm_new_shape(record, spec, workers)
     request = record.dir / SCALE_REQUEST
     ident = secrets.token_hex(8)
     fd, tmp = tempfile.mkstemp(dir=record.dir, prefix=f".{SCALE_REQUEST}.")
@@ -159,6 +162,28 @@ def request_scale(record: JobRecord, status: JobStatus, spec: JobSpec, workers, 
         f"the supervisor of job {record.name} did not apply the resize within {wait:g} s; look at "
         "job.logs('supervisor') and job.status."
     )
+
+
+def warm_new_shape(record: JobRecord, spec: JobSpec, workers: int) -> list[str]:
+    """Have this process's warm pool prepare one process per replica of the job's new shape (the pool the
+    job was launched with: none when it was launched without one, or ``c.TFK8s.warm_pool`` is 0 now), so the
+    restart claims them; the supervisor lets the old run train until they are idle. Returns the slot ids of
+    the processes started (those already waiting count)."""
+    from ..config import current_config
+    from .local import detect_gpus, gpu_slices
+    from .local_env import pool_envs
+    from .local_pool import owned_pool
+
+    pool = _read(record.dir / "local.json").get("warm_pool")
+    config = current_config()
+    if not pool or config.warm_pool == 0:
+        return []
+    new = spec.with_(workers=workers)
+    slices = gpu_slices(new, detect_gpus()) if new.gpus else {}
+    try:
+        return owned_pool(Path(pool).parent).ensure(pool_envs(new, slices), config.warm_pool_idle)
+    except OSError:
+        return []  # no warm processes: the restart starts cold
 
 
 def in_progress(name: str) -> str:
