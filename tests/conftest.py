@@ -62,14 +62,15 @@ def pytest_collection_modifyitems(items):
 
 
 @pytest.fixture(autouse=True)
-def no_warm_pool(monkeypatch):
-    """Local jobs start no warm pool (``c.TFK8s.warm_pool = 0``) unless a test sets its own config; a pool
-    a test started ends with the test."""
+def no_warm_pool(monkeypatch, tfk8s_home):
+    """Local jobs start no warm pool and keep no replicas (``c.TFK8s.warm_pool = 0``, ``keep_warm = 0``)
+    unless a test sets its own config; a pool or kept replicas a test started end with the test."""
     from tfk8s_jupyter import config
-    from tfk8s_jupyter.backends import local_pool
+    from tfk8s_jupyter.backends import local_keep, local_pool
 
-    monkeypatch.setattr(config, "_current", config.TFK8s(warm_pool=0))
+    monkeypatch.setattr(config, "_current", config.TFK8s(warm_pool=0, keep_warm=0))
     yield
     for pool in local_pool.owned_pools():
         pool.stop()
     local_pool._pools.clear()
+    local_keep.stop_kept(tfk8s_home)

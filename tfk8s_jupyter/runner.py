@@ -344,6 +344,10 @@ def serve(tf, renv: ReplicaEnv) -> int:
     )
     thread.start()
     log(f"{renv.name} serving on {renv.cluster[renv.role][renv.index]}")
+    if os.environ.get("TFK8S_KEEP"):  # local backend: the server stays for the next run of the same shape
+        from tfk8s_jupyter.backends.local_keep_process import keep_serving
+
+        keep_serving(log)
     server.join()
     return 0
 
@@ -585,8 +589,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def keep_after(code: int) -> int:
+    """Local backend: a replica of a job that keeps its replicas (``TFK8S_KEEP``) stays for the next run
+    of the same shape (``backends/local_keep_process.py``); returns the exit code to leave with."""
+    if code != 0 or not os.environ.get("TFK8S_KEEP"):
+        return code
+    from tfk8s_jupyter.backends.local_keep_process import after_run
+
+    return after_run(code, main)
+
+
 if __name__ == "__main__":
-    code = main()
+    code = keep_after(main())
     sys.stdout.flush()
     sys.stderr.flush()
     # TensorFlow's gRPC threads can keep a finished process alive; leave now.

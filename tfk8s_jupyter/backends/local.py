@@ -331,6 +331,9 @@ class LocalBackend(Backend):
                 "resume_from": resume_from,
                 "test_hooks": asdict(self.test_hooks) if self.test_hooks else None,
                 "warm_pool": str(pool_dir(self.root)) if pool_size is not None else None,
+                # kept replicas (local_keep): how long they stay, and the owner they die with
+                "keep_warm": _keep_warm(),
+                "owner": [os.getpid(), proc_start_ticks(os.getpid())],
             },
         )
         env = supervisor_env()
@@ -613,3 +616,10 @@ def check_inputs(payload: Payload, folder: str) -> None:
             f"the cell's input {gone[0]!r}{more} disappeared from {folder} after it was found; put it back "
             "(or stop reading it in the cell), then run the cell again."
         )
+
+
+def _keep_warm() -> float:
+    """``c.TFK8s.keep_warm``: seconds a finished job's replicas stay for the next run of its shape."""
+    from ..config import current_config
+
+    return float(current_config().keep_warm or 0)

@@ -54,7 +54,10 @@ def _die_with(pid: int, ticks: int | None) -> None:
 
     def watch() -> None:
         select.select([fd], [], [])
-        os.kill(os.getpid(), signal.SIGKILL)
+        from tfk8s_jupyter.backends.local_keep_process import survives
+
+        if not survives(pid):  # a replica kept for the next run outlives its supervisor
+            os.kill(os.getpid(), signal.SIGKILL)
 
     threading.Thread(target=watch, name="tfk8s-supervisor-watch", daemon=True).start()
 
@@ -164,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     code = 1
     try:
         code = become_replica(slot, assignment)
+        from tfk8s_jupyter import runner
+
+        code = runner.keep_after(code)  # kept for the next run of the same shape, when the job says so
     finally:
         _write_json(slot / "exit.json", {"code": code})
         sys.stdout.flush()

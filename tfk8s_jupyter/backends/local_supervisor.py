@@ -56,6 +56,7 @@ from .base import (
 )
 from .local import SUPERVISOR_FILE, process_env
 from .local_errors import TRANSIENT_ERRORS, curable_error, error_type  # noqa: F401 (re-exported)
+from .local_keep import KEEP_VAR, READY_WAIT, KeepPlan
 from .local_pool import claim_replica
 from .local_processes import listening_ports, proc_start_ticks, process_state
 from .local_resize import cancel as cancel_resize
@@ -158,6 +159,9 @@ class Supervisor(StallWatch):
         self.checkpoints_seen = 0  # checkpoint events of the reporting replica (saved or restored)
         self.checkpoint_epoch: int | None = None  # the epoch of the last one
         self.current_epoch: int | None = None  # the epoch of the last metric or epoch event
+        # Kept replicas (c.TFK8s.keep_warm): this job may run on a finished job's processes, and keep its own.
+        self.keep = KeepPlan.from_local(self.local, job_dir, self.command) if not self.stall else None
+        self.kept_procs: dict = {}  # replica name -> handle of a kept process claimed for it
 
     # bookkeeping ----------------------------------------------------------------
     def save(self) -> None:
@@ -210,7 +214,7 @@ class Supervisor(StallWatch):
         return self.stop_requested or (self.record.dir / "stop.request").exists()
 
     # processes --------------------------------------------------------------------
-    def spawn(self, r: Replica) -> None:
+    def replica_env(self, r: Replica) -> dict[str, str]:
         env = process_env(
             self.spec,
             r.name,
@@ -221,6 +225,68 @@ class Supervisor(StallWatch):
             cuda_visible_devices=self.local.get("gpus", {}).get(r.name, ""),
             input_dir=self.input_dir,
         )
+        if self.keep is not None and self.keep.shape is not None:
+            env[KEEP_VAR] = self.keep.env_var(r.name)
+        return env
+
+    def claim_kept(self) -> None:
+        """Run this job on a kept set of its shape when one is there and healthy (its cluster, its
+        processes); otherwise every replica starts as usual (see local_keep)."""
+        if self.keep is None:
+            return
+        kept = self.keep.claim({r.name: self.replica_env(r) for r in self.replicas}, self.command[0])
+        if kept is None:
+            if self.keep.note:
+                say(f"kept replicas not used ({self.keep.note}); starting anew")
+            return
+        own = self.cluster
+        self.cluster = kept.cluster
+        assignments = {}
+        for r in self.replicas:
+            r.log.parent.mkdir(parents=True, exist_ok=True)
+            (self.keep.set_dir / r.name).mkdir(parents=True, exist_ok=True)
+            assignments[r.name] = {
+                "env": self.replica_env(r),
+                "cwd": self.cwd,
+                "log": str(r.log),
+                "watch_pid": os.getpid(),
+                "watch_ticks": proc_start_ticks(os.getpid()),
+            }
+        handles, problem = kept.hand_over(
+            assignments, {r.name: self.keep.set_dir / r.name for r in self.replicas}
+        )
+        if problem:
+            self.cluster = own
+            say(f"kept replicas not used ({problem}); starting anew")
+            return
+        self.kept_procs = handles
+        for r in self.replicas:
+            r.status.host = self.cluster[r.status.role][r.status.index]
+        self.local["cluster"] = self.cluster
+        write_json_atomic(self.record.dir / "local.json", self.local)
+        say(f"running on kept replicas {', '.join(f'{n} (pid {h.pid})' for n, h in handles.items())}")
+
+    def try_keep(self, now: float) -> str | None:
+        """Once training ended: "kept" when every replica waits to be kept (the set is published and the
+        job ends), "wait" while some are not yet, "no" when they will not be (end the usual way)."""
+        pids = {r.name: r.proc.pid for r in self.replicas if r.alive}
+        if len(pids) < len(self.replicas):
+            return "no"
+        ready = self.keep.ready(list(pids), pids)
+        if len(ready) < len(pids):
+            return "wait" if now - self.ended_at < READY_WAIT else "no"
+        self.keep.publish(self.cluster, list(pids))
+        self.pump_events()
+        for r in self.replicas:
+            r.status.state = R_SUCCEEDED
+            r.status.message = f"kept for the next run of the same shape (keep_warm={self.keep.seconds:g} s)"
+        say(f"job {SUCCEEDED}; replicas kept for {self.keep.seconds:g} s")
+        self.status.end(SUCCEEDED, None)
+        self.save()
+        return "kept"
+
+    def spawn(self, r: Replica) -> None:
+        env = self.replica_env(r)
         command = self.command
         if self.stall == r.name:
             command = [sys.executable, "-c", "import time\nwhile True: time.sleep(60)"]
@@ -231,7 +297,8 @@ class Supervisor(StallWatch):
                     f"\n---- tfk8s: {r.name} restarted ({r.status.restarts} of {self.limit(r)}) ----\n".encode()
                 )
                 log.flush()
-            warm = claim_replica(self.local.get("warm_pool"), command, env, self.cwd, r.log)
+            kept = self.kept_procs.pop(r.name, None)
+            warm = kept or claim_replica(self.local.get("warm_pool"), command, env, self.cwd, r.log)
             r.proc = warm or subprocess.Popen(
                 command,
                 stdin=subprocess.DEVNULL,
@@ -246,7 +313,8 @@ class Supervisor(StallWatch):
             f"started {r.name} as pid {r.proc.pid}"
             + (f" (restart {r.status.restarts})" if r.status.restarts else "")
         )
-        r.status.launch = "warm" if warm else "cold"  # warm: a warm pool process became the replica
+        # kept: a finished job's replica took this run; warm: a warm pool process became the replica
+        r.status.launch = "kept" if kept else "warm" if warm else "cold"
         r.start_at = None
         r.up = False
         r.frozen_since = None
@@ -285,6 +353,9 @@ class Supervisor(StallWatch):
     # lifecycle -------------------------------------------------------------------
     def finish(self, phase: str, message: str | None) -> None:
         say(f"job {phase}" + (f": {message}" if message else ""))
+        if self.keep is not None:  # replicas waiting to be kept are not: they exit
+            pids = {r.name: r.proc.pid for r in self.replicas if r.alive}
+            self.keep.release(self.keep.ready(list(pids), pids))
         cancel_resize(self, f"the job {phase} first")
         if phase == SUCCEEDED and self.spec.strategy != "parameter_server":
             # All-reduce peers finish together with worker 0; let them exit by themselves.
@@ -483,6 +554,7 @@ class Supervisor(StallWatch):
             return
         self.checkpoint.mkdir(parents=True, exist_ok=True)
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.claim_kept()
         for r in self.replicas:
             self.spawn(r)
         self.status.message = "waiting for every replica to come up"
@@ -513,6 +585,13 @@ class Supervisor(StallWatch):
                 self.last_up_check = now
                 if self.check_up():
                     self.save()
+            if self.keep is not None and self.ended_at is not None:
+                kept = self.try_keep(now)
+                if kept == "kept":
+                    return
+                if kept == "no" and self.reporting.alive:
+                    self.finish(SUCCEEDED, None)
+                    return
             if self.ended_at is not None and self.reporting.alive and now - self.ended_at > self.end_grace:
                 # Training finished but the process hangs on its way out (TensorFlow threads): end it.
                 self.finish(

@@ -1,0 +1,179 @@
+"""Kept replicas of the local backend, with real TensorFlow: after a job succeeds its replica processes stay
+(``c.TFK8s.keep_warm``) and the next job of the same shape runs in them (same pids, launch "kept") as a
+job of its own (record, logs, curve), with nothing of the previous run left; another shape or environment
+starts anew; a kept replica killed or frozen between runs means a cold start, never a hang; ``keep_warm=0``
+keeps nothing; kept processes end after ``keep_warm`` and with their owner."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from local_helpers import wait_for
+
+import tfk8s_jupyter as tk
+from tfk8s_jupyter.backends.local import process_alive
+from tfk8s_jupyter.backends.local_keep import list_kept, stop_kept
+from tfk8s_jupyter.backends.local_processes import process_state
+from tfk8s_jupyter.config import TFK8s, set_current_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A cell that shows what a run finds of the previous one: a global it sets, the variables Keras tracks,
+# the weights it starts from (a fixed seed: a fresh model starts from the same weights every run).
+CELL = textwrap.dedent(
+    """\
+    import numpy as np
+    import tensorflow as tf
+    import keras
+
+    print("leaked global:", globals().get("LEFT_BEHIND", "none"))
+    LEFT_BEHIND = "from run " + RUN
+    keras.utils.set_random_seed(7)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(512, 8)).astype("float32")
+    y = (x @ np.arange(8, dtype="float32")[:, None]).astype("float32")
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(64)
+    model = keras.Sequential([keras.Input(shape=(8,)), keras.layers.Dense(4), keras.layers.Dense(1)])
+    print("first weight:", round(float(model.weights[0].numpy()[0, 0]), 6))
+    print("model variables:", len(model.variables))
+    model.compile(optimizer="adam", loss="mse")
+    history = model.fit(ds, epochs=2, steps_per_epoch=5)
+    print("cell done, losses:", [round(v, 4) for v in history.history["loss"]])
+    """
+)
+
+
+def keep(seconds: float = 600.0) -> None:
+    set_current_config(TFK8s(warm_pool=0, keep_warm=seconds))
+
+
+def launches(job) -> dict[str, tuple[str, int]]:
+    return {r.name: (r.launch, r.pid) for r in job.status.replicas}
+
+
+def run(name: str, run_id: str, **kwargs):
+    job = tk.submit(f"RUN = {run_id!r}\n" + CELL, workers=2, name=name, **kwargs)
+    assert job.wait(timeout=300) == "succeeded", job.status.message
+    return job
+
+
+def kept_pids(home) -> set[int]:
+    return {r["pid"] for r in list_kept(home) if r["state"] == "kept"}
+
+
+def line(text: str, prefix: str) -> str:
+    return next(ln for ln in text.splitlines() if ln.startswith(prefix))
+
+
+def test_the_next_job_of_the_shape_runs_in_the_kept_processes_and_finds_nothing_of_the_first(tfk8s_home):
+    keep()
+    first = run("kept-first", "1")
+    got = launches(first)
+    assert {launch for launch, _ in got.values()} == {"cold"}
+    pids = {pid for _, pid in got.values()}
+    assert kept_pids(tfk8s_home) == pids  # %tfk8s_pool lists them
+    assert all(r["job"].startswith("kept-first ") for r in list_kept(tfk8s_home))
+    second = run("kept-second", "2")
+    got = launches(second)
+    assert {launch for launch, _ in got.values()} == {"kept"}
+    assert {pid for _, pid in got.values()} == pids  # the same processes ran it
+    start = next(e for e in second.events() if e.get("type") == "start")
+    assert start["pid"] in pids and start["replicas"] == 2  # truly distributed again: 2 replicas in sync
+    # a job of its own: record, logs, curve
+    assert (tfk8s_home / "kept-first" / "spec.json").exists() and (
+        tfk8s_home / "kept-second" / "spec.json"
+    ).exists()
+    log1, log2 = first.logs("worker-0"), second.logs("worker-0")
+    assert "from run" not in log2 and "leaked global: none" in log2
+    assert "cell done, losses:" in log2 and log2.count("cell done") == 1
+    assert any(e.get("type") == "metric" for e in second.events())
+    # nothing carried over: the same variables, the same starting weights as the cold run
+    assert line(log1, "model variables:") == line(log2, "model variables:")
+    assert line(log1, "first weight:") == line(log2, "first weight:")
+    assert line(log1, "cell done") == line(log2, "cell done")  # the same training: fresh optimizer too
+    assert not list((tfk8s_home / ".kept").glob("sets/*/*/assignment.json"))
+    # kept again after the second job
+    assert kept_pids(tfk8s_home) == pids
+    assert stop_kept(tfk8s_home) == 2
+    wait_for(lambda: not any(process_alive(p) for p in pids), 10, "kept processes to exit when stopped")
+
+
+def test_another_environment_starts_anew_and_keep_warm_0_keeps_nothing(tfk8s_home):
+    keep()
+    first = run("kept-env-a", "1")
+    pids = {pid for _, pid in launches(first).values()}
+    other = run("kept-env-b", "2", env={"MY_SETTING": "1"})  # another environment: another shape
+    assert {launch for launch, _ in launches(other).values()} == {"cold"}
+    assert not pids & {pid for _, pid in launches(other).values()}
+    assert kept_pids(tfk8s_home) >= pids  # the first set is still kept for its own shape
+    stop_kept(tfk8s_home)
+    keep(0)
+    off = run("kept-off", "3")
+    off_pids = {pid for _, pid in launches(off).values()}
+    assert not kept_pids(tfk8s_home)
+    wait_for(lambda: not any(process_alive(p) for p in off_pids), 20, "the replicas to exit")
+
+
+def test_a_kept_replica_killed_or_frozen_means_a_cold_start(tfk8s_home):
+    keep()
+    first = run("kept-fault-a", "1")
+    pids = {pid for _, pid in launches(first).values()}
+    victim = launches(first)["worker-1"][1]
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: not process_alive(victim), 10, "the killed replica to die")
+    started = time.monotonic()
+    second = run("kept-fault-b", "2")
+    assert time.monotonic() - started < 120
+    got = launches(second)
+    assert {launch for launch, _ in got.values()} == {"cold"}
+    # the kept set's other member was ended with it, not left behind
+    wait_for(lambda: not any(process_alive(p) for p in pids), 10, "the spoiled set to be ended")
+    # frozen: the set of the second job, one member stopped
+    frozen = got["worker-0"][1]
+    wait_for(lambda: kept_pids(tfk8s_home) == {pid for _, pid in got.values()}, 20, "the second set kept")
+    os.kill(frozen, signal.SIGSTOP)
+    wait_for(lambda: process_state(frozen) in ("T", "t"), 5, "the replica to stop")
+    third = run("kept-fault-c", "3")
+    assert {launch for launch, _ in launches(third).values()} == {"cold"}
+    wait_for(lambda: not process_alive(frozen), 10, "the frozen replica to be cleaned up")
+
+
+def test_kept_replicas_expire_and_die_with_their_owner(tfk8s_home):
+    keep(4.0)
+    first = run("kept-expire", "1")
+    pids = {pid for _, pid in launches(first).values()}
+    wait_for(lambda: not any(process_alive(p) for p in pids), 30, "kept replicas to expire after keep_warm")
+    # an owner that exits takes its kept replicas with it
+    script = textwrap.dedent(
+        f"""\
+        import sys, json
+        sys.path.insert(0, {str(REPO / "tests")!r})
+        import tfk8s_jupyter as tk
+        from tfk8s_jupyter.config import TFK8s, set_current_config
+        set_current_config(TFK8s(warm_pool=0, keep_warm=600))
+        job = tk.submit("RUN = '1'\\n" + {CELL!r}, workers=2, name="kept-owner")
+        assert job.wait(timeout=300) == "succeeded", job.status.message
+        print(json.dumps([r.pid for r in job.status.replicas]), flush=True)
+        sys.stdin.read()
+        """
+    )
+    owner = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    import json
+
+    owner_pids = set(json.loads(owner.stdout.readline()))
+    assert kept_pids(tfk8s_home) == owner_pids
+    owner.stdin.close()
+    owner.wait(30)
+    wait_for(lambda: not any(process_alive(p) for p in owner_pids), 10, "kept replicas to die with the owner")

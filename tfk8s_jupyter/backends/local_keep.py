@@ -1,0 +1,355 @@
+"""Kept replicas of the local backend: after a job succeeds, its replica processes — same roles, ports and
+environment — stay for ``c.TFK8s.keep_warm`` seconds and run the next job of the same shape as a new job
+(its own record, logs, curve and checkpoints), skipping TensorFlow's import, the server start and the
+cluster's set-up.
+
+Layout of ``<records root>/.kept/``:
+
+- ``sets/<set>/``: one kept set per job that kept its replicas: ``set.json`` (shape key, cluster, owner,
+  members with pid and start time, when it was kept) and one member directory per replica (``ready.json``
+  written by the replica when it can be kept, ``go`` its FIFO, ``kept`` when the supervisor kept it,
+  ``assignment.json`` and ``accepted`` when the next job claims it);
+- ``idle/<shape>.<set>``: the marker of a set ready to serve; claiming is the atomic ``rename`` of the
+  marker into ``claimed/``, so two supervisors never get one set; an expiring set renames it into
+  ``retired/``.
+
+**The shape** of a job is its strategy, its replica names (roles and counts) and, per replica, the pool's
+import key (:func:`~.local_pool.import_key`: Python, the environment applied before TensorFlow is imported
+— ``--env``, GPU slice, Keras flavour), plus the owner (the process that submitted): a set only serves
+jobs of its owner, and dies with it. A job of the same shape takes the set's cluster (its ports).
+
+**What does not carry over.** Each run gets the cell's fresh namespace (a new ``__main__``), its own
+working directory, the runner's patches made afresh for the new strategy, Keras sessions cleared, the
+default strategy reset, random seeds unseeded as at a cold start, modules the cell imported from its
+folders forgotten, and every object of the run collected (see
+:func:`~.local_keep_process.reset_process`). Threads a cell started and left running are not stopped.
+
+**Faults.** A member that died, is stopped (SIGSTOP: state ``T``) or does not accept its assignment
+within :data:`CLAIM_ACK` seconds spoils the whole set (an all-reduce group cannot take a new peer): every
+member is killed and the job starts cold with its own ports. Nothing waits on a stale process.
+
+**Parameter servers.** Serving replicas keep their server (``server.join()`` never returns; a thread takes
+the next assignment and moves their log); the kept chief creates a new ParameterServerStrategy and
+ClusterCoordinator. The previous run's variables on the ps are freed when the chief collects the objects of
+the previous run (their handles are destroyed on the ps).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+
+from ..records import write_json_atomic
+from .local_keep_process import KEEP_VAR
+from .local_pool import RUNNER_MODULE, WarmProcess, import_key
+from .local_processes import proc_start_ticks, process_alive, process_state
+
+KEEP_DIR = ".kept"
+CLAIM_ACK = 3.0  # seconds every member has to accept its assignment
+READY_WAIT = 5.0  # seconds the supervisor waits for every replica to be keepable once training ended
+
+
+def keep_dir(root: str | os.PathLike) -> Path:
+    return Path(root) / KEEP_DIR
+
+
+def shape_key(strategy: str, envs: Mapping[str, Mapping[str, str]], executable: str, owner) -> str:
+    """The key of a job's shape: equal keys, interchangeable replica sets (see the module docstring)."""
+    text = json.dumps(
+        [
+            strategy,
+            list(owner or []),
+            sorted((name, import_key(env, executable)) for name, env in envs.items()),
+        ]
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _write_fifo(path: Path, message: bytes) -> bool:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:  # ENXIO: nobody reads it (the process died)
+        return False
+    try:
+        os.write(fd, message)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _kill(pid: int | None, ticks: int | None) -> None:
+    if pid and process_alive(pid, ticks):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+class KeepPlan:
+    """What one job's supervisor knows about keeping: its set directory, the owner, the seconds."""
+
+    def __init__(self, root: Path, job: str, seconds: float, owner: list):
+        self.root = keep_dir(root)
+        self.seconds = seconds
+        self.owner = owner
+        self.set_id = f"{job}-{uuid.uuid4().hex[:8]}"
+        self.set_dir = self.root / "sets" / self.set_id
+        self.shape: str | None = None
+        self.note: str | None = None  # why the job did not run on a kept set, when it tried
+
+    @classmethod
+    def from_local(cls, local: dict, job_dir: Path, command: list[str]) -> KeepPlan | None:
+        seconds = float(local.get("keep_warm") or 0)
+        owner = local.get("owner")
+        if seconds <= 0 or not owner or list(command[1:]) != ["-m", RUNNER_MODULE]:
+            return None
+        return cls(job_dir.parent, job_dir.name, seconds, owner)
+
+    def env_var(self, replica: str) -> str:
+        """``TFK8S_KEEP`` of one replica of this job."""
+        return json.dumps(
+            {
+                "slot": str(self.set_dir / replica),
+                "marker": str(self.root / "idle" / f"{self.shape}.{self.set_id}"),
+                "owner": self.owner[0],
+                "owner_ticks": self.owner[1],
+                "seconds": self.seconds,
+                "supervisor": os.getpid(),
+                "supervisor_ticks": proc_start_ticks(os.getpid()),
+            }
+        )
+
+    # the next job's side --------------------------------------------------------------------
+    def claim(self, envs: Mapping[str, dict[str, str]], executable: str) -> KeptSet | None:
+        """Take a kept set of this job's shape (health-checked), or None (start cold)."""
+        self.shape = shape_key(envs[next(iter(envs))].get("TFK8S_STRATEGY", ""), envs, executable, self.owner)
+        idle = self.root / "idle"
+        try:
+            markers = sorted(n for n in os.listdir(idle) if n.startswith(self.shape + "."))
+        except OSError:
+            return None
+        for sub in ("claimed", "retired"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        for name in markers:
+            try:
+                os.rename(idle / name, self.root / "claimed" / name)
+            except OSError:
+                continue  # another supervisor took it, or it expired
+            kept = KeptSet(self.root / "sets" / name.split(".", 1)[1], self.root / "claimed" / name)
+            problem = kept.check(set(envs))
+            if problem is None:
+                return kept
+            self.note = problem
+            kept.discard()
+        return None
+
+    # the end of this job -------------------------------------------------------------------
+    def ready(self, names: list[str], pids: dict[str, int]) -> list[str]:
+        """The replicas (of ``names``) that wait to be kept, by their ``ready.json``."""
+        out = []
+        for name in names:
+            try:
+                info = json.loads((self.set_dir / name / "ready.json").read_text())
+            except (OSError, ValueError):
+                continue
+            if info.get("pid") == pids.get(name) and process_alive(info["pid"], info.get("start_ticks")):
+                out.append(name)
+        return out
+
+    def publish(self, cluster: dict, names: list[str]) -> None:
+        """Keep the set: mark every member kept, then make the set claimable."""
+        members = {}
+        for name in names:
+            info = json.loads((self.set_dir / name / "ready.json").read_text())
+            (self.set_dir / name / "kept").touch()
+            members[name] = {
+                k: info.get(k) for k in ("pid", "start_ticks", "key", "serving", "job", "replica")
+            }
+        write_json_atomic(
+            self.set_dir / "set.json",
+            {
+                "shape": self.shape,
+                "cluster": cluster,
+                "owner": self.owner,
+                "members": members,
+                "kept_at": time.time(),
+                "seconds": self.seconds,
+            },
+        )
+        (self.root / "idle").mkdir(parents=True, exist_ok=True)
+        (self.root / "idle" / f"{self.shape}.{self.set_id}").touch()
+
+    def release(self, names: list[str]) -> None:
+        """Tell the members waiting to be kept that they are not: they exit."""
+        for name in names:
+            _write_fifo(self.set_dir / name / "go", b"exit\n")
+        shutil.rmtree(self.set_dir, ignore_errors=True)
+
+
+class KeptSet:
+    """A claimed kept set: hand every member its assignment, or discard the set."""
+
+    def __init__(self, directory: Path, marker: Path):
+        self.dir = directory
+        self.marker = marker
+        try:
+            self.info = json.loads((directory / "set.json").read_text())
+        except (OSError, ValueError):
+            self.info = {}
+        self.cluster: dict = self.info.get("cluster") or {}
+        self.members: dict = self.info.get("members") or {}
+
+    def check(self, names: set[str]) -> str | None:
+        """None when every member is alive, not stopped and of this job's replica set; else why not."""
+        if set(self.members) != names:
+            return "the kept set does not have this job's replicas"
+        for name, m in self.members.items():
+            if not process_alive(m.get("pid"), m.get("start_ticks")):
+                return f"kept {name} (pid {m.get('pid')}) is gone"
+            state = process_state(m["pid"])
+            if state in ("T", "t", "Z"):
+                return f"kept {name} (pid {m['pid']}) is stopped (state {state})"
+        return None
+
+    def hand_over(
+        self, assignments: dict[str, dict], slots: dict[str, Path]
+    ) -> tuple[dict[str, WarmProcess], str | None]:
+        """Give each member its assignment; ``({replica: handle}, None)`` when all accepted, else
+        ``({}, why)`` with the whole set killed. A handle reads its process's exit code from ``exit.json``
+        in the member's directory of the new job (``slots``)."""
+        for name, assignment in assignments.items():
+            member = self.dir / name
+            write_json_atomic(member / "assignment.json", assignment)
+            os.chmod(member / "assignment.json", 0o600)
+        for name in assignments:
+            if not _write_fifo(self.dir / name / "go", b"go\n"):
+                self.discard()
+                return {}, f"kept {name} no longer reads its FIFO"
+        deadline = time.monotonic() + CLAIM_ACK
+        waiting = set(assignments)
+        while waiting and time.monotonic() < deadline:
+            for name in list(waiting):
+                m = self.members[name]
+                if (self.dir / name / "accepted").exists():
+                    waiting.discard(name)
+                elif not process_alive(m["pid"], m.get("start_ticks")):
+                    self.discard()
+                    return {}, f"kept {name} (pid {m['pid']}) died while it was claimed"
+            time.sleep(0.002)
+        if waiting:
+            name = sorted(waiting)[0]
+            self.discard()
+            return {}, f"kept {name} did not accept its assignment within {CLAIM_ACK:g} s (wedged)"
+        handles = {
+            name: WarmProcess(m["pid"], m["start_ticks"], slots[name]) for name, m in self.members.items()
+        }
+        self.forget()
+        return handles, None
+
+    def discard(self) -> None:
+        """Kill every member (a set with a bad member cannot serve) and remove the set."""
+        for m in self.members.values():
+            _kill(m.get("pid"), m.get("start_ticks"))
+        self.forget()
+
+    def forget(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+        try:
+            os.unlink(self.marker)
+        except OSError:
+            pass
+
+
+# ------------------------------------------------------------------------------------------ listing, stopping
+def _sets(root: str | os.PathLike) -> list[tuple[Path, dict]]:
+    base = keep_dir(root) / "sets"
+    try:
+        names = sorted(os.listdir(base))
+    except OSError:
+        return []
+    out = []
+    for name in names:
+        try:
+            out.append((base / name, json.loads((base / name / "set.json").read_text())))
+        except (OSError, ValueError):
+            continue  # its job is still running, or it is being removed
+    return out
+
+
+def list_kept(root: str | os.PathLike) -> list[dict]:
+    """Every kept replica under ``root``, in the rows of :func:`~.local_pool.list_pool` (state ``kept``)."""
+    from .local_pool import _rss
+
+    rows = []
+    for directory, info in _sets(root):
+        for name, m in sorted(info.get("members", {}).items()):
+            pid = m.get("pid")
+            alive = process_alive(pid, m.get("start_ticks"))
+            rows.append(
+                {
+                    "slot": f"{directory.name}/{name}",
+                    "pid": pid,
+                    "state": "kept" if alive else "gone",
+                    "key": info.get("shape"),
+                    "keras": None,
+                    "owner": (info.get("owner") or [None])[0],
+                    "age": round(time.time() - float(info.get("kept_at") or time.time()), 1),
+                    "idle_timeout": info.get("seconds"),
+                    "rss": _rss(pid) if alive else None,
+                    "job": f"{m.get('job')} {m.get('replica')}",
+                }
+            )
+    return rows
+
+
+def stop_kept(root: str | os.PathLike, owner: int | None = None, timeout: float = 5.0) -> int:
+    """End the kept sets under ``root`` (of ``owner`` when given); returns how many processes were kept."""
+    base = keep_dir(root)
+    stopped = []
+    for directory, info in _sets(root):
+        if owner is not None and (info.get("owner") or [None])[0] != owner:
+            continue
+        try:  # claim it first, so no job takes it meanwhile
+            os.rename(
+                base / "idle" / f"{info.get('shape')}.{directory.name}", base / "retired" / directory.name
+            )
+        except OSError:
+            if not (directory / "set.json").exists():
+                continue
+        for name, m in info.get("members", {}).items():
+            if process_alive(m.get("pid"), m.get("start_ticks")):
+                _write_fifo(directory / name / "go", b"exit\n")
+                stopped.append(m)
+    deadline = time.monotonic() + timeout
+    while any(process_alive(m["pid"], m.get("start_ticks")) for m in stopped) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for m in stopped:
+        _kill(m["pid"], m.get("start_ticks"))
+    for directory, info in _sets(root):
+        if owner is None or (info.get("owner") or [None])[0] == owner:
+            shutil.rmtree(directory, ignore_errors=True)
+    return len(stopped)
+
+
+def sweep(root: str | os.PathLike) -> None:
+    """Remove sets none of whose members lives any more (killed, expired, owner gone)."""
+    for directory, info in _sets(root):
+        members = info.get("members", {}).values()
+        if not any(process_alive(m.get("pid"), m.get("start_ticks")) for m in members):
+            shutil.rmtree(directory, ignore_errors=True)
+            try:
+                os.unlink(keep_dir(root) / "idle" / f"{info.get('shape')}.{directory.name}")
+            except OSError:
+                pass
+
+
+__all__ = ["KEEP_VAR", "KeepPlan", "KeptSet", "keep_dir", "list_kept", "shape_key", "stop_kept", "sweep"]

@@ -1,0 +1,365 @@
+"""The replica side of kept replicas (see :mod:`.local_keep`): a replica whose job succeeded stays, idle on
+a FIFO, and runs the next job of the same shape in the same process.
+
+A replica is keepable when its environment carries ``TFK8S_KEEP`` (JSON: its member directory in the job's
+kept set, the owner's pid and start time, the seconds to stay). Training replicas come here when the
+runner's ``main`` returned 0 (:func:`after_run`, from the runner's ``__main__`` and from a pool process);
+serving replicas (ps, and workers of parameter-server jobs) when they start serving
+(:func:`keep_serving`, a thread beside ``server.join()``: their server simply stays).
+
+While kept, a process:
+
+- has given up dying with its supervisor by ``PR_SET_PDEATHSIG``: a pidfd watch kills it when the
+  supervisor ends *unless* the supervisor marked it kept (``kept`` in its member directory);
+- dies with its owner (the kernel that submitted: a pidfd watch), and after ``seconds`` without a job;
+- blocks on its FIFO ``go`` (no CPU): ``exit`` ends it, ``go`` hands it a new assignment (environment,
+  working directory, log file, the new supervisor's pid) which it accepts (``accepted``), then it resets what
+  a run leaves in a process (:func:`reset_process`) and runs ``main`` again as the new job's replica.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import json
+import os
+import random
+import select
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+KEEP_VAR = "TFK8S_KEEP"
+CLAIMED_WAIT = 10.0  # seconds to wait for the assignment when a claimer took the set as it expired
+PR_SET_PDEATHSIG = 1
+
+
+class _State:
+    supervisor: int | None = None  # the supervisor this process currently serves
+    slot: Path | None = None  # its member directory in the current job's kept set
+    owner_watched = False
+    lock = threading.Lock()
+
+
+def _start_ticks(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return None if fields[0] in ("Z", "X") else int(fields[19])
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj))
+    os.replace(tmp, path)
+
+
+def config(environ=None) -> dict | None:
+    """The keep settings of the current run, or None (not keepable)."""
+    text = (os.environ if environ is None else environ).get(KEEP_VAR)
+    if not text:
+        return None
+    try:
+        cfg = json.loads(text)
+        return cfg if float(cfg.get("seconds") or 0) > 0 and cfg.get("slot") else None
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
+def survives(supervisor_pid: int) -> bool:
+    """Whether this process outlives the end of supervisor ``supervisor_pid``: it was kept by it, or it
+    serves another supervisor by now."""
+    with _State.lock:
+        if _State.supervisor is None:
+            return False
+        if _State.supervisor != supervisor_pid:
+            return True
+        return _State.slot is not None and (_State.slot / "kept").exists()
+
+
+def _on_exit_of(pid: int, ticks: int | None, action) -> None:
+    """Call ``action()`` in a daemon thread once process ``pid`` (started at ``ticks``) ends."""
+    if _start_ticks(pid) != ticks:
+        action()
+        return
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        action()
+        return
+
+    def watch() -> None:
+        select.select([fd], [], [])
+        os.close(fd)
+        action()
+
+    threading.Thread(target=watch, name="tfk8s-keep-watch", daemon=True).start()
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _serve_supervisor(pid: int, ticks: int | None, slot: Path) -> None:
+    """From now on this process serves supervisor ``pid``: it dies with it unless kept."""
+    with _State.lock:
+        _State.supervisor, _State.slot = pid, slot
+    _on_exit_of(pid, ticks, lambda: None if survives(pid) else _die())
+
+
+def _prepare(cfg: dict) -> int:
+    """Make this process keepable under ``cfg``; returns the FIFO's fd."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0)  # the pidfd watch below decides instead
+    if _State.supervisor is None or _State.slot != Path(cfg["slot"]):
+        supervisor = int(cfg.get("supervisor") or os.getppid())
+        _serve_supervisor(supervisor, cfg.get("supervisor_ticks"), Path(cfg["slot"]))
+    if not _State.owner_watched:
+        _State.owner_watched = True
+        _on_exit_of(int(cfg["owner"]), cfg.get("owner_ticks"), _die)
+    slot = Path(cfg["slot"])
+    slot.mkdir(parents=True, exist_ok=True)
+    fifo = slot / "go"
+    if not fifo.exists():
+        os.mkfifo(fifo)
+    return os.open(fifo, os.O_RDWR | os.O_NONBLOCK)  # never EOF: this process holds a writer too
+
+
+def _announce(cfg: dict, serving: bool) -> None:
+    from tfk8s_jupyter.backends.local_pool import import_key
+
+    _write_json(
+        Path(cfg["slot"]) / "ready.json",
+        {
+            "pid": os.getpid(),
+            "start_ticks": _start_ticks(os.getpid()),
+            "key": import_key(os.environ, sys.executable),
+            "serving": serving,
+            "job": os.environ.get("TFK8S_JOB"),
+            "replica": f"{os.environ.get('TFK8S_ROLE')}-{os.environ.get('TFK8S_INDEX')}",
+            "at": time.time(),
+        },
+    )
+
+
+def wait_for_assignment(cfg: dict, fifo_fd: int) -> dict | None:
+    """Block (no CPU) until the next job's assignment (its dict) or the end of keeping (None)."""
+    slot = Path(cfg["slot"])
+    deadline = time.monotonic() + float(cfg["seconds"])
+    expired = False
+    while True:
+        timeout = max(0.0, deadline - time.monotonic())
+        readable, _, _ = select.select([fifo_fd], [], [], timeout)
+        if readable:
+            try:
+                data = os.read(fifo_fd, 64)
+            except BlockingIOError:
+                continue
+            if b"exit" in data:
+                return None
+            if b"go" in data:
+                path = slot / "assignment.json"
+                try:
+                    assignment = json.loads(path.read_text())
+                    path.unlink()  # it holds the job's protocol key: in this process only now
+                except (OSError, ValueError):
+                    continue
+                return assignment
+            continue
+        if expired:
+            return None
+        # keep_warm is over: withdraw the set, unless a claimer took it a moment ago
+        expired = True
+        marker = cfg.get("marker")
+        if not marker or not (slot / "kept").exists():
+            return None
+        try:
+            os.rename(marker, Path(marker).parent.parent / "retired" / Path(marker).name)
+            return None
+        except FileNotFoundError:
+            if not (Path(marker).parent.parent / "claimed" / Path(marker).name).exists():
+                return None
+            deadline = time.monotonic() + CLAIMED_WAIT
+        except OSError:
+            return None
+
+
+def _accept(cfg: dict, assignment: dict) -> None:
+    new = config(assignment["env"]) or {}
+    _serve_supervisor(
+        int(assignment["watch_pid"]),
+        assignment.get("watch_ticks"),
+        Path(new.get("slot") or cfg["slot"]),
+    )
+    (Path(cfg["slot"]) / "accepted").touch()
+
+
+def _redirect(log_path: str) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+
+
+def become(assignment: dict) -> None:
+    """Take the assignment's environment, working directory and log, as a pool process does."""
+    old_cwd = os.getcwd()
+    old_env = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(assignment["env"])
+    os.chdir(assignment["cwd"])
+    sys.path[0] = os.getcwd()
+    _redirect(assignment["log"])
+    reset_process(old_env, old_cwd)
+
+
+def after_run(code: int, main) -> int:
+    """Called when ``main`` returned ``code``: keep the process for the next run of the same shape while
+    the job allows it, running ``main`` again for each assignment; returns the exit code to leave with."""
+    claimed = False
+    while code == 0:
+        cfg = config()
+        if cfg is None:
+            break
+        sys.stdout.flush()
+        sys.stderr.flush()
+        fifo_fd = _prepare(cfg)
+        _announce(cfg, serving=False)
+        assignment = wait_for_assignment(cfg, fifo_fd)
+        os.close(fifo_fd)
+        if assignment is None:
+            break
+        _accept(cfg, assignment)
+        claimed = True
+        become(assignment)
+        code = main()
+    cfg = config()
+    if claimed and cfg is not None:  # the claiming supervisor is not this process's parent
+        Path(cfg["slot"]).mkdir(parents=True, exist_ok=True)
+        _write_json(Path(cfg["slot"]) / "exit.json", {"code": code})
+    return code
+
+
+def keep_serving(log) -> None:
+    """A serving replica: publish it as keepable and take assignments in a thread (its server stays)."""
+    cfg = config()
+    if cfg is None:
+        return
+
+    def run(cfg: dict) -> None:
+        while cfg is not None:
+            fifo_fd = _prepare(cfg)
+            _announce(cfg, serving=True)
+            assignment = wait_for_assignment(cfg, fifo_fd)
+            os.close(fifo_fd)
+            if assignment is None:
+                os._exit(0)
+            _accept(cfg, assignment)
+            os.environ.clear()
+            os.environ.update(assignment["env"])
+            _redirect(assignment["log"])
+            log(
+                f"{os.environ.get('TFK8S_ROLE')}-{os.environ.get('TFK8S_INDEX')} kept from the previous run: "
+                f"serving job {os.environ.get('TFK8S_JOB')} with the same server"
+            )
+            cfg = config()
+
+    threading.Thread(target=run, args=(cfg,), name="tfk8s-keep", daemon=True).start()
+
+
+# ---------------------------------------------------------------------------------------------------- reset
+def _unwrap(obj, name: str) -> None:
+    fn = vars(obj).get(name) if isinstance(obj, type) else getattr(obj, name, None)
+    while fn is not None and getattr(fn, "_tfk8s", False) and getattr(fn, "__wrapped__", None) is not None:
+        fn = fn.__wrapped__
+        setattr(obj, name, fn)
+
+
+def _undo_patches() -> None:
+    """Put back what the runner patched for the previous run (each patch is bound to that run's strategy,
+    reporter and metrics), so the next run patches afresh."""
+    import inspect
+
+    tf = sys.modules.get("tensorflow")
+    for mod_name in ("keras", "tf_keras"):
+        mod = sys.modules.get(mod_name)
+        model = getattr(mod, "Model", None) if mod is not None else None
+        if isinstance(model, type):
+            for name in ("fit", "evaluate"):
+                _unwrap(model, name)
+    # clear_session, tf.summary.scalar / create_file_writer in every public alias
+    for name, mod in list(sys.modules.items()):
+        if mod is None or not name.startswith(("keras", "tf_keras", "tensorflow")):
+            continue
+        try:
+            names = [n for n in ("clear_session", "scalar", "create_file_writer") if n in vars(mod)]
+        except TypeError:
+            continue
+        for n in names:
+            _unwrap(mod, n)
+    if tf is not None:
+        fn = tf.distribute.experimental_set_strategy
+        closure = inspect.getclosurevars(fn).nonlocals if hasattr(fn, "__code__") else {}
+        adoption = closure.get("adoption")
+        if adoption is not None:
+            tf.distribute.experimental_set_strategy = adoption.original_set_strategy
+            for cls in list(adoption.kinds):
+                original = vars(cls).get("_tfk8s_original_init")
+                if original is not None:
+                    cls.__init__ = original
+                    del cls._tfk8s_original_init
+                    if "__new__" in vars(cls):
+                        del cls.__new__
+    for mod_name in ("tfk8s_jupyter.cell_report", "cell_report"):
+        mod = sys.modules.get(mod_name)
+        if mod is not None and hasattr(mod, "_sink"):
+            mod._sink = None
+
+
+def _forget_cell_modules(*dirs: str) -> None:
+    """Modules the previous cell imported from its folders: the next run imports them afresh."""
+    roots = tuple(os.path.join(os.path.realpath(d), "") for d in dirs if d)
+    installed = tuple(
+        os.path.join(os.path.realpath(p), "")
+        for p in {sys.prefix, sys.base_prefix, sys.exec_prefix, str(Path(__file__).resolve().parents[2])}
+    )
+    for name, mod in list(sys.modules.items()):
+        path = getattr(mod, "__file__", None)
+        if not path or not isinstance(path, str):
+            continue
+        path = os.path.realpath(path)
+        if path.startswith(roots) and not path.startswith(installed) and "site-packages" not in path:
+            del sys.modules[name]
+
+
+def reset_process(old_env: dict, old_cwd: str) -> None:
+    """Reset what a run leaves in the process before the next one: the runner's patches, Keras sessions,
+    the default strategy, random seeds (unseeded, as at a cold start), modules the cell imported from its
+    folders, and every object of the previous run (collected, so its TensorFlow resources are freed)."""
+    _undo_patches()
+    _forget_cell_modules(old_cwd, old_env.get("TFK8S_WORKDIR", ""), old_env.get("TFK8S_INPUT_DIR", ""))
+    sys.modules.pop("__main__", None)
+    sys.stdout = sys.__stdout__
+    sys.stderr = sys.__stderr__
+    for mod_name in ("tf_keras", "keras"):
+        mod = sys.modules.get(mod_name)
+        try:
+            if mod is not None:
+                mod.backend.clear_session()
+        except Exception:  # noqa: BLE001 (a Keras that cannot clear has nothing to clear)
+            pass
+    tf = sys.modules.get("tensorflow")
+    if tf is not None:
+        tf.distribute.experimental_set_strategy(None)
+        tf.random.set_seed(None)
+    random.seed()
+    np = sys.modules.get("numpy")
+    if np is not None:
+        np.random.seed()
+    gc.collect()
