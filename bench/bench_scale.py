@@ -10,15 +10,18 @@ chief's steps/s in the 10 s before and after the resize side by side (training c
 one run), and the job's outcome. Target: the table shows the change <= 5 s after the call.
 
 Scale-up, per round: a PS job (chief + 2 workers + 1 ps) and an all-reduce job (2 workers), each scaled to 3
-workers after its first checkpoint. Printed: the job's launch time (submit -> first metric point, cold),
-seconds from the call to the safe point (the checkpoint it restarts from), and from the call to the first
-metric point of the new shape, with the target: first point <= launch time + 5 s after the call.
+workers after its first checkpoint (the warm pool on, as by default). Printed: the job's launch time
+(submit -> first metric point) and how its replicas started (warm pool or cold), seconds from the call to
+the safe point (the checkpoint it restarts from: asked for once the new shape's warm processes are idle,
+saved at the next epoch end) with when it was asked, and from the call to the first metric point of the new
+shape with how its replicas started, against the target: first point <= launch time + 5 s after the call.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -97,11 +100,13 @@ def one_up(tk, n: int, ps: int) -> dict:
     )
     first = wait_for(lambda: [e for e in job.events() if e.get("type") == "metric"], 300, "the first point")
     launch = first[0]["t"] - submitted
+    launched = kinds(job)
     wait_for(lambda: [e for e in job.events() if e.get("type") == "checkpoint"], 300, "the first checkpoint")
     at = time.time()
     job.scale(workers=3)
     wait_for(lambda: len(job.status.history) >= 1, 600, "the restart")
     entry = job.status.history[0]
+    asked = re.search(r"asked for a checkpoint at the next epoch end \(([0-9.]+) s", job.logs("supervisor"))
 
     def new_points() -> list[dict]:
         events = job.events()
@@ -118,7 +123,19 @@ def one_up(tk, n: int, ps: int) -> dict:
         "first": point["t"] - at,
         "step": (entry["step"], point["step"]),
         "doubled": len(steps) - len(set(steps)),
+        "launched": launched,
+        "restarted": kinds(job),
+        "pool_wait": float(asked.group(1)) if asked else None,
     }
+
+
+def kinds(job) -> str:
+    """How the job's replicas started: e.g. ``3 warm`` or ``2 warm + 1 cold``."""
+    counts: dict[str, int] = {}
+    for r in job.status.replicas:
+        if r.state != "removed":
+            counts[r.launch or "?"] = counts.get(r.launch or "?", 0) + 1
+    return " + ".join(f"{n} {k}" for k, n in sorted(counts.items(), key=lambda kv: kv[0] != "warm"))
 
 
 def main() -> int:
@@ -151,11 +168,13 @@ def main() -> int:
         rows = [one_up(tk, n, ps=1), one_up(tk, n, ps=0)]
         for r in rows:
             target = r["launch"] + 5
+            wait = "?" if r["pool_wait"] is None else f"{r['pool_wait']:.1f}"
             print(
-                f"round {n} {r['kind']:>10}: launch {r['launch']:.1f} s | call -> safe point {r['safe']:.1f} s | "
-                f"call -> first point of 3 workers {r['first']:.1f} s (target <= {target:.1f} s; restart alone "
-                f"{r['first'] - r['safe']:.1f} s); steps {r['step'][0]} -> {r['step'][1]}, doubled {r['doubled']}  "
-                f"{'OK' if r['first'] <= target else 'MISSED'}",
+                f"round {n} {r['kind']:>10}: launch {r['launch']:.1f} s ({r['launched']}) | call -> safe point "
+                f"{r['safe']:.1f} s (checkpoint asked {wait} s after the resize was accepted, once warm processes were ready) | call -> "
+                f"first point of 3 workers {r['first']:.1f} s (target <= {target:.1f} s; restart alone "
+                f"{r['first'] - r['safe']:.1f} s, {r['restarted']}); steps {r['step'][0]} -> {r['step'][1]}, "
+                f"doubled {r['doubled']}  {'OK' if r['first'] <= target else 'MISSED'}",
                 flush=True,
             )
     return 0

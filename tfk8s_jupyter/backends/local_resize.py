@@ -41,6 +41,7 @@ from .base import R_REMOVED, R_RESTARTING, ReplicaStatus
 
 CHECKPOINT_WAIT = 120.0  # seconds to wait for the next checkpoint before restarting from the last one
 POOL_WAIT = 30.0  # seconds the old run goes on while warm processes for the new shape import TensorFlow
+STARTING_AT_MOST = 120.0  # seconds a pool process may take to import TensorFlow before it counts as dead
 RESIZE_RUN = "resize"  # the ``run`` of the marker events the supervisor writes
 
 
@@ -210,8 +211,16 @@ def warm_ready(sup, resize: PendingResize) -> bool:
     have = {key: sum(1 for m in idle if m.startswith(key + ".")) for key in resize.keys}
     if all(have[key] >= n for key, n in resize.keys.items()):
         return True
-    starting = [s for s in slots if not (Path(pool) / "slots" / s / "info.json").exists()]
-    return not starting
+    return not any(starting(Path(pool) / "slots" / slot) for slot in slots)
+
+
+def starting(slot: Path) -> bool:
+    """Whether a pool slot's process is still importing TensorFlow (no ``info.json`` yet; a slot older than
+    :data:`STARTING_AT_MOST` without one was left by a process that died starting)."""
+    try:
+        return not (slot / "info.json").exists() and time.time() - slot.stat().st_mtime < STARTING_AT_MOST
+    except OSError:
+        return False
 
 
 def arm(sup, resize: PendingResize) -> None:
