@@ -1,5 +1,6 @@
 """Resizing a Kubernetes job (``KubernetesBackend.scale``: a parameter-server job's workers re-created with
-the lower count, the chief carrying on) through the real ``kubernetes`` client against
+the lower count, the chief carrying on; a scale-up of a job without storage refused, see
+test_resize_restart_k8s.py for the restarts) through the real ``kubernetes`` client against
 the test API server, the test kubelet running the TensorFlow-free stand-in runner in the pods."""
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def test_refusals_change_nothing(apiserver, standin_cluster, backend):
         (0, JobConflict, "at least one worker"),
         (-1, BadScale, "negative"),
         (1.5, BadScale, "whole number"),
-        (3, JobConflict, "needs a checkpoint-restart with new Indexed Jobs"),
+        (3, JobConflict, "has no storage, so its checkpoints go with its pods"),
     ):
         with pytest.raises(error, match=words) as e:
             backend.scale("k-no", workers)

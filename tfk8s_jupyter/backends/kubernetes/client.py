@@ -401,7 +401,8 @@ class KubernetesBackend(Backend):
     def _replica_job(self, name: str, replica: str) -> JobRef:
         """The job, which must have ``replica``."""
         job = self._job_context(name)
-        if replica not in job.spec.replica_names:
+        removed = resize.read_resizes(job.record)["removed"]  # a resize's removed workers keep their logs
+        if replica not in job.spec.replica_names and replica not in removed:
             raise JobNotFound(
                 f"job {name} has no replica {replica}; its replicas are {', '.join(job.spec.replica_names)}."
             )
@@ -446,7 +447,8 @@ class KubernetesBackend(Backend):
             yield from lines
 
     def scale(self, name: str, workers: int) -> JobStatus:
-        """Resize a running job (see :mod:`.resize`: a parameter-server job's scale-down, live)."""
+        """Resize a running job (see :mod:`.resize`: a parameter-server job's scale-down live, the rest by
+        checkpoint-restart with new Indexed Jobs or a new TFJob, :mod:`.resize_restart`)."""
         return resize.scale(self, name, workers)
 
     def stop(self, name: str) -> JobStatus:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from dataclasses import replace
 
 import urllib3
 
@@ -39,11 +40,21 @@ from .job_objects import JobRef, job_events, owners, snapshot
 from .lifecycle import POD_ENDED, AttemptLog, Finisher, capture_logs, replica_log
 from .queue import describe as describe_queued
 from .resize import with_history
+from .resize_restart import filter_events as resize_filter
 from .stall import STALL_CHECK_EVERY, StallWatch, cell_error_message, fatal_cell_error
 from .status import assemble_status, pod_replica, replica_from_pods, replicas_from_pods, suspended
 
 WATCH_TIMEOUT = 60  # seconds per watch request; the server ends it, we resume from the last resourceVersion
 MISSING_PODS_RECHECK = 3  # seconds between looks at the Jobs' events while pods are missing
+
+_FOLLOWERS: dict[str, JobFollower] = {}  # record dir -> the follower running in this process
+_FOLLOWERS_LOCK = threading.Lock()
+
+
+def active_follower(record) -> JobFollower | None:
+    """The follower of the job of ``record`` running in this process, if any (a resize works with it)."""
+    with _FOLLOWERS_LOCK:
+        return _FOLLOWERS.get(str(record.dir))
 
 
 def _terminated(pod: dict) -> bool:
@@ -107,6 +118,15 @@ class JobFollower:
         self.stall = StallWatch(job.spec)  # the reporting replica's progress (stall.py)
         self.stall_notes: list[str] = []  # one sentence per stall acted on
         self.cell_error: dict | None = None  # the cell's own error: the job fails at once
+        # a restart-resize (resize_restart.py): what the reporting replica reported, the pods read
+        self.resize = None  # the restart-resize under way, which holds back the old run's last events
+        self.checkpoints_seen = 0
+        self.checkpoint_epoch: int | None = None
+        self.last_step: int | None = None
+        self.seen_pods: set[str] = set()  # pods whose log gave events
+        self.retired_pods: set[str] = set()  # pods of a shape replaced by a resize: their lines are ignored
+        self.streaming_pod: str | None = None  # the pod whose log is being read now
+        self.new_run_started = False  # the resized shape's reporting replica reported its start
 
     # status -------------------------------------------------------------------------------------
     def _recompute(self, replica: str) -> None:
@@ -137,6 +157,25 @@ class JobFollower:
 
     def refresh_owners(self) -> None:
         self.jobs, self.tfjob = owners(self.job)
+        self.version += 1
+
+    def reshape(self, spec) -> None:
+        """Follow the job with ``spec``'s shape from now on (a restart-resize changed its worker count)."""
+        self.job = replace(self.job, spec=spec)
+        self.spec = spec
+        self.names = spec.replica_names
+        with self.pods_changed:
+            self.by_replica = {n: {} for n in self.names}
+            for name, pod in self.pods.items():
+                key = pod_replica(pod)
+                if key is not None and f"{key[0]}-{key[1]}" in self.by_replica:
+                    self.by_replica[f"{key[0]}-{key[1]}"][name] = pod
+        self.rstatus = {
+            n: ReplicaStatus(role=n.rsplit("-", 1)[0], index=int(n.rsplit("-", 1)[1])) for n in self.names
+        }
+        for n in self.names:
+            self._recompute(n)
+        self.stall.restarted()
         self.version += 1
 
     def publish(self, force_write: bool = False) -> JobStatus:
@@ -173,14 +212,14 @@ class JobFollower:
             if self.parent_gone:
                 status.phase = STOPPED
                 status.message = status.message or "the job's objects were deleted from the cluster."
+        status = with_history(self.record, status)  # resizes: removed workers, the history, one under way
         if status.done and status.phase != STOPPED:
             # the metric stream reads the reporting replica to its end first (if it ever started)
             self.finishing = True
             with self.pods_changed:
                 self.pods_changed.notify_all()
             self.log_done.wait(30 if self.log_opened.is_set() else 2)
-            status = self.finisher.finalize(self.job, status)
-        status = with_history(self.record, status)  # resizes: removed workers, the history
+            status = with_history(self.record, self.finisher.finalize(self.job, status))
         self.last_status = status
         sig = (status.phase, status.message, self.version)
         if sig != self.last_sig:
@@ -243,6 +282,16 @@ class JobFollower:
         return prev.get("phase") in TERMINAL
 
     def run(self) -> None:
+        with _FOLLOWERS_LOCK:
+            _FOLLOWERS.setdefault(str(self.record.dir), self)
+        try:
+            self._run()
+        finally:
+            with _FOLLOWERS_LOCK:
+                if _FOLLOWERS.get(str(self.record.dir)) is self:
+                    del _FOLLOWERS[str(self.record.dir)]
+
+    def _run(self) -> None:
         log_thread = threading.Thread(
             target=self.follow_metrics, name=f"tfk8s-log-{self.spec.name}", daemon=True
         )
@@ -362,13 +411,14 @@ class JobFollower:
             restarts -= 1  # ended while waiting to restart: its log is its last run's
         return pod["metadata"]["name"], restarts, ended
 
-    def deliver(self, lines) -> None:
+    def deliver(self, lines, pod: str | None = None) -> None:
         key = self.spec.protocol_key  # only lines authenticated with the job's key are events
         events = [e for e in (parse_line(line, key) for line in lines) if e]
         if not events:
             return
         with self.events_lock:
-            new = self.record.append_events(events, self.dedup)
+            events = resize_filter(self, events, pod)  # a restart-resize holds back the old run's last ones
+            new = self.record.append_events(events, self.dedup) if events else []
         if new:
             self.stall.saw(new)
             fatal = next((e for e in new if fatal_cell_error(e)), None)
@@ -407,7 +457,7 @@ class JobFollower:
                     if read_restarts.get(pod, restarts) < restarts:
                         # the container restarted since we last read it: the previous one's tail may be unread
                         previous = self.cluster.read_log(self.namespace, pod, previous=True)
-                        self.deliver(previous.splitlines())
+                        self.deliver(previous.splitlines(), pod)
                         copy.finish(AttemptLog.key(pod, restarts - 1), previous)
                     read_restarts[pod] = restarts
                     copied = copy.copied if copy.key == AttemptLog.key(pod, restarts) else 0
@@ -415,6 +465,7 @@ class JobFollower:
                     self.log_opened.set()
                     # the container's log is re-read from its start on every (re)connect: the copy skips
                     # the lines it has, and appends the rest
+                    self.streaming_pod = pod
                     with (
                         LineStream(resp, self.stop_logs) as lines,
                         copy.attempt(AttemptLog.key(pod, restarts)),
@@ -425,17 +476,21 @@ class JobFollower:
                             batch.append(line)
                             if len(batch) >= 50 or "@tfk8s" in line:
                                 copy.flush()
-                                self.deliver(batch)
+                                self.deliver(batch, pod)
                                 batch = []
                             if self.stop_logs.is_set():
                                 break
-                        self.deliver(batch)
+                        self.deliver(batch, pod)
+                    self.streaming_pod = None
                     backoff = 0.2
                     # the stream ended: the container ended (or the connection was cut); ended pods are done
                     with self.pods_changed:
                         gone = pod not in self.pods
                     if gone and not ended and not self.finishing:
                         continue  # deleted (a stall's restart): its Job makes a new pod, followed next
+                    if self.resize is not None and self.resize.ready and not self.finishing:
+                        self.stop_logs.wait(0.5)
+                        continue  # stopped by a restart-resize: the new shape's reporting pod is next
                     if ended or self._pod_ended(pod):
                         return
                 except Forbidden as e:
@@ -443,6 +498,7 @@ class JobFollower:
                     self.version += 1
                     return
                 except Exception:  # an API error, a dropped stream, a callback raising: read again
+                    self.streaming_pod = None
                     if copy.copied > copied:
                         backoff = 0.2  # it was making progress: reconnect soon
                 if self.stop_logs.wait(backoff):

@@ -8,15 +8,18 @@ count is created under the same name. Workers ``0..N-1`` come back at once under
 backend never patches nor updates an object (a shared namespace's promise, see
 ``deploy/kubernetes/base/role.yaml``), so lowering an elastic Indexed Job's ``completions`` and
 ``parallelism`` in place (Kubernetes >= 1.27) is not used; the tfjob flavor, whose worker count lives in
-the TFJob, is refused for the same reason.
+the TFJob, is resized by checkpoint-restart instead (the TFJob deleted and created again).
 
 The removed workers and the resize are kept in the job's record (``resize.json``: ``{"history": [...],
 "removed": [...]}``) and laid over every status read (:func:`with_history`), so the replica table shows them
 ``removed`` and ``JobStatus.history`` the entry ``{"time", "from", "to", "how": "live", "removed",
 "recreated"}``.
 
-Adding workers, or resizing an all-reduce job, needs a checkpoint-restart (new Indexed Jobs for the new
-shape): not built on this backend yet, refused in one sentence.
+Adding workers, resizing an all-reduce job and any resize of a TFJob are a checkpoint-restart with new
+Indexed Jobs (or a new TFJob) for the new shape (:mod:`.resize_restart`): the history entry is
+``{"time", "asked", "from", "to", "how": "restart", "epoch", "step", "added" | "removed"}``, a ``resize``
+event marks the curve, and while it runs the status' message says so (``resize.pending``). Workers a
+restart leaves out are shown ``removed`` too.
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ import json
 import time
 
 from ...records import write_json_atomic
-from ..base import R_REMOVED, JobConflict, JobStatus, TFK8sError
-from ..local_scale import by_restart, check_count, live_workers, refusal
+from ..base import PENDING, R_REMOVED, RUNNING, TERMINAL, JobConflict, JobStatus, ReplicaStatus, TFK8sError
+from ..local_scale import by_restart, check_count, in_progress, live_workers, refusal
 from . import manifests as m
+from . import resize_restart
 from .job_objects import JobRef
 
 RESIZE_FILE = "resize.json"
@@ -39,10 +43,6 @@ GENERATED_LABELS = (
     "job-name",
     "batch.kubernetes.io/job-name",
 )
-RESTART_NOT_BUILT = (
-    "needs a checkpoint-restart with new Indexed Jobs, which the Kubernetes backend does not do yet; stop "
-    "the job and submit it again with the shape you want (resume_from keeps its training)"
-)
 
 
 def read_resizes(record) -> dict:
@@ -53,18 +53,73 @@ def read_resizes(record) -> dict:
 
 
 def with_history(record, status: JobStatus) -> JobStatus:
-    """``status`` with the job's resizes laid over it: removed workers shown ``removed``, the history kept."""
+    """``status`` with the job's resizes laid over it: removed workers shown ``removed`` (also those a
+    restart left out of the spec), the history kept, a restart-resize under way in the message."""
     resizes = read_resizes(record)
+    pending = resize_restart.read_pending(record)
+    if pending is not None and (record.read_status() or {}).get("phase") not in TERMINAL:
+        stage = pending.get("stage")
+        if (stage == "restarting" and status.phase != RUNNING) or (
+            stage == "starting" and status.phase == PENDING
+        ):
+            # the old shape's objects are gone and the new one's are coming: not an end
+            status.phase, status.finished = RUNNING, None
+        if not status.done and (not status.message or stage != "starting"):
+            status.message = resize_restart.pending_message(pending)
+    if resizes.get("error"):
+        status.notes = [*status.notes, resizes["error"]]
     if not resizes["history"]:
         return status
     status.history = list(resizes["history"])
     removed = set(resizes["removed"])
+    names = {r.name for r in status.replicas}
+    for name in sorted(removed - names, key=lambda n: (n.rsplit("-", 1)[0], int(n.rsplit("-", 1)[1]))):
+        role, index = name.rsplit("-", 1)
+        status.replicas.append(ReplicaStatus(role=role, index=int(index)))
     for r in status.replicas:
         if r.name in removed:
             r.state = R_REMOVED
-            r.message = "removed by a scale-down; its log is kept"
+            r.message = "removed by a resize; its log is kept"
             r.exit_code = None
     return status
+
+
+def record_restart(job: JobRef, resize, last_step: int | None) -> dict:
+    """Append the history entry of a restart-resize to ``resize.json`` (removed workers kept there, workers
+    brought back taken out); returns the entry with its ``seq`` (its place in the history, from 1)."""
+    resizes = read_resizes(job.record)
+    old = {f"worker-{i}" for i in range(job.spec.workers)}
+    new = {f"worker-{i}" for i in range(resize.workers)}
+    removed_before = set(resizes["removed"])
+    added = sorted((new - old) | (new & removed_before), key=lambda n: int(n.rsplit("-", 1)[1]))
+    gone = sorted((old - new) - removed_before, key=lambda n: int(n.rsplit("-", 1)[1]))
+    entry = {
+        "time": time.time(),
+        "asked": resize.asked,
+        "from": resize.before,
+        "to": resize.workers,
+        "how": "restart",
+        "epoch": resize.epoch,
+        "step": last_step,
+    }
+    if added:
+        entry["added"] = added
+    if gone:
+        entry["removed"] = gone
+    if resize.fallback:
+        entry["note"] = "no new checkpoint in time; restarted from the last one"
+    resizes["history"].append(entry)
+    resizes["removed"] = sorted((removed_before | set(gone)) - new)
+    resizes.pop("error", None)
+    write_json_atomic(job.record.dir / RESIZE_FILE, resizes)
+    return {**entry, "seq": len(resizes["history"])}
+
+
+def note_failure(record, resize, why: str) -> None:
+    """Keep why a restart-resize failed (shown among the status' notes until the next resize)."""
+    resizes = read_resizes(record)
+    resizes["error"] = f"the resize to {resize.workers} worker(s) failed: {why}"
+    write_json_atomic(record.dir / RESIZE_FILE, resizes)
 
 
 def scale(backend, name: str, workers) -> JobStatus:
@@ -80,19 +135,14 @@ def scale(backend, name: str, workers) -> JobStatus:
     why = refusal(name, status, job.spec.strategy, workers)
     if why:
         raise JobConflict(why)
+    if resize_restart.read_pending(job.record) is not None:
+        raise JobConflict(in_progress(name))
     current = len(live_workers(status))
     if workers == current:
         return status
-    if by_restart(job.spec.strategy, current, workers):
-        kind = "adding workers to" if workers > current else "resizing"
-        kind += " an all-reduce job" if job.spec.strategy != "parameter_server" else f" job {name}"
-        raise JobConflict(f"{kind} {RESTART_NOT_BUILT}.")
-    if job.flavor == "tfjob":
-        raise JobConflict(
-            f"job {name} is a TFJob, whose worker count only a patch of the TFJob changes, and this backend "
-            "never patches an object in a shared namespace; stop the job and submit it again with the workers "
-            "you want."
-        )
+    if by_restart(job.spec.strategy, current, workers) or job.flavor == "tfjob":
+        # a TFJob's worker count lives in the TFJob, which is never patched: it is created again
+        return resize_restart.start(backend, job, status, current, workers)
     keep = live_workers(status)
     gone = [r.name for r in keep[workers:]]
     recreate_workers(job, workers)
