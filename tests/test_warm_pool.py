@@ -32,7 +32,8 @@ def idle_pids(home) -> set[int]:
 
 
 def use_pool(size=None, idle=600.0) -> None:
-    set_current_config(TFK8s(warm_pool=size, warm_pool_idle=idle))
+    """The pool as configured, with kept replicas off: these tests are about pool processes."""
+    set_current_config(TFK8s(warm_pool=size, warm_pool_idle=idle, keep_warm=0))
 
 
 def launches(job) -> dict[str, tuple[str, int]]:
@@ -85,7 +86,9 @@ def test_an_assignment_with_another_environment_is_not_served_warm(tfk8s_home):
     backend = LocalBackend()
     assert backend.warm_up(make_spec("print(1)", workers=1), timeout=180)
     before = idle_pids(tfk8s_home)
-    set_current_config(TFK8s(warm_pool=1))  # pool on, sized 1: nothing more to start for this key
+    set_current_config(
+        TFK8s(warm_pool=1, keep_warm=0)
+    )  # pool on, sized 1: nothing more to start for this key
     job = tk.submit(keras_cell(epochs=1, steps=5), workers=1, env={"MY_FLAG": "on"}, name="other-env")
     assert job.wait(timeout=240) == "succeeded", job.status.message
     assert launches(job)["worker-0"][0] == "cold"
@@ -104,7 +107,7 @@ def test_a_pool_process_killed_or_frozen_while_idle_means_a_cold_start(tfk8s_hom
     wait_for(lambda: not process_alive(killed), 10, "the killed pool process to die")
     os.kill(frozen, signal.SIGSTOP)
     try:
-        set_current_config(TFK8s(warm_pool=1))
+        set_current_config(TFK8s(warm_pool=1, keep_warm=0))
         job = tk.submit(tf_keras_cell(epochs=1, steps=5), ps=1, workers=1, name="after-kill")
         phase = job.wait(timeout=300)
     finally:
@@ -248,7 +251,7 @@ def test_the_pool_directory_deleted_under_the_pool_means_cold_starts_and_a_fresh
     assert LocalBackend().warm_up(spec, timeout=180)
     (old,) = idle_pids(tfk8s_home)
     shutil.rmtree(tfk8s_home / ".warm-pool")
-    set_current_config(TFK8s(warm_pool=1))
+    set_current_config(TFK8s(warm_pool=1, keep_warm=0))
     job = tk.submit(keras_cell(epochs=1, steps=5), workers=1, name="pool-deleted")
     assert job.wait(timeout=240) == "succeeded", job.status.message
     assert launches(job)["worker-0"][0] == "cold"
@@ -264,3 +267,102 @@ def test_an_idle_pool_process_exits_after_warm_pool_idle(tfk8s_home):
     wait_for(lambda: not process_alive(pid), 60, "the idle pool process to expire")
     assert idle_pids(tfk8s_home) == set()
     assert os.listdir(tfk8s_home / ".warm-pool" / "idle") == []  # its marker withdrawn: nobody can claim it
+
+
+# --------------------------------------------------------------------------- what a pool process loads ahead
+FLAVOUR_CELL = """
+import sys
+import keras
+import tensorflow as tf
+print("FLAVOUR", keras.__version__.split(".")[0], tf.keras.__name__, "tf_keras" in sys.modules, flush=True)
+"""
+
+
+@pytest.mark.parametrize(
+    ("env", "major", "tf_keras_name"),
+    [({}, "3", "keras._tf_keras.keras"), ({"TFK8S_KERAS": "legacy"}, "3", "tf_keras.api._v2.keras")],
+    ids=["keras3", "tf_keras"],
+)
+def test_a_preloaded_pool_process_becomes_a_replica_with_its_jobs_keras(
+    tfk8s_home, env, major, tf_keras_name
+):
+    # a Keras 3 pool process has tf_keras imported too (the runner wraps its clear_session): the cell's
+    # tf.keras must still be Keras 3's, and a TFK8S_KERAS=legacy job's tf_keras (its `import keras` stays
+    # Keras 3: only parameter-server jobs alias it), exactly as in a cold replica
+    use_pool(0)
+    assert LocalBackend().warm_up(make_spec("print(1)", workers=1, env=env), timeout=240)
+    (pid,) = idle_pids(tfk8s_home)
+    set_current_config(TFK8s(warm_pool=1, keep_warm=0))
+    job = tk.submit(FLAVOUR_CELL, workers=1, env=env, name=f"flavour-{len(env)}")
+    assert job.wait(timeout=240) == "succeeded", job.status.message
+    assert launches(job)["worker-0"] == ("warm", pid)
+    line = next(x for x in job.logs("worker-0").splitlines() if x.startswith("FLAVOUR"))
+    assert line.split()[1:] == [major, tf_keras_name, "True"]
+
+
+UNTOUCHED = """
+import socket, sys, threading
+import tensorflow as tf
+from tfk8s_jupyter.backends.local_pool_preload import preload, untouched
+print(repr(untouched()))
+what = sys.argv[1]
+if what == "server":
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
+elif what == "thread":
+    threading.Thread(target=threading.Event().wait, name="stray", daemon=True).start()
+elif what == "context":
+    tf.constant(1)
+print(repr(untouched()), flush=True)
+preload("keras3")
+print("still here")
+"""
+
+
+@pytest.mark.parametrize(
+    ("what", "sentence"),
+    [
+        ("context", "TensorFlow's eager context was initialized while loading"),
+        ("server", "it listens on port(s)"),
+        ("thread", "threads were started while loading (stray)"),
+    ],
+)
+def test_a_pool_process_that_touched_tensorflow_exits_before_it_can_be_claimed(tmp_path, what, sentence):
+    proc = subprocess.run(
+        [sys.executable, "-c", UNTOUCHED, what],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=str(tmp_path),
+        env={**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    before, after = proc.stdout.splitlines()[:2]
+    assert before == "None"  # TensorFlow imported and nothing else: fit to become any replica
+    assert sentence in after
+    assert "still here" not in proc.stdout  # preload's own check ends the process, unused
+    assert proc.returncode == 3 and f"tfk8s warm pool: {sentence}" in proc.stderr
+
+
+SITE_TOUCHING_TF = """
+import sys
+if "tfk8s_jupyter.backends.local_pool_process" in sys.orig_argv:
+    import tensorflow as tf
+    tf.constant(1)  # a context before any assignment: this process could not become an all-reduce worker
+"""
+
+
+def test_a_pool_process_whose_startup_touched_tensorflow_is_never_used(tfk8s_home, tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SITE_TOUCHING_TF)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), str(REPO)]))
+    use_pool(0)
+    pool = owned_pool(tfk8s_home)
+    spec = make_spec("print(1)", workers=1)
+    assert LocalBackend().warm_up(spec, timeout=240)
+    wait_for(lambda: not pool.children, 60, "the pool process to exit unused")
+    assert idle_pids(tfk8s_home) == set()
+    assert os.listdir(tfk8s_home / ".warm-pool" / "idle") == []  # it never published an idle marker
+    set_current_config(TFK8s(warm_pool=1, keep_warm=0))
+    job = tk.submit(keras_cell(epochs=1, steps=5), workers=1, name="touched")
+    assert job.wait(timeout=240) == "succeeded", job.status.message
+    assert launches(job)["worker-0"][0] == "cold"

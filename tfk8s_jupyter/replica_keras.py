@@ -156,15 +156,9 @@ def patch_keras3_multi_worker(tf) -> None:
     tft._tfk8s_patched = True
 
 
-def patch_clear_session(uses_tf_keras: bool, reapply_strategy: Callable[[], None]) -> None:
-    """Make every public ``clear_session`` call ``reapply_strategy()`` after resetting the graph.
-
-    ``clear_session()`` (common at the top of a cell) drops the default strategy with the graph: training
-    would then run locally on each replica and look like success. tf_keras is always patched, Keras 3
-    unless ``uses_tf_keras``.
-    """
-    originals = []
-    modules = []
+def clear_session_modules(uses_tf_keras: bool) -> list[str]:
+    """The modules whose ``clear_session`` :func:`patch_clear_session` wraps (imported there when installed;
+    a warm pool process imports them ahead, ``backends/local_pool_preload.py``)."""
     names = ["tf_keras.backend", "tf_keras.utils", "tf_keras.src.backend"]
     if not uses_tf_keras:
         names += [
@@ -175,7 +169,19 @@ def patch_clear_session(uses_tf_keras: bool, reapply_strategy: Callable[[], None
             "keras._tf_keras.keras.backend",
             "keras._tf_keras.keras.utils",
         ]
-    for name in names:
+    return names
+
+
+def patch_clear_session(uses_tf_keras: bool, reapply_strategy: Callable[[], None]) -> None:
+    """Make every public ``clear_session`` call ``reapply_strategy()`` after resetting the graph.
+
+    ``clear_session()`` (common at the top of a cell) drops the default strategy with the graph: training
+    would then run locally on each replica and look like success. tf_keras is always patched, Keras 3
+    unless ``uses_tf_keras``.
+    """
+    originals = []
+    modules = []
+    for name in clear_session_modules(uses_tf_keras):
         try:
             modules.append(importlib.import_module(name))
         except ImportError:

@@ -1,5 +1,7 @@
-"""The warm replica pool of the local backend: processes that have imported TensorFlow and the job's Keras
-and wait to become a replica of a new job, so the job skips the 2.5-3 s TensorFlow import per replica.
+"""The warm replica pool of the local backend: processes that have imported TensorFlow, the job's Keras and
+what every replica imports next (:mod:`.local_pool_preload`, which also checks that the imports touched no
+TensorFlow runtime state) and wait to become a replica of a new job, so the job skips the 2.5-3 s TensorFlow
+import per replica.
 
 Layout of ``<records root>/.warm-pool/``:
 
@@ -28,7 +30,8 @@ watches it through :class:`WarmProcess` (a ``Popen``-like handle on a process it
 **Owning** (:class:`WarmPool`, one per records root in the process that submits jobs, i.e. the kernel):
 pool processes are its children with a pipe on their stdin; when it exits (or ``%tfk8s_pool --stop``) the
 pipe closes and every idle process exits. After a launch the pool refills in the background, once the job
-has started training (so a cold launch is not slowed by the refill), sized by ``c.TFK8s.warm_pool`` (None:
+has reported its first metric point (so neither a cold nor a warm launch is slowed by the refill's
+TensorFlow imports; :func:`wait_first_point`), sized by ``c.TFK8s.warm_pool`` (None:
 the last job's shape; 0: off) within a memory budget; an idle process exits after ``c.TFK8s.warm_pool_idle``.
 """
 
@@ -60,6 +63,8 @@ IMPORT_TIME_CONTRACT = frozenset({"TFK8S_STRATEGY", "TFK8S_KERAS"})
 PROCESS_RSS = 750 << 20  # bytes a pool process takes (TensorFlow + Keras imported, measured ~650 MB)
 MEMORY_RESERVE = 2 << 30  # bytes of available memory the pool always leaves to everything else
 REFILL_WAIT = 300.0  # seconds the refill waits for the launched job to start training
+FIRST_POINT_WAIT = 20.0  # seconds the refill waits, once the job trains, for its first metric point
+ENDED_PHASES = frozenset({"succeeded", "failed", "stopped"})
 
 
 def pool_dir(root: str | os.PathLike) -> Path:
@@ -206,6 +211,47 @@ def _hand_over(slot: Path, assignment: dict) -> WarmProcess | None:
 
 
 # --------------------------------------------------------------------------- the owner's side
+def _event_type(line: bytes) -> str | None:
+    try:
+        return json.loads(line).get("type")
+    except (ValueError, AttributeError):
+        return None
+
+
+def wait_first_point(status_path: Path, poll: float = 0.1) -> str:
+    """Block until the job of ``status_path`` (its record's ``status.json``) wrote its first metric event
+    (``"metric"``), ended (``"ended"``), trained :data:`FIRST_POINT_WAIT` s without a point (``"no point"``)
+    or never started within :data:`REFILL_WAIT` s (``"timeout"``)."""
+    events_path = status_path.parent / "events.jsonl"
+    deadline = time.monotonic() + REFILL_WAIT
+    running_since = None
+    offset, partial = 0, b""
+    while time.monotonic() < deadline:
+        try:
+            with open(events_path, "rb") as f:
+                f.seek(offset)
+                data = f.read()
+        except OSError:
+            data = b""
+        offset += len(data)
+        lines = (partial + data).split(b"\n")
+        partial = lines.pop()
+        if any(b"metric" in line and _event_type(line) == "metric" for line in lines):
+            return "metric"
+        try:
+            phase = json.loads(status_path.read_text()).get("phase")
+        except (OSError, ValueError):
+            phase = None
+        if phase in ENDED_PHASES:
+            return "ended"
+        if phase not in (None, "pending"):
+            running_since = running_since or time.monotonic()
+            if time.monotonic() - running_since > FIRST_POINT_WAIT:
+                return "no point"
+        time.sleep(poll)
+    return "timeout"
+
+
 def _mem_available() -> int | None:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -335,21 +381,14 @@ class WarmPool:
         return False
 
     def refill_after(self, status_path: Path, envs: list[Mapping[str, str]], idle: float) -> None:
-        """In a background thread: once the launched job has started training (or ended), :meth:`ensure`."""
-
-        def run() -> None:
-            deadline = time.monotonic() + REFILL_WAIT
-            while time.monotonic() < deadline:
-                try:
-                    phase = json.loads(status_path.read_text()).get("phase")
-                except (OSError, ValueError):
-                    phase = None
-                if phase not in (None, "pending"):
-                    break
-                time.sleep(0.2)
-            self.ensure(envs, idle)
-
-        threading.Thread(target=run, name="tfk8s-pool-refill", daemon=True).start()
+        """In a background thread: once the launched job has reported its first metric point (or ended, or
+        trained :data:`FIRST_POINT_WAIT` seconds without one), :meth:`ensure`. Importing TensorFlow takes
+        a core for seconds: started earlier, the refill would slow the launch it follows."""
+        threading.Thread(
+            target=lambda: (wait_first_point(status_path), self.ensure(envs, idle)),
+            name="tfk8s-pool-refill",
+            daemon=True,
+        ).start()
 
     # stopping ---------------------------------------------------------------------
     def stop(self, timeout: float = 10.0) -> int:

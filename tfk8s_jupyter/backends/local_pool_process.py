@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         import keras  # noqa: F401
 
         flavour = "keras3"
+    __import__("tfk8s_jupyter.backends.local_pool_preload", fromlist=["*"]).preload(flavour)
     fifo = slot / "go"
     os.mkfifo(fifo)
     fifo_fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)  # never EOF: this process holds a writer too
