@@ -292,9 +292,10 @@ def test_tf_ps_scale_up_2_to_3_by_restart_on_kubernetes(apiserver, make_cluster,
 @pytest.mark.tf
 @pytest.mark.timeout(1500)
 def test_tf_all_reduce_2_to_3_and_3_to_2_by_restart_on_kubernetes(apiserver, make_cluster, backend, config):
-    cluster = make_cluster()
+    # The claim is not mounted in this notebook (no storage_mount): the added worker gets worker 0's
+    # Keras 3 backup from the runner (TFK8S_RESUME_FROM = the job's own checkpoint dir).
+    make_cluster()
     apiserver.add_claim("default", "results")
-    config.storage_mount = str(cluster.claim_dir("default", "results"))
     following = _submit(
         backend,
         "k-tf-ar",

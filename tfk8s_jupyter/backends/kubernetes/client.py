@@ -38,7 +38,7 @@ from ..base import (
     StatusCallback,
     TFK8sError,
 )
-from . import lifecycle, resize, storage
+from . import lifecycle, resize, resize_restart, storage
 from . import manifests as m
 from .connection import Cluster, Connections, LineStream
 from .errors import ApiErrorContext, api_status
@@ -49,7 +49,6 @@ from .lifecycle import (
     ANNOTATION_PHASE,
     ANNOTATION_STOPPED,
     UNSEEN_END_AFTER,
-    Finisher,
     delete_object,
     parent_expired,
 )
@@ -97,7 +96,7 @@ class KubernetesBackend(Backend):
         self.connections = Connections(namespace, context, config_file)
         if api_client is not None:
             self.connections.preset(api_client)
-        self.finisher = Finisher()
+        self.finisher = resize_restart.ResizeFinisher()  # a Finisher aware of resized jobs
 
     # connections --------------------------------------------------------------------------------
     def cluster(self, context: str | None = None) -> Cluster:

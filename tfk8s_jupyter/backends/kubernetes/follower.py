@@ -123,6 +123,7 @@ class JobFollower:
         self.checkpoints_seen = 0
         self.checkpoint_epoch: int | None = None
         self.last_step: int | None = None
+        self.last_event: tuple | None = None  # (run, seq) of the last event recorded
         self.seen_pods: set[str] = set()  # pods whose log gave events
         self.retired_pods: set[str] = set()  # pods of a shape replaced by a resize: their lines are ignored
         self.streaming_pod: str | None = None  # the pod whose log is being read now

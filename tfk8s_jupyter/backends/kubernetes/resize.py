@@ -110,6 +110,8 @@ def record_restart(job: JobRef, resize, last_step: int | None) -> dict:
         entry["note"] = "no new checkpoint in time; restarted from the last one"
     resizes["history"].append(entry)
     resizes["removed"] = sorted((removed_before | set(gone)) - new)
+    if resize.cut is not None and resize.cut[0] is not None and isinstance(resize.cut[1], int):
+        resizes.setdefault("superseded", []).append(list(resize.cut))  # the old run's events after it dropped
     resizes.pop("error", None)
     write_json_atomic(job.record.dir / RESIZE_FILE, resizes)
     return {**entry, "seq": len(resizes["history"])}

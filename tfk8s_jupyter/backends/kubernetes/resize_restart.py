@@ -21,6 +21,10 @@ starts, so the job restarts with the new shape, as the local backend does (:mod:
    ``{"time", "asked", "from", "to", "how": "restart", "epoch", "step", "added" | "removed"}``
    (``resize.json``); the record's spec says the new worker count.
 
+The end of a job parses the reporting replica's whole log copy again (:mod:`.lifecycle`), old runs' lines
+included: :class:`ResizeFinisher` takes the events an old run printed after its cut (``resize.json``
+``superseded``: ``[run, seq]`` pairs) out of the record again.
+
 Nothing is patched nor updated (a shared namespace's Role grants neither): delete and create only. The
 checkpoints must outlive the pods, so the job needs storage (``--storage``) or ``TFK8s.checkpoint_dir``.
 One resize at a time: ``resize.pending`` in the record (created exclusively) says which one runs, until
@@ -45,6 +49,7 @@ from ..local_resize import RESIZE_RUN, checkpoint_saved, share_worker_backups
 from ..local_scale import in_progress, no_checkpoint
 from . import manifests as m
 from .job_objects import JobRef, job_pods, owners
+from .lifecycle import Finisher
 
 PENDING_FILE = "resize.pending"
 CHECKPOINT_WAIT = 120.0  # seconds to wait for the next checkpoint before restarting from the last one
@@ -71,6 +76,7 @@ class KubernetesResize:
         self.settled = False  # the old run's record is closed (what it held back dropped, the marker written)
         self.epoch: int | None = None  # the epoch of the checkpoint the new shape restores
         self.held: list[dict] = []  # what the old run reported after that checkpoint
+        self.cut: tuple | None = None  # (run, seq) of the old run's last recorded event: later ones dropped
 
 
 # refusals -------------------------------------------------------------------------------------------
@@ -359,6 +365,7 @@ class Restart:
             if not self.share_backups(spec, resize.workers):
                 resume = m.checkpoint_dir(spec)  # the runner copies worker 0's backup (TFK8S_RESUME_FROM)
         create_shape(job, data_volumes, resume)
+        fol.refresh_owners()  # the new shape's Jobs (or TFJob) in the status from now on
         self.set_stage("starting", epoch=resize.epoch)
 
     def share_backups(self, spec, workers: int) -> bool:
@@ -409,6 +416,10 @@ def settle(fol, resize: KubernetesResize) -> list[dict]:
     keep = rest[: last + 1] if last is not None else []
     if keep and isinstance(keep[-1].get("epoch"), int):
         resize.epoch = keep[-1]["epoch"]
+    if keep:
+        resize.cut = (keep[-1].get("run"), keep[-1].get("seq"))
+    elif resize.cut is None:
+        resize.cut = fol.last_event  # no checkpoint in time: the old run is cut where the record ends
     track(fol, keep)
     for e in keep:
         if e.get("type") == "checkpoint":
@@ -420,6 +431,8 @@ def settle(fol, resize: KubernetesResize) -> list[dict]:
 
 def track(fol, events: list[dict]) -> None:
     for e in events:
+        if e.get("run") != RESIZE_RUN:
+            fol.last_event = (e.get("run"), e.get("seq"))
         if isinstance(e.get("step"), int) and e.get("type") in ("metric", "epoch"):
             fol.last_step = e["step"]
 
@@ -452,11 +465,55 @@ def filter_events(fol, events: list[dict], pod: str | None) -> list[dict]:
                     if last is not None and last.get("last_epoch") is True:
                         break  # training has ended: nothing left to resize
                     resize.ready, resize.epoch = True, e.get("epoch")
+                    resize.cut = (e.get("run"), e.get("seq"))
                     resize.held = events[i + 1 :]
                     kept = events[: i + 1]
                     break
     track(fol, kept)
     return kept
+
+
+def drop_superseded(record) -> None:
+    """Take out of the record the events of an old run after its cut (``resize.json`` ``superseded``):
+    the end of a job parses the reporting replica's whole log copy again, old runs' lines included."""
+    from .resize import read_resizes
+
+    cuts = {}
+    for run, seq in read_resizes(record).get("superseded") or []:
+        cuts[run] = min(seq, cuts.get(run, seq))
+    if not cuts:
+        return
+    path = record.events_path
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    except OSError:
+        return
+    kept = []
+    for line in lines:
+        try:
+            e = json.loads(line)
+        except ValueError:
+            kept.append(line)
+            continue
+        run, seq = e.get("run"), e.get("seq")
+        if run in cuts and isinstance(seq, int) and seq > cuts[run]:
+            continue
+        kept.append(line)
+    if len(kept) != len(lines):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+        tmp.write_text("".join(kept), encoding="utf-8")
+        os.replace(tmp, path)
+
+
+class ResizeFinisher(Finisher):
+    """The backend's :class:`.lifecycle.Finisher`, which also keeps a resized job's dropped events out of
+    its record (:func:`drop_superseded`)."""
+
+    def finalize(self, job: JobRef, status: JobStatus) -> JobStatus:
+        status = super().finalize(job, status)
+        if (job.record.dir / "resize.json").exists():
+            drop_superseded(job.record)
+        return status
 
 
 def local_checkpoints(backend, spec) -> Path | None:
