@@ -102,6 +102,7 @@ def one_up(tk, n: int, ps: int) -> dict:
     launch = first[0]["t"] - submitted
     launched = kinds(job)
     wait_for(lambda: [e for e in job.events() if e.get("type") == "checkpoint"], 300, "the first checkpoint")
+    pool = pool_state()
     at = time.time()
     job.scale(workers=3)
     wait_for(lambda: len(job.status.history) >= 1, 600, "the restart")
@@ -126,7 +127,22 @@ def one_up(tk, n: int, ps: int) -> dict:
         "launched": launched,
         "restarted": kinds(job),
         "pool_wait": float(asked.group(1)) if asked else None,
+        "pool": pool,
     }
+
+
+def pool_state() -> str:
+    """The warm pool's processes by state (any shape), e.g. ``2 idle, 3 starting``."""
+    from tfk8s_jupyter.backends.local_pool import list_pool, pool_dir
+
+    home = os.environ["TFK8S_HOME"]
+    rows = list_pool(home)
+    try:
+        slots = os.listdir(pool_dir(home) / "slots")
+    except OSError:
+        slots = []
+    idle = sum(1 for r in rows if r["state"] == "idle")
+    return f"{idle} idle, {max(0, len(slots) - len(rows))} importing TensorFlow"
 
 
 def kinds(job) -> str:
@@ -170,7 +186,8 @@ def main() -> int:
             target = r["launch"] + 5
             wait = "?" if r["pool_wait"] is None else f"{r['pool_wait']:.1f}"
             print(
-                f"round {n} {r['kind']:>10}: launch {r['launch']:.1f} s ({r['launched']}) | call -> safe point "
+                f"round {n} {r['kind']:>10}: launch {r['launch']:.1f} s ({r['launched']}); warm pool at the call: "
+                f"{r['pool']} | call -> safe point "
                 f"{r['safe']:.1f} s (checkpoint asked {wait} s after the resize was accepted, once warm processes were ready) | call -> "
                 f"first point of 3 workers {r['first']:.1f} s (target <= {target:.1f} s; restart alone "
                 f"{r['first'] - r['safe']:.1f} s, {r['restarted']}); steps {r['step'][0]} -> {r['step'][1]}, "
