@@ -5,7 +5,8 @@ modules, tf_keras (``replica_keras.patch_clear_session`` wraps its ``clear_sessi
 ``tf.keras`` and the Keras modules the cell reaches through it, the summary modules the metrics and
 TensorBoard callbacks write with, the modules the claim itself uses. Measured on a quiet 2-core machine:
 about 0.5 s of CPU per Keras 3 replica (tf_keras 0.35 s, the runner 0.08 s, TensorBoard's summary API
-0.08 s), paid while the replicas of a job contend for the cores. :func:`preload` imports them while idle.
+0.08 s), paid while the replicas of a job contend for the cores. :func:`preload` imports them while idle,
+then freezes the garbage collector's view of what is loaded (``gc.freeze``: undone by ``gc.unfreeze``).
 
 Only Python modules: nothing here creates a TensorFlow context, a server or a collective configuration,
 none of which can be undone in a process (``local_pool.py``). :func:`untouched` checks that after the
@@ -14,6 +15,7 @@ imports; a process that fails the check exits before it publishes its idle marke
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import sys
@@ -64,6 +66,11 @@ def preload(flavour: str) -> list[str]:
     if problem:
         print(f"tfk8s warm pool: {problem}; this process exits unused.", file=sys.stderr, flush=True)
         os._exit(PRELOAD_FAILED)
+    # What is loaded now stays for the process's life: move it out of the collector's sight, so the
+    # replica's first full collection (while it builds and traces the cell's model) does not walk the
+    # ~340,000 objects TensorFlow and Keras left (measured: 0.2 s of CPU saved before the first batch).
+    gc.collect()
+    gc.freeze()
     return missing
 
 
