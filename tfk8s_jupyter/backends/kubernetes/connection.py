@@ -8,6 +8,8 @@ failure into the typed error of :mod:`.errors`.
 
 from __future__ import annotations
 
+import codecs
+
 import functools
 import json
 import os
@@ -250,6 +252,27 @@ class Cluster:
             raise
         try:
             return resp.data.decode("utf-8", "replace")
+        finally:
+            resp.release_conn()
+
+    def stream_log(self, namespace: str, pod: str, previous: bool = False, chunk: int = 1 << 16):
+        """A pod's whole log (the previous container's) as decoded text chunks, read ``chunk`` bytes at a
+        time so a long log is never held whole; nothing before the container started."""
+        try:
+            resp = self._log_request(namespace, pod, previous=previous or None)
+        except TFK8sError as e:
+            if api_status(e) == 400:
+                return  # not started yet, or no previous container
+            raise
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        try:
+            for data in resp.stream(chunk):
+                text = decoder.decode(data)
+                if text:
+                    yield text
+            text = decoder.decode(b"", final=True)
+            if text:
+                yield text
         finally:
             resp.release_conn()
 

@@ -125,6 +125,28 @@ class AttemptLog:
                 f.write(text)
 
 
+    def write_stream(self, key: str, chunks, replace_empty: bool = True) -> None:
+        """Attempt ``key``'s whole text so far, from an iterator of text chunks, never held whole. The
+        copy is opened at the first non-empty chunk: an empty log leaves it as it was, unless there is
+        none yet and ``replace_empty``."""
+        f = None
+        with self._lock:
+            try:
+                for text in chunks:
+                    if not text:
+                        continue
+                    if f is None:
+                        f = self.open(key)
+                        if f is None:
+                            return
+                    f.write(text)
+                if f is None and replace_empty and not self.path.exists():
+                    f = self.open(key)
+            finally:
+                if f is not None:
+                    f.close()
+
+
 def replica_log(job: JobRef, replica: str) -> AttemptLog:
     """The record's :class:`AttemptLog` of ``replica``."""
     role = replica.rsplit("-", 1)[0]
@@ -151,16 +173,14 @@ def capture_logs(job: JobRef) -> None:
             name = pod["metadata"]["name"]
             cs = ((pod.get("status") or {}).get("containerStatuses") or [{}])[0]
             restarts = int(cs.get("restartCount") or 0)
+            # streamed: a long job's logs (hundreds of MB) never sit whole in the kernel
             try:
                 if restarts:
-                    previous = job.cluster.read_log(job.namespace, name, previous=True)
-                    if previous:
-                        log.write(log.key(name, restarts - 1), previous)
-                text = job.cluster.read_log(job.namespace, name)
+                    previous = job.cluster.stream_log(job.namespace, name, previous=True)
+                    log.write_stream(log.key(name, restarts - 1), previous, replace_empty=False)
+                log.write_stream(log.key(name, restarts), job.cluster.stream_log(job.namespace, name))
             except TFK8sError:
                 continue
-            if text or not log.path.exists():
-                log.write(log.key(name, restarts), text)
 
 
 def await_replicas_ended(job: JobRef, grace: float = FINISH_GRACE) -> None:
