@@ -9,7 +9,6 @@ failure into the typed error of :mod:`.errors`.
 from __future__ import annotations
 
 import codecs
-
 import functools
 import json
 import os
