@@ -30,7 +30,7 @@ CELL = textwrap.dedent(
     """\
     import numpy as np
     import tensorflow as tf
-    import keras
+    keras = tf.keras  # Keras 3, or tf_keras for TFK8S_KERAS=legacy and parameter servers
 
     print("leaked global:", globals().get("LEFT_BEHIND", "none"))
     LEFT_BEHIND = "from run " + RUN
@@ -177,3 +177,33 @@ def test_kept_replicas_expire_and_die_with_their_owner(tfk8s_home):
     owner.stdin.close()
     owner.wait(30)
     wait_for(lambda: not any(process_alive(p) for p in owner_pids), 10, "kept replicas to die with the owner")
+
+
+def test_tf_keras_all_reduce_and_parameter_server_jobs_repeat_on_their_kept_replicas(tfk8s_home):
+    keep()
+    legacy = {"TFK8S_KERAS": "legacy"}
+    first = run("kept-legacy-a", "1", env=legacy)
+    second = run("kept-legacy-b", "2", env=legacy)
+    assert {launch for launch, _ in launches(second).values()} == {"kept"}
+    assert {p for _, p in launches(second).values()} == {p for _, p in launches(first).values()}
+    log1, log2 = first.logs("worker-0"), second.logs("worker-0")
+    assert "leaked global: none" in log2
+    assert line(log1, "first weight:") == line(log2, "first weight:")
+    assert line(log1, "cell done") == line(log2, "cell done")
+    stop_kept(tfk8s_home)
+    # parameter servers: the serving replicas keep their server, the kept chief builds a new strategy; the
+    # previous run's variables are gone from the chief, so the ps frees them (TFK8S_KEEP_DEBUG counts them)
+    ps = {"ps": 1, "env": {"TFK8S_KEEP_DEBUG": "1"}}
+    first = tk.submit("RUN = '1'\n" + CELL, workers=2, name="kept-ps-a", **ps)
+    assert first.wait(timeout=300) == "succeeded", first.status.message
+    second = tk.submit("RUN = '2'\n" + CELL, workers=2, name="kept-ps-b", **ps)
+    assert second.wait(timeout=300) == "succeeded", second.status.message
+    got = launches(second)
+    assert {launch for launch, _ in got.values()} == {"kept"}
+    assert {p for _, p in got.values()} == {p for _, p in launches(first).values()}
+    chief = second.logs("chief-0")
+    assert "tfk8s: 0 variable(s) of the previous run left in this process" in chief
+    assert "leaked global: none" in chief and "cell done, losses:" in chief
+    assert line(first.logs("chief-0"), "first weight:") == line(chief, "first weight:")
+    assert "kept from the previous run" in second.logs("ps-0")
+    assert any(e.get("type") == "metric" for e in second.events())

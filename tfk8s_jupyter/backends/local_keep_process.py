@@ -111,10 +111,16 @@ def _serve_supervisor(pid: int, ticks: int | None, slot: Path) -> None:
     _on_exit_of(pid, ticks, lambda: None if survives(pid) else _die())
 
 
+def release_parent_death() -> None:
+    """No SIGKILL when the supervisor (the parent) ends: the pidfd watch of :func:`_serve_supervisor`
+    decides instead. The setting belongs to the thread that made it: call it in the main thread."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0)
+
+
 def _prepare(cfg: dict) -> int:
     """Make this process keepable under ``cfg``; returns the FIFO's fd."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0)  # the pidfd watch below decides instead
+    release_parent_death()
     if _State.supervisor is None or _State.slot != Path(cfg["slot"]):
         supervisor = int(cfg.get("supervisor") or os.getppid())
         _serve_supervisor(supervisor, cfg.get("supervisor_ticks"), Path(cfg["slot"]))
@@ -251,6 +257,7 @@ def keep_serving(log) -> None:
     cfg = config()
     if cfg is None:
         return
+    release_parent_death()
 
     def run(cfg: dict) -> None:
         while cfg is not None:
@@ -314,12 +321,29 @@ def _undo_patches() -> None:
                 if original is not None:
                     cls.__init__ = original
                     del cls._tfk8s_original_init
-                    if "__new__" in vars(cls):
-                        del cls.__new__
+                    # a neutral __new__, not a deleted one: CPython keeps the patched slot after a del
+                    cls.__new__ = staticmethod(_plain_new)
     for mod_name in ("tfk8s_jupyter.cell_report", "cell_report"):
         mod = sys.modules.get(mod_name)
         if mod is not None and hasattr(mod, "_sink"):
             mod._sink = None
+
+
+def _stop_coordinator(strategy) -> None:
+    """Stop the ClusterCoordinator of the previous run's ParameterServerStrategy: its worker threads hold
+    the run's functions, and through them its variables, which would otherwise stay on the ps."""
+    coordinator = getattr(strategy, "_cluster_coordinator", None)
+    if coordinator is None:
+        return
+    try:
+        coordinator._cluster.stop()
+    except Exception:  # noqa: BLE001 (already stopped)
+        pass
+    strategy._cluster_coordinator = None
+
+
+def _plain_new(klass, *args, **kwargs):
+    return object.__new__(klass)
 
 
 def _forget_cell_modules(*dirs: str) -> None:
@@ -356,6 +380,7 @@ def reset_process(old_env: dict, old_cwd: str) -> None:
             pass
     tf = sys.modules.get("tensorflow")
     if tf is not None:
+        _stop_coordinator(tf.distribute.get_strategy())
         tf.distribute.experimental_set_strategy(None)
         tf.random.set_seed(None)
     random.seed()
@@ -363,3 +388,12 @@ def reset_process(old_env: dict, old_cwd: str) -> None:
     if np is not None:
         np.random.seed()
     gc.collect()
+    # Objects of the runner's previous run can stay reachable from outside Python's view (a callback class
+    # the runner defined is kept by TensorFlow/Keras); empty the run's Runtime, which holds the model.
+    for obj in gc.get_objects():
+        if type(obj).__name__ == "Runtime" and type(obj).__module__.endswith("replica_runtime"):
+            vars(obj).clear()
+    gc.collect()
+    if tf is not None and old_env.get("TFK8S_KEEP_DEBUG"):
+        alive = sum(1 for o in gc.get_objects() if isinstance(o, tf.Variable))
+        print(f"tfk8s: {alive} variable(s) of the previous run left in this process", file=sys.stderr)

@@ -1,0 +1,229 @@
+"""Kept replicas, measured side by side in one run: a cold launch, then repeat runs of the same shape on
+the replicas the previous job kept (``c.TFK8s.keep_warm``), and the same cell run repeatedly in 2
+ipyparallel engines kept running with TF_CONFIG set by hand.
+
+    .venv/bin/python bench/bench_kept.py [--rounds 3] [--epochs 3] [--steps 20] [--no-ipyparallel]
+
+For each shape — 2 all-reduce workers on Keras 3 (the default), 2 all-reduce workers on tf_keras
+(``TFK8S_KERAS=legacy``), chief + 2 workers + 1 ps — it submits one job cold (no kept set, warm pool off)
+and then ``--rounds`` jobs of the same shape, each running on the replicas the one before kept. It prints
+submit -> first metric point seen through the API (``job.metrics()`` polled every 0.01 s; targets: all-reduce
+<= 0.35 s, parameter servers <= 1.0 s), submit -> end, and how each job's replicas started.
+
+ipyparallel (a bench-only dependency: ``pip install 'tfk8s-jupyter[bench]'``): 2 engines started, each given
+``TF_USE_LEGACY_KERAS=1`` and its TF_CONFIG by hand (tf_keras: with Keras 3 the cell fails there,
+keras#20585), then the same all-reduce cell executed ``--rounds + 1`` times: ``execute`` -> first batch
+(timed by the cell) and -> done for each.
+
+The cell times its own batches; it creates ``MultiWorkerMirroredStrategy()`` as TensorFlow's tutorials do
+(under tfk8s that is the job's strategy) and trains a small dense model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+CELL = """\
+import json, time
+import numpy as np
+import tensorflow as tf
+
+rng = np.random.default_rng(11)
+x = rng.normal(size=(4096, 32)).astype("float32")
+y = (x @ rng.normal(size=(32, 1))).astype("float32")
+tf.keras.utils.set_random_seed(11)
+ds = tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(64)
+strategy = {strategy}
+with strategy.scope():
+    model = tf.keras.Sequential([
+        tf.keras.Input(shape=(32,)),
+        tf.keras.layers.Dense(64, activation="relu"),
+        tf.keras.layers.Dense(1),
+    ])
+    model.compile(optimizer=tf.keras.optimizers.Adam(0.005), loss="mse")
+
+class FirstBatch(tf.keras.callbacks.Callback):
+    first = None
+    def on_train_batch_end(self, batch, logs=None):
+        if FirstBatch.first is None:
+            if hasattr(logs, "fetch"):
+                logs.fetch()
+            FirstBatch.first = time.time()
+
+model.fit(ds, epochs={epochs}, steps_per_epoch={steps}, verbose=0, callbacks=[FirstBatch()])
+RESULT = {{"first_batch": FirstBatch.first, "done": time.time(), "replicas": strategy.num_replicas_in_sync}}
+print("BENCH " + json.dumps(RESULT))
+"""
+
+SHAPES = {
+    "all-reduce 2 workers (Keras 3)": (
+        {"workers": 2},
+        "tf.distribute.MultiWorkerMirroredStrategy()",
+    ),
+    "all-reduce 2 workers (tf_keras)": (
+        {"workers": 2, "env": {"TFK8S_KERAS": "legacy"}},
+        "tf.distribute.MultiWorkerMirroredStrategy()",
+    ),
+    "chief + 2 workers + 1 ps": ({"workers": 2, "ps": 1}, "tf.distribute.get_strategy()"),
+}
+
+
+def load() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def run_job(code: str, kwargs: dict) -> dict:
+    import tfk8s_jupyter as tk
+
+    t0 = time.time()
+    job = tk.submit(code, **kwargs)
+    seen = None
+    while time.time() - t0 < 600:
+        if seen is None and any(p.get("kind") == "step" for p in job.metrics()):
+            seen = time.time() - t0
+        if job.phase in ("failed", "stopped", "succeeded"):
+            break
+        time.sleep(0.01)
+    phase = job.wait(timeout=600)
+    if phase != "succeeded":
+        raise RuntimeError(f"job {job.name} ended {phase}: {job.status.message}")
+    ended = time.time() - t0
+    return {
+        "first_point": seen if seen is not None else float("nan"),
+        "end": ended,
+        "launch": ",".join(sorted({r.launch or "?" for r in job.status.replicas})),
+        "pids": sorted(r.pid for r in job.status.replicas if r.pid),
+    }
+
+
+def bench_shape(label: str, rounds: int, epochs: int, steps: int) -> dict:
+    from tfk8s_jupyter.backends.local_keep import stop_kept
+    from tfk8s_jupyter.records import records_root
+
+    kwargs, strategy = SHAPES[label]
+    code = CELL.format(strategy=strategy, epochs=epochs, steps=steps)
+    stop_kept(records_root())  # the first launch is cold
+    runs = [run_job(code, kwargs)]
+    for _ in range(rounds):
+        runs.append(run_job(code, kwargs))
+    stop_kept(records_root())
+    return {"label": label, "cold": runs[0], "kept": runs[1:]}
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def bench_ipyparallel(rounds: int, epochs: int, steps: int) -> dict:
+    import ipyparallel as ipp
+
+    t0 = time.time()
+    cluster = ipp.Cluster(n=2, log_level=40)
+    rc = cluster.start_and_connect_sync()
+    rc.wait_for_engines(2, timeout=120)
+    engines_up = time.time() - t0
+    try:
+        ports = free_ports(2)
+        workers = [f"127.0.0.1:{p}" for p in ports]
+        for i in range(2):
+            tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}})
+            rc[i].execute(
+                f"import os\nos.environ['TF_USE_LEGACY_KERAS'] = '1'\nos.environ['TF_CONFIG'] = {tf_config!r}\n"
+                "os.environ['TF_CPP_MIN_LOG_LEVEL'] = '2'",
+                block=True,
+            )
+        code = CELL.format(strategy="tf.distribute.MultiWorkerMirroredStrategy()", epochs=epochs, steps=steps)
+        runs = []
+        for _ in range(rounds + 1):
+            start = time.time()
+            rc[:].execute(code, block=True)
+            done = time.time() - start
+            results = rc[:].pull("RESULT", block=True)
+            runs.append(
+                {
+                    "first_batch": results[0]["first_batch"] - start,
+                    "end": done,
+                    "replicas": results[0]["replicas"],
+                }
+            )
+    finally:
+        cluster.stop_cluster_sync()
+    return {"engines_up": engines_up, "runs": runs}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="repeat runs per shape after the cold one")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--no-ipyparallel", action="store_true")
+    args = parser.parse_args()
+
+    from tfk8s_jupyter.config import TFK8s, set_current_config
+
+    home = os.environ.get("TFK8S_HOME")
+    if not home:
+        import tempfile
+
+        os.environ["TFK8S_HOME"] = tempfile.mkdtemp(prefix="tfk8s-bench-kept-")
+    set_current_config(TFK8s(warm_pool=0, keep_warm=600))
+    print(f"# bench_kept.py --rounds {args.rounds} --epochs {args.epochs} --steps {args.steps}")
+    print(f"# start {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; {load()}")
+    results = [bench_shape(label, args.rounds, args.epochs, args.steps) for label in SHAPES]
+    ipp = None if args.no_ipyparallel else bench_ipyparallel(args.rounds, args.epochs, args.steps)
+    print()
+    print("submit -> first metric point seen through the API, and -> job end (seconds)")
+    for r in results:
+        kept = r["kept"]
+        print(f"{r['label']}:")
+        c = r["cold"]
+        print(
+            f"  cold            first point {c['first_point']:6.2f}  end {c['end']:6.2f}  ({c['launch']} start)"
+        )
+        for i, k in enumerate(kept, 1):
+            same = "same pids" if k["pids"] == c["pids"] else "other pids"
+            print(
+                f"  repeat {i}        first point {k['first_point']:6.2f}  end {k['end']:6.2f}  "
+                f"({k['launch']} start, {same})"
+            )
+        med = statistics.median(k["first_point"] for k in kept)
+        print(
+            f"  median repeat first point {med:.2f} s = {med / c['first_point']:.2f} x cold; "
+            f"median repeat end {statistics.median(k['end'] for k in kept):.2f} s"
+        )
+    if ipp is not None:
+        print("ipyparallel, 2 engines kept running, TF_CONFIG by hand, tf_keras, the all-reduce cell:")
+        print(f"  engines started in {ipp['engines_up']:.2f} s")
+        for i, run in enumerate(ipp["runs"]):
+            what = "first run " if i == 0 else f"repeat {i}  "
+            print(
+                f"  {what}      first batch {run['first_batch']:6.2f}  end {run['end']:6.2f}  "
+                f"({run['replicas']} replicas in sync)"
+            )
+        med = statistics.median(r["first_batch"] for r in ipp["runs"][1:])
+        print(f"  median repeat first batch {med:.2f} s")
+    print(f"# end {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; {load()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
