@@ -12,8 +12,8 @@ one run), and the job's outcome. Target: the table shows the change <= 5 s after
 Scale-up, per round: a PS job (chief + 2 workers + 1 ps) and an all-reduce job (2 workers), each scaled to 3
 workers after its first checkpoint (the warm pool on, as by default). Printed: the job's launch time
 (submit -> first metric point) and how its replicas started (warm pool or cold), seconds from the call to
-the safe point (the checkpoint it restarts from: asked for once the new shape's warm processes are idle,
-saved at the next epoch end) with when it was asked, and from the call to the first metric point of the new
+the safe point (the latest checkpoint asked for, at an epoch end, once the new shape's warm processes are
+idle) with when they were ready, and from the call to the first metric point of the new
 shape with how its replicas started, against the target: first point <= launch time + 5 s after the call.
 """
 
@@ -107,7 +107,7 @@ def one_up(tk, n: int, ps: int) -> dict:
     job.scale(workers=3)
     wait_for(lambda: len(job.status.history) >= 1, 600, "the restart")
     entry = job.status.history[0]
-    asked = re.search(r"asked for a checkpoint at the next epoch end \(([0-9.]+) s", job.logs("supervisor"))
+    asked = re.search(r"the new shape's processes are ready \(([0-9.]+) s", job.logs("supervisor"))
 
     def new_points() -> list[dict]:
         events = job.events()
@@ -188,7 +188,7 @@ def main() -> int:
             print(
                 f"round {n} {r['kind']:>10}: launch {r['launch']:.1f} s ({r['launched']}); warm pool at the call: "
                 f"{r['pool']} | call -> safe point "
-                f"{r['safe']:.1f} s (checkpoint asked {wait} s after the resize was accepted, once warm processes were ready) | call -> "
+                f"{r['safe']:.1f} s (warm processes ready {wait} s after the resize was accepted) | call -> "
                 f"first point of 3 workers {r['first']:.1f} s (target <= {target:.1f} s; restart alone "
                 f"{r['first'] - r['safe']:.1f} s, {r['restarted']}); steps {r['step'][0]} -> {r['step'][1]}, "
                 f"doubled {r['doubled']}  {'OK' if r['first'] <= target else 'MISSED'}",

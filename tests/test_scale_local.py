@@ -341,9 +341,10 @@ def test_tf_scale_up_asks_for_its_checkpoint_and_restarts_on_warm_processes(tfk8
     events = job.events()
     marker = next(i for i, e in enumerate(events) if e.get("type") == "resize")
     saved = [e for e in events[:marker] if e.get("type") == "checkpoint" and e.get("action") == "saved"]
-    # Two saves in the old run: the first epoch, and the one asked for, after the request.
-    assert [e["epoch"] for e in saved] == [0, up["epoch"]] and up["epoch"] > 0, saved
-    assert saved[-1]["t"] >= up["asked"]
+    # The first epoch's save, then only saves asked for (after the request; one an epoch while the warm
+    # processes import TensorFlow), the last one the checkpoint the new shape restores.
+    assert saved[0]["epoch"] == 0 and saved[-1]["epoch"] == up["epoch"] > 0, saved
+    assert all(e["t"] >= up["asked"] for e in saved[1:]), saved
     assert "asked for a checkpoint at the next epoch end" in job.logs("supervisor")
     # The new shape came from the warm pool: every replica, the added one too.
     assert [(r.name, r.launch) for r in job.status.replicas] == [

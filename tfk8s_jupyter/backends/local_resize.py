@@ -3,18 +3,19 @@
 A ``ClusterCoordinator``'s worker set is fixed when it connects, and all-reduce fixes its group when the
 strategy starts, so the job restarts with the new shape (the kernel's request: :mod:`.local_scale`):
 
-1. **warm processes for the new shape**: the kernel asked its warm pool for one process per replica of the
-   new shape before it wrote the request (:func:`.local_scale.warm_new_shape`); the old run goes on
-   training until they are idle (:func:`warm_ready`: one idle process of each replica's import key, or no
-   pool process left starting, or :data:`POOL_WAIT` seconds), so the restart claims them instead of
-   importing TensorFlow again. Without a pool this step is skipped;
-2. **ask for a checkpoint** (:func:`arm`): the runner contract's ``checkpoint.request`` in the job's
+1. **ask for a checkpoint** (:func:`arm`): the runner contract's ``checkpoint.request`` in the job's
    checkpoint dir (``replica_env.CHECKPOINT_REQUEST``): the backup saves at the next epoch end instead of
    waiting for ``TFK8S_CHECKPOINT_INTERVAL`` (all-reduce workers agree on it in the vote they already
    hold on each epoch's save);
-3. **wait for the safe point**: the reporting replica's next ``checkpoint`` event after the request; what
-   the old run reports after that checkpoint is not recorded, since the new run does it again (no metric
-   point doubled). After :data:`CHECKPOINT_WAIT` seconds without one, the last checkpoint is used;
+2. **warm processes for the new shape**: the kernel asked its warm pool for one process per replica of the
+   new shape before it wrote the resize request (:func:`.local_scale.warm_new_shape`); until they are idle
+   (:func:`warm_ready`: one idle process of each replica's import key, or no pool process left starting,
+   or :data:`POOL_WAIT` seconds; at once without a pool) the old run trains on and the request is renewed
+   after each checkpoint, so one is saved every epoch meanwhile;
+3. **the safe point**: the latest checkpoint saved after the request, once the warm processes are ready;
+   what the old run reported after it is held back (:func:`filter_events`) and dropped at the restart,
+   since the new run does it again (no metric point doubled). After :data:`CHECKPOINT_WAIT` seconds without
+   one, the last checkpoint is used;
 4. **stop every replica** and drop what the old run printed after the checkpoint;
 5. **start the new shape** under the same record, each replica from the warm pool when one of its key is
    idle (``ReplicaStatus.launch`` says ``warm``), else cold: new ports and ``TF_CONFIG``, the same checkpoint dir and
@@ -54,8 +55,9 @@ class PendingResize:
         self.before = before
         self.asked = asked
         self.accepted = time.monotonic()
-        self.armed = False  # the checkpoint was asked for (after the warm processes were ready)
-        self.ready = False  # the safe point arrived: restart now
+        self.armed = False  # a checkpoint was asked for
+        self.warm = False  # the new shape's warm processes are ready (or none will come)
+        self.saved = False  # a checkpoint was saved since it was asked for: a safe point
         self.fallback = False  # no new checkpoint in time: the last one is used
         self.restarted = False  # the new shape was started; done once its reporting replica starts
         self.epoch: int | None = None  # the epoch of the checkpoint the new shape restores
@@ -70,7 +72,8 @@ def checkpoint_saved(event: dict) -> bool:
 
 def filter_events(sup, events: list[dict]) -> list[dict]:
     """The reporting replica's new events the supervisor records (called by ``pump_events``): all of them,
-    except, while a restart-resize waits, what follows the checkpoint it restarts from."""
+    except, once a restart-resize has a checkpoint asked for, what follows the latest such checkpoint (held
+    until the next one, or dropped when the restart comes first: the new run does it again)."""
     for e in events:
         if e.get("type") in ("metric", "epoch") and isinstance(e.get("epoch"), int):
             sup.current_epoch = e["epoch"]
@@ -80,19 +83,21 @@ def filter_events(sup, events: list[dict]) -> list[dict]:
                 sup.checkpoint_epoch = e["epoch"]
     resize = sup.resize
     if resize is None or resize.restarted or not resize.armed:
-        return events  # not armed: a checkpoint from before the request is no safe point for this resize
-    if resize.ready:
-        resize.held += events  # the old run after its checkpoint: recorded only up to its last checkpoint
-        return []
-    for i, e in enumerate(events):
-        if checkpoint_saved(e):
-            last = next((p for p in reversed(events[:i]) if p.get("type") == "epoch"), None)
-            if last is not None and last.get("last_epoch") is True:
-                return events  # training has ended: nothing left to resize
-            resize.ready, resize.epoch = True, e.get("epoch")
-            resize.held = events[i + 1 :]
-            return events[: i + 1]
-    return events
+        return events
+    stream = resize.held + events
+    last = max((i for i, e in enumerate(stream) if checkpoint_saved(e)), default=None)
+    if last is None:
+        resize.held = stream if resize.saved else []
+        return [] if resize.saved else events
+    before = next((p for p in reversed(stream[:last]) if p.get("type") == "epoch"), None)
+    if before is not None and before.get("last_epoch") is True:
+        resize.held = []
+        return stream  # training has ended: nothing left to resize
+    resize.saved, resize.epoch = True, stream[last].get("epoch")
+    resize.held = stream[last + 1 :]
+    if not resize.warm:
+        arm(sup, resize, again=True)  # the warm processes are not ready yet: the next epoch end saves again
+    return stream[: last + 1]
 
 
 def settle_old_run(sup, resize: PendingResize) -> None:
@@ -135,13 +140,18 @@ def step(sup) -> None:
             (sup.record.dir / SCALE_REQUEST).unlink(missing_ok=True)
         return
     if not resize.armed:
-        if not warm_ready(sup, resize):
-            return
         arm(sup, resize)
-    if not resize.ready and time.monotonic() - resize.accepted > CHECKPOINT_WAIT:
+    if not resize.warm:
+        resize.warm = warm_ready(sup, resize)
+        if resize.warm:
+            say(
+                f"the new shape's processes are ready ({time.monotonic() - resize.accepted:.1f} s after the resize)"
+            )
+    if not resize.saved and time.monotonic() - resize.accepted > CHECKPOINT_WAIT:
         say(f"no checkpoint within {CHECKPOINT_WAIT:g} s of the resize: restarting from the last one")
-        resize.ready, resize.fallback, resize.epoch = True, True, sup.checkpoint_epoch
-    if resize.ready:
+        resize.saved, resize.warm, resize.fallback = True, True, True
+        resize.epoch = sup.checkpoint_epoch
+    if resize.saved and resize.warm:
         restart_with_shape(sup, resize)
 
 
@@ -223,8 +233,9 @@ def starting(slot: Path) -> bool:
         return False
 
 
-def arm(sup, resize: PendingResize) -> None:
-    """Ask the job's backup for a checkpoint at the next epoch end (the runner contract's request file)."""
+def arm(sup, resize: PendingResize, again: bool = False) -> None:
+    """Ask the job's backup for a checkpoint at the next epoch end (the runner contract's request file;
+    ``again``: rewritten, since a save honours the requests older than itself)."""
     from .local_supervisor import say
 
     request = sup.checkpoint / CHECKPOINT_REQUEST
@@ -234,8 +245,8 @@ def arm(sup, resize: PendingResize) -> None:
     except OSError as e:
         say(f"could not ask for a checkpoint ({e}); the resize waits for the next one the interval gives")
     resize.armed = True
-    waited = time.monotonic() - resize.accepted
-    say(f"asked for a checkpoint at the next epoch end ({waited:.1f} s after the resize was accepted)")
+    if not again:
+        say("asked for a checkpoint at the next epoch end")
 
 
 def restart_with_shape(sup, resize: PendingResize) -> None:
