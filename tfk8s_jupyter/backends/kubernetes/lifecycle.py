@@ -124,7 +124,6 @@ class AttemptLog:
             with f:
                 f.write(text)
 
-
     def write_stream(self, key: str, chunks, replace_empty: bool = True) -> None:
         """Attempt ``key``'s whole text so far, from an iterator of text chunks, never held whole. The
         copy is opened at the first non-empty chunk: an empty log leaves it as it was, unless there is
