@@ -140,6 +140,7 @@ def test_standin_all_reduce_2_to_3_to_2_by_restart_with_new_indexed_jobs(
         60,
         "a checkpoint of the new shape",
     )
+    assert backend.get("k-ar").phase == "running"  # the new shape's events came live, not at the end
     down = backend.scale("k-ar", 2)
     assert down.message.startswith("resizing from 3 to 2 worker(s)")
     entry = _resized(backend, "k-ar", 2)
@@ -165,7 +166,7 @@ def test_standin_ps_scale_up_of_a_tfjob_recreates_the_tfjob(apiserver, standin_c
     apiserver.tfjob_crd = True
     apiserver.add_claim("default", "results")
     following = _submit(
-        backend, "k-tf", "EPOCHS = 10\nSTEPS = 10\nSTEP_SECONDS = 0.1", ps=1, workers=2, flavor="tfjob"
+        backend, "k-tf", "EPOCHS = 24\nSTEPS = 10\nSTEP_SECONDS = 0.1", ps=1, workers=2, flavor="tfjob"
     )
     _checkpointed(backend, "k-tf")
     old = next(o for o in apiserver.objects("tfjobs"))
@@ -176,11 +177,31 @@ def test_standin_ps_scale_up_of_a_tfjob_recreates_the_tfjob(apiserver, standin_c
     assert new["metadata"]["uid"] != old["metadata"]["uid"]
     assert new["spec"]["tfReplicaSpecs"]["Worker"]["replicas"] == 3
     assert new["metadata"]["ownerReferences"][0]["name"] == "k-tf"
+    # a TFJob's scale-down is a restart too: its worker count lives in the TFJob, never patched
+    wait_for(
+        lambda: [
+            e
+            for e in backend.events("k-tf")
+            if e.get("type") == "checkpoint" and e["t"] > entry["time"] and e.get("run") != "resize"
+        ],
+        60,
+        "a checkpoint of the new shape",
+    )
+    assert backend.get("k-tf").phase == "running"  # the new shape's events came live, not at the end
+    backend.scale("k-tf", 1)
+    down = _resized(backend, "k-tf", 2)
+    assert (down["from"], down["to"], down["how"], down["removed"]) == (
+        3,
+        1,
+        "restart",
+        ["worker-1", "worker-2"],
+    )
+    assert next(o for o in apiserver.objects("tfjobs"))["spec"]["tfReplicaSpecs"]["Worker"]["replicas"] == 1
     wait_for(lambda: backend.get("k-tf").done, 120, "the end")
     final = backend.get("k-tf")
     assert final.phase == "succeeded", final.message
-    assert final.replica("worker-2").state != "removed"
-    _curve_is_continuous(backend, "k-tf", 10, 10)
+    assert [r.name for r in final.replicas if r.state == "removed"] == ["worker-1", "worker-2"]
+    _curve_is_continuous(backend, "k-tf", 24, 10)
     _no_patch(apiserver)
     following.set()
 

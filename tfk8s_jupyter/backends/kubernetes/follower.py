@@ -124,8 +124,8 @@ class JobFollower:
         self.checkpoint_epoch: int | None = None
         self.last_step: int | None = None
         self.last_event: tuple | None = None  # (run, seq) of the last event recorded
-        self.seen_pods: set[str] = set()  # pods whose log gave events
-        self.retired_pods: set[str] = set()  # pods of a shape replaced by a resize: their lines are ignored
+        self.seen_runs: set = set()  # runs (replica processes) whose events were read
+        self.retired_runs: set = set()  # runs of a shape replaced by a resize: their lines are ignored
         self.streaming_pod: str | None = None  # the pod whose log is being read now
         self.new_run_started = False  # the resized shape's reporting replica reported its start
 

@@ -425,7 +425,8 @@ def settle(fol, resize: KubernetesResize) -> list[dict]:
         if e.get("type") == "checkpoint":
             fol.checkpoints_seen += 1
             fol.checkpoint_epoch = e.get("epoch", fol.checkpoint_epoch)
-    fol.retired_pods |= set(fol.seen_pods)
+    # runs, not pods: an operator names the new shape's pods as the old ones
+    fol.retired_runs |= {run for run in fol.seen_runs if run != RESIZE_RUN}
     return fol.record.append_events(keep, fol.dedup) if keep else []
 
 
@@ -440,11 +441,9 @@ def track(fol, events: list[dict]) -> None:
 def filter_events(fol, events: list[dict], pod: str | None) -> list[dict]:
     """The events of the reporting replica's pod ``pod`` the follower records (under its events lock): all,
     except while a restart-resize runs what the old run reports after the checkpoint the new shape
-    restores, and anything from the old shape's pods once it is settled."""
-    if pod is not None:
-        if pod in fol.retired_pods:
-            return []
-        fol.seen_pods.add(pod)
+    restores, and anything from the old shape's runs once it is settled."""
+    events = [e for e in events if e.get("run") not in fol.retired_runs]
+    fol.seen_runs.update(e.get("run") for e in events)
     resize = fol.resize
     if resize is not None and resize.restarted and any(e.get("type") == "start" for e in events):
         fol.new_run_started = True
