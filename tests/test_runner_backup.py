@@ -1,6 +1,6 @@
 """Time-based checkpoint spacing under all-reduce (real TensorFlow): the workers save the first epoch and
-then at most every TFK8S_CHECKPOINT_INTERVAL seconds, the same epochs on every worker, and a killed worker
-still resumes the whole job from the last saved epoch."""
+then at most every TFK8S_CHECKPOINT_INTERVAL seconds or at the epoch end after a checkpoint request, the same
+epochs on every worker, and a killed worker still resumes the whole job from the last saved epoch."""
 
 from __future__ import annotations
 
@@ -62,3 +62,48 @@ def test_all_reduce_workers_space_their_checkpoints_and_still_resume_after_a_kil
     assert resumed_at == max(saved_before) + 1, (saved_before, resumed_at)
     assert max(e["epoch"] for e in epoch_events(events)) == 11
     assert "cell done" in job.logs("worker-0")
+
+
+def test_a_requested_checkpoint_is_saved_by_every_worker_and_a_killed_worker_resumes_from_it():
+    """The runner contract's ``checkpoint.request``: with a 300 s interval, the workers save the epoch after the
+    request (they agree in their vote), and a worker killed after it resumes the whole job from that epoch."""
+    import json
+    import re
+    import time
+    from pathlib import Path
+
+    from tfk8s_jupyter.records import JobRecord
+    from tfk8s_jupyter.replica_env import CHECKPOINT_REQUEST
+
+    job = tk.submit(
+        SLOW_KERAS_CELL,
+        workers=2,
+        name="ar-asked",
+        env={"TFK8S_CHECKPOINT_INTERVAL": "300"},
+        max_restarts=2,
+    )
+    wait_for(lambda: len(epoch_events(job.events())) >= 3, 240, "three epochs")
+    first_run = next(e["run"] for e in job.events() if e["type"] == "start")
+    assert _saved_epochs(job.events(), first_run) == [0]  # the first epoch; the next only in 300 s
+    local = json.loads((JobRecord("ar-asked").dir / "local.json").read_text())
+    asked = time.time()
+    (Path(local["checkpoint_dir"]) / CHECKPOINT_REQUEST).write_text("{}")  # as a resize writes it
+    wait_for(lambda: len(_saved_epochs(job.events(), first_run)) >= 2, 120, "the checkpoint asked for")
+    saved = [
+        e
+        for e in job.events()
+        if e["type"] == "checkpoint" and e["action"] == "saved" and e["run"] == first_run
+    ]
+    assert saved[1]["t"] >= asked and saved[1]["epoch"] > 2, saved
+    kill(job.status.replica("worker-1").pid)
+    assert job.wait(timeout=300) == "succeeded", job.status.message
+    events = job.events()
+    saved_before = _saved_epochs(events, first_run)
+    assert saved_before[:2] == [0, saved[1]["epoch"]], saved_before  # asked once: saved once
+    runs = [e["run"] for e in events if e["type"] == "start"]
+    resumed_at = min(e["epoch"] for e in epoch_events(events) if e["run"] == runs[-1])
+    assert resumed_at == max(saved_before) + 1, (saved_before, resumed_at)
+    digests = {
+        w: re.findall(r"weights_sha256=([0-9a-f]+)", job.logs(w))[-1] for w in ("worker-0", "worker-1")
+    }
+    assert digests["worker-0"] == digests["worker-1"], digests  # both restored the same epoch
