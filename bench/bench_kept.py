@@ -2,13 +2,14 @@
 the replicas the previous job kept (``c.TFK8s.keep_warm``), and the same cell run repeatedly in 2
 ipyparallel engines kept running with TF_CONFIG set by hand.
 
-    .venv/bin/python bench/bench_kept.py [--rounds 3] [--epochs 3] [--steps 20] [--no-ipyparallel]
+    .venv/bin/python bench/bench_kept.py [--rounds 3] [--epochs 3] [--steps 20] [--idle 20] [--no-ipyparallel]
 
 For each shape — 2 all-reduce workers on Keras 3 (the default), 2 all-reduce workers on tf_keras
 (``TFK8S_KERAS=legacy``), chief + 2 workers + 1 ps — it submits one job cold (no kept set, warm pool off)
 and then ``--rounds`` jobs of the same shape, each running on the replicas the one before kept. It prints
 submit -> first metric point seen through the API (``job.metrics()`` polled every 0.01 s; targets: all-reduce
-<= 0.35 s, parameter servers <= 1.0 s), submit -> end, and how each job's replicas started.
+<= 0.35 s, parameter servers <= 1.0 s), submit -> end, how each job's replicas started, and what the last kept
+set costs while idle for ``--idle`` seconds (CPU summed over its processes, RSS per process).
 
 ipyparallel (a bench-only dependency: ``pip install 'tfk8s-jupyter[bench]'``): 2 engines started, each given
 ``TF_USE_LEGACY_KERAS=1`` and its TF_CONFIG by hand (tf_keras: with Keras 3 the cell fails there,
@@ -39,12 +40,12 @@ import json, time
 import numpy as np
 import tensorflow as tf
 
+strategy = {strategy}  # first: a plain process must create it before anything touches TensorFlow
 rng = np.random.default_rng(11)
 x = rng.normal(size=(4096, 32)).astype("float32")
 y = (x @ rng.normal(size=(32, 1))).astype("float32")
 tf.keras.utils.set_random_seed(11)
 ds = tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(64)
-strategy = {strategy}
 with strategy.scope():
     model = tf.keras.Sequential([
         tf.keras.Input(shape=(32,)),
@@ -55,6 +56,9 @@ with strategy.scope():
 
 class FirstBatch(tf.keras.callbacks.Callback):
     first = None
+    def __init__(self):
+        super().__init__()
+        self._supports_tf_logs = True  # batch-level callbacks with ParameterServerStrategy
     def on_train_batch_end(self, batch, logs=None):
         if FirstBatch.first is None:
             if hasattr(logs, "fetch"):
@@ -107,7 +111,25 @@ def run_job(code: str, kwargs: dict) -> dict:
     }
 
 
-def bench_shape(label: str, rounds: int, epochs: int, steps: int) -> dict:
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def idle_cost(pids: list[int], seconds: float) -> dict:
+    """CPU (percent of one core, summed over the kept processes) and RSS while they wait ``seconds``."""
+    from tfk8s_jupyter.backends.local_pool import _rss
+
+    before = sum(cpu_seconds(p) for p in pids)
+    time.sleep(seconds)
+    after = sum(cpu_seconds(p) for p in pids)
+    return {
+        "cpu_percent": 100.0 * (after - before) / seconds,
+        "rss_mb": [round((_rss(p) or 0) / 2**20) for p in pids],
+    }
+
+
+def bench_shape(label: str, rounds: int, epochs: int, steps: int, idle: float = 0.0) -> dict:
     from tfk8s_jupyter.backends.local_keep import stop_kept
     from tfk8s_jupyter.records import records_root
 
@@ -117,8 +139,9 @@ def bench_shape(label: str, rounds: int, epochs: int, steps: int) -> dict:
     runs = [run_job(code, kwargs)]
     for _ in range(rounds):
         runs.append(run_job(code, kwargs))
+    cost = idle_cost(runs[-1]["pids"], idle) if idle > 0 else None
     stop_kept(records_root())
-    return {"label": label, "cold": runs[0], "kept": runs[1:]}
+    return {"label": label, "cold": runs[0], "kept": runs[1:], "idle": cost}
 
 
 def free_ports(n: int) -> list[int]:
@@ -175,6 +198,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="repeat runs per shape after the cold one")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument(
+        "--idle", type=float, default=20.0, help="seconds to measure the kept set's idle cost"
+    )
     parser.add_argument("--no-ipyparallel", action="store_true")
     args = parser.parse_args()
 
@@ -186,9 +212,11 @@ def main() -> int:
 
         os.environ["TFK8S_HOME"] = tempfile.mkdtemp(prefix="tfk8s-bench-kept-")
     set_current_config(TFK8s(warm_pool=0, keep_warm=600))
-    print(f"# bench_kept.py --rounds {args.rounds} --epochs {args.epochs} --steps {args.steps}")
+    print(
+        f"# bench_kept.py --rounds {args.rounds} --epochs {args.epochs} --steps {args.steps} --idle {args.idle:g}"
+    )
     print(f"# start {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; {load()}")
-    results = [bench_shape(label, args.rounds, args.epochs, args.steps) for label in SHAPES]
+    results = [bench_shape(label, args.rounds, args.epochs, args.steps, args.idle) for label in SHAPES]
     ipp = None if args.no_ipyparallel else bench_ipyparallel(args.rounds, args.epochs, args.steps)
     print()
     print("submit -> first metric point seen through the API, and -> job end (seconds)")
@@ -210,6 +238,11 @@ def main() -> int:
             f"  median repeat first point {med:.2f} s = {med / c['first_point']:.2f} x cold; "
             f"median repeat end {statistics.median(k['end'] for k in kept):.2f} s"
         )
+        if r["idle"]:
+            print(
+                f"  kept and idle for {args.idle:g} s: CPU {r['idle']['cpu_percent']:.2f} % of a core in all, "
+                f"RSS MB {r['idle']['rss_mb']}"
+            )
     if ipp is not None:
         print("ipyparallel, 2 engines kept running, TF_CONFIG by hand, tf_keras, the all-reduce cell:")
         print(f"  engines started in {ipp['engines_up']:.2f} s")

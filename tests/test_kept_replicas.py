@@ -202,8 +202,26 @@ def test_tf_keras_all_reduce_and_parameter_server_jobs_repeat_on_their_kept_repl
     assert {launch for launch, _ in got.values()} == {"kept"}
     assert {p for _, p in got.values()} == {p for _, p in launches(first).values()}
     chief = second.logs("chief-0")
-    assert "tfk8s: 0 variable(s) of the previous run left in this process" in chief
+    assert "tfk8s: 0 variable(s) of the previous run left in this process" in first.logs("chief-0")
     assert "leaked global: none" in chief and "cell done, losses:" in chief
     assert line(first.logs("chief-0"), "first weight:") == line(chief, "first weight:")
     assert "kept from the previous run" in second.logs("ps-0")
     assert any(e.get("type") == "metric" for e in second.events())
+
+
+def test_a_warm_pool_process_that_became_a_replica_is_kept_like_a_cold_one(tfk8s_home):
+    from tfk8s_jupyter.backends.local import LocalBackend
+    from tfk8s_jupyter.backends.local_pool import list_pool
+    from tfk8s_jupyter.spec import make_spec
+
+    set_current_config(TFK8s(warm_pool=0, keep_warm=600))
+    assert LocalBackend().warm_up(make_spec("print(1)", workers=2), timeout=240)
+    pool = {r["pid"] for r in list_pool(tfk8s_home) if r["state"] == "idle"}
+    set_current_config(TFK8s(warm_pool=2, keep_warm=600))  # the pool on for the launch
+    first = run("kept-from-pool-a", "1")
+    assert {launch for launch, _ in launches(first).values()} == {"warm"}
+    assert {p for _, p in launches(first).values()} == pool
+    second = run("kept-from-pool-b", "2")
+    assert {launch for launch, _ in launches(second).values()} == {"kept"}
+    assert {p for _, p in launches(second).values()} == pool  # the pool's processes, twice
+    assert "leaked global: none" in second.logs("worker-0")

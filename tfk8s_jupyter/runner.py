@@ -506,6 +506,10 @@ def main(argv: list[str] | None = None) -> int:
     cell_metrics = None
     try:
         strategy = make_strategy(tf, renv)
+        if os.environ.get("TFK8S_KEEP"):  # local kept replicas: every peer's strategy is set up again first
+            from tfk8s_jupyter.backends.local_keep_process import strategy_barrier
+
+            strategy_barrier(tf)
         if not renv.uses_tf_keras:
             import keras  # noqa: F401  (Keras 3 must exist before the patches)
 
