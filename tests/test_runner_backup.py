@@ -4,9 +4,16 @@ epochs on every worker, and a killed worker still resumes the whole job from the
 
 from __future__ import annotations
 
+import json
+import re
+import time
+from pathlib import Path
+
 from local_helpers import epoch_events, kill, wait_for
 
 import tfk8s_jupyter as tk
+from tfk8s_jupyter.records import JobRecord
+from tfk8s_jupyter.replica_env import CHECKPOINT_REQUEST
 
 SLOW_KERAS_CELL = """\
 import time
@@ -67,14 +74,6 @@ def test_all_reduce_workers_space_their_checkpoints_and_still_resume_after_a_kil
 def test_a_requested_checkpoint_is_saved_by_every_worker_and_a_killed_worker_resumes_from_it():
     """The runner contract's ``checkpoint.request``: with a 300 s interval, the workers save the epoch after the
     request (they agree in their vote), and a worker killed after it resumes the whole job from that epoch."""
-    import json
-    import re
-    import time
-    from pathlib import Path
-
-    from tfk8s_jupyter.records import JobRecord
-    from tfk8s_jupyter.replica_env import CHECKPOINT_REQUEST
-
     job = tk.submit(
         SLOW_KERAS_CELL,
         workers=2,
