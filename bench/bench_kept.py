@@ -2,18 +2,21 @@
 the replicas the previous job kept (``c.TFK8s.keep_warm``), and the same cell run repeatedly in 2
 ipyparallel engines kept running with TF_CONFIG set by hand.
 
-    .venv/bin/python bench/bench_kept.py [--rounds 3] [--epochs 3] [--steps 20] [--idle 20] [--no-ipyparallel]
+    .venv/bin/python bench/bench_kept.py [--rounds 3] [--epochs 3] [--steps 20] [--gap 2] [--idle 20]
+        [--no-ipyparallel]
 
 For each shape — 2 all-reduce workers on Keras 3 (the default), 2 all-reduce workers on tf_keras
 (``TFK8S_KERAS=legacy``), chief + 2 workers + 1 ps — it submits one job cold (no kept set, warm pool off)
-and then ``--rounds`` jobs of the same shape, each running on the replicas the one before kept. It prints
+and then ``--rounds`` jobs of the same shape, each running on the replicas the one before kept, submitted
+``--gap`` seconds after the previous one ended (a user editing the cell; meanwhile a kept replica resets what
+its run left, which a job submitted at once waits for). It prints
 submit -> first metric point seen through the API (``job.metrics()`` polled every 0.01 s; targets: all-reduce
 <= 0.35 s, parameter servers <= 1.0 s), submit -> end, how each job's replicas started, and what the last kept
 set costs while idle for ``--idle`` seconds (CPU summed over its processes, RSS per process).
 
 ipyparallel (a bench-only dependency: ``pip install 'tfk8s-jupyter[bench]'``): 2 engines started, each given
 ``TF_USE_LEGACY_KERAS=1`` and its TF_CONFIG by hand (tf_keras: with Keras 3 the cell fails there,
-keras#20585), then the same all-reduce cell executed ``--rounds + 1`` times: ``execute`` -> first batch
+keras#20585), then the same all-reduce cell executed ``--rounds + 1`` times, ``--gap`` s apart: ``execute`` -> first batch
 (timed by the cell) and -> done for each.
 
 The cell times its own batches; it creates ``MultiWorkerMirroredStrategy()`` as TensorFlow's tutorials do
@@ -129,7 +132,9 @@ def idle_cost(pids: list[int], seconds: float) -> dict:
     }
 
 
-def bench_shape(label: str, rounds: int, epochs: int, steps: int, idle: float = 0.0) -> dict:
+def bench_shape(
+    label: str, rounds: int, epochs: int, steps: int, idle: float = 0.0, gap: float = 2.0
+) -> dict:
     from tfk8s_jupyter.backends.local_keep import stop_kept
     from tfk8s_jupyter.records import records_root
 
@@ -138,6 +143,7 @@ def bench_shape(label: str, rounds: int, epochs: int, steps: int, idle: float = 
     stop_kept(records_root())  # the first launch is cold
     runs = [run_job(code, kwargs)]
     for _ in range(rounds):
+        time.sleep(gap)  # a user changing the cell before running it again
         runs.append(run_job(code, kwargs))
     cost = idle_cost(runs[-1]["pids"], idle) if idle > 0 else None
     stop_kept(records_root())
@@ -154,7 +160,7 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
-def bench_ipyparallel(rounds: int, epochs: int, steps: int) -> dict:
+def bench_ipyparallel(rounds: int, epochs: int, steps: int, gap: float) -> dict:
     import ipyparallel as ipp
 
     t0 = time.time()
@@ -174,7 +180,8 @@ def bench_ipyparallel(rounds: int, epochs: int, steps: int) -> dict:
             )
         code = CELL.format(strategy="tf.distribute.MultiWorkerMirroredStrategy()", epochs=epochs, steps=steps)
         runs = []
-        for _ in range(rounds + 1):
+        for i in range(rounds + 1):
+            time.sleep(gap if i else 0.0)
             start = time.time()
             rc[:].execute(code, block=True)
             done = time.time() - start
@@ -199,6 +206,9 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument(
+        "--gap", type=float, default=2.0, help="seconds between a job's end and the next submit"
+    )
+    parser.add_argument(
         "--idle", type=float, default=20.0, help="seconds to measure the kept set's idle cost"
     )
     parser.add_argument("--no-ipyparallel", action="store_true")
@@ -213,11 +223,14 @@ def main() -> int:
         os.environ["TFK8S_HOME"] = tempfile.mkdtemp(prefix="tfk8s-bench-kept-")
     set_current_config(TFK8s(warm_pool=0, keep_warm=600))
     print(
-        f"# bench_kept.py --rounds {args.rounds} --epochs {args.epochs} --steps {args.steps} --idle {args.idle:g}"
+        f"# bench_kept.py --rounds {args.rounds} --epochs {args.epochs} --steps {args.steps} "
+        f"--gap {args.gap:g} --idle {args.idle:g}"
     )
     print(f"# start {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; {load()}")
-    results = [bench_shape(label, args.rounds, args.epochs, args.steps, args.idle) for label in SHAPES]
-    ipp = None if args.no_ipyparallel else bench_ipyparallel(args.rounds, args.epochs, args.steps)
+    results = [
+        bench_shape(label, args.rounds, args.epochs, args.steps, args.idle, args.gap) for label in SHAPES
+    ]
+    ipp = None if args.no_ipyparallel else bench_ipyparallel(args.rounds, args.epochs, args.steps, args.gap)
     print()
     print("submit -> first metric point seen through the API, and -> job end (seconds)")
     for r in results:

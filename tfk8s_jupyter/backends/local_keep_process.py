@@ -376,16 +376,16 @@ def _plain_new(klass, *args, **kwargs):
 
 def _forget_cell_modules(*dirs: str) -> None:
     """Modules the previous cell imported from its folders: the next run imports them afresh."""
-    roots = tuple(os.path.join(os.path.realpath(d), "") for d in dirs if d)
+    roots = tuple({os.path.join(f(d), "") for d in dirs if d for f in (os.path.abspath, os.path.realpath)})
     installed = tuple(
-        os.path.join(os.path.realpath(p), "")
+        os.path.join(f(p), "")
         for p in {sys.prefix, sys.base_prefix, sys.exec_prefix, str(Path(__file__).resolve().parents[2])}
+        for f in (os.path.abspath, os.path.realpath)
     )
     for name, mod in list(sys.modules.items()):
         path = getattr(mod, "__file__", None)
         if not path or not isinstance(path, str):
             continue
-        path = os.path.realpath(path)
         if path.startswith(roots) and not path.startswith(installed) and "site-packages" not in path:
             del sys.modules[name]
 
