@@ -58,9 +58,11 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ..records import write_json_atomic
+from .base import R_SUCCEEDED, SUCCEEDED
 from .local_keep_process import KEEP_VAR
 from .local_pool import RUNNER_MODULE, WarmProcess, import_key
 from .local_processes import proc_start_ticks, process_alive, process_state
+from .local_stall import say
 
 KEEP_DIR = ".kept"
 CLAIM_ACK = 3.0  # seconds every member has to accept its assignment once it listens
@@ -282,6 +284,64 @@ class KeptSet:
             os.unlink(self.marker)
         except OSError:
             pass
+
+
+# ------------------------------------------------------------------------------------------ the supervisor's side
+def claim_kept(sup) -> None:
+    """``sup`` (the job's Supervisor): run its job on a kept set of its shape when one is there and
+    healthy (its cluster, its processes); otherwise every replica starts as usual."""
+    if sup.keep is None:
+        return
+    kept = sup.keep.claim({r.name: sup.replica_env(r) for r in sup.replicas}, sup.command[0])
+    if kept is None:
+        if sup.keep.note:
+            say(f"kept replicas not used ({sup.keep.note}); starting anew")
+        return
+    own = sup.cluster
+    sup.cluster = kept.cluster
+    assignments = {}
+    for r in sup.replicas:
+        r.log.parent.mkdir(parents=True, exist_ok=True)
+        (sup.keep.set_dir / r.name).mkdir(parents=True, exist_ok=True)
+        assignments[r.name] = {
+            "env": sup.replica_env(r),
+            "cwd": sup.cwd,
+            "log": str(r.log),
+            "watch_pid": os.getpid(),
+            "watch_ticks": proc_start_ticks(os.getpid()),
+        }
+    handles, problem = kept.hand_over(assignments, {r.name: sup.keep.set_dir / r.name for r in sup.replicas})
+    if problem:
+        sup.cluster = own
+        say(f"kept replicas not used ({problem}); starting anew")
+        return
+    sup.kept_procs = handles
+    for r in sup.replicas:
+        r.status.host = sup.cluster[r.status.role][r.status.index]
+    sup.local["cluster"] = sup.cluster
+    write_json_atomic(sup.record.dir / "local.json", sup.local)
+    say(f"running on kept replicas {', '.join(f'{n} (pid {h.pid})' for n, h in handles.items())}")
+
+
+def keep_at_end(sup, now: float) -> str | None:
+    """``sup`` (the job's Supervisor), once training ended: "kept" when every replica waits to be kept
+    (the set is published and the job ends), "wait" while some are not yet, "no" when they will not be
+    (end the usual way)."""
+    pids = {r.name: r.proc.pid for r in sup.replicas if r.alive}
+    if len(pids) < len(sup.replicas):
+        return "no"
+    ready = sup.keep.ready(list(pids), pids)
+    if len(ready) < len(pids):
+        return "wait" if now - sup.ended_at < READY_WAIT else "no"
+    sup.keep.publish(sup.cluster, list(pids))
+    sup.pump_events()
+    for r in sup.replicas:
+        r.status.state = R_SUCCEEDED
+        r.status.message = f"kept for the next run of the same shape (keep_warm={sup.keep.seconds:g} s)"
+    say(f"job {SUCCEEDED}; replicas kept for {sup.keep.seconds:g} s")
+    sup.status.end(SUCCEEDED, None)
+    sup.save()
+    return "kept"
 
 
 # ------------------------------------------------------------------------------------------ listing, stopping

@@ -56,7 +56,7 @@ from .base import (
 )
 from .local import SUPERVISOR_FILE, process_env
 from .local_errors import TRANSIENT_ERRORS, curable_error, error_type  # noqa: F401 (re-exported)
-from .local_keep import KEEP_VAR, READY_WAIT, KeepPlan
+from .local_keep import KEEP_VAR, KeepPlan, claim_kept, keep_at_end
 from .local_pool import claim_replica
 from .local_processes import listening_ports, proc_start_ticks, process_state
 from .local_resize import cancel as cancel_resize
@@ -230,60 +230,10 @@ class Supervisor(StallWatch):
         return env
 
     def claim_kept(self) -> None:
-        """Run this job on a kept set of its shape when one is there and healthy (its cluster, its
-        processes); otherwise every replica starts as usual (see local_keep)."""
-        if self.keep is None:
-            return
-        kept = self.keep.claim({r.name: self.replica_env(r) for r in self.replicas}, self.command[0])
-        if kept is None:
-            if self.keep.note:
-                say(f"kept replicas not used ({self.keep.note}); starting anew")
-            return
-        own = self.cluster
-        self.cluster = kept.cluster
-        assignments = {}
-        for r in self.replicas:
-            r.log.parent.mkdir(parents=True, exist_ok=True)
-            (self.keep.set_dir / r.name).mkdir(parents=True, exist_ok=True)
-            assignments[r.name] = {
-                "env": self.replica_env(r),
-                "cwd": self.cwd,
-                "log": str(r.log),
-                "watch_pid": os.getpid(),
-                "watch_ticks": proc_start_ticks(os.getpid()),
-            }
-        handles, problem = kept.hand_over(
-            assignments, {r.name: self.keep.set_dir / r.name for r in self.replicas}
-        )
-        if problem:
-            self.cluster = own
-            say(f"kept replicas not used ({problem}); starting anew")
-            return
-        self.kept_procs = handles
-        for r in self.replicas:
-            r.status.host = self.cluster[r.status.role][r.status.index]
-        self.local["cluster"] = self.cluster
-        write_json_atomic(self.record.dir / "local.json", self.local)
-        say(f"running on kept replicas {', '.join(f'{n} (pid {h.pid})' for n, h in handles.items())}")
+        claim_kept(self)  # this job on a kept set of its shape, when one is there and healthy
 
     def try_keep(self, now: float) -> str | None:
-        """Once training ended: "kept" when every replica waits to be kept (the set is published and the
-        job ends), "wait" while some are not yet, "no" when they will not be (end the usual way)."""
-        pids = {r.name: r.proc.pid for r in self.replicas if r.alive}
-        if len(pids) < len(self.replicas):
-            return "no"
-        ready = self.keep.ready(list(pids), pids)
-        if len(ready) < len(pids):
-            return "wait" if now - self.ended_at < READY_WAIT else "no"
-        self.keep.publish(self.cluster, list(pids))
-        self.pump_events()
-        for r in self.replicas:
-            r.status.state = R_SUCCEEDED
-            r.status.message = f"kept for the next run of the same shape (keep_warm={self.keep.seconds:g} s)"
-        say(f"job {SUCCEEDED}; replicas kept for {self.keep.seconds:g} s")
-        self.status.end(SUCCEEDED, None)
-        self.save()
-        return "kept"
+        return keep_at_end(self, now)  # once training ended: keep the replicas for the next run
 
     def spawn(self, r: Replica) -> None:
         env = self.replica_env(r)
