@@ -434,6 +434,35 @@ def test_one_watch_and_one_log_stream_per_job(apiserver, make_cluster, backend):
     assert len(others) == 8  # one capture per other replica, no stream
 
 
+def test_a_followed_jobs_log_tail_comes_from_the_record_and_the_watched_pods(
+    apiserver, standin_cluster, backend
+):
+    """A panel asks for its log tail every 2 s: while this kernel follows the job, the reporting replica's
+    tail is the follower's copy and another replica's pod is found among the watched pods, so polling adds
+    no pod list and no log read for the reporting replica."""
+    submit(
+        backend,
+        make_spec(
+            "STEPS = 40\nEPOCHS = 3\nSTEP_SECONDS = 0.1", ps=1, workers=2, name="tail", backend="kubernetes"
+        ),
+    )
+    f = Follow(backend, "tail")
+    _wait_events(backend, "tail", "metric", n=5)
+    before = len(apiserver.request_log)
+    tails = [backend.logs("tail", "chief-0", tail=20) for _ in range(5)]
+    worker = backend.logs("tail", "worker-1", tail=20)
+    asked = apiserver.request_log[before:]
+    assert all("@tfk8s" in t for t in tails), tails[-1][-300:]
+    assert "stand-in worker-1 listening" in worker
+    pod_lists = [r for r in asked if r["resource"] == "pods" and r["verb"] == "list"]
+    chief_reads = [r for r in asked if r["subresource"] == "log" and "chief" in (r["name"] or "")]
+    worker_reads = [r for r in asked if r["subresource"] == "log" and "worker" in (r["name"] or "")]
+    assert pod_lists == [] and chief_reads == [], asked
+    assert len(worker_reads) == 1
+    assert f.wait().phase == "succeeded"
+    assert "@tfk8s" in backend.logs("tail", "chief-0")
+
+
 # faults ---------------------------------------------------------------------------------------
 def _pod_of(apiserver, role, index):
     for p in apiserver.objects("pods"):

@@ -42,7 +42,7 @@ from . import lifecycle, resize, resize_restart, storage
 from . import manifests as m
 from .connection import Cluster, Connections, LineStream
 from .errors import ApiErrorContext, api_status
-from .follower import JobFollower
+from .follower import JobFollower, active_follower
 from .job_objects import JobRef, fold_outcomes, job_events, owner_of, pod_of, snapshot
 from .lifecycle import (
     ANNOTATION_MESSAGE,
@@ -413,7 +413,16 @@ class KubernetesBackend(Backend):
             job.record.read_status() or {"name": name, "backend": self.name, "strategy": ""}
         )
         if not status.done:
-            pod = pod_of(job, replica)
+            # A job this kernel follows: its reporting replica's log is in the record already (the follower
+            # streams it there), the other replicas' pods are among the pods it watches: no API call but the
+            # log read itself (a panel asks every 2 s)
+            follower = active_follower(job.record)
+            if follower is not None and not follower.finishing:
+                if replica == job.spec.reporting_replica and follower.reporting_log_current():
+                    return read_log(job.record.log_path(replica), tail)
+                pod = follower.current_pod(replica)
+            else:
+                pod = pod_of(job, replica)
             if pod is not None:
                 try:
                     return job.cluster.read_log(job.namespace, pod, tail=tail)

@@ -431,10 +431,32 @@ class JobFollower:
                 # the operator removes running replicas the moment the chief exits: copy their logs now
                 threading.Thread(target=capture_logs, args=(self.job,), daemon=True).start()
 
+    def current_pod(self, replica: str) -> str | None:
+        """The name of ``replica``'s current pod among the pods this follower watches (no API call)."""
+        with self.pods_changed:
+            pods = list(self.pods.values())
+        pod = replicas_from_pods(self.spec, pods)[1].get(replica)
+        return pod["metadata"]["name"] if pod else None
+
+    def reporting_log_current(self) -> bool:
+        """Whether the record's copy of the reporting replica's log is as current as its stream (flushed
+        now): a panel's log tail reads the copy instead of asking the API server again."""
+        copy = getattr(self, "log_copy", None)
+        if copy is None or self.finishing or not self.log_opened.is_set():
+            return False
+        f = copy.file
+        if f is not None:
+            try:
+                f.flush()  # a BufferedWriter is safe to flush from another thread
+            except ValueError:
+                pass  # closed meanwhile: what it held is on disk
+        return True
+
     def follow_metrics(self) -> None:
         """Follow the reporting replica's log; after a drop re-read it and keep only unseen (run, seq)."""
         read_restarts: dict[str, int] = {}
         copy = LogCopy(replica_log(self.job, self.spec.reporting_replica))
+        self.log_copy = copy
         backoff = 0.2
         seeded = False
         copied = 0
