@@ -21,6 +21,7 @@ from tfk8s_jupyter.backends.local import process_alive
 from tfk8s_jupyter.backends.local_keep import list_kept, stop_kept
 from tfk8s_jupyter.backends.local_processes import process_state
 from tfk8s_jupyter.config import TFK8s, set_current_config
+from tfk8s_jupyter.pool_magics import pool_table
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -77,8 +78,12 @@ def test_the_next_job_of_the_shape_runs_in_the_kept_processes_and_finds_nothing_
     got = launches(first)
     assert {launch for launch, _ in got.values()} == {"cold"}
     pids = {pid for _, pid in got.values()}
-    assert kept_pids(tfk8s_home) == pids  # %tfk8s_pool lists them
+    assert kept_pids(tfk8s_home) == pids
     assert all(r["job"].startswith("kept-first ") for r in list_kept(tfk8s_home))
+    table = pool_table(tfk8s_home)  # what %tfk8s_pool prints
+    for pid in pids:
+        row = next(ln for ln in table.splitlines() if ln.split()[0] == str(pid))
+        assert " kept " in row and "kept-first worker-" in row
     second = run("kept-second", "2")
     got = launches(second)
     assert {launch for launch, _ in got.values()} == {"kept"}
@@ -225,3 +230,19 @@ def test_a_warm_pool_process_that_became_a_replica_is_kept_like_a_cold_one(tfk8s
     assert {launch for launch, _ in launches(second).values()} == {"kept"}
     assert {p for _, p in launches(second).values()} == pool  # the pool's processes, twice
     assert "leaked global: none" in second.logs("worker-0")
+
+
+def test_nothing_is_kept_when_memory_is_short(monkeypatch, capsys):
+    """A supervisor at its job's end keeps nothing while the machine's available memory is under the reserve
+    the warm pool leaves free, and says so in one line of the job's log."""
+    from types import SimpleNamespace
+
+    from tfk8s_jupyter.backends import local_keep
+
+    monkeypatch.setattr(local_keep, "_mem_available", lambda: local_keep.MEMORY_RESERVE - (1 << 20))
+    sup = SimpleNamespace(replicas=[], keep=None)  # nothing past the memory check may be touched
+    assert local_keep.keep_at_end(sup, time.time()) == "no"
+    said = capsys.readouterr()
+    assert "replicas not kept:" in said.out + said.err and "keep_warm = 0" in said.out + said.err
+    assert local_keep.keep_at_end(sup, time.time()) == "no"  # every tick after: said once only
+    assert "replicas not kept" not in "".join(capsys.readouterr())

@@ -60,7 +60,7 @@ from pathlib import Path
 from ..records import write_json_atomic
 from .base import R_SUCCEEDED, SUCCEEDED
 from .local_keep_process import KEEP_VAR
-from .local_pool import RUNNER_MODULE, WarmProcess, import_key
+from .local_pool import MEMORY_RESERVE, RUNNER_MODULE, WarmProcess, _mem_available, import_key
 from .local_processes import proc_start_ticks, process_alive, process_state
 from .local_stall import say
 
@@ -326,7 +326,18 @@ def claim_kept(sup) -> None:
 def keep_at_end(sup, now: float) -> str | None:
     """``sup`` (the job's Supervisor), once training ended: "kept" when every replica waits to be kept
     (the set is published and the job ends), "wait" while some are not yet, "no" when they will not be
-    (end the usual way)."""
+    (end the usual way). Nothing is kept when the machine's available memory is under the reserve the warm
+    pool leaves to everything else (kept processes hold ~0.7 GB RSS each)."""
+    available = _mem_available()
+    if available is not None and available < MEMORY_RESERVE:
+        if getattr(sup, "keep_refused", False):
+            return "no"  # said once already
+        sup.keep_refused = True
+        say(
+            f"replicas not kept: {available >> 20} MB of memory available, under the {MEMORY_RESERVE >> 20} MB "
+            "left free for everything else; end other kernels' jobs or set c.TFK8s.keep_warm = 0"
+        )
+        return "no"
     pids = {r.name: r.proc.pid for r in sup.replicas if r.alive}
     if len(pids) < len(sup.replicas):
         return "no"
