@@ -100,7 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from .api import submit
+    from .config import current_config
 
+    # One job and gone: no warm pool to refill and no replicas kept for a next run this process never makes
+    config = current_config()
+    config.warm_pool, config.keep_warm = 0, 0
     code = CELL.format(epochs=args.epochs, steps=args.steps)
     name = f"demo-{secrets.token_hex(3)}"
     started = time.monotonic()

@@ -52,12 +52,12 @@ from .base import (
     StatusCallback,
     TFK8sError,
 )
-from .local_capacity import check_local_capacity
+from .local_capacity import check_local_capacity, detect_gpus, gpu_slices
 from .local_env import ARTIFACTS, checkpoint_dir, pool_envs, process_env, supervisor_env
 from .local_pool import owned_pool, owned_pools, pool_dir
 from .local_processes import proc_start_ticks, process_alive
 
-__all__ = ["ARTIFACTS", "LocalBackend", "checkpoint_dir", "process_env"]
+__all__ = ["ARTIFACTS", "LocalBackend", "checkpoint_dir", "detect_gpus", "gpu_slices", "process_env"]
 
 HOST = "127.0.0.1"
 SUPERVISOR_FILE = "supervisor.json"
@@ -67,51 +67,6 @@ EVENT_BATCH_BYTES = 1 << 20  # watch() delivers a backlog of events in batches o
 
 
 # --------------------------------------------------------------------------- machine facts (pure-ish)
-def detect_gpus(proc_dir: str = "/proc/driver/nvidia/gpus", nvidia_smi: str = "nvidia-smi") -> list[str]:
-    """The GPU ids this machine offers to jobs (``CUDA_VISIBLE_DEVICES`` of this process narrows them)."""
-    count = 0
-    proc = Path(proc_dir)
-    if proc.is_dir():
-        count = sum(1 for _ in proc.iterdir())
-    elif shutil.which(nvidia_smi):
-        try:
-            out = subprocess.run(
-                [nvidia_smi, "-L"], capture_output=True, text=True, timeout=10, check=False
-            ).stdout
-            count = sum(1 for line in out.splitlines() if line.startswith("GPU "))
-        except (OSError, subprocess.SubprocessError):
-            count = 0
-    ids = [str(i) for i in range(count)]
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None and count:
-        # This process was given a subset (ids or GPU-UUIDs); jobs share that subset only.
-        wanted = [v.strip() for v in visible.split(",") if v.strip()]
-        ids = [v for v in wanted if v in ids or v.startswith(("GPU-", "MIG-"))][:count]
-    return ids
-
-
-def gpu_slices(spec: JobSpec, available: list[str]) -> dict[str, str]:
-    """``CUDA_VISIBLE_DEVICES`` for every replica: consecutive slices of ``spec.gpus`` for the chief and
-    workers, ``""`` (no GPU) for ps and for every replica of a job without GPUs.
-
-    Raises:
-        SpecError: the job needs more GPUs than ``available`` holds; the message says how many there are.
-    """
-    gpu_replicas = [n for r in spec.replicas if r.role != "ps" for n in r.names]
-    need = spec.gpus * len(gpu_replicas)
-    if need > len(available):
-        have = f"{len(available)} ({', '.join('GPU ' + g for g in available)})" if available else "none"
-        raise SpecError(
-            f"the job asks for {need} GPU(s) ({spec.gpus} for each of {len(gpu_replicas)} chief/worker "
-            f"replicas) but this machine has {have}; use gpus={len(available) // max(1, len(gpu_replicas))} "
-            "or fewer workers, or the kubernetes backend."
-        )
-    out = {name: "" for name in spec.replica_names}
-    for i, name in enumerate(gpu_replicas):
-        out[name] = ",".join(available[i * spec.gpus : (i + 1) * spec.gpus])
-    return out
-
-
 def allocate_ports(n: int, host: str = HOST) -> list[int]:
     """``n`` distinct free ports: bind them all to port 0 at once, read them, close them."""
     socks = []
@@ -382,7 +337,8 @@ class LocalBackend(Backend):
     def _refill_pool(
         self, spec: JobSpec, record: JobRecord, cluster: dict, slices: dict[str, str], size: int
     ) -> None:
-        """Refill this process's pool for the shape just launched, once the job trains (see local_pool)."""
+        """Refill this process's pool for the shape just launched, once the job has reported its first metric
+        point (``local_pool.wait_first_point``)."""
         from ..config import current_config
 
         envs = pool_envs(spec, slices, size)

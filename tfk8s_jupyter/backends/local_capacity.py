@@ -1,5 +1,6 @@
 """Can this machine run a local job at all? Refuse, before anything starts, a job whose replicas would
-not fit in the memory available or would swamp the cores, with the numbers and the way out (Kubernetes).
+not fit in the memory available or would swamp the cores, with the numbers and the way out (Kubernetes);
+and the GPUs it offers (:func:`detect_gpus`), sliced per replica (:func:`gpu_slices`).
 
 The local backend calls :func:`check_local_capacity` when a job is submitted; it reads ``/proc/meminfo``
 and the CPUs this process may run on, nothing else.
@@ -8,6 +9,8 @@ and the CPUs this process may run on, nothing else.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 from ..spec import JobSpec, SpecError, parse_quantity
@@ -94,3 +97,49 @@ def check_local_capacity(spec: JobSpec, available: int | None = None, cores: int
         + " and ".join(problems)
         + f"; {fewer}, or run it on Kubernetes (backend='kubernetes', or --backend kubernetes)."
     )
+
+
+# --------------------------------------------------------------------------- GPUs
+def detect_gpus(proc_dir: str = "/proc/driver/nvidia/gpus", nvidia_smi: str = "nvidia-smi") -> list[str]:
+    """The GPU ids this machine offers to jobs (``CUDA_VISIBLE_DEVICES`` of this process narrows them)."""
+    count = 0
+    proc = Path(proc_dir)
+    if proc.is_dir():
+        count = sum(1 for _ in proc.iterdir())
+    elif shutil.which(nvidia_smi):
+        try:
+            out = subprocess.run(
+                [nvidia_smi, "-L"], capture_output=True, text=True, timeout=10, check=False
+            ).stdout
+            count = sum(1 for line in out.splitlines() if line.startswith("GPU "))
+        except (OSError, subprocess.SubprocessError):
+            count = 0
+    ids = [str(i) for i in range(count)]
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and count:
+        # This process was given a subset (ids or GPU-UUIDs); jobs share that subset only.
+        wanted = [v.strip() for v in visible.split(",") if v.strip()]
+        ids = [v for v in wanted if v in ids or v.startswith(("GPU-", "MIG-"))][:count]
+    return ids
+
+
+def gpu_slices(spec: JobSpec, available: list[str]) -> dict[str, str]:
+    """``CUDA_VISIBLE_DEVICES`` for every replica: consecutive slices of ``spec.gpus`` for the chief and
+    workers, ``""`` (no GPU) for ps and for every replica of a job without GPUs.
+
+    Raises:
+        SpecError: the job needs more GPUs than ``available`` holds; the message says how many there are.
+    """
+    gpu_replicas = [n for r in spec.replicas if r.role != "ps" for n in r.names]
+    need = spec.gpus * len(gpu_replicas)
+    if need > len(available):
+        have = f"{len(available)} ({', '.join('GPU ' + g for g in available)})" if available else "none"
+        raise SpecError(
+            f"the job asks for {need} GPU(s) ({spec.gpus} for each of {len(gpu_replicas)} chief/worker "
+            f"replicas) but this machine has {have}; use gpus={len(available) // max(1, len(gpu_replicas))} "
+            "or fewer workers, or the kubernetes backend."
+        )
+    out = {name: "" for name in spec.replica_names}
+    for i, name in enumerate(gpu_replicas):
+        out[name] = ",".join(available[i * spec.gpus : (i + 1) * spec.gpus])
+    return out

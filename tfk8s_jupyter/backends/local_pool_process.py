@@ -3,7 +3,9 @@
 Started by :class:`~tfk8s_jupyter.backends.local_pool.WarmPool` in a fresh interpreter whose environment
 is the import-time environment of the replicas it can serve. It imports TensorFlow and the Keras flavour
 those replicas train with, and nothing else: no TensorFlow context, no server, no collective configuration
-(none of those can be undone in a process). Then it publishes an idle marker and blocks, using no CPU, on
+(none of those can be undone in a process); then what a replica imports once claimed
+(:func:`~.local_pool_preload.preload`), and a process whose imports touched TensorFlow's runtime exits
+unused (code 3). Then it publishes an idle marker and blocks, using no CPU, on
 its FIFO (an assignment), its stdin (a pipe from its owner: EOF when the owner exits or stops the pool) and
 its idle timeout.
 

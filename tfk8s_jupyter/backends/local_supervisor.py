@@ -66,6 +66,7 @@ from .local_scale import poll as poll_scale
 from .local_stall import FROZEN_STATES, PROGRESS_EVENTS, StallWatch, say
 
 TICK = 0.1  # seconds between loop iterations
+FIRST_POINT_TICK = 0.03  # until the run's first progress: its first point reaches the record sooner
 # Seconds a replica gets between SIGTERM and SIGKILL. All-reduce workers catch SIGTERM (TensorFlow's
 # preemption notifier) and ignore it while setting up, so a failed job does not wait long for them.
 TERM_GRACE = 5.0
@@ -562,7 +563,7 @@ class Supervisor(StallWatch):
                     "--deadline, or make it train less",
                 )
                 return
-            time.sleep(TICK)
+            time.sleep(TICK if self.progress_seen else FIRST_POINT_TICK)
 
     def _on_signal(self, signum, frame) -> None:
         self.stop_requested = True
