@@ -246,3 +246,35 @@ def test_nothing_is_kept_when_memory_is_short(monkeypatch, capsys):
     assert "replicas not kept:" in said.out + said.err and "keep_warm = 0" in said.out + said.err
     assert local_keep.keep_at_end(sup, time.time()) == "no"  # every tick after: said once only
     assert "replicas not kept" not in "".join(capsys.readouterr())
+
+
+def test_tfk8s_pool_stop_leaves_a_set_a_job_is_claiming(tmp_path):
+    """A set whose idle marker a job has just renamed (its members are being handed over) is not ended by
+    ``%tfk8s_pool --stop``; an idle set of the same owner is."""
+    from tfk8s_jupyter.backends import local_keep
+
+    sleepers = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) for _ in range(2)]
+    try:
+        base = local_keep.keep_dir(tmp_path)
+        for i, (set_id, proc) in enumerate(zip(["claiming", "idle"], sleepers, strict=True)):
+            d = base / "sets" / set_id
+            (d / "worker-0").mkdir(parents=True)
+            ticks = local_keep.proc_start_ticks(proc.pid)
+            info = {
+                "shape": f"shape{i}",
+                "owner": [os.getpid(), None],
+                "members": {"worker-0": {"pid": proc.pid, "start_ticks": ticks}},
+                "kept_at": time.time(),
+            }
+            (d / "set.json").write_text(__import__("json").dumps(info))
+        (base / "idle").mkdir()
+        (base / "idle" / "shape1.idle").touch()  # only the idle set has its marker
+        assert local_keep.stop_kept(tmp_path, owner=os.getpid(), timeout=0.5) == 1
+        wait_for(lambda: sleepers[1].poll() is not None, 10, "the idle set's member to be ended")
+        assert sleepers[0].poll() is None  # the set being claimed lives on
+        assert (base / "sets" / "claiming" / "set.json").exists()
+        assert not (base / "sets" / "idle").exists()
+    finally:
+        for p in sleepers:
+            p.kill()
+            p.wait()

@@ -400,7 +400,8 @@ def list_kept(root: str | os.PathLike) -> list[dict]:
 def stop_kept(root: str | os.PathLike, owner: int | None = None, timeout: float = 5.0) -> int:
     """End the kept sets under ``root`` (of ``owner`` when given); returns how many processes were kept."""
     base = keep_dir(root)
-    stopped = []
+    stopped, retired = [], []
+    (base / "retired").mkdir(parents=True, exist_ok=True)
     for directory, info in _sets(root):
         if owner is not None and (info.get("owner") or [None])[0] != owner:
             continue
@@ -409,8 +410,13 @@ def stop_kept(root: str | os.PathLike, owner: int | None = None, timeout: float 
                 base / "idle" / f"{info.get('shape')}.{directory.name}", base / "retired" / directory.name
             )
         except OSError:
-            if not (directory / "set.json").exists():
+            # no idle marker: a job is claiming the set (its members are being handed over: not ours to
+            # end), or nothing of it is alive any more (removed below)
+            if any(
+                process_alive(m.get("pid"), m.get("start_ticks")) for m in info.get("members", {}).values()
+            ):
                 continue
+        retired.append(directory)
         for name, m in info.get("members", {}).items():
             if process_alive(m.get("pid"), m.get("start_ticks")):
                 _write_fifo(directory / name / "go", b"exit\n")
@@ -420,9 +426,12 @@ def stop_kept(root: str | os.PathLike, owner: int | None = None, timeout: float 
         time.sleep(0.05)
     for m in stopped:
         _kill(m["pid"], m.get("start_ticks"))
-    for directory, info in _sets(root):
-        if owner is None or (info.get("owner") or [None])[0] == owner:
-            shutil.rmtree(directory, ignore_errors=True)
+    for directory in retired:
+        shutil.rmtree(directory, ignore_errors=True)
+        try:
+            os.unlink(base / "retired" / directory.name)
+        except OSError:
+            pass
     return len(stopped)
 
 
