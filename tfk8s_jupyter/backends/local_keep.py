@@ -338,6 +338,9 @@ def keep_at_end(sup, now: float) -> str | None:
             "left free for everything else; end other kernels' jobs or set c.TFK8s.keep_warm = 0"
         )
         return "no"
+    owner = sup.keep.owner
+    if not process_alive(owner[0], owner[1] if len(owner) > 1 else None):
+        return "no"  # the kernel that submitted is gone (restarted, or a script that submitted and left)
     pids = {r.name: r.proc.pid for r in sup.replicas if r.alive}
     if len(pids) < len(sup.replicas):
         return "no"

@@ -40,6 +40,7 @@ class _State:
     supervisor: int | None = None  # the supervisor this process currently serves
     slot: Path | None = None  # its member directory in the current job's kept set
     owner_watched = False
+    owner_gone = False  # the owner ended while this process served a job: keep nothing after it
     claimed = False  # this process runs a job it was kept for (not its first)
     lock = threading.Lock()
 
@@ -105,6 +106,17 @@ def _die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _owner_gone() -> None:
+    """The kernel that submitted ended: a kept process (idle between jobs) ends with it; one that serves a
+    running job does not (a job outlives its kernel: a restarted kernel attaches to it), and its
+    supervisor keeps nothing once the job ends (:func:`.local_keep.keep_at_end`)."""
+    with _State.lock:
+        _State.owner_gone = True
+        slot = _State.slot
+    if slot is not None and (slot / "kept").exists():
+        _die()
+
+
 def _serve_supervisor(pid: int, ticks: int | None, slot: Path) -> None:
     """From now on this process serves supervisor ``pid``: it dies with it unless kept."""
     with _State.lock:
@@ -127,7 +139,7 @@ def _prepare(cfg: dict) -> int:
         _serve_supervisor(supervisor, cfg.get("supervisor_ticks"), Path(cfg["slot"]))
     if not _State.owner_watched:
         _State.owner_watched = True
-        _on_exit_of(int(cfg["owner"]), cfg.get("owner_ticks"), _die)
+        _on_exit_of(int(cfg["owner"]), cfg.get("owner_ticks"), _owner_gone)
     slot = Path(cfg["slot"])
     slot.mkdir(parents=True, exist_ok=True)
     fifo = slot / "go"
@@ -159,7 +171,9 @@ def wait_for_assignment(cfg: dict, fifo_fd: int) -> dict | None:
     deadline = time.monotonic() + float(cfg["seconds"])
     expired = False
     while True:
-        timeout = max(0.0, deadline - time.monotonic())
+        if _State.owner_gone and (slot / "kept").exists():
+            return None  # kept after its owner ended: nobody can claim it
+        timeout = min(max(0.0, deadline - time.monotonic()), 5.0)
         readable, _, _ = select.select([fifo_fd], [], [], timeout)
         if readable:
             try:
@@ -177,6 +191,8 @@ def wait_for_assignment(cfg: dict, fifo_fd: int) -> dict | None:
                     continue
                 return assignment
             continue
+        if time.monotonic() < deadline:
+            continue  # a look at the owner every 5 s
         if expired:
             return None
         # keep_warm is over: withdraw the set, unless a claimer took it a moment ago
