@@ -79,7 +79,10 @@ def test_the_cell_panel_mid_run_after_success_after_a_kernel_restart_and_reopene
     lab_page.screenshot("mid-run")
     assert text(badge) == "running"
     said = text(header)
-    assert re.search(r"local · mirrored · elapsed .* · epoch \d+ · step \d+ · loss \d", said), said
+    # how the replica started, then the run's progress
+    assert re.search(
+        r"local · mirrored · (cold|warm) start · elapsed .* · epoch \d+ · step \d+ · loss \d", said
+    ), said
     assert int(panel.locator(".tfk8s-points").get_attribute("data-points")) >= 10  # the first steps, dense
     assert not panel.locator("button.tfk8s-stop-button").is_disabled()
     assert not panel.locator("button.tfk8s-workers-minus").is_disabled()
