@@ -169,17 +169,23 @@ def capture_logs(job: JobRef) -> None:
         log = replica_log(job, replica)
         its_pods.sort(key=lambda p: (p["metadata"].get("creationTimestamp") or "", p["metadata"]["name"]))
         for pod in its_pods:
-            name = pod["metadata"]["name"]
-            cs = ((pod.get("status") or {}).get("containerStatuses") or [{}])[0]
-            restarts = int(cs.get("restartCount") or 0)
-            # streamed: a long job's logs (hundreds of MB) never sit whole in the kernel
-            try:
-                if restarts:
-                    previous = job.cluster.stream_log(job.namespace, name, previous=True)
-                    log.write_stream(log.key(name, restarts - 1), previous, replace_empty=False)
-                log.write_stream(log.key(name, restarts), job.cluster.stream_log(job.namespace, name))
-            except TFK8sError:
-                continue
+            capture_pod_log(job, log, pod)
+
+
+def capture_pod_log(job: JobRef, log: AttemptLog, pod: dict) -> None:
+    """Copy ``pod``'s log, and its previous container's when it restarted, into ``log`` as their attempts;
+    streamed: a long job's logs (hundreds of MB) never sit whole in the kernel. A pod whose log cannot be
+    read is skipped."""
+    name = pod["metadata"]["name"]
+    cs = ((pod.get("status") or {}).get("containerStatuses") or [{}])[0]
+    restarts = int(cs.get("restartCount") or 0)
+    try:
+        if restarts:
+            previous = job.cluster.stream_log(job.namespace, name, previous=True)
+            log.write_stream(log.key(name, restarts - 1), previous, replace_empty=False)
+        log.write_stream(log.key(name, restarts), job.cluster.stream_log(job.namespace, name))
+    except TFK8sError:
+        pass
 
 
 def await_replicas_ended(job: JobRef, grace: float = FINISH_GRACE) -> None:

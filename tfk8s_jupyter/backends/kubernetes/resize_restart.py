@@ -529,27 +529,14 @@ def local_checkpoints(backend, spec) -> Path | None:
 def capture_replica_logs(job: JobRef) -> None:
     """Copy the log of every replica but the reporting one (whose copy the follower keeps) into the record,
     as :func:`.lifecycle.capture_logs` does at the end of a job."""
-    from .lifecycle import replica_log
+    from .lifecycle import capture_pod_log, replica_log
     from .status import pod_replica
 
     for pod in sorted(job_pods(job), key=lambda p: p["metadata"].get("creationTimestamp") or ""):
         key = pod_replica(pod)
         if key is None or f"{key[0]}-{key[1]}" == job.spec.reporting_replica:
             continue
-        log = replica_log(job, f"{key[0]}-{key[1]}")
-        name = pod["metadata"]["name"]
-        cs = ((pod.get("status") or {}).get("containerStatuses") or [{}])[0]
-        restarts = int(cs.get("restartCount") or 0)
-        try:
-            if restarts:
-                previous = job.cluster.read_log(job.namespace, name, previous=True)
-                if previous:
-                    log.write(log.key(name, restarts - 1), previous)
-            text = job.cluster.read_log(job.namespace, name)
-        except TFK8sError:
-            continue
-        if text or not log.path.exists():
-            log.write(log.key(name, restarts), text)
+        capture_pod_log(job, replica_log(job, f"{key[0]}-{key[1]}"), pod)
 
 
 def count_data_volumes(jobs: list[dict], tfjob: dict | None) -> int:
