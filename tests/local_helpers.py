@@ -127,3 +127,21 @@ def hooks_prelude(hooks: SupervisorTestHooks) -> str:
         "from tfk8s_jupyter.backends.local import LocalBackend, SupervisorTestHooks\n"
         f"LocalBackend.test_hooks = SupervisorTestHooks(**{asdict(hooks)!r})\n"
     )
+
+
+def assert_resize_continues(events: list[dict], history: list[dict], entry: dict, steps: int) -> None:
+    """Around the resize ``entry``'s marker in a job's ``events``: the new shape's first step follows the
+    checkpoint's step (the step count continues) and its loss continues from the loss before (not an
+    untrained model's); no step reported twice."""
+    n = next(i for i, h in enumerate(history) if h["time"] == entry["time"]) + 1
+    at = next(i for i, e in enumerate(events) if e.get("type") == "resize" and e["seq"] == n)
+    before = [e for e in events[:at] if e.get("type") in ("metric", "epoch")]
+    after = [e for e in events[at:] if e.get("type") == "metric"]
+    untrained = next(e for e in events if e.get("type") == "metric")["values"]["loss"]
+    last, first = before[-1], after[0]
+    assert last["type"] == "epoch" and last["epoch"] == entry["epoch"] and last["step"] == entry["step"]
+    assert entry["step"] < first["step"] <= entry["step"] + steps, (entry, first)
+    assert first["epoch"] == entry["epoch"] + 1
+    assert first["values"]["loss"] < min(2 * last["values"]["loss"], untrained / 4), (untrained, last, first)
+    steps_seen = [e["step"] for e in events if e.get("type") == "metric"]
+    assert steps_seen == sorted(set(steps_seen)), steps_seen  # no step reported twice

@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from local_helpers import kill, set_test_hooks, tf_keras_cell, wait_for
+from local_helpers import assert_resize_continues, kill, set_test_hooks, tf_keras_cell, wait_for
 
 import tfk8s_jupyter as tk
 from tfk8s_jupyter.backends.base import JobConflict
@@ -242,22 +242,7 @@ def test_standin_ps_scale_up_by_checkpoint_restart_brings_a_removed_worker_back(
 
 
 def _loss_continues(job, entry: dict, steps: int) -> None:
-    """Around the resize ``entry``'s marker: the new shape's first step follows the checkpoint's step (the
-    step count continues, no point doubled) and its loss continues from the loss before (not an untrained
-    model's)."""
-    events = job.events()
-    n = next(i for i, h in enumerate(job.status.history) if h["time"] == entry["time"]) + 1
-    at = next(i for i, e in enumerate(events) if e.get("type") == "resize" and e["seq"] == n)
-    before = [e for e in events[:at] if e.get("type") in ("metric", "epoch")]
-    after = [e for e in events[at:] if e.get("type") == "metric"]
-    untrained = next(e for e in events if e.get("type") == "metric")["values"]["loss"]
-    last, first = before[-1], after[0]
-    assert last["type"] == "epoch" and last["epoch"] == entry["epoch"] and last["step"] == entry["step"]
-    assert entry["step"] < first["step"] <= entry["step"] + steps, (entry, first)
-    assert first["epoch"] == entry["epoch"] + 1
-    assert first["values"]["loss"] < min(2 * last["values"]["loss"], untrained / 4), (untrained, last, first)
-    steps_seen = [e["step"] for e in events if e.get("type") == "metric"]
-    assert steps_seen == sorted(set(steps_seen)), steps_seen  # no step reported twice
+    assert_resize_continues(job.events(), job.status.history, entry, steps)
 
 
 @pytest.mark.tf

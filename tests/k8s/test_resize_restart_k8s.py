@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-from local_helpers import tf_keras_cell, wait_for
+from local_helpers import assert_resize_continues, tf_keras_cell, wait_for
 from test_preflight import ROLE
 
 import tfk8s_jupyter.api as api_module
@@ -259,22 +259,7 @@ def test_restart_refusals_change_nothing(apiserver, standin_cluster, backend, co
 
 # real TensorFlow ------------------------------------------------------------------------------------
 def _loss_continues(backend, name, entry: dict, steps: int) -> None:
-    """Around the resize ``entry``'s marker: the new shape's first step follows the checkpoint's step and
-    its loss continues from the loss before (not an untrained model's); no step reported twice."""
-    events = backend.events(name)
-    history = backend.get(name).history
-    n = next(i for i, h in enumerate(history) if h["time"] == entry["time"]) + 1
-    at = next(i for i, e in enumerate(events) if e.get("type") == "resize" and e["seq"] == n)
-    before = [e for e in events[:at] if e.get("type") in ("metric", "epoch")]
-    after = [e for e in events[at:] if e.get("type") == "metric"]
-    untrained = next(e for e in events if e.get("type") == "metric")["values"]["loss"]
-    last, first = before[-1], after[0]
-    assert last["type"] == "epoch" and last["epoch"] == entry["epoch"] and last["step"] == entry["step"]
-    assert entry["step"] < first["step"] <= entry["step"] + steps, (entry, first)
-    assert first["epoch"] == entry["epoch"] + 1
-    assert first["values"]["loss"] < min(2 * last["values"]["loss"], untrained / 4), (untrained, last, first)
-    steps_seen = [e["step"] for e in events if e.get("type") == "metric"]
-    assert steps_seen == sorted(set(steps_seen)), steps_seen
+    assert_resize_continues(backend.events(name), backend.get(name).history, entry, steps)
 
 
 @pytest.mark.tf
