@@ -12,6 +12,7 @@ import time
 import pytest
 from local_helpers import assert_resize_continues, tf_keras_cell, wait_for
 from test_preflight import ROLE
+from test_scale_k8s import _submit as submit_and_follow
 
 import tfk8s_jupyter.api as api_module
 from tfk8s_jupyter.backends.base import JobConflict
@@ -34,14 +35,9 @@ def config(apiserver, kubeconfig):
 
 
 def _submit(backend, name, code, **kw) -> threading.Event:
-    """Submit, and follow the job (its metric stream into the record) until the returned event is set."""
-    spec = make_spec(code, name=name, backend="kubernetes", owner="alice", storage="pvc:results/runs", **kw)
-    backend.submit(spec, Payload(code=spec.code))
-    stop = threading.Event()
-    threading.Thread(
-        target=backend.watch, args=(name, lambda s: None, lambda e: None, stop), daemon=True
-    ).start()
-    return stop
+    """Submit with storage (a restart-resize needs its checkpoints to outlive the pods) and follow the job
+    until the returned event is set."""
+    return submit_and_follow(backend, name, code, storage="pvc:results/runs", **kw)
 
 
 def _checkpointed(backend, name, timeout=120):
