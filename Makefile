@@ -55,7 +55,7 @@ demo: $(STAMP)
 
 ## Everything CI runs: lint, then every test tier.
 test: $(STAMP) system-deps lint labextension-check
-	$(PY) -m pytest -ra $(PYTEST_ARGS)
+	$(PY) -m pytest -ra --durations=25 $(PYTEST_ARGS)
 	TFK8S_HOME=$$(mktemp -d) $(PY) -m pytest -ra -p no:cacheprovider --nbval-lax notebooks/
 
 lint: $(STAMP)
