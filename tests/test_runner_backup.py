@@ -106,3 +106,61 @@ def test_a_requested_checkpoint_is_saved_by_every_worker_and_a_killed_worker_res
         w: re.findall(r"weights_sha256=([0-9a-f]+)", job.logs(w))[-1] for w in ("worker-0", "worker-1")
     }
     assert digests["worker-0"] == digests["worker-1"], digests  # both restored the same epoch
+
+
+def _backup(folder: Path, epoch: int, content: bytes) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "latest.weights.h5").write_bytes(content)
+    (folder / "training_metadata.json").write_text(json.dumps({"epoch": epoch, "batch": None}))
+
+
+def test_a_worker_added_again_by_a_resize_restores_the_jobs_latest_backup_not_its_own_older_one(tmp_path):
+    """A Keras 3 all-reduce job resized 3 -> 2 -> 3 on a claim the notebook does not see: the pods get
+    TFK8S_RESUME_FROM = the job's own checkpoint dir, and worker-2's own backup (and resume marker) date from
+    before it was removed. It takes the newest backup of the job's workers; a worker whose backup is as new
+    keeps its own; an earlier job's resume marker still means "copied already"."""
+    import tensorflow as tf
+
+    from tfk8s_jupyter.replica_artifacts import RESUMED_MARKER, resume_from_earlier_job
+    from tfk8s_jupyter.replica_env import ReplicaEnv
+
+    ckpt = tmp_path / "checkpoints"
+    for fit in ("fit-0", "fit-1"):
+        _backup(ckpt / fit / "worker-0", 7, b"w0-epoch-7-" + fit.encode())
+        _backup(ckpt / fit / "worker-1", 7, b"w1-epoch-7-" + fit.encode())
+        _backup(ckpt / fit / "worker-2", 3, b"w2-epoch-3-" + fit.encode())  # before it was removed
+    for name in ("worker-0", "worker-1", "worker-2"):  # the markers of the first resize's start
+        (ckpt / RESUMED_MARKER.format(name=name)).write_text(json.dumps({"from": str(ckpt), "fits": []}))
+    cluster = {"worker": [f"k-worker-{i}:2222" for i in range(3)]}
+
+    def resume(index: int, source: Path) -> dict:
+        renv = ReplicaEnv(
+            job="k",
+            role="worker",
+            index=index,
+            cluster=cluster,
+            strategy="multi_worker_mirrored",
+            payload_path=None,
+            checkpoint_dir=str(ckpt),
+            resume_from=str(source),
+        )
+        return resume_from_earlier_job(tf, renv)
+
+    done = resume(2, ckpt)
+    assert done["fits"] == [0, 1]
+    for fit in ("fit-0", "fit-1"):
+        assert (ckpt / fit / "worker-2" / "latest.weights.h5").read_bytes() == b"w0-epoch-7-" + fit.encode()
+        meta = json.loads((ckpt / fit / "worker-2" / "training_metadata.json").read_text())
+        assert meta["epoch"] == 7
+    assert not list(ckpt.glob("fit-*/*.partial-*"))  # copied aside, then renamed into place
+    assert resume(1, ckpt)["fits"] == []  # as new as the newest: its own backup stays
+    assert (ckpt / "fit-0" / "worker-1" / "latest.weights.h5").read_bytes() == b"w1-epoch-7-fit-0"
+    assert resume(2, tmp_path)["fits"] == []  # the artifact dir named: the same job, nothing more to take
+    # an earlier job's checkpoints (not the job's own): a restarted replica keeps what its marker says
+    earlier = tmp_path / "earlier"
+    _backup(earlier / "fit-0" / "worker-0", 9, b"earlier")
+    (ckpt / RESUMED_MARKER.format(name="worker-0")).write_text(
+        json.dumps({"from": str(earlier), "fits": [0]})
+    )
+    assert resume(0, earlier) == {"from": str(earlier), "fits": [0]}
+    assert (ckpt / "fit-0" / "worker-0" / "latest.weights.h5").read_bytes() == b"w0-epoch-7-fit-0"

@@ -40,7 +40,10 @@ The copy lands in a temporary folder renamed into place, so a replica never rest
 ``fit`` calls then restore as after a restart: epochs, and so the global step of metric points, continue.
 The reporting replica also copies the earlier job's ``checkpoints/tmp`` (multiprocessing's temp dir, where
 TensorFlow's ``multi_worker_with_ctl`` tutorial keeps its checkpoints), so such a custom loop's own restore
-logic continues too.
+logic continues too. ``TFK8S_RESUME_FROM`` naming the job's own checkpoint dir (a resize restarting
+the job with a new shape) is checked at every start, marker or not: a Keras 3 all-reduce worker whose
+backup is missing or behind the newest of the job's workers (removed by an earlier resize, added again)
+takes that newest one (:func:`resume_from_own_job`).
 
 Part of the runner (see ``runner.py``); stdlib only at import, TensorFlow passed in; it travels with the
 runner in the job's ConfigMap (``RUNNER_FILES``).
@@ -78,6 +81,7 @@ except ImportError:  # standalone: the shipped modules sit beside this file
 MODEL_FILE = "model.keras"
 CELL_SUMMARIES = "cell"  # tensorboard/cell: the cell's tf.summary calls that had no writer
 KERAS3_BACKUP = "latest.weights.h5"  # what Keras 3's BackupAndRestore writes in its dir
+KERAS3_METADATA = "training_metadata.json"  # ... and where it notes the epoch (and batch) saved
 TF_KERAS_BACKUP = os.path.join("chief", "checkpoint")  # tf_keras's: a tf.train.CheckpointManager in chief/
 RESUMED_MARKER = "resumed-{name}.json"
 TEMP_DIR = "tmp"  # multiprocessing's temp dir of the job (runner.keep_process_temp_dir)
@@ -210,6 +214,8 @@ def resume_from_earlier_job(tf, renv: ReplicaEnv) -> dict | None:
     marker = os.path.join(ckpt, RESUMED_MARKER.format(name=renv.name))
     if not owns_backup(renv):
         return _wait_for_owner(tf, renv, ckpt)
+    if _same_dir(source, ckpt) or _same_dir(os.path.join(source, ARTIFACT_CHECKPOINTS), ckpt):
+        return resume_from_own_job(tf, renv, marker)
     if tf.io.gfile.exists(marker):  # this replica restarted: its copy (or newer checkpoints) are there
         with tf.io.gfile.GFile(marker) as f:
             return json.loads(f.read())
@@ -261,6 +267,64 @@ def resume_from_earlier_job(tf, renv: ReplicaEnv) -> dict | None:
         f.write(json.dumps(done))
     log(f"{renv.name} resumes from {source}: fits {done['fits']} copied ({done['bytes']} bytes)")
     return done
+
+
+def _same_dir(a: str, b: str) -> bool:
+    if is_uri(a) or is_uri(b):
+        return a.rstrip("/") == b.rstrip("/")
+    return os.path.normpath(a) == os.path.normpath(b)
+
+
+def backup_position(tf, folder: str) -> tuple:
+    """How far a Keras 3 backup folder got: ``(epoch, batch, mtime)`` from its ``training_metadata.json``
+    and weights file (``(-1, -1, 0)`` when it has none), to compare the backups of a job's workers."""
+    weights = os.path.join(folder, KERAS3_BACKUP)
+    try:
+        mtime = tf.io.gfile.stat(weights).mtime_nsec
+    except Exception:  # NotFoundError: no backup
+        return (-1, -1, 0)
+    epoch, batch = -1, -1
+    try:
+        with tf.io.gfile.GFile(os.path.join(folder, KERAS3_METADATA)) as f:
+            meta = json.loads(f.read())
+        epoch, batch = int(meta.get("epoch", -1)), int(meta.get("batch", -1) or -1)
+    except Exception:  # no metadata (a backup of an older Keras): the file's time decides
+        pass
+    return (epoch, batch, mtime)
+
+
+def resume_from_own_job(tf, renv: ReplicaEnv, marker: str) -> dict:
+    """``TFK8S_RESUME_FROM`` is the job's own checkpoint dir (a resize restarted the job with a new shape):
+    in every ``fit-<i>``, a Keras 3 all-reduce worker whose own backup is missing or behind the newest of
+    the job's workers (it was removed by an earlier resize and is now added again) takes that newest one,
+    so every worker restores the same, latest epoch. Checked at every start, whatever its marker says."""
+    ckpt = renv.checkpoint_dir
+    done: dict = {"from": ckpt, "fits": [], "bytes": 0, "own": True}
+    if backup_subdir(renv) == renv.name:  # one folder per worker (Keras 3 all-reduce)
+        for index, fit_dir in _fit_dirs(tf, ckpt):
+            target = os.path.join(fit_dir, renv.name)
+            folders = [d for d in _candidates(tf, fit_dir, renv.name) if d != target and _is_worker(d)]
+            newest = max(folders, key=lambda d: backup_position(tf, d), default=None)
+            if newest is None or backup_position(tf, newest) <= backup_position(tf, target):
+                continue
+            if backup_position(tf, newest)[:2] == backup_position(tf, target)[:2] >= (0, -1):
+                continue  # the same epoch saved by both: its own copy is as new
+            partial = f"{target}.partial-{uuid.uuid4().hex[:8]}"
+            done["bytes"] += _copy_tree(tf, newest, partial)
+            if tf.io.gfile.exists(target):
+                tf.io.gfile.rmtree(target)
+            tf.io.gfile.rename(partial, target)
+            done["fits"].append(index)
+    tf.io.gfile.makedirs(ckpt)
+    with tf.io.gfile.GFile(marker, "w") as f:
+        f.write(json.dumps(done))
+    if done["fits"]:
+        log(f"{renv.name} takes the job's latest backup: fits {done['fits']} copied ({done['bytes']} bytes)")
+    return done
+
+
+def _is_worker(folder: str) -> bool:
+    return re.match(r"^worker-\d+$", os.path.basename(folder.rstrip("/"))) is not None
 
 
 def _wait_for_owner(tf, renv: ReplicaEnv, ckpt: str, period: float = 0.2) -> dict | None:
