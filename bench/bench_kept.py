@@ -12,7 +12,10 @@ and then ``--rounds`` jobs of the same shape, each running on the replicas the o
 its run left, which a job submitted at once waits for). It prints
 submit -> first metric point seen through the API (``job.metrics()`` polled every 0.01 s; targets: all-reduce
 <= 0.35 s, parameter servers <= 1.0 s), submit -> end, how each job's replicas started, and what the last kept
-set costs while idle for ``--idle`` seconds (CPU summed over its processes, RSS per process).
+set costs: the CPU its members' reset after the last run took (``local_keep_process.reset_process``;
+the bench waits until every member finished it), then CPU summed over its processes while idle for
+``--idle`` seconds, and RSS per process. With ipyparallel, each shape's median repeat is also given as a
+ratio to ipyparallel's median repeat.
 
 ipyparallel (a bench-only dependency: ``pip install 'tfk8s-jupyter[bench]'``): 2 engines started, each given
 ``TF_USE_LEGACY_KERAS=1`` and its TF_CONFIG by hand (tf_keras: with Keras 3 the cell fails there,
@@ -119,14 +122,47 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def reset_done(pids: list[int], timeout: float = 60.0) -> float:
+    """Wait until every member of the kept set of ``pids`` has finished resetting what its run left
+    (``local_keep_process.after_run``: its ``ready.json`` written, no ``resetting`` marker in its member
+    directory; serving replicas never reset); returns the seconds waited."""
+    from tfk8s_jupyter.backends.local_keep import keep_dir, list_kept
+    from tfk8s_jupyter.records import records_root
+
+    sets = keep_dir(records_root()) / "sets"
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        rows = [r for r in list_kept(records_root()) if r["pid"] in pids]
+        done = len(rows) == len(pids)
+        for r in rows:
+            member = sets / r["slot"]
+            try:
+                ready = json.loads((member / "ready.json").read_text())
+            except (OSError, ValueError):
+                done = False
+                continue
+            # ready.json comes a moment before the ``resetting`` marker: give that moment 0.2 s
+            if (member / "resetting").exists() or time.time() - float(ready.get("at") or 0) < 0.2:
+                done = False
+        if done:
+            return time.monotonic() - t0
+        time.sleep(0.02)
+    raise RuntimeError(f"the kept set {pids} did not finish its reset within {timeout:g} s")
+
+
 def idle_cost(pids: list[int], seconds: float) -> dict:
-    """CPU (percent of one core, summed over the kept processes) and RSS while they wait ``seconds``."""
+    """The kept set once its last job ended: the CPU its reset took (until :func:`reset_done`), then CPU
+    (percent of one core, summed over the kept processes) and RSS while it waits ``seconds``."""
     from tfk8s_jupyter.backends.local_pool import _rss
 
+    start = sum(cpu_seconds(p) for p in pids)
+    reset_wall = reset_done(pids)
     before = sum(cpu_seconds(p) for p in pids)
     time.sleep(seconds)
     after = sum(cpu_seconds(p) for p in pids)
     return {
+        "reset_cpu": before - start,
+        "reset_wall": reset_wall,
         "cpu_percent": 100.0 * (after - before) / seconds,
         "rss_mb": [round((_rss(p) or 0) / 2**20) for p in pids],
     }
@@ -253,8 +289,12 @@ def main() -> int:
         )
         if r["idle"]:
             print(
-                f"  kept and idle for {args.idle:g} s: CPU {r['idle']['cpu_percent']:.2f} % of a core in all, "
-                f"RSS MB {r['idle']['rss_mb']}"
+                f"  reset after the last run: {r['idle']['reset_cpu']:.2f} CPU s in all, done "
+                f"{r['idle']['reset_wall']:.2f} s after the job's end was seen"
+            )
+            print(
+                f"  kept and idle for {args.idle:g} s once reset: CPU {r['idle']['cpu_percent']:.2f} % of a core "
+                f"in all, RSS MB {r['idle']['rss_mb']}"
             )
     if ipp is not None:
         print("ipyparallel, 2 engines kept running, TF_CONFIG by hand, tf_keras, the all-reduce cell:")
@@ -267,6 +307,12 @@ def main() -> int:
             )
         med = statistics.median(r["first_batch"] for r in ipp["runs"][1:])
         print(f"  median repeat first batch {med:.2f} s")
+        for r in results:
+            repeat = statistics.median(k["first_point"] for k in r["kept"])
+            print(
+                f"  {r['label']}: median repeat first point {repeat:.2f} s = {repeat / med:.2f} x "
+                "ipyparallel's median repeat first batch"
+            )
     print(f"# end {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; {load()}")
     return 0
 
