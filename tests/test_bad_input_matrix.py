@@ -517,6 +517,16 @@ CASES = [
         "max_payload_bytes is 0",
         "positive number of bytes",
     ),
+    case("config", "warm-pool-negative", {"warm_pool": -1}, "warm_pool is -1", "use 0 (off) or a number"),
+    case("config", "warm-pool-text", {"warm_pool": "lots"}, "warm_pool 'lots'", "use 0 (off) or a number"),
+    case("config", "keep-warm-negative", {"keep_warm": -1}, "keep_warm -1", "0 or more seconds", "0 turns"),
+    case(
+        "config",
+        "keep-warm-text",
+        {"keep_warm": "ten minutes"},
+        "keep_warm 'ten minutes'",
+        "0 or more seconds, e.g. 600",
+    ),
     case("config", "unknown-option", {"wokers": 2}, "c.TFK8s.wokers", "(did you mean c.TFK8s.workers?)"),
 ]
 

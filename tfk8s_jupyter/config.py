@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import getpass
+import math
 import os
 from collections.abc import Callable
 from typing import Any
@@ -81,6 +82,20 @@ def _seconds(what: str, strict: bool, example: str) -> Callable[[Any], float]:
         return float(v)
 
     return check
+
+
+def _finite_seconds(what: str, example: str) -> Callable[[Any], float]:
+    """:func:`_seconds` (0 allowed), refusing NaN and infinity too (a NaN compares false to everything: it
+    would pass as 0 or more)."""
+    check = _seconds(what, False, example)
+
+    def finite(v):
+        value = check(v)
+        if not math.isfinite(value):
+            raise SpecError(f"{what} {v!r} must be 0 or more seconds, e.g. {example}.")
+        return value
+
+    return finite
 
 
 def _one_of(what: str, choices: tuple[str, ...], fix: str) -> Callable[[Any], str]:
@@ -386,7 +401,7 @@ class TFK8s(Configurable):
 
     keep_warm = CheckedFloat(
         600.0,
-        check=_seconds("keep_warm", False, "600"),
+        check=_finite_seconds("keep_warm", "600 (0 turns kept replicas off)"),
         help="Local backend: seconds a finished job's replica processes stay to take the next run of the same "
         "shape (strategy, counts, GPUs, Keras flavour, env) without a cold start; 0 turns it off.",
     ).tag(config=True)
