@@ -227,6 +227,7 @@ def test_standin_ps_scale_up_by_checkpoint_restart_brings_a_removed_worker_back(
     job = tk.submit("EPOCHS = 10\nSTEPS = 10\nSTEP_SECONDS = 0.1", ps=1, workers=2, name="sc-up")
     wait_for(lambda: any(e.get("type") == "checkpoint" for e in job.events()), 60, "the first checkpoint")
     LocalBackend().scale("sc-up", 1)  # live
+    servers = {n: job.status.replica(n).pid for n in ("ps-0", "worker-0")}
     LocalBackend().scale("sc-up", 3)  # worker-1 back, worker-2 added
     entry = _resized(job, 2)
     assert (entry["how"], entry["from"], entry["to"], entry["added"]) == (
@@ -235,6 +236,10 @@ def test_standin_ps_scale_up_by_checkpoint_restart_brings_a_removed_worker_back(
         3,
         ["worker-1", "worker-2"],
     )
+    # Only the chief restarted (and the workers that were not there started): the servers serve on.
+    assert entry["kept"] == ["ps-0", "worker-0"]
+    assert {n: job.status.replica(n).pid for n in servers} == servers
+    assert "keep serving" in job.logs("supervisor")
     assert [r.state for r in job.status.replicas if r.role == "worker"].count("removed") == 0
     assert job.wait(timeout=120) == "succeeded", job.status.message
     _curve_is_continuous(job, 10, 10)
@@ -252,18 +257,29 @@ def test_tf_ps_scale_up_2_to_3_by_checkpoint_restart():
         tf_keras_cell(epochs=10, steps=30, step_sleep=0.05), ps=1, workers=2, name="tf-up", setup_timeout=240
     )
     wait_for(lambda: any(e.get("type") == "checkpoint" for e in job.events()), 300, "the first checkpoint")
+    servers = {n: job.status.replica(n).pid for n in ("ps-0", "worker-0", "worker-1")}
+    chief = job.status.replica("chief-0").pid
     asked = time.time()
     status = job.scale(workers=3)
     assert status.message.startswith("resizing from 2 to 3 worker(s) by checkpoint-restart")
     entry = _resized(job, 1, timeout=300)
     assert (entry["from"], entry["to"], entry["how"], entry["added"]) == (2, 3, "restart", ["worker-2"])
     assert asked <= entry["asked"] <= entry["time"]
+    # The ps and both workers serve on (their TensorFlow servers, started for 2 workers, serve the new
+    # chief's 3-worker cluster); only the chief restarted, and worker-2 started.
+    assert entry["kept"] == ["ps-0", "worker-0", "worker-1"]
     wait_for(lambda: job.status.replica("worker-2").state == "running", 240, "worker-2 up")
+    assert {n: job.status.replica(n).pid for n in servers} == servers
+    assert job.status.replica("chief-0").pid != chief
+    wait_for(lambda: len([e for e in job.events() if e.get("type") == "start"]) >= 2, 240, "the new chief")
+    start = [e for e in job.events() if e.get("type") == "start"][-1]
+    assert (start["workers"], start["ps"]) == (3, 1)
     assert job.wait(timeout=600) == "succeeded", job.status.message
     _loss_continues(job, entry, 30)
     epochs = [e["epoch"] for e in job.events() if e.get("type") == "epoch"]
     assert epochs == list(range(10)), epochs  # every epoch once: nothing lost, nothing redone
     assert job.spec.workers == 3 and job.status.replica("chief-0").restarts == 0
+    assert all(job.status.replica(n).restarts == 0 for n in servers)
 
 
 @pytest.mark.tf

@@ -39,6 +39,7 @@ from ..protocol import parse_line
 from ..records import write_json_atomic
 from ..replica_env import CHECKPOINT_REQUEST
 from .base import R_REMOVED, R_RESTARTING, ReplicaStatus
+from .local_resize_servers import cluster_keeping, hold_chief_port, release_stand_ins, servers_kept, starts_of
 
 CHECKPOINT_WAIT = 120.0  # seconds to wait for the next checkpoint before restarting from the last one
 POOL_WAIT = 30.0  # seconds the old run goes on while warm processes for the new shape import TensorFlow
@@ -160,6 +161,7 @@ def cancel(sup, why: str) -> None:
     from .local_scale import SCALE_REQUEST
     from .local_supervisor import say
 
+    release_stand_ins(sup)  # the job ends: servers kept by a scale-up may exit once their chief is gone
     if sup.resize is None:
         return
     say(f"the resize to {sup.resize.workers} worker(s) did not happen: {why}")
@@ -168,9 +170,10 @@ def cancel(sup, why: str) -> None:
     (sup.record.dir / SCALE_REQUEST).unlink(missing_ok=True)
 
 
-def new_shape_keys(sup, workers: int) -> dict[str, int]:
-    """Warm pool import key -> how many replicas of the job with ``workers`` workers start with it (the
-    environments the supervisor's ``spawn`` builds; ports and paths are not part of a key)."""
+def new_shape_keys(sup, workers: int, names: list[str] | None = None) -> dict[str, int]:
+    """Warm pool import key -> how many replicas of the job with ``workers`` workers (those of ``names``:
+    the ones the restart starts) start with it (the environments the supervisor's ``spawn`` builds; ports
+    and paths are not part of a key)."""
     from .local import detect_gpus, gpu_slices
     from .local_env import process_env
     from .local_pool import import_key
@@ -180,7 +183,7 @@ def new_shape_keys(sup, workers: int) -> dict[str, int]:
     ports = iter(range(1, len(spec.replica_names) + 1))
     cluster = {r.role: [f"127.0.0.1:{next(ports)}" for _ in range(r.count)] for r in spec.replicas}
     keys: dict[str, int] = {}
-    for name in spec.replica_names:
+    for name in spec.replica_names if names is None else names:
         env = process_env(
             spec,
             name,
@@ -198,7 +201,9 @@ def new_shape_keys(sup, workers: int) -> dict[str, int]:
 
 def warm_ready(sup, resize: PendingResize) -> bool:
     """Whether the restart can go on: the job has no warm pool (or its replicas cannot come from one), one
-    idle pool process waits for each replica of the new shape, no pool process is still starting (the
+    idle pool process waits for each replica the restart starts (every replica of the new shape, or, when
+    a parameter-server scale-up keeps its servers, the chief and the added workers:
+    :mod:`.local_resize_servers`), no pool process is still starting (the
     memory budget gave fewer: the rest start cold), or :data:`POOL_WAIT` seconds have passed."""
     from .local_pool import RUNNER_MODULE
 
@@ -212,7 +217,8 @@ def warm_ready(sup, resize: PendingResize) -> bool:
         return False
     resize.looked = now
     if resize.keys is None:
-        resize.keys = new_shape_keys(sup, resize.workers)
+        starts = starts_of(sup.spec, resize.workers, servers_kept(sup, resize.workers))
+        resize.keys = new_shape_keys(sup, resize.workers, starts)
     try:
         idle = os.listdir(Path(pool) / "idle")
         slots = os.listdir(Path(pool) / "slots")
@@ -256,19 +262,34 @@ def restart_with_shape(sup, resize: PendingResize) -> None:
 
     workers = resize.workers
     spec = sup.spec.with_(workers=workers)
+    servers = servers_kept(sup, workers) or []  # a parameter-server scale-up: the ps and workers stay
+    old_chief = sup.reporting.status.host
     # Stopped at once (SIGKILL): a replica given time to end would go on training and saving past the
     # checkpoint the new shape restores. A kill during a save leaves the previous backup (Keras keeps it).
-    live = [r for r in sup.replicas if r.alive]
+    live = [r for r in sup.replicas if r.alive and r not in servers]
     for r in live:
         r.proc.kill()
     for r in live:
         r.status.exit_code = r.proc.wait()
+    if servers and not hold_chief_port(sup, old_chief):
+        servers = []  # they will exit: restart them too
+        for r in sup.replicas:
+            if r.alive:
+                r.proc.kill()
+                r.status.exit_code = r.proc.wait()
     settle_old_run(sup, resize)
     (sup.checkpoint / CHECKPOINT_REQUEST).unlink(missing_ok=True)  # the new run saves on its own clock
-    say(
-        f"resizing from {resize.before} to {workers} worker(s): every replica stopped, restarting from the "
-        f"checkpoint of epoch {resize.epoch}"
-    )
+    if servers:
+        say(
+            f"resizing from {resize.before} to {workers} worker(s): the chief stopped, the ps and "
+            f"{len(servers) - len([r for r in servers if r.status.role == 'ps'])} worker(s) keep serving; "
+            f"restarting the chief from the checkpoint of epoch {resize.epoch}"
+        )
+    else:
+        say(
+            f"resizing from {resize.before} to {workers} worker(s): every replica stopped, restarting from the "
+            f"checkpoint of epoch {resize.epoch}"
+        )
     old_workers = {r.status.index: r for r in sup.replicas if r.status.role == "worker"}
     kept = [r for r in sup.replicas if r.status.role != "worker" or r.status.index < workers]
     gone = [r for r in old_workers.values() if r.status.index >= workers and r.status.state != R_REMOVED]
@@ -285,8 +306,13 @@ def restart_with_shape(sup, resize: PendingResize) -> None:
     for r in gone:
         r.status.state = R_REMOVED
         r.status.message = f"removed by a resize to {workers} worker(s); its log is kept"
-    # new ports for the new cluster spec (the old ones may linger), the same checkpoint dir and artifacts
-    cluster = cluster_of(spec, allocate_ports(len(spec.replica_names)))
+    # new ports for the new cluster spec (the old ones may linger), the same checkpoint dir and artifacts;
+    # kept servers keep theirs
+    if servers:
+        ports = allocate_ports(len(spec.replica_names) - len(servers))
+        cluster = cluster_keeping(spec, servers, ports, old_chief.rsplit(":", 1)[0])
+    else:
+        cluster = cluster_of(spec, allocate_ports(len(spec.replica_names)))
     sup.spec, sup.cluster = spec, cluster
     sup.local["cluster"] = cluster
     if spec.gpus:
@@ -300,7 +326,8 @@ def restart_with_shape(sup, resize: PendingResize) -> None:
     sup.by_name = {r.name: r for r in sup.replicas}
     sup.reporting = sup.by_name[spec.reporting_replica]
     sup.status.replicas.sort(key=lambda s: (s.state == R_REMOVED, order.get(s.role, 3), s.index))
-    for r in sup.replicas:
+    starting = [r for r in sup.replicas if r not in servers]
+    for r in starting:
         r.proc = None
         r.up = False
         r.start_at = None
@@ -318,6 +345,8 @@ def restart_with_shape(sup, resize: PendingResize) -> None:
         "epoch": resize.epoch,
         "step": last_step,
     }
+    if servers:
+        entry["kept"] = [r.name for r in servers]  # served on through the restart
     if added or restored:
         entry["added"] = sorted(set(added + restored))
     if gone:
@@ -340,7 +369,13 @@ def restart_with_shape(sup, resize: PendingResize) -> None:
     sup.status.message = (
         f"resizing from {resize.before} to {workers} worker(s): restarting from the checkpoint"
     )
-    for r in sup.replicas:
+    for r in servers:
+        with open(r.log, "ab") as log:
+            log.write(
+                f"\n---- tfk8s: {r.name} serves on for the job's new shape ({workers} workers) ----\n".encode()
+            )
+    # the servers a new chief connects to first, then the chief
+    for r in sorted(starting, key=lambda r: r is sup.reporting):
         with open(r.log, "ab") as log:
             log.write(
                 f"\n---- tfk8s: {r.name} started with the job's new shape ({workers} workers) ----\n".encode()

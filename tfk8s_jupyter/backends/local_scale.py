@@ -130,7 +130,7 @@ def request_scale(record: JobRecord, status: JobStatus, spec: JobSpec, workers, 
         why = capacity_refusal(spec, status, workers)
         if why:
             raise JobConflict(why)
-        warm_new_shape(record, spec, workers)
+        warm_new_shape(record, spec, workers, current)
     request = record.dir / SCALE_REQUEST
     ident = secrets.token_hex(8)
     fd, tmp = tempfile.mkstemp(dir=record.dir, prefix=f".{SCALE_REQUEST}.")
@@ -164,11 +164,13 @@ def request_scale(record: JobRecord, status: JobStatus, spec: JobSpec, workers, 
     )
 
 
-def warm_new_shape(record: JobRecord, spec: JobSpec, workers: int) -> list[str]:
-    """Have this process's warm pool prepare one process per replica of the job's new shape (the pool the
-    job was launched with: none when it was launched without one, or ``c.TFK8s.warm_pool`` is 0 now), so the
-    restart claims them; the supervisor lets the old run train until they are idle. Returns the slot ids of
-    the processes started (those already waiting count)."""
+def warm_new_shape(record: JobRecord, spec: JobSpec, workers: int, current: int | None = None) -> list[str]:
+    """Have this process's warm pool prepare one process per replica the restart starts (the pool the job
+    was launched with: none when it was launched without one, or ``c.TFK8s.warm_pool`` is 0 now), so the
+    restart claims them; the supervisor lets the old run train until they are idle. A parameter-server
+    scale-up from ``current`` workers keeps its ps and workers serving (:mod:`.local_resize_servers`): only
+    the chief and the added workers; any other resize: every replica of the new shape. Returns the slot ids
+    of the processes started (those already waiting count)."""
     from ..config import current_config
     from .local import detect_gpus, gpu_slices
     from .local_env import pool_envs
@@ -180,8 +182,12 @@ def warm_new_shape(record: JobRecord, spec: JobSpec, workers: int) -> list[str]:
         return []
     new = spec.with_(workers=workers)
     slices = gpu_slices(new, detect_gpus()) if new.gpus else {}
+    envs = pool_envs(new, slices)
+    if new.strategy == "parameter_server" and current is not None and workers > current:
+        serving = {f"ps-{i}" for i in range(new.ps)} | {f"worker-{i}" for i in range(current)}
+        envs = [env for name, env in zip(new.replica_names, envs, strict=True) if name not in serving]
     try:
-        return owned_pool(Path(pool).parent).ensure(pool_envs(new, slices), config.warm_pool_idle)
+        return owned_pool(Path(pool).parent).ensure(envs, config.warm_pool_idle)
     except OSError:
         return []  # no warm processes: the restart starts cold
 
