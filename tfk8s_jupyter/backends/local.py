@@ -54,6 +54,7 @@ from .base import (
 )
 from .local_capacity import check_local_capacity, detect_gpus, gpu_slices
 from .local_env import ARTIFACTS, checkpoint_dir, pool_envs, process_env, supervisor_env
+from .local_keep import claim_at_submit
 from .local_pool import owned_pool, owned_pools, pool_dir
 from .local_processes import proc_start_ticks, process_alive
 
@@ -275,34 +276,42 @@ class LocalBackend(Backend):
             message="starting the supervisor",
         )
         record.write_status(status.to_json())
-        write_json_atomic(
-            record.dir / "local.json",
-            {
-                "cluster": cluster,
-                "gpus": slices,
-                "cwd": os.getcwd(),
-                "checkpoint_dir": str(checkpoint_dir(spec, record)),
-                "artifacts": str(record.dir / ARTIFACTS),
-                "resume_from": resume_from,
-                "test_hooks": asdict(self.test_hooks) if self.test_hooks else None,
-                "warm_pool": str(pool_dir(self.root)) if pool_size is not None else None,
-                # kept replicas (local_keep): how long they stay, and the owner they die with
-                "keep_warm": _keep_warm(),
-                "owner": [os.getpid(), proc_start_ticks(os.getpid())],
-            },
-        )
         env = supervisor_env()
-        with open(record.dir / SUPERVISOR_LOG, "ab") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "tfk8s_jupyter.backends.local_supervisor", str(record.dir)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=str(record.dir),
-                env=env,
-                start_new_session=True,
-                close_fds=True,
-            )
+        local = {
+            "cluster": cluster,
+            "gpus": slices,
+            "cwd": os.getcwd(),
+            "checkpoint_dir": str(checkpoint_dir(spec, record)),
+            "artifacts": str(record.dir / ARTIFACTS),
+            "resume_from": resume_from,
+            "test_hooks": asdict(self.test_hooks) if self.test_hooks else None,
+            "warm_pool": str(pool_dir(self.root)) if pool_size is not None else None,
+            # kept replicas (local_keep): how long they stay, and the owner they die with
+            "keep_warm": _keep_warm(),
+            "owner": [os.getpid(), proc_start_ticks(os.getpid())],
+        }
+        # a kept set of this shape is claimed now and handed over once the supervisor runs (local_keep)
+        hooked = self.test_hooks and (self.test_hooks.runner or self.test_hooks.stall_replica)
+        claim = claim_at_submit(spec, record.dir.resolve(), local, env, runs_runner=not hooked)
+        try:
+            write_json_atomic(record.dir / "local.json", local)
+            with open(record.dir / SUPERVISOR_LOG, "ab") as log:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "tfk8s_jupyter.backends.local_supervisor", str(record.dir)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=str(record.dir),
+                    env=env,
+                    start_new_session=True,
+                    close_fds=True,
+                )
+            if claim is not None:
+                claim.hand_over(proc.pid)  # the kept replicas start the run while the supervisor starts
+        except BaseException:
+            if claim is not None:
+                claim.abandon()
+            raise
         # The supervisor rewrites this file with every process it starts; create it only if it has not yet.
         try:
             fd = os.open(record.dir / SUPERVISOR_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)

@@ -115,3 +115,37 @@ def supervisor_env() -> dict[str, str]:
     pkg_parent = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_parent, env.get("PYTHONPATH")) if p)
     return env
+
+
+def job_cwd(local: Mapping, job_dir: Path) -> str:
+    """The replicas' working directory as the job's ``local.json`` gives it (the notebook's folder), or the
+    record when that folder is gone."""
+    cwd = local.get("cwd") or str(job_dir)
+    return cwd if os.path.isdir(cwd) else str(job_dir)
+
+
+def job_replica_env(
+    spec: JobSpec,
+    job_dir: Path,
+    local: Mapping,
+    replica: str,
+    cluster: Mapping[str, list[str]],
+    base: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment of ``replica`` of the job in ``job_dir`` (its ``local.json`` as ``local``) on
+    ``cluster``: what its supervisor starts it with, also computed by the submitting process when it hands
+    the job to kept replicas (``base``: the supervisor's environment)."""
+    cwd = job_cwd(local, job_dir)
+    return process_env(
+        spec,
+        replica,
+        cluster,
+        payload_path=job_dir / "payload.json",
+        checkpoint=Path(local["checkpoint_dir"]),
+        workdir=job_dir / "work" / replica,
+        cuda_visible_devices=(local.get("gpus") or {}).get(replica, ""),
+        base=base,
+        input_dir=cwd if cwd != str(job_dir) else None,
+        artifacts=local.get("artifacts") or job_dir / ARTIFACTS,
+        resume_from=local.get("resume_from"),
+    )

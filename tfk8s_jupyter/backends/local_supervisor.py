@@ -54,9 +54,10 @@ from .base import (
     JobStatus,
     ReplicaStatus,
 )
-from .local import SUPERVISOR_FILE, process_env
+from .local import SUPERVISOR_FILE
+from .local_env import job_cwd, job_replica_env
 from .local_errors import TRANSIENT_ERRORS, curable_error, error_type  # noqa: F401 (re-exported)
-from .local_keep import KEEP_VAR, KeepPlan, claim_kept, keep_at_end
+from .local_keep import KEEP_VAR, KeepPlan, claim_kept, drop_claim, keep_at_end
 from .local_pool import claim_replica
 from .local_processes import listening_ports, proc_start_ticks, process_state
 from .local_resize import cancel as cancel_resize
@@ -66,7 +67,10 @@ from .local_scale import poll as poll_scale
 from .local_stall import FROZEN_STATES, PROGRESS_EVENTS, StallWatch, say
 
 TICK = 0.1  # seconds between loop iterations
-FIRST_POINT_TICK = 0.03  # until the run's first progress: its first point reaches the record sooner
+SETUP_TICK = 0.03  # until the reporting replica's start event
+# From its start event to the run's first progress: the first point reaches the record sooner (a kept or
+# warm replica reaches its first batch within a second of the start event).
+FIRST_POINT_TICK = 0.01
 # Seconds a replica gets between SIGTERM and SIGKILL. All-reduce workers catch SIGTERM (TensorFlow's
 # preemption notifier) and ignore it while setting up, so a failed job does not wait long for them.
 TERM_GRACE = 5.0
@@ -133,9 +137,7 @@ class Supervisor(StallWatch):
         self.last_up_check = 0.0
         self.workdir = job_dir / "work"
         self.checkpoint = Path(self.local["checkpoint_dir"])
-        self.cwd = self.local.get("cwd") or str(job_dir)
-        if not os.path.isdir(self.cwd):
-            self.cwd = str(job_dir)
+        self.cwd = job_cwd(self.local, job_dir)
         # The notebook's folder, presented read-only in each replica's work dir.
         self.input_dir = self.cwd if self.cwd != str(job_dir) else None
         hooks = self.local.get("test_hooks") or {}
@@ -216,16 +218,7 @@ class Supervisor(StallWatch):
 
     # processes --------------------------------------------------------------------
     def replica_env(self, r: Replica) -> dict[str, str]:
-        env = process_env(
-            self.spec,
-            r.name,
-            self.cluster,
-            payload_path=self.record.dir / "payload.json",
-            checkpoint=self.checkpoint,
-            workdir=self.workdir / r.name,
-            cuda_visible_devices=self.local.get("gpus", {}).get(r.name, ""),
-            input_dir=self.input_dir,
-        )
+        env = job_replica_env(self.spec, self.record.dir, self.local, r.name, self.cluster)
         if self.keep is not None and self.keep.shape is not None:
             env[KEEP_VAR] = self.keep.env_var(r.name)
         return env
@@ -501,6 +494,7 @@ class Supervisor(StallWatch):
         signal.signal(signal.SIGINT, self._on_signal)
         self.save_processes()
         if self.stop_signalled():
+            drop_claim(self)
             self.finish(STOPPED, "stopped by the user")
             return
         self.checkpoint.mkdir(parents=True, exist_ok=True)
@@ -563,7 +557,10 @@ class Supervisor(StallWatch):
                     "--deadline, or make it train less",
                 )
                 return
-            time.sleep(TICK if self.progress_seen else FIRST_POINT_TICK)
+            if self.progress_seen:
+                time.sleep(TICK)
+            else:
+                time.sleep(FIRST_POINT_TICK if self.progress_at is not None else SETUP_TICK)
 
     def _on_signal(self, signum, frame) -> None:
         self.stop_requested = True
