@@ -1,7 +1,7 @@
 """Resizing a job on the local backend, with real TensorFlow: live scale-down and scale-up by
 checkpoint-restart, side by side.
 
-    .venv/bin/python bench/bench_scale.py [--rounds 1]
+    .venv/bin/python bench/bench_scale.py [--rounds 1] [--only down|up]
 
 Scale-down, per round: a PS job (chief + 3 workers + 1 ps, tf_keras fit) scaled 3 -> 2 after its first epoch. Printed:
 seconds from the call until a separate reader of the record (a fresh LocalBackend, as the panel or another
@@ -177,14 +177,17 @@ def kinds(job, skip: list[str] = ()) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--only", choices=("down", "up"), help="run only the scale-down or the scale-up part")
     args = ap.parse_args()
     os.environ.setdefault("TFK8S_HOME", tempfile.mkdtemp(prefix="tfk8s-bench-scale-"))
     import tfk8s_jupyter as tk
 
-    print(
-        f"PS 3 -> 2 workers live; target: the replica table shows the change <= 5 s after the call; load {os.getloadavg()[0]:.1f}"
-    )
-    for n in range(args.rounds):
+    for n in range(args.rounds if args.only != "up" else 0):
+        if n == 0:
+            print(
+                "PS 3 -> 2 workers live; target: the replica table shows the change <= 5 s after the call; "
+                f"load {os.getloadavg()[0]:.1f}"
+            )
         r = one(tk, n)
         shown = r["shown_s"]
         ok = shown is not None and shown <= 5 and r["phase"] == "succeeded" and r["runs"] == 1
@@ -196,11 +199,12 @@ def main() -> int:
             f"{'OK' if ok else 'MISSED'}",
             flush=True,
         )
-    print(
-        "scale-up 2 -> 3 workers by checkpoint-restart; target: the first metric point of the new shape <= "
-        f"launch time + 5 s after the call; load {os.getloadavg()[0]:.1f}"
-    )
-    for n in range(args.rounds):
+    for n in range(args.rounds if args.only != "down" else 0):
+        if n == 0:
+            print(
+                "scale-up 2 -> 3 workers by checkpoint-restart; target: the first metric point of the new shape "
+                f"<= launch time + 5 s after the call; load {os.getloadavg()[0]:.1f}"
+            )
         for settled in (False, True):
             print(
                 "  call once the warm pool settled (no process importing TensorFlow)"

@@ -368,3 +368,44 @@ def test_tf_scale_up_asks_for_its_checkpoint_and_restarts_on_warm_processes(tfk8
         record.dir / "artifacts" / "checkpoints" / CHECKPOINT_REQUEST
     ).exists()  # the new run's own clock
     job.stop()
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(900)
+def test_tf_ps_scale_up_restarts_only_the_chief_on_the_warm_pool_and_the_servers_serve_on(tfk8s_home):
+    """Asked right after the first checkpoint, while the warm pool still imports TensorFlow: the old chief
+    stops at the safe point, the ps and both workers serve on through the restart (their watchdog sees the
+    old chief's address held), and the new chief and worker-2 are warm pool processes."""
+    from tfk8s_jupyter.config import TFK8s, set_current_config
+
+    set_current_config(TFK8s(warm_pool=None, keep_warm=0))  # the pool on, sized by the last job's shape
+    job = tk.submit(
+        tf_keras_cell(epochs=40, steps=30, step_sleep=0.05),
+        ps=1,
+        workers=2,
+        name="tf-up-warm",
+        setup_timeout=240,
+    )
+    wait_for(lambda: any(e.get("type") == "checkpoint" for e in job.events()), 300, "the first checkpoint")
+    servers = {n: job.status.replica(n).pid for n in ("ps-0", "worker-0", "worker-1")}
+    job.scale(workers=3)
+    up = _resized(job, 1, timeout=300)
+    assert (up["from"], up["to"], up["how"], up["added"]) == (2, 3, "restart", ["worker-2"])
+    assert up["kept"] == ["ps-0", "worker-0", "worker-1"]
+    wait_for(
+        lambda: [e for e in job.events() if e.get("type") == "epoch" and e["epoch"] > up["epoch"] + 2],
+        300,
+        "epochs of 3 workers",
+    )
+    # the servers outlived their old chief by more than their watchdog allows (3 probes, 1 s apart)
+    assert {n: job.status.replica(n).pid for n in servers} == servers
+    assert all(process_alive(pid) for pid in servers.values())
+    assert "is gone; this replica exits" not in job.logs("ps-0")
+    assert (job.status.replica("chief-0").launch, job.status.replica("worker-2").launch) == ("warm", "warm")
+    start = [e for e in job.events() if e.get("type") == "start"][-1]
+    assert (start["workers"], start["ps"]) == (3, 1)
+    _loss_continues(job, up, 30)
+    log = job.logs("supervisor")
+    assert "the chief stopped, the ps and 2 worker(s) keep serving" in log
+    assert "the new shape's processes are ready" in log
+    assert job.stop().phase == "stopped"

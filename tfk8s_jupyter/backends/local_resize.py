@@ -65,6 +65,8 @@ class PendingResize:
         self.held: list[dict] = []  # what the old run reported after that checkpoint, until it is stopped
         self.keys: dict[str, int] | None = None  # warm pool key -> replicas of the new shape (warm_ready)
         self.looked = 0.0  # monotonic time warm_ready last listed the pool
+        self.deferred: list = []  # replicas the restart starts once a warm process is idle for each
+        self.stopped_at: float | None = None  # monotonic time the old run was stopped
 
 
 def checkpoint_saved(event: dict) -> bool:
@@ -132,7 +134,9 @@ def step(sup) -> None:
     if resize is None:
         return
     if resize.restarted:
-        if sup.awaiting_start_until is None and sup.reporting.up:  # the new shape's run has started
+        if resize.deferred:
+            spawn_ready(sup, resize)
+        elif sup.awaiting_start_until is None and sup.reporting.up:  # the new shape's run has started
             say(f"resized to {resize.workers} worker(s); {sup.reporting.name} is training again")
             sup.resize = None
             if sup.status.message and sup.status.message.startswith("resizing"):
@@ -152,7 +156,10 @@ def step(sup) -> None:
         say(f"no checkpoint within {CHECKPOINT_WAIT:g} s of the resize: restarting from the last one")
         resize.saved, resize.warm, resize.fallback = True, True, True
         resize.epoch = sup.checkpoint_epoch
-    if resize.saved and resize.warm:
+    if resize.saved and (resize.warm or servers_kept(sup, resize.workers)):
+        # Kept servers: the old chief stops at the safe point, whatever the pool: what it would train after
+        # the checkpoint is held back and done again by the new run, and it takes CPU from the pool's
+        # processes importing TensorFlow for the restart; the chief and added workers start as they are ready.
         restart_with_shape(sup, resize)
 
 
@@ -374,15 +381,58 @@ def restart_with_shape(sup, resize: PendingResize) -> None:
             log.write(
                 f"\n---- tfk8s: {r.name} serves on for the job's new shape ({workers} workers) ----\n".encode()
             )
-    # the servers a new chief connects to first, then the chief
-    for r in sorted(starting, key=lambda r: r is sup.reporting):
+    # the servers a new chief connects to first, then the chief; with kept servers, each once a warm
+    # process is idle for it (spawn_ready), else all at once
+    resize.deferred = sorted(starting, key=lambda r: r is sup.reporting)
+    resize.restarted = True
+    resize.stopped_at = time.monotonic()
+    spawn_ready(sup, resize, wait=bool(servers))
+    sup.save()
+
+
+def spawn_ready(sup, resize: PendingResize, wait: bool = True) -> None:
+    """Start the restart's deferred replicas, in order, each once a warm pool process of its import key is
+    idle (or none can come: see :func:`process_ready`); all at once when not ``wait``."""
+    from .local_supervisor import say
+
+    spawned = False
+    while resize.deferred and (not wait or process_ready(sup, resize, resize.deferred[0])):
+        r = resize.deferred.pop(0)
         with open(r.log, "ab") as log:
             log.write(
-                f"\n---- tfk8s: {r.name} started with the job's new shape ({workers} workers) ----\n".encode()
+                f"\n---- tfk8s: {r.name} started with the job's new shape ({resize.workers} workers) ----\n".encode()
             )
         sup.spawn(r)
-    resize.restarted = True
-    sup.save()
+        spawned = True
+    if spawned and not resize.deferred and wait and not resize.warm:
+        resize.warm = True
+        say(
+            f"the new shape's processes are ready ({time.monotonic() - resize.accepted:.1f} s after the resize, "
+            f"{time.monotonic() - (resize.stopped_at or resize.accepted):.1f} s after the old chief stopped)"
+        )
+    if spawned:
+        sup.save()
+
+
+def process_ready(sup, resize: PendingResize, r) -> bool:
+    """Whether replica ``r`` of the restart can start now: the job has no warm pool (or its replicas cannot
+    come from one), a pool process of its import key is idle, none is still starting, or :data:`POOL_WAIT`
+    seconds have passed since the old run stopped."""
+    from .local_pool import RUNNER_MODULE, import_key
+
+    pool = sup.local.get("warm_pool")
+    if not pool or list(sup.command[1:]) != ["-m", RUNNER_MODULE]:
+        return True
+    if time.monotonic() - (resize.stopped_at or resize.accepted) > POOL_WAIT:
+        return True
+    key = import_key(sup.replica_env(r), sup.command[0])
+    try:
+        if any(m.startswith(key + ".") for m in os.listdir(Path(pool) / "idle")):
+            return True
+        slots = os.listdir(Path(pool) / "slots")
+    except OSError:
+        return True  # no pool directory: cold
+    return not any(starting(Path(pool) / "slots" / slot) for slot in slots)
 
 
 def share_worker_backups(checkpoint: Path, workers: int) -> None:
