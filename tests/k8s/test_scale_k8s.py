@@ -11,6 +11,7 @@ import time
 import pytest
 
 from tfk8s_jupyter.backends.base import JobConflict
+from tfk8s_jupyter.backends.kubernetes import KubernetesBackend
 from tfk8s_jupyter.backends.local_scale import BadScale
 from tfk8s_jupyter.payload import Payload
 from tfk8s_jupyter.spec import make_spec
@@ -48,7 +49,7 @@ def _worker_pods(apiserver, name):
 
 
 def test_ps_scale_down_recreates_the_worker_job_with_fewer_workers_and_the_chief_carries_on(
-    apiserver, standin_cluster, backend
+    apiserver, standin_cluster, backend, kubeconfig, tmp_path, monkeypatch
 ):
     following = _submit(backend, "k-down", "EPOCHS = 20\nSTEPS = 10\nSTEP_SECONDS = 0.1", ps=1, workers=3)
     _wait(lambda: backend.get("k-down").phase == "running" and backend.events("k-down"), 120, "running")
@@ -58,7 +59,8 @@ def test_ps_scale_down_recreates_the_worker_job_with_fewer_workers_and_the_chief
     # the worker Indexed Job re-created with 2 completions; nothing patched (a shared namespace's promise)
     assert not [r for r in apiserver.request_log if r["verb"] in ("patch", "update")]
     calls = [(r["verb"], r["resource"]) for r in apiserver.request_log if r["verb"] in ("create", "delete")]
-    assert calls[-2:] == [("delete", "jobs"), ("create", "jobs")]
+    # ... and the new shape noted in a ConfigMap of its own (the parent is never rewritten either)
+    assert calls[-3:] == [("delete", "jobs"), ("create", "jobs"), ("create", "configmaps")]
     job = next(o for o in apiserver.objects("jobs") if o["metadata"]["name"] == "k-down-worker")
     assert job["spec"]["completions"] == job["spec"]["parallelism"] == 2
     assert job["metadata"]["ownerReferences"][0]["name"] == "k-down"  # still the parent's: deleted with it
@@ -68,6 +70,12 @@ def test_ps_scale_down_recreates_the_worker_job_with_fewer_workers_and_the_chief
     assert entry["recreated"] == ["worker-0", "worker-1"]
     assert asked <= entry["time"] <= time.time()
     _wait(lambda: _worker_pods(apiserver, "k-down") == ["0", "1"], 30, "worker-2's pod deleted")
+    # another machine (no record of the job) sees the removed worker and the history
+    monkeypatch.setenv("JUPYTERHUB_USER", "alice")
+    other = KubernetesBackend(config_file=str(kubeconfig), root=tmp_path / "other-machine")
+    seen = other.get("k-down")
+    assert seen.replica("worker-2").state == "removed"
+    assert [h["how"] for h in seen.history] == ["live"]
     # the chief carries on: new metric points after the resize, from the same pod
     _wait(
         lambda: (

@@ -54,6 +54,7 @@ from .lifecycle import (
 )
 from .queue import describe as describe_queued
 from .resize import with_history
+from .resize_shape import adopt_shape, read_shaped_parent, refresh_record
 from .status import compute_status, parse_time
 from .storage import StorageError
 from .storage_check import storage_problem
@@ -208,7 +209,7 @@ class KubernetesBackend(Backend):
             return JobRef(spec, namespace, spec.flavor, self.cluster(spec.context), record)
         cluster = self.cluster()
         namespace = self.resolve_namespace()
-        cm = cluster.get("configmaps", namespace, name)
+        cm = read_shaped_parent(cluster, namespace, name)  # a resized job's worker count folded in
         if (cm["metadata"].get("labels") or {}).get(m.LABEL_MANAGED_BY) != m.MANAGED_BY:
             raise JobNotFound(f"{name} in namespace {namespace} is not a tfk8s-jupyter job.")
         if owner_of(cm) != current_owner():
@@ -230,6 +231,7 @@ class KubernetesBackend(Backend):
         record.write_spec(spec)
         if "payload.json" in data:
             record.write_payload(data["payload.json"])
+        adopt_shape(cm, record)  # its resizes' history, when it was resized
 
     @staticmethod
     def _status_from(job: JobRef, snap: dict, allow_events: bool = True) -> JobStatus:
@@ -355,6 +357,8 @@ class KubernetesBackend(Backend):
                 record = JobRecord(name, Path(tempfile.mkdtemp(prefix="tfk8s-foreign-")))  # seen, not adopted
             if not record.exists():
                 self._adopt(cm, record)
+            elif owner_of(cm) == me:
+                refresh_record(record, cm)  # resized elsewhere since this record was adopted
             prev = record.read_status() or {}
             if prev.get("phase") in TERMINAL:
                 out.append(JobStatus.from_json(prev))

@@ -63,9 +63,12 @@ def with_outcome(parent: dict, outcome: dict | None) -> dict:
 
 def fold_outcomes(configmaps: list[dict]) -> list[dict]:
     """A list of the jobs' ConfigMaps with each ``<job>-outcome`` folded into its parent (:func:`with_outcome`)
-    and left out of the list; an outcome whose parent is not listed is dropped."""
+    and left out of the list, and each resized job's shape too (:func:`.resize_shape.fold_shapes`); an
+    outcome whose parent is not listed is dropped."""
+    from .resize_shape import fold_shapes
+
     outcomes, rest = {}, []
-    for cm in configmaps:
+    for cm in fold_shapes(configmaps):
         meta = cm.get("metadata") or {}
         job = (meta.get("labels") or {}).get(m.LABEL_JOB)
         if job and meta.get("name") == outcome_name(job):

@@ -64,9 +64,35 @@ class AttemptLog:
         self.index_path = self.path.with_name(self.path.name + ".attempts.json")
 
     @staticmethod
-    def key(pod: str, restarts: int) -> str:
-        """The attempt that is container run ``restarts`` (0 first) of ``pod``."""
-        return f"{pod}#{restarts}"
+    def key(pod: str, restarts: int, uid: str | None = None) -> str:
+        """The attempt that is container run ``restarts`` (0 first) of ``pod``: ``<pod>@<uid>#<n>`` when the
+        pod's uid is known (a TFJob's new pods take the old ones' names), else ``<pod>#<n>`` (as in records
+        written before uids were kept, and by a writer that knows only the name)."""
+        return f"{pod}@{uid}#{restarts}" if uid else f"{pod}#{restarts}"
+
+    @staticmethod
+    def _parts(key: str) -> tuple[str, str, int]:
+        pod, _, run = key.rpartition("#")
+        name, _, uid = pod.partition("@")
+        return name, uid, int(run)
+
+    def _same_pod(self, key: str, seen: str, current: bool) -> bool:
+        """Whether attempts ``key`` and ``seen`` are of one pod: the same name and uid; a key without a uid
+        is its name's current attempt, and an attempt noted without one is any pod of that name."""
+        name, uid, _ = self._parts(key)
+        seen_name, seen_uid, _ = self._parts(seen)
+        return name == seen_name and (uid == seen_uid or not seen_uid or (current and not uid))
+
+    def _current(self, index: dict, key: str) -> bool:
+        """Whether ``key`` is the attempt being written (its uid noted when it was written without)."""
+        current = index["current"]
+        if not current or self._parts(current)[2] != self._parts(key)[2]:
+            return False
+        if not self._same_pod(key, current, current=True):
+            return False
+        if self._parts(key)[1] and not self._parts(current)[1]:
+            index["current"] = key
+        return True
 
     def _load(self) -> dict:
         try:
@@ -86,18 +112,39 @@ class AttemptLog:
         """Whether ``key`` was written and closed already, or is older than an attempt of its pod seen."""
         if key in index["done"]:
             return True
-        pod, _, run = key.rpartition("#")
+        run = self._parts(key)[2]
         for seen in [*index["done"], index["current"] or ""]:
-            seen_pod, _, seen_run = seen.rpartition("#")
-            if seen_pod == pod and int(seen_run) > int(run):
+            if not seen or not self._same_pod(key, seen, current=False):
+                continue
+            seen_run = self._parts(seen)[2]
+            if seen_run > run or (seen_run == run and seen != index["current"]):
                 return True
         return False
+
+    def retire(self, pod: str, uid: str) -> None:
+        """Close every attempt of pod ``pod`` (uid ``uid``, gone) noted without its uid: a new pod of the
+        same name (a TFJob created again) then writes attempts of its own after them, never over them."""
+        with self._lock:
+            index = self._load()
+            done = []
+            for seen in index["done"]:
+                name, seen_uid, run = self._parts(seen)
+                done.append(self.key(name, run, uid) if name == pod and not seen_uid else seen)
+            current = index["current"]
+            if current:
+                name, seen_uid, run = self._parts(current)
+                done.append(self.key(name, run, uid) if name == pod and not seen_uid else current)
+                index["offset"] = self.path.stat().st_size if self.path.exists() else 0
+            index["done"], index["current"] = done, None
+            self._save(index)
 
     def open(self, key: str):
         """The copy, open for writing attempt ``key`` from its start (closing the attempt written before);
         ``None`` when ``key`` is an attempt already closed. Hold :attr:`_lock` around the writes."""
         index = self._load()
-        if self._stale(index, key):
+        if self._current(index, key):
+            key = index["current"]
+        elif self._stale(index, key):
             return None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if index["current"] not in (None, key):
@@ -176,14 +223,14 @@ def capture_pod_log(job: JobRef, log: AttemptLog, pod: dict) -> None:
     """Copy ``pod``'s log, and its previous container's when it restarted, into ``log`` as their attempts;
     streamed: a long job's logs (hundreds of MB) never sit whole in the kernel. A pod whose log cannot be
     read is skipped."""
-    name = pod["metadata"]["name"]
+    name, uid = pod["metadata"]["name"], pod["metadata"].get("uid")
     cs = ((pod.get("status") or {}).get("containerStatuses") or [{}])[0]
     restarts = int(cs.get("restartCount") or 0)
     try:
         if restarts:
             previous = job.cluster.stream_log(job.namespace, name, previous=True)
-            log.write_stream(log.key(name, restarts - 1), previous, replace_empty=False)
-        log.write_stream(log.key(name, restarts), job.cluster.stream_log(job.namespace, name))
+            log.write_stream(log.key(name, restarts - 1, uid), previous, replace_empty=False)
+        log.write_stream(log.key(name, restarts, uid), job.cluster.stream_log(job.namespace, name))
     except TFK8sError:
         pass
 

@@ -33,6 +33,7 @@ from ..local_scale import by_restart, check_count, in_progress, live_workers, re
 from . import manifests as m
 from . import resize_restart
 from .job_objects import JobRef
+from .resize_shape import note_shape
 
 RESIZE_FILE = "resize.json"
 GONE_WAIT = 30.0  # seconds for the deleted worker Job to be gone before it is created again
@@ -161,6 +162,7 @@ def scale(backend, name: str, workers) -> JobStatus:
     )
     resizes["removed"] = sorted(set(resizes["removed"]) | set(gone))
     write_json_atomic(job.record.dir / RESIZE_FILE, resizes)
+    note_shape(job, resizes, job.spec.workers)  # the removed workers, for other kernels: no patch
     return backend.get(name)
 
 

@@ -50,6 +50,7 @@ from ..local_scale import in_progress, no_checkpoint
 from . import manifests as m
 from .job_objects import JobRef, job_pods, owners
 from .lifecycle import Finisher
+from .resize_shape import ShapeRefused, create_shape, note_shape, restore_old_shape
 
 PENDING_FILE = "resize.pending"
 CHECKPOINT_WAIT = 120.0  # seconds to wait for the next checkpoint before restarting from the last one
@@ -322,14 +323,17 @@ class Restart:
             time.sleep(0.1)
 
     def restart(self, fol) -> None:
-        from .resize import record_restart
+        from .resize import read_resizes, record_restart
 
         job, resize = self.job, self.resize
         self.set_stage("restarting", epoch=resize.epoch)
         old_jobs, tfjob = owners(job)
         data_volumes = count_data_volumes(old_jobs, tfjob)
         resume = old_resume_from(old_jobs, tfjob)
-        capture_replica_logs(job)  # every replica's log so far, kept in the record (the pods go now)
+        old_pods = job_pods(job)
+        capture_replica_logs(
+            job, old_pods
+        )  # every replica's log so far, kept in the record (the pods go now)
         if job.flavor == "tfjob":
             job.cluster.delete("tfjobs", job.namespace, job.name)
         else:
@@ -339,6 +343,8 @@ class Restart:
         deadline = time.monotonic() + STREAM_END_WAIT
         while fol.streaming_pod is not None and time.monotonic() < deadline:
             time.sleep(0.1)  # the old reporting pod's last lines, held back or kept up to its checkpoint
+        retire_reporting_pods(job, fol, old_pods)
+        before, removed_before = job.spec, list(read_resizes(job.record)["removed"])
         with fol.events_lock:
             new = settle(fol, resize)
             entry = record_restart(job, resize, fol.last_step)
@@ -364,7 +370,12 @@ class Restart:
         if spec.strategy != "parameter_server":
             if not self.share_backups(spec, resize.workers):
                 resume = m.checkpoint_dir(spec)  # the runner copies worker 0's backup (TFK8S_RESUME_FROM)
-        create_shape(job, data_volumes, resume)
+        try:
+            create_shape(job, data_volumes, resume)  # nothing of it left when the API server refuses part
+        except ShapeRefused as e:  # the old shape back from the same checkpoint, the notes say why
+            job = restore_old_shape(self, fol, e, before, removed_before, data_volumes, resume)
+        else:
+            note_shape(job, read_resizes(job.record), resize.workers)  # for other kernels: no patch
         fol.refresh_owners()  # the new shape's Jobs (or TFJob) in the status from now on
         self.set_stage("starting", epoch=resize.epoch)
 
@@ -526,13 +537,13 @@ def local_checkpoints(backend, spec) -> Path | None:
     return checkpoints if checkpoints.is_dir() else None
 
 
-def capture_replica_logs(job: JobRef) -> None:
+def capture_replica_logs(job: JobRef, pods: list[dict]) -> None:
     """Copy the log of every replica but the reporting one (whose copy the follower keeps) into the record,
     as :func:`.lifecycle.capture_logs` does at the end of a job."""
     from .lifecycle import capture_pod_log, replica_log
     from .status import pod_replica
 
-    for pod in sorted(job_pods(job), key=lambda p: p["metadata"].get("creationTimestamp") or ""):
+    for pod in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or ""):
         key = pod_replica(pod)
         if key is None or f"{key[0]}-{key[1]}" == job.spec.reporting_replica:
             continue
@@ -563,13 +574,17 @@ def old_resume_from(jobs: list[dict], tfjob: dict | None) -> str:
     return ""
 
 
-def create_shape(job: JobRef, data_volumes: int, resume: str) -> None:
-    """Create the role Indexed Jobs (or the TFJob) of ``job.spec``'s shape, owned by the parent."""
-    spec, namespace = job.spec, job.namespace
-    parent = job.cluster.get("configmaps", namespace, job.name)
-    if job.flavor == "tfjob":
-        objs = [m.tfjob(spec, namespace, data_volumes, resume)]
-    else:
-        objs = [m.indexed_job(spec, r.role, r.count, namespace, data_volumes, resume) for r in spec.replicas]
-    for obj in objs:
-        job.cluster.create(namespace, m.set_owner(obj, parent))
+def retire_reporting_pods(job: JobRef, fol, pods: list[dict]) -> None:
+    """The old reporting pods' attempts in the record's log copy closed under their uids, and the
+    follower's copy told so: a TFJob's new reporting pod, named as the old one, writes after them."""
+    from .lifecycle import replica_log
+    from .status import pod_replica
+
+    log = replica_log(job, job.spec.reporting_replica)
+    for pod in pods:
+        key = pod_replica(pod)
+        if key is not None and f"{key[0]}-{key[1]}" == job.spec.reporting_replica:
+            log.retire(pod["metadata"]["name"], pod["metadata"].get("uid") or "")
+    copy = getattr(fol, "log_copy", None)
+    if copy is not None:
+        copy.key, copy.copied = None, 0  # the next attempt is opened afresh
