@@ -11,7 +11,9 @@ and then ``--rounds`` jobs of the same shape, each running on the replicas the o
 ``--gap`` seconds after the previous one ended (a user editing the cell; meanwhile a kept replica resets what
 its run left, which a job submitted at once waits for). It prints
 submit -> first metric point seen through the API (``job.metrics()`` polled every 0.01 s; targets: all-reduce
-<= 0.35 s, parameter servers <= 1.0 s), submit -> end, how each job's replicas started, and what the last kept
+<= 0.35 s, parameter servers <= 1.0 s), submit -> end, how each job's replicas started, for each repeat where
+the time went (the runner's start event, the cell's first line, the fit's first batch end as the cell timed
+it, the first metric point as written, seen through the API; seconds after submit), and what the last kept
 set costs: the CPU its members' reset after the last run took (``local_keep_process.reset_process``;
 the bench waits until every member finished it), then CPU summed over its processes while idle for
 ``--idle`` seconds, and RSS per process. With ipyparallel, each shape's median repeat is also given as a
@@ -43,6 +45,7 @@ sys.path.insert(0, str(REPO))
 
 CELL = """\
 import json, time
+CELL_START = time.time()
 import numpy as np
 import tensorflow as tf
 
@@ -72,7 +75,10 @@ class FirstBatch(tf.keras.callbacks.Callback):
             FirstBatch.first = time.time()
 
 model.fit(ds, epochs={epochs}, steps_per_epoch={steps}, verbose=0, callbacks=[FirstBatch()])
-RESULT = {{"first_batch": FirstBatch.first, "done": time.time(), "replicas": strategy.num_replicas_in_sync}}
+RESULT = {{
+    "cell_start": CELL_START, "first_batch": FirstBatch.first, "done": time.time(),
+    "replicas": strategy.num_replicas_in_sync,
+}}
 print("BENCH " + json.dumps(RESULT))
 """
 
@@ -109,8 +115,21 @@ def run_job(code: str, kwargs: dict) -> dict:
     if phase != "succeeded":
         raise RuntimeError(f"job {job.name} ended {phase}: {job.status.message}")
     ended = time.time() - t0
+    events = job.events()
+    start = next((e for e in events if e.get("type") == "start"), {})
+    point = next((e for e in events if e.get("type") == "metric"), {})
+    reporting = job.spec.reporting_replica
+    line = next((ln for ln in job.logs(reporting).splitlines() if ln.startswith("BENCH ")), None)
+    cell = json.loads(line[len("BENCH ") :]) if line else {}
+    nan = float("nan")
     return {
         "first_point": seen if seen is not None else float("nan"),
+        # where it went, seconds after submit: the runner's start event, the cell's first line, the fit's
+        # first batch end (timed by the cell), the first metric point written (its own timestamp)
+        "path": [
+            float(x) - t0 if x is not None else nan
+            for x in (start.get("t"), cell.get("cell_start"), cell.get("first_batch"), point.get("t"))
+        ],
         "end": ended,
         "launch": ",".join(sorted({r.launch or "?" for r in job.status.replicas})),
         "pids": sorted(r.pid for r in job.status.replicas if r.pid),
@@ -224,6 +243,7 @@ def bench_ipyparallel(rounds: int, epochs: int, steps: int, gap: float) -> dict:
             results = rc[:].pull("RESULT", block=True)
             runs.append(
                 {
+                    "cell_start": min(r["cell_start"] for r in results) - start,
                     "first_batch": results[0]["first_batch"] - start,
                     "end": done,
                     "replicas": results[0]["replicas"],
@@ -282,6 +302,10 @@ def main() -> int:
                 f"  repeat {i}        first point {k['first_point']:6.2f}  end {k['end']:6.2f}  "
                 f"({k['launch']} start, {same})"
             )
+            print(
+                "                  start event {:.3f}, cell's first line {:.3f}, first batch {:.3f}, "
+                "point written {:.3f}, seen {:.3f}".format(*k["path"], k["first_point"])
+            )
         med = statistics.median(k["first_point"] for k in kept)
         print(
             f"  median repeat first point {med:.2f} s = {med / c['first_point']:.2f} x cold; "
@@ -303,7 +327,7 @@ def main() -> int:
             what = "first run " if i == 0 else f"repeat {i}  "
             print(
                 f"  {what}      first batch {run['first_batch']:6.2f}  end {run['end']:6.2f}  "
-                f"({run['replicas']} replicas in sync)"
+                f"({run['replicas']} replicas in sync; the cell's first line at {run['cell_start']:.3f})"
             )
         med = statistics.median(r["first_batch"] for r in ipp["runs"][1:])
         print(f"  median repeat first batch {med:.2f} s")
