@@ -26,8 +26,12 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
 STAND_INS = "chief_stand_ins"  # the supervisor's attribute: the listeners holding old chiefs' ports
+HOLD_WAIT = (
+    2.0  # seconds to bind the old chief's port (the servers' watchdog allows 3 missed probes, 1 s apart)
+)
 
 
 def servers_kept(sup, workers: int) -> list | None:
@@ -98,14 +102,20 @@ class ChiefStandIn:
 
 def hold_chief_port(sup, address: str) -> bool:
     """Hold the stopped chief's ``address`` for the serving replicas' probes; False when it cannot be bound
-    (the servers will then exit, and the supervisor restarts them as after a lost chief)."""
+    within :data:`HOLD_WAIT` seconds (the servers would exit: the restart takes every replica)."""
     from .local_supervisor import say
 
-    try:
-        stand_in = ChiefStandIn(address)
-    except OSError as e:
-        say(f"could not hold the old chief's address {address} ({e}); the servers may exit and restart")
-        return False
+    deadline = time.monotonic() + HOLD_WAIT
+    while True:
+        try:
+            stand_in = ChiefStandIn(address)
+            break
+        except OSError as e:
+            # a killed process's sockets close as it exits, which takes a moment for a large one under load
+            if time.monotonic() > deadline:
+                say(f"could not hold the old chief's address {address} ({e}); restarting every replica")
+                return False
+            time.sleep(0.02)
     holders = getattr(sup, STAND_INS, None)
     if holders is None:
         holders = []
