@@ -48,16 +48,34 @@ def _json(resp) -> dict:
         resp.release_conn()
 
 
-def iter_lines(resp) -> Iterator[str]:
-    """Lines of a chunked streaming response, as text."""
-    buf = b""
-    for chunk in resp.stream(amt=None, decode_content=False):
-        buf += chunk
-        while b"\n" in buf:
-            line, buf = buf.split(b"\n", 1)
+STREAM_READ = 1 << 16  # bytes read from a streaming response at a time
+
+
+def iter_lines(resp, amt: int = STREAM_READ) -> Iterator[str]:
+    """Lines of a chunked streaming response, as text.
+
+    Read at most ``amt`` bytes at a time, whatever the server's chunks: a follow stream that reconnects gets
+    the container's whole log in one chunk (hundreds of MB for a long job), and a reader that falls behind
+    gets everything printed meanwhile in one chunk. Each byte is split once; what is held at any moment is
+    one read and the line it ends in.
+    """
+    partial: list[bytes] = []  # the pieces of a line not ended yet
+    for data in resp.stream(amt, decode_content=False):
+        if b"\n" not in data:
+            partial.append(data)
+            continue
+        if partial:
+            partial.append(data)
+            data = b"".join(partial)
+            partial = []
+        lines = data.split(b"\n")
+        last = lines.pop()
+        for line in lines:
             yield line.decode("utf-8", "replace")
-    if buf:
-        yield buf.decode("utf-8", "replace")
+        if last:
+            partial.append(last)
+    if partial:
+        yield b"".join(partial).decode("utf-8", "replace")
 
 
 class closed_when:

@@ -16,6 +16,7 @@ import json
 import threading
 import time
 from dataclasses import replace
+from functools import partial
 
 import urllib3
 
@@ -38,6 +39,7 @@ from .connection import READ_TIMEOUT, LineStream
 from .errors import ApiErrorContext
 from .job_objects import JobRef, job_events, owners, snapshot
 from .lifecycle import POD_ENDED, AttemptLog, Finisher, capture_logs, replica_log
+from .log_copy import LogCopy, text_lines
 from .queue import describe as describe_queued
 from .resize import with_history
 from .resize_restart import filter_events as resize_filter
@@ -46,6 +48,7 @@ from .status import assemble_status, pod_replica, replica_from_pods, replicas_fr
 
 WATCH_TIMEOUT = 60  # seconds per watch request; the server ends it, we resume from the last resourceVersion
 MISSING_PODS_RECHECK = 3  # seconds between looks at the Jobs' events while pods are missing
+CONTAINER_END_WAIT = 3.0  # seconds a log stream's end waits for the pod watch to show its container ended
 
 _FOLLOWERS: dict[str, JobFollower] = {}  # record dir -> the follower running in this process
 _FOLLOWERS_LOCK = threading.Lock()
@@ -455,6 +458,7 @@ class JobFollower:
     def follow_metrics(self) -> None:
         """Follow the reporting replica's log; after a drop re-read it and keep only unseen (run, seq)."""
         read_restarts: dict[str, int] = {}
+        read_whole: set[tuple[str, int]] = set()  # (pod, restart count): container runs read to their end
         copy = LogCopy(replica_log(self.job, self.spec.reporting_replica))
         self.log_copy = copy
         backoff = 0.2
@@ -477,12 +481,19 @@ class JobFollower:
                             self.pods_changed.wait(1.0)
                         continue
                     pod, restarts, ended = target
-                    if read_restarts.get(pod, restarts) < restarts:
+                    if read_restarts.get(pod, restarts) < restarts and (pod, restarts - 1) not in read_whole:
                         # the container restarted since we last read it: the previous one's tail may be unread
-                        previous = self.cluster.read_log(self.namespace, pod, previous=True)
-                        self.deliver(previous.splitlines(), pod)
-                        copy.finish(AttemptLog.key(pod, restarts - 1), previous)
+                        previous = text_lines(self.cluster.stream_log(self.namespace, pod, previous=True))
+                        copy.finish(
+                            AttemptLog.key(pod, restarts - 1), previous, partial(self.deliver, pod=pod)
+                        )
                     read_restarts[pod] = restarts
+                    if (pod, restarts) in read_whole:  # its stream ended with the container: nothing is new
+                        if ended or self.finishing or self._pod_ended(pod):
+                            return
+                        with self.pods_changed:  # until it restarts or its pod ends
+                            self.pods_changed.wait(1.0)
+                        continue
                     copied = copy.copied if copy.key == AttemptLog.key(pod, restarts) else 0
                     resp = self.cluster.follow_log(self.namespace, pod, _request_timeout=(10, READ_TIMEOUT))
                     self.log_opened.set()
@@ -516,6 +527,11 @@ class JobFollower:
                         continue  # stopped by a restart-resize: the new shape's reporting pod is next
                     if ended or self._pod_ended(pod):
                         return
+                    if not self.stop_logs.is_set() and self._container_ended(pod, restarts):
+                        # a follow stream ends when its container does: read to its end, never again (a
+                        # reconnect would read the whole log again for nothing)
+                        read_whole.add((pod, restarts))
+                        continue
                 except Forbidden as e:
                     self.metrics_error = f"no metrics: {e}"
                     self.version += 1
@@ -530,63 +546,30 @@ class JobFollower:
         finally:
             self.log_done.set()
 
+    def _container_ended(self, pod: str, restarts: int, wait: float = CONTAINER_END_WAIT) -> bool:
+        """Whether run ``restarts`` of ``pod``'s container has ended, as the pod watch shows it within ``wait``
+        seconds (its log stream may end before the watch sees it); not waited for once the job is done."""
+        deadline = time.monotonic() + wait
+        with self.pods_changed:
+            while True:
+                obj = self.pods.get(pod)
+                if obj is None:
+                    return True
+                status = obj.get("status") or {}
+                cs = (status.get("containerStatuses") or [{}])[0]
+                count = int(cs.get("restartCount") or 0)
+                if status.get("phase") in POD_ENDED or count > restarts:
+                    return True
+                if count == restarts and "terminated" in (cs.get("state") or {}):
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0 or self.finishing or self.stop_logs.is_set():
+                    return False
+                self.pods_changed.wait(left)
+
     def _pod_ended(self, pod: str) -> bool:
         with self.pods_changed:
             obj = self.pods.get(pod)
         if obj is None:
             return True
         return (obj.get("status") or {}).get("phase") in POD_ENDED
-
-
-class LogCopy:
-    """The follower's writer of the reporting replica's log copy: appends only.
-
-    Each container run is an attempt of :class:`.lifecycle.AttemptLog` (the separator before every attempt
-    after the first, the index the final capture completes); a stream reconnected to the same container
-    re-reads its log from the start, so the lines already copied are skipped, never written twice.
-    """
-
-    def __init__(self, log: AttemptLog):
-        self.log = log
-        self.key: str | None = None
-        self.copied = 0  # lines of attempt ``key`` in the copy
-        self.seen = 0  # lines of attempt ``key`` read by the current stream
-        self.file = None
-
-    def attempt(self, key: str) -> LogCopy:
-        """Begin reading attempt ``key`` from its start (a ``with`` block around one stream)."""
-        if key != self.key:
-            with AttemptLog._lock:
-                f = self.log.open(key)  # closes the previous attempt, writes the separator
-            if f is not None:
-                f.close()
-            self.key, self.copied = (key if f is not None else None), 0
-        self.seen = 0
-        return self
-
-    def __enter__(self) -> LogCopy:
-        self.log.path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = open(self.log.path, "a")
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.file.close()
-        self.file = None
-
-    def add(self, line: str) -> None:
-        self.seen += 1
-        if self.key is not None and self.seen > self.copied:
-            self.file.write(line + "\n")
-            self.copied = self.seen
-
-    def flush(self) -> None:
-        self.file.flush()
-
-    def finish(self, key: str, text: str) -> None:
-        """The whole log of attempt ``key`` (a container that restarted): append its lines not copied yet."""
-        if key != self.key or not text:
-            return
-        self.attempt(key)
-        with self:
-            for line in text.split("\n")[: -1 if text.endswith("\n") else None]:
-                self.add(line)
