@@ -370,7 +370,8 @@ def safe_terminate_on_nan(keras, runtime: Runtime):
 def job_tensorboard(keras):
     """The job's ``TensorBoard`` callback class for ``keras``: epoch summaries only, nothing per batch.
 
-    No histograms, graph, images or profiling, ``update_freq="epoch"``; with Keras 3 its batch hooks are
+    No histograms, graph, images or profiling, ``update_freq="epoch"``, its writer created at the first epoch
+    end rather than before the first batch; with Keras 3 its batch hooks are
     dropped (they call ``tf.summary.scalar`` for every batch, to no writer) and it is marked async-safe,
     so adding it never makes Keras 3 give up dispatching batch callbacks in its thread pool.
     """
@@ -386,6 +387,12 @@ def job_tensorboard(keras):
                 profile_batch=0,
             )
             self.async_safe = True
+
+        def on_train_begin(self, logs=None):
+            # Epoch summaries only: no writer to make the default (Keras's would create the train writer
+            # here, a file in the artifacts, before the first batch); the first epoch end creates it.
+            self._global_train_batch = 0
+            self._previous_epoch_iterations = 0
 
         def on_train_batch_begin(self, batch, logs=None):
             pass
