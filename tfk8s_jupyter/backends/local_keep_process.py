@@ -15,6 +15,13 @@ While kept, a process:
 - blocks on its FIFO ``go`` (no CPU): ``exit`` ends it, ``go`` hands it a new assignment (environment,
   working directory, log file, the new supervisor's pid) which it accepts (``accepted``), then it resets what
   a run leaves in a process (:func:`reset_process`) and runs ``main`` again as the new job's replica.
+
+A replica whose cell left a thread running or a file open (measured against the baseline taken before the
+cell, :func:`before_cell`; see :mod:`.local_keep_hygiene`) is not kept: threads are looked at before it
+says it can be kept (its supervisor then keeps nothing and ends the job as usual), files once the reset
+collected the cell's objects (a set already kept is withdrawn: its idle marker taken back, its other
+members told to exit). It writes one line into its log naming what was left and exits as a cold replica
+would (``os._exit``: a non-daemon thread holds nothing up).
 """
 
 from __future__ import annotations
@@ -30,6 +37,9 @@ import sys
 import threading
 import time
 from pathlib import Path
+
+from . import local_keep_hygiene as hygiene
+from .local_keep_hygiene import own
 
 KEEP_VAR = "TFK8S_KEEP"
 CLAIMED_WAIT = 10.0  # seconds to wait for the assignment when a claimer took the set as it expired
@@ -99,7 +109,7 @@ def _on_exit_of(pid: int, ticks: int | None, action) -> None:
         os.close(fd)
         action()
 
-    threading.Thread(target=watch, name="tfk8s-keep-watch", daemon=True).start()
+    own(threading.Thread(target=watch, name="tfk8s-keep-watch", daemon=True)).start()
 
 
 def _die() -> None:
@@ -250,6 +260,12 @@ def after_run(code: int, main) -> int:
             break
         sys.stdout.flush()
         sys.stderr.flush()
+        # threads the cell left running: not kept, and the job's supervisor learns it before keeping anything
+        _stop_coordinator(_default_strategy())  # the previous run's coordinator threads are the runner's
+        left = hygiene.leftovers(files=False)
+        if left:
+            _not_kept(cfg, left)
+            break
         fifo_fd = _prepare(cfg)
         _announce(cfg, serving=False)  # the job can end now
         # reset before reading the FIFO, not once the next job waits for this process (measured: ~1 s, more
@@ -257,6 +273,13 @@ def after_run(code: int, main) -> int:
         resetting = Path(cfg["slot"]) / "resetting"
         resetting.touch()
         reset_process(dict(os.environ), os.getcwd())
+        left = hygiene.leftovers()  # files still open once the cell's objects are collected are held
+        if left:
+            os.close(fifo_fd)
+            _not_kept(cfg, left)
+            _withdraw(cfg)
+            resetting.unlink()
+            break
         resetting.unlink()
         assignment = wait_for_assignment(cfg, fifo_fd)
         os.close(fifo_fd)
@@ -271,6 +294,57 @@ def after_run(code: int, main) -> int:
         Path(cfg["slot"]).mkdir(parents=True, exist_ok=True)
         _write_json(Path(cfg["slot"]) / "exit.json", {"code": code})
     return code
+
+
+def _default_strategy():
+    tf = sys.modules.get("tensorflow")
+    return tf.distribute.get_strategy() if tf is not None else None
+
+
+def _not_kept(cfg: dict, left: hygiene.Leftovers) -> None:
+    """Say in the job's log (this replica's) why this process is not kept; the same sentence goes to
+    ``unkept`` in its member directory for the job's supervisor."""
+    line = hygiene.sentence(f"{os.environ.get('TFK8S_ROLE')}-{os.environ.get('TFK8S_INDEX')}", left)
+    sys.stdout.flush()
+    print(line, file=sys.stderr, flush=True)
+    try:
+        slot = Path(cfg["slot"])
+        slot.mkdir(parents=True, exist_ok=True)
+        (slot / "unkept").write_text(line + "\n")
+    except OSError:
+        pass
+
+
+def _withdraw(cfg: dict) -> None:
+    """This member will not serve: when its set was kept already, take the set's idle marker back (nobody
+    can claim it then) and tell the other members to exit. A job claiming it this very moment finds this
+    member gone and starts cold; a set not kept yet is not kept (its supervisor sees this process exit)."""
+    slot = Path(cfg["slot"])
+    marker = cfg.get("marker")
+    if not marker or not (slot / "kept").exists():
+        return
+    retired = Path(marker).parent.parent / "retired" / Path(marker).name
+    try:
+        retired.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(marker, retired)
+    except OSError:
+        return  # claimed a moment ago (the claimer sees this process gone), or retired already
+    for member in slot.parent.iterdir():
+        if member.is_dir() and member != slot:
+            try:
+                fd = os.open(member / "go", os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:
+                continue  # nobody reads it: that member is gone
+            try:
+                os.write(fd, b"exit\n")
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+    try:
+        os.unlink(retired)
+    except OSError:
+        pass
 
 
 def keep_serving(log) -> None:
@@ -301,11 +375,22 @@ def keep_serving(log) -> None:
     threading.Thread(target=run, args=(cfg,), name="tfk8s-keep", daemon=True).start()
 
 
+def before_cell() -> None:
+    """The baseline of this process's threads and open files, taken once the runner's set-up is done and
+    the cell is about to run: what the cell leaves beyond it makes the process not kept
+    (:mod:`.local_keep_hygiene`)."""
+    hygiene.snapshot()
+
+
 def strategy_barrier(tf, timeout: float = 60.0) -> None:
     """A kept all-reduce worker, once its new MultiWorkerMirroredStrategy is set up: wait until every peer's
     is too. Setting the strategy up again resets the process's collective state; a peer that already sent
     its first collective (the variables' broadcast) into the old state would see it aborted ("Delete called
-    on non-empty BufRendezvous", measured)."""
+    on non-empty BufRendezvous", measured).
+
+    It also takes the baseline of what the process runs and holds open (:func:`before_cell`) until the
+    runner calls that itself right before the cell."""
+    before_cell()
     cfg = config()
     if not _State.claimed or cfg is None or os.environ.get("TFK8S_STRATEGY") != "multi_worker_mirrored":
         return
