@@ -1,7 +1,7 @@
 """The local backend's warm replica pool, with real TensorFlow: a job's replicas become pool processes
 (their pids), only an assignment with the pool process's import-time environment is served warm, a pool
-process killed or frozen while idle means a cold start, two claimers never share a process, ``warm_pool=0``
-starts nothing, and the pool ends with its owner."""
+process killed or frozen while idle, or killed while being claimed, means a cold start, two claimers never
+share a process, ``warm_pool=0`` starts nothing, and the pool ends with its owner."""
 
 from __future__ import annotations
 
@@ -118,6 +118,31 @@ def test_a_pool_process_killed_or_frozen_while_idle_means_a_cold_start(tfk8s_hom
     assert killed not in {pid for _, pid in got.values()} and frozen not in {pid for _, pid in got.values()}
     assert sorted(launch for launch, _ in got.values()) == ["cold", "cold", "warm"]
     assert not process_alive(frozen)  # a claimed process that did not answer is killed, never served late
+
+
+def test_a_pool_process_killed_while_it_is_claimed_means_a_cold_start(tfk8s_home):
+    use_pool(0)
+    assert LocalBackend().warm_up(make_spec("print(1)", workers=1), timeout=180)
+    (pid,) = idle_pids(tfk8s_home)
+    (slot,) = (tfk8s_home / ".warm-pool" / "slots").iterdir()
+    os.kill(pid, signal.SIGSTOP)  # it cannot answer: the claim is under way when it is killed
+    try:
+        set_current_config(TFK8s(warm_pool=1, keep_warm=0))
+        started = time.monotonic()
+        job = tk.submit(keras_cell(epochs=1, steps=5), workers=1, name="killed-in-claim")
+        wait_for(lambda: (slot / "assignment.json").exists(), 60, "the claim's assignment", poll=0.005)
+        os.kill(pid, signal.SIGKILL)
+        phase = job.wait(timeout=240)
+    finally:
+        if process_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    assert phase == "succeeded", job.status.message
+    assert time.monotonic() - started < 200
+    launch, replica_pid = launches(job)["worker-0"]
+    assert launch == "cold" and replica_pid != pid
+    # the dead process's slot goes, with the assignment it never read (it holds the job's protocol key)
+    wait_for(lambda: not slot.exists(), 20, "the killed process's slot to be removed")
+    assert os.listdir(tfk8s_home / ".warm-pool" / "claimed") == []
 
 
 CLAIMER = """
