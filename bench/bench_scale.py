@@ -113,7 +113,6 @@ def one_up(tk, n: int, ps: int, settled: bool = False) -> dict:
     job.scale(workers=3)
     wait_for(lambda: len(job.status.history) >= 1, 600, "the restart")
     entry = job.status.history[0]
-    asked = re.search(r"the new shape's processes are ready \(([0-9.]+) s", job.logs("supervisor"))
 
     def new_points() -> list[dict]:
         events = job.events()
@@ -121,6 +120,9 @@ def one_up(tk, n: int, ps: int, settled: bool = False) -> dict:
         return [] if marker is None else [e for e in events[marker:] if e.get("type") == "metric"]
 
     point = wait_for(new_points, 600, "a point of the new shape")[0]
+    # said once every replica the restart starts was given a process (after the history entry, when the
+    # restart starts them as they become ready)
+    asked = re.search(r"the new shape's processes are ready \(([0-9.]+) s", job.logs("supervisor"))
     steps = [e["step"] for e in job.events() if e.get("type") == "metric"]
     kept = entry.get("kept") or []
     started = kinds(job, skip=kept)
