@@ -54,7 +54,7 @@ from .base import (
 )
 from .local_capacity import check_local_capacity, detect_gpus, gpu_slices
 from .local_env import ARTIFACTS, checkpoint_dir, pool_envs, process_env, supervisor_env
-from .local_keep import claim_at_submit
+from .local_handover import claim_at_submit
 from .local_pool import owned_pool, owned_pools, pool_dir
 from .local_processes import proc_start_ticks, process_alive
 
@@ -290,7 +290,7 @@ class LocalBackend(Backend):
             "keep_warm": _keep_warm(),
             "owner": [os.getpid(), proc_start_ticks(os.getpid())],
         }
-        # a kept set of this shape is claimed now and handed over once the supervisor runs (local_keep)
+        # a kept set of this shape, or pool processes, claimed now and handed over once the supervisor runs
         hooked = self.test_hooks and (self.test_hooks.runner or self.test_hooks.stall_replica)
         claim = claim_at_submit(spec, record.dir.resolve(), local, env, runs_runner=not hooked)
         try:

@@ -10,8 +10,9 @@ Layout of ``<records root>/.kept/``:
   written by the replica when it can be kept, ``go`` its FIFO, ``kept`` when the supervisor kept it,
   ``assignment.json`` and ``accepted`` when the next job claims it);
 - ``idle/<shape>.<set>``: the marker of a set ready to serve; claiming is the atomic ``rename`` of the
-  marker into ``claimed/``, so two supervisors never get one set; an expiring set renames it into
-  ``retired/``.
+  marker into ``claimed/``, so two claimers never get one set; an expiring set renames it into
+  ``retired/``. The process that submits the next job claims it and hands the members their assignments
+  as soon as the job's supervisor runs (:mod:`.local_handover`); the supervisor waits for them to accept.
 
 **The shape** of a job is its strategy, its replica names (roles and counts) and, per replica, the pool's
 import key (:func:`~.local_pool.import_key`: Python, the environment applied before TensorFlow is imported
@@ -52,7 +53,6 @@ import json
 import os
 import shutil
 import signal
-import sys
 import time
 import uuid
 from collections.abc import Mapping
@@ -60,7 +60,6 @@ from pathlib import Path
 
 from ..records import write_json_atomic
 from .base import R_SUCCEEDED, SUCCEEDED
-from .local_env import job_cwd, job_replica_env
 from .local_keep_process import KEEP_VAR
 from .local_pool import MEMORY_RESERVE, RUNNER_MODULE, WarmProcess, _mem_available, import_key
 from .local_processes import proc_start_ticks, process_alive, process_state
@@ -70,8 +69,6 @@ KEEP_DIR = ".kept"
 CLAIM_ACK = 3.0  # seconds every member has to accept its assignment once it listens
 RESET_WAIT = 30.0  # seconds a member still resetting after its last run (``resetting``) may take
 READY_WAIT = 5.0  # seconds the supervisor waits for every replica to be keepable once training ended
-HANDOVER_FILE = "kept.json"  # in the job's record: whether the submitting process handed a kept set over
-HANDOVER_WAIT = 10.0  # seconds the supervisor waits for that word from the submitting process
 
 
 def keep_dir(root: str | os.PathLike) -> Path:
@@ -307,125 +304,6 @@ class KeptSet:
 
 
 # ------------------------------------------------------------------------------------------ the supervisor's side
-def claim_at_submit(
-    spec, job_dir: Path, local: dict, base_env: Mapping[str, str], runs_runner: bool
-) -> SubmitClaim | None:
-    """The submitting process, before it starts the job's supervisor: claim a kept set of the job's shape
-    (health-checked) for it. Adds ``keep`` to ``local`` (the job's ``local.json``-to-be: the set this job's
-    replicas will be kept in, the shape, and the claimed set if any); returns the claim to hand over once
-    the supervisor runs (:meth:`SubmitClaim.hand_over`), or None (the job starts as usual).
-
-    Handing the kept replicas their assignments from here, not from the supervisor, takes the
-    supervisor's own start (a Python process and its imports, 0.1-0.15 s measured) off the path to the
-    run's first metric point: the kept replicas run the cell while the supervisor starts."""
-    seconds = float(local.get("keep_warm") or 0)
-    owner = local.get("owner")
-    if seconds <= 0 or not owner or not runs_runner:
-        return None
-    plan = KeepPlan(job_dir.parent, job_dir.name, seconds, owner)
-    names = spec.replica_names
-    envs = {n: job_replica_env(spec, job_dir, local, n, local["cluster"], base_env) for n in names}
-    kept = plan.claim(envs, sys.executable)
-    local["keep"] = {"set": plan.set_id, "shape": plan.shape, "note": plan.note}
-    if kept is None:
-        return None
-    local["keep"]["claimed"] = {"dir": str(kept.dir), "marker": str(kept.marker)}
-    return SubmitClaim(plan, kept, spec, job_dir, local, base_env)
-
-
-class SubmitClaim:
-    """A kept set claimed by the submitting process for one job (:func:`claim_at_submit`)."""
-
-    def __init__(self, plan: KeepPlan, kept: KeptSet, spec, job_dir: Path, local: dict, base_env):
-        self.plan, self.kept, self.spec, self.job_dir = plan, kept, spec, job_dir
-        self.local, self.base_env = local, base_env
-
-    def hand_over(self, supervisor: int) -> None:
-        """Give every member its assignment, as the job's replica under supervisor pid ``supervisor``, and
-        tell the supervisor how that went (``HANDOVER_FILE``)."""
-        ticks = proc_start_ticks(supervisor)
-        cwd = job_cwd(self.local, self.job_dir)
-        assignments = {}
-        for name in self.spec.replica_names:
-            (self.plan.set_dir / name).mkdir(parents=True, exist_ok=True)
-            env = job_replica_env(self.spec, self.job_dir, self.local, name, self.kept.cluster, self.base_env)
-            env[KEEP_VAR] = self.plan.env_var(name, (supervisor, ticks))
-            assignments[name] = {
-                "env": env,
-                "cwd": cwd,
-                "log": str(self.job_dir / "logs" / f"{name}.log"),
-                "watch_pid": supervisor,
-                "watch_ticks": ticks,
-            }
-        problem = self.kept.send(assignments)
-        write_json_atomic(self.job_dir / HANDOVER_FILE, {"sent": problem is None, "problem": problem})
-
-    def abandon(self) -> None:
-        """The job did not start after all: the claimed set cannot serve (its members are killed)."""
-        self.kept.discard()
-
-
-def _handed_over(sup) -> dict | None:
-    """The submitting process's word on the hand-over (``HANDOVER_FILE``), or None when it never came."""
-    path = sup.record.dir / HANDOVER_FILE
-    owner = sup.keep.owner
-    deadline = time.monotonic() + HANDOVER_WAIT
-    while time.monotonic() < deadline:
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):
-            pass
-        if not process_alive(owner[0], owner[1] if len(owner) > 1 else None) and not path.exists():
-            return None
-        time.sleep(0.002)
-    return None
-
-
-def claim_kept(sup) -> None:
-    """``sup`` (the job's Supervisor): run its job on the kept set the submitting process claimed and
-    handed over for it (:func:`claim_at_submit`), once every member accepted; otherwise every replica
-    starts as usual."""
-    if sup.keep is None:
-        return
-    info = sup.local.get("keep") or {}
-    claimed = info.get("claimed")
-    if not claimed:
-        if info.get("note"):
-            say(f"kept replicas not used ({info['note']}); starting anew")
-        return
-    kept = KeptSet(Path(claimed["dir"]), Path(claimed["marker"]))
-    handed = _handed_over(sup)
-    if handed is None:
-        kept.discard()
-        say("kept replicas not used (the submitting process did not hand them over); starting anew")
-        return
-    if not handed.get("sent"):
-        say(f"kept replicas not used ({handed.get('problem')}); starting anew")
-        return
-    own = sup.cluster
-    sup.cluster = kept.cluster
-    for r in sup.replicas:
-        r.log.parent.mkdir(parents=True, exist_ok=True)
-    handles, problem = kept.await_accept({r.name: sup.keep.set_dir / r.name for r in sup.replicas})
-    if problem:
-        sup.cluster = own
-        say(f"kept replicas not used ({problem}); starting anew")
-        return
-    sup.kept_procs = handles
-    for r in sup.replicas:
-        r.status.host = sup.cluster[r.status.role][r.status.index]
-    sup.local["cluster"] = sup.cluster
-    write_json_atomic(sup.record.dir / "local.json", sup.local)
-    say(f"running on kept replicas {', '.join(f'{n} (pid {h.pid})' for n, h in handles.items())}")
-
-
-def drop_claim(sup) -> None:
-    """``sup`` (the job's Supervisor) ends before it ran anything: a kept set handed to it cannot serve."""
-    claimed = (sup.local.get("keep") or {}).get("claimed") if sup.keep is not None else None
-    if claimed and (sup.record.dir / HANDOVER_FILE).exists():
-        KeptSet(Path(claimed["dir"]), Path(claimed["marker"])).discard()
-
-
 def keep_at_end(sup, now: float) -> str | None:
     """``sup`` (the job's Supervisor), once training ended: "kept" when every replica waits to be kept
     (the set is published and the job ends), "wait" while some are not yet, "no" when they will not be

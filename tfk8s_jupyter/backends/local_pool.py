@@ -19,9 +19,11 @@ executable and the replica's environment without what a replica learns per assig
 ``TFK8S_KERAS``, which decide the Keras flavour). A new ``--env``, another GPU slice
 (``CUDA_VISIBLE_DEVICES``) or the other Keras gives another key: a cold start, never a wrong environment.
 
-**Claiming** (:func:`claim_replica`, called by the job's supervisor for each replica it starts): rename an
-idle marker of the key, write the assignment (environment, working directory, log file, the supervisor's pid),
-write ``go`` into the FIFO and wait up to :data:`CLAIM_ACK` seconds for ``accepted``. A process that died
+**Claiming** (at submit, :func:`reserve_pool` and :func:`send_pool` from :mod:`.local_handover`, so the
+pool processes start the run while the job's supervisor starts; :func:`claim_replica` for a replica the
+supervisor starts later, e.g. a restart): rename an idle marker of the key, write the assignment
+(environment, working directory, log file, the supervisor's pid), write ``go`` into the FIFO and wait up to
+:data:`CLAIM_ACK` seconds for ``accepted`` (the supervisor waits, :func:`await_pool_process`). A process that died
 while idle (the FIFO has no reader), refuses (another key) or does not answer (frozen: it is killed) gives
 None, and the supervisor starts a cold process: nothing hangs. The claimed process runs the runner's
 ``main`` exactly as ``python -m tfk8s_jupyter.runner`` does and dies with the supervisor; the supervisor
@@ -178,6 +180,12 @@ def claim_replica(
 
 
 def _hand_over(slot: Path, assignment: dict) -> WarmProcess | None:
+    sent = _send(slot, assignment)
+    return _await(slot, *sent) if sent else None
+
+
+def _send(slot: Path, assignment: dict) -> tuple[int, int] | None:
+    """Give the pool process of ``slot`` its assignment; its ``(pid, start ticks)``, or None (gone)."""
     try:
         info = json.loads((slot / "info.json").read_text())
         pid, ticks = int(info["pid"]), int(info["start_ticks"])
@@ -196,6 +204,12 @@ def _hand_over(slot: Path, assignment: dict) -> WarmProcess | None:
         return None
     finally:
         os.close(fd)
+    return pid, ticks
+
+
+def _await(slot: Path, pid: int, ticks: int) -> WarmProcess | None:
+    """The handle of the pool process once it accepted its assignment; None when it refused, died, or did
+    not accept within ``CLAIM_ACK`` (then it is killed)."""
     deadline = time.monotonic() + CLAIM_ACK
     while time.monotonic() < deadline:
         if (slot / "accepted").exists():
@@ -208,6 +222,70 @@ def _hand_over(slot: Path, assignment: dict) -> WarmProcess | None:
     except ProcessLookupError:
         pass
     return None
+
+
+# ---------------------------------------------------- claimed by the submitting process (local_handover)
+def reserve_pool(
+    pool: str | os.PathLike, envs: Mapping[str, Mapping[str, str]], executable: str
+) -> dict[str, dict]:
+    """Claim one idle pool process of its import key for each replica of ``envs`` that has one:
+    ``{replica: entry}`` (given its assignment later by :func:`send_pool`)."""
+    pool = Path(pool)
+    try:
+        idle = sorted(os.listdir(pool / "idle"))
+    except OSError:
+        return {}
+    out: dict[str, dict] = {}
+    for name, env in envs.items():
+        key = import_key(env, executable)
+        for marker in [m for m in idle if m.startswith(key + ".")]:
+            idle.remove(marker)
+            try:
+                os.rename(pool / "idle" / marker, pool / "claimed" / marker)
+            except OSError:
+                continue  # another claimer took it, or it expired
+            out[name] = {
+                "slot": str(pool / "slots" / marker.split(".", 1)[1]),
+                "marker": str(pool / "claimed" / marker),
+            }
+            break
+    return out
+
+
+def send_pool(pooled: Mapping[str, dict], assignments: Mapping[str, dict]) -> dict[str, dict]:
+    """Give each reserved pool process its replica's assignment; the entries that went out, with the
+    process's pid and start ticks (the others are released: their replicas start otherwise)."""
+    sent = {}
+    for name, entry in pooled.items():
+        got = _send(Path(entry["slot"]), assignments[name])
+        _unlink(entry["marker"])
+        if got is not None:
+            sent[name] = {**entry, "pid": got[0], "ticks": got[1]}
+    return sent
+
+
+def await_pool_process(entry: Mapping) -> WarmProcess | None:
+    """The supervisor's side of :func:`send_pool`: the replica's handle once its pool process accepted."""
+    return _await(Path(entry["slot"]), int(entry["pid"]), int(entry["ticks"]))
+
+
+def release_pool_process(entry: Mapping, kill: bool = False) -> None:
+    """A reserved pool process that will not serve: its marker withdrawn, the process killed when asked."""
+    _unlink(entry["marker"])
+    if kill:
+        try:
+            info = json.loads((Path(entry["slot"]) / "info.json").read_text())
+            if process_alive(int(info["pid"]), int(info["start_ticks"])):
+                os.kill(int(info["pid"]), signal.SIGKILL)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+
+
+def _unlink(path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 # --------------------------------------------------------------------------- the owner's side

@@ -57,7 +57,8 @@ from .base import (
 from .local import SUPERVISOR_FILE
 from .local_env import job_cwd, job_replica_env
 from .local_errors import TRANSIENT_ERRORS, curable_error, error_type  # noqa: F401 (re-exported)
-from .local_keep import KEEP_VAR, KeepPlan, claim_kept, drop_claim, keep_at_end
+from .local_handover import adopt, drop, pooled_process
+from .local_keep import KEEP_VAR, KeepPlan, keep_at_end
 from .local_pool import claim_replica
 from .local_processes import listening_ports, proc_start_ticks, process_state
 from .local_resize import cancel as cancel_resize
@@ -165,6 +166,7 @@ class Supervisor(StallWatch):
         # Kept replicas (c.TFK8s.keep_warm): this job may run on a finished job's processes, and keep its own.
         self.keep = KeepPlan.from_local(self.local, job_dir, self.command) if not self.stall else None
         self.kept_procs: dict = {}  # replica name -> handle of a kept process claimed for it
+        self.pooled: dict = {}  # replica name -> a pool process the submitting process handed it
 
     # bookkeeping ----------------------------------------------------------------
     def save(self) -> None:
@@ -224,7 +226,7 @@ class Supervisor(StallWatch):
         return env
 
     def claim_kept(self) -> None:
-        claim_kept(self)  # this job on a kept set of its shape, when one is there and healthy
+        adopt(self)  # the kept set or pool processes the submitting process handed this job
 
     def try_keep(self, now: float) -> str | None:
         return keep_at_end(self, now)  # once training ended: keep the replicas for the next run
@@ -242,7 +244,11 @@ class Supervisor(StallWatch):
                 )
                 log.flush()
             kept = self.kept_procs.pop(r.name, None)
-            warm = kept or claim_replica(self.local.get("warm_pool"), command, env, self.cwd, r.log)
+            warm = (
+                kept
+                or pooled_process(self, r.name)
+                or claim_replica(self.local.get("warm_pool"), command, env, self.cwd, r.log)
+            )
             r.proc = warm or subprocess.Popen(
                 command,
                 stdin=subprocess.DEVNULL,
@@ -494,7 +500,7 @@ class Supervisor(StallWatch):
         signal.signal(signal.SIGINT, self._on_signal)
         self.save_processes()
         if self.stop_signalled():
-            drop_claim(self)
+            drop(self)
             self.finish(STOPPED, "stopped by the user")
             return
         self.checkpoint.mkdir(parents=True, exist_ok=True)
