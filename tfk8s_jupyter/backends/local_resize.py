@@ -16,7 +16,10 @@ strategy starts, so the job restarts with the new shape (the kernel's request: :
    what the old run reported after it is held back (:func:`filter_events`) and dropped at the restart,
    since the new run does it again (no metric point doubled). After :data:`CHECKPOINT_WAIT` seconds without
    one, the last checkpoint is used;
-4. **stop every replica** and drop what the old run printed after the checkpoint;
+4. **stop every replica** and drop what the old run printed after the checkpoint — except in a
+   parameter-server scale-up, where only the chief stops, at the safe point whatever the pool's state, and
+   the ps and the workers that stay serve on (:mod:`.local_resize_servers`); the chief and the added workers
+   then start as a warm process becomes idle for each (:func:`spawn_ready`);
 5. **start the new shape** under the same record, each replica from the warm pool when one of its key is
    idle (``ReplicaStatus.launch`` says ``warm``), else cold: new ports and ``TF_CONFIG``, the same checkpoint dir and
    artifacts; ``spec.json`` and ``local.json`` say the new worker count; Keras 3 all-reduce workers back up

@@ -17,9 +17,10 @@ process, and starts the added workers; the ps and the workers that stay keep ser
   that answers those probes (:class:`ChiefStandIn`) from the moment the old chief is stopped until the job
   ends (:func:`release_stand_ins`).
 
-The old coordinator's variables on the ps belong to the session it made there; the chief is killed, so the
-ps frees them when that session expires (TensorFlow's eager keep-alive). Falls back to the restart of every
-replica when a server is not alive and up at the safe point.
+The old coordinator's variables on the ps belong to the eager context it made there; the chief is killed,
+so the ps frees them when that context expires without keep-alives (``_KEEP_ALIVE_SECS``, 600 s, in
+``tensorflow/python/eager/context.py``; read, not measured). Falls back to the restart of every replica when
+a server is not alive and up at the safe point, or the old chief's address cannot be held.
 """
 
 from __future__ import annotations

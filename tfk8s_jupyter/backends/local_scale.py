@@ -5,8 +5,9 @@
   stopped for good with no restart.
 - **Parameter-server scale-up and any all-reduce resize, by checkpoint-restart** (:mod:`.local_resize`):
   the coordinator's worker set, and an all-reduce group, is fixed when it starts. Before asking, the
-  kernel has its warm pool prepare a process for each replica of the new shape
-  (:func:`warm_new_shape`), which the restart claims.
+  kernel has its warm pool prepare a process for each replica the restart starts (:func:`warm_new_shape`:
+  a parameter-server scale-up restarts only the chief and starts the added workers, its servers serve on),
+  which the restart claims.
 
 The kernel and the job's supervisor talk through two files in the job record:
 
