@@ -332,8 +332,11 @@ class Finisher:
             with self._lock:
                 self._finishing.discard(job.name)
 
-    @staticmethod
-    def _finalize(job: JobRef, status: JobStatus) -> JobStatus:
+    def tidy_events(self, job: JobRef) -> None:
+        """Called once the end has parsed the reporting replica's log copy into the record, before the final
+        status is written (readers take a terminal status as a final record); nothing here."""
+
+    def _finalize(self, job: JobRef, status: JobStatus) -> JobStatus:
         record = job.record
         prev = record.read_status() or {}
         if prev.get("phase") in TERMINAL:
@@ -357,6 +360,7 @@ class Finisher:
                 record.append_events(batch, seen)
         except FileNotFoundError:
             pass
+        self.tidy_events(job)
         try:
             remove_replicas(job, every=status.phase != SUCCEEDED)
         except TFK8sError:

@@ -519,11 +519,9 @@ class ResizeFinisher(Finisher):
     """The backend's :class:`.lifecycle.Finisher`, which also keeps a resized job's dropped events out of
     its record (:func:`drop_superseded`)."""
 
-    def finalize(self, job: JobRef, status: JobStatus) -> JobStatus:
-        status = super().finalize(job, status)
-        if (job.record.dir / "resize.json").exists():
+    def tidy_events(self, job: JobRef) -> None:
+        if (job.record.dir / "resize.json").exists():  # before the final status: the record is final then
             drop_superseded(job.record)
-        return status
 
 
 def local_checkpoints(backend, spec) -> Path | None:
