@@ -90,3 +90,23 @@ def test_the_reporting_replicas_log_is_streamed_once_whatever_the_pod_watch_show
     # its stream ends when the container exits, before the kubelet reports it ended: not a reason to read the
     # whole log again
     assert len(streams) == 1, streams
+
+
+def test_a_panel_far_behind_the_job_still_gets_every_point(apiserver, standin_cluster, backend):
+    # a face slow enough that the follower is still ~40 s behind when the job ends: the follower stops waiting
+    # for its stream after 30 s and the end of the job copies the rest from the log; the state gets it too
+    points = 2_000
+    spec = make_spec(
+        f"EPOCHS = 2\nSTEPS = {points // 2}\nSTEP_SECONDS = 0", workers=1, name="slow", backend="kubernetes"
+    )
+    submit(backend, spec)
+    state = JobState("slow")
+    state.observe(lambda s: time.sleep(0.02))
+    monitor = Monitor(backend, "slow", state).start()
+    assert monitor.done.wait(170), "the monitor never finished"
+    assert state.status.phase == "succeeded", state.status.message
+    recorded = sum(e["type"] in ("metric", "epoch") for e in backend.events("slow"))
+    assert recorded >= points
+    assert state.n_points == recorded
+    x, _ = state.step_series["loss"].points(10_000)
+    assert x == sorted(set(x)) and x[-1] >= points - 1

@@ -222,8 +222,14 @@ class JobFollower:
             self.finishing = True
             with self.pods_changed:
                 self.pods_changed.notify_all()
-            self.log_done.wait(30 if self.log_opened.is_set() else 2)
+            behind = not self.log_done.wait(30 if self.log_opened.is_set() else 2)
+            if behind:  # the stream is still far behind: stop it, the capture has the rest (delivered below)
+                self.stop_logs.set()
+                self.log_done.wait(10)
+            offset = self.record.events_path.stat().st_size if self.record.events_path.exists() else 0
             status = with_history(self.record, self.finisher.finalize(self.job, status))
+            if behind:
+                self.deliver_recorded(offset)
         self.last_status = status
         sig = (status.phase, status.message, self.version)
         if sig != self.last_sig:
@@ -433,6 +439,19 @@ class JobFollower:
             if self.flavor == "tfjob" and any(e.get("type") == "end" for e in new):
                 # the operator removes running replicas the moment the chief exits: copy their logs now
                 threading.Thread(target=capture_logs, args=(self.job,), daemon=True).start()
+
+    def deliver_recorded(self, offset: int) -> None:
+        """Deliver the events recorded after byte ``offset`` not delivered yet (the end of the job folded in
+        from the log copy what the stream had not read), a batch at a time."""
+        while True:
+            events, next_offset = self.record.read_events_from(offset, 1 << 20)
+            if next_offset == offset:
+                return
+            offset = next_offset
+            with self.events_lock:
+                new = self.dedup.new(events)
+            if new:
+                self.on_events(new)
 
     def current_pod(self, replica: str) -> str | None:
         """The name of ``replica``'s current pod among the pods this follower watches (no API call)."""
