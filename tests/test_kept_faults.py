@@ -2,7 +2,8 @@
 a cell that leaves a thread running or a file open is not kept (one line in its log naming them and the
 fix; the next run of its shape starts cold, never in a process carrying the previous cell's thread); a
 thread a cell leaves never keeps a finished replica from exiting; a kept replica killed or frozen while a
-job claims it means a cold start, never a hang. The baseline comparison itself is tested directly."""
+job claims it means a cold start, never a hang; what TensorFlow starts and opens for a cell (a
+coordinator's threads, a summary writer) is not counted. The baseline comparison is also tested directly."""
 
 from __future__ import annotations
 
