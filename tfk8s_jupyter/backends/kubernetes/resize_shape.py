@@ -20,7 +20,6 @@ nothing is left half-shaped. The restart then brings the old shape back from the
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import replace
 
 from ...records import write_json_atomic
@@ -30,7 +29,6 @@ from . import manifests as m
 LABEL_SHAPE = "tfk8s.io/shape"  # on a shape ConfigMap: the resize's place in the history (1, 2, ...)
 SHAPE_DATA = "resize.json"  # the job's resize.json after that resize
 RESIZE_FILE = "resize.json"
-SETTLE = 3.0  # seconds between a refused shape's objects being gone and the old shape's creation
 
 
 def shape_name(job_name: str, generation: int) -> str:
@@ -237,8 +235,6 @@ def restore_old_shape(
             f"{m.job_selector(job.name)} jobs,tfjobs, then submit the job again with resume_from={job.name!r}."
         )
     restart.wait_gone()  # the deleted objects' pods gone: the old shape's Jobs take the same names
-    time.sleep(SETTLE)  # their watchers (controllers) see them gone before objects of the same names come
-    restart.wait_gone()
     try:
         create_shape(old, data_volumes, resume)
     except ShapeRefused as e:
