@@ -2,7 +2,7 @@
 stream's server chunks (a whole log at once after a reconnect) are read in pieces of at most 64 KiB, and the
 follower reads the reporting replica's log once, not again from its start when the stream ends before the
 pod watch shows the container ended (each re-read parsed the whole log again: 100+ MB at the end of a
-1,000,000-point job)."""
+1,000,000-point job); a panel far behind the job when it ends still gets every point."""
 
 from __future__ import annotations
 
