@@ -16,7 +16,9 @@ starts, so the job restarts with the new shape, as the local backend does (:mod:
    checkpoint dir and artifacts. Keras 3 all-reduce workers back up into one folder each: every worker of
    the new shape gets worker 0's copy, copied here when this notebook sees the storage, else by the runner
    (``TFK8S_RESUME_FROM`` set to the job's own checkpoint dir). The restored replicas continue the step
-   count from the checkpoint's epoch;
+   count from the checkpoint's epoch. Refused half-way by the API server, the new shape is deleted and the
+   old one created again from the same checkpoint (:mod:`.resize_shape`, which also notes the shape for
+   other kernels);
 4. **record it**: a ``resize`` event (a marker on the curve) and an entry in ``JobStatus.history``
    ``{"time", "asked", "from", "to", "how": "restart", "epoch", "step", "added" | "removed"}``
    (``resize.json``); the record's spec says the new worker count.
@@ -331,9 +333,7 @@ class Restart:
         data_volumes = count_data_volumes(old_jobs, tfjob)
         resume = old_resume_from(old_jobs, tfjob)
         old_pods = job_pods(job)
-        capture_replica_logs(
-            job, old_pods
-        )  # every replica's log so far, kept in the record (the pods go now)
+        capture_replica_logs(job, old_pods)  # every replica's log so far, kept (the pods go now)
         if job.flavor == "tfjob":
             job.cluster.delete("tfjobs", job.namespace, job.name)
         else:
