@@ -105,7 +105,7 @@ class TestCluster:
         self.ports: dict[str, int] = {}
         self.containers: dict[tuple[str, str], Container] = {}  # (ns, pod) -> running container
         self.restarts: dict[tuple[str, str], int] = {}
-        self.deleted_failed: dict[tuple[str, str], int] = {}  # (ns, Job) -> its pods deleted while running
+        self.deleted_failed: dict[str, int] = {}  # Job uid -> its pods deleted while running
         self.queue: queue.Queue = queue.Queue()
         self._stop = threading.Event()
         self._lock = threading.RLock()
@@ -235,7 +235,9 @@ class TestCluster:
             return
         ns, name = owner
         job = self.store.get("batch", "jobs", ns, name)
-        if job is None or job["spec"].get("completionMode") != "Indexed" or job["spec"].get("suspend"):
+        if job is None or job["metadata"]["uid"] != self._job_uid_of(pod):
+            return  # its Job is gone (a Job of the same name since is another Job, with its own count)
+        if job["spec"].get("completionMode") != "Indexed" or job["spec"].get("suspend"):
             return
         conditions = (job.get("status") or {}).get("conditions") or []
         if any(c["type"] in ("Complete", "Failed") and c["status"] == "True" for c in conditions):
@@ -247,7 +249,9 @@ class TestCluster:
         if any(p["metadata"]["labels"].get(INDEX_KEY) == str(index) for p in pods):
             return
         with self._lock:
-            self.deleted_failed[owner] = self.deleted_failed.get(owner, 0) + 1
+            self.deleted_failed[job["metadata"]["uid"]] = (
+                self.deleted_failed.get(job["metadata"]["uid"], 0) + 1
+            )
         self._create_pod(job, index)
 
     def _trim_elastic_job(self, job: dict) -> None:
@@ -447,6 +451,13 @@ class TestCluster:
                 return pod["metadata"]["namespace"], ref["name"]
         return None
 
+    def _job_uid_of(self, pod: dict) -> str | None:
+        """The uid of the Job that owns a pod: a Job deleted and created again under its name is another Job."""
+        for ref in pod["metadata"].get("ownerReferences") or []:
+            if ref.get("kind") == "Job":
+                return ref.get("uid")
+        return None
+
     def _deadline_exceeded(self, ns: str, name: str) -> None:
         """The Job controller past ``activeDeadlineSeconds``: Failed (DeadlineExceeded), active pods deleted."""
         job = self.store.get("batch", "jobs", ns, name)
@@ -533,7 +544,7 @@ class TestCluster:
         restarts = (
             sum((p["status"].get("containerStatuses") or [{}])[0].get("restartCount", 0) for p in pods)
             + failed_pods
-            + self.deleted_failed.get((ns, name), 0)
+            + self.deleted_failed.get(job["metadata"]["uid"], 0)
         )
         active = sum(1 for p in pods if p["status"].get("phase") in ("Pending", "Running"))
         limit = job["spec"].get("backoffLimit", 6)
