@@ -139,6 +139,9 @@ def test_a_cell_that_leaves_a_thread_is_not_kept_and_the_next_run_starts_cold(tf
         (said,) = not_kept_lines(log)  # one line, naming the thread and the fix
         assert f"{name} is not kept" in said and "'left-behind' running" in said
         assert "join or stop the threads" in said
+    # the job's replica table says why, not "kept"
+    messages = {r.name: r.message or "" for r in leaky.status.replicas}
+    assert all("is not kept" in m and "left-behind" in m for m in messages.values()), messages
     # a non-daemon thread does not keep the process alive: it exits as a cold replica would
     wait_for(lambda: not any(process_alive(p) for p in pids), 20, "the replicas to exit")
     assert not kept_pids(tfk8s_home)

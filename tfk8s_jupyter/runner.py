@@ -547,6 +547,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         prepare_workdir(renv, payload)
         keep_process_temp_dir(renv)
+        if os.environ.get("TFK8S_KEEP"):  # local kept replicas: what the cell leaves is measured from here
+            from tfk8s_jupyter.backends.local_keep_process import before_cell
+
+            before_cell()
         phase = "cell"
         run_cell(payload)
     except BaseException as exc:

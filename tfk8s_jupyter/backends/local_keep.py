@@ -23,7 +23,8 @@ jobs of its owner, and dies with it. A job of the same shape takes the set's clu
 working directory, the runner's patches made afresh for the new strategy, Keras sessions cleared, the
 default strategy reset, random seeds unseeded as at a cold start, modules the cell imported from its
 folders forgotten, and every object of the run collected (see
-:func:`~.local_keep_process.reset_process`). Threads a cell started and left running are not stopped.
+:func:`~.local_keep_process.reset_process`). A replica whose cell left a thread running or a file open is
+not kept (:mod:`.local_keep_hygiene`): it says so in its log and exits as a cold replica would.
 
 **Faults.** A member that died, is stopped (SIGSTOP: state ``T``) or does not accept its assignment
 within :data:`CLAIM_ACK` seconds spoils the whole set (an all-reduce group cannot take a new peer): every
@@ -322,12 +323,18 @@ def keep_at_end(sup, now: float) -> str | None:
     owner = sup.keep.owner
     if not process_alive(owner[0], owner[1] if len(owner) > 1 else None):
         return "no"  # the kernel that submitted is gone (restarted, or a script that submitted and left)
+    if getattr(sup, "chief_stand_ins", None) is not None:
+        return "no"  # servers kept through a resize probe the old chief's address, held by this supervisor
     pids = {r.name: r.proc.pid for r in sup.replicas if r.alive}
     if len(pids) < len(sup.replicas):
+        _say_unkept(sup)
         return "no"
     ready = sup.keep.ready(list(pids), pids)
     if len(ready) < len(pids):
-        return "wait" if now - sup.ended_at < READY_WAIT else "no"
+        if now - sup.ended_at < READY_WAIT:
+            return "wait"
+        _say_unkept(sup)
+        return "no"
     sup.keep.publish(sup.cluster, list(pids))
     sup.pump_events()
     for r in sup.replicas:
@@ -337,6 +344,25 @@ def keep_at_end(sup, now: float) -> str | None:
     sup.status.end(SUCCEEDED, None)
     sup.save()
     return "kept"
+
+
+def unkept_reason(sup, name: str) -> str | None:
+    """Why replica ``name`` of ``sup``'s job is not kept, as it said it (a cell's leftovers), or None."""
+    keep = getattr(sup, "keep", None)
+    if keep is None:
+        return None
+    try:
+        return (keep.set_dir / name / "unkept").read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _say_unkept(sup) -> None:
+    for r in sup.replicas:
+        line = unkept_reason(sup, r.name)
+        if line:
+            say(line)
+            r.status.message = line
 
 
 # ------------------------------------------------------------------------------------------ listing, stopping

@@ -386,11 +386,7 @@ def strategy_barrier(tf, timeout: float = 60.0) -> None:
     """A kept all-reduce worker, once its new MultiWorkerMirroredStrategy is set up: wait until every peer's
     is too. Setting the strategy up again resets the process's collective state; a peer that already sent
     its first collective (the variables' broadcast) into the old state would see it aborted ("Delete called
-    on non-empty BufRendezvous", measured).
-
-    It also takes the baseline of what the process runs and holds open (:func:`before_cell`) until the
-    runner calls that itself right before the cell."""
-    before_cell()
+    on non-empty BufRendezvous", measured)."""
     cfg = config()
     if not _State.claimed or cfg is None or os.environ.get("TFK8S_STRATEGY") != "multi_worker_mirrored":
         return

@@ -197,14 +197,21 @@ def _send(slot: Path, assignment: dict) -> tuple[int, int] | None:
     try:
         fd = os.open(slot / "go", os.O_WRONLY | os.O_NONBLOCK)
     except OSError:  # ENXIO: nobody reads the FIFO any more (the process died)
+        _unsent(slot)
         return None
     try:
         os.write(fd, b"go\n")
     except OSError:
+        _unsent(slot)
         return None
     finally:
         os.close(fd)
     return pid, ticks
+
+
+def _unsent(slot: Path) -> None:
+    """An assignment the process will never read holds the job's protocol key: remove it."""
+    (slot / "assignment.json").unlink(missing_ok=True)
 
 
 def _await(slot: Path, pid: int, ticks: int) -> WarmProcess | None:
@@ -215,12 +222,14 @@ def _await(slot: Path, pid: int, ticks: int) -> WarmProcess | None:
         if (slot / "accepted").exists():
             return WarmProcess(pid, ticks, slot)
         if (slot / "refused").exists() or not process_alive(pid, ticks):
+            _unsent(slot)
             return None
         time.sleep(0.002)
     try:  # wedged (frozen, or stuck before it could answer): never let it serve late
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+    _unsent(slot)
     return None
 
 
