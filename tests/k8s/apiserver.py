@@ -579,7 +579,9 @@ class ApiServer:
         self.validate = validate  # check created objects against the real schemas (422 when invalid)
         self.watch_versions: list[str | None] = []  # the resourceVersion of every watch request
         self.gone_sent = 0  # watches answered with 410 Gone
-        self.logs: dict[tuple[str, str, str], list[LogBuffer]] = {}  # (ns, pod, container) -> runs
+        # (pod uid, container) -> runs: a pod's logs are the pod object's, so a new pod given an old pod's name
+        # starts with no log history (``previous`` is never the old pod's)
+        self.logs: dict[tuple[str, str], list[LogBuffer]] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self.httpd: ThreadingHTTPServer | None = None
@@ -662,10 +664,17 @@ class ApiServer:
     def count(self, namespace: str | None = None) -> int:
         return self.store.count(namespace)
 
-    def log_buffer(self, namespace: str, pod: str, container: str, new: bool = False) -> LogBuffer:
-        """The current (or, with ``new``, a fresh) log of a container; the test kubelet writes into it."""
+    def log_buffer(
+        self, namespace: str, pod: str, container: str, new: bool = False, uid: str | None = None
+    ) -> LogBuffer:
+        """The current (or, with ``new``, a fresh) log of a container; the test kubelet writes into it.
+
+        ``uid`` names the pod object (the test kubelet passes it); without it, the current pod of that name."""
+        if uid is None:
+            obj = self.store.get("", "pods", namespace, pod)
+            uid = obj["metadata"]["uid"] if obj is not None else f"{namespace}/{pod}"
         with self._lock:
-            runs = self.logs.setdefault((namespace, pod, container), [])
+            runs = self.logs.setdefault((uid, container), [])
             if new or not runs:
                 runs.append(LogBuffer())
             return runs[-1]
@@ -1348,7 +1357,7 @@ class _Handler(BaseHTTPRequestHandler):
         if pod is None:
             raise ApiError(404, f'pods "{name}" not found', details={"name": name, "kind": "pods"})
         container = q.get("container") or pod["spec"]["containers"][0]["name"]
-        runs = api.logs.get((ns, name, container)) or []
+        runs = api.logs.get((pod["metadata"]["uid"], container)) or []
         previous = q.get("previous") in ("true", "1")
         if previous:
             if len(runs) < 2:

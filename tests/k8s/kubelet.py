@@ -910,8 +910,9 @@ class TestCluster:
             env.setdefault("TFK8S_INDEX", env.get("JOB_COMPLETION_INDEX", "0"))
             if env.get("TFK8S_CHECKPOINT_DIR"):
                 Path(env["TFK8S_CHECKPOINT_DIR"]).mkdir(parents=True, exist_ok=True)
+        meta = pod["metadata"]
         buf = self.server.log_buffer(
-            pod["metadata"]["namespace"], pod["metadata"]["name"], container["name"], new=True
+            meta["namespace"], meta["name"], container["name"], new=True, uid=meta["uid"]
         )
         cwd = mounts.get("/tmp", podroot)
         proc = subprocess.Popen(
