@@ -477,7 +477,7 @@ class JobFollower:
     def follow_metrics(self) -> None:
         """Follow the reporting replica's log; after a drop re-read it and keep only unseen (run, seq)."""
         read_restarts: dict[str, int] = {}
-        read_whole: set[tuple[str, int]] = set()  # (pod, restart count): container runs read to their end
+        read_whole: set[tuple[str, int]] = set()  # (pod@uid, restart count): container runs read to their end
         copy = LogCopy(replica_log(self.job, self.spec.reporting_replica))
         self.log_copy = copy
         backoff = 0.2
@@ -500,20 +500,22 @@ class JobFollower:
                             self.pods_changed.wait(1.0)
                         continue
                     pod, restarts, ended = target
-                    if read_restarts.get(pod, restarts) < restarts and (pod, restarts - 1) not in read_whole:
+                    uid = ((self.pods.get(pod) or {}).get("metadata") or {}).get("uid")
+                    at = f"{pod}@{uid}"  # a pod is its name and uid: a TFJob's new pods take the old names
+                    if read_restarts.get(at, restarts) < restarts and (at, restarts - 1) not in read_whole:
                         # the container restarted since we last read it: the previous one's tail may be unread
                         previous = text_lines(self.cluster.stream_log(self.namespace, pod, previous=True))
                         copy.finish(
-                            AttemptLog.key(pod, restarts - 1), previous, partial(self.deliver, pod=pod)
+                            AttemptLog.key(pod, restarts - 1, uid), previous, partial(self.deliver, pod=pod)
                         )
-                    read_restarts[pod] = restarts
-                    if (pod, restarts) in read_whole:  # its stream ended with the container: nothing is new
+                    read_restarts[at] = restarts
+                    if (at, restarts) in read_whole:  # its stream ended with the container: nothing is new
                         if ended or self.finishing or self._pod_ended(pod):
                             return
                         with self.pods_changed:  # until it restarts or its pod ends
                             self.pods_changed.wait(1.0)
                         continue
-                    copied = copy.copied if copy.key == AttemptLog.key(pod, restarts) else 0
+                    copied = copy.copied if copy.key == AttemptLog.key(pod, restarts, uid) else 0
                     resp = self.cluster.follow_log(self.namespace, pod, _request_timeout=(10, READ_TIMEOUT))
                     self.log_opened.set()
                     # the container's log is re-read from its start on every (re)connect: the copy skips
@@ -521,7 +523,7 @@ class JobFollower:
                     self.streaming_pod = pod
                     with (
                         LineStream(resp, self.stop_logs) as lines,
-                        copy.attempt(AttemptLog.key(pod, restarts)),
+                        copy.attempt(AttemptLog.key(pod, restarts, uid)),
                     ):
                         batch: list[str] = []
                         for line in lines:
@@ -549,7 +551,7 @@ class JobFollower:
                     if not self.stop_logs.is_set() and self._container_ended(pod, restarts):
                         # a follow stream ends when its container does: read to its end, never again (a
                         # reconnect would read the whole log again for nothing)
-                        read_whole.add((pod, restarts))
+                        read_whole.add((at, restarts))
                         continue
                 except Forbidden as e:
                     self.metrics_error = f"no metrics: {e}"
