@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from copy import deepcopy
 from dataclasses import replace
 from functools import partial
 
@@ -227,7 +228,9 @@ class JobFollower:
                 self.stop_logs.set()
                 self.log_done.wait(10)
             offset = self.record.events_path.stat().st_size if self.record.events_path.exists() else 0
-            status = with_history(self.record, self.finisher.finalize(self.job, status))
+            with self.events_lock:  # a copy: what the end records after offset is still delivered below
+                dedup = deepcopy(self.dedup) if len(self.dedup) else None
+            status = with_history(self.record, self.finisher.finalize(self.job, status, dedup))
             if behind:
                 self.deliver_recorded(offset)
         self.last_status = status

@@ -320,14 +320,17 @@ class Finisher:
         self._lock = threading.Lock()
         self._finishing: set[str] = set()
 
-    def finalize(self, job: JobRef, status: JobStatus) -> JobStatus:
-        """Once the job is done: capture every log, then remove what still runs; persist the final status."""
+    def finalize(self, job: JobRef, status: JobStatus, dedup: EventDedup | None = None) -> JobStatus:
+        """Once the job is done: capture every log, then remove what still runs; persist the final status.
+
+        ``dedup`` is the caller's memory of the recorded events (a follower's); without it the recorded
+        events are read again to fill one."""
         with self._lock:
             if job.name in self._finishing:
                 return status
             self._finishing.add(job.name)
         try:
-            return self._finalize(job, status)
+            return self._finalize(job, status, dedup)
         finally:
             with self._lock:
                 self._finishing.discard(job.name)
@@ -336,7 +339,7 @@ class Finisher:
         """Called once the end has parsed the reporting replica's log copy into the record, before the final
         status is written (readers take a terminal status as a final record); nothing here."""
 
-    def _finalize(self, job: JobRef, status: JobStatus) -> JobStatus:
+    def _finalize(self, job: JobRef, status: JobStatus, dedup: EventDedup | None = None) -> JobStatus:
         record = job.record
         prev = record.read_status() or {}
         if prev.get("phase") in TERMINAL:
@@ -349,12 +352,12 @@ class Finisher:
         try:
             with open(record.log_path(job.spec.reporting_replica), encoding="utf-8", errors="replace") as f:
                 batch: list[dict] = []
-                seen = EventDedup()  # one memory of recorded events for every batch
+                seen = dedup if dedup is not None else EventDedup()  # one memory for every batch
                 for line in f:  # streamed, a batch at a time: a long job's log is never held whole
                     event = parse_line(line, key)
                     if event:
                         batch.append(event)
-                    if len(batch) >= 10_000:
+                    if len(batch) >= 1_000:
                         record.append_events(batch, seen)
                         batch = []
                 record.append_events(batch, seen)
