@@ -391,3 +391,46 @@ def test_a_pool_process_whose_startup_touched_tensorflow_is_never_used(tfk8s_hom
     job = tk.submit(keras_cell(epochs=1, steps=5), workers=1, name="touched")
     assert job.wait(timeout=240) == "succeeded", job.status.message
     assert launches(job)["worker-0"][0] == "cold"
+
+
+TAKE_TURN = """
+import sys, time
+from pathlib import Path
+from tfk8s_jupyter.backends.local_pool_process import import_turn
+print("waiting", flush=True)
+import_turn(Path(sys.argv[1]), 2)
+print("importing", flush=True)
+time.sleep(600)
+"""
+
+
+def test_pool_processes_import_tensorflow_in_turns_and_a_dead_one_frees_its_turn(tmp_path):
+    """A refill's processes import one per core at a time (the first is ready sooner); a process killed
+    while it holds a turn gives it to the next."""
+    from tfk8s_jupyter.backends.local_pool_process import import_turn
+
+    mine = import_turn(tmp_path, 2)
+    first = subprocess.Popen(
+        [sys.executable, "-c", TAKE_TURN, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    third = None
+    try:
+        assert first.stdout.readline().strip() == "waiting"
+        assert first.stdout.readline().strip() == "importing"  # the second turn was free
+        third = subprocess.Popen(
+            [sys.executable, "-c", TAKE_TURN, str(tmp_path)], stdout=subprocess.PIPE, text=True
+        )
+        assert third.stdout.readline().strip() == "waiting"
+        time.sleep(1.0)
+        os.set_blocking(third.stdout.fileno(), False)
+        assert not third.stdout.readline(), "a third process imported while both turns were held"
+        first.kill()  # dies holding its turn
+        first.wait()
+        os.set_blocking(third.stdout.fileno(), True)
+        assert third.stdout.readline().strip() == "importing"
+    finally:
+        os.close(mine)
+        for proc in (first, third):
+            if proc is not None:
+                proc.kill()
+                proc.wait()

@@ -250,11 +250,7 @@ def resume_from_earlier_job(tf, renv: ReplicaEnv) -> dict | None:
         target = os.path.join(ckpt, f"fit-{index}", own)
         if _has_backup(tf, target, keras3):
             continue  # this job's own checkpoint: newer than the earlier job's
-        partial = f"{target}.partial-{uuid.uuid4().hex[:8]}"
-        done["bytes"] += _copy_tree(tf, folder, partial)
-        if tf.io.gfile.exists(target):
-            tf.io.gfile.rmtree(target)
-        tf.io.gfile.rename(partial, target)
+        done["bytes"] += _replace_tree(tf, folder, target)
         done["fits"].append(index)
     own_temp = os.path.join(ckpt, TEMP_DIR)
     if temp and renv.reporting and not _has_files(tf, own_temp):
@@ -267,6 +263,17 @@ def resume_from_earlier_job(tf, renv: ReplicaEnv) -> dict | None:
         f.write(json.dumps(done))
     log(f"{renv.name} resumes from {source}: fits {done['fits']} copied ({done['bytes']} bytes)")
     return done
+
+
+def _replace_tree(tf, source: str, target: str) -> int:
+    """Copy ``source`` over ``target`` through a partial copy renamed into place (a replica killed mid-copy
+    leaves no half backup); the bytes copied."""
+    partial = f"{target}.partial-{uuid.uuid4().hex[:8]}"
+    copied = _copy_tree(tf, source, partial)
+    if tf.io.gfile.exists(target):
+        tf.io.gfile.rmtree(target)
+    tf.io.gfile.rename(partial, target)
+    return copied
 
 
 def _same_dir(a: str, b: str) -> bool:
@@ -309,11 +316,7 @@ def resume_from_own_job(tf, renv: ReplicaEnv, marker: str) -> dict:
                 continue
             if backup_position(tf, newest)[:2] == backup_position(tf, target)[:2] >= (0, -1):
                 continue  # the same epoch saved by both: its own copy is as new
-            partial = f"{target}.partial-{uuid.uuid4().hex[:8]}"
-            done["bytes"] += _copy_tree(tf, newest, partial)
-            if tf.io.gfile.exists(target):
-                tf.io.gfile.rmtree(target)
-            tf.io.gfile.rename(partial, target)
+            done["bytes"] += _replace_tree(tf, newest, target)
             done["fits"].append(index)
     tf.io.gfile.makedirs(ckpt)
     with tf.io.gfile.GFile(marker, "w") as f:

@@ -125,10 +125,37 @@ def become_replica(slot: Path, assignment: dict) -> int:
     return runner.main()
 
 
+def import_turn(pool: Path, turns: int | None = None) -> int | None:
+    """Wait for one of ``turns`` (the machine's cores) import turns of the pool; returns the held lock's fd
+    (closed once the imports are done; a process that dies frees its turn). Importing TensorFlow takes a
+    core for seconds: a refill of 4 processes importing at once on 2 cores makes each wait for all, while
+    in turns the first is ready in about half the time (what a resize waiting for one process needs)."""
+    import fcntl
+
+    turns = turns or max(1, os.cpu_count() or 1)
+    locks = pool / "import-turns"
+    try:
+        locks.mkdir(parents=True, exist_ok=True)
+        fds = [os.open(locks / f"{i}.lock", os.O_RDWR | os.O_CREAT, 0o600) for i in range(turns)]
+    except OSError:
+        return None  # no turns (the pool directory went away): import at once
+    while True:
+        for i, fd in enumerate(fds):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue
+            for other in fds[:i] + fds[i + 1 :]:
+                os.close(other)
+            return fd
+        time.sleep(0.05)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     slot, key, idle = Path(argv[0]), argv[1], float(argv[2])
     pool = slot.parent.parent
+    turn = import_turn(pool)
     import tensorflow  # noqa: F401
 
     if os.environ.get("TF_USE_LEGACY_KERAS") == "1":
@@ -140,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
 
         flavour = "keras3"
     __import__("tfk8s_jupyter.backends.local_pool_preload", fromlist=["*"]).preload(flavour)
+    if turn is not None:
+        os.close(turn)  # the next process's turn to import
     fifo = slot / "go"
     os.mkfifo(fifo)
     fifo_fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)  # never EOF: this process holds a writer too
