@@ -204,9 +204,8 @@ def test_a_tfjobs_new_reporting_pod_named_as_the_old_one_keeps_the_old_pods_line
     wait_for(lambda: backend.get("k-tfl").done, 120, "the end")
     assert backend.get("k-tfl").phase == "succeeded"
     assert [e["run"] for e in backend.events("k-tfl") if e.get("type") == "start"] == [first_run, new_run]
-    copy = backend.logs(
-        "k-tfl", "chief-0"
-    )  # after the end's capture too: both pods' lines, the old one's first
+    # after the end's capture too: both pods' lines, the old one's first
+    copy = backend.logs("k-tfl", "chief-0")
     assert 0 <= copy.find(first_run) < copy.find(new_run), (index_path.read_text(), len(copy), copy[:300])
     _curve_is_continuous(backend, "k-tfl", 24, 10)
     _no_patch(apiserver)
