@@ -183,6 +183,32 @@ def test_pod_log_follow_streams_until_the_container_ends(api, apiserver):
     assert core.read_namespaced_pod_log("p", "default", tail_lines=1) == "two\n"
 
 
+def test_a_new_pod_with_an_old_pods_name_has_only_its_own_log(api, apiserver):
+    """Logs belong to the pod object, as on a real server: a pod created again under a deleted pod's name
+    (a TFJob's restart) starts with no log, and has no previous container's."""
+    core = client.CoreV1Api(api)
+    pod = {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}
+    core.create_namespaced_pod("default", pod)
+    apiserver.log_buffer("default", "p", "c").append("old pod's line")
+    assert core.read_namespaced_pod_log("p", "default") == "old pod's line\n"
+    core.delete_namespaced_pod("p", "default", grace_period_seconds=0)
+    wait_for_gone = time.monotonic() + 10
+    while time.monotonic() < wait_for_gone:
+        try:
+            core.read_namespaced_pod("p", "default")
+        except ApiException as e:
+            assert e.status == 404
+            break
+        time.sleep(0.05)
+    core.create_namespaced_pod("default", pod)
+    for previous in (False, True):
+        with pytest.raises(ApiException) as e:
+            core.read_namespaced_pod_log("p", "default", previous=previous)
+        assert e.value.status == 400, previous
+    apiserver.log_buffer("default", "p", "c").append("new pod's line")
+    assert core.read_namespaced_pod_log("p", "default") == "new pod's line\n"
+
+
 def test_discovery_shows_the_tfjob_crd_only_when_installed(api, apiserver):
     custom = client.CustomObjectsApi(api)
     groups = {g.name for g in client.ApisApi(api).get_api_versions().groups}
