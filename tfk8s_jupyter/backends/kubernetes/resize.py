@@ -33,9 +33,8 @@ from ..local_scale import by_restart, check_count, in_progress, live_workers, re
 from . import manifests as m
 from . import resize_restart
 from .job_objects import JobRef
-from .resize_shape import note_shape
+from .resize_shape import RESIZE_FILE, note_shape
 
-RESIZE_FILE = "resize.json"
 GONE_WAIT = 30.0  # seconds for the deleted worker Job to be gone before it is created again
 # Labels the Job controller puts on a Job's pod template (they name the old Job's uid)
 GENERATED_LABELS = (

@@ -52,7 +52,7 @@ from ..local_scale import in_progress, no_checkpoint
 from . import manifests as m
 from .job_objects import JobRef, job_pods, owners
 from .lifecycle import Finisher
-from .resize_shape import ShapeRefused, create_shape, note_shape, restore_old_shape
+from .resize_shape import RESIZE_FILE, ShapeRefused, create_shape, note_shape, restore_old_shape
 
 PENDING_FILE = "resize.pending"
 CHECKPOINT_WAIT = 120.0  # seconds to wait for the next checkpoint before restarting from the last one
@@ -520,7 +520,7 @@ class ResizeFinisher(Finisher):
     its record (:func:`drop_superseded`)."""
 
     def tidy_events(self, job: JobRef) -> None:
-        if (job.record.dir / "resize.json").exists():  # before the final status: the record is final then
+        if (job.record.dir / RESIZE_FILE).exists():  # before the final status: the record is final then
             drop_superseded(job.record)
 
 

@@ -27,8 +27,8 @@ from ..base import JobConflict, TFK8sError
 from . import manifests as m
 
 LABEL_SHAPE = "tfk8s.io/shape"  # on a shape ConfigMap: the resize's place in the history (1, 2, ...)
-SHAPE_DATA = "resize.json"  # the job's resize.json after that resize
-RESIZE_FILE = "resize.json"
+RESIZE_FILE = "resize.json"  # in the job's record: its resizes (history, removed workers, old runs' cuts)
+SHAPE_DATA = RESIZE_FILE  # in a shape ConfigMap: the job's resize.json after that resize
 
 
 def shape_name(job_name: str, generation: int) -> str:
