@@ -22,7 +22,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from ..records import write_json_atomic
+from ..records import JobRecord, write_json_atomic
 from .local_env import job_cwd, job_replica_env
 from .local_keep import KEEP_VAR, KeepPlan, KeptSet
 from .local_pool import await_pool_process, release_pool_process, reserve_pool, send_pool
@@ -79,6 +79,7 @@ class SubmitClaim:
         ``supervisor``, and tell the supervisor how that went (``HANDOVER_FILE``)."""
         ticks = proc_start_ticks(supervisor)
         cluster = self.kept.cluster if self.kept is not None else self.local["cluster"]
+        record = JobRecord(self.job_dir.name, self.job_dir.parent)
         assignments = {}
         for name in self.spec.replica_names:
             env = job_replica_env(self.spec, self.job_dir, self.local, name, cluster, self.base_env)
@@ -87,7 +88,7 @@ class SubmitClaim:
             assignments[name] = {
                 "env": env,
                 "cwd": job_cwd(self.local, self.job_dir),
-                "log": str(self.job_dir / "logs" / f"{name}.log"),
+                "log": str(record.log_path(name)),
                 "watch_pid": supervisor,
                 "watch_ticks": ticks,
             }

@@ -185,25 +185,17 @@ def new_shape_keys(sup, workers: int, names: list[str] | None = None) -> dict[st
     the ones the restart starts) start with it (the environments the supervisor's ``spawn`` builds; ports
     and paths are not part of a key)."""
     from .local import detect_gpus, gpu_slices
-    from .local_env import process_env
+    from .local_env import job_replica_env
     from .local_pool import import_key
 
     spec = sup.spec.with_(workers=workers)
     slices = gpu_slices(spec, detect_gpus()) if spec.gpus else {}
     ports = iter(range(1, len(spec.replica_names) + 1))
     cluster = {r.role: [f"127.0.0.1:{next(ports)}" for _ in range(r.count)] for r in spec.replicas}
+    local = {**sup.local, "gpus": slices}  # the new shape's GPU slices
     keys: dict[str, int] = {}
     for name in spec.replica_names if names is None else names:
-        env = process_env(
-            spec,
-            name,
-            cluster,
-            payload_path=sup.record.dir / "payload.json",
-            checkpoint=sup.checkpoint,
-            workdir=sup.workdir / name,
-            cuda_visible_devices=slices.get(name, ""),
-            input_dir=sup.input_dir,
-        )
+        env = job_replica_env(spec, sup.record.dir, local, name, cluster)
         key = import_key(env, sup.command[0])
         keys[key] = keys.get(key, 0) + 1
     return keys

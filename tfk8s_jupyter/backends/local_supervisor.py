@@ -139,8 +139,6 @@ class Supervisor(StallWatch):
         self.workdir = job_dir / "work"
         self.checkpoint = Path(self.local["checkpoint_dir"])
         self.cwd = job_cwd(self.local, job_dir)
-        # The notebook's folder, presented read-only in each replica's work dir.
-        self.input_dir = self.cwd if self.cwd != str(job_dir) else None
         hooks = self.local.get("test_hooks") or {}
         runner = hooks.get("runner")
         self.command = [sys.executable, runner] if runner else [sys.executable, "-m", "tfk8s_jupyter.runner"]
