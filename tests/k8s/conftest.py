@@ -148,3 +148,18 @@ def pytest_terminal_summary(terminalreporter):
         o: sum(1 for _, x, _ in _E2E_RESULTS if x == o) for o in ("passed", "failed", "error", "skipped")
     }
     tr.write_line(", ".join(f"{n} {o}" for o, n in counts.items() if n) or "nothing ran")
+
+
+@pytest.fixture
+def config(apiserver, kubeconfig):
+    """The process-wide c.TFK8s of this test (the kubeconfig fixture installed a fresh one); the Role
+    tfk8s-jobs enforced by the test API server, as on a real cluster."""
+    from test_preflight import ROLE
+
+    import tfk8s_jupyter.api as api_module
+    from tfk8s_jupyter.config import current_config
+
+    api_module._backends.clear()
+    apiserver.enforce_rules(ROLE["rules"])
+    yield current_config()
+    api_module._backends.clear()

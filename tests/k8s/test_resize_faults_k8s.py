@@ -12,7 +12,6 @@ import threading
 
 import pytest
 from local_helpers import wait_for
-from test_preflight import ROLE
 from test_resize_restart_k8s import (
     _checkpointed,
     _curve_is_continuous,
@@ -22,21 +21,10 @@ from test_resize_restart_k8s import (
     _submit,
 )
 
-import tfk8s_jupyter.api as api_module
 from tfk8s_jupyter.backends.kubernetes import KubernetesBackend
 from tfk8s_jupyter.backends.kubernetes.lifecycle import AttemptLog
-from tfk8s_jupyter.config import current_config
 
 pytestmark = [pytest.mark.k8s]
-
-
-@pytest.fixture
-def config(apiserver, kubeconfig):
-    """The process-wide c.TFK8s of this test, the Role tfk8s-jobs enforced as on a real cluster."""
-    api_module._backends.clear()
-    apiserver.enforce_rules(ROLE["rules"])
-    yield current_config()
-    api_module._backends.clear()
 
 
 @pytest.mark.timeout(300)

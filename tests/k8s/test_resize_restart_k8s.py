@@ -11,27 +11,15 @@ import time
 
 import pytest
 from local_helpers import assert_resize_continues, tf_keras_cell, wait_for
-from test_preflight import ROLE
 from test_scale_k8s import _submit as submit_and_follow
 
-import tfk8s_jupyter.api as api_module
 from tfk8s_jupyter.backends.base import JobConflict
 from tfk8s_jupyter.backends.kubernetes.resize_restart import PENDING_FILE
 from tfk8s_jupyter.backends.local_scale import BadScale
-from tfk8s_jupyter.config import current_config
 from tfk8s_jupyter.payload import Payload
 from tfk8s_jupyter.spec import make_spec
 
 pytestmark = [pytest.mark.k8s]
-
-
-@pytest.fixture
-def config(apiserver, kubeconfig):
-    """The process-wide c.TFK8s of this test, the Role tfk8s-jobs enforced as on a real cluster."""
-    api_module._backends.clear()
-    apiserver.enforce_rules(ROLE["rules"])
-    yield current_config()
-    api_module._backends.clear()
 
 
 def _submit(backend, name, code, **kw) -> threading.Event:

@@ -26,7 +26,6 @@ from tfk8s_jupyter.backends.kubernetes import storage as st
 from tfk8s_jupyter.backends.kubernetes.lifecycle import ANNOTATION_FINISHED, parent_expired
 from tfk8s_jupyter.backends.kubernetes.manifests import SCRATCH_DIR
 from tfk8s_jupyter.backends.kubernetes.preflight import PreflightFailed
-from tfk8s_jupyter.config import current_config
 from tfk8s_jupyter.payload import Payload
 from tfk8s_jupyter.spec import make_spec
 
@@ -65,16 +64,6 @@ def validate(objs):
             jsonschema.validate(obj, TFJOB_SCHEMA)
         else:
             kubernetes_validate.validate(obj, "1.33", strict=True)
-
-
-@pytest.fixture
-def config(apiserver, kubeconfig):
-    """The process-wide c.TFK8s of this test (the kubeconfig fixture installed a fresh one); the Role
-    tfk8s-jobs enforced by the test API server, as on a real cluster."""
-    api_module._backends.clear()
-    apiserver.enforce_rules(ROLE["rules"])
-    yield current_config()
-    api_module._backends.clear()
 
 
 # manifests ----------------------------------------------------------------------------------------
