@@ -59,15 +59,7 @@ def test_another_kernel_with_no_record_sees_the_resized_shape_and_follows_the_ne
         lambda: [e for e in seen if e.get("type") == "metric" and e["t"] > up["time"]], 60, "new metrics"
     )
     # a second resize, by the first kernel: the other one's record (adopted before it) is brought up to date
-    wait_for(
-        lambda: [
-            e
-            for e in backend.events("k-seen")
-            if e.get("type") == "checkpoint" and e["t"] > up["time"] and e.get("run") != "resize"
-        ],
-        60,
-        "a checkpoint of the new shape",
-    )
+    _checkpointed(backend, "k-seen", 60, after=up["time"])
     backend.scale("k-seen", 2)
     _resized(backend, "k-seen", 2)
     stop.set()

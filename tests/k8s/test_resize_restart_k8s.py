@@ -28,9 +28,20 @@ def _submit(backend, name, code, **kw) -> threading.Event:
     return submit_and_follow(backend, name, code, storage="pvc:results/runs", **kw)
 
 
-def _checkpointed(backend, name, timeout=120):
+def _checkpointed(backend, name, timeout=120, after: float | None = None):
+    """Wait for a checkpoint of the job (``after``: one the new shape saved after that time)."""
+    if after is None:
+        wait_for(
+            lambda: any(e.get("type") == "checkpoint" for e in backend.events(name)), timeout, "a checkpoint"
+        )
+        return
     wait_for(
-        lambda: any(e.get("type") == "checkpoint" for e in backend.events(name)), timeout, "a checkpoint"
+        lambda: any(
+            e.get("type") == "checkpoint" and e["t"] > after and e.get("run") != "resize"
+            for e in backend.events(name)
+        ),
+        timeout,
+        "a checkpoint of the new shape",
     )
 
 
@@ -114,16 +125,7 @@ def test_standin_all_reduce_2_to_3_to_2_by_restart_with_new_indexed_jobs(
     )
     starts = [e for e in backend.events("k-ar") if e.get("type") == "start"]
     assert starts[-1]["initial_epoch"] == up["epoch"] + 1
-    _checkpointed_after = up["time"]
-    wait_for(
-        lambda: [
-            e
-            for e in backend.events("k-ar")
-            if e.get("type") == "checkpoint" and e["t"] > _checkpointed_after and e.get("run") != "resize"
-        ],
-        60,
-        "a checkpoint of the new shape",
-    )
+    _checkpointed(backend, "k-ar", 60, after=up["time"])
     assert backend.get("k-ar").phase == "running"  # the new shape's events came live, not at the end
     down = backend.scale("k-ar", 2)
     assert down.message.startswith("resizing from 3 to 2 worker(s)")
@@ -162,15 +164,7 @@ def test_standin_ps_scale_up_of_a_tfjob_recreates_the_tfjob(apiserver, standin_c
     assert new["spec"]["tfReplicaSpecs"]["Worker"]["replicas"] == 3
     assert new["metadata"]["ownerReferences"][0]["name"] == "k-tf"
     # a TFJob's scale-down is a restart too: its worker count lives in the TFJob, never patched
-    wait_for(
-        lambda: [
-            e
-            for e in backend.events("k-tf")
-            if e.get("type") == "checkpoint" and e["t"] > entry["time"] and e.get("run") != "resize"
-        ],
-        60,
-        "a checkpoint of the new shape",
-    )
+    _checkpointed(backend, "k-tf", 60, after=entry["time"])
     assert backend.get("k-tf").phase == "running"  # the new shape's events came live, not at the end
     backend.scale("k-tf", 1)
     down = _resized(backend, "k-tf", 2)
