@@ -61,7 +61,7 @@ from pathlib import Path
 
 from ..records import write_json_atomic
 from .base import R_SUCCEEDED, SUCCEEDED
-from .local_keep_process import KEEP_VAR
+from .local_keep_process import KEEP_VAR, write_fifo
 from .local_pool import MEMORY_RESERVE, RUNNER_MODULE, WarmProcess, _mem_available, import_key
 from .local_processes import proc_start_ticks, process_alive, process_state
 from .local_stall import say
@@ -86,20 +86,6 @@ def shape_key(strategy: str, envs: Mapping[str, Mapping[str, str]], executable: 
         ]
     )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _write_fifo(path: Path, message: bytes) -> bool:
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
-    except OSError:  # ENXIO: nobody reads it (the process died)
-        return False
-    try:
-        os.write(fd, message)
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
 
 
 def _kill(pid: int | None, ticks: int | None) -> None:
@@ -220,7 +206,7 @@ class KeepPlan:
     def release(self, names: list[str]) -> None:
         """Tell the members waiting to be kept that they are not: they exit."""
         for name in names:
-            _write_fifo(self.set_dir / name / "go", b"exit\n")
+            write_fifo(self.set_dir / name / "go", b"exit\n")
         shutil.rmtree(self.set_dir, ignore_errors=True)
 
 
@@ -257,7 +243,7 @@ class KeptSet:
             write_json_atomic(member / "assignment.json", assignment)
             os.chmod(member / "assignment.json", 0o600)
         for name in assignments:
-            if not _write_fifo(self.dir / name / "go", b"go\n"):
+            if not write_fifo(self.dir / name / "go", b"go\n"):
                 self.discard()
                 return f"kept {name} no longer reads its FIFO"
         return None
@@ -429,7 +415,7 @@ def stop_kept(root: str | os.PathLike, owner: int | None = None, timeout: float 
         retired.append(directory)
         for name, m in info.get("members", {}).items():
             if process_alive(m.get("pid"), m.get("start_ticks")):
-                _write_fifo(directory / name / "go", b"exit\n")
+                write_fifo(directory / name / "go", b"exit\n")
                 stopped.append(m)
     deadline = time.monotonic() + timeout
     while any(process_alive(m["pid"], m.get("start_ticks")) for m in stopped) and time.monotonic() < deadline:

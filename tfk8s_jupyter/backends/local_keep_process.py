@@ -296,6 +296,21 @@ def after_run(code: int, main) -> int:
     return code
 
 
+def write_fifo(path: Path, message: bytes) -> bool:
+    """Write ``message`` into a kept member's FIFO; False when nobody reads it (the process died)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:  # ENXIO: nobody reads it
+        return False
+    try:
+        os.write(fd, message)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
 def _default_strategy():
     tf = sys.modules.get("tensorflow")
     return tf.distribute.get_strategy() if tf is not None else None
@@ -331,16 +346,7 @@ def _withdraw(cfg: dict) -> None:
         return  # claimed a moment ago (the claimer sees this process gone), or retired already
     for member in slot.parent.iterdir():
         if member.is_dir() and member != slot:
-            try:
-                fd = os.open(member / "go", os.O_WRONLY | os.O_NONBLOCK)
-            except OSError:
-                continue  # nobody reads it: that member is gone
-            try:
-                os.write(fd, b"exit\n")
-            except OSError:
-                pass
-            finally:
-                os.close(fd)
+            write_fifo(member / "go", b"exit\n")  # False: nobody reads it, that member is gone
     try:
         os.unlink(retired)
     except OSError:
