@@ -1,23 +1,29 @@
 """Engine overhead, measured side by side in one run: the same training hand-launched and via ``tk.submit``.
 
     .venv/bin/python bench/bench_engine.py [--what all|engine|warm] [--rounds 3] [--mode alternate]
+        [--launch cold,warm,kept]
 
-For parameter servers (chief + 2 workers + 1 ps) and all-reduce (2 workers), alternating hand and tfk8s
-runs ``--rounds`` times each, it prints:
+For parameter servers (chief + 2 workers + 1 ps) and all-reduce (2 workers), ``--rounds`` rounds of one
+hand run paired with one tfk8s run per launch kind (``--launch``, see ``engine_launches.py``: cold = no pool
+and nothing kept; warm = replicas from a warm pool filled beforehand; kept = a repeat on the replicas a
+previous job of the shape kept), the kinds' order rotating every round and the side that goes first flipping
+every pair, it prints per kind:
 
-* steps/s ratio = tfk8s ÷ hand (target >= 0.97), steps/s measured by the cell itself over epochs 2..N;
-* launch overhead ratio = (submit -> first metric point) ÷ (hand start -> first batch) (target <= 1.10);
+* steps/s ratio = tfk8s ÷ hand (target >= 0.97), steps/s measured by the cell itself over epochs 2..N,
+  paired per pair then the median; each pair's epoch seconds on both sides;
+* launch overhead ratio = (submit -> first metric point) ÷ (hand start -> first batch) (target <= 1.10
+  for cold launches);
 * ``import tfk8s_jupyter`` time (target < 0.3 s, and TensorFlow not imported), and next to it
   ``%load_ext tfk8s_jupyter`` in a fresh interpreter's IPython InteractiveShell (the import included).
-
-Every launch here is a cold or a pool launch: kept replicas are off (``c.TFK8s.keep_warm = 0``).
 
 ``--what warm`` (part of the default ``all``): warm launch. For the same two shapes, ``--rounds`` times in a
 rotating order: a cold launch with the pool off (``c.TFK8s.warm_pool = 0``), a launch from a warm pool
 filled beforehand for the shape, and a cold launch with the pool on (a job whose ``--env`` no pool process
 has, so it starts cold while the pool refills after it). It prints submit -> first metric point for each,
 warm ÷ cold (target <= 0.35) and cold-with-pool ÷ cold (target <= 1.05), then the idle pool's RSS per
-process and its CPU over a minute.
+process and its CPU over a minute, next to the floor: fresh idle processes in a pool process's environment
+that only imported TensorFlow, then TensorFlow and tf_keras, then everything a pool process preloads
+(same ``smaps_rollup`` figures).
 
 "Hand" replicas run ``bench/hand_replica.py`` (TF_CONFIG from the same cluster, the strategy, the cell
 under its scope) through ``tests/handlaunch.py``; tfk8s replicas run the runner under the local backend's
@@ -41,6 +47,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
+from engine_launches import KINDS, PRIMER, Launches, floors, pool_env, smaps, start_floors  # noqa: E402
 from handlaunch import HandLaunch  # noqa: E402
 
 CELL = """\
@@ -82,7 +89,8 @@ timing = BenchTiming()
 model.fit(ds, epochs=EPOCHS, steps_per_epoch=STEPS, verbose=2, callbacks=[timing])
 ends = timing.epoch_ends
 print("BENCH " + json.dumps({"first_batch": timing.first, "cell_start": cell_start,
-                             "steps_per_s": STEPS * (len(ends) - 1) / (ends[-1] - ends[0])}))
+                             "steps_per_s": STEPS * (len(ends) - 1) / (ends[-1] - ends[0]),
+                             "epoch_s": [b - a for a, b in zip(ends, ends[1:])]}))
 """
 
 SETUPS = {
@@ -126,6 +134,7 @@ class HandRun:
             result = bench_line(h.stdout(h.reporting))
         finally:
             h.teardown()
+        self.epoch_s = result.get("epoch_s", [])
         return {
             "launch": result["first_batch"] - self.t0,
             "to_cell": result["cell_start"] - self.t0,
@@ -175,6 +184,7 @@ class Tfk8sRun:
         first_point = next(p for p in self.job.metrics() if p.get("kind") == "step")
         result = bench_line(self.job.logs(self.reporting))
         self.launches = sorted({r.launch or "?" for r in self.job.status.replicas})
+        self.epoch_s = result.get("epoch_s", [])
         return {
             "launch": first_point["t"] - self.t0,
             "launch_observed": (self.observed or float("nan")) - self.t0,
@@ -183,19 +193,96 @@ class Tfk8sRun:
         }
 
 
-def one_round(code: str, strategy: str, tmp: Path, concurrent: bool, tfk8s_first: bool) -> tuple[dict, dict]:
+def one_round(
+    code: str, strategy: str, tmp: Path, concurrent: bool, tfk8s_first: bool, after=None
+) -> tuple[HandRun, Tfk8sRun, dict, dict]:
+    """A hand run and a tfk8s run of ``code``, one after the other (or together); ``after(tfk8s_run)`` is
+    called once the tfk8s job ended, before anything else starts, and its dict joins the tfk8s figures."""
     hand = HandRun(code, strategy, tmp)
     tfk8s = Tfk8sRun(code, strategy)
-    first, second = (tfk8s, hand) if tfk8s_first else (hand, tfk8s)
+
+    def tfk8s_finish() -> dict:
+        result = tfk8s.finish()
+        result.update(after(tfk8s.job) if after else {})
+        return result
+
     if concurrent:
-        first.start()
-        second.start()
-        return hand.finish(), tfk8s.finish()
-    first.start()
-    a = first.finish()
-    second.start()
-    b = second.finish()
-    return (b, a) if tfk8s_first else (a, b)
+        tfk8s.start()
+        hand.start()
+        t = tfk8s_finish()
+        return hand, tfk8s, hand.finish(), t
+    if tfk8s_first:
+        tfk8s.start()
+        t = tfk8s_finish()
+        return hand, tfk8s, hand.start().finish(), t
+    h = hand.start().finish()
+    tfk8s.start()
+    return hand, tfk8s, h, tfk8s_finish()
+
+
+def engine_strategy(code: str, strategy: str, kinds: list[str], launches: Launches, args) -> bool:
+    """``--rounds`` rounds of hand vs tfk8s pairs, one per launch kind (the kinds' order rotates every round,
+    which side goes first flips every pair); prints each pair and, per kind, the medians of the paired
+    ratios. True: a target missed."""
+    setup = SETUPS[strategy]
+    pairs: dict[str, list[tuple[dict, dict]]] = {k: [] for k in kinds}
+    n = 0
+    for r in range(args.rounds):
+        for kind in kinds[r % len(kinds) :] + kinds[: r % len(kinds)]:
+            launches.prepare(kind, strategy, setup)
+            job_no = launches.job_number(kind)
+            with tempfile.TemporaryDirectory(prefix="tfk8s-bench-") as tmp:
+                hand, run, h, t = one_round(
+                    code,
+                    strategy,
+                    Path(tmp),
+                    args.mode == "concurrent",
+                    tfk8s_first=n % 2 == 1,
+                    after=lambda job, kind=kind: launches.after(kind, job),
+                )
+            n += 1
+            pairs[kind].append((h, t))
+            refill = (
+                f"; the pool's refill during the job: {t['refill_cpu']:.1f} CPU s in {t['refill_procs']} processes"
+                if "refill_cpu" in t
+                else ""
+            )
+            print(
+                f"  {strategy} round {r + 1} {kind}: steps/s ratio {t['steps_per_s'] / h['steps_per_s']:.3f}; "
+                f"hand {fmt(h)} | tfk8s {fmt(t)} (replicas {'/'.join(run.launches)}, job {job_no} on these "
+                f"processes{refill})\n    epoch seconds 2..N: hand {epochs(hand.epoch_s)} | "
+                f"tfk8s {epochs(run.epoch_s)}",
+                flush=True,
+            )
+    launches.reset()
+    failed = False
+    for kind in kinds:
+        hand = [h for h, _ in pairs[kind]]
+        tfk8s = [t for _, t in pairs[kind]]
+        ratios = [t["steps_per_s"] / h["steps_per_s"] for h, t in pairs[kind]]
+        # paired: each round's tfk8s figure over the hand figure measured beside it, then the median
+        steps_ratio = statistics.median(ratios)
+        launch_ratio = statistics.median(t["launch"] / h["launch"] for h, t in pairs[kind])
+        target = " (target <= 1.10)" if kind == "cold" else ""
+        print(
+            f"{strategy} {kind}: steps/s ratio {steps_ratio:.3f} (target >= 0.97; rounds "
+            f"{', '.join(f'{x:.3f}' for x in ratios)}; medians tfk8s {median(tfk8s, 'steps_per_s'):.1f}, hand "
+            f"{median(hand, 'steps_per_s'):.1f}); launch ratio {launch_ratio:.3f}{target} (medians tfk8s "
+            f"{median(tfk8s, 'launch'):.2f} s, seen through the API {median(tfk8s, 'launch_observed'):.2f} s, "
+            f"hand {median(hand, 'launch'):.2f} s; to the cell's first line tfk8s {median(tfk8s, 'to_cell'):.2f} s, "
+            f"hand {median(hand, 'to_cell'):.2f} s)",
+            flush=True,
+        )
+        failed = failed or steps_ratio < 0.97 or (kind == "cold" and launch_ratio > 1.10)
+    return failed
+
+
+def epochs(seconds: list[float]) -> str:
+    return " ".join(f"{x:.2f}" for x in seconds[1:]) or "?"
+
+
+def load() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
 def import_time(runs: int = 5) -> tuple[float, bool]:
@@ -250,6 +337,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--strategies", default="parameter_server,multi_worker_mirrored")
     parser.add_argument(
+        "--launch",
+        default=",".join(KINDS),
+        help="the engine mode's tfk8s launch kinds, each paired with a hand run: cold (no pool, nothing "
+        "kept), warm (replicas from a warm pool), kept (a repeat on the replicas a previous job kept)",
+    )
+    parser.add_argument(
         "--mode",
         choices=("concurrent", "alternate"),
         default="alternate",
@@ -260,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     code = CELL.replace("EPOCHS", str(args.epochs)).replace("STEPS", str(args.steps))
     os.environ.setdefault("TFK8S_HOME", tempfile.mkdtemp(prefix="tfk8s-bench-home-"))
 
+    print(f"# bench_engine.py {' '.join(sys.argv[1:] if argv is None else argv)}", flush=True)
+    print(f"# start {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; {load()}", flush=True)
     seconds, tf_loaded = import_time()
     print(
         f"import tfk8s_jupyter: {seconds * 1000:.2f} ms (target < 300 ms); TensorFlow imported: {tf_loaded}"
@@ -273,38 +368,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.what in ("all", "warm"):
         failed = warm_launch(args) or failed
     if args.what == "warm":
+        print(f"# end {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; {load()}", flush=True)
         return 1 if failed else 0
-    from tfk8s_jupyter.backends.local_pool import owned_pools
-    from tfk8s_jupyter.config import TFK8s, set_current_config
-
-    set_current_config(
-        TFK8s(warm_pool=0, keep_warm=0)
-    )  # the engine against hand-launched: cold launches, no pool
-    for pool in owned_pools():
-        pool.stop()
-
+    kinds = [k for k in args.launch.split(",") if k]
+    if any(k not in KINDS for k in kinds):
+        parser.error(f"--launch takes a comma-separated list of {', '.join(KINDS)}, got {args.launch!r}")
+    primer = CELL.replace("EPOCHS", str(PRIMER[0])).replace("STEPS", str(PRIMER[1]))
+    launches = Launches(primer)
     for strategy in args.strategies.split(","):
-        hand, tfk8s = [], []
-        for r in range(args.rounds):
-            with tempfile.TemporaryDirectory(prefix="tfk8s-bench-") as tmp:
-                h, t = one_round(code, strategy, Path(tmp), args.mode == "concurrent", tfk8s_first=r % 2 == 1)
-            hand.append(h)
-            tfk8s.append(t)
-            print(f"  {strategy} round {r + 1}: hand {fmt(h)} | tfk8s {fmt(t)}", flush=True)
-        # paired: each round's tfk8s figure over the hand figure measured beside it, then the median
-        steps_ratio = statistics.median(
-            t["steps_per_s"] / h["steps_per_s"] for h, t in zip(hand, tfk8s, strict=True)
-        )
-        launch_ratio = statistics.median(t["launch"] / h["launch"] for h, t in zip(hand, tfk8s, strict=True))
-        print(
-            f"{strategy}: steps/s ratio {steps_ratio:.3f} (target >= 0.97; medians tfk8s "
-            f"{median(tfk8s, 'steps_per_s'):.1f}, hand {median(hand, 'steps_per_s'):.1f}); "
-            f"launch ratio {launch_ratio:.3f} (target <= 1.10; medians tfk8s {median(tfk8s, 'launch'):.2f} s, "
-            f"seen through the API {median(tfk8s, 'launch_observed'):.2f} s, hand {median(hand, 'launch'):.2f} s; "
-            f"to the cell's first line tfk8s {median(tfk8s, 'to_cell'):.2f} s, hand {median(hand, 'to_cell'):.2f} s)",
-            flush=True,
-        )
-        failed = failed or steps_ratio < 0.97 or launch_ratio > 1.10
+        failed = engine_strategy(code, strategy, kinds, launches, args) or failed
+    launches.reset()
+    print(f"# end {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; {load()}", flush=True)
     return 1 if failed else 0
 
 
@@ -377,30 +451,36 @@ def warm_launch(args) -> bool:
     time.sleep(5.0)
     rows = [r for r in list_pool(records_root()) if r["state"] == "idle"]
     before = {r["pid"]: process_cpu_seconds(r["pid"]) or 0.0 for r in rows}
-    time.sleep(60.0)
+    t0 = time.monotonic()
+    # the floor, meanwhile: fresh interpreters in a pool process's environment that only imported
+    # TensorFlow (then its Keras, then all a pool process preloads), idle like the pool
+    floor_procs = start_floors(pool_env(rows[0]["pid"]), str(REPO))
+    time.sleep(max(5.0, 60.0 - (time.monotonic() - t0)))
     cpu = [(process_cpu_seconds(pid) or 0.0) - c for pid, c in before.items()]
     idle = [r for r in list_pool(records_root()) if r["state"] == "idle"]
-    rss = [r["rss"] / 2**20 for r in idle]
-    own = [memory(r["pid"]) for r in idle]
+    own = [smaps(r["pid"]) for r in idle]
+    floor = floors(floor_procs)
+
+    def mb(key: str, ms: list[dict]) -> str:
+        return ", ".join(f"{m[key]:.0f}" for m in ms)
+
     print(
-        f"idle warm pool ({len(rows)} processes): per process RSS {', '.join(f'{m:.0f}' for m in rss)} MB, "
-        f"of which its own (private) {', '.join(f'{p:.0f}' for p, _ in own)} MB, PSS "
-        f"{', '.join(f'{q:.0f}' for _, q in own)} MB (the rest: TensorFlow's library pages, shared by every "
-        f"TensorFlow process; target <= 512 MB); CPU over 60 s per process "
+        f"idle warm pool ({len(rows)} processes): per process RSS {mb('rss', own)} MB, "
+        f"of which its own (private) {mb('private', own)} MB, PSS {mb('pss', own)} MB (the rest: TensorFlow's "
+        f"library pages, shared by every TensorFlow process; target <= 512 MB); CPU over 60 s per process "
         f"{', '.join(f'{c:.3f}' for c in cpu)} s (max {max(cpu) / 60 * 100:.2f} %, target <= 1 %)",
         flush=True,
     )
+    for label, m in floor.items():
+        print(
+            f"  floor, a fresh idle process in the pool's environment, {label}: RSS {m['rss']:.0f} MB, private "
+            f"{m['private']:.0f} MB, PSS {m['pss']:.0f} MB (pool process minus this: RSS "
+            f"{statistics.median(o['rss'] for o in own) - m['rss']:+.0f} MB, private "
+            f"{statistics.median(o['private'] for o in own) - m['private']:+.0f} MB, medians)",
+            flush=True,
+        )
     pool.stop()
-    return failed or max(cpu) / 60 > 0.01 or max(p for p, _ in own) > 512
-
-
-def memory(pid: int) -> tuple[float, float]:
-    """(private MB, PSS MB) of process ``pid`` from ``/proc/<pid>/smaps_rollup``."""
-    fields = {}
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
-        name, value = line.split(":", 1)
-        fields[name] = int(value.split()[0]) / 1024
-    return fields["Private_Clean"] + fields["Private_Dirty"], fields["Pss"]
+    return failed or max(cpu) / 60 > 0.01 or max(o["private"] for o in own) > 512
 
 
 def median(results: list[dict], key: str) -> float:
@@ -408,7 +488,7 @@ def median(results: list[dict], key: str) -> float:
 
 
 def fmt(result: dict) -> str:
-    return ", ".join(f"{k} {v:.2f}" for k, v in result.items())
+    return ", ".join(f"{k} {v:.2f}" for k, v in result.items() if not k.startswith("refill"))
 
 
 if __name__ == "__main__":
