@@ -33,6 +33,7 @@ supervisor. Both run the same cell, which times its own batches.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -224,22 +225,14 @@ def engine_strategy(code: str, strategy: str, kinds: list[str], launches: Launch
     """``--rounds`` rounds of hand vs tfk8s pairs, one per launch kind (the kinds' order rotates every round,
     which side goes first flips every pair); prints each pair and, per kind, the medians of the paired
     ratios. True: a target missed."""
-    setup = SETUPS[strategy]
     pairs: dict[str, list[tuple[dict, dict]]] = {k: [] for k in kinds}
     n = 0
     for r in range(args.rounds):
         for kind in kinds[r % len(kinds) :] + kinds[: r % len(kinds)]:
-            launches.prepare(kind, strategy, setup)
-            job_no = launches.job_number(kind)
-            with tempfile.TemporaryDirectory(prefix="tfk8s-bench-") as tmp:
-                hand, run, h, t = one_round(
-                    code,
-                    strategy,
-                    Path(tmp),
-                    args.mode == "concurrent",
-                    tfk8s_first=n % 2 == 1,
-                    after=lambda job, kind=kind: launches.after(kind, job),
-                )
+            job_no, hand, run, h, t = retried(
+                functools.partial(pair, code, strategy, kind, launches, args, tfk8s_first=n % 2 == 1),
+                launches.stop_kept,  # a failed kept run leaves no kept set: the retry primes one
+            )
             n += 1
             pairs[kind].append((h, t))
             refill = (
@@ -277,8 +270,23 @@ def engine_strategy(code: str, strategy: str, kinds: list[str], launches: Launch
     return failed
 
 
+def pair(code: str, strategy: str, kind: str, launches: Launches, args, tfk8s_first: bool) -> tuple:
+    """(the job number of the tfk8s run's processes, then :func:`one_round`'s) for one launch kind."""
+    launches.prepare(kind, strategy, SETUPS[strategy])
+    job_no = launches.job_number(kind)
+    with tempfile.TemporaryDirectory(prefix="tfk8s-bench-") as tmp:
+        return job_no, *one_round(
+            code,
+            strategy,
+            Path(tmp),
+            args.mode == "concurrent",
+            tfk8s_first=tfk8s_first,
+            after=lambda job: launches.after(kind, job),
+        )
+
+
 def epochs(seconds: list[float]) -> str:
-    return " ".join(f"{x:.2f}" for x in seconds[1:]) or "?"
+    return " ".join(f"{x:.2f}" for x in seconds) or "?"
 
 
 def load() -> str:
@@ -403,21 +411,7 @@ def warm_launch(args) -> bool:
         order = ["cold", "warm", "cold+pool"]
         for r in range(args.rounds):
             for kind in order[r % 3 :] + order[: r % 3]:
-                env = {}
-                if kind == "cold":
-                    pool.stop()
-                    set_current_config(TFK8s(warm_pool=0, keep_warm=0))
-                elif kind == "warm":
-                    set_current_config(TFK8s(warm_pool=None, keep_warm=0))
-                    if not LocalBackend().warm_up(spec, timeout=300):
-                        raise RuntimeError("the warm pool did not get ready within 300 s")
-                    time.sleep(2.0)  # let the machine settle after the pool's imports
-                else:
-                    pool.stop()
-                    set_current_config(TFK8s(warm_pool=None, keep_warm=0))
-                    env = {"BENCH_COLD_ROUND": str(r)}  # a key no pool process has: a cold start
-                run = Tfk8sRun(code, strategy, env)
-                result = run.start().finish()
+                run, result = retried(functools.partial(warm_one, kind, code, strategy, spec, pool, r))
                 result["launches"] = run.launches
                 runs[kind].append(result)
                 print(
@@ -481,6 +475,47 @@ def warm_launch(args) -> bool:
         )
     pool.stop()
     return failed or max(cpu) / 60 > 0.01 or max(o["private"] for o in own) > 512
+
+
+def warm_one(kind: str, code: str, strategy: str, spec, pool, r: int) -> tuple[Tfk8sRun, dict]:
+    """One launch of the warm mode: ``kind`` is cold, warm or cold+pool."""
+    from tfk8s_jupyter.backends.local import LocalBackend
+    from tfk8s_jupyter.config import TFK8s, set_current_config
+
+    env = {}
+    if kind == "cold":
+        pool.stop()
+        set_current_config(TFK8s(warm_pool=0, keep_warm=0))
+    elif kind == "warm":
+        set_current_config(TFK8s(warm_pool=None, keep_warm=0))
+        if not LocalBackend().warm_up(spec, timeout=300):
+            raise RuntimeError("the warm pool did not get ready within 300 s")
+        time.sleep(2.0)  # let the machine settle after the pool's imports
+    else:
+        pool.stop()
+        set_current_config(TFK8s(warm_pool=None, keep_warm=0))
+        env = {"BENCH_COLD_ROUND": str(r)}  # a key no pool process has: a cold start
+    run = Tfk8sRun(code, strategy, env)
+    result = run.start().finish()
+    return run, result
+
+
+PORT_RACE = ("submit the job again to get new ports", "Could not start gRPC server")
+
+
+def retried(launch, before_retry=None):
+    """``launch()``, once more if a replica lost its port to another process between the port's choice and
+    its server's start (other TensorFlow runs share this machine); says so."""
+    try:
+        return launch()
+    except RuntimeError as e:
+        if not any(m in str(e) for m in PORT_RACE):
+            raise
+        first = str(e).splitlines()[0]
+        print(f"  (a replica's port was taken by another process; running it again) {first}", flush=True)
+        if before_retry:
+            before_retry()
+        return launch()
 
 
 def median(results: list[dict], key: str) -> float:

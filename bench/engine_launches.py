@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 KEEP_SECONDS = 600.0
-PRIMER = (1, 20)  # epochs, steps of the untimed job that leaves a kept set when none is there
+PRIMER = (2, 20)  # epochs, steps of the untimed job that leaves a kept set when none is there
 KINDS = ("cold", "warm", "kept")
 
 # A fresh interpreter that imports ``what`` and then idles; it says "ready" once imported.
