@@ -128,6 +128,36 @@ def test_no_snapshot_means_nothing_is_judged(monkeypatch):
         t.join()
 
 
+def test_a_replicas_word_on_not_being_kept_outlives_its_set_directory(tmp_path, monkeypatch):
+    """The job's end removes its set's directory (the members waiting there are told to exit) while a
+    replica may still be on its way out: its word on why it is not kept must still reach the table."""
+    import json
+    from types import SimpleNamespace
+
+    from tfk8s_jupyter.backends import local_keep, local_keep_process
+
+    plan = local_keep.KeepPlan(tmp_path, "job", 600.0, [os.getpid(), None], shape="s")
+    monkeypatch.setenv("TFK8S_ROLE", "worker")
+    monkeypatch.setenv("TFK8S_INDEX", "1")
+    cfg = json.loads(plan.env_var("worker-1", (os.getpid(), None)))
+    local_keep_process._not_kept(cfg, hygiene.Leftovers(threads=["'left-behind'"]))
+    plan.release(["worker-0", "worker-1"])
+    assert not plan.set_dir.exists()
+    sup = SimpleNamespace(
+        keep=plan,
+        replicas=[
+            SimpleNamespace(name=n, status=SimpleNamespace(message=None)) for n in ("worker-0", "worker-1")
+        ],
+    )
+    assert local_keep.explain_unkept(sup)
+    said = {r.name: r.status.message for r in sup.replicas}
+    assert (
+        said["worker-1"].startswith("tfk8s: worker-1 is not kept")
+        and "'left-behind' running" in said["worker-1"]
+    )
+    assert said["worker-0"].startswith("worker-0 is not kept for the next run either: worker-1 is not kept")
+
+
 # --------------------------------------------------------------------------- end to end
 def test_a_cell_that_leaves_a_thread_is_not_kept_and_the_next_run_starts_cold(tfk8s_home):
     keep()
@@ -157,6 +187,31 @@ def test_a_cell_that_leaves_a_thread_is_not_kept_and_the_next_run_starts_cold(tf
     wait_for(lambda: kept_pids(tfk8s_home) == {p for _, p in launches(clean).values()}, 20, "kept again")
 
 
+def table_says_not_kept(job) -> dict[str, str]:
+    """The replica table once the replicas' resets are done: the job ends as soon as every replica can be
+    kept, and its table says "kept" or "not kept" once they all said their word after their reset."""
+
+    def final() -> dict[str, str] | None:
+        messages = {r.name: r.message or "" for r in job.status.replicas}
+        return None if any(m.startswith("finished; kept once") for m in messages.values()) else messages
+
+    return wait_for(final, 40, "the replica table's final word")
+
+
+def test_every_replica_that_left_a_thread_says_so_in_the_table_whichever_ends_last(tfk8s_home):
+    """worker-1 ends seconds after worker-0, the job's end: its word on why it is not kept reaches the table
+    though the job's end already released the set."""
+    keep()
+    late = "import os, time\nif os.environ['TFK8S_INDEX'] == '1':\n    time.sleep(3)\n"
+    job = submit(THREAD.replace("DAEMON", "True") + TRAIN + late, "thread-late")
+    messages = {r.name: r.message or "" for r in job.status.replicas}
+    for name in ("worker-0", "worker-1"):
+        assert messages[name].startswith(f"tfk8s: {name} is not kept"), messages
+        assert "'left-behind' (daemon) running" in messages[name], messages
+    pids = {pid for _, pid in launches(job).values()}
+    wait_for(lambda: not any(process_alive(p) for p in pids), 20, "the replicas to exit")
+
+
 def test_a_file_held_open_past_the_run_is_not_kept_and_the_set_is_withdrawn(tfk8s_home):
     keep()
     leaky = submit(LOG_FILE + TRAIN, "leaves-file")
@@ -166,8 +221,46 @@ def test_a_file_held_open_past_the_run_is_not_kept_and_the_set_is_withdrawn(tfk8
         said = not_kept_lines(leaky.logs(name))
         assert said, leaky.logs(name)[-2000:]
         assert "train.log open" in said[0] and "with` block" in said[0]
+    # the table says it too, for every replica, never "kept" (the set may have been kept before the check)
+    messages = table_says_not_kept(leaky)
+    assert all("is not kept" in m and "train.log open" in m for m in messages.values()), messages
     assert not kept_pids(tfk8s_home)
     nxt = submit(TRAIN, "after-file")
+    assert {launch for launch, _ in launches(nxt).values()} == {"cold"}
+
+
+# worker-1 alone leaves the file open; worker-0 (the job's end) either ends with it (the set is kept before
+# worker-1's reset finds the file) or a few seconds later (worker-1 has exited before the set could be kept)
+ONE_FILE = """\
+import os, time
+if os.environ["TFK8S_INDEX"] == "1":
+    import logging
+    logging.basicConfig(filename="train.log", level=logging.INFO, force=True)
+    logging.info("training")
+"""
+LATE_END = """\
+if os.environ["TFK8S_INDEX"] == "0":
+    time.sleep(6)
+"""
+
+
+def test_one_replica_holding_a_file_keeps_its_whole_set_from_being_kept_in_either_order(tfk8s_home):
+    keep()
+    for late in (False, True):
+        job = submit(
+            ONE_FILE + TRAIN + (LATE_END if late else ""), f"one-file-{'late' if late else 'together'}"
+        )
+        pids = {pid for _, pid in launches(job).values()}
+        messages = table_says_not_kept(job)
+        assert messages["worker-1"].startswith("tfk8s: worker-1 is not kept"), messages
+        assert "worker-0 is not kept for the next run either: worker-1 is not kept" in messages["worker-0"]
+        assert all("train.log open" in m and "with` block" in m for m in messages.values()), messages
+        (said,) = not_kept_lines(job.logs("worker-1"))
+        assert "train.log open" in said
+        assert not not_kept_lines(job.logs("worker-0"))  # its own cell left nothing
+        wait_for(lambda pids=pids: not any(process_alive(p) for p in pids), 30, "the replicas to exit")
+        assert not kept_pids(tfk8s_home)
+    nxt = submit(TRAIN, "after-one-file")
     assert {launch for launch, _ in launches(nxt).values()} == {"cold"}
 
 

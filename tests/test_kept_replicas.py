@@ -184,6 +184,76 @@ def test_kept_replicas_expire_and_die_with_their_owner(tfk8s_home):
     wait_for(lambda: not any(process_alive(p) for p in owner_pids), 10, "kept replicas to die with the owner")
 
 
+def test_a_kept_set_whose_directory_is_deleted_while_idle_means_a_cold_start_and_no_orphan(tfk8s_home):
+    import shutil
+
+    keep()
+    first = run("kept-deleted-a", "1")
+    pids = {pid for _, pid in launches(first).values()}
+    wait_for(lambda: kept_pids(tfk8s_home) == pids, 20, "the set kept")
+    # idle: the table says kept once every member's reset is done, and none is resetting any more
+    kept = f"kept for the next run of the same shape (keep_warm={600:g} s)"
+    wait_for(lambda: {r.message for r in first.status.replicas} == {kept}, 40, "the table to say kept")
+    (kept_set,) = (tfk8s_home / ".kept" / "sets").iterdir()
+    wait_for(lambda: not list(kept_set.glob("*/resetting")), 40, "the kept replicas to be idle")
+    shutil.rmtree(kept_set)
+    started = time.monotonic()
+    second = run("kept-deleted-b", "2")
+    assert time.monotonic() - started < 120  # nothing waits on the set
+    assert {launch for launch, _ in launches(second).values()} == {"cold"}
+    assert not pids & {p for _, p in launches(second).values()}
+    # the kept processes notice their set is gone and exit: none stays for keep_warm
+    wait_for(lambda: not any(process_alive(p) for p in pids), 20, "the kept processes to exit")
+    wait_for(
+        lambda: kept_pids(tfk8s_home) == {p for _, p in launches(second).values()}, 20, "the new set kept"
+    )
+
+
+def test_a_job_on_kept_replicas_outlives_its_owner_and_keeps_nothing_after(tfk8s_home):
+    """The kernel that submitted ends while a job runs on its kept replicas: the job finishes (a restarted
+    kernel can attach to it), and then its replicas exit: nobody can claim them any more."""
+    script = textwrap.dedent(
+        f"""\
+        import sys, json
+        sys.path.insert(0, {str(REPO / "tests")!r})
+        import tfk8s_jupyter as tk
+        from tfk8s_jupyter.config import TFK8s, set_current_config
+        set_current_config(TFK8s(warm_pool=0, keep_warm=600))
+        job = tk.submit("RUN = '1'\\n" + {CELL!r}, workers=2, name="orphaned-a")
+        assert job.wait(timeout=300) == "succeeded", job.status.message
+        print(json.dumps([r.pid for r in job.status.replicas]), flush=True)
+        tk.submit("import time\\ntime.sleep(8)\\nRUN = '2'\\n" + {CELL!r}, workers=2, name="orphaned-b")
+        print("submitted", flush=True)
+        sys.stdin.read()
+        """
+    )
+    owner = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    import json
+
+    try:
+        pids = set(json.loads(owner.stdout.readline()))
+        assert owner.stdout.readline().strip() == "submitted"
+        job = tk.attach("orphaned-b")
+        wait_for(lambda: job.status.phase == "running", 60, "the job to run on the kept replicas")
+        assert {launch for launch, _ in launches(job).values()} == {"kept"}
+        owner.kill()
+        owner.wait(10)
+        assert job.wait(timeout=300) == "succeeded", job.status.message
+        assert {p for _, p in launches(job).values()} == pids
+        assert "cell done" in job.logs("worker-0")
+        wait_for(lambda: not any(process_alive(p) for p in pids), 20, "the replicas to exit after the job")
+        assert not list_kept(tfk8s_home)
+    finally:
+        owner.kill()
+        owner.wait(10)
+
+
 def test_tf_keras_all_reduce_and_parameter_server_jobs_repeat_on_their_kept_replicas(tfk8s_home):
     keep()
     legacy = {"TFK8S_KERAS": "legacy"}

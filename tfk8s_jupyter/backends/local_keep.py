@@ -9,6 +9,9 @@ Layout of ``<records root>/.kept/``:
   members with pid and start time, when it was kept) and one member directory per replica (``ready.json``
   written by the replica when it can be kept, ``go`` its FIFO, ``kept`` when the supervisor kept it,
   ``assignment.json`` and ``accepted`` when the next job claims it);
+- ``<job record>/keep/<replica>``: each training replica's word after its reset, ``ok`` or the line saying
+  why it is not kept; the job's supervisor waits for them after keeping the set and says in the replica
+  table what happened (:func:`explain_unkept`, the one writer of "not kept" there);
 - ``idle/<shape>.<set>``: the marker of a set ready to serve; claiming is the atomic ``rename`` of the
   marker into ``claimed/``, so two claimers never get one set; an expiring set renames it into
   ``retired/``. The process that submits the next job claims it and hands the members their assignments
@@ -70,6 +73,7 @@ KEEP_DIR = ".kept"
 CLAIM_ACK = 3.0  # seconds every member has to accept its assignment once it listens
 RESET_WAIT = 30.0  # seconds a member still resetting after its last run (``resetting``) may take
 READY_WAIT = 5.0  # seconds the supervisor waits for every replica to be keepable once training ended
+VERDICT_DIR = "keep"  # in a job's record: one file per replica, its word on being kept (``ok`` or why not)
 
 
 def keep_dir(root: str | os.PathLike) -> Path:
@@ -111,6 +115,7 @@ class KeepPlan:
         shape: str | None = None,
     ):
         self.root = keep_dir(root)
+        self.verdicts = Path(root) / job / VERDICT_DIR
         self.seconds = seconds
         self.owner = owner
         self.set_id = set_id or f"{job}-{uuid.uuid4().hex[:8]}"
@@ -134,6 +139,7 @@ class KeepPlan:
         return json.dumps(
             {
                 "slot": str(self.set_dir / replica),
+                "verdict": str(self.verdicts / replica),
                 "marker": str(self.root / "idle" / f"{self.shape}.{self.set_id}"),
                 "owner": self.owner[0],
                 "owner_ticks": self.owner[1],
@@ -180,8 +186,8 @@ class KeepPlan:
                 out.append(name)
         return out
 
-    def publish(self, cluster: dict, names: list[str]) -> None:
-        """Keep the set: mark every member kept, then make the set claimable."""
+    def publish(self, cluster: dict, names: list[str]) -> dict[str, dict]:
+        """Keep the set: mark every member kept, then make the set claimable; returns the members."""
         members = {}
         for name in names:
             info = json.loads((self.set_dir / name / "ready.json").read_text())
@@ -202,6 +208,29 @@ class KeepPlan:
         )
         (self.root / "idle").mkdir(parents=True, exist_ok=True)
         (self.root / "idle" / f"{self.shape}.{self.set_id}").touch()
+        return members
+
+    def withdraw(self, members: dict[str, dict], kill: bool = False) -> None:
+        """A published set that cannot serve: take its idle marker back and end its members (told to exit;
+        ``kill``: killed). A set a job claimed meanwhile is the claimer's: it sees the bad member and starts
+        cold."""
+        marker = self.root / "idle" / f"{self.shape}.{self.set_id}"
+        retired = self.root / "retired" / marker.name
+        try:
+            retired.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(marker, retired)
+        except OSError:
+            return
+        for name, m in members.items():
+            if kill:
+                _kill(m.get("pid"), m.get("start_ticks"))
+            else:
+                write_fifo(self.set_dir / name / "go", b"exit\n")
+        shutil.rmtree(self.set_dir, ignore_errors=True)
+        try:
+            os.unlink(retired)
+        except OSError:
+            pass
 
     def release(self, names: list[str]) -> None:
         """Tell the members waiting to be kept that they are not: they exit."""
@@ -313,42 +342,98 @@ def keep_at_end(sup, now: float) -> str | None:
         return "no"  # servers kept through a resize probe the old chief's address, held by this supervisor
     pids = {r.name: r.proc.pid for r in sup.replicas if r.alive}
     if len(pids) < len(sup.replicas):
-        _say_unkept(sup)
-        return "no"
+        return "no"  # one ended (its cell left a thread running, or it failed): the job ends as usual
     ready = sup.keep.ready(list(pids), pids)
     if len(ready) < len(pids):
-        if now - sup.ended_at < READY_WAIT:
-            return "wait"
-        _say_unkept(sup)
-        return "no"
-    sup.keep.publish(sup.cluster, list(pids))
+        return "wait" if now - sup.ended_at < READY_WAIT else "no"
+    members = sup.keep.publish(sup.cluster, list(pids))
     sup.pump_events()
     for r in sup.replicas:
         r.status.state = R_SUCCEEDED
-        r.status.message = f"kept for the next run of the same shape (keep_warm={sup.keep.seconds:g} s)"
-    say(f"job {SUCCEEDED}; replicas kept for {sup.keep.seconds:g} s")
+        r.status.message = "finished; kept once its reset shows the cell left no file open"
     sup.status.end(SUCCEEDED, None)
     sup.save()
+    _settle(sup, members)
+    sup.save()
     return "kept"
+
+
+def _settle(sup, members: dict[str, dict]) -> None:
+    """Once the set is published (the job has ended): wait for every training member's word after its
+    reset (:func:`unkept_reason`) and say in the replica table what happened — kept, or, when one member is
+    not (a file its cell left open, it died, its reset took over :data:`RESET_WAIT` seconds), not kept for
+    every replica of the set, which is withdrawn (no job can claim it; its members exit)."""
+    plan = sup.keep
+    deadline = time.monotonic() + RESET_WAIT
+    waiting = {n for n, m in members.items() if not m.get("serving")}
+    problems: dict[str, str] = {}
+    wedged = False  # a member still resetting after RESET_WAIT: killed, as a claimer would
+    while waiting:
+        for name in sorted(waiting):
+            m = members[name]
+            word = _verdict(plan, name, m.get("pid"))
+            if word is not None:
+                waiting.discard(name)
+                if word != "ok":
+                    problems[name] = word
+            elif not process_alive(m.get("pid"), m.get("start_ticks")):
+                waiting.discard(name)
+                if (plan.set_dir / name).is_dir():  # else: claimed by the next job, which saw it die
+                    problems[name] = (
+                        f"{name} is not kept for the next run: it ended before its reset finished."
+                    )
+        if waiting and time.monotonic() > deadline:
+            wedged = True
+            for name in sorted(waiting):
+                problems[name] = (
+                    f"{name} is not kept for the next run: its reset (collecting the cell's objects) took over "
+                    f"{RESET_WAIT:g} s."
+                )
+            break
+        if waiting:
+            time.sleep(0.01)
+    if not explain_unkept(sup, problems):
+        for r in sup.replicas:
+            r.status.message = f"kept for the next run of the same shape (keep_warm={plan.seconds:g} s)"
+        say(f"job {SUCCEEDED}; replicas kept for {plan.seconds:g} s")
+        return
+    say(f"job {SUCCEEDED}; replicas not kept")
+    plan.withdraw(members, kill=wedged)
+
+
+def _verdict(plan: KeepPlan, name: str, pid: int | None = None) -> str | None:
+    try:
+        word = json.loads((plan.verdicts / name).read_text())
+    except (OSError, ValueError):
+        return None
+    if pid is not None and word.get("pid") != pid:
+        return None  # a word of an earlier process of that replica
+    return str(word.get("verdict") or "").strip() or None
 
 
 def unkept_reason(sup, name: str) -> str | None:
     """Why replica ``name`` of ``sup``'s job is not kept, as it said it (a cell's leftovers), or None."""
     keep = getattr(sup, "keep", None)
-    if keep is None:
-        return None
-    try:
-        return (keep.set_dir / name / "unkept").read_text().strip() or None
-    except OSError:
-        return None
+    word = _verdict(keep, name) if keep is not None else None
+    return None if word in (None, "ok") else word
 
 
-def _say_unkept(sup) -> None:
+def explain_unkept(sup, problems: Mapping[str, str] | None = None) -> bool:
+    """The one place that writes "not kept" into the replica table: once the job's replicas have ended or
+    said their word, every replica of the set gets its own reason, or the reason of the member that kept
+    the set from being kept. Returns whether something was not kept."""
+    reasons = {r.name: unkept_reason(sup, r.name) for r in sup.replicas}
+    reasons.update(problems or {})
+    reasons = {n: why for n, why in reasons.items() if why}
+    if not reasons:
+        return False
+    first = reasons[sorted(reasons)[0]].removeprefix("tfk8s: ")
     for r in sup.replicas:
-        line = unkept_reason(sup, r.name)
-        if line:
-            say(line)
-            r.status.message = line
+        own = reasons.get(r.name)
+        if own:
+            say(own.removeprefix("tfk8s: "))
+        r.status.message = own or f"{r.name} is not kept for the next run either: {first}"
+    return True
 
 
 # ------------------------------------------------------------------------------------------ listing, stopping

@@ -183,6 +183,8 @@ def wait_for_assignment(cfg: dict, fifo_fd: int) -> dict | None:
     while True:
         if _State.owner_gone and (slot / "kept").exists():
             return None  # kept after its owner ended: nobody can claim it
+        if not slot.is_dir():
+            return None  # its kept set's directory was removed: nobody can claim it (looked at every 5 s)
         timeout = min(max(0.0, deadline - time.monotonic()), 5.0)
         readable, _, _ = select.select([fifo_fd], [], [], timeout)
         if readable:
@@ -278,9 +280,10 @@ def after_run(code: int, main) -> int:
             os.close(fifo_fd)
             _not_kept(cfg, left)
             _withdraw(cfg)
-            resetting.unlink()
+            resetting.unlink(missing_ok=True)
             break
-        resetting.unlink()
+        _verdict(cfg, "ok")  # the job's supervisor says "kept" once every member said this
+        resetting.unlink(missing_ok=True)
         assignment = wait_for_assignment(cfg, fifo_fd)
         os.close(fifo_fd)
         if assignment is None:
@@ -316,18 +319,25 @@ def _default_strategy():
     return tf.distribute.get_strategy() if tf is not None else None
 
 
+def _verdict(cfg: dict, text: str) -> None:
+    """Tell the job's supervisor whether this member can be kept: ``ok``, or the line saying why not. It
+    goes into the job's record (``cfg["verdict"]``), not the kept set's directory, which the supervisor or a
+    claimer may remove at any moment; written before this process exits, so its exit bookkeeping finds it."""
+    path = Path(cfg.get("verdict") or Path(cfg["slot"]) / "verdict")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_json(path, {"pid": os.getpid(), "verdict": text})
+    except OSError:
+        pass
+
+
 def _not_kept(cfg: dict, left: hygiene.Leftovers) -> None:
-    """Say in the job's log (this replica's) why this process is not kept; the same sentence goes to
-    ``unkept`` in its member directory for the job's supervisor."""
+    """Say in the job's log (this replica's) why this process is not kept; the same sentence goes to the
+    job's supervisor (:func:`_verdict`)."""
     line = hygiene.sentence(f"{os.environ.get('TFK8S_ROLE')}-{os.environ.get('TFK8S_INDEX')}", left)
     sys.stdout.flush()
     print(line, file=sys.stderr, flush=True)
-    try:
-        slot = Path(cfg["slot"])
-        slot.mkdir(parents=True, exist_ok=True)
-        (slot / "unkept").write_text(line + "\n")
-    except OSError:
-        pass
+    _verdict(cfg, line)
 
 
 def _withdraw(cfg: dict) -> None:

@@ -58,7 +58,7 @@ from .local import SUPERVISOR_FILE
 from .local_env import job_cwd, job_replica_env
 from .local_errors import TRANSIENT_ERRORS, curable_error, error_type  # noqa: F401 (re-exported)
 from .local_handover import adopt, drop, pooled_process
-from .local_keep import KEEP_VAR, KeepPlan, keep_at_end, unkept_reason
+from .local_keep import KEEP_VAR, KeepPlan, explain_unkept, keep_at_end
 from .local_pool import claim_replica
 from .local_processes import listening_ports, proc_start_ticks, process_state
 from .local_resize import cancel as cancel_resize
@@ -326,6 +326,8 @@ class Supervisor(StallWatch):
                     else f"stopped after {self.reporting.name} finished",
                     STOPPED: "stopped by the user",
                 }.get(phase, "stopped because the job failed")
+        if phase == SUCCEEDED and self.keep is not None:
+            explain_unkept(self)  # every replica has ended: a cell's leftovers, in the table
         self.pump_events()
         self.status.end(phase, message)  # replicas that never ran or were waiting to restart: stopped
         self.save()
@@ -367,8 +369,6 @@ class Supervisor(StallWatch):
             say(f"{r.name} (pid {r.proc.pid if r.proc else '?'}) exited with code {code}")
             r.status.exit_code = code
             r.status.state = R_SUCCEEDED if code == 0 else R_FAILED
-            if code == 0 and (why := unkept_reason(self, r.name)):
-                r.status.message = why  # its cell left something behind: not kept
 
     def newly_exited(self) -> list[tuple[Replica, int]]:
         return [
