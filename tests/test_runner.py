@@ -138,6 +138,41 @@ def test_artifact_paths_stay_uris_and_folders_outside_are_kept_whole():
     assert (backup_subdir(mwms), backup_subdir(legacy)) == ("worker-1", "shared")
 
 
+KEPT_RUNS = """
+import os, sys, types
+from tfk8s_jupyter.payload import Payload
+from tfk8s_jupyter.runner import prepare_workdir
+
+for work in sys.argv[1:]:  # one process, one run after the other: a kept replica
+    prepare_workdir(types.SimpleNamespace(workdir=work, job="j", name="w"), Payload(code=""))
+    with open("notes.txt", "w") as f:  # a presented file
+        f.write(work)
+    os.makedirs(".cache/run", exist_ok=True)  # in a folder presented as one link
+    os.rename("data.txt", "moved.txt")
+"""
+
+
+def test_a_kept_replicas_next_run_never_writes_the_notebooks_folder(tmp_path):
+    notebook = tmp_path / "notebook"
+    (notebook / ".cache").mkdir(parents=True)
+    (notebook / "notes.txt").write_text("mine")
+    (notebook / "data.txt").write_text("data")
+    before = sorted(str(p.relative_to(notebook)) for p in notebook.rglob("*"))
+    runs = [tmp_path / "run1", tmp_path / "run2"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TFK8S_")}
+    env["TFK8S_INPUT_DIR"] = str(notebook)
+    out = subprocess.run(
+        [sys.executable, "-c", KEPT_RUNS, *map(str, runs)], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert sorted(str(p.relative_to(notebook)) for p in notebook.rglob("*")) == before
+    assert (notebook / "notes.txt").read_text() == "mine"
+    for run in runs:
+        assert (run / "notes.txt").read_text() == str(run) and not (run / "notes.txt").is_symlink()
+        assert (run / ".cache" / "run").is_dir() and not (run / ".cache").is_symlink()
+        assert (run / "moved.txt").read_text() == "data" and not (run / "data.txt").exists()
+
+
 # ------------------------------------------------------------------------------------------------
 # Real TensorFlow replicas
 

@@ -65,6 +65,7 @@ def prepare_workdir(renv: ReplicaEnv, payload) -> Path:
         workdir.mkdir(parents=True, exist_ok=True)
     else:
         workdir = Path(tempfile.mkdtemp(prefix=f"tfk8s-{renv.job}-{renv.name}-"))
+    _GUARDED["work"] = None  # a kept replica's previous run: its work dir is guarded no more
     input_dir = os.environ.get(INPUT_DIR_ENV) or ""
     root = Path(input_dir).resolve() if input_dir and os.path.isdir(input_dir) else None
     if root is not None:
@@ -159,6 +160,75 @@ def _write_own(workdir: Path, rel: Path, blob: bytes) -> None:
     target.write_bytes(blob)
 
 
+# The work dir whose presented files the write guards protect: the current run's (None: nothing presented,
+# nothing guarded). The guards are installed once per process and read it, so a kept replica's next run
+# guards its own work dir (not its first run's), no wrapper piles up run after run, and presenting the
+# next run's folder goes through no guard.
+_GUARDED: dict = {"work": None}
+
+
+def _inside(path) -> tuple[Path, Path] | None:
+    """(absolute path, path relative to the guarded work dir) when ``path`` is inside it, else None."""
+    work = _GUARDED["work"]
+    if work is None:
+        return None
+    try:
+        if isinstance(path, bytes):
+            path = os.fsdecode(path)
+        full = Path(os.path.abspath(os.fspath(path)))
+        rel = full.relative_to(work)
+    except (TypeError, ValueError):
+        return None
+    return (full, rel) if rel.parts else None
+
+
+def _own(path, keep: bool, creates: bool = True) -> None:
+    """``path`` is about to be written: make it (and its folders) the replica's own, with the presented
+    file's content when the write ``keep``s it, else empty when the write does not create it."""
+    import shutil
+
+    found = _inside(path)
+    if found is None:
+        return
+    full, rel = found
+    _own_parents(_GUARDED["work"], rel)
+    if full.is_symlink():
+        linked = os.path.realpath(full)
+        full.unlink()
+        if keep and os.path.isfile(linked):
+            shutil.copyfile(linked, full)
+        elif not creates and os.path.isfile(linked):
+            full.touch()
+
+
+def _own_folder(path) -> None:
+    """Something is created, moved or deleted in the folder ``path``: make it a folder of the work dir."""
+    found = _inside(path)
+    if found is not None:
+        _own_parents(_GUARDED["work"], found[1] / "-")
+
+
+def _own_parents_of(path) -> None:
+    found = _inside(path)
+    if found is not None:
+        _own_parents(_GUARDED["work"], found[1])
+
+
+def _own_tree(path) -> None:
+    """``path`` is about to be deleted recursively: its links go first (only they, not what they name)."""
+    _own_parents_of(path)
+    found = _inside(path)
+    if found is None or not os.path.lexists(found[0]):
+        return
+    if found[0].is_symlink():
+        found[0].unlink()
+        return
+    for folder, dirs, files in os.walk(found[0]):
+        for name in dirs + files:
+            if os.path.islink(os.path.join(folder, name)):
+                os.unlink(os.path.join(folder, name))
+
+
 def _guard_writes(work: Path) -> None:
     """Every write a replica makes to a presented file of the work dir writes the replica's own copy.
 
@@ -167,101 +237,51 @@ def _guard_writes(work: Path) -> None:
     first (:func:`_own_parents`). Guarded at each gate a cell's writes pass: Python's ``open`` (and so
     ``np.save``, ``shutil.copy``, ``pathlib``, pandas, PIL), the ``os`` calls that write, create, move or
     delete by path, TensorFlow's file system (``tf.io.gfile``, ``GFile``, checkpoints and SavedModel's file
-    writes, ``tf.io.gfile.copy``) and ``tf.io.write_file``, and h5py (Keras's ``.h5`` files).
+    writes, ``tf.io.gfile.copy``) and ``tf.io.write_file``, and h5py (Keras's ``.h5`` files). The gates are
+    installed once per process (the first time each is there); ``work`` is what they guard from now on.
     """
     import io
-    import shutil
 
-    def inside(path) -> tuple[Path, Path] | None:
-        try:
-            if isinstance(path, bytes):
-                path = os.fsdecode(path)
-            full = Path(os.path.abspath(os.fspath(path)))
-            rel = full.relative_to(work)
-        except (TypeError, ValueError):
-            return None
-        return (full, rel) if rel.parts else None
+    _GUARDED["work"] = work
+    if not getattr(builtins.open, "_tfk8s", False):
+        original_open = io.open
 
-    def own(path, keep: bool, creates: bool = True) -> None:
-        """``path`` is about to be written: make it (and its folders) the replica's own, with the presented
-        file's content when the write ``keep``s it, else empty when the write does not create it."""
-        found = inside(path)
-        if found is None:
-            return
-        full, rel = found
-        _own_parents(work, rel)
-        if full.is_symlink():
-            linked = os.path.realpath(full)
-            full.unlink()
-            if keep and os.path.isfile(linked):
-                shutil.copyfile(linked, full)
-            elif not creates and os.path.isfile(linked):
-                full.touch()
+        def guarded_open(file, mode="r", *args, **kwargs):
+            if isinstance(mode, str) and not isinstance(file, int) and any(c in mode for c in "wax+"):
+                _own(file, keep="a" in mode or "+" in mode)
+            return original_open(file, mode, *args, **kwargs)
 
-    def own_folder(path) -> None:
-        """Something is created, moved or deleted in the folder ``path``: make it a folder of the work dir."""
-        found = inside(path)
-        if found is not None:
-            _own_parents(work, found[1] / "-")
-
-    def own_parents(path) -> None:
-        found = inside(path)
-        if found is not None:
-            _own_parents(work, found[1])
-
-    def own_tree(path) -> None:
-        """``path`` is about to be deleted recursively: its links go first (only they, not what they name)."""
-        own_parents(path)
-        found = inside(path)
-        if found is None or not os.path.lexists(found[0]):
-            return
-        if found[0].is_symlink():
-            found[0].unlink()
-            return
-        for folder, dirs, files in os.walk(found[0]):
-            for name in dirs + files:
-                if os.path.islink(os.path.join(folder, name)):
-                    os.unlink(os.path.join(folder, name))
-
-    original_open = io.open
-
-    def guarded_open(file, mode="r", *args, **kwargs):
-        if isinstance(mode, str) and not isinstance(file, int) and any(c in mode for c in "wax+"):
-            own(file, keep="a" in mode or "+" in mode)
-        return original_open(file, mode, *args, **kwargs)
-
-    guarded_open.__doc__ = original_open.__doc__
-    builtins.open = guarded_open
-    io.open = guarded_open
+        guarded_open.__doc__ = original_open.__doc__
+        guarded_open._tfk8s = True
+        builtins.open = guarded_open
+        io.open = guarded_open
 
     writing = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
 
-    def os_open(path, flags, *args, dir_fd=None, **kwargs):
+    def os_open_check(path, flags, *args, dir_fd=None, **kwargs):
         if dir_fd is None and flags & writing:
-            own(path, keep=not flags & os.O_TRUNC, creates=bool(flags & os.O_CREAT))
-        return os_open.original(path, flags, *args, dir_fd=dir_fd, **kwargs)
+            _own(path, keep=not flags & os.O_TRUNC, creates=bool(flags & os.O_CREAT))
 
-    _before(os, "truncate", lambda path, *a, **k: isinstance(path, int) or own(path, keep=True))
-    _before(os, "mkdir", lambda path, *a, **k: own_parents(path))
-    _before(os, "rename", lambda src, dst, *a, **k: (own_parents(src), own_parents(dst)))
-    _before(os, "replace", lambda src, dst, *a, **k: (own_parents(src), own_parents(dst)))
-    _before(os, "remove", lambda path, *a, **k: own_parents(path))
-    _before(os, "unlink", lambda path, *a, **k: own_parents(path))
-    _before(os, "rmdir", lambda path, *a, **k: own_parents(path))
-    os_open.original = os.open
-    os.open = os_open
+    _before(os, "open", os_open_check)
+    _before(os, "truncate", lambda path, *a, **k: isinstance(path, int) or _own(path, keep=True))
+    _before(os, "mkdir", lambda path, *a, **k: _own_parents_of(path))
+    _before(os, "rename", lambda src, dst, *a, **k: (_own_parents_of(src), _own_parents_of(dst)))
+    _before(os, "replace", lambda src, dst, *a, **k: (_own_parents_of(src), _own_parents_of(dst)))
+    _before(os, "remove", lambda path, *a, **k: _own_parents_of(path))
+    _before(os, "unlink", lambda path, *a, **k: _own_parents_of(path))
+    _before(os, "rmdir", lambda path, *a, **k: _own_parents_of(path))
 
     file_io = sys.modules.get("tensorflow.python.lib.io._pywrap_file_io")
     if file_io is not None:  # TensorFlow's file system: tf.io.gfile, GFile, checkpoints, SavedModel
-        _before(file_io, "WritableFile", lambda name, mode, *a, **k: own(name, keep=b"a" in bytes(mode)))
-        _before(file_io, "CopyFile", lambda src, dst, *a, **k: own(dst, keep=False))
-        _before(file_io, "CreateDir", lambda path, *a, **k: own_parents(path))
-        _before(file_io, "RecursivelyCreateDir", lambda path, *a, **k: own_folder(path))
-        _before(file_io, "RenameFile", lambda src, dst, *a, **k: (own_parents(src), own_parents(dst)))
-        _before(file_io, "DeleteFile", lambda path, *a, **k: own_parents(path))
-        _before(file_io, "DeleteRecursively", lambda path, *a, **k: own_tree(path))
+        _before(file_io, "WritableFile", lambda name, mode, *a, **k: _own(name, keep=b"a" in bytes(mode)))
+        _before(file_io, "CopyFile", lambda src, dst, *a, **k: _own(dst, keep=False))
+        _before(file_io, "CreateDir", lambda path, *a, **k: _own_parents_of(path))
+        _before(file_io, "RecursivelyCreateDir", lambda path, *a, **k: _own_folder(path))
+        _before(file_io, "RenameFile", lambda src, dst, *a, **k: (_own_parents_of(src), _own_parents_of(dst)))
+        _before(file_io, "DeleteFile", lambda path, *a, **k: _own_parents_of(path))
+        _before(file_io, "DeleteRecursively", lambda path, *a, **k: _own_tree(path))
     if "tensorflow" in sys.modules:
-        _guard_write_file_op(sys.modules["tensorflow"], own)
+        _guard_write_file_op(sys.modules["tensorflow"], _own)
     try:
         import h5py  # Keras's .h5 files are written by the HDF5 library itself
     except ImportError:
@@ -271,7 +291,7 @@ def _guard_writes(work: Path) -> None:
 
         def h5_init(self, name, mode="r", *args, **kwargs):
             if isinstance(name, (str, bytes, os.PathLike)) and mode in ("w", "w-", "x", "a", "r+"):
-                own(name, keep=mode in ("a", "r+"))
+                _own(name, keep=mode in ("a", "r+"))
             return original_init(self, name, mode, *args, **kwargs)
 
         if not getattr(original_init, "_tfk8s", False):
