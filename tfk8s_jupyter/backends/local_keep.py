@@ -220,6 +220,8 @@ class KeepPlan:
             retired.parent.mkdir(parents=True, exist_ok=True)
             os.rename(marker, retired)
         except OSError:
+            if not (self.root / "claimed" / marker.name).exists():  # its member withdrew it already
+                shutil.rmtree(self.set_dir, ignore_errors=True)
             return
         for name, m in members.items():
             if kill:
