@@ -497,6 +497,11 @@ def warm_one(kind: str, code: str, strategy: str, spec, pool, r: int) -> tuple[T
         env = {"BENCH_COLD_ROUND": str(r)}  # a key no pool process has: a cold start
     run = Tfk8sRun(code, strategy, env)
     result = run.start().finish()
+    if kind != "cold":  # the refill after the job (at its end on a machine its replicas fill) settles first
+        deadline = time.monotonic() + 5.0
+        while not pool.waiting() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pool.ready(300)
     return run, result
 
 

@@ -5,8 +5,9 @@ Launch kinds (``--launch cold,warm,kept``), each a tfk8s job paired with a hand-
 * **cold**: ``c.TFK8s.warm_pool = 0``, ``keep_warm = 0``: every replica a fresh interpreter.
 * **warm**: no kept set of the shape, a warm pool filled for it beforehand (``LocalBackend().warm_up``, not
   timed), then the defaults (``warm_pool = None``, ``keep_warm = 600``): the replicas are pool processes.
-  The pool refills after the job's first metric point, i.e. while it trains (the default); the CPU those
-  refills took before the job ended is reported, and the hand run waits until the refill is over.
+  The pool refills as it does by default (``local_pool.wait_refill_moment``: at the first metric point
+  when the job's replicas leave a core free, else once the job ended); the CPU the refill took before the
+  job ended is reported, and the hand run waits until the refill is over.
 * **kept**: ``warm_pool = 0``, ``keep_warm = 600``: the job runs on the replicas the previous job of the
   shape kept (the warm kind's, an earlier kept run's, or else a short untimed priming job's); reported as
   the how-many-th job those processes run.
@@ -126,6 +127,10 @@ class Launches:
             pids = [self.pool.children[s].pid for s in self.pool.waiting()]  # started since the claim
             extra["refill_cpu"] = sum(process_cpu_seconds(pid) or 0.0 for pid in pids)
             extra["refill_procs"] = len(pids)
+            # a refill that waited for the job's end starts within local_pool.ENDED_POLL of it
+            deadline = time.monotonic() + 5.0
+            while not self.pool.waiting() and time.monotonic() < deadline:
+                time.sleep(0.05)
             self.pool.ready(300)
             self.pool.stop()
         if kind in ("warm", "kept"):

@@ -18,9 +18,10 @@ import pytest
 from local_helpers import keras_cell, tf_keras_cell, wait_for
 
 import tfk8s_jupyter as tk
+from tfk8s_jupyter.backends import local_pool
 from tfk8s_jupyter.backends.local import LocalBackend, process_alive
 from tfk8s_jupyter.backends.local_env import pool_envs
-from tfk8s_jupyter.backends.local_pool import import_key, list_pool, owned_pool
+from tfk8s_jupyter.backends.local_pool import import_key, list_pool, owned_pool, wait_refill_moment
 from tfk8s_jupyter.config import TFK8s, set_current_config
 from tfk8s_jupyter.spec import make_spec
 
@@ -59,15 +60,41 @@ def test_the_import_key_separates_what_is_applied_before_tensorflow_is_imported(
     )
 
 
+# --------------------------------------------------------------------------- when the pool refills
+@pytest.mark.parametrize("cores, replicas, expected", [(2, 2, "ended"), (2, 4, "ended"), (8, 4, "metric")])
+def test_the_refill_waits_for_the_jobs_end_when_its_replicas_take_every_core(
+    tmp_path, monkeypatch, cores, replicas, expected
+):
+    """A refill imports TensorFlow, a core for seconds: during training that core is the job's, so the
+    refill starts at the first metric point only when the job's replicas leave a core free, else at its end."""
+    import threading
+
+    monkeypatch.setattr(local_pool, "usable_cores", lambda: cores)
+    monkeypatch.setattr(local_pool, "ENDED_POLL", 0.05)
+    status = tmp_path / "status.json"
+    status.write_text(json.dumps({"phase": "running"}))
+    (tmp_path / "events.jsonl").write_text(json.dumps({"type": "metric", "step": 1}) + "\n")
+    got: list[str] = []
+    waiter = threading.Thread(target=lambda: got.append(wait_refill_moment(status, replicas, poll=0.02)))
+    waiter.start()
+    waiter.join(1.0)
+    if expected == "metric":
+        assert got == ["metric"]
+        return
+    assert got == [] and waiter.is_alive()  # training: the refill has not started
+    status.write_text(json.dumps({"phase": "succeeded"}))
+    waiter.join(5.0)
+    assert got == ["ended"]
+
+
 # --------------------------------------------------------------------------- end to end
 def test_the_next_job_of_the_shape_runs_on_the_pool_that_refilled_after_the_first(tfk8s_home):
     use_pool()  # None: the last job's shape
     first = tk.submit(keras_cell(epochs=2, steps=10), workers=2, name="warm-first")
     assert first.wait(timeout=240) == "succeeded", first.status.message
     assert {launch for launch, _ in launches(first).values()} == {"cold"}
-    assert owned_pool(tfk8s_home).ready(180), "the pool did not refill after the launch"
-    pool_pids = idle_pids(tfk8s_home)
-    assert len(pool_pids) == 2
+    # the refill starts at the first point, or at the end when the replicas take every core
+    pool_pids = wait_for(lambda: len(idle_pids(tfk8s_home)) == 2 and idle_pids(tfk8s_home), 180, "the refill")
     second = tk.submit(keras_cell(epochs=2, steps=10), workers=2, name="warm-second")
     assert second.wait(timeout=240) == "succeeded", second.status.message
     got = launches(second)

@@ -346,13 +346,14 @@ class LocalBackend(Backend):
     def _refill_pool(
         self, spec: JobSpec, record: JobRecord, cluster: dict, slices: dict[str, str], size: int
     ) -> None:
-        """Refill this process's pool for the shape just launched, once the job has reported its first metric
-        point (``local_pool.wait_first_point``)."""
+        """Refill this process's pool for the shape just launched, once that takes no core from the job
+        (``local_pool.wait_refill_moment``)."""
         from ..config import current_config
 
         envs = pool_envs(spec, slices, size)
         pool = owned_pool(self.root)
-        pool.refill_after(record.dir / "status.json", envs, current_config().warm_pool_idle)
+        replicas = len(spec.replica_names)
+        pool.refill_after(record.dir / "status.json", replicas, envs, current_config().warm_pool_idle)
 
     def warm_up(self, spec: JobSpec, count: int | None = None, timeout: float = 120.0) -> bool:
         """Start warm pool processes for ``spec``'s replicas (``count`` of them, default one per replica)

@@ -31,10 +31,14 @@ watches it through :class:`WarmProcess` (a ``Popen``-like handle on a process it
 
 **Owning** (:class:`WarmPool`, one per records root in the process that submits jobs, i.e. the kernel):
 pool processes are its children with a pipe on their stdin; when it exits (or ``%tfk8s_pool --stop``) the
-pipe closes and every idle process exits. After a launch the pool refills in the background, once the job
-has reported its first metric point (so neither a cold nor a warm launch is slowed by the refill's
-TensorFlow imports; :func:`wait_first_point`), sized by ``c.TFK8s.warm_pool`` (None:
-the last job's shape; 0: off) within a memory budget; an idle process exits after ``c.TFK8s.warm_pool_idle``.
+pipe closes and every idle process exits. After a launch the pool refills in the background, never
+against the job it follows (:func:`wait_refill_moment`): once the job has reported its first metric point
+when its replicas leave a core of this machine free, else once the job has ended — importing TensorFlow
+takes a core for seconds, and during training that core is the job's (measured on 2 cores: a refill of 2-4
+processes during a warm launch's training took 3-10 CPU s from it and its steps/s fell to 0.68-0.87 of
+hand-launched TensorFlow). A resize asks the pool for its processes itself (:mod:`.local_resize`). The pool
+is sized by ``c.TFK8s.warm_pool`` (None: the last job's shape; 0: off) within a memory budget; an idle
+process exits after ``c.TFK8s.warm_pool_idle``.
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ PROCESS_RSS = 750 << 20  # bytes a pool process takes (TensorFlow + Keras import
 MEMORY_RESERVE = 2 << 30  # bytes of available memory the pool always leaves to everything else
 REFILL_WAIT = 300.0  # seconds the refill waits for the launched job to start training
 FIRST_POINT_WAIT = 20.0  # seconds the refill waits, once the job trains, for its first metric point
+ENDED_POLL = 1.0  # seconds between looks at a training job's phase while the refill waits for its end
 ENDED_PHASES = frozenset({"succeeded", "failed", "stopped"})
 
 
@@ -305,15 +310,27 @@ def _event_type(line: bytes) -> str | None:
         return None
 
 
-def wait_first_point(status_path: Path, poll: float = 0.1) -> str:
-    """Block until the job of ``status_path`` (its record's ``status.json``) wrote its first metric event
-    (``"metric"``), ended (``"ended"``), trained :data:`FIRST_POINT_WAIT` s without a point (``"no point"``)
-    or never started within :data:`REFILL_WAIT` s (``"timeout"``)."""
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def wait_refill_moment(status_path: Path, replicas: int, poll: float = 0.1) -> str:
+    """Block until a refill after the launch of the job of ``status_path`` (its record's ``status.json``)
+    with ``replicas`` replicas takes no core from it: its first metric event when the replicas leave a core
+    of this machine free (``"metric"``), else its end (``"ended"``); also when it trained
+    :data:`FIRST_POINT_WAIT` s without a point and leaves a core free (``"no point"``), or never started
+    within :data:`REFILL_WAIT` s (``"timeout"``)."""
     events_path = status_path.parent / "events.jsonl"
+    spare_core = replicas < usable_cores()
     deadline = time.monotonic() + REFILL_WAIT
     running_since = None
     offset, partial = 0, b""
-    while time.monotonic() < deadline:
+    while running_since is None or spare_core:
+        if time.monotonic() > deadline:
+            return "timeout"
         try:
             with open(events_path, "rb") as f:
                 f.seek(offset)
@@ -323,20 +340,28 @@ def wait_first_point(status_path: Path, poll: float = 0.1) -> str:
         offset += len(data)
         lines = (partial + data).split(b"\n")
         partial = lines.pop()
-        if any(b"metric" in line and _event_type(line) == "metric" for line in lines):
+        if spare_core and any(b"metric" in line and _event_type(line) == "metric" for line in lines):
             return "metric"
-        try:
-            phase = json.loads(status_path.read_text()).get("phase")
-        except (OSError, ValueError):
-            phase = None
+        phase = _phase(status_path)
         if phase in ENDED_PHASES:
             return "ended"
         if phase not in (None, "pending"):
             running_since = running_since or time.monotonic()
-            if time.monotonic() - running_since > FIRST_POINT_WAIT:
+            if spare_core and time.monotonic() - running_since > FIRST_POINT_WAIT:
                 return "no point"
         time.sleep(poll)
-    return "timeout"
+    while _phase(status_path) not in ENDED_PHASES:  # training takes every core: wait for the job's end
+        if not status_path.parent.is_dir():
+            return "ended"  # deleted
+        time.sleep(ENDED_POLL)
+    return "ended"
+
+
+def _phase(status_path: Path) -> str | None:
+    try:
+        return json.loads(status_path.read_text()).get("phase")
+    except (OSError, ValueError):
+        return None
 
 
 def _mem_available() -> int | None:
@@ -467,12 +492,13 @@ class WarmPool:
             time.sleep(0.05)
         return False
 
-    def refill_after(self, status_path: Path, envs: list[Mapping[str, str]], idle: float) -> None:
-        """In a background thread: once the launched job has reported its first metric point (or ended, or
-        trained :data:`FIRST_POINT_WAIT` seconds without one), :meth:`ensure`. Importing TensorFlow takes
-        a core for seconds: started earlier, the refill would slow the launch it follows."""
+    def refill_after(
+        self, status_path: Path, replicas: int, envs: list[Mapping[str, str]], idle: float
+    ) -> None:
+        """In a background thread: :meth:`ensure` once the refill takes no core from the launched job of
+        ``replicas`` replicas (:func:`wait_refill_moment`)."""
         threading.Thread(
-            target=lambda: (wait_first_point(status_path), self.ensure(envs, idle)),
+            target=lambda: (wait_refill_moment(status_path, replicas), self.ensure(envs, idle)),
             name="tfk8s-pool-refill",
             daemon=True,
         ).start()
