@@ -6,6 +6,7 @@ keeps nothing; kept processes end after ``keep_warm`` and with their owner."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -62,6 +63,30 @@ def run(name: str, run_id: str, **kwargs):
     job = tk.submit(f"RUN = {run_id!r}\n" + CELL, workers=2, name=name, **kwargs)
     assert job.wait(timeout=300) == "succeeded", job.status.message
     return job
+
+
+def start_owner(name: str, then: str = "") -> subprocess.Popen:
+    """A kernel stand-in: a process that runs job ``name`` (kept replicas on), prints its replicas' pids as
+    JSON, runs ``then`` and waits until its stdin closes."""
+    script = textwrap.dedent(
+        f"""\
+        import sys, json
+        sys.path.insert(0, {str(REPO / "tests")!r})
+        import tfk8s_jupyter as tk
+        from tfk8s_jupyter.config import TFK8s, set_current_config
+        set_current_config(TFK8s(warm_pool=0, keep_warm=600))
+        job = tk.submit("RUN = '1'\\n" + {CELL!r}, workers=2, name={name!r})
+        assert job.wait(timeout=300) == "succeeded", job.status.message
+        print(json.dumps([r.pid for r in job.status.replicas]), flush=True)
+        """
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", script + then + "sys.stdin.read()\n"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
 
 
 def kept_pids(home) -> set[int]:
@@ -155,28 +180,7 @@ def test_kept_replicas_expire_and_die_with_their_owner(tfk8s_home):
     pids = {pid for _, pid in launches(first).values()}
     wait_for(lambda: not any(process_alive(p) for p in pids), 30, "kept replicas to expire after keep_warm")
     # an owner that exits takes its kept replicas with it
-    script = textwrap.dedent(
-        f"""\
-        import sys, json
-        sys.path.insert(0, {str(REPO / "tests")!r})
-        import tfk8s_jupyter as tk
-        from tfk8s_jupyter.config import TFK8s, set_current_config
-        set_current_config(TFK8s(warm_pool=0, keep_warm=600))
-        job = tk.submit("RUN = '1'\\n" + {CELL!r}, workers=2, name="kept-owner")
-        assert job.wait(timeout=300) == "succeeded", job.status.message
-        print(json.dumps([r.pid for r in job.status.replicas]), flush=True)
-        sys.stdin.read()
-        """
-    )
-    owner = subprocess.Popen(
-        [sys.executable, "-c", script],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    import json
-
+    owner = start_owner("kept-owner")
     owner_pids = set(json.loads(owner.stdout.readline()))
     assert kept_pids(tfk8s_home) == owner_pids
     owner.stdin.close()
@@ -212,30 +216,12 @@ def test_a_kept_set_whose_directory_is_deleted_while_idle_means_a_cold_start_and
 def test_a_job_on_kept_replicas_outlives_its_owner_and_keeps_nothing_after(tfk8s_home):
     """The kernel that submitted ends while a job runs on its kept replicas: the job finishes (a restarted
     kernel can attach to it), and then its replicas exit: nobody can claim them any more."""
-    script = textwrap.dedent(
-        f"""\
-        import sys, json
-        sys.path.insert(0, {str(REPO / "tests")!r})
-        import tfk8s_jupyter as tk
-        from tfk8s_jupyter.config import TFK8s, set_current_config
-        set_current_config(TFK8s(warm_pool=0, keep_warm=600))
-        job = tk.submit("RUN = '1'\\n" + {CELL!r}, workers=2, name="orphaned-a")
-        assert job.wait(timeout=300) == "succeeded", job.status.message
-        print(json.dumps([r.pid for r in job.status.replicas]), flush=True)
-        tk.submit("import time\\ntime.sleep(8)\\nRUN = '2'\\n" + {CELL!r}, workers=2, name="orphaned-b")
-        print("submitted", flush=True)
-        sys.stdin.read()
-        """
+    owner = start_owner(
+        "orphaned-a",
+        then=f"""tk.submit("import time\\ntime.sleep(8)\\nRUN = '2'\\n" + {CELL!r}, workers=2, name="orphaned-b")
+print("submitted", flush=True)
+""",
     )
-    owner = subprocess.Popen(
-        [sys.executable, "-c", script],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    import json
-
     try:
         pids = set(json.loads(owner.stdout.readline()))
         assert owner.stdout.readline().strip() == "submitted"
