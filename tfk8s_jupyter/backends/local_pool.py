@@ -58,6 +58,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ..records import write_json_atomic
+from .local_capacity import usable_cores
 from .local_processes import proc_start_ticks, process_alive
 
 POOL_DIR = ".warm-pool"
@@ -315,13 +316,6 @@ def _event_type(line: bytes) -> str | None:
         return None
 
 
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
 def wait_refill_moment(status_path: Path, replicas: int, poll: float = 0.1) -> str:
     """Block until a refill after the launch of the job of ``status_path`` (its record's ``status.json``)
     with ``replicas`` replicas takes no core from it: its first metric event when the replicas leave a core
@@ -336,17 +330,18 @@ def wait_refill_moment(status_path: Path, replicas: int, poll: float = 0.1) -> s
     while running_since is None or spare_core:
         if time.monotonic() > deadline:
             return "timeout"
-        try:
-            with open(events_path, "rb") as f:
-                f.seek(offset)
-                data = f.read()
-        except OSError:
-            data = b""
-        offset += len(data)
-        lines = (partial + data).split(b"\n")
-        partial = lines.pop()
-        if spare_core and any(b"metric" in line and _event_type(line) == "metric" for line in lines):
-            return "metric"
+        if spare_core:  # the first metric point is the moment
+            try:
+                with open(events_path, "rb") as f:
+                    f.seek(offset)
+                    data = f.read()
+            except OSError:
+                data = b""
+            offset += len(data)
+            lines = (partial + data).split(b"\n")
+            partial = lines.pop()
+            if any(b"metric" in line and _event_type(line) == "metric" for line in lines):
+                return "metric"
         phase = _phase(status_path)
         if phase in ENDED_PHASES:
             return "ended"
