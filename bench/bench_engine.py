@@ -48,7 +48,16 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from engine_launches import KINDS, PRIMER, Launches, floors, pool_env, smaps, start_floors  # noqa: E402
+from engine_launches import (  # noqa: E402
+    KINDS,
+    PRIMER,
+    Launches,
+    floors,
+    pool_env,
+    settle_refill,
+    smaps,
+    start_floors,
+)
 from handlaunch import HandLaunch  # noqa: E402
 
 CELL = """\
@@ -498,10 +507,7 @@ def warm_one(kind: str, code: str, strategy: str, spec, pool, r: int) -> tuple[T
     run = Tfk8sRun(code, strategy, env)
     result = run.start().finish()
     if kind != "cold":  # the refill after the job (at its end on a machine its replicas fill) settles first
-        deadline = time.monotonic() + 5.0
-        while not pool.waiting() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        pool.ready(300)
+        settle_refill(pool)
     return run, result
 
 

@@ -127,16 +127,21 @@ class Launches:
             pids = [self.pool.children[s].pid for s in self.pool.waiting()]  # started since the claim
             extra["refill_cpu"] = sum(process_cpu_seconds(pid) or 0.0 for pid in pids)
             extra["refill_procs"] = len(pids)
-            # a refill that waited for the job's end starts within local_pool.ENDED_POLL of it
-            deadline = time.monotonic() + 5.0
-            while not self.pool.waiting() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            self.pool.ready(300)
+            settle_refill(self.pool)
             self.pool.stop()
         if kind in ("warm", "kept"):
             self._settle(job)
             self.kept_jobs += 1
         return extra
+
+
+def settle_refill(pool) -> None:
+    """Once a job that left its pool to refill ended: wait until the refill (which may wait for the job's
+    end, then starts within ``local_pool.ENDED_POLL``) has started and every process it started is idle."""
+    deadline = time.monotonic() + 5.0
+    while not pool.waiting() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pool.ready(300)
 
 
 def smaps(pid: int) -> dict[str, float]:
