@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -69,8 +70,17 @@ class JobRecord:
         path.write_text(payload_json)
         return path
 
-    def write_status(self, status_json: dict) -> None:
-        write_json_atomic(self.dir / "status.json", status_json)
+    def write_status(self, status_json: dict, unless: tuple[str, ...] = ()) -> bool:
+        """Write the status, unless the one on disk has a phase in ``unless`` (a follower's running status
+        never replaces the end another caller wrote meanwhile); ``False`` when it was not written. The check
+        and the write are one step for every writer of this record (a lock file beside it)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / ".status.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if unless and (self.read_status() or {}).get("phase") in unless:
+                return False
+            write_json_atomic(self.dir / "status.json", status_json)
+            return True
 
     def read_status(self) -> dict | None:
         try:

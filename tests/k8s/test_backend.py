@@ -266,14 +266,14 @@ def test_tfjob_status_follows_the_operator(apiserver, backend):
 # lifecycle ----------------------------------------------------------------------------------------
 def test_stop_removes_every_replica_and_keeps_the_record(apiserver, standin_cluster, backend):
     submit(backend, spec_of(code="STEPS = 4000\nSTEP_SECONDS = 0.05"))  # long enough to be stopped under load
+    watch = Follow(backend, "job1")
     deadline = time.monotonic() + 60
-    while backend.get("job1").phase != "running" and time.monotonic() < deadline:
+    while not (watch.events and watch.statuses[-1].phase == "running") and time.monotonic() < deadline:
         time.sleep(0.2)
-    while not backend.events("job1") and time.monotonic() < deadline:
-        Follow(backend, "job1").stop.set()
-        time.sleep(0.5)
+    assert watch.events, "no event of the job before the stop"
     status = backend.stop("job1")
     assert status.phase == "stopped"
+    assert watch.wait(30).phase == "stopped"  # the watch open in the notebook shows the stop
     assert apiserver.objects("pods") == [] and apiserver.objects("jobs") == []
     deadline = time.monotonic() + 20
     while standin_cluster.running() and time.monotonic() < deadline:

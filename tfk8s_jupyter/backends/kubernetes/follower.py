@@ -241,8 +241,12 @@ class JobFollower:
             self.on_status(status)
         now = time.monotonic()
         if self.unwritten is not None and (force_write or now - self.last_write >= 1.0):
-            self.record.write_status(self.unwritten.to_json())  # at most once a second while running
+            # at most once a second while running, never over an end another caller wrote (a stop)
+            written = self.record.write_status(self.unwritten.to_json(), unless=TERMINAL)
             self.last_write, self.unwritten = now, None
+            if not written:
+                self.parent_gone = True  # ended elsewhere: deliver that end now
+                return self.publish()
         return status
 
     def set_note(self, note: str | None) -> None:
@@ -325,6 +329,8 @@ class JobFollower:
                         if self.publish().done:
                             return
                     expired = self.stream_once()
+                    # stopped by another caller after its last pod event (or with no pod left to delete)
+                    self.parent_gone = self.parent_gone or self._stopped_elsewhere()
                     if self.pods_missing():
                         self.job_events = job_events(self.job)
                         self.version += 1
@@ -349,7 +355,7 @@ class JobFollower:
             with self.pods_changed:
                 self.pods_changed.notify_all()
             if self.unwritten is not None:
-                self.record.write_status(self.unwritten.to_json())
+                self.record.write_status(self.unwritten.to_json(), unless=TERMINAL)
 
     def stream_once(self) -> bool:
         """One watch request from ``self.rv``; returns ``True`` when the server says 410 Gone."""

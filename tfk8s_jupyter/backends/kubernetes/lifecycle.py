@@ -301,15 +301,16 @@ def _note_outcome(job: JobRef, annotations: dict[str, str]) -> None:
 
 
 def stop(job: JobRef, status: JobStatus) -> JobStatus:
-    """Stop a running job: capture its logs, mark the parent stopped, remove every replica."""
+    """Stop a running job: capture its logs, mark the parent and the record stopped, remove every replica.
+    The record says stopped before any pod goes: a follower that sees a pod deleted reads the end there."""
     capture_logs(job)
     try:
         _note_outcome(job, {ANNOTATION_STOPPED: "true", ANNOTATION_FINISHED: rfc3339(time.time())})
     except JobNotFound:
         pass
-    remove_replicas(job, every=True)
     status.end(STOPPED, None)
     job.record.write_status(status.to_json())
+    remove_replicas(job, every=True)
     return status
 
 
@@ -317,23 +318,30 @@ class Finisher:
     """Ends each job once, though the follower and ``get`` may both see it done at the same moment."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._finishing: set[str] = set()
+        self._cond = threading.Condition()
+        self._finishing: dict[str, int] = {}  # job -> the thread ending it
 
     def finalize(self, job: JobRef, status: JobStatus, dedup: EventDedup | None = None) -> JobStatus:
         """Once the job is done: capture every log, then remove what still runs; persist the final status.
 
+        A second caller waits for the first to end the job and returns the final status it persisted: what
+        it then reads (the logs, the record) is the finished job's, never a copy half made.
+
         ``dedup`` is the caller's memory of the recorded events (a follower's); without it the recorded
         events are read again to fill one."""
-        with self._lock:
-            if job.name in self._finishing:
-                return status
-            self._finishing.add(job.name)
+        me = threading.get_ident()
+        with self._cond:
+            if self._finishing.get(job.name) == me:
+                return status  # called again from inside the end (nothing does that today)
+            while job.name in self._finishing:
+                self._cond.wait()
+            self._finishing[job.name] = me
         try:
-            return self._finalize(job, status, dedup)
+            return self._finalize(job, status, dedup)  # a record ended meanwhile is returned as it is
         finally:
-            with self._lock:
-                self._finishing.discard(job.name)
+            with self._cond:
+                del self._finishing[job.name]
+                self._cond.notify_all()
 
     def tidy_events(self, job: JobRef) -> None:
         """Called once the end has parsed the reporting replica's log copy into the record, before the final
