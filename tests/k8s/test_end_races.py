@@ -31,7 +31,9 @@ def wait_for(predicate, timeout: float, what: str):
 
 def training(watch: Follow) -> None:
     wait_for(
-        lambda: watch.events and watch.statuses and watch.statuses[-1].phase == "running", 60, "the job training"
+        lambda: watch.events and watch.statuses and watch.statuses[-1].phase == "running",
+        60,
+        "the job training",
     )
 
 
@@ -58,13 +60,17 @@ def test_a_second_caller_of_the_end_returns_the_finished_record_and_the_whole_lo
     status = backend.get("job1")  # the second caller, while the first copies the logs
     record = backend.record("job1")
     assert status.phase == "succeeded", status
-    assert (record.read_status() or {}).get("phase") == "succeeded", "get returned before the record was final"
+    assert (record.read_status() or {}).get("phase") == "succeeded", (
+        "get returned before the record was final"
+    )
     assert '"type":"end"' in record.log_path("chief-0").read_text(), "get returned before the log was copied"
     first.join(30)
     assert not first.is_alive()
 
 
-def test_a_stop_marks_the_record_before_any_replica_is_removed(apiserver, standin_cluster, backend, monkeypatch):
+def test_a_stop_marks_the_record_before_any_replica_is_removed(
+    apiserver, standin_cluster, backend, monkeypatch
+):
     """A watch that sees a pod deleted looks at the record for the reason: the record says stopped first."""
     phases_at_removal = []
     real_remove = lifecycle.remove_replicas
