@@ -58,7 +58,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ..records import write_json_atomic
-from .local_capacity import usable_cores
+from .local_capacity import available_memory, usable_cores
 from .local_processes import proc_start_ticks, process_alive
 
 POOL_DIR = ".warm-pool"
@@ -364,14 +364,7 @@ def _phase(status_path: Path) -> str | None:
         return None
 
 
-def _mem_available() -> int | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+_mem_available = available_memory  # the one reader of MemAvailable; this name is what the budget calls
 
 
 def _rss(pid: int) -> int | None:
