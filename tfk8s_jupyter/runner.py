@@ -567,18 +567,23 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 message, summary, line = summarize_exception(exc)
             traceback.print_exc()
-            reporter.emit(
-                "error",
-                always=True,
-                message=message,
-                traceback=summary,
-                line=line,
-                phase=phase,
-                error_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
-                raised_in_cell=raised_in_cell(exc),
-            )
+            error = {
+                "message": message,
+                "traceback": summary,
+                "line": line,
+                "phase": phase,
+                "error_type": f"{type(exc).__module__}.{type(exc).__qualname__}",
+                "raised_in_cell": raised_in_cell(exc),
+            }
+            reporter.emit("error", always=True, **error)
             if phase == "cell":
                 artifacts.finish(None, "", succeeded=False)
+                if os.environ.get(
+                    "TFK8S_KEEP"
+                ):  # local kept replicas: whether the error left this process fit
+                    from tfk8s_jupyter.backends.local_keep_process import note_failure
+
+                    note_failure(exc, error)
             sys.stdout.flush()
             return EXIT_CELL_ERROR if phase == "cell" else EXIT_SETUP_ERROR
     replica_metrics.flush_summary_writers()
@@ -599,8 +604,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def keep_after(code: int) -> int:
     """Local backend: a replica of a job that keeps its replicas (``TFK8S_KEEP``) stays for the next run
-    of the same shape (``backends/local_keep_process.py``); returns the exit code to leave with."""
-    if code != 0 or not os.environ.get("TFK8S_KEEP"):
+    of the same shape (``backends/local_keep_process.py``) after a success, or after an error of the cell
+    that left the process fit to run again; returns the exit code to leave with."""
+    if code not in (0, EXIT_CELL_ERROR) or not os.environ.get("TFK8S_KEEP"):
         return code
     import gc
 

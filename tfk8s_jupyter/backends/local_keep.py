@@ -1,4 +1,5 @@
-"""Kept replicas of the local backend: after a job succeeds, its replica processes — same roles, ports and
+"""Kept replicas of the local backend: after a job succeeds, or fails with an error its cell raised that left
+every process fit to run again (see "After a cell error"), its replica processes — same roles, ports and
 environment — stay for ``c.TFK8s.keep_warm`` seconds and run the next job of the same shape as a new job
 (its own record, logs, curve and checkpoints), skipping TensorFlow's import, the server start and the
 cluster's set-up.
@@ -7,7 +8,8 @@ Layout of ``<records root>/.kept/``:
 
 - ``sets/<set>/``: one kept set per job that kept its replicas: ``set.json`` (shape key, cluster, owner,
   members with pid and start time, when it was kept) and one member directory per replica (``ready.json``
-  written by the replica when it can be kept, ``go`` its FIFO, ``kept`` when the supervisor kept it,
+  written by the replica when it can be kept, ``failed.json`` beside it when its run ended with a cell error
+  (see "After a cell error"), ``go`` its FIFO, ``kept`` when the supervisor kept it,
   ``assignment.json`` and ``accepted`` when the next job claims it);
 - ``<job record>/keep/<replica>``: each training replica's word after its reset, ``ok`` or the line saying
   why it is not kept; the job's supervisor waits for them after keeping the set and says in the replica
@@ -32,6 +34,19 @@ not kept (:mod:`.local_keep_hygiene`): it says so in its log and exits as a cold
 **Faults.** A member that died, is stopped (SIGSTOP: state ``T``) or does not accept its assignment
 within :data:`CLAIM_ACK` seconds spoils the whole set (an all-reduce group cannot take a new peer): every
 member is killed and the job starts cold with its own ports. Nothing waits on a stale process.
+
+**After a cell error.** The commonest iteration is "the cell raised → fix → run again": a replica whose
+cell raised an ordinary Python exception outside any training or distributed call (a typo, a Keras error
+while building or compiling the model) is fit to run again (judged by the replica,
+:func:`~.local_keep_process.judge_failure`; a TensorFlow runtime error, a lost peer, an error inside
+``Model.fit``, ``strategy.run`` or a coordinator's ``schedule``/``join`` is not). It says so with
+``failed.json`` in its member directory and waits to be kept. For the supervisor it has ended its run with
+code 1: the job fails exactly as it would have (same phase, message, error event, record and logs). Then
+(:func:`keep_after_error`) the set is kept when, within :data:`PARK_WAIT` seconds, every replica is
+waiting to be kept — the others failed the same harmless way, or serve (parameter servers) — and passes the
+same hygiene checks as after a success. Otherwise nothing is kept: a replica still running (an all-reduce
+peer stuck in a collective the failed one never joined) is stopped as ever, and never kept; the ones
+waiting exit with their code, and the table says why.
 
 **Parameter servers.** Serving replicas keep their server (``server.join()`` never returns; a thread takes
 the next assignment and moves their log); the kept chief creates a new ParameterServerStrategy and
@@ -63,7 +78,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ..records import write_json_atomic
-from .base import R_SUCCEEDED, SUCCEEDED
+from .base import FAILED, R_STOPPED, R_SUCCEEDED, SUCCEEDED
 from .local_keep_process import KEEP_VAR, write_fifo
 from .local_pool import MEMORY_RESERVE, RUNNER_MODULE, WarmProcess, _mem_available, import_key
 from .local_processes import proc_start_ticks, process_alive, process_state
@@ -73,6 +88,7 @@ KEEP_DIR = ".kept"
 CLAIM_ACK = 3.0  # seconds every member has to accept its assignment once it listens
 RESET_WAIT = 30.0  # seconds a member still resetting after its last run (``resetting``) may take
 READY_WAIT = 5.0  # seconds the supervisor waits for every replica to be keepable once training ended
+PARK_WAIT = 2.0  # seconds, once the job failed with a cell error, every replica has to be waiting to be kept
 VERDICT_DIR = "keep"  # in a job's record: one file per replica, its word on being kept (``ok`` or why not)
 
 
@@ -185,6 +201,18 @@ class KeepPlan:
             if info.get("pid") == pids.get(name) and process_alive(info["pid"], info.get("start_ticks")):
                 out.append(name)
         return out
+
+    def parked(self, name: str, pid: int) -> int | None:
+        """The code replica ``name`` (process ``pid``) ended its run with when it waits to be kept after a
+        cell error (``failed.json``), else None."""
+        path = self.set_dir / name / "failed.json"
+        if not path.exists():
+            return None
+        try:
+            info = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return int(info["code"]) if info.get("pid") == pid and info.get("code") else None
 
     def publish(self, cluster: dict, names: list[str]) -> dict[str, dict]:
         """Keep the set: mark every member kept, then make the set claimable; returns the members."""
@@ -322,26 +350,33 @@ class KeptSet:
 
 
 # ------------------------------------------------------------------------------------------ the supervisor's side
-def keep_at_end(sup, now: float) -> str | None:
-    """``sup`` (the job's Supervisor), once training ended: "kept" when every replica waits to be kept
-    (the set is published and the job ends), "wait" while some are not yet, "no" when they will not be
-    (end the usual way). Nothing is kept when the machine's available memory is under the reserve the warm
-    pool leaves to everything else (kept processes hold ~0.7 GB RSS each)."""
+def _may_keep(sup) -> bool:
+    """Whether ``sup``'s job may keep anything at all: memory, its owner alive, no resize stand-ins."""
     available = _mem_available()
     if available is not None and available < MEMORY_RESERVE:
         if getattr(sup, "keep_refused", False):
-            return "no"  # said once already
+            return False  # said once already
         sup.keep_refused = True
         say(
             f"replicas not kept: {available >> 20} MB of memory available, under the {MEMORY_RESERVE >> 20} MB "
             "left free for everything else; end other kernels' jobs or set c.TFK8s.keep_warm = 0"
         )
-        return "no"
+        return False
     owner = sup.keep.owner
     if not process_alive(owner[0], owner[1] if len(owner) > 1 else None):
-        return "no"  # the kernel that submitted is gone (restarted, or a script that submitted and left)
+        return False  # the kernel that submitted is gone (restarted, or a script that submitted and left)
     if getattr(sup, "chief_stand_ins", None) is not None:
-        return "no"  # servers kept through a resize probe the old chief's address, held by this supervisor
+        return False  # servers kept through a resize probe the old chief's address, held by this supervisor
+    return True
+
+
+def keep_at_end(sup, now: float) -> str | None:
+    """``sup`` (the job's Supervisor), once training ended: "kept" when every replica waits to be kept
+    (the set is published and the job ends), "wait" while some are not yet, "no" when they will not be
+    (end the usual way). Nothing is kept when the machine's available memory is under the reserve the warm
+    pool leaves to everything else (kept processes hold ~0.7 GB RSS each)."""
+    if not _may_keep(sup):
+        return "no"
     pids = {r.name: r.proc.pid for r in sup.replicas if r.alive}
     if len(pids) < len(sup.replicas):
         return "no"  # one ended (its cell left a thread running, or it failed): the job ends as usual
@@ -360,7 +395,38 @@ def keep_at_end(sup, now: float) -> str | None:
     return "kept"
 
 
-def _settle(sup, members: dict[str, dict]) -> None:
+def keep_after_error(sup, message: str | None) -> bool:
+    """``sup``'s job fails (``message``) with its cell's own error, and some replicas wait to be kept after
+    it (``sup.parked``; see "After a cell error" above): keep the set when every replica is waiting to be
+    kept within :data:`PARK_WAIT` seconds, end the job as failed and return True; else False (nothing was
+    published: the supervisor ends the job the usual way, and the table says why)."""
+    if not _may_keep(sup):
+        return False
+    deadline = time.monotonic() + PARK_WAIT
+    while True:
+        sup.mark_exited(sup.newly_exited())  # peers that fail the same way meanwhile
+        pids = {r.name: r.proc.pid for r in sup.replicas if r.alive}
+        if len(pids) < len(sup.replicas):
+            return False  # one ended: a set that lost a member cannot serve
+        if len(sup.keep.ready(list(pids), pids)) == len(pids):
+            break
+        if time.monotonic() > deadline:
+            return False  # one still runs (a peer stuck in a collective): stopped by the job's end
+        time.sleep(0.02)
+    members = sup.keep.publish(sup.cluster, list(pids))
+    sup.pump_events()
+    for r in sup.replicas:
+        if r.name not in sup.parked:  # serving replicas: stopped with the job, as ever, but kept
+            r.status.state = R_STOPPED if members[r.name].get("serving") else R_SUCCEEDED
+        r.status.message = "kept once its reset shows the cell left no file open"
+    sup.status.end(FAILED, message)
+    sup.save()
+    _settle(sup, members, FAILED)
+    sup.save()
+    return True
+
+
+def _settle(sup, members: dict[str, dict], phase: str = SUCCEEDED) -> None:
     """Once the set is published (the job has ended): wait for every training member's word after its
     reset (:func:`unkept_reason`) and say in the replica table what happened — kept, or, when one member is
     not (a file its cell left open, it died, its reset took over :data:`RESET_WAIT` seconds), not kept for
@@ -397,9 +463,9 @@ def _settle(sup, members: dict[str, dict]) -> None:
     if not explain_unkept(sup, problems):
         for r in sup.replicas:
             r.status.message = f"kept for the next run of the same shape (keep_warm={plan.seconds:g} s)"
-        say(f"job {SUCCEEDED}; replicas kept for {plan.seconds:g} s")
+        say(f"job {phase}; replicas kept for {plan.seconds:g} s")
         return
-    say(f"job {SUCCEEDED}; replicas not kept")
+    say(f"job {phase}; replicas not kept")
     plan.withdraw(members, kill=wedged)
 
 
@@ -413,10 +479,11 @@ def _verdict(plan: KeepPlan, name: str, pid: int | None = None) -> str | None:
     return str(word.get("verdict") or "").strip() or None
 
 
-def unkept_reason(sup, name: str) -> str | None:
-    """Why replica ``name`` of ``sup``'s job is not kept, as it said it (a cell's leftovers), or None."""
+def unkept_reason(sup, name: str, pid: int | None = None) -> str | None:
+    """Why replica ``name`` of ``sup``'s job (its process ``pid``, when given) is not kept, as it said it (a
+    cell's leftovers, its cell's error), or None."""
     keep = getattr(sup, "keep", None)
-    word = _verdict(keep, name) if keep is not None else None
+    word = _verdict(keep, name, pid) if keep is not None else None
     return None if word in (None, "ok") else word
 
 
@@ -424,7 +491,7 @@ def explain_unkept(sup, problems: Mapping[str, str] | None = None) -> bool:
     """The one place that writes "not kept" into the replica table: once the job's replicas have ended or
     said their word, every replica of the set gets its own reason, or the reason of the member that kept
     the set from being kept. Returns whether something was not kept."""
-    reasons = {r.name: unkept_reason(sup, r.name) for r in sup.replicas}
+    reasons = {r.name: unkept_reason(sup, r.name, getattr(r.status, "pid", None)) for r in sup.replicas}
     reasons.update(problems or {})
     reasons = {n: why for n, why in reasons.items() if why}
     if not reasons:

@@ -1,10 +1,14 @@
-"""The replica side of kept replicas (see :mod:`.local_keep`): a replica whose job succeeded stays, idle on
-a FIFO, and runs the next job of the same shape in the same process.
+"""The replica side of kept replicas (see :mod:`.local_keep`): a replica whose job succeeded, or whose cell
+raised an error that left the process healthy (:func:`note_failure`), stays, idle on a FIFO, and runs the
+next job of the same shape in the same process.
 
 A replica is keepable when its environment carries ``TFK8S_KEEP`` (JSON: its member directory in the job's
 kept set, the owner's pid and start time, the seconds to stay). Training replicas come here when the
-runner's ``main`` returned 0 (:func:`after_run`, from the runner's ``__main__`` and from a pool process);
-serving replicas (ps, and workers of parameter-server jobs) when they start serving
+runner's ``main`` returned (:func:`after_run`, from the runner's ``__main__`` and from a pool process): 0, or
+1 after a cell error :func:`note_failure` judged harmless — the replica then also writes ``failed.json``
+(its pid and code) into its member directory: for its supervisor it has ended its run with that code, and
+the job fails as it would have, while the process waits to be kept with the others
+(:func:`.local_keep.keep_after_error`); serving replicas (ps, and workers of parameter-server jobs) when they start serving
 (:func:`keep_serving`, a thread beside ``server.join()``: their server simply stays).
 
 While kept, a process:
@@ -47,6 +51,7 @@ PR_SET_PDEATHSIG = 1
 
 
 class _State:
+    failure: tuple[str | None] | None = None  # the last run's cell error, judged: (why not,) or (None,)
     supervisor: int | None = None  # the supervisor this process currently serves
     slot: Path | None = None  # its member directory in the current job's kept set
     owner_watched = False
@@ -158,7 +163,7 @@ def _prepare(cfg: dict) -> int:
     return os.open(fifo, os.O_RDWR | os.O_NONBLOCK)  # never EOF: this process holds a writer too
 
 
-def _announce(cfg: dict, serving: bool) -> None:
+def _announce(cfg: dict, serving: bool, code: int = 0) -> None:
     from tfk8s_jupyter.backends.local_pool import import_key
 
     _write_json(
@@ -168,6 +173,7 @@ def _announce(cfg: dict, serving: bool) -> None:
             "start_ticks": _start_ticks(os.getpid()),
             "key": import_key(os.environ, sys.executable),
             "serving": serving,
+            "code": code,
             "job": os.environ.get("TFK8S_JOB"),
             "replica": f"{os.environ.get('TFK8S_ROLE')}-{os.environ.get('TFK8S_INDEX')}",
             "at": time.time(),
@@ -254,11 +260,17 @@ def become(assignment: dict) -> None:
 
 def after_run(code: int, main) -> int:
     """Called when ``main`` returned ``code``: keep the process for the next run of the same shape while
-    the job allows it, running ``main`` again for each assignment; returns the exit code to leave with."""
+    the job allows it (``code`` 0, or 1 after a harmless cell error, :func:`note_failure`), running ``main``
+    again for each assignment; returns the exit code to leave with."""
     claimed = False
-    while code == 0:
+    while True:
         cfg = config()
         if cfg is None:
+            break
+        why = _take_failure(code)
+        if why is not None:
+            if why:
+                _say_not_kept(cfg, why)
             break
         sys.stdout.flush()
         sys.stderr.flush()
@@ -269,7 +281,9 @@ def after_run(code: int, main) -> int:
             _not_kept(cfg, left)
             break
         fifo_fd = _prepare(cfg)
-        _announce(cfg, serving=False)  # the job can end now
+        _announce(cfg, serving=False, code=code)  # the job can end now
+        if code != 0:  # for the supervisor, this run has ended with ``code``; the process waits to be kept
+            _write_json(Path(cfg["slot"]) / "failed.json", {"pid": os.getpid(), "code": code})
         # reset before reading the FIFO, not once the next job waits for this process (measured: ~1 s, more
         # under load: a claimer waits for a member that says it is resetting)
         resetting = Path(cfg["slot"]) / "resetting"
@@ -297,6 +311,109 @@ def after_run(code: int, main) -> int:
         Path(cfg["slot"]).mkdir(parents=True, exist_ok=True)
         _write_json(Path(cfg["slot"]) / "exit.json", {"code": code})
     return code
+
+
+# ------------------------------------------------------------------------------------- after a cell error
+EXIT_CELL_ERROR = 1  # the runner's exit status for an error the cell raised
+# Calls whose error can leave peers mid-step: all-reduce workers waiting in a collective this process never
+# joins, or a parameter-server coordinator's closures still running on the workers.
+IN_FLIGHT_CALLS = frozenset(
+    {
+        "fit",
+        "evaluate",
+        "predict",
+        "train_on_batch",
+        "test_on_batch",
+        "predict_on_batch",
+        "run",
+        "schedule",
+        "join",
+    }
+)
+
+
+def _chain(exc: BaseException):
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def _in_flight_call(exc: BaseException) -> str | None:
+    """The Keras training call or distributed call (``Model.fit``, ``strategy.run``, a coordinator's
+    ``schedule``/``join``) the exception was raised inside, if any."""
+    import traceback
+
+    for frame in traceback.extract_tb(exc.__traceback__):
+        path = frame.filename.replace(os.sep, "/")
+        if frame.name not in IN_FLIGHT_CALLS:
+            continue
+        if frame.name in ("run", "schedule", "join"):
+            if "/tensorflow/python/distribute/" in path:
+                return frame.name
+        elif "/keras/" in path or "/tf_keras/" in path or path.endswith("replica_runtime.py"):
+            return f"Model.{frame.name}"
+    return None
+
+
+def judge_failure(exc: BaseException, event: dict) -> str | None:
+    """Whether a process whose cell raised ``exc`` (its ``error`` event: ``event``) can be kept: None when
+    it can — an ordinary Python exception that unwound out of the cell outside any training or distributed
+    call, so no peer waits on this process and no collective or TensorFlow runtime state is left half done —
+    else the clause saying why not ("" when there is nothing to say: a lost peer, which its supervisor
+    restarts). Conservative: what it cannot tell is harmless is not."""
+    from .local_errors import curable_error
+
+    name = type(exc).__name__
+    if curable_error(event):
+        return ""
+    if not isinstance(exc, Exception):
+        return f"its cell ended with {name}"
+    tf = sys.modules.get("tensorflow")
+    op_error = getattr(getattr(tf, "errors", None), "OpError", None) if tf is not None else None
+    for e in _chain(exc):
+        if (op_error is not None and isinstance(e, op_error)) or type(e).__module__.startswith("tensorflow"):
+            return (
+                f"its cell failed with TensorFlow's {type(e).__name__}, which can leave TensorFlow's "
+                "distributed runtime in this process unusable"
+            )
+        if isinstance(e, (ConnectionError, TimeoutError)):
+            return f"its cell failed with {type(e).__name__}, which may come from a lost peer"
+    call = _in_flight_call(exc)
+    if call is not None:
+        return f"its cell raised {name} inside {call}, where its peers may be left mid-step"
+    return None
+
+
+def note_failure(exc: BaseException, event: dict) -> None:
+    """The runner, when the cell raised ``exc``: whether the process may be kept after it
+    (:func:`judge_failure`), read by :func:`after_run`."""
+    try:
+        why = judge_failure(exc, event)
+    except Exception as e:  # noqa: BLE001 (judging must never hide the cell's error: not kept)
+        why = f"its cell's error could not be judged ({type(e).__name__})"
+    _State.failure = (why,)
+
+
+def _take_failure(code: int) -> str | None:
+    """None when a run that returned ``code`` may be kept; else why not ("" when nothing is to be said)."""
+    noted, _State.failure = _State.failure, None
+    if code == 0:
+        return None
+    if code != EXIT_CELL_ERROR or noted is None:
+        return ""  # a set-up error, or an error nobody judged: its supervisor ends the job as ever
+    return noted[0]
+
+
+def _say_not_kept(cfg: dict, why: str) -> None:
+    line = (
+        f"tfk8s: {os.environ.get('TFK8S_ROLE')}-{os.environ.get('TFK8S_INDEX')} is not kept for the next run: "
+        f"{why} (this process exits now, as a cold replica would)."
+    )
+    sys.stdout.flush()
+    print(line, file=sys.stderr, flush=True)
+    _verdict(cfg, line)
 
 
 def write_fifo(path: Path, message: bytes) -> bool:

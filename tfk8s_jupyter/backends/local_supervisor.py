@@ -12,8 +12,10 @@ submitting process). One single-threaded loop:
 - applies the lifecycle rules: success when the chief (PS) or worker 0 exits 0, then SIGTERM the rest
   (SIGINT does not stop a blocked ``server.join()``) and SIGKILL stragglers; restarts per role up to
   ``max_restarts`` (PS: a dead worker alone, a dead ps or chief: everything; all-reduce: every worker
-  together); an error raised by the cell fails the job at once (it would only fail again); a setup deadline
-  that names the replica that never came up; SIGTERM from ``stop()`` stops everything and records ``stopped``.
+  together); an error raised by the cell fails the job at once (it would only fail again; with kept replicas,
+  the processes may stay for the next run when the error left them fit, :func:`.local_keep.keep_after_error`);
+  a setup deadline that names the replica that never came up; SIGTERM from ``stop()`` stops everything and
+  records ``stopped``.
 
 Beside it: the stall checks (:mod:`.local_stall`), which failures a restart may cure (:mod:`.local_errors`),
 and resizes (:mod:`.local_scale`, live; :mod:`.local_resize`, by checkpoint-restart).
@@ -58,7 +60,7 @@ from .local import SUPERVISOR_FILE
 from .local_env import job_cwd, job_replica_env
 from .local_errors import TRANSIENT_ERRORS, curable_error, error_type  # noqa: F401 (re-exported)
 from .local_handover import adopt, drop, pooled_process
-from .local_keep import KEEP_VAR, KeepPlan, explain_unkept, keep_at_end
+from .local_keep import KEEP_VAR, KeepPlan, explain_unkept, keep_after_error, keep_at_end, unkept_reason
 from .local_pool import claim_replica
 from .local_processes import listening_ports, proc_start_ticks, process_state
 from .local_resize import cancel as cancel_resize
@@ -165,6 +167,9 @@ class Supervisor(StallWatch):
         self.keep = KeepPlan.from_local(self.local, job_dir, self.command) if not self.stall else None
         self.kept_procs: dict = {}  # replica name -> handle of a kept process claimed for it
         self.pooled: dict = {}  # replica name -> a pool process the submitting process handed it
+        # replica name -> pid of a process that ended its run with a cell error and waits to be kept: for the
+        # job it has exited (with that run's code, recorded), though the process is alive
+        self.parked: dict[str, int] = {}
 
     # bookkeeping ----------------------------------------------------------------
     def save(self) -> None:
@@ -242,6 +247,7 @@ class Supervisor(StallWatch):
                 )
                 log.flush()
             kept = self.kept_procs.pop(r.name, None)
+            self.parked.pop(r.name, None)
             warm = (
                 kept
                 or pooled_process(self, r.name)
@@ -282,9 +288,14 @@ class Supervisor(StallWatch):
             self.awaiting_start_until = time.monotonic() + float(self.spec.setup_timeout)
 
     def terminate(self, replicas: list[Replica], grace: float = TERM_GRACE) -> None:
-        """SIGTERM, wait up to ``grace`` seconds, SIGKILL what is left; record every exit code."""
+        """SIGTERM, wait up to ``grace`` seconds, SIGKILL what is left; record every exit code. A parked
+        replica (its run has ended, the process holds nothing of the job) is killed at once and keeps the
+        code its run ended with."""
         live = [r for r in replicas if r.alive]
         for r in live:
+            if r.name in self.parked:
+                r.proc.kill()
+                continue
             r.proc.send_signal(signal.SIGTERM)
             if process_state(r.proc.pid) in ("T", "t"):
                 r.proc.kill()  # a stopped process never handles SIGTERM
@@ -294,16 +305,27 @@ class Supervisor(StallWatch):
         for r in live:
             if r.alive:
                 r.proc.kill()
-            r.status.exit_code = r.proc.wait()
+            code = r.proc.wait()
+            if self.parked.pop(r.name, None) is None:
+                r.status.exit_code = code
         for r in replicas:
             r.start_at = None
 
     # lifecycle -------------------------------------------------------------------
     def finish(self, phase: str, message: str | None) -> None:
         say(f"job {phase}" + (f": {message}" if message else ""))
+        if phase == FAILED and self.keep is not None and self.parked and keep_after_error(self, message):
+            cancel_resize(self, f"the job {phase} first")
+            return  # failed with its cell's own error; its replicas are kept for the next run
+        # keeping was tried when a replica waits to be kept after its cell's error, or said why it is not
+        tried = self.keep is not None and (
+            bool(self.parked) or any(unkept_reason(self, r.name, r.status.pid) for r in self.replicas)
+        )
+        waiting: list[str] = []  # replicas waiting to be kept (serving ones among them)
         if self.keep is not None:  # replicas waiting to be kept are not: they exit
             pids = {r.name: r.proc.pid for r in self.replicas if r.alive}
-            self.keep.release(self.keep.ready(list(pids), pids))
+            waiting = self.keep.ready(list(pids), pids)
+            self.keep.release(waiting)
         cancel_resize(self, f"the job {phase} first")
         if phase == SUCCEEDED and self.spec.strategy != "parameter_server":
             # All-reduce peers finish together with worker 0; let them exit by themselves.
@@ -313,7 +335,7 @@ class Supervisor(StallWatch):
             ):
                 time.sleep(0.05)
         self.mark_exited(self.newly_exited())
-        live = [r for r in self.replicas if r.alive]
+        live = [r for r in self.replicas if r.alive and r.name not in self.parked]
         self.terminate(self.replicas, grace=FAILED_GRACE if phase == FAILED else TERM_GRACE)
         for r in self.replicas:
             if r.proc is not None and r.status.exit_code is None:
@@ -328,6 +350,16 @@ class Supervisor(StallWatch):
                 }.get(phase, "stopped because the job failed")
         if phase == SUCCEEDED and self.keep is not None:
             explain_unkept(self)  # every replica has ended: a cell's leftovers, in the table
+        elif tried:  # every replica has ended: why the set was not kept after the cell's error, in the table
+            explain_unkept(
+                self,
+                {
+                    r.name: f"{r.name} is not kept for the next run: it was still running when the job failed, "
+                    "so it was stopped"
+                    for r in live
+                    if r.name not in waiting
+                },
+            )
         self.pump_events()
         self.status.end(phase, message)  # replicas that never ran or were waiting to restart: stopped
         self.save()
@@ -366,18 +398,31 @@ class Supervisor(StallWatch):
 
     def mark_exited(self, exited: list[tuple[Replica, int]]) -> None:
         for r, code in exited:
-            say(f"{r.name} (pid {r.proc.pid if r.proc else '?'}) exited with code {code}")
+            pid = r.proc.pid if r.proc else "?"
+            if r.name in self.parked:
+                say(f"{r.name} (pid {pid}) ended its run with code {code}; it waits to be kept")
+            else:
+                say(f"{r.name} (pid {pid}) exited with code {code}")
             r.status.exit_code = code
             r.status.state = R_SUCCEEDED if code == 0 else R_FAILED
 
     def newly_exited(self) -> list[tuple[Replica, int]]:
-        return [
-            (r, r.proc.returncode)
-            for r in self.replicas
-            if r.proc is not None
-            and r.proc.poll() is not None
-            and r.status.state not in (R_SUCCEEDED, R_FAILED, R_REMOVED)
-        ]
+        """Replicas that ended since the last look: their process exited, or (kept replicas) its run ended
+        with a cell error and it waits to be kept (:attr:`parked`)."""
+        out = []
+        for r in self.replicas:
+            if r.proc is None:
+                continue
+            code = r.proc.poll()
+            if r.status.state in (R_SUCCEEDED, R_FAILED, R_REMOVED):
+                continue
+            if code is None and self.keep is not None and r.name not in self.parked:
+                code = self.keep.parked(r.name, r.proc.pid)
+                if code is not None:
+                    self.parked[r.name] = r.proc.pid
+            if code is not None:
+                out.append((r, code))
+        return out
 
     def on_exits(self, exited: list[tuple[Replica, int]]) -> bool:
         """React to replicas that ended; return True when the job is finished."""
@@ -444,6 +489,10 @@ class Supervisor(StallWatch):
 
     def schedule_restart(self, replicas: list[Replica]) -> None:
         for r in replicas:
+            if r.alive:  # one that waited to be kept after its cell's error: a restart starts it anew
+                self.parked.pop(r.name, None)
+                r.proc.kill()
+                r.proc.wait()
             r.proc = None
             r.status.restarts += 1
             r.status.state = R_RESTARTING

@@ -1,0 +1,308 @@
+"""Kept replicas after a cell error, with real TensorFlow: a job whose cell raised an ordinary Python error
+(a typo, a Keras error while building or compiling the model) fails exactly as it always did — phase,
+message, error event, replica states, logs — and its replicas stay for the fixed cell, which runs in them
+(launch "kept") as on a cold start; an error that may leave a process or its peers unfit (TensorFlow's
+runtime errors, an error inside ``Model.fit``, a peer still running, a thread left behind) keeps nothing,
+says why in the replica table, hangs nothing, and the next run starts cold and succeeds. The judgement of
+an error is also tested directly."""
+
+from __future__ import annotations
+
+import textwrap
+
+from local_helpers import wait_for
+
+import tfk8s_jupyter as tk
+from tfk8s_jupyter.backends.local import process_alive
+from tfk8s_jupyter.backends.local_keep import list_kept, stop_kept
+from tfk8s_jupyter.backends.local_keep_process import judge_failure
+from tfk8s_jupyter.config import TFK8s, set_current_config
+
+# A training cell that shows what a run finds of the previous one (as in test_kept_replicas.py).
+CELL = textwrap.dedent(
+    """\
+    import numpy as np
+    import tensorflow as tf
+    keras = tf.keras  # Keras 3, or tf_keras for parameter servers
+
+    print("leaked global:", globals().get("LEFT_BEHIND", "none"))
+    LEFT_BEHIND = "from run " + RUN
+    keras.utils.set_random_seed(7)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(512, 8)).astype("float32")
+    y = (x @ np.arange(8, dtype="float32")[:, None]).astype("float32")
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(64)
+    model = keras.Sequential([keras.Input(shape=(8,)), keras.layers.Dense(4), keras.layers.Dense(1)])
+    print("first weight:", round(float(model.weights[0].numpy()[0, 0]), 6))
+    model.compile(optimizer=OPTIMIZER, loss="mse")
+    history = model.fit(ds, epochs=2, steps_per_epoch=5)
+    print("cell done, losses:", [round(v, 4) for v in history.history["loss"]])
+    """
+)
+TYPO = "RUN = '1'\nOPTIMIZER = 'adam'\nprint(learning_rat)\n" + CELL  # NameError at cell line 3
+KEPT = f"kept for the next run of the same shape (keep_warm={600:g} s)"
+
+
+def keep(seconds: float = 600.0) -> None:
+    set_current_config(TFK8s(warm_pool=0, keep_warm=seconds))
+
+
+def fixed(run: str) -> str:
+    return f"RUN = {run!r}\nOPTIMIZER = 'adam'\n" + CELL
+
+
+def launches(job) -> dict[str, tuple[str, int]]:
+    return {r.name: (r.launch, r.pid) for r in job.status.replicas}
+
+
+def pids_of(job) -> set[int]:
+    return {pid for _, pid in launches(job).values()}
+
+
+def kept_pids(home) -> set[int]:
+    return {r["pid"] for r in list_kept(home) if r["state"] == "kept"}
+
+
+def fails(code: str, name: str, **kwargs):
+    job = tk.submit(code, name=name, **kwargs)
+    assert job.wait(timeout=300) == "failed", job.status.message
+    return job
+
+
+def succeeds(code: str, name: str, **kwargs):
+    job = tk.submit(code, name=name, **kwargs)
+    assert job.wait(timeout=300) == "succeeded", job.status.message
+    return job
+
+
+def error_event(job) -> dict:
+    (event,) = [e for e in job.events() if e.get("type") == "error"]
+    return {
+        k: event.get(k) for k in ("message", "traceback", "line", "phase", "error_type", "raised_in_cell")
+    }
+
+
+def final_table(job) -> dict[str, str]:
+    """The replica table once every replica said its word after its reset (a kept set says "kept" then)."""
+
+    def final() -> dict[str, str] | None:
+        messages = {r.name: r.message or "" for r in job.status.replicas}
+        return None if any(m.startswith("kept once its reset") for m in messages.values()) else messages
+
+    return wait_for(final, 60, "the replica table's final word")
+
+
+def line(text: str, prefix: str) -> str:
+    return next(ln for ln in text.splitlines() if ln.startswith(prefix))
+
+
+# --------------------------------------------------------------------------- kept after the error
+def test_a_typo_fails_the_job_as_ever_and_the_fixed_cell_runs_in_its_kept_replicas(tfk8s_home):
+    keep(0)  # what the user has always seen: no replica kept
+    cold = fails(TYPO, "typo-cold", workers=2)
+    wait_for(lambda: not any(process_alive(p) for p in pids_of(cold)), 30, "the replicas to exit")
+    keep()
+    failed = fails(TYPO, "typo-kept", workers=2)
+    # the same failure for the user: phase, message, error event, the reporting replica's state and code
+    assert failed.status.message == cold.status.message
+    assert "NameError: name 'learning_rat' is not defined (cell line 3)" in failed.status.message
+    assert error_event(failed) == error_event(cold)
+    assert error_event(failed)["line"] == 3
+    for job in (cold, failed):
+        w0 = next(r for r in job.status.replicas if r.name == "worker-0")
+        assert (w0.state, w0.exit_code) == ("failed", 1)
+    for name in ("worker-0", "worker-1"):
+        log = failed.logs(name)
+        assert "NameError: name 'learning_rat' is not defined" in log
+        assert "is not kept" not in log
+    # ...but its replicas stay, and the table says so as after a success
+    pids = pids_of(failed)
+    assert {launch for launch, _ in launches(failed).values()} == {"cold"}
+    assert final_table(failed) == {"worker-0": KEPT, "worker-1": KEPT}
+    assert kept_pids(tfk8s_home) == pids
+    # another typo, on the kept replicas: the same failure again, and kept again
+    again = fails(TYPO.replace("learning_rat", "learning_rte"), "typo-again", workers=2)
+    assert {launch for launch, _ in launches(again).values()} == {"kept"} and pids_of(again) == pids
+    assert again.status.message == cold.status.message.replace("learning_rat", "learning_rte")
+    assert {(r.state, r.exit_code) for r in again.status.replicas} == {("failed", 1)}
+    assert "leaked global: none" not in again.logs("worker-0")  # the typo comes first
+    assert final_table(again) == {"worker-0": KEPT, "worker-1": KEPT}
+    # the fixed cell runs in them as on a cold start: a fresh namespace, the same starting weights
+    second = succeeds(fixed("2"), "typo-fixed", workers=2)
+    assert {launch for launch, _ in launches(second).values()} == {"kept"}
+    assert pids_of(second) == pids
+    start = next(e for e in second.events() if e.get("type") == "start")
+    assert start["replicas"] == 2
+    log = second.logs("worker-0")
+    assert "leaked global: none" in log and log.count("cell done, losses:") == 1
+    assert any(e.get("type") == "metric" for e in second.events())
+    assert not any(e.get("type") == "error" for e in second.events())
+    # kept again after the success
+    wait_for(lambda: kept_pids(tfk8s_home) == pids, 30, "the set kept again")
+    assert stop_kept(tfk8s_home) == 2
+
+
+def test_a_keras_error_while_compiling_in_every_worker_keeps_the_replicas(tfk8s_home):
+    keep()
+    failed = fails("RUN = '1'\nOPTIMIZER = 'no_such_optimizer'\n" + CELL, "compile-error", workers=2)
+    assert "ValueError: Could not interpret optimizer identifier: no_such_optimizer" in failed.status.message
+    compile_line = 2 + 1 + next(i for i, ln in enumerate(CELL.splitlines()) if ln.startswith("model.compile"))
+    assert error_event(failed)["line"] == compile_line
+    pids = pids_of(failed)
+    assert final_table(failed) == {"worker-0": KEPT, "worker-1": KEPT}
+    second = succeeds(fixed("2"), "compile-fixed", workers=2)
+    assert {launch for launch, _ in launches(second).values()} == {"kept"} and pids_of(second) == pids
+    log1, log2 = failed.logs("worker-0"), second.logs("worker-0")
+    assert "leaked global: none" in log2
+    # the model the failed run built starts from the same weights as the fixed run's: seeds reset
+    assert line(log1, "first weight:") == line(log2, "first weight:")
+    assert "cell done, losses:" in log2
+
+
+def test_a_parameter_server_chief_that_raises_before_training_keeps_every_replica(tfk8s_home):
+    keep()
+    failed = fails(TYPO, "ps-typo", workers=2, ps=1)
+    assert failed.status.message.startswith("chief-0 failed: NameError")
+    pids = pids_of(failed)
+    table = final_table(failed)
+    assert set(table.values()) == {KEPT}, table
+    states = {r.name: r.state for r in failed.status.replicas}
+    assert states["chief-0"] == "failed"
+    assert kept_pids(tfk8s_home) == pids
+    second = succeeds(fixed("2"), "ps-fixed", workers=2, ps=1)
+    assert {launch for launch, _ in launches(second).values()} == {"kept"} and pids_of(second) == pids
+    chief = second.logs("chief-0")
+    assert "leaked global: none" in chief and "cell done, losses:" in chief
+    assert "kept from the previous run" in second.logs("ps-0")
+    assert any(e.get("type") == "metric" for e in second.events())
+
+
+# --------------------------------------------------------------------------- not kept, and nothing hangs
+# worker-1 alone raises before the model exists; worker-0 goes on into the variables' broadcast, a
+# collective worker-1 never joins
+ONE_RAISES = "import os\nif os.environ['TFK8S_INDEX'] == '1':\n    raise ValueError('only worker-1')\n"
+
+
+def test_one_worker_raising_while_its_peer_waits_in_a_collective_keeps_nothing(tfk8s_home):
+    keep()
+    failed = fails(ONE_RAISES + fixed("1"), "one-raises", workers=2)
+    assert failed.status.message.startswith("worker-1 failed: ValueError: only worker-1 (cell line 3)")
+    pids = pids_of(failed)
+    table = {r.name: r.message or "" for r in failed.status.replicas}
+    assert table["worker-0"] == (
+        "worker-0 is not kept for the next run: it was still running when the job failed, so it was stopped"
+    ), table
+    assert table["worker-1"].startswith("worker-1 is not kept for the next run either: worker-0 is not kept")
+    states = {r.name: (r.state, r.exit_code) for r in failed.status.replicas}
+    assert states["worker-1"] == ("failed", 1) and states["worker-0"][0] == "stopped", states
+    wait_for(lambda: not any(process_alive(p) for p in pids), 20, "the replicas to exit")
+    assert not kept_pids(tfk8s_home)
+    nxt = succeeds(fixed("2"), "after-one-raises", workers=2)
+    assert {launch for launch, _ in launches(nxt).values()} == {"cold"}
+    assert "cell done, losses:" in nxt.logs("worker-0")
+
+
+RAISE_IN_FIT = textwrap.dedent(
+    """\
+    import os
+    class Boom(tf.keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if os.environ["TFK8S_INDEX"] == "1":
+                raise ValueError("worker-1 mid-training")
+    model.fit(ds, epochs=3, steps_per_epoch=5, callbacks=[Boom()])
+    """
+)
+OP_ERROR = "import tensorflow as tf\ntf.debugging.assert_equal(1, 2, message='runtime check')\n"
+THREAD_THEN_TYPO = (
+    "import threading\nstop = threading.Event()\n"
+    "threading.Thread(target=stop.wait, name='left-behind', daemon=True).start()\nprint(learning_rat)\n"
+)
+
+
+def test_errors_that_may_leave_a_process_unfit_keep_nothing_and_say_why(tfk8s_home):
+    keep()
+    # an error inside Model.fit on one worker: its peer may be mid-step
+    mid = fails(fixed("1") + RAISE_IN_FIT, "raise-in-fit", workers=2)
+    assert "worker-1 mid-training" in mid.status.message
+    table = {r.name: r.message or "" for r in mid.status.replicas}
+    assert table["worker-1"] == (
+        "tfk8s: worker-1 is not kept for the next run: its cell raised ValueError inside Model.fit, where its "
+        "peers may be left mid-step (this process exits now, as a cold replica would)."
+    ), table
+    assert "is not kept for the next run" in table["worker-0"], table
+    # TensorFlow's runtime error in every worker
+    op = fails(OP_ERROR, "op-error", workers=2)
+    table = {r.name: r.message or "" for r in op.status.replicas}
+    assert "its cell failed with TensorFlow's InvalidArgumentError" in table["worker-0"], table
+    assert "is not kept for the next run" in table["worker-1"], table
+    # a typo after the cell started a thread: the same hygiene as after a success
+    leaky = fails(THREAD_THEN_TYPO, "thread-then-typo", workers=2)
+    assert "NameError" in leaky.status.message
+    table = {r.name: r.message or "" for r in leaky.status.replicas}
+    assert "'left-behind' (daemon) running" in table["worker-0"], table
+    for job in (mid, op, leaky):
+        wait_for(lambda job=job: not any(process_alive(p) for p in pids_of(job)), 20, "the replicas to exit")
+    assert not kept_pids(tfk8s_home)
+    nxt = succeeds(fixed("2"), "after-unfit", workers=2)
+    assert {launch for launch, _ in launches(nxt).values()} == {"cold"}
+
+
+# --------------------------------------------------------------------------- the judgement, directly
+def _raised(source: str, filename: str = "<tfk8s-cell>") -> BaseException:
+    try:
+        exec(compile(source, filename, "exec"), {})
+    except BaseException as exc:  # noqa: BLE001
+        return exc
+    raise AssertionError("nothing raised")
+
+
+def _event(exc: BaseException, in_cell: bool = True) -> dict:
+    t = type(exc)
+    return {
+        "message": f"{t.__name__}: {exc}",
+        "error_type": f"{t.__module__}.{t.__qualname__}",
+        "raised_in_cell": in_cell,
+    }
+
+
+def test_which_cell_errors_leave_a_process_fit_to_be_kept():
+    for ok in ("learning_rat", "raise ValueError('bad shape')", "open('/no/such/file')", "int('x')"):
+        exc = _raised(ok)
+        assert judge_failure(exc, _event(exc)) is None, ok
+    # a Keras error while compiling: raised in Keras's code, outside any training call
+    keras_compile = _raised(
+        "def compile():\n    raise ValueError('no_such_loss')\ncompile()\n", "/x/keras/src/trainer.py"
+    )
+    assert judge_failure(keras_compile, _event(keras_compile, False)) is None
+    # inside Model.fit or a distributed call: peers may be mid-step
+    in_fit = _raised(
+        "def fit():\n    raise ValueError('boom')\nfit()\n", "/x/keras/src/backend/tensorflow/trainer.py"
+    )
+    assert judge_failure(in_fit, _event(in_fit, False)) == (
+        "its cell raised ValueError inside Model.fit, where its peers may be left mid-step"
+    )
+    in_run = _raised(
+        "def run():\n    raise TypeError('x')\nrun()\n", "/x/tensorflow/python/distribute/distribute_lib.py"
+    )
+    assert "inside run" in judge_failure(in_run, _event(in_run, False))
+    # TensorFlow's own error types, directly or as the cause
+    op_error = type("InternalError", (Exception,), {"__module__": "tensorflow.python.framework.errors_impl"})
+    try:
+        try:
+            raise op_error("collective aborted")
+        except Exception as cause:
+            raise RuntimeError("wrapped") from cause
+    except RuntimeError as exc:
+        wrapped = exc
+    assert "TensorFlow's InternalError" in judge_failure(wrapped, _event(wrapped))
+    # not an ordinary error: interrupted, a lost peer (restarted by its supervisor: nothing to say), a timeout
+    assert (
+        judge_failure(KeyboardInterrupt(), _event(KeyboardInterrupt()))
+        == "its cell ended with KeyboardInterrupt"
+    )
+    unavailable = type(
+        "UnavailableError", (Exception,), {"__module__": "tensorflow.python.framework.errors_impl"}
+    )("x")
+    assert judge_failure(unavailable, _event(unavailable, False)) == ""
+    timeout = _raised("raise TimeoutError('slow')")
+    assert "TimeoutError" in judge_failure(timeout, _event(timeout))
