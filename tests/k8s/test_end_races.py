@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+from local_helpers import wait_for
 from test_backend import Follow, spec_of, submit
 
 from tfk8s_jupyter.backends.base import TERMINAL
@@ -17,16 +18,6 @@ from tfk8s_jupyter.backends.kubernetes import lifecycle
 from tfk8s_jupyter.records import JobRecord
 
 pytestmark = [pytest.mark.k8s, pytest.mark.timeout(180)]
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"{what} not seen in {timeout:.0f} s")
 
 
 def training(watch: Follow) -> None:
