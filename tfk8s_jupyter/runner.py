@@ -578,12 +578,12 @@ def main(argv: list[str] | None = None) -> int:
             reporter.emit("error", always=True, **error)
             if phase == "cell":
                 artifacts.finish(None, "", succeeded=False)
-                if os.environ.get(
-                    "TFK8S_KEEP"
-                ):  # local kept replicas: whether the error left this process fit
+                # local kept replicas: whether the error left this process fit (the fits begun: a fit's
+                # first step traced before any batch ended keeps it)
+                if os.environ.get("TFK8S_KEEP"):
                     from tfk8s_jupyter.backends.local_keep_process import note_failure
 
-                    note_failure(exc, error)
+                    note_failure(exc, error, fits=runtime.fit_count)
             sys.stdout.flush()
             return EXIT_CELL_ERROR if phase == "cell" else EXIT_SETUP_ERROR
     replica_metrics.flush_summary_writers()
