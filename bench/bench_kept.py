@@ -17,7 +17,9 @@ it, the first metric point as written, seen through the API; seconds after submi
 set costs: the CPU its members' reset after the last run took (``local_keep_process.reset_process``;
 the bench waits until every member finished it), then CPU summed over its processes while idle for
 ``--idle`` seconds, and RSS per process. With ipyparallel, each shape's median repeat is also given as a
-ratio to ipyparallel's median repeat.
+ratio to ipyparallel's median repeat. After the repeats, per shape: a job whose cell raises (a typo on its
+first line: it fails as the cell raised), then the fixed cell ``--gap`` seconds later, which runs on the
+replicas the failed job kept: its submit -> first metric point and how its replicas started.
 
 ipyparallel (a bench-only dependency: ``pip install 'tfk8s-jupyter[bench]'``): 2 engines started, each given
 ``TF_USE_LEGACY_KERAS=1`` and its TF_CONFIG by hand (tf_keras: with Keras 3 the cell fails there,
@@ -95,11 +97,14 @@ SHAPES = {
 }
 
 
+TYPO = "print(learning_rat)\n"  # the fixed cell is the same without this line
+
+
 def load() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
-def run_job(code: str, kwargs: dict) -> dict:
+def run_job(code: str, kwargs: dict, expect: str = "succeeded") -> dict:
     import tfk8s_jupyter as tk
 
     t0 = time.time()
@@ -112,7 +117,7 @@ def run_job(code: str, kwargs: dict) -> dict:
             break
         time.sleep(0.01)
     phase = job.wait(timeout=600)
-    if phase != "succeeded":
+    if phase != expect:
         raise RuntimeError(f"job {job.name} ended {phase}: {job.status.message}")
     ended = time.time() - t0
     events = job.events()
@@ -201,8 +206,20 @@ def bench_shape(
         time.sleep(gap)  # a user changing the cell before running it again
         runs.append(run_job(code, kwargs))
     cost = idle_cost(runs[-1]["pids"], idle) if idle > 0 else None
+    # a cell that raises (a typo on its first line), then the fixed cell: it runs on the replicas kept
+    time.sleep(gap)
+    failed = run_job(TYPO + code, kwargs, expect="failed")
+    time.sleep(gap)
+    after_error = run_job(code, kwargs)
     stop_kept(records_root())
-    return {"label": label, "cold": runs[0], "kept": runs[1:], "idle": cost}
+    return {
+        "label": label,
+        "cold": runs[0],
+        "kept": runs[1:],
+        "idle": cost,
+        "failed": failed,
+        "after_error": after_error,
+    }
 
 
 def free_ports(n: int) -> list[int]:
@@ -306,6 +323,11 @@ def main() -> int:
                 "                  start event {:.3f}, cell's first line {:.3f}, first batch {:.3f}, "
                 "point written {:.3f}, seen {:.3f}".format(*k["path"], k["first_point"])
             )
+        f, a = r["failed"], r["after_error"]
+        print(
+            f"  after a failed cell first point {a['first_point']:6.2f}  end {a['end']:6.2f}  ({a['launch']} "
+            f"start; the failed cell's job ran on {f['launch']} replicas and failed as the cell raised)"
+        )
         med = statistics.median(k["first_point"] for k in kept)
         print(
             f"  median repeat first point {med:.2f} s = {med / c['first_point']:.2f} x cold; "
