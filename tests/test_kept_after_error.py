@@ -16,7 +16,7 @@ from local_helpers import wait_for
 import tfk8s_jupyter as tk
 from tfk8s_jupyter.backends.local import process_alive
 from tfk8s_jupyter.backends.local_keep import list_kept, stop_kept
-from tfk8s_jupyter.backends.local_keep_process import judge_failure
+from tfk8s_jupyter.backends.local_keep_judge import judge_failure
 from tfk8s_jupyter.config import TFK8s, set_current_config
 
 # A training cell that shows what a run finds of the previous one (as in test_kept_replicas.py).

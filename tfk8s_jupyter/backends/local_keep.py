@@ -40,7 +40,7 @@ cell raised an ordinary Python exception outside any training or distributed cal
 while building or compiling the model), or while Keras traced the first step of the run's first ``fit``
 (data that does not fit the model, labels of the wrong rank, an unknown loss name: no collective of the
 step ran, no closure went to the workers), is fit to run again (judged by the replica,
-:func:`~.local_keep_process.judge_failure`; a TensorFlow runtime error, a lost peer, any other error inside
+:func:`~.local_keep_judge.judge_failure`; a TensorFlow runtime error, a lost peer, any other error inside
 ``Model.fit``, ``strategy.run`` or a coordinator's ``schedule``/``join`` is not). It says so with
 ``failed.json`` in its member directory and waits to be kept. For the supervisor it has ended its run with
 code 1: the job fails exactly as it would have (same phase, message, error event, record and logs). Then
