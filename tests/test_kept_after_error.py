@@ -12,6 +12,7 @@ from __future__ import annotations
 import textwrap
 
 from local_helpers import wait_for
+from test_kept_replicas import CELL as KEPT_CELL
 
 import tfk8s_jupyter as tk
 from tfk8s_jupyter.backends.local import process_alive
@@ -19,27 +20,10 @@ from tfk8s_jupyter.backends.local_keep import list_kept, stop_kept
 from tfk8s_jupyter.backends.local_keep_judge import judge_failure
 from tfk8s_jupyter.config import TFK8s, set_current_config
 
-# A training cell that shows what a run finds of the previous one (as in test_kept_replicas.py).
-CELL = textwrap.dedent(
-    """\
-    import numpy as np
-    import tensorflow as tf
-    keras = tf.keras  # Keras 3, or tf_keras for parameter servers
-
-    print("leaked global:", globals().get("LEFT_BEHIND", "none"))
-    LEFT_BEHIND = "from run " + RUN
-    keras.utils.set_random_seed(7)
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(512, 8)).astype("float32")
-    y = (x @ np.arange(8, dtype="float32")[:, None]).astype("float32")
-    ds = tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(64)
-    model = keras.Sequential([keras.Input(shape=(8,)), keras.layers.Dense(4), keras.layers.Dense(1)])
-    print("first weight:", round(float(model.weights[0].numpy()[0, 0]), 6))
-    model.compile(optimizer=OPTIMIZER, loss="mse")
-    history = model.fit(ds, epochs=2, steps_per_epoch=5)
-    print("cell done, losses:", [round(v, 4) for v in history.history["loss"]])
-    """
-)
+# test_kept_replicas.py's training cell (it shows what a run finds of the previous one), its optimizer a
+# name the cell's first lines set: a test makes it one Keras does not know.
+CELL = KEPT_CELL.replace('optimizer="adam"', "optimizer=OPTIMIZER")
+assert CELL != KEPT_CELL
 TYPO = "RUN = '1'\nOPTIMIZER = 'adam'\nprint(learning_rat)\n" + CELL  # NameError at cell line 3
 KEPT = f"kept for the next run of the same shape (keep_warm={600:g} s)"
 
