@@ -80,6 +80,7 @@ def main() -> int:
             elif seen:
                 misses += 1
                 if misses >= 3:
+                    print(f"stand-in {role}-{index}: {chief} is gone; exiting", file=sys.stderr, flush=True)
                     return 0
 
     # STANDIN_WAIT_FOR=ps,chief: start without waiting for the workers (as if it tolerated missing ones).

@@ -582,6 +582,7 @@ class ApiServer:
         # (pod uid, container) -> runs: a pod's logs are the pod object's, so a new pod given an old pod's name
         # starts with no log history (``previous`` is never the old pod's)
         self.logs: dict[tuple[str, str], list[LogBuffer]] = {}
+        self.log_pods: dict[str, str] = {}  # pod uid -> "namespace/name", kept after the pod is deleted
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self.httpd: ThreadingHTTPServer | None = None
@@ -674,6 +675,7 @@ class ApiServer:
             obj = self.store.get("", "pods", namespace, pod)
             uid = obj["metadata"]["uid"] if obj is not None else f"{namespace}/{pod}"
         with self._lock:
+            self.log_pods.setdefault(uid, f"{namespace}/{pod}")
             runs = self.logs.setdefault((uid, container), [])
             if new or not runs:
                 runs.append(LogBuffer())

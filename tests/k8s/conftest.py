@@ -124,6 +124,46 @@ def e2e_target(request, tmp_path, monkeypatch):
     set_current_config(TFK8s())
 
 
+def cluster_report(server: ApiServer, tail: int = 15) -> str:
+    """What a failed test's pods did: each pod's phase and container state, and the last lines of every run
+    of every container (pods already deleted included), oldest pod first."""
+    out = []
+    for pod in server.objects("pods"):
+        meta, status = pod["metadata"], pod.get("status") or {}
+        states = [
+            f"{c.get('name')}: restarts {c.get('restartCount', 0)}, {json.dumps(c.get('state'))}, "
+            f"last {json.dumps(c.get('lastState') or {})}"
+            for c in status.get("containerStatuses") or []
+        ]
+        out.append(f"pod {meta['namespace']}/{meta['name']}: {status.get('phase')}; " + "; ".join(states))
+    with server._lock:
+        logs = [
+            (server.log_pods.get(uid, uid), container, list(runs))
+            for (uid, container), runs in server.logs.items()
+        ]
+    for pod, container, runs in logs:
+        for n, buf in enumerate(runs):
+            with buf.cond:
+                lines = [line for _, line in buf.lines[-tail:]]
+            out.append(f"--- {pod} {container} run {n} (last {len(lines)} lines)")
+            out.extend(lines)
+    return "\n".join(out)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed Kubernetes test shows what its pods did (states, exit codes, log tails): a failure seen only
+    in CI can then be read from CI's output."""
+    outcome = yield
+    report = outcome.get_result()
+    server = getattr(item, "funcargs", {}).get("apiserver")
+    if report.failed and server is not None:
+        try:
+            report.sections.append(("test cluster", cluster_report(server)))
+        except Exception as e:  # the report must never hide the test's own failure
+            report.sections.append(("test cluster", f"could not be read: {e!r}"))
+
+
 def pytest_runtest_logreport(report):
     if "test_e2e_cluster.py::" not in report.nodeid:
         return

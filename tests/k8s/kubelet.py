@@ -855,7 +855,8 @@ class TestCluster:
         return out
 
     def _map_hosts(self, text: str) -> str:
-        """``TFK8S_CLUSTER`` with each ``host:port`` replaced by its local port (the same for every pod)."""
+        """``TFK8S_CLUSTER`` with each ``host:port`` replaced by its local port (the same for every pod, and
+        never another host's)."""
         cluster = json.loads(text)
         out = {}
         with self._lock:
@@ -863,8 +864,12 @@ class TestCluster:
                 mapped = []
                 for addr in addrs:
                     host = addr.rsplit(":", 1)[0]
-                    if host not in self.ports:
-                        self.ports[host] = free_port()
+                    while host not in self.ports:
+                        # one port per host: the OS may hand out a released port again, and two replicas
+                        # given one port would crash-loop on "Could not start gRPC server"
+                        port = free_port()
+                        if port not in self.ports.values():
+                            self.ports[host] = port
                     mapped.append(f"127.0.0.1:{self.ports[host]}")
                 out[role] = mapped
         return json.dumps(out)

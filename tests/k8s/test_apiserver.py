@@ -335,3 +335,27 @@ def test_schema_validation_refuses_an_invalid_object_with_422(apiserver):
         urllib.request.urlopen(req, timeout=10)
     assert e.value.code == 422 and "Service is invalid" in json.loads(e.value.read())["message"]
     assert apiserver.count() == 0
+
+
+def test_the_test_kubelet_gives_each_replica_its_own_port_when_the_os_hands_one_out_twice(
+    apiserver, tmp_path, monkeypatch
+):
+    """The OS may return a just-released port again; two replicas on one port crash-loop on "Could not
+    start gRPC server" until their Job's backoffLimit fails the job."""
+    import kubelet
+
+    handed = iter([41001, 41001, 41001, 41003, 41003, 41005])
+    monkeypatch.setattr(kubelet, "free_port", lambda: next(handed))
+    cluster = kubelet.TestCluster(apiserver, workdir=tmp_path / "kubelet")
+    hosts = {
+        "ps": ["job-ps-0.job:2222"],
+        "chief": ["job-chief-0.job:2222"],
+        "worker": ["job-worker-0.job:2222"],
+    }
+    mapped = json.loads(cluster._map_hosts(json.dumps(hosts)))
+    ports = [addr for addrs in mapped.values() for addr in addrs]
+    assert ports == ["127.0.0.1:41001", "127.0.0.1:41003", "127.0.0.1:41005"]
+    # the same host keeps its port in every pod's environment
+    assert json.loads(cluster._map_hosts(json.dumps({"chief": hosts["chief"]}))) == {
+        "chief": ["127.0.0.1:41003"]
+    }
