@@ -6,6 +6,9 @@ see: it listens on its port; the reporting replica waits for its peers, prints `
 a lost peer ends a replica with an ``UnavailableError``; an exception in the cell prints an ``error`` event
 and exits 1; ps and PS workers serve until SIGTERM or until the chief is gone (watchdog, exit 0).
 
+``STANDIN_CRASH=<role>-<index>`` makes that replica exit 1 as soon as it listens (every time it starts);
+``STANDIN_START_DELAY`` delays the reporting replica's start event by that many seconds.
+
 The payload's code runs first and may set ``EPOCHS``, ``STEPS``, ``STEP_SECONDS`` and ``HANG_AFTER_END``
 (never exit after ``end``) or raise.
 """
@@ -67,6 +70,9 @@ def main() -> int:
     threading.Thread(target=serve, args=(server,), daemon=True).start()
     print(f"stand-in {role}-{index} listening on {me}", file=sys.stderr, flush=True)
     reporting = (role, index) == (("chief", 0) if strategy == "parameter_server" else ("worker", 0))
+    if os.environ.get("STANDIN_CRASH") == f"{role}-{index}":  # a replica that crashes right after it starts
+        print(f"stand-in {role}-{index}: crashing as told", file=sys.stderr, flush=True)
+        return 1
     peers = [a for r, addrs in cluster.items() for a in addrs if a != me]
     chief = cluster["chief"][0] if strategy == "parameter_server" else cluster["worker"][0]
 
@@ -89,6 +95,7 @@ def main() -> int:
         peers = [a for r, addrs in cluster.items() if r in wait_roles.split(",") for a in addrs if a != me]
     while not all(reachable(p) for p in peers):
         time.sleep(0.1)
+    time.sleep(float(os.environ.get("STANDIN_START_DELAY", 0)))  # a slow set-up before the start event
     payload = json.loads(open(os.environ["TFK8S_PAYLOAD"]).read())
     os.chdir(os.environ["TFK8S_WORKDIR"])
     ckpt = os.path.join(os.environ["TFK8S_CHECKPOINT_DIR"], "standin.json")

@@ -258,6 +258,51 @@ def test_tf_a_replica_that_never_comes_up_hits_the_setup_deadline(monkeypatch):
     _no_process_alive(job)
 
 
+def test_a_cell_error_that_ends_worker_0_just_after_a_peer_crashed_is_judged_on_its_own_error(standin):
+    """worker-1 crashes at start; worker-0 starts a moment later and its cell raises while the supervisor
+    gathers the peers that fail together. Its start and error events are read before its end is marked: the
+    job fails at once with the cell's error, worker-0 shows as failed (never "running" again, never
+    "stopped"), and no worker is restarted into the same error."""
+    job = tk.submit(
+        "import time\ntime.sleep(0.2)\nraise ValueError('the cell raised late')",
+        workers=2,
+        name="late-error",
+        env={"STANDIN_CRASH": "worker-1", "STANDIN_WAIT_FOR": "none", "STANDIN_START_DELAY": "0.2"},
+    )
+    assert job.wait(timeout=60) == "failed"
+    status = job.status
+    assert status.message == "worker-0 failed: ValueError: the cell raised late"
+    states = {r.name: (r.state, r.exit_code, r.restarts) for r in status.replicas}
+    assert states == {"worker-0": ("failed", 1, 0), "worker-1": ("failed", 1, 0)}
+    assert [e["type"] for e in job.events()] == ["start", "error"]
+
+
+def test_a_start_event_read_after_the_reporting_replicas_end_never_makes_it_running_again(standin):
+    """The supervisor may notice that the reporting replica ended (its process exited, or a kept replica's
+    run ended with a cell error) before it read the start event the replica wrote first. Marking the end
+    reads the replica's output first; a start event read later still leaves an ended replica ended (the job
+    table once showed a failed worker-0 as "stopped")."""
+    from tfk8s_jupyter.backends.base import R_FAILED
+    from tfk8s_jupyter.backends.local_supervisor import Supervisor
+
+    job = tk.submit("raise ValueError('the learning rate is negative')", workers=2, name="late-start")
+    assert job.wait(timeout=60) == "failed"
+    job_dir = JobRecord(job.name).dir
+    # the end noticed first: the start event is still unread when the end is marked
+    sup = Supervisor(job_dir)
+    sup.awaiting_start_until = time.monotonic() + 60  # as while it waits for the run's start event
+    sup.mark_exited([(sup.reporting, 1)])
+    assert (sup.reporting.status.state, sup.reporting.status.exit_code) == (R_FAILED, 1)
+    sup.pump_events()
+    assert sup.reporting.status.state == R_FAILED
+    # an ended replica whose start event is read only now
+    late = Supervisor(job_dir)
+    late.awaiting_start_until = time.monotonic() + 60
+    late.reporting.status.state = R_FAILED
+    late.pump_events()
+    assert late.reporting.status.state == R_FAILED
+
+
 def test_a_worker_that_never_comes_up_is_named_in_its_status_while_training_goes_on(standin, monkeypatch):
     set_test_hooks(monkeypatch, stall_replica="worker-1")
     job = tk.submit(

@@ -81,6 +81,7 @@ FAILED_GRACE = 2.0
 PEER_GRACE = 5.0  # seconds all-reduce workers get to finish by themselves once worker 0 has
 END_GRACE = 30.0  # seconds the reporting replica may take to exit after it reported a successful end
 UP_CHECK_EVERY = 1.0
+ENDED = (R_SUCCEEDED, R_FAILED, R_STOPPED, R_REMOVED)  # replica states a run's late output never changes
 GATHER = 0.7  # seconds to collect peers that fail together before deciding what to do
 PR_SET_PDEATHSIG = 1
 
@@ -203,7 +204,8 @@ class Supervisor(StallWatch):
                 self.status.phase = RUNNING
                 self.status.message = None
                 self.reporting.up = True
-                self.reporting.status.state = R_RUNNING
+                if self.reporting.status.state not in ENDED:  # read late, after the run's end: it stays ended
+                    self.reporting.status.state = R_RUNNING
                 self.check_up()
                 changed = True
             elif e.get("type") == "end" and e.get("status") == "succeeded":
@@ -397,6 +399,10 @@ class Supervisor(StallWatch):
         return ""
 
     def mark_exited(self, exited: list[tuple[Replica, int]]) -> None:
+        """Mark replicas as ended, once what the reporting replica wrote before its end is read (a start
+        event read after the end would make it running again)."""
+        if exited:
+            self.pump_events()
         for r, code in exited:
             pid = r.proc.pid if r.proc else "?"
             if r.name in self.parked:
