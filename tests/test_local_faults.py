@@ -424,7 +424,9 @@ def test_a_frozen_all_reduce_worker_0_restarts_every_worker_and_resumes(standin)
         20,
         "the restart",
     )
-    assert "because worker-0 was frozen (stopped) longer than stall_timeout=3 s at step " in message, message
+    # the freeze is noticed as such, or (under load) as the no-progress it causes, which its check may see first
+    assert "because worker-0 was frozen (stopped) " in message, message
+    assert "than stall_timeout=3 s at step " in message and message.endswith("so it was killed"), message
     _frozen_then_gone(frozen)
     assert job.wait(timeout=60) == "succeeded", job.status.message
     assert [r.restarts for r in job.status.replicas] == [1, 1]
