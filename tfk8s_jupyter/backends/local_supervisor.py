@@ -50,6 +50,7 @@ from .base import (
     R_STARTING,
     R_STOPPED,
     R_SUCCEEDED,
+    REPLICA_DONE,
     RUNNING,
     STOPPED,
     SUCCEEDED,
@@ -81,7 +82,6 @@ FAILED_GRACE = 2.0
 PEER_GRACE = 5.0  # seconds all-reduce workers get to finish by themselves once worker 0 has
 END_GRACE = 30.0  # seconds the reporting replica may take to exit after it reported a successful end
 UP_CHECK_EVERY = 1.0
-ENDED = (R_SUCCEEDED, R_FAILED, R_STOPPED, R_REMOVED)  # replica states a run's late output never changes
 GATHER = 0.7  # seconds to collect peers that fail together before deciding what to do
 PR_SET_PDEATHSIG = 1
 
@@ -204,7 +204,8 @@ class Supervisor(StallWatch):
                 self.status.phase = RUNNING
                 self.status.message = None
                 self.reporting.up = True
-                if self.reporting.status.state not in ENDED:  # read late, after the run's end: it stays ended
+                # a start event read late, after the run's end, leaves the replica ended
+                if self.reporting.status.state not in REPLICA_DONE:
                     self.reporting.status.state = R_RUNNING
                 self.check_up()
                 changed = True
@@ -575,8 +576,7 @@ class Supervisor(StallWatch):
             poll_scale(self)  # job.scale(workers=N): a live scale-down, or a restart at the next checkpoint
             exited = self.newly_exited()
             if exited:
-                self.pump_events()
-                if self.on_exits(exited):
+                if self.on_exits(exited):  # it marks them once their output is read (mark_exited)
                     return
                 self.save()
             now = time.monotonic()
