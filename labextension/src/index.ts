@@ -25,7 +25,7 @@ import { JobDetailView } from './detail';
 import { tfJobsIcon, trainCellIcon } from './icons';
 import { ITrainOptions } from './model';
 import { JobsPanel } from './panel';
-import { markStalePanels } from './stale';
+import { hideUndrawnPanels, markStalePanels } from './stale';
 import { askTrainOptions, trainCell } from './train';
 
 const PLUGIN_ID = 'tfk8s-jupyter:plugin';
@@ -240,6 +240,24 @@ const plugin: JupyterFrontEndPlugin<void> = {
         }
       });
       nb.sessionContext.kernelChanged.connect(mark);
+      // A reopened notebook's panels that no kernel draws: their saved static face stands alone.
+      let pending = 0;
+      const observer = new MutationObserver(() => {
+        window.clearTimeout(pending);
+        pending = window.setTimeout(
+          () => hideUndrawnPanels(nb.content.node),
+          50
+        );
+      });
+      observer.observe(nb.content.node, {
+        childList: true,
+        subtree: true,
+        characterData: true
+      });
+      nb.disposed.connect(() => {
+        window.clearTimeout(pending);
+        observer.disconnect();
+      });
     });
     notebooks?.activeCellChanged.connect(() =>
       app.commands.notifyCommandChanged(CommandIDs.trainCell)

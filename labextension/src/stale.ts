@@ -36,3 +36,35 @@ export function markStalePanels(root: HTMLElement): number {
 function jobNameOf(panel: HTMLElement): string {
   return panel.querySelector('.tfk8s-job-title')?.textContent?.trim() ?? '';
 }
+
+/** What JupyterLab's widget renderer shows while it waits for a view it may never get to draw. */
+const UNDRAWN_WIDGET = /^\s*(Loading widget\.\.\.|Error displaying widget)/;
+
+/**
+ * Hide a job panel's placeholder that no kernel will ever draw, where the notebook keeps the job's static
+ * face beside it (`.tfk8s-summary` once the job ended, `.tfk8s-snapshot` while it ran). A notebook reopened
+ * without the kernel that drew the panel would otherwise show "Loading widget..." above the summary for
+ * good. Only a placeholder is hidden, and only while it is one: a panel that gets drawn shows again.
+ * Returns how many placeholders are hidden under `root`.
+ */
+export function hideUndrawnPanels(root: HTMLElement): number {
+  let hidden = 0;
+  root.querySelectorAll<HTMLElement>('.jp-OutputArea').forEach(area => {
+    const face = area.querySelector('.tfk8s-summary, .tfk8s-snapshot') !== null;
+    area
+      .querySelectorAll<HTMLElement>(':scope > .jp-OutputArea-child')
+      .forEach(child => {
+        const output = child.querySelector<HTMLElement>(
+          '.jp-OutputArea-output'
+        );
+        const undrawn =
+          face &&
+          output !== null &&
+          output.childElementCount === 0 &&
+          UNDRAWN_WIDGET.test(output.textContent ?? '');
+        child.classList.toggle('tfk8s-undrawn-panel', undrawn);
+        hidden += undrawn ? 1 : 0;
+      });
+  });
+  return hidden;
+}

@@ -139,10 +139,14 @@ def test_the_cell_panel_mid_run_after_success_after_a_kernel_restart_and_reopene
     cell = page.locator(".jp-NotebookPanel .jp-CodeCell").nth(1)
     outputs = cell.locator(".jp-OutputArea")
     cell.locator(".tfk8s-summary").wait_for(timeout=60_000)
+    # the panel's placeholder, which no kernel will draw, is hidden beside the summary
+    cell.locator(".jp-OutputArea-child.tfk8s-undrawn-panel").wait_for(state="attached", timeout=10_000)
     outputs.scroll_into_view_if_needed()
     lab_page.screenshot("reopened")
     reopened = text(outputs)
     assert f"tfk8s job {NAME}: succeeded after" in reopened
     assert f"loss={format_value(last_loss)}" in reopened
     assert f"%tfk8s_attach {NAME} shows the live panel again" in reopened
+    # the panel no kernel draws any more leaves no "Loading widget..." above the saved summary
+    assert "Loading widget" not in reopened and "Error displaying widget" not in reopened, reopened
     assert cell.locator(".tfk8s-job-panel button.tfk8s-stop-button:enabled").count() == 0
