@@ -10,6 +10,7 @@ from __future__ import annotations
 import builtins
 import json
 import os
+import re
 import socket
 import sys
 import tempfile
@@ -165,6 +166,7 @@ def _write_own(workdir: Path, rel: Path, blob: bytes) -> None:
 # guards its own work dir (not its first run's), no wrapper piles up run after run, and presenting the
 # next run's folder goes through no guard.
 _GUARDED: dict = {"work": None}
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def _inside(path) -> tuple[Path, Path] | None:
@@ -173,9 +175,10 @@ def _inside(path) -> tuple[Path, Path] | None:
     if work is None:
         return None
     try:
-        if isinstance(path, bytes):
-            path = os.fsdecode(path)
-        full = Path(os.path.abspath(os.fspath(path)))
+        path = os.fsdecode(os.fspath(path))
+        if _URI.match(path):  # another file system (ram://, gs://, s3://): never a file of the work dir
+            return None
+        full = Path(os.path.abspath(path))
         rel = full.relative_to(work)
     except (TypeError, ValueError):
         return None

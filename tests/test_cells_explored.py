@@ -1,0 +1,113 @@
+"""Cells as notebook users write them, trained unchanged through ``tk.submit`` on real TensorFlow.
+
+Plain Keras cells that never name a strategy (a CSV next to the notebook, ``validation_split``, the usual
+callbacks, ``evaluate``/``predict``/``save`` after ``fit``), a Keras error as the notebook shows it, and a
+short custom loop with the default ``metric_interval``: what each gives back is checked, not only that the
+job succeeded.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import tfk8s_jupyter as tk  # noqa: E402
+
+SHAPES = {"parameter_server": {"workers": 2, "ps": 1}, "multi_worker_mirrored": {"workers": 2, "ps": 0}}
+REPORTING = {"parameter_server": "chief-0", "multi_worker_mirrored": "worker-0"}
+
+# A classification cell as people write it: a CSV beside the notebook, numpy arrays, validation_split,
+# the usual callbacks (relative paths), a custom callback that prints, then evaluate, predict and save.
+CSV_CLASSIFIER = """\
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+tf.keras.backend.clear_session()
+tf.keras.utils.set_random_seed(1)
+df = pd.read_csv("data/train.csv")
+x = df[["a", "b", "c", "d"]].values.astype("float32")
+y = df["label"].values
+
+
+class PrintLogs(tf.keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        print("epoch", epoch, "keys", sorted(logs))
+
+
+model = tf.keras.Sequential([
+    tf.keras.layers.Input(shape=(4,)),
+    tf.keras.layers.Dense(16, activation="relu"),
+    tf.keras.layers.Dense(2, activation="softmax"),
+])
+model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+callbacks = [
+    tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=3),
+    tf.keras.callbacks.ModelCheckpoint("ckpt/best.keras", save_best_only=True),
+    tf.keras.callbacks.TensorBoard(log_dir="./logs"),
+    tf.keras.callbacks.LearningRateScheduler(lambda epoch, lr: lr * 0.9),
+    PrintLogs(),
+]
+history = model.fit(x, y, epochs=3, batch_size=32, validation_split=0.2, callbacks=callbacks)
+print("evaluate", [round(v, 3) for v in model.evaluate(x[:100], y[:100], verbose=0)])
+print("predict", model.predict(x[:5], verbose=0).shape)
+model.save("model.keras")
+"""
+
+
+def _write_csv(folder: Path, rows: int = 640) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(rows, 4)).round(4)
+    labels = (x[:, 0] - x[:, 2] > 0).astype(int)
+    (folder / "data").mkdir()
+    lines = ["a,b,c,d,label"] + [
+        ",".join(map(str, r)) + f",{label}" for r, label in zip(x, labels, strict=True)
+    ]
+    (folder / "data" / "train.csv").write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("strategy", list(SHAPES))
+def test_a_plain_keras_cell_with_callbacks_trains_and_gives_its_results_back(
+    tmp_path, monkeypatch, tfk8s_home, strategy
+):
+    notebook = tmp_path / "nb"
+    notebook.mkdir()
+    _write_csv(notebook)
+    monkeypatch.chdir(notebook)
+    before = sorted(p.relative_to(notebook) for p in notebook.rglob("*"))
+    job = tk.submit(CSV_CLASSIFIER, **SHAPES[strategy], name="plain", setup_timeout=180)
+    assert job.wait(timeout=400) == "succeeded", job.status.message
+    assert {r.name: r.state for r in job.status.replicas} == dict.fromkeys(
+        job.spec.replica_names, "succeeded"
+    )
+
+    points = job.metrics()
+    epochs = [p for p in points if p["kind"] == "epoch"]
+    assert [p["step"] for p in epochs] == [16, 32, 48]  # 512 training rows / 32: the data once an epoch
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(epochs[-1]["values"])
+    assert len([p for p in points if p["kind"] == "step"]) >= 40  # a short fit's every step is drawn
+    assert epochs[0]["values"]["loss"] > epochs[-1]["values"]["loss"]
+
+    log = job.logs(REPORTING[strategy])
+    assert "epoch 2 keys" in log and "predict (5, 2)" in log and "evaluate [" in log
+    index = json.loads((tfk8s_home / "plain" / "artifacts" / "artifacts.json").read_text())
+    work = tfk8s_home / "plain" / "work"
+    reporting = work / REPORTING[strategy]
+    assert index["tensorboard"] == [str(reporting / "logs")]  # the cell's own TensorBoard folder, listed
+    assert any((reporting / "logs" / "train").glob("events.out.tfevents.*"))
+    assert (reporting / "ckpt" / "best.keras").is_file() and (reporting / "model.keras").is_file()
+    assert job.model().count_params() == 4 * 16 + 16 + 16 * 2 + 2
+    # what the replicas wrote stayed in their own work dirs: the notebook's folder is as it was, and no
+    # replica's work dir holds a local copy of another file system's path (``ram://`` -> ``ram:/``)
+    assert sorted(p.relative_to(notebook) for p in notebook.rglob("*")) == before
+    strays = [p for p in work.rglob("*") if p.name.endswith(":")]
+    assert not strays, strays
