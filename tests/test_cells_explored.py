@@ -111,3 +111,22 @@ def test_a_plain_keras_cell_with_callbacks_trains_and_gives_its_results_back(
     assert sorted(p.relative_to(notebook) for p in notebook.rglob("*")) == before
     strays = [p for p in work.rglob("*") if p.name.endswith(":")]
     assert not strays, strays
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(600)
+def test_a_keras_error_reaches_the_notebook_as_plain_text():
+    cell = (
+        "import numpy as np\nimport tensorflow as tf\n"
+        "model = tf.keras.Sequential([tf.keras.Input((3,)), tf.keras.layers.Dense(1)])\n"
+        "model.compile('sgd', 'mse')\n"
+        "model.fit(np.zeros((64, 5), 'float32'), np.zeros((64, 1)), epochs=1)\n"
+    )
+    job = tk.submit(cell, workers=2, name="bad-shape", setup_timeout=180)
+    assert job.wait(timeout=300) == "failed"
+    error = next(e for e in job.events() if e["type"] == "error")
+    assert "expected axis -1 of input shape to have value 3" in error["message"], error
+    assert error["line"] == 5
+    # Keras 3 writes part of this message in bold: no terminal code reaches the panel, REST or job list
+    for text in (error["message"], error["traceback"], job.status.message):
+        assert "\x1b" not in text and "[1m" not in text and "[0m" not in text, text

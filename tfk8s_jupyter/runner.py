@@ -91,6 +91,7 @@ import json
 import linecache
 import os
 import pickle
+import re
 import signal
 import socket
 import sys
@@ -449,9 +450,19 @@ def raised_in_cell(exc: BaseException) -> bool:
     return bool(frames) and frames[-1].filename in (CELL_FILENAME, PRELUDE_FILENAME)
 
 
+# Keras 3 writes parts of its error messages in bold (``\x1b[1m``): terminal codes, which a notebook's panel,
+# the REST API and the job list would show as stray ``[1m`` text.
+_TERMINAL_CODES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def plain_text(text: str) -> str:
+    """``text`` without terminal control sequences (colours, bold)."""
+    return _TERMINAL_CODES.sub("", text)
+
+
 def summarize_exception(exc: BaseException) -> tuple[str, str, int | None]:
-    """(message, short traceback, cell line) for an exception raised by the cell."""
-    message = explain_missing_file(exc) or f"{type(exc).__name__}: {exc}".strip()
+    """(message, short traceback, cell line) for an exception raised by the cell, in plain text."""
+    message = plain_text(explain_missing_file(exc) or f"{type(exc).__name__}: {exc}".strip())
     frames = traceback.extract_tb(exc.__traceback__)
     cell_frames = [f for f in frames if f.filename in (CELL_FILENAME, PRELUDE_FILENAME)]
     lines = []
@@ -563,7 +574,7 @@ def main(argv: list[str] | None = None) -> int:
             if isinstance(exc, KeyboardInterrupt):
                 message, summary, line = "KeyboardInterrupt: the replica was interrupted", "", None
             elif phase == "setup":
-                message, summary, line = f"{type(exc).__name__}: {exc}", "", None
+                message, summary, line = plain_text(f"{type(exc).__name__}: {exc}"), "", None
             else:
                 message, summary, line = summarize_exception(exc)
             traceback.print_exc()
