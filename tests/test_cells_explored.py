@@ -8,15 +8,20 @@ job succeeded.
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import tfk8s_jupyter as tk  # noqa: E402
+from tfk8s_jupyter import protocol  # noqa: E402
+from tfk8s_jupyter.replica_metrics import CellMetrics  # noqa: E402
+from tfk8s_jupyter.replica_output import LineTrackingStdout, Reporter  # noqa: E402
 
 SHAPES = {"parameter_server": {"workers": 2, "ps": 1}, "multi_worker_mirrored": {"workers": 2, "ps": 0}}
 REPORTING = {"parameter_server": "chief-0", "multi_worker_mirrored": "worker-0"}
@@ -130,3 +135,75 @@ def test_a_keras_error_reaches_the_notebook_as_plain_text():
     # Keras 3 writes part of this message in bold: no terminal code reaches the panel, REST or job list
     for text in (error["message"], error["traceback"], job.status.message):
         assert "\x1b" not in text and "[1m" not in text and "[0m" not in text, text
+
+
+# The all-reduce custom loop of TensorFlow's multi_worker_with_ctl tutorial, short: one summary an epoch.
+SHORT_LOOP = """\
+import numpy as np
+import tensorflow as tf
+
+strategy = tf.distribute.MultiWorkerMirroredStrategy()
+rng = np.random.default_rng(0)
+x = rng.normal(size=(256, 4)).astype("float32")
+y = (x.sum(axis=1, keepdims=True) > 0).astype("float32")
+
+
+def dataset_fn(input_context):
+    batch = input_context.get_per_replica_batch_size(64)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(batch)
+    return ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+
+
+with strategy.scope():
+    model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(1, activation="sigmoid")])
+    optimizer = tf.keras.optimizers.SGD(0.5)
+iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
+
+
+@tf.function
+def train_step(iterator):
+    def step_fn(inputs):
+        features, labels = inputs
+        with tf.GradientTape() as tape:
+            per_example = tf.keras.losses.binary_crossentropy(labels, model(features, training=True))
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=64)
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    return strategy.reduce("SUM", strategy.run(step_fn, args=(next(iterator),)), axis=None)
+
+
+for epoch in range(1, 9):
+    total = 0.0
+    for _ in range(4):
+        total += train_step(iterator)
+    tf.summary.scalar("loss", total / 4, step=epoch)
+    print("epoch", epoch, "loss", float(total / 4))
+"""
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(600)
+def test_a_short_custom_loop_with_the_default_interval_draws_every_epoch():
+    job = tk.submit(SHORT_LOOP, workers=2, name="short-loop", setup_timeout=180)  # metric_interval: 1 s
+    assert job.wait(timeout=300) == "succeeded", job.status.message
+    points = [p for p in job.metrics() if p["kind"] == "step"]
+    assert [p["step"] for p in points] == list(range(1, 9)), points
+    assert points[0]["values"]["loss"] > points[-1]["values"]["loss"]
+    assert "epoch 8 loss" in job.logs("worker-0")
+
+
+def test_a_cells_first_points_are_never_throttled_then_the_interval_grows(monkeypatch):
+    from tfk8s_jupyter import replica_metrics
+
+    clock = iter([0.0, 1.0, 2.0, 3.0, 3.01, 10.0, 10.0])
+    monkeypatch.setattr(replica_metrics, "time", SimpleNamespace(monotonic=lambda: next(clock)))
+    raw = io.StringIO()
+    metrics = CellMetrics(Reporter(LineTrackingStdout(raw), enabled=True), interval=3600, dense=3)
+    for step in range(1, 7):  # a step's point is printed when the next step begins
+        metrics.add(step, {"loss": 1.0 / step})
+    metrics.flush()
+    # steps 1-3: dense; step 4 came 0.01 s after step 3, under (3.01 - 1) / DENSE_STEPS: dropped; step 5,
+    # 7 s on, is due under the grown interval (far below metric_interval); step 6 is the cell's end
+    assert [e["step"] for e in protocol.parse_lines(raw.getvalue())] == [1, 2, 3, 5, 6]

@@ -24,9 +24,11 @@ from typing import TYPE_CHECKING
 
 try:
     from tfk8s_jupyter.replica_artifacts import explain_restore_failure
+    from tfk8s_jupyter.replica_metrics import DENSE_STEPS
     from tfk8s_jupyter.replica_output import log
 except ImportError:  # standalone: the shipped modules sit beside this file
     from replica_artifacts import explain_restore_failure  # type: ignore[no-redef]
+    from replica_metrics import DENSE_STEPS  # type: ignore[no-redef]
     from replica_output import log  # type: ignore[no-redef]
 
 if TYPE_CHECKING:
@@ -53,9 +55,6 @@ def to_float(value) -> float | None:
 def fetch_errors(tf):
     """The errors reading a log may raise while a replica restarts (parameter servers): skip, never fail."""
     return (tf.errors.UnavailableError, tf.errors.CancelledError, tf.errors.AbortedError)
-
-
-DENSE_STEPS = 50  # the first steps of each fit are all reported, so a short job draws a curve
 
 
 def metrics_callback(keras, runtime: Runtime):

@@ -16,9 +16,11 @@ also written to ``<artifacts>/tensorboard/cell`` (it would otherwise be written 
 the cell's own ``tf.summary.create_file_writer`` calls are recorded for ``artifacts.json``.
 
 Values of one step are gathered into one point (a loop usually writes loss and accuracy in two calls);
-a point is printed when the next step begins, at most every ``metric_interval`` seconds (the steps in
-between are dropped, like fit's), and a step that stays the last one is flushed by a timer thread after at
-most ``FLUSH_DELAY`` seconds, and at the cell's end. The points are ``metric`` protocol events through the
+a point is printed when the next step begins, throttled like fit's: the first ``dense`` points (the
+runner's: :data:`DENSE_STEPS`) are all printed, so a short loop that reports once an epoch draws every
+epoch, then points are at least ``min(metric_interval, time since the first point / DENSE_STEPS)``
+apart (the steps in between are dropped). A step that stays the last one is flushed by a timer thread
+after at most ``FLUSH_DELAY`` seconds, and at the cell's end. The points are ``metric`` protocol events through the
 replica's :class:`Reporter`, so ``(run, seq)`` de-duplication and the monitor's per-series point cap hold
 as for fit's.
 
@@ -40,14 +42,21 @@ except ImportError:  # standalone: the shipped modules sit beside this file
     from replica_output import Reporter, log  # type: ignore[no-redef]
 
 FLUSH_DELAY = 0.5  # seconds a step's values may wait for more values of the same step
+# The first steps of each fit, and a cell's first points, are all reported: a short job draws a curve.
+DENSE_STEPS = 50
 
 
 class CellMetrics:
     """The reporting replica's points from ``tf.summary.scalar`` and ``report()`` (see the module doc)."""
 
-    def __init__(self, reporter: Reporter, interval: float, flush_delay: float = FLUSH_DELAY) -> None:
+    def __init__(
+        self, reporter: Reporter, interval: float, flush_delay: float = FLUSH_DELAY, dense: int = 0
+    ) -> None:
+        """``dense``: how many first points are never throttled (the runner passes :data:`DENSE_STEPS`)."""
         self.reporter = reporter
         self.interval = max(0.0, float(interval))
+        self.dense = dense
+        self.first_emit: float | None = None
         self.flush_delay = min(flush_delay, self.interval) if self.interval else flush_delay
         self.lock = threading.Lock()
         self.step: int | None = None  # the pending point's step
@@ -94,13 +103,20 @@ class CellMetrics:
         self.flush()
 
     def _due(self, now: float) -> bool:
-        return self.last_emit is None or now - self.last_emit >= self.interval
+        if self.last_emit is None or self.points < self.dense:
+            return True
+        interval = self.interval
+        if self.dense:  # the interval grows with the time reported, up to metric_interval
+            interval = min(interval, (now - (self.first_emit or now)) / DENSE_STEPS)
+        return now - self.last_emit >= interval
 
     def _emit_locked(self, now: float) -> None:
         values, self.values = self.values, {}
         if not values:
             return
         self.last_emit = now
+        if self.first_emit is None:
+            self.first_emit = now
         self.points += 1
         self.reporter.emit("metric", step=int(self.step or 0), values=values, source="cell")
 

@@ -122,7 +122,7 @@ try:
         read_env,
     )
     from tfk8s_jupyter.replica_keras import install_keras_alias, patch_keras3_multi_worker
-    from tfk8s_jupyter.replica_metrics import CellMetrics, patch_summary_scalar
+    from tfk8s_jupyter.replica_metrics import DENSE_STEPS, CellMetrics, patch_summary_scalar
     from tfk8s_jupyter.replica_output import LineTrackingStdout, Reporter, log
     from tfk8s_jupyter.replica_runtime import Runtime
     from tfk8s_jupyter.replica_strategy import StrategyAdoption
@@ -149,7 +149,7 @@ except ImportError:  # standalone: the shipped modules sit beside this file
         read_env,
     )
     from replica_keras import install_keras_alias, patch_keras3_multi_worker  # type: ignore[no-redef]
-    from replica_metrics import CellMetrics, patch_summary_scalar  # type: ignore[no-redef]
+    from replica_metrics import DENSE_STEPS, CellMetrics, patch_summary_scalar  # type: ignore[no-redef]
     from replica_output import LineTrackingStdout, Reporter, log  # type: ignore[no-redef]
     from replica_runtime import Runtime  # type: ignore[no-redef]
     from replica_strategy import StrategyAdoption  # type: ignore[no-redef]
@@ -436,7 +436,9 @@ def start_cell_metrics(tf, renv: ReplicaEnv, runtime, reporter: Reporter):
     """``tf.summary.scalar`` and ``report()`` as metric points on the reporting replica (returned; None
     elsewhere). ``tf.summary.scalar`` is patched on every replica: it writes even without TensorBoard."""
     expose_report()
-    metrics = CellMetrics(reporter, renv.metric_interval).start() if renv.reporting else None
+    metrics = (
+        CellMetrics(reporter, renv.metric_interval, dense=DENSE_STEPS).start() if renv.reporting else None
+    )
     patch_summary_scalar(tf, metrics, runtime.in_fit, runtime.artifacts)
     if metrics is not None:
         cell_report._sink = metrics.add
