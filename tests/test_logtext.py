@@ -4,6 +4,7 @@ one way a job status becomes terminal."""
 from __future__ import annotations
 
 from tfk8s_jupyter.backends.base import JobStatus, ReplicaStatus
+from tfk8s_jupyter.display_text import clean_log
 from tfk8s_jupyter.logtext import FileTail, last_lines, log_excerpt, read_log
 
 
@@ -15,6 +16,21 @@ def test_last_lines_zero_means_none_and_none_means_all():
     assert last_lines(text, None) == text
     assert last_lines("", 5) == ""
     assert last_lines("no newline at the end", 1) == "no newline at the end\n"
+
+
+def test_a_progress_bars_carriage_returns_stay_in_its_line():
+    """Keras redraws its bar with ``\\r`` and backspaces inside one line: the last N lines are counted by
+    newlines, and each line reaches the face whole, for it to show the bar's last state."""
+    bar = "\r 1/20 ━━ 0s - loss: 6.2\n" + "\b" * 8 + "\r17/20 ━━ 0s - loss: 1.1\r20/20 ━━ 1s - loss: 1.0\n"
+    text = "Epoch 1/3\n" + bar + "Epoch 2/3\n"
+    assert last_lines(text, 2) == "\b" * 8 + "\r17/20 ━━ 0s - loss: 1.1\r20/20 ━━ 1s - loss: 1.0\nEpoch 2/3\n"
+    assert last_lines(text, 10) == text
+    assert last_lines("a\r\nb", 1) == "b\n" and last_lines("a\r\nb", 2) == "a\r\nb\n"
+    assert clean_log(last_lines(text, 3)).split("\n") == [
+        " 1/20 ━━ 0s - loss: 6.2",
+        "20/20 ━━ 1s - loss: 1.0",
+        "Epoch 2/3",
+    ]
 
 
 def test_log_excerpt_is_one_line_of_the_last_non_empty_lines():

@@ -13,14 +13,25 @@ from pathlib import Path
 def last_lines(text: str, n: int | None) -> str:
     """The last ``n`` lines of ``text`` (all of it when ``n`` is None, nothing when ``n`` is 0 or less).
 
-    The result ends with a newline whenever it holds a line, so pieces can be concatenated.
+    Lines end at ``\n`` only: a progress bar's carriage returns and backspaces stay inside its line, for
+    the face that shows it to resolve as a terminal would (``str.splitlines`` would make each ``\r`` a
+    line of its own). The result ends with a newline whenever it holds a line, so pieces can be
+    concatenated.
     """
     if n is None:
         return text
     if n <= 0:
         return ""
-    lines = text.splitlines()[-n:]
+    lines = split_lines(text)[-n:]
     return "\n".join(lines) + "\n" if lines else ""
+
+
+def split_lines(text: str) -> list[str]:
+    """``text``'s lines, ended by ``\n`` only (a ``\r`` is part of its line: progress bars)."""
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return lines
 
 
 def log_excerpt(text: str | None, n: int = 3, width: int = 400) -> str:

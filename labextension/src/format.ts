@@ -334,26 +334,38 @@ export function foldedLog(text: string, showAll: boolean): string {
 export function cleanLog(text: string): string {
   const out: string[] = [];
   for (const raw of text.replace(ANSI, '').split('\n')) {
-    const segments = raw.split('\r');
-    let line = '';
-    for (const seg of segments) {
-      // A bare `\r` returns to the line start: the next segment overwrites what was there.
-      line = seg.length >= line.length ? seg : seg + line.slice(seg.length);
+    const marker = raw.indexOf('@tfk8s {');
+    const line = asTerminal(marker >= 0 ? raw.slice(0, marker) : raw);
+    if (marker >= 0 && !line.trim()) {
+      continue;
     }
-    let applied = '';
-    for (const ch of line) {
-      applied = ch === '\b' ? applied.slice(0, -1) : applied + ch;
-    }
-    const marker = applied.indexOf('@tfk8s {');
-    if (marker >= 0) {
-      applied = applied.slice(0, marker).trimEnd();
-      if (!applied) {
-        continue;
-      }
-    }
-    out.push(applied);
+    out.push(marker >= 0 ? line.trimEnd() : line);
   }
   return out.join('\n');
+}
+
+/**
+ * One line as a terminal leaves it: a carriage return goes back to the line's start (what follows
+ * overwrites what was there), a backspace erases the character before. Keras redraws its progress bar
+ * with both, many times in one line.
+ */
+function asTerminal(raw: string): string {
+  const cells: string[] = [];
+  let at = 0;
+  for (const ch of raw) {
+    if (ch === '\r') {
+      at = 0;
+    } else if (ch === '\b') {
+      if (at > 0) {
+        cells.splice(at - 1, 1);
+        at -= 1;
+      }
+    } else {
+      cells[at] = ch;
+      at += 1;
+    }
+  }
+  return cells.join('');
 }
 
 /** The note on a live panel whose kernel restarted or died. */

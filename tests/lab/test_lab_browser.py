@@ -76,6 +76,11 @@ def test_panel_lists_a_local_job_until_it_succeeds_with_a_sparkline(lab_page, tf
     )
     assert view.locator(".tfk8s-stop").is_disabled()
     lab_page.screenshot("detail")
+    # the log reads as a terminal leaves it: each progress bar at its last state on one line, no empty lines
+    log = view.locator(".tfk8s-log-view").evaluate("e => e.textContent")
+    assert "\r" not in log and "\b" not in log and "\n\n" not in log, log
+    # (a bar drawn when a metric point cut in stays on its line, as in a terminal: 1/20, maybe 10/20, 20/20)
+    assert re.search(r"Epoch 1/3\n\s*1/20 [^\n]*\n(\s*\d+/20 [^\n]*\n)*20/20 [^\n]*loss", log), log
 
     # Hidden panel, no requests: the poll stands by while the panel is collapsed.
     lab_page.page.click(

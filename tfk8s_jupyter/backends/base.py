@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
+from ..logtext import split_lines
 from ..payload import Payload
 from ..spec import JobSpec
 
@@ -185,7 +186,7 @@ class Backend(ABC):
         """Yield the replica's output lines as they come, until it ends or ``stop`` is set."""
         seen = 0
         while not stop.is_set():
-            lines = self.logs(name, replica).splitlines()
+            lines = split_lines(self.logs(name, replica))
             yield from lines[seen:]
             seen = len(lines)
             if self.get(name).done:

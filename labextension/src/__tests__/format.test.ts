@@ -197,6 +197,23 @@ test('logs read like a terminal: no escapes, progress bars collapsed, no protoco
   );
 });
 
+test('a Keras progress bar redrawn many times in one line reads as its last state', () => {
+  // Keras erases the bar with backspaces, returns to the line start and draws it again, all in one line;
+  // the runner's protocol lines cut in with a newline of their own.
+  const bar = (n: number) =>
+    `${String(n).padStart(2)}/20 ━━━━ 0s 2ms/step - loss: ${n}.5`;
+  const erase = (s: string) => '\b'.repeat(s.length);
+  const raw =
+    'Epoch 1/3\n' +
+    `\r${bar(1)}\n` +
+    '@tfk8s {"type":"metric","seq":2}\n' +
+    `${erase(bar(1))}\r${bar(17)}${erase(bar(17))}\r${bar(20)}\n` +
+    'Epoch 2/3';
+  assert.equal(cleanLog(raw), `Epoch 1/3\n${bar(1)}\n${bar(20)}\nEpoch 2/3`);
+  // a shorter redraw leaves the end of the longer one, as on a terminal
+  assert.equal(cleanLog('abcdef\rXY'), 'XYcdef');
+});
+
 test('a stale panel says how to follow its job again', () => {
   assert.equal(
     staleNote('mnist-ps'),

@@ -21,7 +21,7 @@ from pathlib import Path
 from kubernetes import client as k8s
 
 from ...config import current_config, current_owner
-from ...logtext import read_log
+from ...logtext import read_log, split_lines
 from ...payload import Payload
 from ...records import JobRecord
 from ...replica_env import ARTIFACT_CHECKPOINTS
@@ -453,7 +453,7 @@ class KubernetesBackend(Backend):
             stop.wait(1.0)
         if resp is None:
             if not stop.is_set():
-                yield from self.logs(name, replica).splitlines()
+                yield from split_lines(self.logs(name, replica))
             return
         with LineStream(resp, stop) as lines:
             yield from lines
