@@ -16,7 +16,7 @@ from test_kept_replicas import CELL as KEPT_CELL
 
 import tfk8s_jupyter as tk
 from tfk8s_jupyter.backends.local import process_alive
-from tfk8s_jupyter.backends.local_keep import list_kept, stop_kept
+from tfk8s_jupyter.backends.local_keep import PENDING_KEEP, list_kept, stop_kept
 from tfk8s_jupyter.backends.local_keep_judge import judge_failure
 from tfk8s_jupyter.config import TFK8s, set_current_config
 
@@ -72,7 +72,7 @@ def final_table(job) -> dict[str, str]:
 
     def final() -> dict[str, str] | None:
         messages = {r.name: r.message or "" for r in job.status.replicas}
-        return None if any(m.startswith("kept once its reset") for m in messages.values()) else messages
+        return None if any(m.endswith(PENDING_KEEP) for m in messages.values()) else messages
 
     return wait_for(final, 60, "the replica table's final word")
 

@@ -18,7 +18,7 @@ from local_helpers import wait_for
 import tfk8s_jupyter as tk
 from tfk8s_jupyter.backends import local_keep_hygiene as hygiene
 from tfk8s_jupyter.backends.local import process_alive
-from tfk8s_jupyter.backends.local_keep import list_kept, stop_kept
+from tfk8s_jupyter.backends.local_keep import PENDING_KEEP, list_kept, stop_kept
 from tfk8s_jupyter.config import TFK8s, set_current_config
 
 # a short training cell (the one tests/test_kept_replicas.py keeps), and what it may leave behind
@@ -193,7 +193,7 @@ def table_says_not_kept(job) -> dict[str, str]:
 
     def final() -> dict[str, str] | None:
         messages = {r.name: r.message or "" for r in job.status.replicas}
-        return None if any(m.startswith("finished; kept once") for m in messages.values()) else messages
+        return None if any(m.endswith(PENDING_KEEP) for m in messages.values()) else messages
 
     return wait_for(final, 40, "the replica table's final word")
 

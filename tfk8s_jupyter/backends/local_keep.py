@@ -372,6 +372,11 @@ def _may_keep(sup) -> bool:
     return True
 
 
+# A kept replica's word until its reset says what the cell left (then "kept for the next run ..." or why
+# not). It is also what a cell's panel shows for good when its last look came before that word.
+PENDING_KEEP = "kept for the next run of the same shape unless its reset finds something the cell left open"
+
+
 def keep_at_end(sup, now: float) -> str | None:
     """``sup`` (the job's Supervisor), once training ended: "kept" when every replica waits to be kept
     (the set is published and the job ends), "wait" while some are not yet, "no" when they will not be
@@ -389,7 +394,7 @@ def keep_at_end(sup, now: float) -> str | None:
     sup.pump_events()
     for r in sup.replicas:
         r.status.state = R_SUCCEEDED
-        r.status.message = "finished; kept once its reset shows the cell left no file open"
+        r.status.message = f"finished; {PENDING_KEEP}"
     sup.status.end(SUCCEEDED, None)
     sup.save()
     _settle(sup, members)
@@ -420,7 +425,7 @@ def keep_after_error(sup, message: str | None) -> bool:
     for r in sup.replicas:
         if r.name not in sup.parked:  # serving replicas: stopped with the job, as ever, but kept
             r.status.state = R_STOPPED if members[r.name].get("serving") else R_SUCCEEDED
-        r.status.message = "kept once its reset shows the cell left no file open"
+        r.status.message = PENDING_KEEP
     sup.status.end(FAILED, message)
     sup.save()
     _settle(sup, members, FAILED)
