@@ -207,3 +207,87 @@ def test_a_cells_first_points_are_never_throttled_then_the_interval_grows(monkey
     # steps 1-3: dense; step 4 came 0.01 s after step 3, under (3.01 - 1) / DENSE_STEPS: dropped; step 5,
     # 7 s on, is due under the grown interval (far below metric_interval); step 6 is the cell's end
     assert [e["step"] for e in protocol.parse_lines(raw.getvalue())] == [1, 2, 3, 5, 6]
+
+
+# A hand-made epoch loop over train_on_batch, as GAN and Keras 2 era notebooks write it.
+BATCH_LOOP = """\
+import hashlib
+import numpy as np
+import tensorflow as tf
+
+rng = np.random.default_rng(0)
+x = rng.normal(size=(256, 4)).astype("float32")
+y = (x.sum(axis=1) > 0).astype("float32")
+tf.keras.utils.set_random_seed(0)
+model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(1, activation="sigmoid")])
+model.compile(optimizer=tf.keras.optimizers.SGD(0.5), loss="binary_crossentropy", metrics=["accuracy"])
+for epoch in range(3):
+    for i in range(0, 256, 32):
+        out = model.train_on_batch(x[i : i + 32], y[i : i + 32])
+    print("epoch", epoch, "out", type(out).__name__, len(out))
+print("as dict", sorted(model.train_on_batch(x[:32], y[:32], return_dict=True)))
+print("replicas", tf.distribute.get_strategy().num_replicas_in_sync)
+print("predict_on_batch", model.predict_on_batch(x[:3]).shape)
+digest = hashlib.sha256(b"".join(w.tobytes() for w in model.get_weights())).hexdigest()[:16]
+print("weights", digest)
+"""
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(600)
+def test_a_train_on_batch_loop_trains_on_every_worker_and_draws_its_curve():
+    job = tk.submit(BATCH_LOOP, workers=2, name="batch-loop", setup_timeout=180)
+    assert job.wait(timeout=300) == "succeeded", job.status.message
+    points = [p for p in job.metrics() if p["kind"] == "step"]
+    assert [p["step"] for p in points] == list(range(1, 26)), points  # 3 x 8 batches + 1: each a point
+    assert all(set(p["values"]) == {"loss", "accuracy"} for p in points), points[:2]
+    assert sum(p["values"]["loss"] for p in points[:8]) > sum(p["values"]["loss"] for p in points[16:24])
+    logs = {name: job.logs(name) for name in ("worker-0", "worker-1")}
+    for log in logs.values():
+        assert "epoch 2 out list 2" in log and "as dict ['accuracy', 'loss']" in log
+        assert "replicas 2" in log
+        assert "predict_on_batch (3, 1)" in log  # the batch's outputs, not each worker's copy of them
+    digests = [log.split("weights ")[1].split()[0] for log in logs.values()]
+    assert digests[0] == digests[1]  # trained in sync
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(600)
+def test_train_on_batch_with_parameter_servers_is_refused_in_one_sentence():
+    cell = BATCH_LOOP.replace(
+        "for epoch in range(3):",
+        "model.fit(x, y, epochs=1, batch_size=32, verbose=0)\n"
+        'print("predict_on_batch", model.predict_on_batch(x[:3]).shape)\n'
+        "for epoch in range(3):",
+    )
+    job = tk.submit(cell, ps=1, workers=1, name="batch-ps", setup_timeout=180)
+    assert job.wait(timeout=300) == "failed"
+    error = next(e for e in job.events() if e["type"] == "error")
+    sentence = error["message"].split(" (cell line")[0]
+    assert sentence.startswith("DistributionError: train_on_batch() cannot run with parameter servers")
+    assert "call model.fit(x, y, batch_size=..., epochs=...) instead" in sentence
+    assert "ps=0, strategy='multi_worker_mirrored'" in sentence
+    assert sentence.count(". ") == 0 and sentence.endswith("."), sentence
+    assert "create_per_worker_dataset" not in error["message"]
+    assert error["line"] == 15  # the train_on_batch call
+    assert all(r.restarts == 0 for r in job.status.replicas)
+    assert "predict_on_batch (3, 1)" in job.logs("chief-0")  # computed on the chief, as predict is
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(600)
+def test_a_train_on_batch_loop_on_kept_replicas_reports_to_its_own_job(tfk8s_home):
+    from tfk8s_jupyter.backends.local_keep import stop_kept
+    from tfk8s_jupyter.config import TFK8s, set_current_config
+
+    set_current_config(TFK8s(warm_pool=0, keep_warm=600))
+    first = tk.submit(BATCH_LOOP, workers=2, name="batch-first", setup_timeout=180)
+    assert first.wait(timeout=300) == "succeeded", first.status.message
+    second = tk.submit(BATCH_LOOP, workers=2, name="batch-second", setup_timeout=180)
+    assert second.wait(timeout=300) == "succeeded", second.status.message
+    assert {r.launch for r in second.status.replicas} == {"kept"}
+    # the second run's patches are its own: its points go to its record, none to the first job's
+    for job in (first, second):
+        assert [p["step"] for p in job.metrics() if p["kind"] == "step"] == list(range(1, 26))
+    assert "predict_on_batch (3, 1)" in second.logs("worker-1")
+    assert stop_kept(tfk8s_home) == 2

@@ -7,6 +7,9 @@ cannot work or would be duplicated, and adds the callbacks of ``replica_callback
 metrics and a TensorBoard in the job's artifacts on the reporting replica, a TerminateOnNaN that reads
 parameter-server logs). After ``fit`` it logs a digest of the weights, which the replicas of an all-reduce
 job must agree on, and keeps the model (``trained_model``: the runner saves it into the artifacts).
+``train_on_batch`` is checked the same way under all-reduce, each call's logs a metric point; with
+parameter servers, where tf_keras cannot run it, it and ``test_on_batch`` are refused in one sentence, and
+``predict_on_batch`` computes on the replica itself on every shape.
 
 Part of the runner (see ``runner.py``): ``tf`` is passed in, Keras is imported only inside methods. It
 travels with the runner in the job's ConfigMap.
@@ -103,6 +106,8 @@ class Runtime:
             None  # replica_artifacts.JobArtifacts on the reporting replica of a job with artifacts
         )
         self.replicas = int(getattr(strategy, "num_replicas_in_sync", 1) or 1)
+        self.cell_metrics = None  # replica_metrics.CellMetrics on the reporting replica (set by the runner)
+        self.batch_steps = 0  # train_on_batch calls: the step of their metric points
 
     # --- the default strategy
     def set_default_strategy(self) -> None:
@@ -159,6 +164,92 @@ class Runtime:
         model_cls.fit = fit
         if self.renv.strategy == "parameter_server":
             self._patch_evaluate(model_cls)
+            self._refuse_batch_training(model_cls)
+        else:
+            self._patch_train_on_batch(model_cls)
+        self._patch_predict_on_batch(model_cls)
+
+    def _patch_train_on_batch(self, model_cls) -> None:
+        """``train_on_batch`` loops (GANs, hand-made epochs) train under the job's strategy too: the model is
+        checked as ``fit``'s is, and each call's logs are a metric point on the reporting replica."""
+        original = model_cls.train_on_batch
+        if getattr(original, "_tfk8s", False):
+            return
+        import inspect
+        import sys
+
+        signature = inspect.signature(original)
+        flatten_module = sys.modules[original.__module__]
+        runtime = self
+
+        def train_on_batch(model, *args, **kwargs):
+            bound = signature.bind(model, *args, **kwargs)
+            runtime.check_model_strategy(model, "train_on_batch()")
+            wants_dict = bool(bound.arguments.get("return_dict", False))
+            bound.arguments["return_dict"] = True
+            logs = original(*bound.args, **bound.kwargs)
+            if runtime.cell_metrics is not None and not runtime.in_fit():
+                values = runtime.reported_values(logs)
+                if values:
+                    runtime.batch_steps += 1
+                    runtime.cell_metrics.add(runtime.batch_steps, values)
+            if wants_dict:
+                return logs
+            if hasattr(model, "_flatten_metrics_in_order"):  # Keras 3
+                return model._flatten_metrics_in_order(logs)
+            return flatten_module.flatten_metrics_in_order(logs, model.metrics_names)  # tf_keras
+
+        train_on_batch._tfk8s = True
+        train_on_batch.__wrapped__ = original
+        train_on_batch.__doc__ = original.__doc__
+        model_cls.train_on_batch = train_on_batch
+
+    def _refuse_batch_training(self, model_cls) -> None:
+        """With parameter servers tf_keras runs steps only through ``fit``/``evaluate`` (or a coordinator
+        loop): ``train_on_batch`` and ``test_on_batch`` would fail with a message about
+        ``create_per_worker_dataset`` the cell never called. They are refused in one sentence naming the
+        way out."""
+
+        def refusal(name: str, instead: str):
+            original = getattr(model_cls, name)
+            if getattr(original, "_tfk8s", False):
+                return original
+
+            def refuse(model, *args, **kwargs):
+                raise DistributionError(
+                    f"{name}() cannot run with parameter servers, where tf_keras runs a model's steps only "
+                    f"through fit() and evaluate() (or a ClusterCoordinator loop); call {instead} instead, or "
+                    "train with all-reduce (workers only: ps=0, strategy='multi_worker_mirrored'), where "
+                    f"{name}() works."
+                )
+
+            refuse._tfk8s = True
+            refuse.__wrapped__ = original
+            refuse.__doc__ = original.__doc__
+            return refuse
+
+        model_cls.train_on_batch = refusal("train_on_batch", "model.fit(x, y, batch_size=..., epochs=...)")
+        model_cls.test_on_batch = refusal("test_on_batch", "model.evaluate(x, y)")
+
+    def _patch_predict_on_batch(self, model_cls) -> None:
+        """``predict_on_batch(x)`` computes ``x``'s outputs on this replica, from its copy of the weights (the
+        ps's with parameter servers), as one machine would: through the strategy, tf_keras with parameter
+        servers fails (``create_per_worker_dataset``) and Keras 3 under all-reduce returns every worker's
+        copy of the batch (measured: 6 rows for 3 inputs with 2 workers)."""
+        original = model_cls.predict_on_batch
+        if getattr(original, "_tfk8s", False):
+            return
+        tf = self.tf
+
+        def predict_on_batch(model, x):
+            import numpy as np
+
+            return tf.nest.map_structure(lambda t: np.asarray(t), model(x, training=False))
+
+        predict_on_batch._tfk8s = True
+        predict_on_batch.__wrapped__ = original
+        predict_on_batch.__doc__ = original.__doc__
+        model_cls.predict_on_batch = predict_on_batch
 
     def _patch_evaluate(self, model_cls) -> None:
         original = model_cls.evaluate
@@ -193,16 +284,20 @@ class Runtime:
         attr = "_distribution_strategy" if self.renv.uses_tf_keras else "_distribute_strategy"
         return getattr(model, attr, None)
 
-    def before_fit(self, model, arguments: dict) -> None:
+    def check_model_strategy(self, model, call: str) -> None:
+        """Refuse (:class:`DistributionError`) a model not built under the job's strategy."""
         got = self._model_strategy(model)
         if got is not self.strategy:
             kind = STRATEGY_CLASSES[self.renv.strategy]
             where = "with no strategy" if got is None else f"under another strategy ({type(got).__name__})"
             raise DistributionError(
-                f"this model was built {where}, not under the job's {kind}, so fit() would train it on one "
+                f"this model was built {where}, not under the job's {kind}, so {call} would train it on one "
                 "replica only; build the model in the cell's main thread and do not enter another strategy "
                 "scope (the runner makes the job's strategy the default)."
             )
+
+    def before_fit(self, model, arguments: dict) -> None:
+        self.check_model_strategy(model, "fit()")
         fit_index = self.fit_count
         self.fit_count += 1
         keras = self.keras_modules()

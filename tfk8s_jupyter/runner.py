@@ -442,6 +442,7 @@ def start_cell_metrics(tf, renv: ReplicaEnv, runtime, reporter: Reporter):
     patch_summary_scalar(tf, metrics, runtime.in_fit, runtime.artifacts)
     if metrics is not None:
         cell_report._sink = metrics.add
+        runtime.cell_metrics = metrics
     return metrics
 
 
