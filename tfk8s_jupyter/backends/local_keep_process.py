@@ -175,12 +175,23 @@ def _announce(cfg: dict, serving: bool, code: int = 0) -> None:
             "start_ticks": _start_ticks(os.getpid()),
             "key": import_key(os.environ, sys.executable),
             "serving": serving,
+            "keras": _keras_flavour(),
             "code": code,
             "job": os.environ.get("TFK8S_JOB"),
             "replica": f"{os.environ.get('TFK8S_ROLE')}-{os.environ.get('TFK8S_INDEX')}",
             "at": time.time(),
         },
     )
+
+
+def _keras_flavour() -> str | None:
+    """The Keras this replica's runs use, as ``%tfk8s_pool`` lists it (None when its contract is unreadable)."""
+    from tfk8s_jupyter.replica_env import SetupError, read_env
+
+    try:
+        return "tf_keras" if read_env().uses_tf_keras else "keras3"
+    except SetupError:
+        return None
 
 
 def wait_for_assignment(cfg: dict, fifo_fd: int) -> dict | None:
@@ -489,7 +500,7 @@ def _undo_patches() -> None:
         mod = sys.modules.get(mod_name)
         model = getattr(mod, "Model", None) if mod is not None else None
         if isinstance(model, type):
-            for name in ("fit", "evaluate"):
+            for name in ("fit", "evaluate", "train_on_batch", "test_on_batch", "predict_on_batch"):
                 _unwrap(model, name)
     # clear_session, tf.summary.scalar / create_file_writer in every public alias
     for name, mod in list(sys.modules.items()):
