@@ -108,7 +108,7 @@ def test_the_next_job_of_the_shape_runs_in_the_kept_processes_and_finds_nothing_
     table = pool_table(tfk8s_home)  # what %tfk8s_pool prints
     for pid in pids:
         row = next(ln for ln in table.splitlines() if ln.split()[0] == str(pid))
-        assert " kept " in row and "kept-first worker-" in row
+        assert " kept " in row and " keras3 " in row and "kept-first worker-" in row
     second = run("kept-second", "2")
     got = launches(second)
     assert {launch for launch, _ in got.values()} == {"kept"}

@@ -223,7 +223,7 @@ class KeepPlan:
             info = json.loads((self.set_dir / name / "ready.json").read_text())
             (self.set_dir / name / "kept").touch()
             members[name] = {
-                k: info.get(k) for k in ("pid", "start_ticks", "key", "serving", "job", "replica")
+                k: info.get(k) for k in ("pid", "start_ticks", "key", "serving", "keras", "job", "replica")
             }
         write_json_atomic(
             self.set_dir / "set.json",
@@ -543,7 +543,7 @@ def list_kept(root: str | os.PathLike) -> list[dict]:
                     "pid": pid,
                     "state": "kept" if alive else "gone",
                     "key": info.get("shape"),
-                    "keras": None,
+                    "keras": m.get("keras"),
                     "owner": (info.get("owner") or [None])[0],
                     "age": round(time.time() - float(info.get("kept_at") or time.time()), 1),
                     "idle_timeout": info.get("seconds"),
