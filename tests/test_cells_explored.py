@@ -291,3 +291,43 @@ def test_a_train_on_batch_loop_on_kept_replicas_reports_to_its_own_job(tfk8s_hom
         assert [p["step"] for p in job.metrics() if p["kind"] == "step"] == list(range(1, 26))
     assert "predict_on_batch (3, 1)" in second.logs("worker-1")
     assert stop_kept(tfk8s_home) == 2
+
+
+# Keras's ModelCheckpoint as most notebooks write it: weights only, to a relative folder.
+PS_CHECKPOINT = """\
+import os
+import numpy as np
+import tensorflow as tf
+
+x = np.random.rand(256, 4).astype("float32")
+y = x.sum(axis=1, keepdims=True)
+model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(1)])
+model.compile("adam", "mse")
+path = PATH
+model.fit(x, y, epochs=2, batch_size=32, callbacks=[tf.keras.callbacks.ModelCheckpoint(path, save_weights_only=True)])
+model.load_weights(path)
+print("reloaded", path)
+"""
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(600)
+def test_a_relative_checkpoint_path_with_parameter_servers_is_one_sentence_and_its_fix_works():
+    job = tk.submit(
+        PS_CHECKPOINT.replace("PATH", "'ckpt/weights'"), ps=1, workers=1, name="ps-ckpt", setup_timeout=180
+    )
+    assert job.wait(timeout=300) == "failed"
+    error = next(e for e in job.events() if e["type"] == "error")
+    sentence = error["message"].split(" (cell line")[0]
+    assert sentence.startswith("NotFoundError: with parameter servers each ps saves and restores its own")
+    assert "'ckpt/weights_temp' is relative" in sentence
+    assert "os.path.join(os.environ['TFK8S_CHECKPOINT_DIR'], 'weights')" in sentence
+    assert sentence.count(". ") == 0 and sentence.endswith("."), sentence
+    assert "notebook's folder" not in sentence and "Graph execution error" not in sentence
+    assert error["line"] == 10 and all(r.restarts == 0 for r in job.status.replicas)
+
+    fixed = PS_CHECKPOINT.replace("PATH", "os.path.join(os.environ['TFK8S_CHECKPOINT_DIR'], 'weights')")
+    job = tk.submit(fixed, ps=1, workers=1, name="ps-ckpt-fixed", setup_timeout=180)
+    assert job.wait(timeout=300) == "succeeded", job.status.message
+    assert "reloaded " in job.logs("chief-0")
+    assert [p["step"] for p in job.metrics() if p["kind"] == "epoch"] == [8, 16]

@@ -488,6 +488,36 @@ def shipped_inputs(environ) -> dict[str, bytes]:
     return out
 
 
+_PS_CHECKPOINT_OPS = ("SaveV2", "RestoreV2", "MergeV2Checkpoints")
+_NOT_FOUND_PATH = re.compile(r"([^\s\"]+); No such file")
+
+
+def explain_ps_checkpoint(exc: BaseException) -> str | None:
+    """A checkpoint a parameter server could not write or read, in one sentence: with parameter servers each
+    ps saves and restores its own variables, so the checkpoint's path must reach the ps, not only the chief
+    (a relative path is each replica's own work dir). ``None`` for any other error."""
+    text = str(exc)
+    if (
+        type(exc).__name__ != "NotFoundError"
+        or "/job:ps" not in text
+        or not any(op in text for op in _PS_CHECKPOINT_OPS)
+    ):
+        return None
+    found = _NOT_FOUND_PATH.search(text)
+    path = found.group(1) if found else None
+    named = f"the checkpoint path {path!r}" if path else "the checkpoint's path"
+    where = (
+        "is relative, that is inside each replica's own work dir, where the ps has no such folder"
+        if path and not os.path.isabs(path)
+        else "does not exist where the parameter servers run"
+    )
+    return (
+        f"NotFoundError: with parameter servers each ps saves and restores its own variables, but {named} "
+        f"{where}; give ModelCheckpoint, save_weights or tf.train.Checkpoint an absolute path every replica "
+        "reaches, such as os.path.join(os.environ['TFK8S_CHECKPOINT_DIR'], 'weights')."
+    )
+
+
 def explain_missing_file(exc: BaseException) -> str | None:
     """A missing file, told in one sentence: where this replica runs, what it was given, and the fix."""
     text = str(exc)
