@@ -18,10 +18,11 @@ from pathlib import Path
 from local_helpers import wait_for
 
 import tfk8s_jupyter as tk
-from tfk8s_jupyter.backends.local import process_alive
-from tfk8s_jupyter.backends.local_keep import list_kept, stop_kept
+from tfk8s_jupyter.backends.local import LocalBackend, process_alive
+from tfk8s_jupyter.backends.local_keep import PENDING_KEEP, list_kept, stop_kept
 from tfk8s_jupyter.backends.local_processes import process_state
 from tfk8s_jupyter.config import TFK8s, set_current_config
+from tfk8s_jupyter.monitor import JobState, Monitor
 from tfk8s_jupyter.pool_magics import pool_table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,6 +96,23 @@ def kept_pids(home) -> set[int]:
 
 def line(text: str, prefix: str) -> str:
     return next(ln for ln in text.splitlines() if ln.startswith(prefix))
+
+
+def test_a_panel_following_a_kept_job_ends_on_each_replicas_last_word(tfk8s_home):
+    """A job that keeps its replicas ends a moment before each replica's reset says whether it is kept; a
+    follower (the monitor behind a cell's panel) looks again until that word is in, so the panel's final
+    table says "kept for the next run" rather than what it was while the reset ran."""
+    keep()
+    job = tk.submit("RUN = '1'\n" + CELL, workers=2, name="kept-followed")
+    state = JobState(job.name)
+    monitor = Monitor(LocalBackend(), job.name, state).start()
+    assert monitor.done.wait(300)
+    assert state.status.phase == "succeeded" and not state.status.settling
+    words = [r.message for r in state.status.replicas]
+    assert all(w.startswith("kept for the next run of the same shape (keep_warm=600 s)") for w in words), (
+        words
+    )
+    assert not any(w.endswith(PENDING_KEEP) for w in words), words
 
 
 def test_the_next_job_of_the_shape_runs_in_the_kept_processes_and_finds_nothing_of_the_first(tfk8s_home):

@@ -327,7 +327,7 @@ class JobPanel(W.VBox):
         mon = getattr(self.job, "_monitor", None) if self.job is not None else None
         done = getattr(mon, "done", None)
         if done is not None:
-            done.wait(timeout=5.0)
+            done.wait(timeout=12.0)  # its last look at an ended job settling takes up to SETTLE_SECONDS
         return True
 
     def flush(self) -> None:

@@ -32,6 +32,7 @@ from .records import record_of
 LOG_REFRESH_SECONDS = 2.0  # how often a followed replica's log is fetched again while the job runs
 LOG_FETCH_LINES = 200  # lines of a replica's log fetched per refresh
 RETRY_FIRST, RETRY_MAX = 0.5, 30.0  # seconds before following again after an error, doubling up to the max
+SETTLE_SECONDS, SETTLE_POLL = 10.0, 0.1  # an ended job still settling: looked at every 0.1 s, 10 s at most
 HISTORY_BATCH_BYTES = 1 << 20  # events.jsonl bytes folded at a time when catching up
 
 
@@ -344,6 +345,7 @@ class Monitor:
                     self.backend.watch(self.name, self.state.set_status, self.state.add_events, self._stop)
                     status = self.state.status
                     if status is not None and status.done:
+                        self._settle(status)
                         break  # watch delivered the last events before it returned
                     backoff = RETRY_FIRST
                     self._stop.wait(1.0)  # the stream ended early: follow again
@@ -359,6 +361,17 @@ class Monitor:
                     backoff = min(backoff * 2, RETRY_MAX)
         finally:
             self.done.set()
+
+    def _settle(self, status) -> None:
+        """An ended job whose record its backend still completes (``status.settling``): look again until
+        it is complete (at most :data:`SETTLE_SECONDS`), so a panel's last look has the replicas' last word."""
+        deadline = time.monotonic() + SETTLE_SECONDS
+        while status.settling and time.monotonic() < deadline and not self._stop.wait(SETTLE_POLL):
+            try:
+                status = self.backend.get(self.name)
+            except Exception:  # the job ended: its last word is a nicety, never a reason to retry
+                return
+            self.state.set_status(status)
 
     # log tails --------------------------------------------------------------
     def _wake_log_thread(self) -> None:

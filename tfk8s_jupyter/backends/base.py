@@ -81,6 +81,9 @@ class JobStatus:
     notes: list[str] = field(default_factory=list)
     # Each resize of the job: {"time", "from", "to", "how" ("live" or "restart"), "removed" / "added": [names]}.
     history: list[dict] = field(default_factory=list)
+    # An ended job whose record the backend still completes (local kept replicas: each replica's word
+    # after its reset, a second or so after the end); a follower looks again until it is False.
+    settling: bool = False
 
     @property
     def done(self) -> bool:

@@ -396,8 +396,10 @@ def keep_at_end(sup, now: float) -> str | None:
         r.status.state = R_SUCCEEDED
         r.status.message = f"finished; {PENDING_KEEP}"
     sup.status.end(SUCCEEDED, None)
+    sup.status.settling = True
     sup.save()
     _settle(sup, members)
+    sup.status.settling = False
     sup.save()
     return "kept"
 
@@ -427,8 +429,10 @@ def keep_after_error(sup, message: str | None) -> bool:
             r.status.state = R_STOPPED if members[r.name].get("serving") else R_SUCCEEDED
         r.status.message = PENDING_KEEP
     sup.status.end(FAILED, message)
+    sup.status.settling = True
     sup.save()
     _settle(sup, members, FAILED)
+    sup.status.settling = False
     sup.save()
     return True
 
