@@ -295,6 +295,35 @@ def test_a_pool_over_the_memory_budget_starts_what_fits_and_says_so_in_one_sente
     assert "set c.TFK8s.warm_pool lower" in pool.note and pool.note.count(";") == 1
 
 
+def test_a_warm_pool_larger_than_the_machine_can_hold_is_refused_in_one_sentence():
+    """``c.TFK8s.warm_pool`` beyond what the machine's whole memory could hold is refused when it is set,
+    naming the size that fits; the previous value stays. (What is available at a refill: the test above.)"""
+    from traitlets.config import Config
+
+    from tfk8s_jupyter.backends.local_capacity import total_memory
+    from tfk8s_jupyter.backends.local_pool import MEMORY_RESERVE, PROCESS_RSS, pool_size_problem
+
+    most = (total_memory() - MEMORY_RESERVE) // PROCESS_RSS
+    assert pool_size_problem(most) is None and pool_size_problem(0) is None
+    config = Config()
+    config.TFK8s.warm_pool = most + 1
+    defaults, problems = TFK8s.from_config(config=config, where="ipython_config.py")
+    assert problems == [
+        f"c.TFK8s.warm_pool in ipython_config.py: warm_pool {most + 1} is more than this machine can hold: each "
+        f"warm process takes about {PROCESS_RSS >> 20} MB and it has {total_memory() >> 20} MB of memory in all; "
+        f"use at most {most}, or 0 to turn the pool off."
+    ]
+    assert defaults.warm_pool == TFK8s().warm_pool
+    assert pool_size_problem(3, total=MEMORY_RESERVE + 2 * PROCESS_RSS).endswith(
+        "use at most 2, or 0 to turn the pool off."
+    )
+    config.TFK8s.warm_pool = -1
+    _, problems = TFK8s.from_config(config=config, where="ipython_config.py")
+    assert problems == [
+        "c.TFK8s.warm_pool in ipython_config.py: warm_pool is -1; use 0 (off) or a number of processes, e.g. 4."
+    ]
+
+
 def test_the_pool_directory_deleted_under_the_pool_means_cold_starts_and_a_fresh_pool(tfk8s_home):
     import shutil
 

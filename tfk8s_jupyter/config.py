@@ -73,6 +73,16 @@ def _count(what: str, minimum: int, fix: str) -> Callable[[Any], int]:
     return lambda v: _check_count(v, what, minimum, fix)
 
 
+def _pool_size(n: int) -> int:
+    """A warm pool that could never fit in this machine's memory is refused in one sentence."""
+    from .backends.local_pool import pool_size_problem
+
+    problem = pool_size_problem(n)
+    if problem:
+        raise SpecError(problem)
+    return n
+
+
 def _seconds(what: str, strict: bool, example: str) -> Callable[[Any], float]:
     bound = "a positive number of" if strict else "0 or more"
 
@@ -408,7 +418,9 @@ class TFK8s(Configurable):
     warm_pool = CheckedInt(
         None,
         allow_none=True,
-        check=_count("warm_pool", 0, "use 0 (off) or a number of processes, e.g. 4"),
+        check=lambda v: _pool_size(
+            _check_count(v, "warm_pool", 0, "use 0 (off) or a number of processes, e.g. 4")
+        ),
         help="Local backend: processes kept with TensorFlow imported, waiting to become the replicas of a "
         "new job; default (None): as many as the last job had; 0 turns the pool off.",
     ).tag(config=True)

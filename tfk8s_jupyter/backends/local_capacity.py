@@ -29,9 +29,18 @@ MEMINFO = Path("/proc/meminfo")
 
 def available_memory(meminfo: Path = MEMINFO) -> int | None:
     """Bytes of memory available for new processes (``MemAvailable``), or ``None`` when unknown."""
+    return _meminfo("MemAvailable", meminfo)
+
+
+def total_memory(meminfo: Path = MEMINFO) -> int | None:
+    """Bytes of memory this machine has in all (``MemTotal``), or ``None`` when unknown."""
+    return _meminfo("MemTotal", meminfo)
+
+
+def _meminfo(field: str, meminfo: Path) -> int | None:
     try:
         for line in meminfo.read_text().splitlines():
-            if line.startswith("MemAvailable:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         return None

@@ -58,7 +58,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ..records import write_json_atomic
-from .local_capacity import available_memory, usable_cores
+from .local_capacity import available_memory, total_memory, usable_cores
 from .local_processes import proc_start_ticks, process_alive
 
 POOL_DIR = ".warm-pool"
@@ -362,6 +362,23 @@ def _phase(status_path: Path) -> str | None:
         return json.loads(status_path.read_text()).get("phase")
     except (OSError, ValueError):
         return None
+
+
+def pool_size_problem(n: int, total: int | None = None) -> str | None:
+    """One sentence when ``n`` warm processes could never fit in this machine's memory (``total`` bytes,
+    default its ``MemTotal``, less the reserve the pool leaves to everything else); None when they could.
+    What is available at a refill is checked then (:attr:`WarmPool.note`)."""
+    total = total_memory() if total is None else total
+    if total is None:
+        return None
+    most = max(0, (total - MEMORY_RESERVE) // PROCESS_RSS)
+    if n <= most:
+        return None
+    return (
+        f"warm_pool {n} is more than this machine can hold: each warm process takes about "
+        f"{PROCESS_RSS >> 20} MB and it has {total >> 20} MB of memory in all; use at most {most}, or 0 to "
+        "turn the pool off."
+    )
 
 
 _mem_available = available_memory  # the one reader of MemAvailable; this name is what the budget calls
