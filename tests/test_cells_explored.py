@@ -331,3 +331,50 @@ def test_a_relative_checkpoint_path_with_parameter_servers_is_one_sentence_and_i
     assert job.wait(timeout=300) == "succeeded", job.status.message
     assert "reloaded " in job.logs("chief-0")
     assert [p["step"] for p in job.metrics() if p["kind"] == "epoch"] == [8, 16]
+
+
+# A keras.utils.Sequence, as notebooks that read batches from disk write it.
+SEQUENCE_FIT = """\
+import math
+import numpy as np
+import tensorflow as tf
+
+
+class Batches(tf.keras.utils.Sequence):
+    def __init__(self, x, y, batch_size, **kwargs):
+        super().__init__(**kwargs)
+        self.x, self.y, self.batch_size = x, y, batch_size
+
+    def __len__(self):
+        return math.ceil(len(self.x) / self.batch_size)
+
+    def __getitem__(self, i):
+        part = slice(i * self.batch_size, (i + 1) * self.batch_size)
+        return self.x[part], self.y[part]
+
+
+x = np.random.default_rng(0).random((320, 4)).astype("float32")
+y = x.sum(axis=1, keepdims=True)
+model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(1)])
+model.compile("adam", "mse")
+model.fit(x, y, epochs=1, batch_size=32, verbose=0)
+print("predict", model.predict(Batches(x[:40], y[:40], 16), verbose=0).shape)
+model.fit(Batches(x, y, 32), epochs=2, verbose=2)
+"""
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(600)
+def test_a_keras_sequence_with_parameter_servers_is_refused_in_one_sentence():
+    job = tk.submit(SEQUENCE_FIT, ps=1, workers=1, name="sequence-ps", setup_timeout=180)
+    assert job.wait(timeout=300) == "failed"
+    error = next(e for e in job.events() if e["type"] == "error")
+    sentence = error["message"].split(" (cell line")[0]
+    assert sentence.startswith(
+        "InputNotReadable: fit() got a keras.utils.Sequence (Batches), which parameter"
+    )
+    assert "pass numpy arrays or a tf.data dataset" in sentence and "ps=0" in sentence
+    assert sentence.count(". ") == 0 and sentence.endswith("."), sentence
+    assert "DatasetCreator" not in error["message"] and error["line"] == 25
+    assert "predict (40, 1)" in job.logs("chief-0")  # predict reads a Sequence on the chief itself
+    assert all(r.restarts == 0 for r in job.status.replicas)

@@ -13,7 +13,9 @@ machine would read them:
 * ``validation_data`` (arrays or a finite dataset) alike, with ``validation_steps``.
 
 Where the size cannot be known (an infinite or unknown-cardinality dataset without ``steps_per_epoch``),
-:class:`InputSizeUnknown` asks for it in one sentence. All-reduce jobs never come here.
+:class:`InputSizeUnknown` asks for it in one sentence. Inputs that are Python objects of the chief's process
+(a ``keras.utils.Sequence``, a generator), which the workers cannot read, are refused in one sentence
+(:class:`InputNotReadable`) instead of tf_keras's list of supported types. All-reduce jobs never come here.
 
 Part of the runner (see ``runner.py``): ``tf`` is passed in. It travels with the runner in the job's
 ConfigMap.
@@ -29,6 +31,36 @@ SHUFFLE_BUFFER = 100_000
 
 class InputSizeUnknown(ValueError):
     """A dataset of unknown size without the steps that parameter-server training needs."""
+
+
+class InputNotReadable(TypeError):
+    """An input the parameter-server workers cannot read: a Python object of the chief's process."""
+
+
+def _python_batches(value) -> str | None:
+    """What ``value`` is when it yields batches from Python code (a Keras ``Sequence``/``PyDataset``, a
+    generator or iterator), else None."""
+    import types
+
+    if isinstance(value, types.GeneratorType):
+        return "a Python generator"
+    for cls in type(value).__mro__:
+        if cls.__name__ in ("Sequence", "PyDataset") and "keras" in cls.__module__:
+            return f"a keras.utils.{cls.__name__} ({type(value).__name__})"
+    return None
+
+
+def refuse_python_batches(value, what: str) -> None:
+    """Raise :class:`InputNotReadable` when ``value`` yields its batches from Python code."""
+    kind = _python_batches(value)
+    if kind is None:
+        return
+    raise InputNotReadable(
+        f"{what} got {kind}, which parameter-server workers cannot read (they run the input pipeline "
+        "as a tf.data graph, without the notebook's Python objects); pass numpy arrays or a tf.data "
+        "dataset (tf.data.Dataset.from_tensor_slices(...)), or train with all-reduce (workers only: ps=0, "
+        "strategy='multi_worker_mirrored'), which reads it."
+    )
 
 
 def _is_arrays(tf, value) -> bool:
@@ -112,6 +144,8 @@ def adapt_validation(tf, arguments: dict, validation_data) -> None:
 def adapt_fit_arguments(tf, arguments: dict) -> None:
     """Rewrite one ``fit`` call's bound ``arguments`` for parameter-server training (see the module doc)."""
     x = arguments.get("x")
+    refuse_python_batches(x, "fit()")
+    refuse_python_batches(arguments.get("validation_data"), "fit(validation_data=...)")
     if _is_dataset(tf, x):
         if arguments.get("steps_per_epoch") is None:
             arguments["steps_per_epoch"] = _steps_of(
@@ -151,6 +185,7 @@ def adapt_fit_arguments(tf, arguments: dict) -> None:
 def adapt_evaluate_arguments(tf, arguments: dict) -> None:
     """Rewrite one ``evaluate`` call's bound ``arguments`` for parameter-server training."""
     x = arguments.get("x")
+    refuse_python_batches(x, "evaluate()")
     if _is_dataset(tf, x):
         if arguments.get("steps") is None:
             arguments["steps"] = _steps_of(tf, x, "evaluate()", "steps", "evaluate(ds, steps=50)")
@@ -173,12 +208,17 @@ def predict_on_coordinator(tf, model, arguments: dict):
     pass this dataset to ClusterCoordinator.create_per_worker_dataset``); the chief reads the variables from
     the ps and computes the outputs eagerly, the way one machine would.
     """
+    import itertools
+
     import numpy as np
 
     x = arguments.get("x")
     steps = arguments.get("steps")
     if _is_dataset(tf, x):
         batches = x if steps is None else x.take(int(steps))
+    elif _python_batches(x):  # the chief reads a Sequence or generator itself
+        every = x if hasattr(x, "__next__") else (x[i] for i in range(len(x)))
+        batches = every if steps is None else itertools.islice(every, int(steps))
     else:
         batch = int(arguments.get("batch_size") or DEFAULT_BATCH_SIZE)
         batches = tf.data.Dataset.from_tensor_slices(x).batch(batch)
