@@ -41,7 +41,7 @@ from .display_text import (
     replica_table_html,
     snapshot_bundle,
 )
-from .monitor import JobState
+from .monitor import SETTLE_SECONDS, JobState
 from .panel_workers import WorkerControls
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
@@ -327,7 +327,7 @@ class JobPanel(W.VBox):
         mon = getattr(self.job, "_monitor", None) if self.job is not None else None
         done = getattr(mon, "done", None)
         if done is not None:
-            done.wait(timeout=12.0)  # its last look at an ended job settling takes up to SETTLE_SECONDS
+            done.wait(timeout=SETTLE_SECONDS + 2.0)  # its last looks at an ended job that is settling
         return True
 
     def flush(self) -> None:

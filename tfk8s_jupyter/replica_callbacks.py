@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING
 
 try:
     from tfk8s_jupyter.replica_artifacts import explain_restore_failure
-    from tfk8s_jupyter.replica_metrics import DENSE_STEPS
+    from tfk8s_jupyter.replica_metrics import DENSE_STEPS, point_due
     from tfk8s_jupyter.replica_output import log
 except ImportError:  # standalone: the shipped modules sit beside this file
     from replica_artifacts import explain_restore_failure  # type: ignore[no-redef]
-    from replica_metrics import DENSE_STEPS  # type: ignore[no-redef]
+    from replica_metrics import DENSE_STEPS, point_due  # type: ignore[no-redef]
     from replica_output import log  # type: ignore[no-redef]
 
 if TYPE_CHECKING:
@@ -116,10 +116,7 @@ def metrics_callback(keras, runtime: Runtime):
             return self.step + 1
 
         def _due(self, now: float) -> bool:
-            if self.batches <= DENSE_STEPS:
-                return True
-            interval = min(self.interval, (now - (self.fit_start or now)) / DENSE_STEPS)
-            return now - self.last_point >= interval
+            return point_due(now, self.last_point, self.fit_start, self.batches <= DENSE_STEPS, self.interval)
 
         def on_train_batch_end(self, batch, logs=None):
             # Keras 3 may call this from its callback thread pool (async_safe): one batch at a time here,

@@ -46,6 +46,16 @@ FLUSH_DELAY = 0.5  # seconds a step's values may wait for more values of the sam
 DENSE_STEPS = 50
 
 
+def point_due(now: float, last: float | None, first: float | None, dense: bool, interval: float) -> bool:
+    """fit's and a cell's reporting rule: every point while ``dense`` (a fit's first :data:`DENSE_STEPS`
+    steps, a cell's first points) or before the first; then points at least ``min(interval, time since the
+    first / DENSE_STEPS)`` apart, so the curve so far keeps about DENSE_STEPS points until ``interval``
+    (``metric_interval``) takes over."""
+    if dense or last is None:
+        return True
+    return now - last >= min(interval, (now - (first or now)) / DENSE_STEPS)
+
+
 class CellMetrics:
     """The reporting replica's points from ``tf.summary.scalar`` and ``report()`` (see the module doc)."""
 
@@ -103,12 +113,9 @@ class CellMetrics:
         self.flush()
 
     def _due(self, now: float) -> bool:
-        if self.last_emit is None or self.points < self.dense:
-            return True
-        interval = self.interval
-        if self.dense:  # the interval grows with the time reported, up to metric_interval
-            interval = min(interval, (now - (self.first_emit or now)) / DENSE_STEPS)
-        return now - self.last_emit >= interval
+        if not self.dense:  # a flat throttle: at most one point every metric_interval
+            return self.last_emit is None or now - self.last_emit >= self.interval
+        return point_due(now, self.last_emit, self.first_emit, self.points < self.dense, self.interval)
 
     def _emit_locked(self, now: float) -> None:
         values, self.values = self.values, {}

@@ -90,6 +90,15 @@ def variable_device(model) -> str:
     return ""
 
 
+def _patched(wrapper, original):
+    """``wrapper`` marked as the runner's patch of ``original``: ``__wrapped__`` is what a kept replica's
+    reset puts back (``backends/local_keep_process.py``)."""
+    wrapper._tfk8s = True
+    wrapper.__wrapped__ = original
+    wrapper.__doc__ = original.__doc__
+    return wrapper
+
+
 class Runtime:
     """Everything the runner patches in for one replica: strategy, keras flavor, fit/clear_session hooks."""
 
@@ -158,10 +167,7 @@ class Runtime:
             runtime.after_fit(model)
             return keep_fit_history(runtime.tf, runtime.renv, runtime.fit_count - 1, history)
 
-        fit._tfk8s = True
-        fit.__wrapped__ = original
-        fit.__doc__ = original.__doc__
-        model_cls.fit = fit
+        model_cls.fit = _patched(fit, original)
         if self.renv.strategy == "parameter_server":
             self._patch_evaluate(model_cls)
             self._refuse_batch_training(model_cls)
@@ -199,10 +205,7 @@ class Runtime:
                 return model._flatten_metrics_in_order(logs)
             return flatten_module.flatten_metrics_in_order(logs, model.metrics_names)  # tf_keras
 
-        train_on_batch._tfk8s = True
-        train_on_batch.__wrapped__ = original
-        train_on_batch.__doc__ = original.__doc__
-        model_cls.train_on_batch = train_on_batch
+        model_cls.train_on_batch = _patched(train_on_batch, original)
 
     def _refuse_batch_training(self, model_cls) -> None:
         """With parameter servers tf_keras runs steps only through ``fit``/``evaluate`` (or a coordinator
@@ -223,10 +226,7 @@ class Runtime:
                     f"{name}() works."
                 )
 
-            refuse._tfk8s = True
-            refuse.__wrapped__ = original
-            refuse.__doc__ = original.__doc__
-            return refuse
+            return _patched(refuse, original)
 
         model_cls.train_on_batch = refusal("train_on_batch", "model.fit(x, y, batch_size=..., epochs=...)")
         model_cls.test_on_batch = refusal("test_on_batch", "model.evaluate(x, y)")
@@ -246,10 +246,7 @@ class Runtime:
 
             return tf.nest.map_structure(lambda t: np.asarray(t), model(x, training=False))
 
-        predict_on_batch._tfk8s = True
-        predict_on_batch.__wrapped__ = original
-        predict_on_batch.__doc__ = original.__doc__
-        model_cls.predict_on_batch = predict_on_batch
+        model_cls.predict_on_batch = _patched(predict_on_batch, original)
 
     def _patch_evaluate(self, model_cls) -> None:
         original = model_cls.evaluate
@@ -265,10 +262,7 @@ class Runtime:
             adapt_evaluate_arguments(tf, bound.arguments)
             return original(*bound.args, **bound.kwargs)
 
-        evaluate._tfk8s = True
-        evaluate.__wrapped__ = original
-        evaluate.__doc__ = original.__doc__
-        model_cls.evaluate = evaluate
+        model_cls.evaluate = _patched(evaluate, original)
 
         predict_signature = inspect.signature(model_cls.predict)
 

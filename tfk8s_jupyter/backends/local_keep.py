@@ -396,10 +396,7 @@ def keep_at_end(sup, now: float) -> str | None:
         r.status.state = R_SUCCEEDED
         r.status.message = f"finished; {PENDING_KEEP}"
     sup.status.end(SUCCEEDED, None)
-    sup.status.settling = True
-    sup.save()
     _settle(sup, members)
-    sup.status.settling = False
     sup.save()
     return "kept"
 
@@ -429,15 +426,23 @@ def keep_after_error(sup, message: str | None) -> bool:
             r.status.state = R_STOPPED if members[r.name].get("serving") else R_SUCCEEDED
         r.status.message = PENDING_KEEP
     sup.status.end(FAILED, message)
-    sup.status.settling = True
-    sup.save()
     _settle(sup, members, FAILED)
-    sup.status.settling = False
     sup.save()
     return True
 
 
 def _settle(sup, members: dict[str, dict], phase: str = SUCCEEDED) -> None:
+    """:func:`_hear_members`, with the ended job's status ``settling`` (saved) meanwhile: its followers look
+    again until the replicas' last word is in (``monitor.Monitor``). The caller saves the status after."""
+    sup.status.settling = True
+    sup.save()
+    try:
+        _hear_members(sup, members, phase)
+    finally:
+        sup.status.settling = False
+
+
+def _hear_members(sup, members: dict[str, dict], phase: str) -> None:
     """Once the set is published (the job has ended): wait for every training member's word after its
     reset (:func:`unkept_reason`) and say in the replica table what happened — kept, or, when one member is
     not (a file its cell left open, it died, its reset took over :data:`RESET_WAIT` seconds), not kept for

@@ -364,6 +364,11 @@ def _phase(status_path: Path) -> str | None:
         return None
 
 
+def processes_fitting(memory: int) -> int:
+    """How many pool processes ``memory`` bytes hold, after the reserve left to everything else."""
+    return max(0, (memory - MEMORY_RESERVE) // PROCESS_RSS)
+
+
 def pool_size_problem(n: int, total: int | None = None) -> str | None:
     """One sentence when ``n`` warm processes could never fit in this machine's memory (``total`` bytes,
     default its ``MemTotal``, less the reserve the pool leaves to everything else); None when they could.
@@ -371,7 +376,7 @@ def pool_size_problem(n: int, total: int | None = None) -> str | None:
     total = total_memory() if total is None else total
     if total is None:
         return None
-    most = max(0, (total - MEMORY_RESERVE) // PROCESS_RSS)
+    most = processes_fitting(total)
     if n <= most:
         return None
     return (
@@ -480,7 +485,7 @@ class WarmPool:
         available = _mem_available()
         self.note = None
         if available is not None:
-            budget = max(0, (available - MEMORY_RESERVE) // PROCESS_RSS)
+            budget = processes_fitting(available)
             if budget < len(missing):
                 self.note = (
                     f"the warm pool started {budget} of {len(missing)} process(es): each takes about "
