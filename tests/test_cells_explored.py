@@ -78,6 +78,15 @@ def _write_csv(folder: Path, rows: int = 640) -> None:
     (folder / "data" / "train.csv").write_text("\n".join(lines) + "\n")
 
 
+def failure_sentence(job) -> tuple[str, dict]:
+    """A failed job's error event and the one sentence of its message (checked to be one sentence)."""
+    assert job.wait(timeout=300) == "failed", job.status.message
+    error = next(e for e in job.events() if e["type"] == "error")
+    sentence = error["message"].split(" (cell line")[0]
+    assert sentence.count(". ") == 0 and sentence.endswith("."), sentence
+    return sentence, error
+
+
 @pytest.mark.tf
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("strategy", list(SHAPES))
@@ -261,13 +270,10 @@ def test_train_on_batch_with_parameter_servers_is_refused_in_one_sentence():
         "for epoch in range(3):",
     )
     job = tk.submit(cell, ps=1, workers=1, name="batch-ps", setup_timeout=180)
-    assert job.wait(timeout=300) == "failed"
-    error = next(e for e in job.events() if e["type"] == "error")
-    sentence = error["message"].split(" (cell line")[0]
+    sentence, error = failure_sentence(job)
     assert sentence.startswith("DistributionError: train_on_batch() cannot run with parameter servers")
     assert "call model.fit(x, y, batch_size=..., epochs=...) instead" in sentence
     assert "ps=0, strategy='multi_worker_mirrored'" in sentence
-    assert sentence.count(". ") == 0 and sentence.endswith("."), sentence
     assert "create_per_worker_dataset" not in error["message"]
     assert error["line"] == 15  # the train_on_batch call
     assert all(r.restarts == 0 for r in job.status.replicas)
@@ -316,13 +322,10 @@ def test_a_relative_checkpoint_path_with_parameter_servers_is_one_sentence_and_i
     job = tk.submit(
         PS_CHECKPOINT.replace("PATH", "'ckpt/weights'"), ps=1, workers=1, name="ps-ckpt", setup_timeout=180
     )
-    assert job.wait(timeout=300) == "failed"
-    error = next(e for e in job.events() if e["type"] == "error")
-    sentence = error["message"].split(" (cell line")[0]
+    sentence, error = failure_sentence(job)
     assert sentence.startswith("NotFoundError: with parameter servers each ps saves and restores its own")
     assert "'ckpt/weights_temp' is relative" in sentence
     assert "os.path.join(os.environ['TFK8S_CHECKPOINT_DIR'], 'weights')" in sentence
-    assert sentence.count(". ") == 0 and sentence.endswith("."), sentence
     assert "notebook's folder" not in sentence and "Graph execution error" not in sentence
     assert error["line"] == 10 and all(r.restarts == 0 for r in job.status.replicas)
 
@@ -367,14 +370,11 @@ model.fit(Batches(x, y, 32), epochs=2, verbose=2)
 @pytest.mark.timeout(600)
 def test_a_keras_sequence_with_parameter_servers_is_refused_in_one_sentence():
     job = tk.submit(SEQUENCE_FIT, ps=1, workers=1, name="sequence-ps", setup_timeout=180)
-    assert job.wait(timeout=300) == "failed"
-    error = next(e for e in job.events() if e["type"] == "error")
-    sentence = error["message"].split(" (cell line")[0]
+    sentence, error = failure_sentence(job)
     assert sentence.startswith(
         "InputNotReadable: fit() got a keras.utils.Sequence (Batches), which parameter"
     )
     assert "pass numpy arrays or a tf.data dataset" in sentence and "ps=0" in sentence
-    assert sentence.count(". ") == 0 and sentence.endswith("."), sentence
     assert "DatasetCreator" not in error["message"] and error["line"] == 25
     assert "predict (40, 1)" in job.logs("chief-0")  # predict reads a Sequence on the chief itself
     assert all(r.restarts == 0 for r in job.status.replicas)
