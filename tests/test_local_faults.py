@@ -375,6 +375,15 @@ def test_tf_a_killed_supervisor_takes_every_replica_with_it():
 
 
 # --------------------------------------------------------------------------- hung replicas (stall_timeout)
+def _says_frozen(message: str, replica: str, timeout: int) -> None:
+    """The one sentence of a freeze: the freeze check's, or (under load, when training was seen stalled
+    before the freeze was) the no-progress check's naming the frozen replica; both end the same way."""
+    assert f"{replica} was frozen (stopped) " in message, message
+    assert f"than stall_timeout={timeout} s at step " in message and message.endswith("so it was killed"), (
+        message
+    )
+
+
 def _frozen_then_gone(pid: int) -> None:
     """A replica the supervisor found frozen is killed (SIGKILL reaches a stopped process), never left."""
     wait_for(lambda: not process_alive(pid), 30, f"frozen pid {pid} to be killed")
@@ -399,10 +408,7 @@ def test_a_frozen_ps_worker_is_killed_and_restarted_alone(standin):
     message = wait_for(
         lambda: (m := job.status.message) and "restarting worker-1" in m and m, 20, "the restart of worker-1"
     )
-    assert (
-        "worker-1 was frozen (stopped) longer than stall_timeout=3 s at step " in message
-        and "so it was killed" in message
-    )
+    _says_frozen(message, "worker-1", 3)
     _frozen_then_gone(frozen)
     assert job.wait(timeout=60) == "succeeded", job.status.message
     status = job.status
@@ -424,9 +430,8 @@ def test_a_frozen_all_reduce_worker_0_restarts_every_worker_and_resumes(standin)
         20,
         "the restart",
     )
-    # the freeze is noticed as such, or (under load) as the no-progress it causes, which its check may see first
     assert "because worker-0 was frozen (stopped) " in message, message
-    assert "than stall_timeout=3 s at step " in message and message.endswith("so it was killed"), message
+    _says_frozen(message, "worker-0", 3)
     _frozen_then_gone(frozen)
     assert job.wait(timeout=60) == "succeeded", job.status.message
     assert [r.restarts for r in job.status.replicas] == [1, 1]
@@ -448,9 +453,10 @@ def test_a_frozen_replica_counts_against_max_restarts(standin):
     frozen = job.status.replica("ps-0").pid
     os.kill(frozen, signal.SIGSTOP)
     assert job.wait(timeout=60) == "failed"
-    assert job.status.message.startswith(
-        "ps-0 was frozen (stopped) longer than stall_timeout=2 s at step "
-    ), job.status.message
+    message = job.status.message
+    assert (
+        message.startswith("ps-0 was frozen (stopped) ") and "than stall_timeout=2 s at step " in message
+    ), message
     _no_process_alive(job)
 
 
@@ -586,7 +592,7 @@ def test_tf_a_frozen_ps_worker_is_restarted_within_stall_timeout_and_the_job_suc
     message = wait_for(
         lambda: (m := job.status.message) and "restarting worker-1" in m and m, 25, "the restart of worker-1"
     )
-    assert "worker-1 was frozen (stopped) longer than stall_timeout=15 s at step " in message, message
+    _says_frozen(message, "worker-1", 15)
     _frozen_then_gone(frozen)
     assert job.wait(timeout=300) == "succeeded", job.status.message
     assert job.status.replica("worker-1").restarts == 1

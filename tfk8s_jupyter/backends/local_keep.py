@@ -31,8 +31,8 @@ folders forgotten, and every object of the run collected (see
 :func:`~.local_keep_process.reset_process`). A replica whose cell left a thread running or a file open is
 not kept (:mod:`.local_keep_hygiene`): it says so in its log and exits as a cold replica would.
 
-**Faults.** A member that died, is stopped (SIGSTOP: state ``T``) or does not accept its assignment
-within :data:`CLAIM_ACK` seconds spoils the whole set (an all-reduce group cannot take a new peer): every
+**Faults.** A member that died, is stopped (SIGSTOP: state ``T``) or goes :data:`CLAIM_ACK` seconds without
+running before it accepts its assignment spoils the whole set (an all-reduce group cannot take a new peer): every
 member is killed and the job starts cold with its own ports. Nothing waits on a stale process.
 
 **After a cell error.** The commonest iteration is "the cell raised → fix → run again": a replica whose
@@ -82,12 +82,11 @@ from pathlib import Path
 from ..records import write_json_atomic
 from .base import FAILED, R_STOPPED, R_SUCCEEDED, SUCCEEDED
 from .local_keep_process import KEEP_VAR, write_fifo
-from .local_pool import MEMORY_RESERVE, RUNNER_MODULE, WarmProcess, _mem_available, import_key
-from .local_processes import proc_start_ticks, process_alive, process_state
+from .local_pool import CLAIM_ACK, MEMORY_RESERVE, RUNNER_MODULE, WarmProcess, _mem_available, import_key
+from .local_processes import AnswerWatch, proc_start_ticks, process_alive, process_state
 from .local_stall import say
 
 KEEP_DIR = ".kept"
-CLAIM_ACK = 3.0  # seconds every member has to accept its assignment once it listens
 RESET_WAIT = 30.0  # seconds a member still resetting after its last run (``resetting``) may take
 READY_WAIT = 5.0  # seconds the supervisor waits for every replica to be keepable once training ended
 PARK_WAIT = 2.0  # seconds, once the job failed with a cell error, every replica has to be waiting to be kept
@@ -313,24 +312,26 @@ class KeptSet:
         """Once :meth:`send` gave every member its assignment: ``({replica: handle}, None)`` when all
         accepted, else ``({}, why)`` with the whole set killed. A handle reads its process's exit code from
         ``exit.json`` in the member's directory of the new job (``slots``)."""
-        started = time.monotonic()
-        deadline = started + CLAIM_ACK
+        watches = {name: AnswerWatch(self.members[name]["pid"], CLAIM_ACK, RESET_WAIT) for name in slots}
         waiting = set(slots)
-        while waiting and time.monotonic() < deadline:
-            for name in list(waiting):
+        while waiting:
+            for name in sorted(waiting):
                 m = self.members[name]
                 if (self.dir / name / "accepted").exists():
                     waiting.discard(name)
-                elif (self.dir / name / "resetting").exists() and process_state(m["pid"]) not in ("T", "t"):
-                    deadline = max(deadline, min(started + RESET_WAIT, time.monotonic() + CLAIM_ACK))
-                elif not process_alive(m["pid"], m.get("start_ticks")):
+                    continue
+                if (self.dir / name / "resetting").exists() and process_state(m["pid"]) not in ("T", "t"):
+                    watches[name].moving()  # still cleaning up after its last run
+                if not process_alive(m["pid"], m.get("start_ticks")):
                     self.discard()
                     return {}, f"kept {name} (pid {m['pid']}) died while it was claimed"
+                if watches[name].wedged():
+                    self.discard()
+                    return (
+                        {},
+                        f"kept {name} did not accept its assignment (wedged: {CLAIM_ACK:g} s without running)",
+                    )
             time.sleep(0.002)
-        if waiting:
-            name = sorted(waiting)[0]
-            self.discard()
-            return {}, f"kept {name} did not accept its assignment within {CLAIM_ACK:g} s (wedged)"
         handles = {
             name: WarmProcess(m["pid"], m["start_ticks"], slots[name]) for name, m in self.members.items()
         }

@@ -23,7 +23,8 @@ executable and the replica's environment without what a replica learns per assig
 pool processes start the run while the job's supervisor starts; :func:`claim_replica` for a replica the
 supervisor starts later, e.g. a restart): rename an idle marker of the key, write the assignment
 (environment, working directory, log file, the supervisor's pid), write ``go`` into the FIFO and wait up to
-:data:`CLAIM_ACK` seconds for ``accepted`` (the supervisor waits, :func:`await_pool_process`). A process that died
+:data:`CLAIM_ACK` seconds for ``accepted`` (the supervisor waits, :func:`await_pool_process`), longer while the
+process runs or waits for a core (:class:`~.local_processes.AnswerWatch`). A process that died
 while idle (the FIFO has no reader), refuses (another key) or does not answer (frozen: it is killed) gives
 None, and the supervisor starts a cold process: nothing hangs. The claimed process runs the runner's
 ``main`` exactly as ``python -m tfk8s_jupyter.runner`` does and dies with the supervisor; the supervisor
@@ -59,11 +60,14 @@ from pathlib import Path
 
 from ..records import write_json_atomic
 from .local_capacity import available_memory, total_memory, usable_cores
-from .local_processes import proc_start_ticks, process_alive
+from .local_processes import AnswerWatch, proc_start_ticks, process_alive
 
 POOL_DIR = ".warm-pool"
 RUNNER_MODULE = "tfk8s_jupyter.runner"
-CLAIM_ACK = 3.0  # seconds a claimed process has to accept its assignment before it counts as wedged
+# A claimed process that goes this many seconds without running before it accepts its assignment is wedged
+# (frozen, or stuck); one still running or waiting for a core may take up to CLAIM_LIMIT (a loaded machine).
+CLAIM_ACK = 3.0
+CLAIM_LIMIT = 30.0
 # What a replica learns from its assignment; everything else in its environment is import-time.
 ASSIGNMENT_ONLY = frozenset({"TF_CONFIG", "JOB_COMPLETION_INDEX"})
 IMPORT_TIME_CONTRACT = frozenset({"TFK8S_STRATEGY", "TFK8S_KERAS"})
@@ -226,10 +230,10 @@ def _unsent(slot: Path) -> None:
 
 
 def _await(slot: Path, pid: int, ticks: int) -> WarmProcess | None:
-    """The handle of the pool process once it accepted its assignment; None when it refused, died, or did
-    not accept within ``CLAIM_ACK`` (then it is killed)."""
-    deadline = time.monotonic() + CLAIM_ACK
-    while time.monotonic() < deadline:
+    """The handle of the pool process once it accepted its assignment; None when it refused, died, or went
+    ``CLAIM_ACK`` seconds without running before it accepted (then it is killed)."""
+    watch = AnswerWatch(pid, CLAIM_ACK, CLAIM_LIMIT)
+    while not watch.wedged():
         if (slot / "accepted").exists():
             return WarmProcess(pid, ticks, slot)
         if (slot / "refused").exists() or not process_alive(pid, ticks):

@@ -5,6 +5,7 @@ local backend and its supervisor decide from these."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 
@@ -81,3 +82,35 @@ def process_cpu_seconds(pid: int) -> float | None:
 
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+class AnswerWatch:
+    """Waiting on a process asked to answer (a pool or kept process given its assignment).
+
+    It counts as wedged once it has gone ``quiet`` seconds without running (neither runnable nor in
+    uninterruptible sleep, and no CPU used): a stopped or hung process never answers, while on a loaded
+    machine a healthy one may wait seconds in the run queue before it can. ``limit`` seconds in all end the
+    wait either way."""
+
+    LOOK_EVERY = 0.1
+
+    def __init__(self, pid: int, quiet: float, limit: float) -> None:
+        self.pid, self.quiet = pid, quiet
+        self.moved = self.looked = time.monotonic()
+        self.end = self.moved + limit
+        self.cpu = process_cpu_seconds(pid)
+
+    def moving(self) -> None:
+        """Count the process as on its way now (the caller saw it working, e.g. still resetting)."""
+        self.moved = time.monotonic()
+
+    def wedged(self) -> bool:
+        now = time.monotonic()
+        if now - self.looked >= self.LOOK_EVERY:
+            self.looked = now
+            cpu = process_cpu_seconds(self.pid)
+            ran = cpu is not None and self.cpu is not None and cpu > self.cpu
+            if ran or process_state(self.pid) in ("R", "D"):
+                self.moved = now
+            self.cpu = cpu
+        return now >= self.end or now - self.moved >= self.quiet
