@@ -468,3 +468,53 @@ def test_verbose_1_is_coerced_for_parameter_servers(tmp_path):
         assert "20/20 - " in out and "\r" not in out and "not allowed" not in h.stderr("chief-0")
     finally:
         h.teardown()
+
+
+# A cell whose own functions need AutoGraph, as notebook cells often do: a tensor in a ``while`` and an ``if``
+# of a ``tf.function``; with tf_keras (parameter servers) also a layer that branches on a tensor in ``call``,
+# which tf_keras converts (Keras 3 builds layers symbolically without AutoGraph, in a notebook as here).
+AUTOGRAPH_FUNCTION = """
+import numpy as np
+import tensorflow as tf
+
+@tf.function
+def collatz_steps(n):
+    steps = tf.constant(0)
+    while n != 1:
+        if n % 2 == 0:
+            n = n // 2
+        else:
+            n = 3 * n + 1
+        steps += 1
+    return steps
+
+print("collatz(27) took", int(collatz_steps(tf.constant(27))), "steps", flush=True)
+"""
+AUTOGRAPH_LAYER = """
+class ClipBig(tf.keras.layers.Layer):
+    def call(self, x):
+        if tf.reduce_max(tf.abs(x)) > 100.0:
+            x = tf.clip_by_value(x, -100.0, 100.0)
+        return x
+
+model = tf.keras.Sequential([tf.keras.Input(shape=(4,)), ClipBig(), tf.keras.layers.Dense(1)])
+model.compile(optimizer="sgd", loss="mse")
+x = np.random.default_rng(0).normal(size=(256, 4)).astype("float32")
+model.fit(x, x.sum(axis=1), epochs=1, steps_per_epoch=4, batch_size=32, verbose=2)
+"""
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("strategy", [MWMS, PS])
+def test_autograph_converts_the_cells_own_functions(tmp_path, strategy):
+    ps = 1 if strategy == PS else 0
+    cell = AUTOGRAPH_FUNCTION + (AUTOGRAPH_LAYER if strategy == PS else "")
+    h = _run(tmp_path, cell, strategy, workers=1, ps=ps)
+    try:
+        assert h.wait(h.reporting, JOB_TIMEOUT) == 0, h.tail(h.reporting)
+        out = h.stdout(h.reporting) + h.stderr(h.reporting)
+        assert "collatz(27) took 111 steps" in out, h.tail(h.reporting)
+        assert "AutoGraph could not transform" not in out, h.tail(h.reporting)
+        assert h.events()[-1]["status"] == "succeeded"
+    finally:
+        h.teardown()

@@ -381,7 +381,10 @@ def _register_source(filename: str, source: str) -> None:
 def run_cell(payload) -> None:
     """Rebuild the cell's namespace (prelude, values) and run the cell as ``__main__``."""
     module = types.ModuleType("__main__")
-    module.__dict__.update({"__builtins__": builtins, "__file__": CELL_FILENAME})
+    # no ``__file__`` (a notebook's namespace has none): TensorFlow's AutoGraph re-reads the source of a module
+    # whose ``__file__`` is the function's file, and a cell's is no file on disk, so it would run every
+    # ``tf.function`` of the cell unconverted (a tensor in an ``if`` or ``while`` would fail)
+    module.__dict__["__builtins__"] = builtins
     sys.modules["__main__"] = module
     namespace = module.__dict__
     if payload.prelude.strip():
