@@ -316,6 +316,26 @@ def test_a_killed_all_reduce_worker_mid_loop_resumes_from_the_cells_checkpoint(t
 
 @pytest.mark.tf
 @pytest.mark.timeout(900)
+def test_a_relative_checkpoint_dir_that_splits_the_workers_after_a_restart_fails_in_one_sentence():
+    # the tutorial's loop with CKPT_DIR = "./ckpt": each worker's own work dir, so after the restart only
+    # worker-0 finds the chief's checkpoint, and TensorFlow says only "Collective instance N expected ..."
+    code = cells.MWMS_LOOP.format(ckpt="./ckpt", sleep=0.15)
+    job = tk.submit(code, workers=2, name="ctl-relative", metric_interval=0.2, setup_timeout=180)
+    wait_for(lambda: any(p["step"] > 25 for p in job.metrics()), 240, "a point in the second epoch", poll=0.2)
+    kill(job.status.replica("worker-1").pid)
+    assert job.wait(timeout=300) == "failed", job.status.message
+    message = job.status.message
+    assert "the all-reduce workers ran different collective operations" in message, message
+    assert "relative checkpoint path is each worker's own work dir" in message, message
+    assert "os.path.join(os.environ['TFK8S_CHECKPOINT_DIR'], 'ckpt')" in message, message
+    assert "Collective instance" not in message and "grpc" not in message, message
+    wait_for(
+        lambda: not any(process_alive(r.pid) for r in job.status.replicas if r.pid), 30, "every replica gone"
+    )
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(900)
 def test_a_killed_parameter_server_worker_does_not_stop_a_coordinator_loop():
     job = tk.submit(
         cells.PS_LOOP_LONG, ps=1, workers=2, name="coord-kill", metric_interval=0.0, setup_timeout=180

@@ -518,6 +518,29 @@ def explain_ps_checkpoint(exc: BaseException) -> str | None:
     )
 
 
+# TensorFlow's words when the workers of an all-reduce group reach different collective operations.
+_COLLECTIVE_MISMATCH = re.compile(
+    r"Collective instance \d+ expected|Shape mismatch in the collective instance"
+)
+
+
+def explain_collective_mismatch(exc: BaseException) -> str | None:
+    """All-reduce workers that no longer run the same steps, in one sentence: TensorFlow's "Collective
+    instance N expected ... but got ..." says their collective operations differ; after a restart that is
+    workers restoring different checkpoints (a relative path is each worker's own work dir, where only the
+    worker that saved it finds it). ``None`` for any other error."""
+    if not _COLLECTIVE_MISMATCH.search(str(exc)):
+        return None
+    return (
+        f"{type(exc).__name__}: the all-reduce workers ran different collective operations, so they were no "
+        "longer running the same steps, as after a restart when each restores a different checkpoint (a "
+        "relative checkpoint path is each worker's own work dir, and only the worker that saved there finds "
+        "it); restore every worker from the chief's checkpoint under an absolute path they all reach, such as "
+        "os.path.join(os.environ['TFK8S_CHECKPOINT_DIR'], 'ckpt'), as TensorFlow's multi-worker custom "
+        "loop tutorial does."
+    )
+
+
 def explain_missing_file(exc: BaseException) -> str | None:
     """A missing file, told in one sentence: where this replica runs, what it was given, and the fix."""
     text = str(exc)

@@ -127,6 +127,7 @@ try:
     from tfk8s_jupyter.replica_runtime import Runtime
     from tfk8s_jupyter.replica_strategy import StrategyAdoption
     from tfk8s_jupyter.replica_workdir import (
+        explain_collective_mismatch,
         explain_missing_file,
         explain_ps_checkpoint,
         prepare_workdir,
@@ -155,6 +156,7 @@ except ImportError:  # standalone: the shipped modules sit beside this file
     from replica_runtime import Runtime  # type: ignore[no-redef]
     from replica_strategy import StrategyAdoption  # type: ignore[no-redef]
     from replica_workdir import (  # type: ignore[no-redef]
+        explain_collective_mismatch,
         explain_missing_file,
         explain_ps_checkpoint,
         prepare_workdir,
@@ -470,7 +472,7 @@ def plain_text(text: str) -> str:
 
 def summarize_exception(exc: BaseException) -> tuple[str, str, int | None]:
     """(message, short traceback, cell line) for an exception raised by the cell, in plain text."""
-    explained = explain_ps_checkpoint(exc) or explain_missing_file(exc)
+    explained = explain_ps_checkpoint(exc) or explain_collective_mismatch(exc) or explain_missing_file(exc)
     message = plain_text(explained or f"{type(exc).__name__}: {exc}".strip())
     frames = traceback.extract_tb(exc.__traceback__)
     cell_frames = [f for f in frames if f.filename in (CELL_FILENAME, PRELUDE_FILENAME)]
