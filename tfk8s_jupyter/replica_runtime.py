@@ -9,7 +9,9 @@ parameter-server logs). After ``fit`` it logs a digest of the weights, which the
 job must agree on, and keeps the model (``trained_model``: the runner saves it into the artifacts).
 ``train_on_batch`` is checked the same way under all-reduce, each call's logs a metric point; with
 parameter servers, where tf_keras cannot run it, it and ``test_on_batch`` are refused in one sentence, and
-``predict_on_batch`` computes on the replica itself on every shape.
+``predict_on_batch`` computes on the replica itself on every shape. Settings TensorFlow takes only before its
+runtime starts (threading, GPU memory growth), which a notebook's first cell often makes, are kept as they
+were with a line in the log (:func:`tolerate_late_settings`): the replica's runtime started before the cell.
 
 Part of the runner (see ``runner.py``): ``tf`` is passed in, Keras is imported only inside methods. It
 travels with the runner in the job's ConfigMap.
@@ -394,3 +396,46 @@ class Runtime:
             if number is not None:
                 values[str(key)] = number / scale
         return values
+
+
+# Settings TensorFlow takes only before its runtime starts: a notebook's first cell often sets them, and there
+# they work; in a replica the runtime started before the cell (the job's strategy needs it). Each is kept as
+# it was, with a line in the log, instead of failing the cell.
+LATE_SETTINGS = {
+    "inter_op_parallelism_threads": "tf.config.threading.set_inter_op_parallelism_threads",
+    "intra_op_parallelism_threads": "tf.config.threading.set_intra_op_parallelism_threads",
+    "set_memory_growth": "tf.config.experimental.set_memory_growth",
+}
+
+
+def tolerate_late_settings(tf) -> None:
+    """Make the settings of :data:`LATE_SETTINGS` a logged no-op once the replica's runtime has started
+    (TensorFlow raises ``RuntimeError: ... cannot be modified after initialization``); idempotent."""
+    from tensorflow.python.eager import context
+
+    cls = context.Context
+
+    def tolerant(original, api: str):
+        def setter(ctx, *args):
+            try:
+                return original(ctx, *args)
+            except RuntimeError as exc:
+                if ctx._context_handle is None or "after" not in str(exc) or "initializ" not in str(exc):
+                    raise
+                shown = ", ".join(repr(a) for a in args)
+                log(
+                    f"{api}({shown}) is ignored: this replica's TensorFlow runtime started before the cell "
+                    "(the job's strategy needs it), so it keeps its own setting"
+                )
+                return None
+
+        return _patched(setter, original)
+
+    for name, api in LATE_SETTINGS.items():
+        attribute = vars(cls).get(name)
+        if isinstance(attribute, property):
+            if attribute.fset is not None and not getattr(attribute.fset, "_tfk8s", False):
+                setter = tolerant(attribute.fset, api)
+                setattr(cls, name, property(attribute.fget, setter, attribute.fdel, attribute.__doc__))
+        elif callable(attribute) and not getattr(attribute, "_tfk8s", False):
+            setattr(cls, name, tolerant(attribute, api))

@@ -528,6 +528,7 @@ def main(argv: list[str] | None = None) -> int:
     cell_metrics = None
     try:
         strategy = make_strategy(tf, renv)
+        replica_runtime.tolerate_late_settings(tf)
         if os.environ.get("TFK8S_KEEP"):  # local kept replicas: every peer's strategy is set up again first
             from tfk8s_jupyter.backends.local_keep_process import strategy_barrier
 
