@@ -44,3 +44,45 @@ def test_threading_set_at_the_top_of_a_cell_is_noted_and_the_cell_trains():
     assert [p["step"] for p in job.metrics() if p["kind"] == "epoch"] == [
         4
     ]  # 128 rows / a global batch of 32
+
+
+# A notebook's display(): a DataFrame, a handle updated later, and the cell's other output around them.
+DISPLAYING = """\
+import pandas as pd
+
+df = pd.DataFrame({"a": [1, 2], "b": [3.5, 4.5]})
+display(df)
+handle = display("first", display_id=True)
+handle.update("second")
+print("after display")
+"""
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(600)
+def test_display_in_a_cell_prints_what_a_notebook_shows_as_text():
+    job = tk.submit(DISPLAYING, workers=2, name="display", setup_timeout=180)
+    assert job.wait(timeout=300) == "succeeded", job.status.message
+    log = job.logs("worker-0")
+    table = log.index("   a    b\n0  1  3.5\n1  2  4.5")
+    assert table < log.index("'first'") < log.index("'second'") < log.index("after display")
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(600)
+def test_input_in_a_cell_fails_in_one_sentence_that_names_the_fix():
+    from test_cells_explored import failure_sentence
+
+    cell = "import tensorflow as tf\nepochs = int(input('epochs? ') or 5)\nprint('epochs', epochs)\n"
+    job = tk.submit(cell, workers=2, name="input", setup_timeout=180)
+    sentence, error = failure_sentence(job)
+    assert sentence == (
+        "InputUnavailable: input('epochs? ') has no one to answer it in a job, whose replicas run without a "
+        "terminal; set the value in the cell instead."
+    )
+    assert error["line"] == 2 and error["error_type"].endswith("InputUnavailable")
+    # still an EOFError, so a cell that falls back on end of input keeps working
+    fallback = "try:\n    epochs = int(input())\nexcept EOFError:\n    epochs = 3\nprint('epochs', epochs)\n"
+    job = tk.submit(fallback, workers=1, name="input-fallback", setup_timeout=180)
+    assert job.wait(timeout=300) == "succeeded", job.status.message
+    assert "epochs 3" in job.logs("worker-0")

@@ -4,7 +4,9 @@ Keras progress bars write ``\\r``, backspaces and ANSI codes into stdout and lea
 :class:`LineTrackingStdout` remembers whether the last write ended a line, so :class:`Reporter` starts each
 protocol line (``@tfk8s {json}``, see ``protocol.py``) on a line of its own. :func:`log` writes the runner's
 diagnostics to stderr. The reporter authenticates every line with the job's protocol key, which
-:func:`take_protocol_key` takes out of the environment before the cell runs.
+:func:`take_protocol_key` takes out of the environment before the cell runs. :func:`install_notebook_builtins`
+gives the cell a notebook kernel's ``display()`` (plain text on stdout) and an ``input()`` that says in one
+sentence why no one answers it.
 
 Part of the runner (see ``runner.py``); stdlib only, it travels with the runner in the job's ConfigMap.
 """
@@ -108,3 +110,57 @@ def log(message: str) -> None:
     """A runner diagnostic on stderr."""
     sys.stderr.write(f"tfk8s: {message}\n")
     sys.stderr.flush()
+
+
+class _DisplayHandle:
+    """What ``display(..., display_id=True)`` returns in a notebook: ``update`` shows the new object."""
+
+    def __init__(self, display_id) -> None:
+        self.display_id = display_id
+
+    def display(self, obj, **kwargs) -> None:
+        display(obj)
+
+    def update(self, obj, **kwargs) -> None:
+        display(obj)
+
+
+def display(*objs, **kwargs):
+    """A notebook's ``display()`` where there is no IPython kernel: each object's plain-text form (its
+    ``repr``, as a notebook's text output shows it) printed on stdout."""
+    for obj in objs:
+        print(repr(obj))
+    display_id = kwargs.get("display_id")
+    if display_id:
+        return _DisplayHandle(display_id)
+    return None
+
+
+class InputUnavailable(EOFError):
+    """``input()`` in a replica, where no one can answer (an ``EOFError``, as Python raises at end of input)."""
+
+
+def _input_with_reason(original):
+    def input(prompt: object = "", /) -> str:  # noqa: A001 (the builtin's own name, as the cell calls it)
+        try:
+            return original(prompt)
+        except EOFError:
+            raise InputUnavailable(
+                f"input({str(prompt)!r}) has no one to answer it in a job, whose replicas run without a "
+                "terminal; set the value in the cell instead."
+            ) from None
+
+    input._tfk8s = True
+    input.__wrapped__ = original
+    return input
+
+
+def install_notebook_builtins() -> None:
+    """What a cell has in a notebook's kernel and not in a replica: the ``display`` builtin (unless one is
+    there already), and an ``input()`` that says why it gets no answer."""
+    import builtins
+
+    if not hasattr(builtins, "display"):
+        builtins.display = display
+    if not getattr(builtins.input, "_tfk8s", False):
+        builtins.input = _input_with_reason(builtins.input)

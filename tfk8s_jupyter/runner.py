@@ -575,6 +575,7 @@ def main(argv: list[str] | None = None) -> int:
 
             before_cell()
         phase = "cell"
+        replica_output.install_notebook_builtins()
         run_cell(payload)
     except BaseException as exc:
         replica_metrics.flush_summary_writers()
