@@ -86,3 +86,78 @@ def test_input_in_a_cell_fails_in_one_sentence_that_names_the_fix():
     job = tk.submit(fallback, workers=1, name="input-fallback", setup_timeout=180)
     assert job.wait(timeout=300) == "succeeded", job.status.message
     assert "epochs 3" in job.logs("worker-0")
+
+
+# A Keras 3 model with its own train_step, returning the results of a custom Metric whose
+# result() is its variable, as Keras's "customizing fit" guide writes them.
+CUSTOM_TRAIN_STEP = """\
+import hashlib
+import numpy as np
+import keras
+import tensorflow as tf
+from keras import ops
+
+
+class MaxError(keras.metrics.Metric):
+    def __init__(self, name="max_error", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.value = self.add_weight(name="value", initializer="zeros")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        self.value.assign(ops.maximum(self.value, ops.max(ops.abs(y_true - y_pred))))
+
+    def result(self):
+        return self.value
+
+
+class Regressor(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(1)
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.max_error = MaxError()
+
+    def call(self, x):
+        return self.dense(x)
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.max_error]
+
+    def train_step(self, data):
+        x, y = data
+        with tf.GradientTape() as tape:
+            pred = self(x, training=True)
+            loss = ops.mean(ops.square(y - pred))
+        grads = tape.gradient(loss, self.trainable_variables)
+        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+        self.loss_tracker.update_state(loss)
+        self.max_error.update_state(y, pred)
+        return {m.name: m.result() for m in self.metrics}
+
+
+keras.utils.set_random_seed(0)
+x = np.random.default_rng(0).random((256, 4)).astype("float32")
+y = x.sum(axis=1, keepdims=True)
+model = Regressor()
+model.compile(optimizer="adam")
+history = model.fit(x, y, epochs=2, batch_size=32, verbose=2)
+print("history", sorted(history.history))
+digest = hashlib.sha256(b"".join(w.tobytes() for w in model.get_weights())).hexdigest()[:16]
+print("weights", digest)
+"""
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(600)
+def test_a_keras3_train_step_returning_a_metric_variable_trains_with_all_reduce():
+    job = tk.submit(CUSTOM_TRAIN_STEP, workers=2, name="train-step", setup_timeout=180)
+    assert job.wait(timeout=300) == "succeeded", job.status.message
+    logs = {name: job.logs(name) for name in ("worker-0", "worker-1")}
+    assert "history ['loss', 'max_error']" in logs["worker-0"]
+    digests = [log.split("weights ")[1].split()[0] for log in logs.values()]
+    assert digests[0] == digests[1]  # trained in sync
+    epochs = [p for p in job.metrics() if p["kind"] == "epoch"]
+    assert [p["step"] for p in epochs] == [8, 16]  # 256 rows / a global batch of 32
+    assert set(epochs[-1]["values"]) == {"loss", "max_error"}
+    assert epochs[0]["values"]["loss"] > epochs[-1]["values"]["loss"]

@@ -131,7 +131,12 @@ def patch_keras3_multi_worker(tf) -> None:
 
     def reduce_per_replica(values, strategy, reduction):
         if reduction in ("auto", "mean") and tft._collective_all_reduce_multi_worker(strategy):
-            return tf.nest.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
+            # a value that is no PerReplica is one value already (a ``train_step`` returning a metric's
+            # variable, read in sync): as is, as Keras does on one worker
+            return tf.nest.map_structure(
+                lambda v: strategy.reduce("MEAN", v, axis=None) if tft._is_per_replica_instance(v) else v,
+                values,
+            )
         return original_reduce(values, strategy, reduction)
 
     def _local(value, strategy):
