@@ -161,3 +161,49 @@ def test_a_keras3_train_step_returning_a_metric_variable_trains_with_all_reduce(
     assert [p["step"] for p in epochs] == [8, 16]  # 256 rows / a global batch of 32
     assert set(epochs[-1]["values"]) == {"loss", "max_error"}
     assert epochs[0]["values"]["loss"] > epochs[-1]["values"]["loss"]
+
+
+# A dataset read through Python: Dataset.from_generator, a tf.py_function in map, as data-loading notebooks
+# write them. All-reduce workers run it (each in its own process); parameter-server workers cannot.
+PYTHON_PIPELINE = """\
+import numpy as np
+import tensorflow as tf
+
+x = np.random.default_rng(0).random((256, 4)).astype("float32")
+y = x.sum(axis=1, keepdims=True)
+
+
+def rows():
+    for i in range(len(x)):
+        yield x[i], y[i]
+
+
+def as_numpy(features, label):
+    features = tf.py_function(lambda f: f.numpy() * 1.0, [features], tf.float32)
+    features.set_shape([4])
+    return features, label
+
+
+signature = (tf.TensorSpec((4,), tf.float32), tf.TensorSpec((1,), tf.float32))
+ds = tf.data.Dataset.from_generator(rows, output_signature=signature)
+ds = ds.map(as_numpy, num_parallel_calls=tf.data.AUTOTUNE).batch(32).prefetch(tf.data.AUTOTUNE)
+model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(1)])
+model.compile("adam", "mse")
+model.fit(ds.repeat(), epochs=2, steps_per_epoch=8, verbose=2)
+print("trained")
+"""
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(600)
+def test_a_dataset_calling_python_with_parameter_servers_is_refused_in_one_sentence():
+    from test_cells_explored import failure_sentence
+
+    job = tk.submit(PYTHON_PIPELINE, ps=1, workers=1, name="python-pipeline-ps", setup_timeout=180)
+    sentence, error = failure_sentence(job)
+    assert sentence.startswith(
+        "InputNotReadable: fit() got a tf.data dataset that calls Python code (Dataset.from_generator and "
+        "tf.py_function), which parameter-server workers cannot run"
+    )
+    assert "ps=0, strategy='multi_worker_mirrored'" in sentence
+    assert error["line"] == 24 and all(r.restarts == 0 for r in job.status.replicas)

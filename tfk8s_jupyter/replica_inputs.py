@@ -15,7 +15,8 @@ machine would read them:
 Where the size cannot be known (an infinite or unknown-cardinality dataset without ``steps_per_epoch``),
 :class:`InputSizeUnknown` asks for it in one sentence. Inputs that are Python objects of the chief's process
 (a ``keras.utils.Sequence``, a generator), which the workers cannot read, are refused in one sentence
-(:class:`InputNotReadable`) instead of tf_keras's list of supported types. All-reduce jobs never come here.
+(:class:`InputNotReadable`) instead of tf_keras's list of supported types; so is a dataset that calls Python
+(``Dataset.from_generator``, ``tf.py_function``, ``tf.numpy_function``), on which the workers would crash. All-reduce jobs never come here.
 
 Part of the runner (see ``runner.py``): ``tf`` is passed in. It travels with the runner in the job's
 ConfigMap.
@@ -60,6 +61,48 @@ def refuse_python_batches(value, what: str) -> None:
         "as a tf.data graph, without the notebook's Python objects); pass numpy arrays or a tf.data "
         "dataset (tf.data.Dataset.from_tensor_slices(...)), or train with all-reduce (workers only: ps=0, "
         "strategy='multi_worker_mirrored'), which reads it."
+    )
+
+
+# Dataset ops that call back into the Python process that built the dataset: the chief's, which a worker is not.
+PYTHON_DATASET_OPS = {
+    "GeneratorDataset": "Dataset.from_generator",
+    "PyFunc": "tf.numpy_function",
+    "PyFuncStateless": "tf.numpy_function",
+    "EagerPyFunc": "tf.py_function",
+}
+
+
+def _python_ops(tf, dataset) -> list[str]:
+    """The Python-calling functions in ``dataset``'s graph (see :data:`PYTHON_DATASET_OPS`), by name;
+    empty when there are none or the graph cannot be read."""
+    try:
+        from tensorflow.core.framework import graph_pb2
+
+        policy = tf.data.experimental.ExternalStatePolicy.WARN
+        graph = graph_pb2.GraphDef()
+        graph.ParseFromString(dataset._as_serialized_graph(external_state_policy=policy).numpy())
+    except Exception:  # noqa: BLE001 (a check that cannot read the graph leaves the dataset to tf_keras)
+        return []
+    ops = {n.op for n in graph.node} | {n.op for f in graph.library.function for n in f.node_def}
+    if "GeneratorDataset" in ops:  # from_generator calls the generator through a numpy_function of its own
+        ops -= {"PyFunc", "PyFuncStateless"}
+    return sorted({PYTHON_DATASET_OPS[op] for op in ops if op in PYTHON_DATASET_OPS})
+
+
+def refuse_python_pipeline(tf, value, what: str) -> None:
+    """Raise :class:`InputNotReadable` when ``value`` is a dataset that calls Python functions: the workers
+    would run its graph without them (they crash and restart, and training never ends)."""
+    if not _is_dataset(tf, value):
+        return
+    names = _python_ops(tf, value)
+    if not names:
+        return
+    raise InputNotReadable(
+        f"{what} got a tf.data dataset that calls Python code ({' and '.join(names)}), which parameter-server "
+        "workers cannot run (the Python functions live in the chief's process); build the dataset from "
+        "tensors (tf.data.Dataset.from_tensor_slices(...), map with TensorFlow ops), or train with "
+        "all-reduce (workers only: ps=0, strategy='multi_worker_mirrored'), which runs it."
     )
 
 
@@ -146,6 +189,8 @@ def adapt_fit_arguments(tf, arguments: dict) -> None:
     x = arguments.get("x")
     refuse_python_batches(x, "fit()")
     refuse_python_batches(arguments.get("validation_data"), "fit(validation_data=...)")
+    refuse_python_pipeline(tf, x, "fit()")
+    refuse_python_pipeline(tf, arguments.get("validation_data"), "fit(validation_data=...)")
     if _is_dataset(tf, x):
         if arguments.get("steps_per_epoch") is None:
             arguments["steps_per_epoch"] = _steps_of(
@@ -186,6 +231,7 @@ def adapt_evaluate_arguments(tf, arguments: dict) -> None:
     """Rewrite one ``evaluate`` call's bound ``arguments`` for parameter-server training."""
     x = arguments.get("x")
     refuse_python_batches(x, "evaluate()")
+    refuse_python_pipeline(tf, x, "evaluate()")
     if _is_dataset(tf, x):
         if arguments.get("steps") is None:
             arguments["steps"] = _steps_of(tf, x, "evaluate()", "steps", "evaluate(ds, steps=50)")
