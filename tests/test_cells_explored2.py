@@ -207,3 +207,38 @@ def test_a_dataset_calling_python_with_parameter_servers_is_refused_in_one_sente
     )
     assert "ps=0, strategy='multi_worker_mirrored'" in sentence
     assert error["line"] == 24 and all(r.restarts == 0 for r in job.status.replicas)
+
+
+# Per-batch callbacks as notebooks add them to fit (a progress bar such as tqdm's TqdmCallback is one too).
+BATCH_CALLBACKS = """\
+import numpy as np
+import tensorflow as tf
+
+
+class EveryBatch(tf.keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        pass
+
+
+x = np.random.default_rng(0).random((128, 4)).astype("float32")
+y = x.sum(axis=1, keepdims=True)
+model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(1)])
+model.compile("adam", "mse")
+model.fit(x, y, epochs=1, verbose=0, callbacks=[tf.keras.callbacks.TerminateOnNaN(), tf.keras.callbacks.EarlyStopping("loss")])
+model.fit(x, y, epochs=1, verbose=0, callbacks=[tf.keras.callbacks.LambdaCallback(on_batch_end=print), EveryBatch()])
+"""
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(600)
+def test_batch_level_callbacks_with_parameter_servers_are_refused_in_one_sentence():
+    from test_cells_explored import failure_sentence
+
+    job = tk.submit(BATCH_CALLBACKS, ps=1, workers=1, name="batch-callbacks-ps", setup_timeout=180)
+    sentence, error = failure_sentence(job)
+    assert sentence.startswith(
+        "BatchCallbackUnsupported: fit() got callbacks with batch-level hooks (LambdaCallback, EveryBatch: "
+        "on_train_batch_end and the like), which tf_keras cannot call with parameter servers"
+    )
+    assert "ps=0, strategy='multi_worker_mirrored'" in sentence and "object at 0x" not in error["message"]
+    assert error["line"] == 15 and all(r.restarts == 0 for r in job.status.replicas)

@@ -68,6 +68,34 @@ class DistributionError(RuntimeError):
     """The cell would train outside the job's strategy (a silent single-process run)."""
 
 
+class BatchCallbackUnsupported(ValueError):
+    """A callback of the cell with batch-level hooks, which tf_keras cannot call with parameter servers."""
+
+
+def refuse_batch_callbacks(callbacks) -> None:
+    """Raise :class:`BatchCallbackUnsupported` for the callbacks tf_keras would refuse with parameter servers
+    (batch-level hooks, no ``_supports_tf_logs``), in one sentence naming the fix instead of its list of
+    objects (the built-in ``TerminateOnNaN`` is replaced before; the runner's own callbacks come after)."""
+    refused = []
+    for cb in callbacks:
+        if getattr(cb, "_supports_tf_logs", False) or not hasattr(cb, "_implements_train_batch_hooks"):
+            continue
+        if (
+            cb._implements_train_batch_hooks()
+            or cb._implements_test_batch_hooks()
+            or cb._implements_predict_batch_hooks()
+        ):
+            refused.append(type(cb).__name__)
+    if not refused:
+        return
+    names = ", ".join(dict.fromkeys(refused))
+    raise BatchCallbackUnsupported(
+        f"fit() got callbacks with batch-level hooks ({names}: on_train_batch_end and the like), which "
+        "tf_keras cannot call with parameter servers; keep only epoch-level hooks (on_epoch_end), or train "
+        "with all-reduce (workers only: ps=0, strategy='multi_worker_mirrored'), which calls them."
+    )
+
+
 def weights_digest(model, max_params: int = 10_000_000) -> str | None:
     """A short hash of the model's weights (replicas of an all-reduce job must agree); None for big models."""
     if model.count_params() > max_params:
@@ -314,6 +342,7 @@ class Runtime:
                 safe_terminate_on_nan(keras, self)() if type(cb) is keras.callbacks.TerminateOnNaN else cb
                 for cb in callbacks
             ]
+            refuse_batch_callbacks(callbacks)
         backup = next((cb for cb in callbacks if isinstance(cb, keras.callbacks.BackupAndRestore)), None)
         if (
             backup is not None
