@@ -242,3 +242,24 @@ def test_batch_level_callbacks_with_parameter_servers_are_refused_in_one_sentenc
     )
     assert "ps=0, strategy='multi_worker_mirrored'" in sentence and "object at 0x" not in error["message"]
     assert error["line"] == 15 and all(r.restarts == 0 for r in job.status.replicas)
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(600)
+def test_splitting_the_cpu_into_logical_devices_is_refused_in_one_sentence():
+    from test_cells_explored import failure_sentence
+
+    cell = (
+        "import tensorflow as tf\n"
+        "cpus = tf.config.list_physical_devices('CPU')\n"
+        "tf.config.set_visible_devices(cpus, 'CPU')  # as it is: no change, no error\n"
+        "tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)\n"
+    )
+    job = tk.submit(cell, workers=2, name="logical-devices", setup_timeout=180)
+    sentence, error = failure_sentence(job)
+    assert sentence == (
+        "LateDeviceSetting: tf.config.set_logical_device_configuration() cannot change this replica's "
+        "devices, because its TensorFlow runtime started before the cell (the job's strategy needs it); "
+        "remove the call and size the job instead (workers=..., cpu=..., gpus=...)."
+    )
+    assert error["line"] == 4

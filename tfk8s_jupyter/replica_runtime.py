@@ -11,7 +11,9 @@ job must agree on, and keeps the model (``trained_model``: the runner saves it i
 parameter servers, where tf_keras cannot run it, it and ``test_on_batch`` are refused in one sentence, and
 ``predict_on_batch`` computes on the replica itself on every shape. Settings TensorFlow takes only before its
 runtime starts (threading, GPU memory growth), which a notebook's first cell often makes, are kept as they
-were with a line in the log (:func:`tolerate_late_settings`): the replica's runtime started before the cell.
+were with a line in the log (:func:`tolerate_late_settings`): the replica's runtime started before the cell;
+device settings of that kind (logical devices, visible devices), which would change what the cell computes
+on, fail in one sentence naming the fix.
 
 Part of the runner (see ``runner.py``): ``tf`` is passed in, Keras is imported only inside methods. It
 travels with the runner in the job's ConfigMap.
@@ -437,9 +439,22 @@ LATE_SETTINGS = {
 }
 
 
+# Device settings of the same kind change what the cell computes on: refused in one sentence naming the fix
+# instead of TensorFlow's "cannot be modified after being initialized".
+LATE_DEVICE_SETTINGS = {
+    "set_logical_device_configuration": "tf.config.set_logical_device_configuration",
+    "set_visible_devices": "tf.config.set_visible_devices",
+}
+
+
+class LateDeviceSetting(RuntimeError):
+    """A device setting the cell makes after the replica's TensorFlow runtime started."""
+
+
 def tolerate_late_settings(tf) -> None:
     """Make the settings of :data:`LATE_SETTINGS` a logged no-op once the replica's runtime has started
-    (TensorFlow raises ``RuntimeError: ... cannot be modified after initialization``); idempotent."""
+    (TensorFlow raises ``RuntimeError: ... cannot be modified after initialization``), and those of
+    :data:`LATE_DEVICE_SETTINGS` a :class:`LateDeviceSetting` in one sentence; idempotent."""
     from tensorflow.python.eager import context
 
     cls = context.Context
@@ -460,6 +475,25 @@ def tolerate_late_settings(tf) -> None:
 
         return _patched(setter, original)
 
+    def refused(original, api: str):
+        def setter(ctx, *args, **kwargs):
+            try:
+                return original(ctx, *args, **kwargs)
+            except RuntimeError as exc:
+                if ctx._context_handle is None or "after" not in str(exc) or "initializ" not in str(exc):
+                    raise
+                raise LateDeviceSetting(
+                    f"{api}() cannot change this replica's devices, because its TensorFlow runtime started "
+                    "before the cell (the job's strategy needs it); remove the call and size the job instead "
+                    "(workers=..., cpu=..., gpus=...)."
+                ) from None
+
+        return _patched(setter, original)
+
+    for name, api in LATE_DEVICE_SETTINGS.items():
+        attribute = vars(cls).get(name)
+        if callable(attribute) and not getattr(attribute, "_tfk8s", False):
+            setattr(cls, name, refused(attribute, api))
     for name, api in LATE_SETTINGS.items():
         attribute = vars(cls).get(name)
         if isinstance(attribute, property):
