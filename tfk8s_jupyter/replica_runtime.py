@@ -455,8 +455,10 @@ def tolerate_late_settings(tf) -> None:
     """Make the settings of :data:`LATE_SETTINGS` a logged no-op once the replica's runtime has started
     (TensorFlow raises ``RuntimeError: ... cannot be modified after initialization``), and those of
     :data:`LATE_DEVICE_SETTINGS` a :class:`LateDeviceSetting` in one sentence; idempotent."""
-    from tensorflow.python.eager import context
-
+    try:
+        from tensorflow.python.eager import context
+    except ImportError:  # a TensorFlow laid out otherwise: its own errors stand
+        return
     cls = context.Context
 
     def tolerant(original, api: str):
