@@ -263,3 +263,56 @@ def test_splitting_the_cpu_into_logical_devices_is_refused_in_one_sentence():
         "remove the call and size the job instead (workers=..., cpu=..., gpus=...)."
     )
     assert error["line"] == 4
+
+
+# What the parameter-server input check reads of a pipeline: the ops of its stages' functions, never the
+# pipeline's serialized graph (which holds every array a from_tensor_slices was given).
+CHECK_PIPELINES = """\
+import json, resource, sys, time
+import numpy as np
+import tensorflow as tf
+from tfk8s_jupyter.replica_inputs import _python_ops
+
+found = {}
+big = np.zeros((50_000_000,), dtype="float32")  # 200 MB of training data
+pipeline = tf.data.Dataset.from_tensor_slices(big).shuffle(10).batch(32)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+found["big array"] = _python_ops(pipeline)
+grew_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+double = lambda v: v * 2
+found["py_function in an interleave"] = _python_ops(
+    tf.data.Dataset.range(4).interleave(
+        lambda v: tf.data.Dataset.range(3).map(lambda a: tf.py_function(double, [a], tf.int64))
+    ).batch(2)
+)
+found["numpy_function in a map"] = _python_ops(
+    tf.data.Dataset.range(4).map(lambda v: tf.numpy_function(double, [v], tf.int64)).repeat()
+)
+found["from_generator"] = _python_ops(
+    tf.data.Dataset.from_generator(lambda: iter(range(3)), output_signature=tf.TensorSpec((), tf.int64))
+    .map(lambda v: v + 1).batch(2)
+)
+found["tensor ops only"] = _python_ops(tf.data.Dataset.range(9).map(lambda v: tf.cond(v > 3, lambda: v, lambda: -v)))
+print(json.dumps({"found": found, "grew_mb": grew_mb}))
+"""
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(300)
+def test_the_python_pipeline_check_finds_nested_python_and_never_copies_the_training_data():
+    import json
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, "-c", CHECK_PIPELINES], capture_output=True, text=True, timeout=240, check=True
+    ).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["found"] == {
+        "big array": [],
+        "py_function in an interleave": ["tf.py_function"],
+        "numpy_function in a map": ["tf.numpy_function"],
+        "from_generator": ["Dataset.from_generator"],
+        "tensor ops only": [],
+    }
+    # reading the serialized graph copied the 200 MB array almost three times (+572 MB)
+    assert result["grew_mb"] < 100, result

@@ -73,18 +73,32 @@ PYTHON_DATASET_OPS = {
 }
 
 
-def _python_ops(tf, dataset) -> list[str]:
-    """The Python-calling functions in ``dataset``'s graph (see :data:`PYTHON_DATASET_OPS`), by name;
-    empty when there are none or the graph cannot be read."""
-    try:
-        from tensorflow.core.framework import graph_pb2
-
-        policy = tf.data.experimental.ExternalStatePolicy.WARN
-        graph = graph_pb2.GraphDef()
-        graph.ParseFromString(dataset._as_serialized_graph(external_state_policy=policy).numpy())
-    except Exception:  # noqa: BLE001 (a check that cannot read the graph leaves the dataset to tf_keras)
-        return []
-    ops = {n.op for n in graph.node} | {n.op for f in graph.library.function for n in f.node_def}
+def _python_ops(dataset) -> list[str]:
+    """The Python-calling functions in ``dataset``'s pipeline (see :data:`PYTHON_DATASET_OPS`), by name;
+    empty when there are none. Reads the ops of each stage's traced function (``map``, ``flat_map``,
+    ``interleave``, ...) and the functions nested in them, never the pipeline's serialized graph, which holds
+    every array a ``from_tensor_slices`` was given (a copy of the training data, seconds and GBs)."""
+    ops: set[str] = set()
+    seen: set[int] = set()
+    stack = [dataset]
+    while stack:
+        stage = stack.pop()
+        if id(stage) in seen:
+            continue
+        seen.add(id(stage))
+        for value in vars(stage).values():
+            graph = getattr(getattr(value, "function", None), "graph", None)
+            if graph is None:
+                continue
+            ops |= {op.type for op in graph.get_operations()}
+            for nested in getattr(graph, "_functions", {}).values():
+                definition = getattr(nested, "definition", None) or getattr(nested, "cached_definition", None)
+                if definition is not None:
+                    ops |= {node.op for node in definition.node_def}
+        try:
+            stack.extend(stage._inputs())
+        except Exception:  # noqa: BLE001 (a stage whose inputs cannot be read is left to tf_keras)
+            continue
     if "GeneratorDataset" in ops:  # from_generator calls the generator through a numpy_function of its own
         ops -= {"PyFunc", "PyFuncStateless"}
     return sorted({PYTHON_DATASET_OPS[op] for op in ops if op in PYTHON_DATASET_OPS})
@@ -95,7 +109,7 @@ def refuse_python_pipeline(tf, value, what: str) -> None:
     would run its graph without them (they crash and restart, and training never ends)."""
     if not _is_dataset(tf, value):
         return
-    names = _python_ops(tf, value)
+    names = _python_ops(value)
     if not names:
         return
     raise InputNotReadable(
