@@ -129,14 +129,21 @@ def patch_keras3_multi_worker(tf) -> None:
         return
     original_reduce = tft.reduce_per_replica
 
+    def mean(value, strategy):
+        """The mean over every worker's replicas (with one device per worker a replica's value is a plain
+        tensor, not a PerReplica: it is reduced too). A value that has no device, as a metric's variable a
+        ``train_step`` returns (read in sync), cannot be reduced and is one value already: as is, as Keras
+        does on one worker."""
+        try:
+            return strategy.reduce("MEAN", value, axis=None)
+        except ValueError as exc:
+            if tft._is_per_replica_instance(value) or "device set" not in str(exc):
+                raise
+            return value
+
     def reduce_per_replica(values, strategy, reduction):
         if reduction in ("auto", "mean") and tft._collective_all_reduce_multi_worker(strategy):
-            # a value that is no PerReplica is one value already (a ``train_step`` returning a metric's
-            # variable, read in sync): as is, as Keras does on one worker
-            return tf.nest.map_structure(
-                lambda v: strategy.reduce("MEAN", v, axis=None) if tft._is_per_replica_instance(v) else v,
-                values,
-            )
+            return tf.nest.map_structure(lambda v: mean(v, strategy), values)
         return original_reduce(values, strategy, reduction)
 
     def _local(value, strategy):
