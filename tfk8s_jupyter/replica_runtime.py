@@ -461,46 +461,43 @@ def tolerate_late_settings(tf) -> None:
         return
     cls = context.Context
 
-    def tolerant(original, api: str):
-        def setter(ctx, *args):
-            try:
-                return original(ctx, *args)
-            except RuntimeError as exc:
-                if ctx._context_handle is None or "after" not in str(exc) or "initializ" not in str(exc):
-                    raise
-                shown = ", ".join(repr(a) for a in args)
-                log(
-                    f"{api}({shown}) is ignored: this replica's TensorFlow runtime started before the cell "
-                    "(the job's strategy needs it), so it keeps its own setting"
-                )
-                return None
+    def when_late(original, api: str, late):
+        """``original`` with TensorFlow's "cannot be modified after initialization" (the runtime running)
+        answered by ``late(api, args)``; any other error stands."""
 
-        return _patched(setter, original)
-
-    def refused(original, api: str):
         def setter(ctx, *args, **kwargs):
             try:
                 return original(ctx, *args, **kwargs)
             except RuntimeError as exc:
                 if ctx._context_handle is None or "after" not in str(exc) or "initializ" not in str(exc):
                     raise
-                raise LateDeviceSetting(
-                    f"{api}() cannot change this replica's devices, because its TensorFlow runtime started "
-                    "before the cell (the job's strategy needs it); remove the call and size the job instead "
-                    "(workers=..., cpu=..., gpus=...)."
-                ) from None
+                return late(api, args)
 
         return _patched(setter, original)
+
+    def ignore(api: str, args: tuple) -> None:
+        shown = ", ".join(repr(a) for a in args)
+        log(
+            f"{api}({shown}) is ignored: this replica's TensorFlow runtime started before the cell "
+            "(the job's strategy needs it), so it keeps its own setting"
+        )
+
+    def refuse(api: str, args: tuple) -> None:
+        raise LateDeviceSetting(
+            f"{api}() cannot change this replica's devices, because its TensorFlow runtime started "
+            "before the cell (the job's strategy needs it); remove the call and size the job instead "
+            "(workers=..., cpu=..., gpus=...)."
+        ) from None
 
     for name, api in LATE_DEVICE_SETTINGS.items():
         attribute = vars(cls).get(name)
         if callable(attribute) and not getattr(attribute, "_tfk8s", False):
-            setattr(cls, name, refused(attribute, api))
+            setattr(cls, name, when_late(attribute, api, refuse))
     for name, api in LATE_SETTINGS.items():
         attribute = vars(cls).get(name)
         if isinstance(attribute, property):
             if attribute.fset is not None and not getattr(attribute.fset, "_tfk8s", False):
-                setter = tolerant(attribute.fset, api)
+                setter = when_late(attribute.fset, api, ignore)
                 setattr(cls, name, property(attribute.fget, setter, attribute.fdel, attribute.__doc__))
         elif callable(attribute) and not getattr(attribute, "_tfk8s", False):
-            setattr(cls, name, tolerant(attribute, api))
+            setattr(cls, name, when_late(attribute, api, ignore))
