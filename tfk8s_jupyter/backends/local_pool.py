@@ -71,7 +71,9 @@ CLAIM_LIMIT = 30.0
 # What a replica learns from its assignment; everything else in its environment is import-time.
 ASSIGNMENT_ONLY = frozenset({"TF_CONFIG", "JOB_COMPLETION_INDEX"})
 IMPORT_TIME_CONTRACT = frozenset({"TFK8S_STRATEGY", "TFK8S_KERAS"})
-PROCESS_RSS = 750 << 20  # bytes a pool process takes (TensorFlow + Keras imported, measured ~650 MB)
+# Bytes budgeted per pool process: what it takes once claimed and training (TensorFlow + Keras imported,
+# measured ~650 MB RSS); idle, it holds ~255 MB, its library pages released (release_file_pages).
+PROCESS_RSS = 750 << 20
 MEMORY_RESERVE = 2 << 30  # bytes of available memory the pool always leaves to everything else
 REFILL_WAIT = 300.0  # seconds the refill waits for the launched job to start training
 FIRST_POINT_WAIT = 20.0  # seconds the refill waits, once the job trains, for its first metric point

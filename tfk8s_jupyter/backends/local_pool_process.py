@@ -5,7 +5,8 @@ is the import-time environment of the replicas it can serve. It imports TensorFl
 those replicas train with, and nothing else: no TensorFlow context, no server, no collective configuration
 (none of those can be undone in a process); then what a replica imports once claimed
 (:func:`~.local_pool_preload.preload`), and a process whose imports touched TensorFlow's runtime exits
-unused (code 3). Then it publishes an idle marker and blocks, using no CPU, on
+unused (code 3). It unmaps the library pages it only read (``local_processes.release_file_pages``: they
+stay in the page cache; a claimed process maps back the few a replica touches). Then it publishes an idle marker and blocks, using no CPU, on
 its FIFO (an assignment), its stdin (a pipe from its owner: EOF when the owner exits or stops the pool) and
 its idle timeout.
 
@@ -169,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     __import__("tfk8s_jupyter.backends.local_pool_preload", fromlist=["*"]).preload(flavour)
     if turn is not None:
         os.close(turn)  # the next process's turn to import
+    from tfk8s_jupyter.backends.local_processes import release_file_pages
+
+    release_file_pages()  # idle until claimed: TensorFlow's code pages back to the page cache (644 -> 255 MB)
     fifo = slot / "go"
     os.mkfifo(fifo)
     fifo_fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)  # never EOF: this process holds a writer too
