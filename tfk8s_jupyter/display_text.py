@@ -14,7 +14,7 @@ import re
 import time
 from typing import TYPE_CHECKING
 
-from .logtext import last_lines
+from .logtext import is_startup_noise, last_lines
 from .protocol import MARKER
 
 if TYPE_CHECKING:
@@ -277,35 +277,6 @@ def replica_table_html(status: JobStatus | None, now: float | None = None) -> st
         '<table style="border-collapse:collapse;font-size:12px" cellpadding="3">'
         f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
     )
-
-
-# TensorFlow, absl and CUDA start-up lines every replica prints (on a CPU machine too), TensorFlow's
-# notes on cells defined in a notebook, and its slow-callback warning: folded behind "show all".
-_STARTUP_NOISE = re.compile(
-    "|".join(
-        [
-            r"^WARNING: All log messages before absl::InitializeLog\(\) is called",
-            r"^[IWE]\d{4} [\d:. ]+\s+\d+ (port|cudart_stub|cuda_platform|cuda_dnn|cuda_fft|cuda_blas|"
-            r"cuda_executor|cpu_feature_guard|computation_placer|tf_trt|gpu_device|dso_loader)\.cc:\d+\]",
-            r"oneDNN custom operations are on",
-            r"Could not find cuda drivers",
-            r"failed call to cuInit",
-            r"Unable to register cu(DNN|FFT|BLAS) factory",
-            r"TF-TRT Warning",
-            r"This TensorFlow binary is optimized to use available CPU instructions",
-            r"^To enable the following instructions: .* rebuild TensorFlow",
-            r"AutoGraph could not transform <",
-            r"^Cause: Unable to locate the source code of <",
-            r"^To silence this warning, decorate the function with @tf\.autograph",
-            r"Callback method `on_train_batch_(begin|end)` is slow compared to the batch time",
-        ]
-    )
-)
-
-
-def is_startup_noise(line: str) -> bool:
-    """Whether ``line`` is TensorFlow/absl/CUDA start-up noise (not the cell's or the runner's words)."""
-    return bool(_STARTUP_NOISE.search(line))
 
 
 def clean_log(text: str, tail: int | None = LOG_TAIL_LINES, show_all: bool = False) -> str:

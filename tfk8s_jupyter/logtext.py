@@ -7,7 +7,10 @@ Stdlib only.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+
+from .protocol import MARKER, parse_line
 
 
 def last_lines(text: str, n: int | None) -> str:
@@ -34,10 +37,52 @@ def split_lines(text: str) -> list[str]:
     return lines
 
 
+# TensorFlow, absl and CUDA start-up lines every replica prints (on a CPU machine too), TensorFlow's
+# notes on cells defined in a notebook, and its slow-callback warning: folded behind "show all".
+_STARTUP_NOISE = re.compile(
+    "|".join(
+        [
+            r"^WARNING: All log messages before absl::InitializeLog\(\) is called",
+            r"^[IWE]\d{4} [\d:. ]+\s+\d+ (port|cudart_stub|cuda_platform|cuda_dnn|cuda_fft|cuda_blas|"
+            r"cuda_executor|cpu_feature_guard|computation_placer|tf_trt|gpu_device|dso_loader)\.cc:\d+\]",
+            r"oneDNN custom operations are on",
+            r"Could not find cuda drivers",
+            r"failed call to cuInit",
+            r"Unable to register cu(DNN|FFT|BLAS) factory",
+            r"TF-TRT Warning",
+            r"This TensorFlow binary is optimized to use available CPU instructions",
+            r"^To enable the following instructions: .* rebuild TensorFlow",
+            r"AutoGraph could not transform <",
+            r"^Cause: Unable to locate the source code of <",
+            r"^To silence this warning, decorate the function with @tf\.autograph",
+            r"Callback method `on_train_batch_(begin|end)` is slow compared to the batch time",
+        ]
+    )
+)
+
+
+_TERMINAL_CODES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x08")
+
+
+def is_startup_noise(line: str) -> bool:
+    """Whether ``line`` is TensorFlow/absl/CUDA start-up noise (not the cell's or the runner's words)."""
+    return bool(_STARTUP_NOISE.search(line))
+
+
 def log_excerpt(text: str | None, n: int = 3, width: int = 400) -> str:
     """The last ``n`` non-empty lines joined by `` | `` (progress-bar ``\\r`` resolved), at most ``width``
-    characters: a log's end quoted inside a one-sentence message."""
-    lines = [line.strip() for line in (text or "").replace("\r", "\n").splitlines() if line.strip()]
+    characters: a log's end quoted inside a one-sentence message. Only words are quoted: a protocol line
+    gives its error's message (other events nothing), and terminal codes and TensorFlow's start-up noise
+    are left out."""
+    lines = []
+    for line in (text or "").replace("\r", "\n").splitlines():
+        event = parse_line(line)
+        words = line.split(MARKER, 1)[0]
+        if event is not None and event["type"] == "error":
+            words += f" {event.get('message') or ''}"
+        words = _TERMINAL_CODES.sub("", words).strip()
+        if words and not is_startup_noise(words):
+            lines.append(words)
     out = " | ".join(lines[-n:]) if n > 0 else ""
     return out if len(out) <= width else "…" + out[-width:]
 

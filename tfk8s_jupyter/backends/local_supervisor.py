@@ -97,6 +97,13 @@ def _die_with_parent(parent: int):
     return preexec
 
 
+def this_run(log: str) -> str:
+    """The part of a replica's log written since its latest (re)start (after the supervisor's last
+    ``---- tfk8s: ...`` line)."""
+    at = log.rfind("\n---- tfk8s: ")
+    return log if at < 0 else log[at + 1 :].partition("\n")[2]
+
+
 class Replica:
     def __init__(self, status: ReplicaStatus, log: Path):
         self.status = status
@@ -371,8 +378,7 @@ class Supervisor(StallWatch):
         """The last ``error`` event ``r`` printed since its latest (re)start, if any."""
         if r is self.reporting and self.run_error:
             return self.run_error
-        text = read_log(r.log, max_bytes=256 << 10)
-        text = text[text.rfind("\n---- tfk8s: ") + 1 :]
+        text = this_run(read_log(r.log, max_bytes=256 << 10))
         events = (parse_line(line, self.spec.protocol_key) for line in text.splitlines())
         errors = [e for e in events if e and e.get("type") == "error"]
         return errors[-1] if errors else None
@@ -389,7 +395,7 @@ class Supervisor(StallWatch):
             text = str(event.get("message") or event.get("error") or "the cell raised an error")
             full = text + " " + str(event.get("traceback") or "")
             return f"{r.name} failed: {text}{self.hint(r, full)}", curable_error(event)
-        tail = log_excerpt(read_log(r.log, tail=40), n=5, width=600)
+        tail = log_excerpt(this_run(read_log(r.log, tail=40)), n=5, width=600)
         message = f"{r.name} exited with code {code}" + (f"; its last log lines: {tail}" if tail else "")
         return message + self.hint(r, tail), True
 

@@ -1,0 +1,44 @@
+"""What a notebook user does with a training cell that the other explored tests do not: a cell that leaves
+its process by itself (``os._exit``), a cell that starts processes of its own. Each outcome is checked as
+the user reads it (the job's one sentence, what is still running after the job)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import tfk8s_jupyter as tk  # noqa: E402
+from tfk8s_jupyter.logtext import log_excerpt  # noqa: E402
+
+# The end of a replica's log as the supervisor reads it: TensorFlow's start-up noise, the runner's protocol
+# line, then the cell's own words.
+REPLICA_LOG_END = """\
+WARNING: All log messages before absl::InitializeLog() is called are written to STDERR
+I0000 00:00:1796181832.674122   14202 cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will not be used.
+E0000 00:00:1796181833.530384   14202 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)
+@tfk8s {"v":1,"type":"start","run":"fb74e87d","seq":1,"job":"x","role":"worker","index":0} #cda629662b989411942a2279
+loading data
+\x1b[31mbefore\x1b[0m
+"""
+
+
+def test_a_log_excerpt_quotes_the_cells_words_not_protocol_lines_or_tensorflow_noise():
+    assert log_excerpt(REPLICA_LOG_END, n=5) == "loading data | before"
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(120)
+def test_a_cell_that_leaves_with_os_exit_fails_with_its_own_last_words():
+    cell = "import os\nimport tensorflow as tf\nprint('before', flush=True)\nos._exit(3)\n"
+    job = tk.submit(cell, workers=1, name="os-exit", max_restarts=0, setup_timeout=90)
+    assert job.wait(timeout=90) == "failed"
+    assert job.status.message == "worker-0 exited with code 3; its last log lines: before"
+
+
+def test_a_log_excerpt_gives_an_error_events_message():
+    line = '@tfk8s {"v":1,"type":"error","run":"a","seq":2,"message":"ValueError: the cell is broken"} #00'
+    assert log_excerpt(f"loading data\n{line}\n", n=3) == "loading data | ValueError: the cell is broken"
