@@ -42,3 +42,72 @@ def test_a_cell_that_leaves_with_os_exit_fails_with_its_own_last_words():
 def test_a_log_excerpt_gives_an_error_events_message():
     line = '@tfk8s {"v":1,"type":"error","run":"a","seq":2,"message":"ValueError: the cell is broken"} #00'
     assert log_excerpt(f"loading data\n{line}\n", n=3) == "loading data | ValueError: the cell is broken"
+
+
+def _pids(log: str, word: str) -> list[int]:
+    return [int(line.split()[1]) for line in log.splitlines() if line.startswith(f"{word} ")]
+
+
+def _gone(pids: list[int]) -> bool:
+    from tfk8s_jupyter.backends.local import process_alive
+
+    return not any(process_alive(pid) for pid in pids)
+
+
+def _kill_left(pids: list[int]) -> None:
+    import os
+    import signal
+
+    from tfk8s_jupyter.backends.local import process_alive
+
+    for pid in pids:
+        if process_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+# A cell that starts processes of its own and does not wait for them: a child, a daemon (a shell's `&`), a
+# multiprocessing worker.
+STARTS_PROCESSES = """\
+import multiprocessing, os, subprocess, time
+child = subprocess.Popen(["sleep", "171"])
+print("child", child.pid, flush=True)
+os.system("sleep 172 & echo daemon $!")
+worker = multiprocessing.Process(target=time.sleep, args=(173,))
+worker.start()
+print("worker", worker.pid, flush=True)
+"""
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(120)
+def test_processes_a_cell_leaves_running_end_with_the_job():
+    from local_helpers import wait_for
+
+    job = tk.submit(STARTS_PROCESSES, workers=1, name="leaves-processes", setup_timeout=90)
+    assert job.wait(timeout=90) == "succeeded", job.status.message
+    log = job.logs("worker-0")
+    pids = _pids(log, "child") + _pids(log, "daemon") + _pids(log, "worker")
+    assert len(pids) == 3, log
+    try:
+        wait_for(lambda: _gone(pids), 10, "the cell's processes to end with the job")
+        assert "tfk8s: the cell left 3 process(es) running (pid " in log
+    finally:
+        _kill_left(pids)
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(120)
+def test_processes_of_a_cell_still_running_end_when_the_job_is_stopped():
+    from local_helpers import wait_for
+
+    cell = STARTS_PROCESSES + "time.sleep(120)\n"
+    job = tk.submit(cell, workers=1, name="stopped-processes", setup_timeout=90)
+    log = wait_for(lambda: (lambda t: "worker " in t and t)(job.logs("worker-0")), 60, "the cell's processes")
+    pids = _pids(log, "child") + _pids(log, "daemon") + _pids(log, "worker")
+    assert len(pids) == 3, log
+    try:
+        job.stop()
+        assert job.wait(timeout=30) == "stopped"
+        wait_for(lambda: _gone(pids), 10, "the cell's processes to end with the stopped job")
+    finally:
+        _kill_left(pids)

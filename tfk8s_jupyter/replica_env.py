@@ -302,3 +302,106 @@ def read_env(environ: dict[str, str] | None = None) -> ReplicaEnv:
         save_model=env.get("TFK8S_SAVE_MODEL", "1").strip().lower() not in ("0", "false", "no", "off"),
         protocol_key=env.get(PROTOCOL_KEY_ENV, ""),
     )
+
+
+# -- the processes a cell starts ----------------------------------------------------------------
+# A process the cell starts (subprocess.Popen, os.system("... &"), a multiprocessing Process) would outlive
+# the replica, and the job: the runner ends what its run left (runner.main), and the local supervisor ends
+# the processes below a replica it stops. Linux only (``/proc``); elsewhere these find nothing.
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def adopt_orphans() -> None:
+    """Make this process the one orphaned descendants are given to (Linux ``PR_SET_CHILD_SUBREAPER``), so
+    a daemon the cell starts (``os.system("cmd &")``, a double fork) stays below it, where
+    :func:`descendants` finds it."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _stat(pid: int | str) -> list[str]:
+    """``/proc/<pid>/stat`` after the command name (state, ppid, ...), ``[]`` when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return []
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def descendants(*pids: int) -> list[tuple[int, int]]:
+    """``(pid, start ticks)`` of every live (non-zombie) process below ``pids``."""
+    children: dict[int, list[tuple[int, int]]] = {}
+    try:
+        entries = [e for e in os.listdir("/proc") if e.isdigit()]
+    except OSError:
+        return []
+    for entry in entries:
+        fields = _stat(entry)
+        if len(fields) > 19 and fields[0] not in ("Z", "X"):
+            children.setdefault(int(fields[1]), []).append((int(entry), int(fields[19])))
+    out, todo = [], list(pids)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child[0])
+    return out
+
+
+def _same(pid: int, ticks: int) -> bool:
+    fields = _stat(pid)
+    return len(fields) > 19 and fields[0] not in ("Z", "X") and int(fields[19]) == ticks
+
+
+def end_processes(processes: Iterable[tuple[int, int]], grace: float = 1.0) -> list[str]:
+    """SIGTERM each ``(pid, start ticks)`` still that process, SIGKILL what is left after ``grace`` seconds,
+    reap those that are this process's children; ``"pid N: command"`` of each process ended."""
+    import signal
+
+    ended = []
+    live = [(pid, ticks) for pid, ticks in processes if _same(pid, ticks)]
+    for pid, _ in live:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                command = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            command = "?"
+        ended.append(f"pid {pid}: {command[:60]}")
+        for sig in (signal.SIGTERM, signal.SIGCONT):  # a stopped process handles SIGTERM once continued
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+    _wait_gone(live, grace)
+    for pid, ticks in live:
+        if _same(pid, ticks):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+    _wait_gone(live, 1.0)
+    return ended
+
+
+def _wait_gone(processes: list[tuple[int, int]], seconds: float) -> None:
+    """Up to ``seconds`` until none of ``processes`` runs, reaping those that are this process's children."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while True:
+        _reap(processes)
+        if not any(_same(pid, ticks) for pid, ticks in processes) or time.monotonic() > deadline:
+            return
+        time.sleep(0.02)
+
+
+def _reap(processes: list[tuple[int, int]]) -> None:
+    for pid, _ in processes:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except OSError:  # not this process's child
+            pass

@@ -119,6 +119,9 @@ try:
         ReplicaEnv,
         SetupError,
         add_no_proxy,
+        adopt_orphans,
+        descendants,
+        end_processes,
         read_env,
     )
     from tfk8s_jupyter.replica_keras import install_keras_alias, patch_keras3_multi_worker
@@ -148,6 +151,9 @@ except ImportError:  # standalone: the shipped modules sit beside this file
         ReplicaEnv,
         SetupError,
         add_no_proxy,
+        adopt_orphans,
+        descendants,
+        end_processes,
         read_env,
     )
     from replica_keras import install_keras_alias, patch_keras3_multi_worker  # type: ignore[no-redef]
@@ -494,7 +500,24 @@ def summarize_exception(exc: BaseException) -> tuple[str, str, int | None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run this replica per the runner contract; returns the process exit status."""
+    """Run this replica per the runner contract; returns the process exit status. Processes the cell
+    started and left running are ended with the run: nothing would stop them once the job has ended."""
+    adopt_orphans()
+    before = {pid for pid, _ in descendants(os.getpid())}
+    try:
+        return run_replica()
+    finally:
+        left = end_processes(p for p in descendants(os.getpid()) if p[0] not in before)
+        if left:
+            log(
+                f"the cell left {len(left)} process(es) running ({', '.join(left[:4])}"
+                + (f" and {len(left) - 4} more" if len(left) > 4 else "")
+                + "), ended with the replica; stop what the cell starts before it ends"
+            )
+
+
+def run_replica() -> int:
+    """:func:`main` up to the end of the cell."""
     out = LineTrackingStdout(sys.stdout)
     sys.stdout = out
     try:

@@ -39,6 +39,7 @@ from pathlib import Path
 from ..logtext import FileTail, log_excerpt, read_log
 from ..protocol import EventDedup, parse_line
 from ..records import JobRecord, write_json_atomic
+from ..replica_env import descendants, end_processes
 from ..spec import JobSpec
 from .base import (
     FAILED,
@@ -300,8 +301,10 @@ class Supervisor(StallWatch):
     def terminate(self, replicas: list[Replica], grace: float = TERM_GRACE) -> None:
         """SIGTERM, wait up to ``grace`` seconds, SIGKILL what is left; record every exit code. A parked
         replica (its run has ended, the process holds nothing of the job) is killed at once and keeps the
-        code its run ended with."""
+        code its run ended with. The processes a replica's cell started go with it (they would outlive the
+        job)."""
         live = [r for r in replicas if r.alive]
+        below = descendants(*(r.proc.pid for r in live))
         for r in live:
             if r.name in self.parked:
                 r.proc.kill()
@@ -318,6 +321,7 @@ class Supervisor(StallWatch):
             code = r.proc.wait()
             if self.parked.pop(r.name, None) is None:
                 r.status.exit_code = code
+        end_processes(below, grace=0.5)
         for r in replicas:
             r.start_at = None
 
