@@ -4,6 +4,7 @@ the user reads it (the job's one sentence, what is still running after the job).
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -111,3 +112,35 @@ def test_processes_of_a_cell_still_running_end_when_the_job_is_stopped():
         wait_for(lambda: _gone(pids), 10, "the cell's processes to end with the stopped job")
     finally:
         _kill_left(pids)
+
+
+@pytest.mark.parametrize(
+    ("magic", "line", "says"),
+    [
+        ("model", "", "required: name; run %tfk8s_model? for the options and examples."),
+        ("model", "some-job --bogus", "unknown option --bogus; run %tfk8s_model? to see the options."),
+        ("tensorboard", "--bogus", "unknown option --bogus; run %tfk8s_tensorboard? to see the options."),
+        ("scale", "some-job", "required: --workers; run %tfk8s_scale? for the options and examples."),
+        ("scale", "some-job --workers", "expected one argument; give it a value, e.g. --workers 2."),
+        ("delete", "--older-than", "expected one argument; give it a value, e.g. --older-than 7d."),
+        ("logs", "some-job --replica", "expected one argument; give it a value, e.g. --replica worker-0."),
+        ("train", "--name", "expected one argument; give it a value, e.g. --name my-job."),
+        ("train", "--backend", "expected one argument; give it a value, e.g. --backend kubernetes."),
+    ],
+)
+def test_a_magic_line_argparse_refuses_names_that_magic_and_a_value_it_takes(magic, line, says):
+    from IPython.core.error import UsageError
+
+    from tfk8s_jupyter.job_magics import JobMagics
+    from tfk8s_jupyter.magic_args import parse_magic_line
+    from tfk8s_jupyter.magics import TFK8sMagics
+    from tfk8s_jupyter.result_magics import ResultMagics
+    from tfk8s_jupyter.scale_magics import ScaleMagics
+
+    owner = {"model": ResultMagics, "tensorboard": ResultMagics, "scale": ScaleMagics, "train": TFK8sMagics}
+    func = getattr(owner.get(magic, JobMagics), f"tfk8s_{magic}")
+    with pytest.raises(UsageError) as e:
+        parse_magic_line(func, line)
+    message = str(e.value)
+    assert message.endswith(says), message
+    assert re.search(r"\. [A-Z]", message) is None, message  # one sentence

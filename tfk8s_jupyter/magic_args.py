@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import inspect
 import re
 import shlex
 
@@ -183,13 +184,62 @@ def train_arguments(func):
     return func
 
 
-_EXAMPLES = {"--metric-interval": "1.0", "--stall-timeout": "120", "--timeout": "600", "--tail": "50"}
+# A value each option takes, for "give it a value, e.g. ...": an option missing here gets a number when it
+# takes one, else the magic's help is named.
+_EXAMPLES = {
+    "--workers": "2",
+    "--metric-interval": "1.0",
+    "--stall-timeout": "120",
+    "--timeout": "600",
+    "--image-timeout": "120",
+    "--tail": "50",
+    "--strategy": "parameter_server",
+    "--backend": "kubernetes",
+    "--flavor": "tfjob",
+    "--context": "my-cluster",
+    "--name": "my-job",
+    "--image": "tfk8s/trainer:0.1.0",
+    "--namespace": "team-a",
+    "--cpu": "500m",
+    "--memory": "4Gi",
+    "--checkpoint-dir": "/data/ckpt",
+    "--storage": "pvc:CLAIM",
+    "--resume-from": "my-earlier-job",
+    "--deadline": "90s",
+    "--priority-class": "high-priority",
+    "--queue": "team-queue",
+    "--service-account": "trainer",
+    "--env": "KEY=VALUE",
+    "--secret-env": "NAME=SECRET/KEY",
+    "--files": "data.csv",
+    "--out": "job",
+    "--replica": "worker-0",
+    "--older-than": "7d",
+}
+
+
+def magic_name(func=None) -> str:
+    """How a user types ``func``'s magic: ``%%name`` for a cell magic, ``%name`` for a line magic."""
+    if func is None:
+        return "%%tfk8s_train"
+    prefix = "%%" if "cell" in inspect.signature(func).parameters else "%"
+    return prefix + func.parser.prog.lstrip("%")
+
+
+def _example(flag: str, func, kind: str) -> str | None:
+    """A value for ``flag``: its example, else a number of ``kind`` ("int", "float") when it takes one."""
+    if flag in _EXAMPLES:
+        return _EXAMPLES[flag]
+    actions = func.parser._actions if func is not None else []
+    action = next((a for a in actions if flag in a.option_strings), None)
+    takes = kind or getattr(getattr(action, "type", None), "__name__", "")
+    return {"int": "2", "float": "10"}.get(takes)
 
 
 def fix_usage(message: str, func=None) -> str:
     """Argparse's wording, turned into one sentence that names the fix."""
     message = str(message).strip().rstrip(".")
-    name = f"%{func.parser.prog}" if func is not None else "%%tfk8s_train"
+    name = magic_name(func)
     if message.startswith("unrecognized arguments:"):
         words = message.split(":", 1)[1].split()
         bad = next((w for w in words if w.startswith("-")), None)
@@ -203,13 +253,15 @@ def fix_usage(message: str, func=None) -> str:
     if m and "; use e.g." in message:  # an argument type's own sentence (positive_seconds)
         return f"{m.group(1)} {message.split(': ', 1)[1]}."
     flag = m.group(1) if m else "--workers"
-    if "invalid int value" in message:
-        return f"{message}; give a number, e.g. {flag} {_EXAMPLES.get(flag, '2')}."
-    if "invalid float value" in message:
-        return f"{message}; give a number, e.g. {flag} {_EXAMPLES.get(flag, '10')}."
+    for kind in ("int", "float"):
+        if f"invalid {kind} value" in message:
+            return f"{message}; give a number, e.g. {flag} {_example(flag, func, kind)}."
     if "expected one argument" in message:
-        return f"{message}; give it a value, e.g. {flag} {_EXAMPLES.get(flag, '2')}."
-    return f"{message}; run %%tfk8s_train? for the options and examples."
+        example = _example(flag, func, "")
+        if example is None:
+            return f"{message}; give it a value (run {name}? to see what it takes)."
+        return f"{message}; give it a value, e.g. {flag} {example}."
+    return f"{message}; run {name}? for the options and examples."
 
 
 def parse_magic_line(func, line: str):
