@@ -144,3 +144,26 @@ def test_a_magic_line_argparse_refuses_names_that_magic_and_a_value_it_takes(mag
     message = str(e.value)
     assert message.endswith(says), message
     assert re.search(r"\. [A-Z]", message) is None, message  # one sentence
+
+
+@pytest.mark.parametrize(
+    ("flag", "item", "says"),
+    [
+        ("--env", "=1", "--env '=1' is not KEY=VALUE; write it as --env KEY=1."),
+        ("--env", "WANDB", "--env 'WANDB' is not KEY=VALUE; write it as --env WANDB=value."),
+        (
+            "--secret-env",
+            "=wandb/api-key",
+            "--secret-env '=wandb/api-key' is not NAME=SECRET/KEY; write it as --secret-env NAME=wandb/api-key.",
+        ),
+    ],
+)
+def test_an_env_flag_without_its_name_names_the_missing_half(flag, item, says):
+    from IPython.core.error import UsageError
+
+    from tfk8s_jupyter.magic_args import parse_env
+
+    example = "value" if flag == "--env" else "SECRET/KEY"
+    with pytest.raises(UsageError) as e:
+        parse_env([item], flag=flag, example=example)
+    assert str(e.value) == says

@@ -288,9 +288,11 @@ def parse_env(items: list[str] | None, flag: str = "--env", example: str = "valu
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
+            name = "KEY" if example == "value" else "NAME"  # --secret-env NAME=SECRET/KEY
+            fixed = f"{item or name}={example}" if not sep else f"{name}{item}"  # the missing half named
             raise UsageError(
-                f"{flag} {item!r} is not KEY={example.upper() if example != 'value' else 'VALUE'}; "
-                f"write it as {flag} {item or 'KEY'}={example}."
+                f"{flag} {item!r} is not {name}={example.upper() if example != 'value' else 'VALUE'}; "
+                f"write it as {flag} {fixed}."
             )
         env[key] = value
     return env
