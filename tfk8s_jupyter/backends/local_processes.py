@@ -97,7 +97,8 @@ def release_file_pages(smaps: str = "/proc/self/smaps") -> int:
     Measured on this machine for a warm pool process (TensorFlow and Keras 3 imported): RSS 644 MB -> 255
     MB, and a first Keras ``fit`` afterwards mapped back only 58 MB of them, at no measurable cost. Only
     mappings that cannot be written (no ``w`` permission) and hold no private or anonymous page are
-    released, so no page anyone changed is ever dropped, whatever other threads run meanwhile."""
+    released, so no page anyone changed is dropped; and only those still mapped as they were when read
+    (``/proc/self/maps`` is read again right before), for a process whose other threads run meanwhile."""
     import ctypes
 
     try:
@@ -106,26 +107,36 @@ def release_file_pages(smaps: str = "/proc/self/smaps") -> int:
     except (OSError, AttributeError):
         return 0
     madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    unchanged = ("Anonymous", "Private_Dirty", "Shared_Dirty")
+    candidates = [
+        (header, fields)
+        for header, fields in _file_mappings(text)
+        if fields.get("Rss") and not any(fields.get(k, 1) for k in unchanged)
+    ]
+    try:
+        still = set(Path(smaps).with_name("maps").read_text().splitlines())
+    except OSError:
+        return 0
     released = 0
-    for lo, hi, fields in _file_mappings(text):
-        if any(fields.get(k, 1) for k in ("Anonymous", "Private_Dirty", "Shared_Dirty")) or not fields.get(
-            "Rss"
-        ):
-            continue
+    for header, fields in candidates:
+        if header not in still:
+            continue  # unmapped, moved or made writable since: not this mapping any more
+        lo, hi = (int(x, 16) for x in header.split(None, 1)[0].split("-"))
         if madvise(lo, hi - lo, MADV_DONTNEED) == 0:
             released += fields["Rss"]
     return released
 
 
 def _file_mappings(smaps: str):
-    """``(start, end, {field: kB})`` for each read-only mapping of a file that still exists in ``smaps``."""
+    """``(header line, {field: kB})`` for each read-only mapping of a file that still exists in ``smaps``
+    (the header line is the mapping's line in ``/proc/<pid>/maps``)."""
     current = None
     for line in smaps.splitlines():
         head, _, rest = line.partition(" ")
         if head.endswith(":"):
             if current is not None:
                 value = rest.split()
-                current[2][head[:-1]] = int(value[0]) if value and value[0].isdigit() else 0
+                current[1][head[:-1]] = int(value[0]) if value and value[0].isdigit() else 0
             continue
         if current is not None:
             yield current
@@ -133,8 +144,7 @@ def _file_mappings(smaps: str):
         parts = line.split(None, 5)
         path = parts[5] if len(parts) == 6 else ""
         if "-" in head and "w" not in parts[1] and path.startswith("/") and not path.endswith("(deleted)"):
-            lo, hi = (int(x, 16) for x in head.split("-"))
-            current = (lo, hi, {})
+            current = (line, {})
     if current is not None:
         yield current
 
