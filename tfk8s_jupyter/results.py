@@ -14,7 +14,9 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import re
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -333,14 +335,58 @@ def load_model(backend: Backend, name: str, **kwargs) -> LoadedModel:
         with tempfile.TemporaryDirectory(prefix="tfk8s-model-") as tmp:
             local = Path(tmp) / posixpath.basename(path.rstrip("/"))
             _copy(path, local)
-            model = keras_module.models.load_model(str(local), **kwargs)
+            model = _load_with_kernel_objects(keras_module, str(local), name, kwargs)
     else:
-        model = keras_module.models.load_model(path, **kwargs)
+        model = _load_with_kernel_objects(keras_module, path, name, kwargs)
     seconds = time.perf_counter() - started
     size = entry.get("bytes")
     if not isinstance(size, int):
         size = sum(s for _, s in _walk(path)) if _isdir(path) else _size(path)
     return LoadedModel(model, path, int(size), seconds, flavour)
+
+
+# Keras's words for a class or function a saved model names and the loading process does not have.
+_UNKNOWN_OBJECT = re.compile(r"Could not locate (class|function) '([^']+)'")
+
+
+def _kernel_namespace() -> dict:
+    """The notebook's variables: IPython's user namespace in a kernel, else ``__main__``'s."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    if shell is not None:
+        return shell.user_ns
+    main = sys.modules.get("__main__")
+    return vars(main) if main is not None else {}
+
+
+def _load_with_kernel_objects(keras_module, path: str, name: str, kwargs: dict):
+    """``keras_module.models.load_model(path, **kwargs)``; a class or function the model names that the
+    job's cell defined (a subclassed model, a custom layer, loss or activation) is taken from the notebook's
+    namespace when a cell there defines it; when none does, one sentence says which and how to provide it.
+
+    The cell ran in the job's replicas, not in this kernel, so what it defined is not here, and Keras's
+    own error is a page of the model's config.
+    """
+    custom = dict(kwargs.pop("custom_objects", None) or {})
+    namespace = _kernel_namespace()
+    while True:
+        try:
+            return keras_module.models.load_model(path, custom_objects=custom or None, **kwargs)
+        except (TypeError, ValueError) as e:
+            found = _UNKNOWN_OBJECT.search(str(e))
+            if found is None:
+                raise
+            kind, missing = found.groups()
+            short = missing.rsplit(">", 1)[-1]
+            obj = namespace.get(short)
+            keys = {missing, short} | set(re.findall(rf"'([\w.]+>{re.escape(short)})'", str(e)))
+            if not callable(obj) or keys <= custom.keys():
+                raise ResultsError(
+                    f"job {name!r}'s model uses the {kind} {short!r}, which its cell defined where the "
+                    f"job ran and this kernel does not have; run its definition in a notebook cell (or "
+                    f"import it) and call job.model() again, or pass custom_objects={{{short!r}: {short}}}."
+                ) from None
+            custom.update(dict.fromkeys(keys, obj))
 
 
 def _size(path: str) -> int:

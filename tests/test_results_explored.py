@@ -1,0 +1,93 @@
+"""Results back and data in, with cells as Keras and TensorFlow tutorials write them, trained unchanged
+through ``tk.submit`` on real TensorFlow: what comes back (the model, its weights, the files the cell
+wrote) is checked, not only that the job succeeded; what cannot come back is one sentence naming the fix.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import tfk8s_jupyter as tk  # noqa: E402
+from tfk8s_jupyter.results import ResultsError  # noqa: E402
+
+# A subclassed model holding a custom layer registered with Keras, both defined in the trained cell, as
+# Keras's "making new layers and models via subclassing" and serialization guides write them.
+DEFINITIONS = """\
+import keras
+
+
+@keras.saving.register_keras_serializable(package="explored")
+class Scale(keras.layers.Layer):
+    def __init__(self, factor=2.0, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = factor
+
+    def call(self, x):
+        return x * self.factor
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}
+
+
+class Net(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden = keras.layers.Dense(8, activation="relu")
+        self.scale = Scale(3.0)
+        self.out = keras.layers.Dense(1)
+
+    def call(self, x):
+        return self.out(self.scale(self.hidden(x)))
+"""
+
+SUBCLASSED = (
+    DEFINITIONS
+    + """
+import numpy as np
+
+keras.utils.set_random_seed(1)
+x = np.random.default_rng(0).random((256, 4)).astype("float32")
+y = x.sum(axis=1, keepdims=True)
+net = Net()
+net.compile("adam", "mse")
+net.fit(x, y, epochs=2, batch_size=32, verbose=2)
+print("predicted", net.predict(x[:4], verbose=0).ravel().tolist())
+"""
+)
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(300)
+def test_a_subclassed_model_defined_in_the_cell_comes_back_once_the_notebook_defines_its_classes(
+    monkeypatch,
+):
+    job = tk.submit(SUBCLASSED, workers=2, name="subclassed", setup_timeout=180)
+    assert job.wait(timeout=240) == "succeeded", job.status.message
+    predicted = re.search(r"predicted (\[.*\])", job.logs("worker-0")).group(1)
+
+    # The cell ran in the job's replicas: this kernel has no Net, so Keras cannot rebuild the model.
+    with pytest.raises(ResultsError) as refused:
+        job.model()
+    assert str(refused.value) == (
+        "job 'subclassed''s model uses the class 'Net', which its cell defined where the job ran and this "
+        "kernel does not have; run its definition in a notebook cell (or import it) and call job.model() "
+        "again, or pass custom_objects={'Net': Net}."
+    )
+
+    # A notebook cell runs the definitions: the model comes back with the weights the job trained.
+    main = sys.modules["__main__"]
+    defined: dict = {}
+    exec(compile(DEFINITIONS, "<notebook cell>", "exec"), defined)  # noqa: S102
+    monkeypatch.setattr(main, "Net", defined["Net"], raising=False)
+    model = job.model()
+    assert type(model).__name__ == "Net" and type(model.scale).__name__ == "Scale"
+    assert model.scale.factor == 3.0
+    x = np.random.default_rng(0).random((256, 4)).astype("float32")
+    np.testing.assert_allclose(model.predict(x[:4], verbose=0).ravel(), eval(predicted), rtol=1e-5)
