@@ -167,3 +167,29 @@ def test_an_env_flag_without_its_name_names_the_missing_half(flag, item, says):
     with pytest.raises(UsageError) as e:
         parse_env([item], flag=flag, example=example)
     assert str(e.value) == says
+
+
+# The notebook checks tutorials start with, and a magic as nbconvert spells it in Python.
+NOTEBOOK_CHECK = """\
+IN_COLAB = "google.colab" in str(get_ipython())
+print("in colab:", IN_COLAB, "in a kernel:", get_ipython() is not None)
+"""
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(120)
+def test_a_cell_asking_get_ipython_where_it_runs_hears_a_plain_python_process():
+    job = tk.submit(NOTEBOOK_CHECK, workers=1, name="get-ipython", setup_timeout=90)
+    assert job.wait(timeout=90) == "succeeded", job.status.message
+    assert "in colab: False in a kernel: False" in job.logs("worker-0")
+
+
+def test_a_cell_calling_get_ipython_methods_is_refused_in_one_sentence(tfk8s_home):
+    cell = "import numpy as np\nget_ipython().run_line_magic('matplotlib', 'inline')\n"
+    with pytest.raises(tk.SpecError) as e:
+        tk.submit(cell, workers=1, name="kernel-call")
+    assert str(e.value) == (
+        "line 2 of the code calls get_ipython().run_line_magic, which needs the notebook's IPython kernel and "
+        "the replicas have none; run it in a separate cell above, or write it in plain Python."
+    )
+    assert not any(tfk8s_home.iterdir())

@@ -140,6 +140,11 @@ class InputUnavailable(EOFError):
     """``input()`` in a replica, where no one can answer (an ``EOFError``, as Python raises at end of input)."""
 
 
+def _no_kernel():
+    """``get_ipython()`` in a replica: no IPython shell runs here."""
+    return None
+
+
 def _input_with_reason(original):
     def input(prompt: object = "", /) -> str:  # noqa: A001 (the builtin's own name, as the cell calls it)
         try:
@@ -157,10 +162,13 @@ def _input_with_reason(original):
 
 def install_notebook_builtins() -> None:
     """What a cell has in a notebook's kernel and not in a replica: the ``display`` builtin (unless one is
-    there already), and an ``input()`` that says why it gets no answer."""
+    there already), ``get_ipython()``, which answers None as in any plain Python process (so a cell's
+    ``'google.colab' in str(get_ipython())`` works), and an ``input()`` that says why it gets no answer."""
     import builtins
 
     if not hasattr(builtins, "display"):
         builtins.display = display
+    if not hasattr(builtins, "get_ipython"):
+        builtins.get_ipython = _no_kernel
     if not getattr(builtins.input, "_tfk8s", False):
         builtins.input = _input_with_reason(builtins.input)

@@ -6,6 +6,7 @@ names the value and says how to fix it; nothing is ever started for an invalid s
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import re
 import secrets
@@ -389,6 +390,25 @@ def check_code(code: str) -> None:
         raise SpecError(
             f"the cell has a syntax error on line {e.lineno}: {e.msg}; fix that line and run the cell again."
         ) from None
+    check_kernel_calls(code, ast.parse(code))
+
+
+def check_kernel_calls(code: str, tree: ast.AST) -> None:
+    """Reject ``get_ipython().<method>`` (a magic or shell escape spelled in Python, as nbconvert writes
+    them): the replicas have no IPython kernel, and their ``get_ipython()`` answers None, as in any plain
+    Python process."""
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Call)
+            and isinstance(node.value.func, ast.Name)
+            and node.value.func.id == "get_ipython"
+        ):
+            text = (ast.get_source_segment(code, node) or f"get_ipython().{node.attr}")[:60]
+            raise SpecError(
+                f"line {node.lineno} of the code calls {text}, which needs the notebook's IPython kernel and "
+                "the replicas have none; run it in a separate cell above, or write it in plain Python."
+            )
 
 
 def check_name(name: str) -> None:
