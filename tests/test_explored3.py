@@ -193,3 +193,20 @@ def test_a_cell_calling_get_ipython_methods_is_refused_in_one_sentence(tfk8s_hom
         "the replicas have none; run it in a separate cell above, or write it in plain Python."
     )
     assert not any(tfk8s_home.iterdir())
+
+
+@pytest.mark.parametrize(
+    "cell",
+    [
+        "# model.fit(x, y, epochs=5)\n# commented out while debugging\n",
+        '"""Train the model."""\n# model.fit(x, y)\n',
+    ],
+)
+def test_a_cell_with_only_comments_starts_no_job(tfk8s_home, cell):
+    with pytest.raises(tk.SpecError) as e:
+        tk.submit(cell, workers=1, name="comments-only")
+    assert str(e.value) == (
+        "the cell has only comments, so its job would train nothing; write the model and its model.fit(...) "
+        "call in the cell (or uncomment them)."
+    )
+    assert not any(tfk8s_home.iterdir())

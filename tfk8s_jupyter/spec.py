@@ -390,7 +390,13 @@ def check_code(code: str) -> None:
         raise SpecError(
             f"the cell has a syntax error on line {e.lineno}: {e.msg}; fix that line and run the cell again."
         ) from None
-    check_kernel_calls(code, ast.parse(code))
+    tree = ast.parse(code)
+    if all(isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant) for n in tree.body):
+        raise SpecError(
+            "the cell has only comments, so its job would train nothing; write the model and its "
+            "model.fit(...) call in the cell (or uncomment them)."
+        )
+    check_kernel_calls(code, tree)
 
 
 def check_kernel_calls(code: str, tree: ast.AST) -> None:
