@@ -210,3 +210,30 @@ def test_a_cell_with_only_comments_starts_no_job(tfk8s_home, cell):
         "call in the cell (or uncomment them)."
     )
     assert not any(tfk8s_home.iterdir())
+
+
+def test_the_python_api_refuses_a_wrong_type_of_name_timeout_or_tail_in_one_sentence(standin):
+    from tfk8s_jupyter.backends.base import JobNotFound
+
+    with pytest.raises(JobNotFound) as e:
+        tk.attach(None)
+    assert str(e.value) == (
+        "attach() was given None, not a job name; pass the name as text, e.g. tfk8s_jupyter.attach('mnist-ps') "
+        "(tfk8s_jupyter.list_jobs() lists the jobs)."
+    )
+    job = tk.submit("EPOCHS = 1\nSTEPS = 2\n", workers=1, name="api-types")
+    assert job.wait(timeout=60) == "succeeded"
+    with pytest.raises(tk.SpecError) as e:
+        job.wait(timeout="10")
+    assert str(e.value) == (
+        "timeout '10' is not a number of seconds; pass one, e.g. job.wait(timeout=300), or None to wait until "
+        "the job ends."
+    )
+    for tail in ("5", 0, -1, 2.5):
+        with pytest.raises(tk.SpecError) as e:
+            job.logs(tail=tail)
+        assert str(e.value) == (
+            f"tail {tail!r} is not a number of lines; pass a whole number from 1, e.g. job.logs(tail=50), or "
+            "None for the whole log."
+        )
+    assert job.logs(tail=1).strip() != ""

@@ -5,11 +5,12 @@ The magics, the REST API and the side panel all go through these functions.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 
 from .backends import get_backend
-from .backends.base import Backend, JobStatus
+from .backends.base import Backend, JobNotFound, JobStatus
 from .config import current_config, current_owner
 from .monitor import JobState, Monitor, event_to_point
 from .payload import Payload
@@ -57,6 +58,11 @@ class Job:
         Raises:
             TimeoutError: the job is still running after ``timeout`` seconds (it keeps running).
         """
+        if timeout is not None and not _is_number(timeout):
+            raise SpecError(
+                f"timeout {timeout!r} is not a number of seconds; pass one, e.g. job.wait(timeout=300), or "
+                "None to wait until the job ends."
+            )
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             status = self.status
@@ -79,6 +85,11 @@ class Job:
 
     def logs(self, replica: str | None = None, tail: int | None = None) -> str:
         """A replica's output (default: the reporting replica, chief-0 or worker-0)."""
+        if tail is not None and (not _is_number(tail) or tail != int(tail) or tail < 1):
+            raise SpecError(
+                f"tail {tail!r} is not a number of lines; pass a whole number from 1, e.g. "
+                "job.logs(tail=50), or None for the whole log."
+            )
         return self.backend.logs(self.name, replica or self.spec.reporting_replica, tail=tail)
 
     def stop(self) -> JobStatus:
@@ -218,6 +229,11 @@ def submit(
     return submit_spec(spec, payload or Payload(code=code))
 
 
+def _is_number(value) -> bool:
+    """A real number of seconds or lines (not a bool, a string, NaN or infinity)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _short(value, limit: int = 40) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -260,6 +276,11 @@ def attach(name: str, backend: str | None = None) -> Job:
     Raises:
         JobNotFound: no such job on that backend.
     """
+    if not isinstance(name, str) or not name:
+        raise JobNotFound(
+            f"attach() was given {name!r}, not a job name; pass the name as text, e.g. "
+            "tfk8s_jupyter.attach('mnist-ps') (tfk8s_jupyter.list_jobs() lists the jobs)."
+        )
     b = backend_for(backend)
     b.get(name)
     return Job(name, b)
