@@ -91,3 +91,54 @@ def test_a_subclassed_model_defined_in_the_cell_comes_back_once_the_notebook_def
     assert model.scale.factor == 3.0
     x = np.random.default_rng(0).random((256, 4)).astype("float32")
     np.testing.assert_allclose(model.predict(x[:4], verbose=0).ravel(), eval(predicted), rtol=1e-5)
+
+
+# A cell that saves its own model, weights and SavedModel by relative path, as Keras's save-and-load guide
+# writes them, after training two models (the one that comes back is the last fit's, named ``clf``).
+SAVES_ITS_OWN = """\
+import numpy as np
+import tensorflow as tf
+
+tf.keras.utils.set_random_seed(1)
+x = np.random.default_rng(0).random((256, 4)).astype("float32")
+y = x.sum(axis=1, keepdims=True)
+encoder = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(3)])
+encoder.compile("adam", "mse")
+encoder.fit(x, np.repeat(y, 3, axis=1), epochs=1, batch_size=32, verbose=2)
+clf = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(8, activation="relu"),
+                           tf.keras.layers.Dense(1)])
+clf.compile("adam", "mse")
+clf.fit(x, y, epochs=2, batch_size=32, verbose=2)
+clf.save("saved/clf.keras")
+clf.save_weights("clf.weights.h5")
+tf.saved_model.save(clf, "exported")
+print("predicted", clf.predict(x[:4], verbose=0).ravel().tolist())
+"""
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(300)
+def test_files_the_cell_saves_by_relative_path_are_listed_and_downloaded(tmp_path, monkeypatch):
+    import keras
+
+    notebook = tmp_path / "nb"
+    notebook.mkdir()
+    (notebook / "notes.txt").write_text("the notebook's own file, presented to the replicas")
+    monkeypatch.chdir(notebook)
+    job = tk.submit(SAVES_ITS_OWN, workers=2, name="own-saves", setup_timeout=180)
+    assert job.wait(timeout=240) == "succeeded", job.status.message
+    predicted = eval(re.search(r"predicted (\[.*\])", job.logs("worker-0")).group(1))
+
+    cell_files = {a.path for a in job.artifacts() if a.kind == "cell"}
+    assert {"saved/clf.keras", "clf.weights.h5", "exported/saved_model.pb"} <= cell_files, cell_files
+    assert "notes.txt" not in cell_files  # the notebook's files it was given are not what it wrote
+    dest = tmp_path / "here"
+    dest.mkdir()
+    copy = job.download("saved/clf.keras", dest=dest)
+    assert copy == dest / "clf.keras"
+    x = np.random.default_rng(0).random((256, 4)).astype("float32")
+    mine = keras.models.load_model(copy)
+    np.testing.assert_allclose(mine.predict(x[:4], verbose=0).ravel(), predicted, rtol=1e-5)
+    assert (job.download("exported", dest=dest) / "saved_model.pb").is_file()
+    # the model that comes back is the last fit's, whatever its variable is called
+    np.testing.assert_allclose(job.model().predict(x[:4], verbose=0).ravel(), predicted, rtol=1e-5)

@@ -148,7 +148,8 @@ class Job:
     def artifacts(self):
         """What the job wrote into its artifact directory: ``Artifact(path, size, kind)`` per file, with
         ``path`` relative to it and ``kind`` one of ``model``, ``checkpoint``, ``tensorboard``, ``index``,
-        ``file``."""
+        ``file``; then what the cell saved by relative path (``model.save("m.keras")``) where it ran, kind
+        ``cell``, path as the cell named it, while that work dir is kept (a local job's)."""
         from .results import list_artifacts
 
         return list_artifacts(self.backend, self.name)

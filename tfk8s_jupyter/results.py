@@ -226,16 +226,39 @@ def read_index(backend: Backend, name: str) -> dict:
     return artifacts if isinstance(artifacts, dict) else {}
 
 
-def list_artifacts(backend: Backend, name: str) -> list[Artifact]:
-    """Every file job ``name`` wrote into its artifact directory, sorted by path."""
-    location = artifacts_root(backend, name)
-    if not _exists(location):
-        return []
+def cell_workdir(backend: Backend, name: str) -> str | None:
+    """The reporting replica's work dir, where the cell's own saves by relative path landed
+    (``model.save("m.keras")``, ``save_weights``, ``tf.saved_model.save(m, "sm")``), if it outlived the
+    replica (a local job's does)."""
+    return backend.workdir_location(name)
+
+
+def cell_files(workdir: str) -> list[tuple[str, int]]:
+    """``(path relative to workdir, size)`` of every file the replica wrote there, sorted: its own
+    regular files, not the notebook's files presented as links (nor folders linked whole)."""
     out = []
-    for rel, size in _walk(location):
-        top = rel.split("/", 1)[0]
-        kind = "index" if rel == ARTIFACT_INDEX else KINDS.get(top, "file") if "/" in rel else "file"
-        out.append(Artifact(rel, size, kind))
+    for root, dirs, files in os.walk(workdir):
+        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d))]
+        for f in files:
+            full = os.path.join(root, f)
+            if not os.path.islink(full) and os.path.isfile(full):
+                out.append((os.path.relpath(full, workdir).replace(os.sep, "/"), os.path.getsize(full)))
+    return sorted(out)
+
+
+def list_artifacts(backend: Backend, name: str) -> list[Artifact]:
+    """Every file job ``name`` wrote into its artifact directory, sorted by path, then the files its cell
+    wrote by relative path in the reporting replica's work dir (kind ``cell``, path as the cell named it)."""
+    location = artifacts_root(backend, name)
+    out = []
+    if _exists(location):
+        for rel, size in _walk(location):
+            top = rel.split("/", 1)[0]
+            kind = "index" if rel == ARTIFACT_INDEX else KINDS.get(top, "file") if "/" in rel else "file"
+            out.append(Artifact(rel, size, kind))
+    workdir = cell_workdir(backend, name)
+    if workdir:
+        out.extend(Artifact(rel, size, "cell") for rel, size in cell_files(workdir))
     return out
 
 
@@ -254,7 +277,10 @@ def download(backend: Backend, name: str, path: str, dest: str | os.PathLike = "
             "job.artifacts() lists them."
         )
     src = join(location, rel)
-    if not _exists(src):
+    workdir = cell_workdir(backend, name) if not _exists(src) else None
+    if workdir and os.path.exists(os.path.join(workdir, rel)):
+        src = os.path.join(workdir, rel)  # a file the cell saved by relative path
+    elif not _exists(src):
         raise ResultsError(f"job {name!r} has no artifact {path!r}; job.artifacts() lists what it wrote.")
     target = Path(dest).expanduser() / (name if rel == "." else posixpath.basename(rel))
     _copy(src, target)

@@ -221,3 +221,9 @@ class Backend(ABC):
         """The job's checkpoint directory as a new job's replicas of this backend see it (for
         ``resume_from``); ``None`` when it did not outlive the replicas. Raises :class:`JobNotFound`."""
         return None
+
+    def workdir_location(self, name: str, replica: str | None = None) -> str | None:
+        """Where this kernel reads ``replica``'s (default: the reporting replica's) working directory,
+        where the cell's relative paths (``model.save("m.keras")``) land; ``None`` when it did not outlive
+        the replica (a pod's). Raises :class:`JobNotFound`."""
+        return None

@@ -551,6 +551,13 @@ class LocalBackend(Backend):
         record = self._record(name)
         return str(checkpoint_dir(JobSpec.from_json(record.read_spec()), record))
 
+    def workdir_location(self, name: str, replica: str | None = None) -> str | None:
+        """``<record>/work/<replica>``: a local replica's work dir stays with the record."""
+        record = self._record(name)
+        replica = replica or JobSpec.from_json(record.read_spec()).reporting_replica
+        work = record.dir / "work" / replica
+        return str(work) if work.is_dir() else None
+
     def delete(self, name: str) -> None:
         """Stop the job if needed, then remove its record (artifacts included) and its configured
         checkpoint directory."""
