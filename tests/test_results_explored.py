@@ -142,3 +142,44 @@ def test_files_the_cell_saves_by_relative_path_are_listed_and_downloaded(tmp_pat
     assert (job.download("exported", dest=dest) / "saved_model.pb").is_file()
     # the model that comes back is the last fit's, whatever its variable is called
     np.testing.assert_allclose(job.model().predict(x[:4], verbose=0).ravel(), predicted, rtol=1e-5)
+
+
+# Training finishes, then a later line of the cell fails: a metric the model was not compiled with, as
+# plotting code copied from a tutorial often reads it.
+FAILS_AFTER_FIT = """\
+import numpy as np
+import tensorflow as tf
+
+tf.keras.utils.set_random_seed(1)
+x = np.random.default_rng(0).random((256, 4)).astype("float32")
+y = x.sum(axis=1, keepdims=True)
+model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(8, activation="relu"),
+                             tf.keras.layers.Dense(1)])
+model.compile("adam", "mse")
+history = model.fit(x, y, epochs=3, batch_size=32, verbose=2)
+print("predicted", model.predict(x[:4], verbose=0).ravel().tolist())
+print("best", max(history.history["accuracy"]))
+"""
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(300)
+def test_a_cell_failing_after_its_fit_says_how_to_get_the_trained_model_and_that_way_works():
+    job = tk.submit(FAILS_AFTER_FIT, workers=2, name="after-fit", setup_timeout=180)
+    assert job.wait(timeout=240) == "failed", job.status.message
+    assert "KeyError: 'accuracy'" in job.status.message
+    predicted = eval(re.search(r"predicted (\[.*\])", job.logs("worker-0")).group(1))
+    with pytest.raises(ResultsError) as refused:
+        job.model()
+    assert str(refused.value) == (
+        "job 'after-fit' failed after its fit finished training, so no model was saved; its checkpoints "
+        "hold the trained weights, so fix the cell and run it again with --resume-from after-fit "
+        "(resume_from='after-fit'), which restores them without training again."
+    )
+
+    fixed = FAILS_AFTER_FIT.replace('history.history["accuracy"]', 'history.history["loss"]')
+    again = tk.submit(fixed, workers=2, name="fixed", setup_timeout=180, resume_from="after-fit")
+    assert again.wait(timeout=240) == "succeeded", again.status.message
+    assert "trained no epoch" in again.logs("worker-0")
+    x = np.random.default_rng(0).random((256, 4)).astype("float32")
+    np.testing.assert_allclose(again.model().predict(x[:4], verbose=0).ravel(), predicted, rtol=1e-5)

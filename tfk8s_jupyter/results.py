@@ -322,6 +322,12 @@ def model_entry(backend: Backend, name: str) -> dict:
     entry = index.get("model")
     if isinstance(entry, dict) and entry.get("path"):
         return entry
+    if status.phase != SUCCEEDED and _fit_completed(backend, name):
+        raise ResultsError(
+            f"job {name!r} {status.phase} after its fit finished training, so no model was saved; its "
+            f"checkpoints hold the trained weights, so fix the cell and run it again with --resume-from "
+            f"{name} (resume_from={name!r}), which restores them without training again."
+        )
     note = index.get("model_note")
     if isinstance(note, str) and note.strip():
         raise ResultsError(f"job {name!r} saved no model: {note.strip().rstrip('.')}.")
@@ -334,6 +340,18 @@ def model_entry(backend: Backend, name: str) -> dict:
         f"job {name!r} saved no model: its cell finished no Keras model.fit (a custom loop saves its "
         "own model into TFK8S_ARTIFACTS); job.artifacts() lists what it wrote."
     )
+
+
+def _fit_completed(backend: Backend, name: str) -> bool:
+    """Whether a ``fit`` of the job's cell returned: each records its History beside its checkpoint
+    (``checkpoints/fit-<i>/<backup>/history-<replica>.json``, ``replica_artifacts.keep_fit_history``)."""
+    try:
+        ckpt = backend.checkpoint_location(name)
+        if ckpt and _exists(ckpt):
+            return any(posixpath.basename(rel).startswith("history-") for rel, _ in _walk(ckpt))
+    except (OSError, TFK8sError):
+        pass
+    return False
 
 
 def load_model(backend: Backend, name: str, **kwargs) -> LoadedModel:
