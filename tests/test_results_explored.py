@@ -183,3 +183,25 @@ def test_a_cell_failing_after_its_fit_says_how_to_get_the_trained_model_and_that
     assert "trained no epoch" in again.logs("worker-0")
     x = np.random.default_rng(0).random((256, 4)).astype("float32")
     np.testing.assert_allclose(again.model().predict(x[:4], verbose=0).ravel(), predicted, rtol=1e-5)
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(300)
+def test_a_job_stopped_during_its_second_fit_is_not_taken_for_finished_training():
+    from local_helpers import wait_for
+
+    cell = FAILS_AFTER_FIT.replace(
+        'print("best", max(history.history["accuracy"]))',
+        "import time\n"
+        "slow = tf.keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: time.sleep(3))\n"
+        "model.fit(x, y, epochs=20, batch_size=32, verbose=2, callbacks=[slow])\n",
+    )
+    job = tk.submit(cell, workers=2, name="stopped", setup_timeout=180)
+    wait_for(
+        lambda: any(e.get("type") == "epoch" and e.get("fit") == 1 for e in job.events()),
+        200,
+        "the second fit's first epoch",
+    )
+    job.stop()
+    with pytest.raises(ResultsError, match=r"^job 'stopped' stopped before saving a model; see job.logs"):
+        job.model()

@@ -343,15 +343,23 @@ def model_entry(backend: Backend, name: str) -> dict:
 
 
 def _fit_completed(backend: Backend, name: str) -> bool:
-    """Whether a ``fit`` of the job's cell returned: each records its History beside its checkpoint
-    (``checkpoints/fit-<i>/<backup>/history-<replica>.json``, ``replica_artifacts.keep_fit_history``)."""
+    """Whether every ``fit`` the job's cell began returned (at least one): each records its History
+    beside its checkpoint (``checkpoints/fit-<i>/<backup>/history-<replica>.json``,
+    ``replica_artifacts.keep_fit_history``)."""
     try:
         ckpt = backend.checkpoint_location(name)
-        if ckpt and _exists(ckpt):
-            return any(posixpath.basename(rel).startswith("history-") for rel, _ in _walk(ckpt))
+        if not ckpt or not _exists(ckpt):
+            return False
+        begun, returned = set(), set()
+        for rel in (rel for rel, _ in _walk(ckpt)):
+            fit = rel.split("/", 1)[0]
+            if re.fullmatch(r"fit-\d+", fit):
+                begun.add(fit)
+                if posixpath.basename(rel).startswith("history-"):
+                    returned.add(fit)
+        return bool(begun) and begun == returned
     except (OSError, TFK8sError):
-        pass
-    return False
+        return False
 
 
 def load_model(backend: Backend, name: str, **kwargs) -> LoadedModel:
