@@ -321,3 +321,18 @@ def test_code_through_the_api_with_ipython_syntax_names_the_line_and_the_way_out
     assert "run it in the notebook before submitting" in message
     # a '%' or '!' inside valid Python is no escape
     assert make_spec("x = 10 % 3\ny = x != 1\n").code
+
+
+def test_a_kernel_call_under_a_guard_is_left_to_the_guard():
+    """``if IN_COLAB: get_ipython().system(...)`` runs as in any plain Python process (the replica's
+    ``get_ipython()`` answers None); an unguarded one is refused, naming its line."""
+    from tfk8s_jupyter.spec import check_code
+
+    check_code(
+        "IN_COLAB = 'google.colab' in str(get_ipython())\n"
+        "if IN_COLAB:\n    get_ipython().system('pip install tensorflow-datasets')\n"
+        "try:\n    get_ipython().run_line_magic('load_ext', 'tensorboard')\nexcept AttributeError:\n    pass\n"
+        "shell = get_ipython() and get_ipython().run_line_magic('env', 'A=1')\n"
+    )
+    with pytest.raises(SpecError, match="^line 3 of the code calls get_ipython\\(\\).system"):
+        check_code("import os\n\nget_ipython().system('nvidia-smi')\n")
