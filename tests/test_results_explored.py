@@ -205,3 +205,35 @@ def test_a_job_stopped_during_its_second_fit_is_not_taken_for_finished_training(
     job.stop()
     with pytest.raises(ResultsError, match=r"^job 'stopped' stopped before saving a model; see job.logs"):
         job.model()
+
+
+@pytest.mark.tf
+@pytest.mark.timeout(300)
+def test_a_parameter_server_subclassed_model_needs_its_classes_on_tf_keras_and_then_comes_back(monkeypatch):
+    job = tk.submit(SUBCLASSED, workers=2, ps=1, name="ps-subclassed", setup_timeout=180)
+    assert job.wait(timeout=240) == "succeeded", job.status.message
+    predicted = eval(re.search(r"predicted (\[.*\])", job.logs("chief-0")).group(1))
+    main = sys.modules["__main__"]
+
+    # The notebook defines the classes with Keras 3, as the cell reads: the job trained them on tf_keras.
+    keras3: dict = {}
+    exec(compile(DEFINITIONS, "<notebook cell>", "exec"), keras3)  # noqa: S102
+    monkeypatch.setattr(main, "Net", keras3["Net"], raising=False)
+    with pytest.raises(ResultsError) as refused:
+        job.model()
+    assert str(refused.value) == (
+        "job 'ps-subclassed''s model was trained with tf_keras (import tf_keras as keras) and uses the class "
+        "'Net', but this notebook's Net is built on Keras 3 (import keras); define it with tf_keras (import "
+        "tf_keras as keras) in a notebook cell and call job.model() again."
+    )
+
+    legacy: dict = {}
+    source = DEFINITIONS.replace("import keras\n", "import tf_keras as keras\n").replace(
+        'package="explored"', 'package="explored-legacy"'
+    )
+    exec(compile(source, "<notebook cell>", "exec"), legacy)  # noqa: S102
+    monkeypatch.setattr(main, "Net", legacy["Net"])
+    model = job.model()
+    assert type(model).__module__ != "keras" and model.scale.factor == 3.0
+    x = np.random.default_rng(0).random((256, 4)).astype("float32")
+    np.testing.assert_allclose(model.predict(x[:4], verbose=0).ravel(), predicted, rtol=1e-5)

@@ -387,9 +387,9 @@ def load_model(backend: Backend, name: str, **kwargs) -> LoadedModel:
         with tempfile.TemporaryDirectory(prefix="tfk8s-model-") as tmp:
             local = Path(tmp) / posixpath.basename(path.rstrip("/"))
             _copy(path, local)
-            model = _load_with_kernel_objects(keras_module, str(local), name, kwargs)
+            model = _load_with_kernel_objects(keras_module, flavour, str(local), name, kwargs)
     else:
-        model = _load_with_kernel_objects(keras_module, path, name, kwargs)
+        model = _load_with_kernel_objects(keras_module, flavour, path, name, kwargs)
     seconds = time.perf_counter() - started
     size = entry.get("bytes")
     if not isinstance(size, int):
@@ -411,10 +411,24 @@ def _kernel_namespace() -> dict:
     return vars(main) if main is not None else {}
 
 
-def _load_with_kernel_objects(keras_module, path: str, name: str, kwargs: dict):
+def _keras_of_class(obj) -> str | None:
+    """``tf_keras`` or ``keras3`` for a class built on that Keras, ``None`` for anything else."""
+    modules = [getattr(c, "__module__", "") or "" for c in getattr(obj, "__mro__", ())]
+    if any(m == "tf_keras" or m.startswith("tf_keras.") for m in modules):
+        return "tf_keras"
+    if any(m == "keras" or m.startswith("keras.") for m in modules):
+        return "keras3"
+    return None
+
+
+_KERAS_NAMES = {"tf_keras": "tf_keras (import tf_keras as keras)", "keras3": "Keras 3 (import keras)"}
+
+
+def _load_with_kernel_objects(keras_module, flavour: str, path: str, name: str, kwargs: dict):
     """``keras_module.models.load_model(path, **kwargs)``; a class or function the model names that the
     job's cell defined (a subclassed model, a custom layer, loss or activation) is taken from the notebook's
-    namespace when a cell there defines it; when none does, one sentence says which and how to provide it.
+    namespace when a cell there defines it on the Keras the job trained with (``flavour``); when none does,
+    one sentence says which and how to provide it.
 
     The cell ran in the job's replicas, not in this kernel, so what it defined is not here, and Keras's
     own error is a page of the model's config.
@@ -432,6 +446,13 @@ def _load_with_kernel_objects(keras_module, path: str, name: str, kwargs: dict):
             short = missing.rsplit(">", 1)[-1]
             obj = namespace.get(short)
             keys = {missing, short} | set(re.findall(rf"'([\w.]+>{re.escape(short)})'", str(e)))
+            theirs = _keras_of_class(obj)
+            if callable(obj) and theirs not in (None, flavour) and not keys <= custom.keys():
+                raise ResultsError(
+                    f"job {name!r}'s model was trained with {_KERAS_NAMES[flavour]} and uses the {kind} "
+                    f"{short!r}, but this notebook's {short} is built on {_KERAS_NAMES[theirs]}; define it "
+                    f"with {_KERAS_NAMES[flavour]} in a notebook cell and call job.model() again."
+                ) from None
             if not callable(obj) or keys <= custom.keys():
                 raise ResultsError(
                     f"job {name!r}'s model uses the {kind} {short!r}, which its cell defined where the "
