@@ -9,6 +9,7 @@ import re
 import time
 from pathlib import Path
 
+import pytest
 from local_helpers import epoch_events, kill, wait_for
 
 import tfk8s_jupyter as tk
@@ -164,3 +165,76 @@ def test_a_worker_added_again_by_a_resize_restores_the_jobs_latest_backup_not_it
     )
     assert resume(0, earlier) == {"from": str(earlier), "fits": [0]}
     assert (ckpt / "fit-0" / "worker-0" / "latest.weights.h5").read_bytes() == b"w0-epoch-7-fit-0"
+
+
+def test_resuming_an_earlier_all_reduce_job_takes_the_newest_worker_backup_for_every_worker(tmp_path):
+    """The earlier job was killed while worker-1 saved epoch 21: worker-0's backup holds epoch 21,
+    worker-1's its previous one (epoch 1). Every worker of the resuming job restores epoch 21 (restoring
+    different epochs, all-reduce workers would run different collectives)."""
+    import tensorflow as tf
+
+    from tfk8s_jupyter.replica_artifacts import resume_from_earlier_job
+    from tfk8s_jupyter.replica_env import ReplicaEnv
+
+    earlier, ckpt = tmp_path / "earlier", tmp_path / "checkpoints"
+    _backup(earlier / "fit-0" / "worker-0", 21, b"epoch-21")
+    _backup(earlier / "fit-0" / "worker-1", 1, b"epoch-1")
+    cluster = {"worker": ["w-0:2222", "w-1:2222"]}
+    for index in (0, 1):
+        renv = ReplicaEnv(
+            job="k",
+            role="worker",
+            index=index,
+            cluster=cluster,
+            strategy="multi_worker_mirrored",
+            payload_path=None,
+            checkpoint_dir=str(ckpt),
+            resume_from=str(earlier),
+        )
+        assert resume_from_earlier_job(tf, renv)["fits"] == [0]
+        own = ckpt / "fit-0" / f"worker-{index}"
+        assert (own / "latest.weights.h5").read_bytes() == b"epoch-21"
+        assert json.loads((own / "training_metadata.json").read_text())["epoch"] == 21
+
+
+def test_a_keras3_backup_save_killed_halfway_leaves_the_previous_backup_whole(tmp_path, monkeypatch):
+    """Keras 3 writes latest.weights.h5 in place: a replica killed while saving left a file no restore can
+    open. The job's backup writes beside it and renames, so the previous backup survives a save that dies."""
+    import keras
+    import numpy as np
+
+    from tfk8s_jupyter.replica_callbacks import job_backup
+
+    folder = tmp_path / "backup"
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile("sgd", "mse")
+    backup = job_backup(keras)(str(folder), interval=0.0)
+    backup.set_model(model)
+    backup.on_epoch_end(0)
+    saved = (folder / "latest.weights.h5").read_bytes()
+    kept = [w.copy() for w in model.get_weights()]
+
+    def dies_halfway(filepath, overwrite=True):
+        with open(filepath, "wb") as f:
+            f.write(saved[: len(saved) // 3])
+        raise KeyboardInterrupt  # killed mid-write
+
+    model.set_weights([w + 1 for w in kept])
+    monkeypatch.setattr(model, "save_weights", dies_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        backup.on_epoch_end(1)
+    assert (folder / "latest.weights.h5").read_bytes() == saved
+    assert json.loads((folder / "training_metadata.json").read_text())["epoch"] == 1
+    monkeypatch.undo()
+    fresh = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    fresh.compile("sgd", "mse")
+    restore = job_backup(keras)(str(folder), interval=0.0)
+    restore.set_model(fresh)
+    restore.on_train_begin()  # opens and restores the previous backup
+    assert all(np.allclose(a, b) for a, b in zip(fresh.get_weights(), kept, strict=True))
+    backup.on_epoch_end(2)  # a save that completes replaces it, leaving no partial file behind
+    assert json.loads((folder / "training_metadata.json").read_text())["epoch"] == 3
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith("partial-")) == [
+        "latest.weights.h5",
+        "training_metadata.json",
+    ]

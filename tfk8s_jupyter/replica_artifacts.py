@@ -225,9 +225,15 @@ def resume_from_earlier_job(tf, renv: ReplicaEnv) -> dict | None:
     fits = _fit_dirs(tf, base)
     temp = _has_files(tf, os.path.join(base, TEMP_DIR))
     usable, other_flavour = [], []
+    per_worker = own == renv.name  # Keras 3 all-reduce: one backup per worker, all of the same weights
     for index, fit_dir in fits:
         folders = _candidates(tf, fit_dir, own)
         match = next((d for d in folders if _has_backup(tf, d, keras3)), None)
+        if match and per_worker:
+            # every worker restores the same epoch: the newest any worker saved (a worker killed while
+            # saving kept its previous backup, or none)
+            workers = [d for d in folders if _is_worker(d) and _has_backup(tf, d, keras3)]
+            match = max(workers, key=lambda d: backup_position(tf, d), default=match)
         if match:
             usable.append((index, match))
         elif any(_has_backup(tf, d, not keras3) for d in folders):

@@ -238,6 +238,27 @@ def job_backup(keras):
             except (ValueError, TypeError, KeyError, OSError) as exc:
                 raise explain_restore_failure(exc, self.backup_dir, self.resumed_from) from None
 
+        def _save_model(self):
+            """Keras 3's save, written beside the backup and then renamed over it (weights, then the
+            epoch they hold): a replica killed while it saves leaves its previous backup whole, where
+            Keras 3 writes ``latest.weights.h5`` in place and a kill left a file no restore can open."""
+            final = getattr(self, "_weights_path", None)
+            if final is None:  # tf_keras: a TensorFlow checkpoint, written atomically already
+                return super()._save_model()
+            import tensorflow as tf
+
+            metadata = self._training_metadata_path
+            partial = os.path.join(self.backup_dir, f"partial-{os.getpid()}")
+            self._weights_path = f"{partial}.weights.h5"
+            self._training_metadata_path = f"{partial}.json"
+            try:
+                super()._save_model()
+            finally:
+                written = (self._weights_path, self._training_metadata_path)
+                self._weights_path, self._training_metadata_path = final, metadata
+            tf.io.gfile.rename(written[0], final, overwrite=True)
+            tf.io.gfile.rename(written[1], metadata, overwrite=True)
+
         def on_train_end(self, logs=None):
             # The kept checkpoint is the fit's last epoch, even when the interval skipped its save.
             last = self.last_epoch_end
