@@ -115,15 +115,33 @@ def _backup(folder: Path, epoch: int, content: bytes) -> None:
     (folder / "training_metadata.json").write_text(json.dumps({"epoch": epoch, "batch": None}))
 
 
+def _resume_worker(index: int, cluster: dict, ckpt: Path, source: Path) -> dict:
+    """``resume_from_earlier_job`` for Keras 3 all-reduce worker ``index`` of job ``k``."""
+    import tensorflow as tf
+
+    from tfk8s_jupyter.replica_artifacts import resume_from_earlier_job
+    from tfk8s_jupyter.replica_env import ReplicaEnv
+
+    renv = ReplicaEnv(
+        job="k",
+        role="worker",
+        index=index,
+        cluster=cluster,
+        strategy="multi_worker_mirrored",
+        payload_path=None,
+        checkpoint_dir=str(ckpt),
+        resume_from=str(source),
+    )
+    return resume_from_earlier_job(tf, renv)
+
+
 def test_a_worker_added_again_by_a_resize_restores_the_jobs_latest_backup_not_its_own_older_one(tmp_path):
     """A Keras 3 all-reduce job resized 3 -> 2 -> 3 on a claim the notebook does not see: the pods get
     TFK8S_RESUME_FROM = the job's own checkpoint dir, and worker-2's own backup (and resume marker) date from
     before it was removed. It takes the newest backup of the job's workers; a worker whose backup is as new
     keeps its own; an earlier job's resume marker still means "copied already"."""
-    import tensorflow as tf
 
-    from tfk8s_jupyter.replica_artifacts import RESUMED_MARKER, resume_from_earlier_job
-    from tfk8s_jupyter.replica_env import ReplicaEnv
+    from tfk8s_jupyter.replica_artifacts import RESUMED_MARKER
 
     ckpt = tmp_path / "checkpoints"
     for fit in ("fit-0", "fit-1"):
@@ -135,17 +153,7 @@ def test_a_worker_added_again_by_a_resize_restores_the_jobs_latest_backup_not_it
     cluster = {"worker": [f"k-worker-{i}:2222" for i in range(3)]}
 
     def resume(index: int, source: Path) -> dict:
-        renv = ReplicaEnv(
-            job="k",
-            role="worker",
-            index=index,
-            cluster=cluster,
-            strategy="multi_worker_mirrored",
-            payload_path=None,
-            checkpoint_dir=str(ckpt),
-            resume_from=str(source),
-        )
-        return resume_from_earlier_job(tf, renv)
+        return _resume_worker(index, cluster, ckpt, source)
 
     done = resume(2, ckpt)
     assert done["fits"] == [0, 1]
@@ -171,27 +179,13 @@ def test_resuming_an_earlier_all_reduce_job_takes_the_newest_worker_backup_for_e
     """The earlier job was killed while worker-1 saved epoch 21: worker-0's backup holds epoch 21,
     worker-1's its previous one (epoch 1). Every worker of the resuming job restores epoch 21 (restoring
     different epochs, all-reduce workers would run different collectives)."""
-    import tensorflow as tf
-
-    from tfk8s_jupyter.replica_artifacts import resume_from_earlier_job
-    from tfk8s_jupyter.replica_env import ReplicaEnv
 
     earlier, ckpt = tmp_path / "earlier", tmp_path / "checkpoints"
     _backup(earlier / "fit-0" / "worker-0", 21, b"epoch-21")
     _backup(earlier / "fit-0" / "worker-1", 1, b"epoch-1")
     cluster = {"worker": ["w-0:2222", "w-1:2222"]}
     for index in (0, 1):
-        renv = ReplicaEnv(
-            job="k",
-            role="worker",
-            index=index,
-            cluster=cluster,
-            strategy="multi_worker_mirrored",
-            payload_path=None,
-            checkpoint_dir=str(ckpt),
-            resume_from=str(earlier),
-        )
-        assert resume_from_earlier_job(tf, renv)["fits"] == [0]
+        assert _resume_worker(index, cluster, ckpt, earlier)["fits"] == [0]
         own = ckpt / "fit-0" / f"worker-{index}"
         assert (own / "latest.weights.h5").read_bytes() == b"epoch-21"
         assert json.loads((own / "training_metadata.json").read_text())["epoch"] == 21
