@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import html
 import math
-import re
 import time
 from typing import TYPE_CHECKING
 
-from .logtext import is_startup_noise, last_lines
+from .logtext import TERMINAL_CODES, is_startup_noise, last_lines
 from .protocol import MARKER
 
 if TYPE_CHECKING:
@@ -29,7 +28,6 @@ PHASE_COLORS = {
     "stopped": ("#6c757d", "white"),
 }
 LOG_TAIL_LINES = 15
-_TERMINAL_CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x08]")
 
 
 # -- durations and values ------------------------------------------------------------------------
@@ -286,7 +284,7 @@ def clean_log(text: str, tail: int | None = LOG_TAIL_LINES, show_all: bool = Fal
     out = []
     folded = 0
     for line in text.split("\n"):
-        line = _TERMINAL_CONTROL.sub("", line.rstrip("\r").rsplit("\r", 1)[-1])
+        line = TERMINAL_CODES.sub("", line.rstrip("\r").rsplit("\r", 1)[-1])
         pos = line.find(MARKER)
         if pos >= 0:
             line = line[:pos]

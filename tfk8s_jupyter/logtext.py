@@ -61,7 +61,7 @@ _STARTUP_NOISE = re.compile(
 )
 
 
-_TERMINAL_CODES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x08")
+TERMINAL_CODES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x08")  # colours, cursor moves, backspaces
 
 
 def is_startup_noise(line: str) -> bool:
@@ -80,7 +80,7 @@ def log_excerpt(text: str | None, n: int = 3, width: int = 400) -> str:
         words = line.split(MARKER, 1)[0]
         if event is not None and event["type"] == "error":
             words += f" {event.get('message') or ''}"
-        words = _TERMINAL_CODES.sub("", words).strip()
+        words = TERMINAL_CODES.sub("", words).strip()
         if words and not is_startup_noise(words):
             lines.append(words)
     out = " | ".join(lines[-n:]) if n > 0 else ""

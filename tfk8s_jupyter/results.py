@@ -226,13 +226,6 @@ def read_index(backend: Backend, name: str) -> dict:
     return artifacts if isinstance(artifacts, dict) else {}
 
 
-def cell_workdir(backend: Backend, name: str) -> str | None:
-    """The reporting replica's work dir, where the cell's own saves by relative path landed
-    (``model.save("m.keras")``, ``save_weights``, ``tf.saved_model.save(m, "sm")``), if it outlived the
-    replica (a local job's does)."""
-    return backend.workdir_location(name)
-
-
 def cell_files(workdir: str) -> list[tuple[str, int]]:
     """``(path relative to workdir, size)`` of every file the replica wrote there, sorted: its own
     regular files, not the notebook's files presented as links (nor folders linked whole)."""
@@ -256,7 +249,7 @@ def list_artifacts(backend: Backend, name: str) -> list[Artifact]:
             top = rel.split("/", 1)[0]
             kind = "index" if rel == ARTIFACT_INDEX else KINDS.get(top, "file") if "/" in rel else "file"
             out.append(Artifact(rel, size, kind))
-    workdir = cell_workdir(backend, name)
+    workdir = backend.workdir_location(name)  # the cell's saves by relative path, if it outlived the job
     if workdir:
         out.extend(Artifact(rel, size, "cell") for rel, size in cell_files(workdir))
     return out
@@ -277,7 +270,7 @@ def download(backend: Backend, name: str, path: str, dest: str | os.PathLike = "
             "job.artifacts() lists them."
         )
     src = join(location, rel)
-    workdir = cell_workdir(backend, name) if not _exists(src) else None
+    workdir = backend.workdir_location(name) if not _exists(src) else None
     if workdir and os.path.exists(os.path.join(workdir, rel)):
         src = os.path.join(workdir, rel)  # a file the cell saved by relative path
     elif not _exists(src):

@@ -369,7 +369,8 @@ def check_code(code: str) -> None:
     if not code or not code.strip():
         raise SpecError("the cell is empty; write the model and its model.fit(...) call in the cell.")
     try:
-        compile(code, "<cell>", "exec")
+        tree = ast.parse(code)
+        compile(tree, "<cell>", "exec")  # the compiler's own checks ('return' outside a function, ...)
     except SyntaxError as e:
         for lineno, line in enumerate(code.splitlines(), 1):
             m = _IPYTHON_LINE_RE.match(line)
@@ -390,7 +391,6 @@ def check_code(code: str) -> None:
         raise SpecError(
             f"the cell has a syntax error on line {e.lineno}: {e.msg}; fix that line and run the cell again."
         ) from None
-    tree = ast.parse(code)
     if all(isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant) for n in tree.body):
         raise SpecError(
             "the cell has only comments, so its job would train nothing; write the model and its "
