@@ -194,6 +194,31 @@ def _resized(job, n: int, timeout: float = 120) -> dict:
     return job.status.history[n - 1]
 
 
+def test_the_resize_request_is_gone_before_the_status_says_the_resize_is_done(tmp_path):
+    """A caller who reads "resized" may ask for the next resize at once: the pending request must be gone
+    by the time the status without "resizing" is written, or the next ask is told one is in progress."""
+    from types import SimpleNamespace
+
+    from tfk8s_jupyter.backends import local_resize
+
+    request = tmp_path / SCALE_REQUEST
+    request.write_text("{}")
+    seen: list[tuple[str | None, bool]] = []
+    resize = local_resize.PendingResize("1", 3, 2, time.time())
+    resize.restarted = True
+    sup = SimpleNamespace(
+        resize=resize,
+        awaiting_start_until=None,
+        reporting=SimpleNamespace(up=True, name="worker-0"),
+        status=SimpleNamespace(message="resizing from 2 to 3 worker(s) by checkpoint-restart"),
+        record=SimpleNamespace(dir=tmp_path),
+    )
+    sup.save = lambda: seen.append((sup.status.message, request.exists()))
+    local_resize.step(sup)
+    assert sup.resize is None
+    assert seen == [(None, False)]
+
+
 def test_standin_all_reduce_resizes_up_and_down_by_checkpoint_restart(standin):
     job = tk.submit("EPOCHS = 10\nSTEPS = 10\nSTEP_SECONDS = 0.1", workers=2, name="sc-ar")
     wait_for(lambda: any(e.get("type") == "checkpoint" for e in job.events()), 60, "the first checkpoint")

@@ -142,10 +142,12 @@ def step(sup) -> None:
         elif sup.awaiting_start_until is None and sup.reporting.up:  # the new shape's run has started
             say(f"resized to {resize.workers} worker(s); {sup.reporting.name} is training again")
             sup.resize = None
+            # the request goes before the status says the resize is done: a caller who sees it done may
+            # ask for the next resize at once, and must not be told one is in progress still
+            (sup.record.dir / SCALE_REQUEST).unlink(missing_ok=True)
             if sup.status.message and sup.status.message.startswith("resizing"):
                 sup.status.message = None
             sup.save()
-            (sup.record.dir / SCALE_REQUEST).unlink(missing_ok=True)
         return
     if not resize.armed:
         arm(sup, resize)
