@@ -232,3 +232,40 @@ def test_a_keras3_backup_save_killed_halfway_leaves_the_previous_backup_whole(tm
         "latest.weights.h5",
         "training_metadata.json",
     ]
+
+
+def test_a_worker_killed_while_it_saved_restores_the_epoch_its_peers_saved_when_the_job_restarts(tmp_path):
+    """A Keras 3 all-reduce worker killed while it saved epoch 21 kept its previous backup (epoch 1) and a
+    half-written ``partial-<pid>`` file; its peer saved epoch 21. When the job restarts every replica, both
+    workers restore epoch 21 (different epochs mean different collectives), and the half-written files of the
+    killed worker's save and copy are gone; the peer's backup is left as it was."""
+    import tensorflow as tf
+
+    from tfk8s_jupyter.replica_artifacts import open_artifacts
+    from tfk8s_jupyter.replica_env import ReplicaEnv
+
+    ckpt = tmp_path / "checkpoints"
+    _backup(ckpt / "fit-0" / "worker-0", 21, b"epoch-21")
+    _backup(ckpt / "fit-0" / "worker-1", 1, b"epoch-1")
+    (ckpt / "fit-0" / "worker-1" / "partial-4242.weights.h5").write_bytes(b"half")
+    (ckpt / "fit-0" / "worker-1.partial-0badc0de").mkdir()  # an earlier copy killed halfway
+    (ckpt / "fit-0" / "worker-0" / "partial-77.weights.h5").write_bytes(b"peer's own")
+    cluster = {"worker": ["w-0:2222", "w-1:2222"]}
+    for index in (1, 0):
+        renv = ReplicaEnv(
+            job="k",
+            role="worker",
+            index=index,
+            cluster=cluster,
+            strategy="multi_worker_mirrored",
+            payload_path=None,
+            checkpoint_dir=str(ckpt),
+        )
+        assert open_artifacts(tf, renv).resumed is None  # not a resume of an earlier job
+    for index in (0, 1):
+        own = ckpt / "fit-0" / f"worker-{index}"
+        assert (own / "latest.weights.h5").read_bytes() == b"epoch-21"
+        assert json.loads((own / "training_metadata.json").read_text())["epoch"] == 21
+    assert sorted(p.name for p in (ckpt / "fit-0").iterdir()) == ["worker-0", "worker-1"]
+    assert not (ckpt / "fit-0" / "worker-1" / "partial-4242.weights.h5").exists()
+    assert not (ckpt / "fit-0" / "worker-0" / "partial-77.weights.h5").exists()  # worker-0's own start

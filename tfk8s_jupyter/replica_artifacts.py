@@ -43,7 +43,8 @@ TensorFlow's ``multi_worker_with_ctl`` tutorial keeps its checkpoints), so such 
 logic continues too. ``TFK8S_RESUME_FROM`` naming the job's own checkpoint dir (a resize restarting
 the job with a new shape) is checked at every start, marker or not: a Keras 3 all-reduce worker whose
 backup is missing or behind the newest of the job's workers (removed by an earlier resize, added again)
-takes that newest one (:func:`resume_from_own_job`).
+takes that newest one (:func:`resume_from_own_job`). Every other start of such a worker does the same
+(:func:`align_worker_backups`): a worker killed while its peers saved an epoch kept its previous backup.
 
 Part of the runner (see ``runner.py``); stdlib only at import, TensorFlow passed in; it travels with the
 runner in the job's ConfigMap (``RUNNER_FILES``).
@@ -312,24 +313,63 @@ def resume_from_own_job(tf, renv: ReplicaEnv, marker: str) -> dict:
     the job's workers (it was removed by an earlier resize and is now added again) takes that newest one,
     so every worker restores the same, latest epoch. Checked at every start, whatever its marker says."""
     ckpt = renv.checkpoint_dir
-    done: dict = {"from": ckpt, "fits": [], "bytes": 0, "own": True}
-    if backup_subdir(renv) == renv.name:  # one folder per worker (Keras 3 all-reduce)
-        for index, fit_dir in _fit_dirs(tf, ckpt):
-            target = os.path.join(fit_dir, renv.name)
-            folders = [d for d in _candidates(tf, fit_dir, renv.name) if d != target and _is_worker(d)]
-            newest = max(folders, key=lambda d: backup_position(tf, d), default=None)
-            if newest is None or backup_position(tf, newest) <= backup_position(tf, target):
-                continue
-            if backup_position(tf, newest)[:2] == backup_position(tf, target)[:2] >= (0, -1):
-                continue  # the same epoch saved by both: its own copy is as new
-            done["bytes"] += _replace_tree(tf, newest, target)
-            done["fits"].append(index)
+    done: dict = {"from": ckpt, "own": True, **align_worker_backups(tf, renv)}
     tf.io.gfile.makedirs(ckpt)
     with tf.io.gfile.GFile(marker, "w") as f:
         f.write(json.dumps(done))
+    return done
+
+
+def align_worker_backups(tf, renv: ReplicaEnv) -> dict:
+    """A Keras 3 all-reduce worker (one backup folder per worker) whose own backup of a ``fit-<i>`` is
+    missing or behind the newest of the job's workers takes that newest one, so every worker restores the
+    same epoch (workers restoring different epochs run different collectives and fail). Behind: removed by a
+    resize and added again, or killed while it saved (its save renames into place, so it kept the previous
+    backup). Also removes what a save or copy of this worker killed halfway left. ``{"fits", "bytes"}``."""
+    done: dict = {"fits": [], "bytes": 0}
+    ckpt = renv.checkpoint_dir
+    if not ckpt or backup_subdir(renv) != renv.name:
+        return done
+    for index, fit_dir in _fit_dirs(tf, ckpt):
+        target = os.path.join(fit_dir, renv.name)
+        _remove_leftovers(tf, fit_dir, target)
+        folders = [d for d in _candidates(tf, fit_dir, renv.name) if d != target and _is_worker(d)]
+        newest = max(folders, key=lambda d: backup_position(tf, d), default=None)
+        if newest is None or backup_position(tf, newest) <= backup_position(tf, target):
+            continue
+        if backup_position(tf, newest)[:2] == backup_position(tf, target)[:2] >= (0, -1):
+            continue  # the same epoch saved by both: its own copy is as new
+        done["bytes"] += _replace_tree(tf, newest, target)
+        done["fits"].append(index)
     if done["fits"]:
         log(f"{renv.name} takes the job's latest backup: fits {done['fits']} copied ({done['bytes']} bytes)")
     return done
+
+
+def _remove_leftovers(tf, fit_dir: str, target: str) -> None:
+    """This worker's half-written files: ``partial-<pid>.*`` of a save killed halfway (in its own backup
+    folder) and ``<folder>.partial-<id>`` of a copy killed halfway."""
+    own = os.path.basename(target)
+    try:
+        stale = [os.path.join(target, n) for n in tf.io.gfile.listdir(target) if n.startswith("partial-")]
+    except Exception:  # NotFoundError: no backup yet
+        stale = []
+    try:
+        stale += [
+            os.path.join(fit_dir, n.rstrip("/"))
+            for n in tf.io.gfile.listdir(fit_dir)
+            if n.startswith(f"{own}.partial-")
+        ]
+    except Exception:
+        pass
+    for path in stale:
+        try:
+            if tf.io.gfile.isdir(path):
+                tf.io.gfile.rmtree(path)
+            else:
+                tf.io.gfile.remove(path)
+        except Exception:  # removed meanwhile
+            pass
 
 
 def _is_worker(folder: str) -> bool:
@@ -553,4 +593,13 @@ def open_artifacts(tf, renv: ReplicaEnv) -> JobArtifacts:
             f"the earlier job's checkpoints in {renv.resume_from} cannot be copied into {renv.checkpoint_dir} "
             f"({type(exc).__name__}: {reason}); make both reachable from this replica (the same storage)."
         ) from None
+    if not (resumed or {}).get("own"):  # a restart within the job: its workers restore the same epoch
+        try:
+            align_worker_backups(tf, renv)
+        except Exception as exc:  # tf.errors.*, OSError
+            reason = " ".join(str(getattr(exc, "message", "") or exc).split())[:300].rstrip(".")
+            raise SetupError(
+                f"the job's checkpoints in {renv.checkpoint_dir} cannot be read or written "
+                f"({type(exc).__name__}: {reason}); give every replica write access to that folder."
+            ) from None
     return JobArtifacts(tf, renv, resumed)
