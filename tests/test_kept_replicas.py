@@ -48,6 +48,7 @@ CELL = textwrap.dedent(
     model.compile(optimizer="adam", loss="mse")
     history = model.fit(ds, epochs=2, steps_per_epoch=5)
     print("cell done, losses:", [round(v, 4) for v in history.history["loss"]])
+    print("predicted rows:", model.predict(x[:3], verbose=0).shape[0])
     """
 )
 
@@ -283,6 +284,7 @@ def test_tf_keras_all_reduce_and_parameter_server_jobs_repeat_on_their_kept_repl
     chief = second.logs("chief-0")
     assert "tfk8s: 0 variable(s) of the previous run left in this process" in first.logs("chief-0")
     assert "leaked global: none" in chief and "cell done, losses:" in chief
+    assert "predicted rows: 3" in chief  # the runner's predict of the first run was put back, then redone
     assert line(first.logs("chief-0"), "first weight:") == line(chief, "first weight:")
     assert "kept from the previous run" in second.logs("ps-0")
     assert any(e.get("type") == "metric" for e in second.events())

@@ -296,15 +296,14 @@ class Runtime:
 
         model_cls.evaluate = _patched(evaluate, original)
 
-        predict_signature = inspect.signature(model_cls.predict)
+        original_predict = model_cls.predict
+        predict_signature = inspect.signature(original_predict)
 
         def predict(model, *args, **kwargs):
             bound = predict_signature.bind(model, *args, **kwargs)
             return predict_on_coordinator(tf, model, bound.arguments)
 
-        predict.__doc__ = model_cls.predict.__doc__
-        predict._tfk8s = True
-        model_cls.predict = predict
+        model_cls.predict = _patched(predict, original_predict)
 
     def _model_strategy(self, model):
         attr = "_distribution_strategy" if self.renv.uses_tf_keras else "_distribute_strategy"

@@ -502,7 +502,7 @@ def _undo_patches() -> None:
         mod = sys.modules.get(mod_name)
         model = getattr(mod, "Model", None) if mod is not None else None
         if isinstance(model, type):
-            for name in ("fit", "evaluate", "train_on_batch", "test_on_batch", "predict_on_batch"):
+            for name in list(vars(model)):  # every method the runner patched (fit, predict, evaluate, ...)
                 _unwrap(model, name)
     # clear_session, tf.summary.scalar / create_file_writer in every public alias
     for name, mod in list(sys.modules.items()):
