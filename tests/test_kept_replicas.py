@@ -290,6 +290,30 @@ def test_tf_keras_all_reduce_and_parameter_server_jobs_repeat_on_their_kept_repl
     assert any(e.get("type") == "metric" for e in second.events())
 
 
+def test_settings_a_cell_changed_are_put_back_before_the_next_run_on_the_kept_processes(tfk8s_home):
+    """A cell that trained and then switched to mixed precision (or eager functions, numpy errors, silenced
+    warnings) leaves a kept process with those settings; the next run must start as a cold one would: with
+    parameter servers, tf_keras refuses mixed_float16 and every later run on the set failed."""
+    keep()
+    changes = (
+        "tf.keras.mixed_precision.set_global_policy('mixed_float16')\n"
+        "tf.config.run_functions_eagerly(True)\n"
+        "np.seterr(all='raise')\n"
+        "import warnings\nwarnings.simplefilter('ignore')\n"
+    )
+    shows = (
+        "import warnings\n"
+        "print('settings:', tf.keras.mixed_precision.global_policy().name, tf.config.functions_run_eagerly(),"
+        " np.geterr()['divide'], any(f[:3] == ('ignore', None, Warning) for f in warnings.filters))\n"
+    )
+    first = tk.submit("RUN = '1'\n" + CELL + changes, workers=2, ps=1, name="kept-set-a")
+    assert first.wait(timeout=300) == "succeeded", first.status.message
+    second = tk.submit("RUN = '2'\n" + CELL + shows, workers=2, ps=1, name="kept-set-b")
+    assert second.wait(timeout=300) == "succeeded", second.status.message
+    assert {launch for launch, _ in launches(second).values()} == {"kept"}
+    assert line(second.logs("chief-0"), "settings:") == "settings: float32 False warn False"
+
+
 def test_a_warm_pool_process_that_became_a_replica_is_kept_like_a_cold_one(tfk8s_home):
     from tfk8s_jupyter.backends.local import LocalBackend
     from tfk8s_jupyter.backends.local_pool import list_pool

@@ -44,6 +44,7 @@ import time
 from pathlib import Path
 
 from . import local_keep_hygiene as hygiene
+from . import local_keep_settings as keep_settings
 from .local_keep_hygiene import own
 from .local_keep_judge import judge_failure
 from .local_processes import release_file_pages
@@ -459,6 +460,7 @@ def before_cell() -> None:
     the cell is about to run: what the cell leaves beyond it makes the process not kept
     (:mod:`.local_keep_hygiene`)."""
     hygiene.snapshot()
+    keep_settings.snapshot()  # once: the settings a cold start of any run has
 
 
 def strategy_barrier(tf, timeout: float = 60.0) -> None:
@@ -568,7 +570,8 @@ def _forget_cell_modules(*dirs: str) -> None:
 
 def reset_process(old_env: dict, old_cwd: str) -> None:
     """Reset what a run leaves in the process before the next one: the runner's patches, Keras sessions,
-    the default strategy, random seeds (unseeded, as at a cold start), modules the cell imported from its
+    process-wide settings (:mod:`.local_keep_settings`: dtype policy, floatx, eager functions, ...), the
+    default strategy, random seeds (unseeded, as at a cold start), modules the cell imported from its
     folders, and every object of the previous run (collected, so its TensorFlow resources are freed)."""
     _undo_patches()
     _forget_cell_modules(old_cwd, old_env.get("TFK8S_WORKDIR", ""), old_env.get("TFK8S_INPUT_DIR", ""))
@@ -582,6 +585,7 @@ def reset_process(old_env: dict, old_cwd: str) -> None:
                 mod.backend.clear_session()
         except Exception:  # noqa: BLE001 (a Keras that cannot clear has nothing to clear)
             pass
+    keep_settings.restore()  # mixed precision, floatx, eager functions, ... as the first cell found them
     tf = sys.modules.get("tensorflow")
     if tf is not None:
         _stop_coordinator(tf.distribute.get_strategy())
