@@ -15,9 +15,10 @@ pytestmark = pytest.mark.tf
 
 SCRIPT = textwrap.dedent(
     """\
-    import json, warnings
+    import json, signal, sys, warnings
     import numpy as np, tensorflow as tf, keras, tf_keras
     from tensorflow.python.framework import config as framework_config
+    from tensorflow.python.ops import stateful_random_ops
     from tfk8s_jupyter.backends import local_keep_settings as ks
 
     def read():
@@ -34,11 +35,16 @@ SCRIPT = textwrap.dedent(
             "numpy divide": np.geterr()["divide"],
             "numpy precision": np.get_printoptions()["precision"],
             "filters": len(warnings.filters),
+            "recursion": sys.getrecursionlimit(),
+            "usr1": str(signal.getsignal(signal.SIGUSR1)),
+            "timer": signal.getitimer(signal.ITIMER_REAL)[0] > 0,
+            "generator": stateful_random_ops.global_generator is not None,
         }
 
     ks.snapshot()
     cold = read()
     unchanged = ks.restore()
+    tf.random.get_global_generator().normal([1])  # before determinism, which refuses a new one
     keras.config.set_dtype_policy("mixed_bfloat16")
     keras.config.set_floatx("float64")
     keras.config.set_epsilon(1e-3)
@@ -51,6 +57,9 @@ SCRIPT = textwrap.dedent(
     np.seterr(all="raise")
     np.set_printoptions(precision=2)
     warnings.simplefilter("ignore")
+    sys.setrecursionlimit(50_000)
+    signal.signal(signal.SIGUSR1, lambda *a: None)
+    signal.setitimer(signal.ITIMER_REAL, 100.0)
     changed = read()
     ks.snapshot()  # a later snapshot keeps the first
     restored = ks.restore()

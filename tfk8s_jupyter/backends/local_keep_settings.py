@@ -1,7 +1,8 @@
 """Process-wide settings a cell may change that outlive it in a kept replica: Keras's dtype policy
 (``mixed_float16``), floatx, epsilon and image data format (Keras 3 and tf_keras), TensorFlow's eager
-functions, XLA and grappler options, op determinism, numeric checks and tf.data debug mode, numpy's error
-and print options, Python's warning filters and the ``tensorflow`` logger's level.
+functions, XLA and grappler options, op determinism, tf.data debug mode and the global random generator,
+numpy's error and print options, Python's warning filters, recursion limit, signal handlers and real-time
+timer, and the ``tensorflow`` logger's level.
 
 :func:`snapshot` records them once per process, right before its first cell runs (what a cold start of any
 run has); :func:`restore` puts them back between runs (:func:`.local_keep_process.reset_process`), so the
@@ -64,9 +65,13 @@ def _tf_keras(tfk) -> list[Setting]:
 def _tensorflow(tf) -> list[Setting]:
     from tensorflow.python.data.ops import debug_mode
     from tensorflow.python.framework import config as framework_config
+    from tensorflow.python.ops import stateful_random_ops
 
     def set_debug_mode(value) -> None:
         debug_mode.DEBUG_MODE = value
+
+    def set_generator(value) -> None:
+        stateful_random_ops.global_generator = value
 
     return [
         ("tf.config.run_functions_eagerly", tf.config.functions_run_eagerly, tf.config.run_functions_eagerly),
@@ -85,16 +90,24 @@ def _tensorflow(tf) -> list[Setting]:
             ),
         ),
         ("tf.data.experimental.enable_debug_mode", lambda: debug_mode.DEBUG_MODE, set_debug_mode),
+        # tf.random.get_global_generator(): made afresh (unseeded) by the next run, as at a cold start
+        ("tf.random global generator", lambda: stateful_random_ops.global_generator, set_generator),
     ]
 
 
 def _python() -> list[Setting]:
     import logging
+    import signal
 
     found: list[Setting] = [
         ("warnings.filters", lambda: list(warnings.filters), _set_warning_filters),
         ("logging tensorflow level", logging.getLogger("tensorflow").getEffectiveLevel, _set_tf_log_level),
+        ("sys.setrecursionlimit", sys.getrecursionlimit, sys.setrecursionlimit),
+        # a timer the cell armed would end the kept process (SIGALRM) while it waits for the next run
+        ("signal.setitimer", lambda: signal.getitimer(signal.ITIMER_REAL), _set_real_timer),
     ]
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM):
+        found.append((f"signal.signal({sig.name})", _handler_of(sig), _set_handler(sig)))
     np = sys.modules.get("numpy")
     if np is not None:
         found += [
@@ -109,6 +122,28 @@ def _set_warning_filters(value) -> None:
     mutated = getattr(warnings, "_filters_mutated", None)  # the module's cache of filter decisions
     if mutated is not None:
         mutated()
+
+
+def _set_real_timer(value) -> None:
+    import signal
+
+    signal.setitimer(signal.ITIMER_REAL, *value)
+
+
+def _handler_of(sig):
+    import signal
+
+    return lambda: signal.getsignal(sig)
+
+
+def _set_handler(sig):
+    import signal
+
+    def put(handler) -> None:
+        if handler is not None:  # None: a handler not set from Python, which cannot be put back from it
+            signal.signal(sig, handler)
+
+    return put
 
 
 def _set_tf_log_level(value) -> None:
