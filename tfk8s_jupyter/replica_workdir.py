@@ -14,6 +14,7 @@ import re
 import socket
 import sys
 import tempfile
+import traceback
 from pathlib import Path
 
 try:
@@ -511,11 +512,33 @@ def explain_ps_checkpoint(exc: BaseException) -> str | None:
         if path and not os.path.isabs(path)
         else "does not exist where the parameter servers run"
     )
+    call = _save_call(exc)
+    leaf = "model" if call and call.rsplit(".", 1)[-1] in ("save", "save_model") else "weights"
     return (
         f"NotFoundError: with parameter servers each ps saves and restores its own variables, but {named} "
-        f"{where}; give ModelCheckpoint, save_weights or tf.train.Checkpoint an absolute path every replica "
-        "reaches, such as os.path.join(os.environ['TFK8S_CHECKPOINT_DIR'], 'weights')."
+        f"{where}; give {call or 'ModelCheckpoint, save_weights or tf.train.Checkpoint'} an absolute path "
+        f"every replica reaches, such as os.path.join(os.environ['TFK8S_CHECKPOINT_DIR'], '{leaf}')."
     )
+
+
+# A call that saves or restores variables, as a cell's line names it: ``tf.saved_model.save(``,
+# ``model.save_weights(``, ``tf.keras.callbacks.ModelCheckpoint(``, ``ckpt.write(``.
+_SAVE_CALL = re.compile(
+    r"(?<![\w.])((?:[A-Za-z_]\w*\.)*(?:save|save_weights|save_model|load_weights|write|read|restore|"
+    r"ModelCheckpoint))\s*\("
+)
+
+
+def _save_call(exc: BaseException) -> str | None:
+    """The save (or restore) call of the cell's own line the exception came through, as the cell wrote it
+    (innermost cell or prelude frame first); ``None`` when no such line names one."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    for frame in reversed(frames):
+        if frame.filename.startswith("<tfk8s-"):  # the cell (or prelude) as the runner compiles it
+            found = _SAVE_CALL.search(frame.line or "")
+            if found:
+                return found.group(1)
+    return None
 
 
 # TensorFlow's words when the workers of an all-reduce group reach different collective operations.

@@ -97,7 +97,7 @@ class ResultMagics(Magics):
             raise UsageError(f"{args.var!r} is not a Python variable name; use one like model.")
         job = self._job(args.name, args.backend)
         try:
-            loaded = load_model(job.backend, job.name)
+            loaded = load_model(job.backend, job.name, magic=f"%tfk8s_model {' '.join(line.split())}")
         except TFK8sError as e:
             raise UsageError(str(e)) from None
         self.shell.user_ns[args.var] = loaded.model

@@ -336,9 +336,10 @@ def model_entry(backend: Backend, name: str) -> dict:
 
 
 def _fit_completed(backend: Backend, name: str) -> bool:
-    """Whether every ``fit`` the job's cell began returned (at least one): each records its History
-    beside its checkpoint (``checkpoints/fit-<i>/<backup>/history-<replica>.json``,
-    ``replica_artifacts.keep_fit_history``)."""
+    """Whether every ``fit`` the job's cell began returned (at least one) after training all its epochs:
+    each records its History beside its checkpoint (``checkpoints/fit-<i>/<backup>/history-<replica>.json``,
+    ``replica_artifacts.keep_fit_history``), also when a callback stopped it early (``stop_training``),
+    whose checkpoint a resumed job trains on from instead of restoring it as final."""
     try:
         ckpt = backend.checkpoint_location(name)
         if not ckpt or not _exists(ckpt):
@@ -350,14 +351,26 @@ def _fit_completed(backend: Backend, name: str) -> bool:
                 begun.add(fit)
                 if posixpath.basename(rel).startswith("history-"):
                     returned.add(fit)
-        return bool(begun) and begun == returned
+        return bool(begun) and begun == returned and _fits_reached_last_epoch(backend, name)
     except (OSError, TFK8sError):
         return False
 
 
-def load_model(backend: Backend, name: str, **kwargs) -> LoadedModel:
+def _fits_reached_last_epoch(backend: Backend, name: str) -> bool:
+    """Whether the last epoch the job reported of each ``fit`` was that fit's last (its ``epoch`` events'
+    ``last_epoch``); a fit that reported none (restored as completed) counts as having reached it."""
+    last: dict = {}
+    for event in backend.events(name):
+        if event.get("type") == "epoch" and "fit" in event:
+            last[event["fit"]] = event
+    return all(event.get("last_epoch") is not False for event in last.values())
+
+
+def load_model(backend: Backend, name: str, magic: str | None = None, **kwargs) -> LoadedModel:
     """Load job ``name``'s trained model with the Keras flavour it was trained with (``tf_keras`` or
-    Keras 3); ``kwargs`` go to ``load_model`` (``custom_objects``, ``compile``).
+    Keras 3); ``kwargs`` go to ``load_model`` (``custom_objects``, ``compile``). ``magic``: the magic line
+    that asked (``%tfk8s_model name``), which a missing class's sentence says to run again instead of
+    ``job.model()``.
 
     Raises:
         ResultsError: as :func:`model_entry`, or the model's file is gone.
@@ -380,9 +393,9 @@ def load_model(backend: Backend, name: str, **kwargs) -> LoadedModel:
         with tempfile.TemporaryDirectory(prefix="tfk8s-model-") as tmp:
             local = Path(tmp) / posixpath.basename(path.rstrip("/"))
             _copy(path, local)
-            model = _load_with_kernel_objects(keras_module, flavour, str(local), name, kwargs)
+            model = _load_with_kernel_objects(keras_module, flavour, str(local), name, kwargs, magic)
     else:
-        model = _load_with_kernel_objects(keras_module, flavour, path, name, kwargs)
+        model = _load_with_kernel_objects(keras_module, flavour, path, name, kwargs, magic)
     seconds = time.perf_counter() - started
     size = entry.get("bytes")
     if not isinstance(size, int):
@@ -417,17 +430,20 @@ def _keras_of_class(obj) -> str | None:
 _KERAS_NAMES = {"tf_keras": "tf_keras (import tf_keras as keras)", "keras3": "Keras 3 (import keras)"}
 
 
-def _load_with_kernel_objects(keras_module, flavour: str, path: str, name: str, kwargs: dict):
+def _load_with_kernel_objects(
+    keras_module, flavour: str, path: str, name: str, kwargs: dict, magic: str | None = None
+):
     """``keras_module.models.load_model(path, **kwargs)``; a class or function the model names that the
     job's cell defined (a subclassed model, a custom layer, loss or activation) is taken from the notebook's
     namespace when a cell there defines it on the Keras the job trained with (``flavour``); when none does,
-    one sentence says which and how to provide it.
+    one sentence says which and how to provide it, to whoever asked: ``job.model()``, or the ``magic`` line.
 
     The cell ran in the job's replicas, not in this kernel, so what it defined is not here, and Keras's
     own error is a page of the model's config.
     """
     custom = dict(kwargs.pop("custom_objects", None) or {})
     namespace = _kernel_namespace()
+    again = f"run {magic} again" if magic else "call job.model() again"
     while True:
         try:
             return keras_module.models.load_model(path, custom_objects=custom or None, **kwargs)
@@ -444,13 +460,14 @@ def _load_with_kernel_objects(keras_module, flavour: str, path: str, name: str, 
                 raise ResultsError(
                     f"job {name!r}'s model was trained with {_KERAS_NAMES[flavour]} and uses the {kind} "
                     f"{short!r}, but this notebook's {short} is built on {_KERAS_NAMES[theirs]}; define it "
-                    f"with {_KERAS_NAMES[flavour]} in a notebook cell and call job.model() again."
+                    f"with {_KERAS_NAMES[flavour]} in a notebook cell and {again}."
                 ) from None
             if not callable(obj) or keys <= custom.keys():
+                instead = "" if magic else f", or pass custom_objects={{{short!r}: {short}}}"
                 raise ResultsError(
                     f"job {name!r}'s model uses the {kind} {short!r}, which its cell defined where the "
                     f"job ran and this kernel does not have; run its definition in a notebook cell (or "
-                    f"import it) and call job.model() again, or pass custom_objects={{{short!r}: {short}}}."
+                    f"import it) and {again}{instead}."
                 ) from None
             custom.update(dict.fromkeys(keys, obj))
 

@@ -479,7 +479,8 @@ def plain_text(text: str) -> str:
 def summarize_exception(exc: BaseException) -> tuple[str, str, int | None]:
     """(message, short traceback, cell line) for an exception raised by the cell, in plain text."""
     explained = explain_ps_checkpoint(exc) or explain_collective_mismatch(exc) or explain_missing_file(exc)
-    message = plain_text(explained or f"{type(exc).__name__}: {exc}".strip())
+    said = str(exc).strip()  # ``raise KeyboardInterrupt``: no words, so none after the name
+    message = plain_text(explained or (f"{type(exc).__name__}: {said}" if said else type(exc).__name__))
     frames = traceback.extract_tb(exc.__traceback__)
     cell_frames = [f for f in frames if f.filename in (CELL_FILENAME, PRELUDE_FILENAME)]
     lines = []
@@ -516,8 +517,31 @@ def main(argv: list[str] | None = None) -> int:
             )
 
 
+# SIGINTs this process received during the run: a KeyboardInterrupt then is the replica interrupted (as
+# the kernel's interrupt reaches its process group), not one the cell's own code raised.
+_interrupts: list[int] = []
+
+
+def _on_interrupt(signum, frame) -> None:
+    """Python's default SIGINT handling (a ``KeyboardInterrupt``), noting that a signal raised it."""
+    _interrupts.append(signum)
+    raise KeyboardInterrupt
+
+
+def note_interrupts() -> None:
+    """Take SIGINT with :func:`_on_interrupt` where Python would raise ``KeyboardInterrupt`` for it (the
+    main thread, SIGINT not ignored nor handled by something else); forget earlier runs' interrupts."""
+    _interrupts.clear()
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) in (
+        signal.default_int_handler,
+        _on_interrupt,
+    ):
+        signal.signal(signal.SIGINT, _on_interrupt)
+
+
 def run_replica() -> int:
     """:func:`main` up to the end of the cell."""
+    note_interrupts()
     out = LineTrackingStdout(sys.stdout)
     sys.stdout = out
     try:
@@ -607,7 +631,7 @@ def run_replica() -> int:
         if isinstance(exc, SystemExit) and exc.code in (None, 0):
             pass
         else:
-            if isinstance(exc, KeyboardInterrupt):
+            if isinstance(exc, KeyboardInterrupt) and (_interrupts or phase == "setup"):
                 message, summary, line = "KeyboardInterrupt: the replica was interrupted", "", None
             elif phase == "setup":
                 message, summary, line = plain_text(f"{type(exc).__name__}: {exc}"), "", None
