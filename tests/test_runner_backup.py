@@ -115,14 +115,11 @@ def _backup(folder: Path, epoch: int, content: bytes) -> None:
     (folder / "training_metadata.json").write_text(json.dumps({"epoch": epoch, "batch": None}))
 
 
-def _resume_worker(index: int, cluster: dict, ckpt: Path, source: Path) -> dict:
-    """``resume_from_earlier_job`` for Keras 3 all-reduce worker ``index`` of job ``k``."""
-    import tensorflow as tf
-
-    from tfk8s_jupyter.replica_artifacts import resume_from_earlier_job
+def _worker_env(index: int, cluster: dict, ckpt: Path, source: Path | None = None):
+    """The ReplicaEnv of Keras 3 all-reduce worker ``index`` of job ``k`` (resuming ``source``, if given)."""
     from tfk8s_jupyter.replica_env import ReplicaEnv
 
-    renv = ReplicaEnv(
+    return ReplicaEnv(
         job="k",
         role="worker",
         index=index,
@@ -130,9 +127,17 @@ def _resume_worker(index: int, cluster: dict, ckpt: Path, source: Path) -> dict:
         strategy="multi_worker_mirrored",
         payload_path=None,
         checkpoint_dir=str(ckpt),
-        resume_from=str(source),
+        resume_from=str(source) if source is not None else None,
     )
-    return resume_from_earlier_job(tf, renv)
+
+
+def _resume_worker(index: int, cluster: dict, ckpt: Path, source: Path) -> dict:
+    """``resume_from_earlier_job`` for Keras 3 all-reduce worker ``index`` of job ``k``."""
+    import tensorflow as tf
+
+    from tfk8s_jupyter.replica_artifacts import resume_from_earlier_job
+
+    return resume_from_earlier_job(tf, _worker_env(index, cluster, ckpt, source))
 
 
 def test_a_worker_added_again_by_a_resize_restores_the_jobs_latest_backup_not_its_own_older_one(tmp_path):
@@ -242,7 +247,6 @@ def test_a_worker_killed_while_it_saved_restores_the_epoch_its_peers_saved_when_
     import tensorflow as tf
 
     from tfk8s_jupyter.replica_artifacts import open_artifacts
-    from tfk8s_jupyter.replica_env import ReplicaEnv
 
     ckpt = tmp_path / "checkpoints"
     _backup(ckpt / "fit-0" / "worker-0", 21, b"epoch-21")
@@ -252,16 +256,7 @@ def test_a_worker_killed_while_it_saved_restores_the_epoch_its_peers_saved_when_
     (ckpt / "fit-0" / "worker-0" / "partial-77.weights.h5").write_bytes(b"peer's own")
     cluster = {"worker": ["w-0:2222", "w-1:2222"]}
     for index in (1, 0):
-        renv = ReplicaEnv(
-            job="k",
-            role="worker",
-            index=index,
-            cluster=cluster,
-            strategy="multi_worker_mirrored",
-            payload_path=None,
-            checkpoint_dir=str(ckpt),
-        )
-        assert open_artifacts(tf, renv).resumed is None  # not a resume of an earlier job
+        assert open_artifacts(tf, _worker_env(index, cluster, ckpt)).resumed is None  # not a resume
     for index in (0, 1):
         own = ckpt / "fit-0" / f"worker-{index}"
         assert (own / "latest.weights.h5").read_bytes() == b"epoch-21"
