@@ -152,6 +152,16 @@ def test_the_relative_path_refusal_with_parameter_servers_names_the_save_call_th
         linecache.cache.pop("<tfk8s-cell>", None)
     assert sentence is not None
     assert f"give {call} an absolute path every replica reaches" in sentence, sentence
+    assert "the checkpoint path 'exported' is relative" in sentence  # as the cell wrote it, not TF's temp
+
+
+def test_the_refused_path_is_quoted_as_the_cell_wrote_it():
+    from tfk8s_jupyter.replica_workdir import _as_written
+
+    assert _as_written("exported/variables/variables_temp") == "exported"
+    assert _as_written("w/ckpt_temp") == "w/ckpt"
+    assert _as_written("w/ckpt_temp_0123456789abcdef0123456789abcdef/part-00000") == "w/ckpt"
+    assert _as_written("plain/path") == "plain/path"
 
 
 PS_SAVED_MODEL = """\

@@ -505,7 +505,7 @@ def explain_ps_checkpoint(exc: BaseException) -> str | None:
     ):
         return None
     found = _NOT_FOUND_PATH.search(text)
-    path = found.group(1) if found else None
+    path = _as_written(found.group(1)) if found else None
     named = f"the checkpoint path {path!r}" if path else "the checkpoint's path"
     where = (
         "is relative, that is inside each replica's own work dir, where the ps has no such folder"
@@ -519,6 +519,17 @@ def explain_ps_checkpoint(exc: BaseException) -> str | None:
         f"{where}; give {call or 'ModelCheckpoint, save_weights or tf.train.Checkpoint'} an absolute path "
         f"every replica reaches, such as os.path.join(os.environ['TFK8S_CHECKPOINT_DIR'], '{leaf}')."
     )
+
+
+# What TensorFlow appends to the path a cell gave: a SavedModel's ``variables/variables``, the ``_temp``
+# folder a checkpoint is written to before it is renamed.
+_TF_PATH_PARTS = re.compile(r"(?:/variables/variables)?(?:_temp(?:_[0-9a-f]{32})?)?(?:/part-\d+)?$")
+
+
+def _as_written(path: str) -> str:
+    """``path`` as the cell wrote it: ``exported/variables/variables_temp`` -> ``exported``, ``w/ckpt_temp``
+    -> ``w/ckpt`` (TensorFlow's own additions removed)."""
+    return _TF_PATH_PARTS.sub("", path.rstrip("/")) or path
 
 
 # A call that saves or restores variables, as a cell's line names it: ``tf.saved_model.save(``,
