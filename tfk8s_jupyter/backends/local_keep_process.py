@@ -61,6 +61,7 @@ class _State:
     owner_watched = False
     owner_gone = False  # the owner ended while this process served a job: keep nothing after it
     claimed = False  # this process runs a job it was kept for (not its first)
+    modules: frozenset[str] | None = None  # the modules imported before this process's first cell
     lock = threading.Lock()
 
 
@@ -461,6 +462,13 @@ def before_cell() -> None:
     (:mod:`.local_keep_hygiene`)."""
     hygiene.snapshot()
     keep_settings.snapshot()  # once: the settings a cold start of any run has
+    if _State.modules is None:
+        _State.modules = frozenset(sys.modules)  # once: the modules a cold start of any run has
+    if _State.claimed:
+        # a kept run's set-up logs what a cold one does not (TensorFlow: "Enabling collective ops after
+        # program startup"), and absl's first line calls logging.basicConfig(): the cell's own
+        # basicConfig would then do nothing. Its logging starts as a cold run's.
+        keep_settings.restore(keep_settings.LOGGING)
 
 
 def strategy_barrier(tf, timeout: float = 60.0) -> None:
@@ -553,18 +561,24 @@ def _plain_new(klass, *args, **kwargs):
 
 
 def _forget_cell_modules(*dirs: str) -> None:
-    """Modules the previous cell imported from its folders: the next run imports them afresh."""
+    """Modules the previous cell imported from its folders, or from any folder that holds no installed
+    package (one the cell put on ``sys.path``: ``sys.path.insert(0, "/home/me/project/src")``) since this
+    process's first cell: the next run imports them afresh, as a cold one would (their files may have
+    changed since)."""
     roots = tuple({os.path.join(f(d), "") for d in dirs if d for f in (os.path.abspath, os.path.realpath)})
     installed = tuple(
         os.path.join(f(p), "")
         for p in {sys.prefix, sys.base_prefix, sys.exec_prefix, str(Path(__file__).resolve().parents[2])}
         for f in (os.path.abspath, os.path.realpath)
     )
+    before = _State.modules
     for name, mod in list(sys.modules.items()):
         path = getattr(mod, "__file__", None)
         if not path or not isinstance(path, str):
             continue
-        if path.startswith(roots) and not path.startswith(installed) and "site-packages" not in path:
+        if path.startswith(installed) or "site-packages" in path or "dist-packages" in path:
+            continue
+        if path.startswith(roots) or (before is not None and name not in before):
             del sys.modules[name]
 
 
@@ -572,7 +586,8 @@ def reset_process(old_env: dict, old_cwd: str) -> None:
     """Reset what a run leaves in the process before the next one: the runner's patches, Keras sessions,
     process-wide settings (:mod:`.local_keep_settings`: dtype policy, floatx, eager functions, ...), the
     default strategy, random seeds (unseeded, as at a cold start), modules the cell imported from its
-    folders, and every object of the previous run (collected, so its TensorFlow resources are freed)."""
+    folders or from any other folder outside the installed packages, and every object of the previous run
+    (collected, so its TensorFlow resources are freed)."""
     _undo_patches()
     _forget_cell_modules(old_cwd, old_env.get("TFK8S_WORKDIR", ""), old_env.get("TFK8S_INPUT_DIR", ""))
     sys.modules.pop("__main__", None)
