@@ -20,7 +20,13 @@ Imported only in a replica process; every module is looked up in ``sys.modules``
 
 from __future__ import annotations
 
+import gc
+import logging
+import os
+import signal
+import socket
 import sys
+import threading
 import warnings
 from collections.abc import Callable
 
@@ -231,12 +237,6 @@ def _set_numpy_behavior(value) -> None:
 
 
 def _python() -> list[Setting]:
-    import gc
-    import logging
-    import os
-    import signal
-    import socket
-    import threading
 
     found: list[Setting] = [
         ("warnings.filters", lambda: list(warnings.filters), _set_warning_filters),
@@ -275,13 +275,11 @@ def _python() -> list[Setting]:
 
 
 def _showwarning() -> tuple:
-    import logging
 
     return warnings.showwarning, logging._warnings_showwarning
 
 
 def _set_showwarning(value) -> None:
-    import logging
 
     warnings.showwarning, logging._warnings_showwarning = value
 
@@ -294,7 +292,6 @@ def _set_warning_filters(value) -> None:
 
 
 def _loggers() -> dict:
-    import logging
 
     found = {
         name: lg for name, lg in logging.Logger.manager.loggerDict.items() if isinstance(lg, logging.Logger)
@@ -311,7 +308,6 @@ def _logging_state() -> dict:
 def _holds_file(handler) -> bool:
     """A handler writing into a file: left in place, so the file it holds open makes the process not kept
     (:mod:`.local_keep_hygiene`)."""
-    import logging
 
     name = getattr(getattr(handler, "stream", None), "name", None)
     return isinstance(handler, logging.FileHandler) or (isinstance(name, str) and not name.startswith("<"))
@@ -320,7 +316,6 @@ def _holds_file(handler) -> bool:
 def _set_logging_state(value) -> None:
     """Loggers as recorded; a logger made since gets no level, propagates, and keeps only its null handlers
     (a library's) and the handlers holding a file."""
-    import logging
 
     for name, lg in _loggers().items():
         level, handlers, propagate, disabled = value.get(name, (logging.NOTSET, (), True, False))
@@ -337,7 +332,6 @@ def _set_logging_state(value) -> None:
 def _sys_path() -> list[str]:
     """``sys.path`` without the run's work dir in front (each run puts its own there, see
     :func:`.local_keep_process.become`)."""
-    import os
 
     path = list(sys.path)
     if path and os.path.realpath(path[0]) == os.path.realpath(os.getcwd()):
@@ -351,7 +345,6 @@ def _set_sys_path(value) -> None:
 
 
 def _umask() -> int:
-    import os
 
     mask = os.umask(0o022)
     os.umask(mask)
@@ -359,19 +352,16 @@ def _umask() -> int:
 
 
 def _set_real_timer(value) -> None:
-    import signal
 
     signal.setitimer(signal.ITIMER_REAL, *value)
 
 
 def _handler_of(sig):
-    import signal
 
     return lambda: signal.getsignal(sig)
 
 
 def _set_handler(sig):
-    import signal
 
     def put(handler) -> None:
         if handler is not None:  # None: a handler not set from Python, which cannot be put back from it
@@ -381,7 +371,6 @@ def _set_handler(sig):
 
 
 def _set_tf_log_level(value) -> None:
-    import logging
 
     logging.getLogger("tensorflow").setLevel(value)
 
